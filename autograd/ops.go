@@ -1,0 +1,448 @@
+package autograd
+
+import (
+	"fmt"
+	"math"
+
+	"qat/kernels"
+)
+
+// Ops is the op set model code is written against (the narrow tensor API
+// of ollama's ml.Backend): *Tape implements it.
+type Ops interface {
+	Embedding(table *Var, ids []int32, shape ...int) *Var
+	Linear(x, w *Var) *Var
+	MatMul(a, b *Var, transA, transB bool) *Var
+	RMSNorm(x, w *Var, eps float32) *Var
+	RoPE(x *Var, r *RoPETable, pos []int32, heads int) *Var
+	Attention(q, k, v *Var, heads, kvHeads int) *Var
+	SwiGLU(gate, up *Var) *Var
+	SiLU(x *Var) *Var
+	Add(a, b *Var) *Var
+	Scale(x *Var, s float32) *Var
+	CrossEntropy(logits *Var, targets []int32, ignoreIndex int32) *Var
+}
+
+var _ Ops = (*Tape)(nil)
+
+// rowGrain is the fewest rows worth a goroutine of their own.
+const rowGrain = 8
+
+func shapeErr(op string, a, b []int) string {
+	return fmt.Sprintf("autograd: %s: shapes %v and %v do not match", op, a, b)
+}
+
+func lastDim(v *Var) int {
+	s := v.Shape()
+	return s[len(s)-1]
+}
+
+// Add returns a + b (same shapes; no broadcasting).
+func (t *Tape) Add(a, b *Var) *Var {
+	if !sameShape(a.Shape(), b.Shape()) {
+		panic(shapeErr("Add", a.Shape(), b.Shape()))
+	}
+	out := t.newVar(a.Shape(), a, b)
+	kernels.For(len(out.x), 1<<14, func(lo, hi int) {
+		kernels.Active.Add(out.x[lo:hi], a.x[lo:hi], b.x[lo:hi])
+	})
+	t.record(out, func() {
+		if out.g == nil {
+			return
+		}
+		for _, in := range [2]*Var{a, b} {
+			if in.needGrad {
+				g := t.grad(in)
+				kernels.For(len(g), 1<<14, func(lo, hi int) {
+					kernels.Active.Axpy(g[lo:hi], out.g[lo:hi], 1)
+				})
+			}
+		}
+	})
+	return out
+}
+
+// Scale returns s*x.
+func (t *Tape) Scale(x *Var, s float32) *Var {
+	out := t.newVar(x.Shape(), x)
+	kernels.Active.Scale(out.x, x.x, s)
+	t.record(out, func() {
+		if out.g != nil {
+			kernels.Active.Axpy(t.grad(x), out.g, s)
+		}
+	})
+	return out
+}
+
+// Linear returns x W^T: x (..., in), w (out, in) -> (..., out).
+func (t *Tape) Linear(x, w *Var) *Var {
+	ws := w.Shape()
+	if len(ws) != 2 || lastDim(x) != ws[1] {
+		panic(shapeErr("Linear", x.Shape(), ws))
+	}
+	nout, nin := ws[0], ws[1]
+	rows := x.Size() / nin
+	shape := append(append([]int(nil), x.Shape()[:len(x.Shape())-1]...), nout)
+	out := t.newVar(shape, x, w)
+	kernels.Sgemm(false, true, rows, nout, nin, 1, x.x, nin, w.x, nin, 0, out.x, nout)
+	t.record(out, func() {
+		if out.g == nil {
+			return
+		}
+		if x.needGrad { // dx (rows,in) += dy (rows,out) W (out,in)
+			kernels.Sgemm(false, false, rows, nin, nout, 1, out.g, nout, w.x, nin, 1, t.grad(x), nin)
+		}
+		if w.needGrad { // dW (out,in) += dy^T x
+			kernels.Sgemm(true, false, nout, nin, rows, 1, out.g, nout, x.x, nin, 1, t.grad(w), nin)
+		}
+	})
+	return out
+}
+
+// MatMul returns op(a) op(b) for 2-D operands or 3-D batches of equal
+// batch size, op(X) = X^T when its flag is set.
+func (t *Tape) MatMul(a, b *Var, transA, transB bool) *Var {
+	as, bs := a.Shape(), b.Shape()
+	if len(as) != len(bs) || len(as) < 2 || len(as) > 3 || (len(as) == 3 && as[0] != bs[0]) {
+		panic(shapeErr("MatMul", as, bs))
+	}
+	batch := 1
+	if len(as) == 3 {
+		batch = as[0]
+	}
+	ar, ac := as[len(as)-2], as[len(as)-1]
+	br, bc := bs[len(bs)-2], bs[len(bs)-1]
+	m, k := ar, ac
+	if transA {
+		m, k = ac, ar
+	}
+	k2, n := br, bc
+	if transB {
+		k2, n = bc, br
+	}
+	if k != k2 {
+		panic(shapeErr("MatMul", as, bs))
+	}
+	shape := []int{m, n}
+	if len(as) == 3 {
+		shape = []int{batch, m, n}
+	}
+	out := t.newVar(shape, a, b)
+	sa, sb, sc := ar*ac, br*bc, m*n
+	for i := 0; i < batch; i++ {
+		kernels.Sgemm(transA, transB, m, n, k, 1, a.x[i*sa:], ac, b.x[i*sb:], bc, 0, out.x[i*sc:], n)
+	}
+	t.record(out, func() {
+		if out.g == nil {
+			return
+		}
+		for i := 0; i < batch; i++ {
+			dc := out.g[i*sc:]
+			if a.needGrad {
+				da := t.grad(a)[i*sa:]
+				if transA { // A is (k,m): dA += op(B) dC^T = (dC op(B)^T)^T
+					kernels.Sgemm(transB, true, k, m, n, 1, b.x[i*sb:], bc, dc, n, 1, da, ac)
+				} else { // dA (m,k) += dC op(B)^T
+					kernels.Sgemm(false, !transB, m, k, n, 1, dc, n, b.x[i*sb:], bc, 1, da, ac)
+				}
+			}
+			if b.needGrad {
+				db := t.grad(b)[i*sb:]
+				if transB { // B is (n,k): dB += dC^T op(A)
+					kernels.Sgemm(true, transA, n, k, m, 1, dc, n, a.x[i*sa:], ac, 1, db, bc)
+				} else { // dB (k,n) += op(A)^T dC
+					kernels.Sgemm(!transA, false, k, n, m, 1, a.x[i*sa:], ac, dc, n, 1, db, bc)
+				}
+			}
+		}
+	})
+	return out
+}
+
+// Embedding gathers rows of table (vocab, dim) for ids into a tensor of the
+// given shape (whose last dimension must be dim); backward scatter-adds.
+// An id outside the table panics.
+func (t *Tape) Embedding(table *Var, ids []int32, shape ...int) *Var {
+	ts := table.Shape()
+	if len(ts) != 2 || len(shape) == 0 || shape[len(shape)-1] != ts[1] || size(shape) != len(ids)*ts[1] {
+		panic(fmt.Sprintf("autograd: Embedding: table %v, %d ids, output shape %v", ts, len(ids), shape))
+	}
+	vocab, d := ts[0], ts[1]
+	for _, id := range ids {
+		if id < 0 || int(id) >= vocab {
+			panic(fmt.Sprintf("autograd: Embedding: token id %d outside vocabulary of %d", id, vocab))
+		}
+	}
+	out := t.newVar(shape, table)
+	for i, id := range ids {
+		copy(out.x[i*d:(i+1)*d], table.x[int(id)*d:])
+	}
+	t.record(out, func() {
+		if out.g == nil {
+			return
+		}
+		g := t.grad(table)
+		for i, id := range ids {
+			kernels.Active.Axpy(g[int(id)*d:(int(id)+1)*d], out.g[i*d:(i+1)*d], 1)
+		}
+	})
+	return out
+}
+
+// RMSNorm returns x / sqrt(mean(x^2) + eps) * w over the last dimension.
+func (t *Tape) RMSNorm(x, w *Var, eps float32) *Var {
+	d := lastDim(x)
+	if w.Size() != d || len(w.Shape()) != 1 {
+		panic(shapeErr("RMSNorm", x.Shape(), w.Shape()))
+	}
+	rows := x.Size() / d
+	out := t.newVar(x.Shape(), x, w)
+	rstd := t.scratch(rows)
+	kernels.For(rows, rowGrain, func(lo, hi int) {
+		kernels.Active.RMSNormFwd(out.x[lo*d:hi*d], rstd[lo:hi], x.x[lo*d:hi*d], w.x, hi-lo, d, eps)
+	})
+	t.record(out, func() {
+		if out.g == nil {
+			return
+		}
+		// Rows go to separate goroutines, each with its own dw partial sum,
+		// added at the end: no two goroutines write one element.
+		nc := kernels.Chunks(rows, rowGrain)
+		dws := t.scratch(nc * d)
+		clear(dws)
+		var dx []float32
+		if x.needGrad {
+			dx = t.grad(x)
+		} else {
+			dx = t.scratch(x.Size())
+		}
+		kernels.ForChunks(rows, rowGrain, func(c, lo, hi int) {
+			kernels.Active.RMSNormBwd(dx[lo*d:hi*d], dws[c*d:(c+1)*d], out.g[lo*d:hi*d], x.x[lo*d:hi*d], w.x, rstd[lo:hi], hi-lo, d)
+		})
+		if w.needGrad {
+			gw := t.grad(w)
+			for c := 0; c < nc; c++ {
+				kernels.Active.Axpy(gw, dws[c*d:(c+1)*d], 1)
+			}
+		}
+	})
+	return out
+}
+
+// SwiGLU returns silu(gate) * up (same shapes).
+func (t *Tape) SwiGLU(gate, up *Var) *Var {
+	if !sameShape(gate.Shape(), up.Shape()) {
+		panic(shapeErr("SwiGLU", gate.Shape(), up.Shape()))
+	}
+	out := t.newVar(gate.Shape(), gate, up)
+	kernels.For(len(out.x), 1<<13, func(lo, hi int) {
+		kernels.Active.SwiGLUFwd(out.x[lo:hi], gate.x[lo:hi], up.x[lo:hi])
+	})
+	t.record(out, func() {
+		if out.g == nil {
+			return
+		}
+		dg, du := t.gradOrScratch(gate), t.gradOrScratch(up)
+		kernels.For(len(out.x), 1<<13, func(lo, hi int) {
+			kernels.Active.SwiGLUBwd(dg[lo:hi], du[lo:hi], out.g[lo:hi], gate.x[lo:hi], up.x[lo:hi])
+		})
+	})
+	return out
+}
+
+// gradOrScratch gives a place to accumulate v's gradient even when v takes
+// none (the fused kernels write both gradients in one pass).
+func (t *Tape) gradOrScratch(v *Var) []float32 {
+	if v.needGrad {
+		return t.grad(v)
+	}
+	return t.scratch(v.Size())
+}
+
+// SiLU returns x*sigmoid(x).
+func (t *Tape) SiLU(x *Var) *Var {
+	out := t.newVar(x.Shape(), x)
+	kernels.For(len(out.x), 1<<13, func(lo, hi int) {
+		kernels.Active.SiLUFwd(out.x[lo:hi], x.x[lo:hi])
+	})
+	t.record(out, func() {
+		if out.g == nil {
+			return
+		}
+		dx := t.grad(x)
+		kernels.For(len(out.x), 1<<13, func(lo, hi int) {
+			kernels.Active.SiLUBwd(dx[lo:hi], out.g[lo:hi], x.x[lo:hi])
+		})
+	})
+	return out
+}
+
+// RoPETable holds cos and sin of pos*theta^(-2j/hd) for the rotate-half
+// rotary embedding of Hugging Face Llama.
+type RoPETable struct {
+	HeadDim, MaxPos int
+	Theta           float64
+	Cos, Sin        []float32 // (MaxPos, HeadDim/2)
+}
+
+// NewRoPETable computes the table in float64 and rounds once.
+func NewRoPETable(headDim, maxPos int, theta float64) *RoPETable {
+	if headDim%2 != 0 || headDim <= 0 || maxPos <= 0 || theta <= 0 {
+		panic(fmt.Sprintf("autograd: NewRoPETable: head dim %d, max positions %d, theta %g", headDim, maxPos, theta))
+	}
+	h2 := headDim / 2
+	r := &RoPETable{HeadDim: headDim, MaxPos: maxPos, Theta: theta,
+		Cos: make([]float32, maxPos*h2), Sin: make([]float32, maxPos*h2)}
+	for p := 0; p < maxPos; p++ {
+		for j := 0; j < h2; j++ {
+			a := float64(p) * math.Pow(theta, -float64(2*j)/float64(headDim))
+			r.Cos[p*h2+j] = float32(math.Cos(a))
+			r.Sin[p*h2+j] = float32(math.Sin(a))
+		}
+	}
+	return r
+}
+
+// RoPE rotates each head of x (..., heads*hd) by its row's position
+// pos[row] (len(pos) = rows).
+func (t *Tape) RoPE(x *Var, r *RoPETable, pos []int32, heads int) *Var {
+	d := lastDim(x)
+	if d != heads*r.HeadDim || len(pos)*d != x.Size() {
+		panic(fmt.Sprintf("autograd: RoPE: x %v, %d heads of %d, %d positions", x.Shape(), heads, r.HeadDim, len(pos)))
+	}
+	rows := len(pos)
+	out := t.newVar(x.Shape(), x)
+	kernels.For(rows, rowGrain, func(lo, hi int) {
+		kernels.Active.RoPE(out.x[lo*d:hi*d], x.x[lo*d:hi*d], pos[lo:hi], r.Cos, r.Sin, hi-lo, heads, r.HeadDim, 1, false)
+	})
+	t.record(out, func() {
+		if out.g == nil {
+			return
+		}
+		dx := t.grad(x)
+		kernels.For(rows, rowGrain, func(lo, hi int) {
+			kernels.Active.RoPE(dx[lo*d:hi*d], out.g[lo*d:hi*d], pos[lo:hi], r.Cos, r.Sin, hi-lo, heads, r.HeadDim, -1, true)
+		})
+	})
+	return out
+}
+
+// Attention is causal multi-head attention with grouped-query heads:
+// q (B, T, heads*hd), k and v (B, T, kvHeads*hd) -> (B, T, heads*hd); query
+// head h reads kv head h/(heads/kvHeads). It keeps no T x T tensor: each
+// head's scores live in a per-goroutine scratch and backward recomputes
+// them from q and k (as flash attention does).
+func (t *Tape) Attention(q, k, v *Var, heads, kvHeads int) *Var {
+	qs, ks := q.Shape(), k.Shape()
+	if len(qs) != 3 || !sameShape(ks, v.Shape()) || len(ks) != 3 || qs[0] != ks[0] || qs[1] != ks[1] ||
+		heads <= 0 || kvHeads <= 0 || heads%kvHeads != 0 || qs[2]%heads != 0 || ks[2] != qs[2]/heads*kvHeads {
+		panic(fmt.Sprintf("autograd: Attention: q %v, k %v, v %v, heads %d, kv heads %d", qs, ks, v.Shape(), heads, kvHeads))
+	}
+	B, T, dq, dk := qs[0], qs[1], qs[2], ks[2]
+	hd := dq / heads
+	group := heads / kvHeads
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	out := t.newVar(qs, q, k, v)
+	nc := kernels.Chunks(B*heads, 1)
+	sc := t.scratch(nc * (T*T + T))
+	kernels.ForChunks(B*heads, 1, func(c, lo, hi int) {
+		s, lse := sc[c*(T*T+T):c*(T*T+T)+T*T], sc[c*(T*T+T)+T*T:(c+1)*(T*T+T)]
+		for bh := lo; bh < hi; bh++ {
+			b, h := bh/heads, bh%heads
+			qo, ko := b*T*dq+h*hd, b*T*dk+(h/group)*hd
+			kernels.SgemmSerial(false, true, T, T, hd, 1, q.x[qo:], dq, k.x[ko:], dk, 0, s, T)
+			kernels.Active.CausalSoftmax(s, T, 0, T, T, scale, lse)
+			kernels.SgemmSerial(false, false, T, hd, T, 1, s, T, v.x[ko:], dk, 0, out.x[qo:], dq)
+		}
+	})
+	t.record(out, func() {
+		if out.g == nil {
+			return
+		}
+		dQ, dK, dV := t.gradOrScratch(q), t.gradOrScratch(k), t.gradOrScratch(v)
+		// One work item per (batch, kv head): the query heads of a group
+		// all add into the same dK and dV, so they stay on one goroutine.
+		nc := kernels.Chunks(B*kvHeads, 1)
+		sc := t.scratch(nc * (2*T*T + T))
+		kernels.ForChunks(B*kvHeads, 1, func(c, lo, hi int) {
+			w := sc[c*(2*T*T+T) : (c+1)*(2*T*T+T)]
+			p, dp, lse := w[:T*T], w[T*T:2*T*T], w[2*T*T:]
+			for bk := lo; bk < hi; bk++ {
+				b, kh := bk/kvHeads, bk%kvHeads
+				ko := b*T*dk + kh*hd
+				for h := kh * group; h < (kh+1)*group; h++ {
+					qo := b*T*dq + h*hd
+					kernels.SgemmSerial(false, true, T, T, hd, 1, q.x[qo:], dq, k.x[ko:], dk, 0, p, T)
+					kernels.Active.CausalSoftmax(p, T, 0, T, T, scale, lse)
+					// dV += P^T dO; dP = dO V^T; dS = scale*P*(dP - rowsum(P dP))
+					kernels.SgemmSerial(true, false, T, hd, T, 1, p, T, out.g[qo:], dq, 1, dV[ko:], dk)
+					kernels.SgemmSerial(false, true, T, T, hd, 1, out.g[qo:], dq, v.x[ko:], dk, 0, dp, T)
+					kernels.Active.SoftmaxBwd(p, dp, T, T, T, scale)
+					// dQ += dS K; dK += dS^T Q
+					kernels.SgemmSerial(false, false, T, hd, T, 1, dp, T, k.x[ko:], dk, 1, dQ[qo:], dq)
+					kernels.SgemmSerial(true, false, T, hd, T, 1, dp, T, q.x[qo:], dq, 1, dK[ko:], dk)
+				}
+			}
+		})
+	})
+	return out
+}
+
+// CrossEntropy returns the mean over non-ignored rows of
+// -log softmax(logits)[target] for logits (..., vocab) and one target per
+// row; rows whose target equals ignoreIndex do not count. A target outside
+// [0, vocab) that is not ignoreIndex panics. The gradient is computed in the
+// same pass as the loss and kept until backward.
+func (t *Tape) CrossEntropy(logits *Var, targets []int32, ignoreIndex int32) *Var {
+	V := lastDim(logits)
+	rows := logits.Size() / V
+	if len(targets) != rows {
+		panic(fmt.Sprintf("autograd: CrossEntropy: logits %v, %d targets", logits.Shape(), len(targets)))
+	}
+	tg := t.scratchInt(rows)
+	count := 0
+	for i, y := range targets {
+		switch {
+		case y == ignoreIndex:
+			tg[i] = -1
+		case y < 0 || int(y) >= V:
+			panic(fmt.Sprintf("autograd: CrossEntropy: target %d outside vocabulary of %d", y, V))
+		default:
+			tg[i] = y
+			count++
+		}
+	}
+	out := t.newVar([]int{1}, logits)
+	loss := t.scratch(rows)
+	dl := t.scratch(logits.Size())
+	inv := float32(0)
+	if count > 0 {
+		inv = 1 / float32(count)
+	}
+	kernels.For(rows, rowGrain, func(lo, hi int) {
+		kernels.Active.CrossEntropy(logits.x[lo*V:hi*V], tg[lo:hi], dl[lo*V:hi*V], loss[lo:hi], hi-lo, V, inv)
+	})
+	var sum float64
+	for _, l := range loss {
+		sum += float64(l)
+	}
+	out.x[0] = float32(sum) * inv
+	t.record(out, func() {
+		if out.g == nil {
+			return
+		}
+		g := t.grad(logits)
+		kernels.For(rows, rowGrain, func(lo, hi int) {
+			kernels.Active.Axpy(g[lo*V:hi*V], dl[lo*V:hi*V], out.g[0])
+		})
+	})
+	return out
+}
+
+// scratchInt returns a pooled []int32 of n that lives until Reset.
+func (t *Tape) scratchInt(n int) []int32 {
+	if cap(t.ints) < n {
+		t.ints = make([]int32, n)
+	}
+	return t.ints[:n]
+}

@@ -1,0 +1,334 @@
+package autograd
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"qat/kernels"
+)
+
+// gradCase runs one op on the tape and its float64 reference, then checks
+// (1) values against the reference and (2) the tape's gradients of
+// L = sum(R * out) (R random) against central finite differences of the
+// reference in float64.
+type gradCase struct {
+	name   string
+	inputs []*Var
+	run    func(t *Tape, in []*Var) *Var
+	ref    func(in [][]float64) []float64
+	vtol   float64 // value tolerance, abs+rel
+	gtol   float64 // gradient tolerance, abs+rel
+}
+
+func randVar(rng *rand.Rand, scale float64, shape ...int) *Var {
+	v := NewParam(shape...)
+	for i := range v.x {
+		v.x[i] = float32(rng.NormFloat64() * scale)
+	}
+	return v
+}
+
+func to64(x []float32) []float64 {
+	y := make([]float64, len(x))
+	for i, v := range x {
+		y[i] = float64(v)
+	}
+	return y
+}
+
+// close reports whether got is within tol (absolute + relative to the
+// reference's largest magnitude) and the max difference.
+func closeTo(got []float32, want []float64, tol float64) (bool, float64) {
+	var scale, maxd float64
+	for _, w := range want {
+		scale = math.Max(scale, math.Abs(w))
+	}
+	for i := range want {
+		maxd = math.Max(maxd, math.Abs(float64(got[i])-want[i]))
+	}
+	return maxd <= tol*(1+scale), maxd
+}
+
+func (c gradCase) check(t *testing.T, rng *rand.Rand) {
+	t.Helper()
+	tp := NewTape()
+	ZeroGrad(c.inputs...)
+	out := c.run(tp, c.inputs)
+	in64 := make([][]float64, len(c.inputs))
+	for i, v := range c.inputs {
+		in64[i] = to64(v.x)
+	}
+	want := c.ref(in64)
+	if len(want) != out.Size() {
+		t.Fatalf("%s: output has %d values, reference %d", c.name, out.Size(), len(want))
+	}
+	if ok, d := closeTo(out.x, want, c.vtol); !ok {
+		t.Errorf("%s: value max diff %.3g over tolerance %.1g", c.name, d, c.vtol)
+	}
+	R := make([]float64, len(want))
+	g := tp.grad(out)
+	for i := range R {
+		R[i] = rng.NormFloat64()
+		g[i] = float32(R[i])
+	}
+	for i := len(tp.back) - 1; i >= 0; i-- {
+		tp.back[i]()
+	}
+	L := func() float64 {
+		y := c.ref(in64)
+		var s float64
+		for i := range y {
+			s += R[i] * y[i]
+		}
+		return s
+	}
+	for vi, v := range c.inputs {
+		if !v.needGrad {
+			continue
+		}
+		// Elementwise ops on large inputs: differences at a random sample of
+		// at most 300 entries keep the test fast; the rest are not compared.
+		idx := make([]int, v.Size())
+		for j := range idx {
+			idx[j] = j
+		}
+		if len(idx) > 300 {
+			rng.Shuffle(len(idx), func(a, b int) { idx[a], idx[b] = idx[b], idx[a] })
+			idx = idx[:300]
+		}
+		fd := make([]float64, len(idx))
+		got := make([]float32, len(idx))
+		for jj, j := range idx {
+			got[jj] = v.g[j]
+			x0 := in64[vi][j]
+			h := 1e-6 * math.Max(1, math.Abs(x0))
+			in64[vi][j] = x0 + h
+			lp := L()
+			in64[vi][j] = x0 - h
+			lm := L()
+			in64[vi][j] = x0
+			fd[jj] = (lp - lm) / (2 * h)
+		}
+		if ok, d := closeTo(got, fd, c.gtol); !ok {
+			t.Errorf("%s: input %d gradient max diff %.3g over tolerance %.1g", c.name, vi, d, c.gtol)
+		} else {
+			t.Logf("%s: input %d gradient max diff %.2g", c.name, vi, d)
+		}
+	}
+}
+
+// forEachKernelSet runs f with every kernel set this CPU has active.
+func forEachKernelSet(t *testing.T, f func(t *testing.T)) {
+	saved := kernels.Active
+	defer kernels.Use(saved)
+	for _, s := range kernels.Variants() {
+		kernels.Use(s)
+		t.Run(s.Name, f)
+	}
+}
+
+func TestOpsAgainstFloat64(t *testing.T) {
+	forEachKernelSet(t, func(t *testing.T) {
+		for _, threads := range []int{1, 2} {
+			kernels.SetThreads(threads)
+			rng := rand.New(rand.NewPCG(1, uint64(threads)))
+			for _, c := range opCases(rng) {
+				c.check(t, rng)
+			}
+		}
+		kernels.SetThreads(1)
+	})
+}
+
+func opCases(rng *rand.Rand) []gradCase {
+	var cs []gradCase
+	for _, sh := range [][3]int{{1, 1, 1}, {3, 5, 7}, {13, 9, 17}, {33, 40, 19}} {
+		rows, in, out := sh[0], sh[1], sh[2]
+		cs = append(cs, gradCase{
+			name:   fmt.Sprintf("Linear %dx%d->%d", rows, in, out),
+			inputs: []*Var{randVar(rng, 1, rows, in), randVar(rng, 1, out, in)},
+			run:    func(t *Tape, v []*Var) *Var { return t.Linear(v[0], v[1]) },
+			ref:    func(v [][]float64) []float64 { return refLinear(v[0], v[1], rows, in, out) },
+			vtol:   1e-5, gtol: 1e-4,
+		})
+	}
+	for _, mm := range []struct {
+		batch, ar, ac, br, bc int
+		ta, tb                bool
+	}{{1, 3, 5, 5, 4, false, false}, {2, 5, 3, 5, 4, true, false}, {3, 3, 5, 4, 5, false, true}, {2, 7, 3, 6, 7, true, true}} {
+		mm := mm
+		as, bs := []int{mm.ar, mm.ac}, []int{mm.br, mm.bc}
+		if mm.batch > 1 {
+			as, bs = []int{mm.batch, mm.ar, mm.ac}, []int{mm.batch, mm.br, mm.bc}
+		}
+		cs = append(cs, gradCase{
+			name:   fmt.Sprintf("MatMul %v^%v x %v^%v", as, mm.ta, bs, mm.tb),
+			inputs: []*Var{randVar(rng, 1, as...), randVar(rng, 1, bs...)},
+			run:    func(t *Tape, v []*Var) *Var { return t.MatMul(v[0], v[1], mm.ta, mm.tb) },
+			ref: func(v [][]float64) []float64 {
+				return refMatMul(v[0], v[1], mm.batch, mm.ar, mm.ac, mm.br, mm.bc, mm.ta, mm.tb)
+			},
+			vtol: 1e-5, gtol: 1e-4,
+		})
+	}
+	for _, sh := range [][2]int{{1, 1}, {5, 7}, {17, 33}, {9, 256}} {
+		rows, d := sh[0], sh[1]
+		w := randVar(rng, 1, d)
+		cs = append(cs, gradCase{
+			name:   fmt.Sprintf("RMSNorm %dx%d", rows, d),
+			inputs: []*Var{randVar(rng, 2, rows, d), w},
+			run:    func(t *Tape, v []*Var) *Var { return t.RMSNorm(v[0], v[1], 1e-5) },
+			ref:    func(v [][]float64) []float64 { return refRMSNorm(v[0], v[1], rows, d, 1e-5) },
+			vtol:   1e-5, gtol: 2e-4,
+		})
+	}
+	for _, n := range []int{1, 7, 33, 1000, 20000} {
+		cs = append(cs, gradCase{
+			name:   fmt.Sprintf("SwiGLU %d", n),
+			inputs: []*Var{randVar(rng, 3, n), randVar(rng, 1, n)},
+			run:    func(t *Tape, v []*Var) *Var { return t.SwiGLU(v[0], v[1]) },
+			ref:    func(v [][]float64) []float64 { return refSwiGLU(v[0], v[1]) },
+			vtol:   1e-6, gtol: 1e-5,
+		}, gradCase{
+			name:   fmt.Sprintf("SiLU %d", n),
+			inputs: []*Var{randVar(rng, 4, n)},
+			run:    func(t *Tape, v []*Var) *Var { return t.SiLU(v[0]) },
+			ref:    func(v [][]float64) []float64 { return refSiLU(v[0]) },
+			vtol:   1e-6, gtol: 1e-5,
+		})
+	}
+	for _, sh := range [][4]int{{2, 5, 3, 4}, {1, 9, 2, 8}, {3, 17, 4, 2}} {
+		B, T, heads, hd := sh[0], sh[1], sh[2], sh[3]
+		theta := 10000.0
+		if hd == 2 {
+			theta = 500000
+		}
+		tab := NewRoPETable(hd, 64, theta)
+		pos := make([]int32, B*T)
+		for i := range pos {
+			pos[i] = int32(i%T + 40*(i/T%2)) // a second batch row starts at 40: positions need not start at 0
+		}
+		cs = append(cs, gradCase{
+			name:   fmt.Sprintf("RoPE B%d T%d H%d hd%d", B, T, heads, hd),
+			inputs: []*Var{randVar(rng, 1, B, T, heads*hd)},
+			run:    func(t *Tape, v []*Var) *Var { return t.RoPE(v[0], tab, pos, heads) },
+			ref:    func(v [][]float64) []float64 { return refRoPE(v[0], pos, heads, hd, theta) },
+			vtol:   1e-5, gtol: 1e-4,
+		})
+	}
+	for _, sh := range [][5]int{{1, 1, 1, 1, 4}, {2, 7, 4, 4, 6}, {2, 9, 4, 2, 5}, {1, 13, 8, 2, 8}, {3, 5, 4, 1, 3}, {1, 33, 2, 2, 16}} {
+		B, T, heads, kvh, hd := sh[0], sh[1], sh[2], sh[3], sh[4]
+		cs = append(cs, gradCase{
+			name:   fmt.Sprintf("Attention B%d T%d H%d KV%d hd%d", B, T, heads, kvh, hd),
+			inputs: []*Var{randVar(rng, 1, B, T, heads*hd), randVar(rng, 1, B, T, kvh*hd), randVar(rng, 1, B, T, kvh*hd)},
+			run:    func(t *Tape, v []*Var) *Var { return t.Attention(v[0], v[1], v[2], heads, kvh) },
+			ref:    func(v [][]float64) []float64 { return refAttention(v[0], v[1], v[2], B, T, heads, kvh, hd) },
+			vtol:   1e-5, gtol: 1e-4,
+		})
+	}
+	for _, sh := range [][2]int{{1, 2}, {7, 11}, {33, 300}} {
+		rows, V := sh[0], sh[1]
+		tg := make([]int32, rows)
+		for i := range tg {
+			tg[i] = int32(rng.IntN(V))
+		}
+		ignore := int32(-100)
+		if rows > 2 {
+			tg[1] = ignore
+		}
+		cs = append(cs, gradCase{
+			name:   fmt.Sprintf("CrossEntropy %dx%d", rows, V),
+			inputs: []*Var{randVar(rng, 3, rows, V)},
+			run:    func(t *Tape, v []*Var) *Var { return t.CrossEntropy(v[0], tg, ignore) },
+			ref:    func(v [][]float64) []float64 { return refCrossEntropy(v[0], tg, V, ignore) },
+			vtol:   1e-5, gtol: 1e-5,
+		})
+	}
+	for _, sh := range [][3]int{{5, 3, 4}, {17, 8, 40}} {
+		V, d, n := sh[0], sh[1], sh[2]
+		ids := make([]int32, n)
+		for i := range ids {
+			ids[i] = int32(rng.IntN(V)) // repeats: the scatter-add must sum them
+		}
+		cs = append(cs, gradCase{
+			name:   fmt.Sprintf("Embedding %dx%d, %d ids", V, d, n),
+			inputs: []*Var{randVar(rng, 1, V, d)},
+			run:    func(t *Tape, v []*Var) *Var { return t.Embedding(v[0], ids, n, d) },
+			ref:    func(v [][]float64) []float64 { return refEmbedding(v[0], ids, d) },
+			vtol:   0, gtol: 1e-6,
+		})
+	}
+	a, b := randVar(rng, 1, 3, 5), randVar(rng, 1, 3, 5)
+	cs = append(cs, gradCase{
+		name: "Add+Scale, a used twice", inputs: []*Var{a, b},
+		run: func(t *Tape, v []*Var) *Var { return t.Add(t.Scale(v[0], -2.5), t.Add(v[0], v[1])) },
+		ref: func(v [][]float64) []float64 {
+			y := make([]float64, len(v[0]))
+			for i := range y {
+				y[i] = -2.5*v[0][i] + v[0][i] + v[1][i]
+			}
+			return y
+		},
+		vtol: 1e-6, gtol: 1e-6,
+	})
+	return cs
+}
+
+func TestShapeMismatchNamesBothShapes(t *testing.T) {
+	tp := NewTape()
+	a, b := NewParam(2, 3), NewParam(3, 2)
+	for name, f := range map[string]func(){
+		"Add":    func() { tp.Add(a, b) },
+		"Linear": func() { tp.Linear(a, NewParam(4, 2)) },
+		"MatMul": func() { tp.MatMul(a, NewParam(2, 3), false, false) },
+		"SwiGLU": func() { tp.SwiGLU(a, b) },
+	} {
+		func() {
+			defer func() {
+				r := recover()
+				msg, _ := r.(string)
+				if r == nil || !(contains(msg, "[2 3]") && (contains(msg, "[3 2]") || contains(msg, "[4 2]") || contains(msg, "[2 3]"))) {
+					t.Errorf("%s: panic %v, want a message naming both shapes", name, r)
+				}
+			}()
+			f()
+		}()
+	}
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
+
+// TestPoolReuse: a second identical step reuses every buffer of the first.
+func TestPoolReuse(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	x, w := randVar(rng, 1, 4, 8), randVar(rng, 1, 8)
+	tp := NewTape()
+	step := func() float32 {
+		y := tp.SiLU(tp.RMSNorm(x, w, 1e-5))
+		l := tp.CrossEntropy(y, []int32{1, 2, 3, 4}, -1)
+		tp.Backward(l)
+		v := l.x[0]
+		tp.Reset()
+		return v
+	}
+	first := step()
+	allocs := testing.AllocsPerRun(10, func() {
+		if step() != first {
+			t.Fatal("loss changed between identical steps")
+		}
+	})
+	// What remains is a few small objects per op (the backward closure,
+	// the closures handed to kernels.For), independent of tensor sizes.
+	if allocs > 50 {
+		t.Errorf("steady-state step allocates %.0f times, want the pool to serve it", allocs)
+	}
+}

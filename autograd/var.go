@@ -1,0 +1,95 @@
+package autograd
+
+import (
+	"fmt"
+
+	"gorgonia.org/tensor"
+)
+
+// Var is a value on the tape and its gradient.
+type Var struct {
+	// Value is the forward value; Grad the gradient of the loss with respect
+	// to it, nil until a gradient reaches it (parameters have one always).
+	Value, Grad *tensor.Dense
+	x, g        []float32
+	needGrad    bool
+	temp        bool // owned by a tape's pool
+}
+
+func newDense(shape []int, data []float32) *tensor.Dense {
+	return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data))
+}
+
+// NewParam returns a trainable leaf of the given shape, zero-filled, with a
+// gradient buffer.
+func NewParam(shape ...int) *Var {
+	n := size(shape)
+	v := &Var{needGrad: true}
+	v.x, v.g = make([]float32, n), make([]float32, n)
+	v.Value, v.Grad = newDense(shape, v.x), newDense(shape, v.g)
+	return v
+}
+
+// NewConst returns a leaf that takes no gradient, over data (not copied).
+func NewConst(data []float32, shape ...int) *Var {
+	if len(data) != size(shape) {
+		panic(fmt.Sprintf("autograd: NewConst: %d values for shape %v", len(data), shape))
+	}
+	v := &Var{x: data}
+	v.Value = newDense(shape, data)
+	return v
+}
+
+// Data returns the value's backing slice.
+func (v *Var) Data() []float32 { return v.x }
+
+// GradData returns the gradient's backing slice, nil if none.
+func (v *Var) GradData() []float32 { return v.g }
+
+// Shape returns the value's shape.
+func (v *Var) Shape() []int { return v.Value.Shape() }
+
+// Size is the number of elements.
+func (v *Var) Size() int { return len(v.x) }
+
+// RequiresGrad reports whether gradients flow into v.
+func (v *Var) RequiresGrad() bool { return v.needGrad }
+
+// SetRequiresGrad freezes (false) or unfreezes a parameter.
+func (v *Var) SetRequiresGrad(b bool) {
+	if b && v.g == nil {
+		v.g = make([]float32, len(v.x))
+		v.Grad = newDense(v.Shape(), v.g)
+	}
+	v.needGrad = b
+}
+
+// ZeroGrad clears the gradients of vs.
+func ZeroGrad(vs ...*Var) {
+	for _, v := range vs {
+		clear(v.g)
+	}
+}
+
+func size(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		if d < 0 {
+			panic(fmt.Sprintf("autograd: negative dimension in %v", shape))
+		}
+		n *= d
+	}
+	return n
+}
+
+func sameShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

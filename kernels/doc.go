@@ -1,0 +1,17 @@
+// Package kernels holds the hot loops of qat: sgemm (OpenBLAS through cgo, or
+// gonum's pure-Go blas32 under the noblas build tag) and the fused elementwise
+// and normalisation kernels of the training step.
+//
+// Each elementwise kernel exists as a portable Go loop (the reference, file
+// generic.go) and as C compiled twice, for AVX-512 and for AVX2 (simd.c with
+// simd_body.h), chosen once at start from the CPU's features. The table Set
+// holds one implementation of every kernel; Variants lists all the sets this
+// machine can run so tests compare each against Generic.
+//
+// Threads: OpenBLAS is always run single-threaded and qat parallelises
+// itself (For, Sgemm splitting rows over goroutines). That keeps OpenBLAS's
+// spinning worker threads from competing with Go code between calls and lets
+// several goroutines call sgemm at once.
+//
+// This package imports nothing else of qat.
+package kernels

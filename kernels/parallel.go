@@ -1,0 +1,51 @@
+package kernels
+
+import (
+	"runtime"
+	"sync"
+)
+
+var threads = 1
+
+// SetThreads sets how many goroutines the kernels split work over (1 or
+// more; values above GOMAXPROCS are clipped). Like blas32.Use it is a
+// process-wide setting, meant to be called once by main.
+func SetThreads(n int) {
+	threads = max(1, min(n, runtime.GOMAXPROCS(0)))
+}
+
+// Threads returns the number set by SetThreads.
+func Threads() int { return threads }
+
+// Chunks returns how many chunks For and ForChunks split n items of at
+// least grain each into.
+func Chunks(n, grain int) int {
+	return max(1, min(threads, (n+max(grain, 1)-1)/max(grain, 1)))
+}
+
+// For calls fn over [0,n) split into at most Threads() contiguous chunks of
+// at least grain items, in parallel, and returns when all are done.
+func For(n, grain int, fn func(lo, hi int)) {
+	ForChunks(n, grain, func(_, lo, hi int) { fn(lo, hi) })
+}
+
+// ForChunks is For that also passes the chunk's index in [0, Chunks(n,
+// grain)), so callers can hand each chunk its own scratch buffer.
+func ForChunks(n, grain int, fn func(chunk, lo, hi int)) {
+	t := Chunks(n, grain)
+	if t <= 1 {
+		fn(0, 0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	wg.Add(t - 1)
+	for i := 1; i < t; i++ {
+		lo, hi := i*n/t, (i+1)*n/t
+		go func() {
+			fn(i, lo, hi)
+			wg.Done()
+		}()
+	}
+	fn(0, 0, n/t)
+	wg.Wait()
+}

@@ -1,0 +1,30 @@
+// simd.h declares each kernel of simd_body.h once per instruction set.
+#include <stdint.h>
+void exp_inplace_avx512(float *x, long n);
+void causal_softmax_avx512(float *s, long rows, long i0, long n, long ld, float scale, float *lse);
+void softmax_bwd_avx512(const float *p, float *dp, long rows, long n, long ld, float scale);
+void cross_entropy_avx512(const float *x, const int32_t *t, float *dx, float *loss, long rows, long n, float gscale);
+void rmsnorm_fwd_avx512(float *y, float *rstd, const float *x, const float *w, long rows, long d, float eps);
+void rmsnorm_bwd_avx512(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd, long rows, long d);
+void swiglu_fwd_avx512(float *y, const float *g, const float *u, long n);
+void swiglu_bwd_avx512(float *dg, float *du, const float *dy, const float *g, const float *u, long n);
+void silu_fwd_avx512(float *y, const float *x, long n);
+void silu_bwd_avx512(float *dx, const float *dy, const float *x, long n);
+void rope_avx512(float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, float sign, int acc);
+void axpy_avx512(float *y, const float *x, float a, long n);
+void add_avx512(float *y, const float *a, const float *b, long n);
+void scale_avx512(float *y, const float *x, float a, long n);
+void exp_inplace_avx2(float *x, long n);
+void causal_softmax_avx2(float *s, long rows, long i0, long n, long ld, float scale, float *lse);
+void softmax_bwd_avx2(const float *p, float *dp, long rows, long n, long ld, float scale);
+void cross_entropy_avx2(const float *x, const int32_t *t, float *dx, float *loss, long rows, long n, float gscale);
+void rmsnorm_fwd_avx2(float *y, float *rstd, const float *x, const float *w, long rows, long d, float eps);
+void rmsnorm_bwd_avx2(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd, long rows, long d);
+void swiglu_fwd_avx2(float *y, const float *g, const float *u, long n);
+void swiglu_bwd_avx2(float *dg, float *du, const float *dy, const float *g, const float *u, long n);
+void silu_fwd_avx2(float *y, const float *x, long n);
+void silu_bwd_avx2(float *dx, const float *dy, const float *x, long n);
+void rope_avx2(float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, float sign, int acc);
+void axpy_avx2(float *y, const float *x, float a, long n);
+void add_avx2(float *y, const float *a, const float *b, long n);
+void scale_avx2(float *y, const float *x, float a, long n);

@@ -1,0 +1,208 @@
+// simd_body.h is included once per instruction set by simd.c; K(name) gives each
+// copy its suffix. The loops are written so that gcc vectorizes them at -O3
+// (omp simd reductions, no calls inside loops): the target pragma in simd.c
+// picks AVX-512 or AVX2 code for the same source.
+
+// fexp: exp(x) for x in [-87.3, 88.3] (clamped outside) with about 2 ulp error. Written inline
+// (range reduction by ln2, degree-6 polynomial, exponent built from bits) so
+// loops that call it vectorize; libm's expf would stop vectorization.
+static inline float K(fexp)(float x) {
+	x = x < -87.3f ? -87.3f : x;
+	x = x > 88.3f ? 88.3f : x;
+	// Round to nearest by adding and removing 1.5*2^23: floorf is a libm
+	// call under the default flags and would stop vectorization.
+	float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+	float r = x - n * 0.693359375f;
+	r = r + n * 2.12194440e-4f;
+	float p = 1.98756915e-4f;
+	p = p * r + 1.39819994e-3f;
+	p = p * r + 8.33345205e-3f;
+	p = p * r + 4.16657659e-2f;
+	p = p * r + 1.66666672e-1f;
+	p = p * r + 5.00000000e-1f;
+	p = p * r * r + r + 1.0f;
+	int32_t e = ((int32_t)n + 127) << 23;
+	float s;
+	__builtin_memcpy(&s, &e, 4);
+	return p * s;
+}
+
+void K(exp_inplace)(float *x, long n) {
+	for (long i = 0; i < n; i++) x[i] = K(fexp)(x[i]);
+}
+
+static inline float K(maxv)(const float *x, long n) {
+	float m = x[0];
+#pragma omp simd reduction(max:m)
+	for (long i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+	return m;
+}
+
+static inline float K(sumv)(const float *x, long n) {
+	float s = 0;
+#pragma omp simd reduction(+:s)
+	for (long i = 0; i < n; i++) s += x[i];
+	return s;
+}
+
+// causal_softmax: rows i0..i0+rows-1 of a score block s (row stride ld) whose
+// row i attends to keys 0..i. Writes p = softmax(scale*s[i,0..i]) and zeros
+// after it, stores log-sum-exp of the scaled row in lse[i-i0].
+void K(causal_softmax)(float *s, long rows, long i0, long n, long ld, float scale, float *lse) {
+	for (long r = 0; r < rows; r++) {
+		float *x = s + r * ld;
+		long m = i0 + r + 1;
+		if (m > n) m = n;
+		float mx = K(maxv)(x, m) * scale;
+		float sum = 0;
+#pragma omp simd reduction(+:sum)
+		for (long j = 0; j < m; j++) {
+			float e = K(fexp)(x[j] * scale - mx);
+			x[j] = e;
+			sum += e;
+		}
+		float inv = 1.0f / sum;
+		for (long j = 0; j < m; j++) x[j] *= inv;
+		for (long j = m; j < n; j++) x[j] = 0;
+		lse[r] = mx + __builtin_logf(sum);
+	}
+}
+
+// softmax_bwd: for each row, dp <- scale * p * (dp - sum_j p_j dp_j).
+void K(softmax_bwd)(const float *p, float *dp, long rows, long n, long ld, float scale) {
+	for (long r = 0; r < rows; r++) {
+		const float *pr = p + r * ld;
+		float *g = dp + r * ld;
+		float d = 0;
+#pragma omp simd reduction(+:d)
+		for (long j = 0; j < n; j++) d += pr[j] * g[j];
+		for (long j = 0; j < n; j++) g[j] = scale * pr[j] * (g[j] - d);
+	}
+}
+
+// cross_entropy: for rows of logits x (rows, n) and targets t, writes the
+// per-row loss (lse - x[t]) to loss, and dx = gscale*(softmax(x) - onehot(t)).
+// A target < 0 (ignored) gives loss 0 and dx 0.
+void K(cross_entropy)(const float *x, const int32_t *t, float *dx, float *loss, long rows, long n, float gscale) {
+	for (long r = 0; r < rows; r++) {
+		const float *xr = x + r * n;
+		float *g = dx + r * n;
+		if (t[r] < 0) {
+			for (long j = 0; j < n; j++) g[j] = 0;
+			loss[r] = 0;
+			continue;
+		}
+		float mx = K(maxv)(xr, n);
+		float sum = 0;
+#pragma omp simd reduction(+:sum)
+		for (long j = 0; j < n; j++) {
+			float e = K(fexp)(xr[j] - mx);
+			g[j] = e;
+			sum += e;
+		}
+		float lse = mx + __builtin_logf(sum);
+		float c = gscale / sum;
+		for (long j = 0; j < n; j++) g[j] *= c;
+		g[t[r]] -= gscale;
+		loss[r] = lse - xr[t[r]];
+	}
+}
+
+// rmsnorm_fwd: y = x * rstd * w per row, rstd = 1/sqrt(mean(x^2)+eps).
+void K(rmsnorm_fwd)(float *y, float *rstd, const float *x, const float *w, long rows, long d, float eps) {
+	for (long r = 0; r < rows; r++) {
+		const float *xr = x + r * d;
+		float *yr = y + r * d;
+		float ss = 0;
+#pragma omp simd reduction(+:ss)
+		for (long j = 0; j < d; j++) ss += xr[j] * xr[j];
+		float rs = 1.0f / __builtin_sqrtf(ss / (float)d + eps);
+		rstd[r] = rs;
+		for (long j = 0; j < d; j++) yr[j] = xr[j] * rs * w[j];
+	}
+}
+
+// rmsnorm_bwd: dx += rstd*(w*dy - xhat*mean(w*dy*xhat)), dw += sum_rows dy*xhat
+// with xhat = x*rstd.
+void K(rmsnorm_bwd)(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd, long rows, long d) {
+	for (long r = 0; r < rows; r++) {
+		const float *xr = x + r * d, *gr = dy + r * d;
+		float *dxr = dx + r * d;
+		float rs = rstd[r];
+		float dot = 0;
+#pragma omp simd reduction(+:dot)
+		for (long j = 0; j < d; j++) dot += gr[j] * w[j] * xr[j];
+		float c = dot * rs * rs / (float)d;
+		for (long j = 0; j < d; j++) {
+			dxr[j] += rs * (gr[j] * w[j] - xr[j] * c);
+			dw[j] += gr[j] * xr[j] * rs;
+		}
+	}
+}
+
+// swiglu_fwd: y = silu(g) * u, silu(g) = g*sigmoid(g).
+void K(swiglu_fwd)(float *y, const float *g, const float *u, long n) {
+	for (long i = 0; i < n; i++) {
+		float s = 1.0f / (1.0f + K(fexp)(-g[i]));
+		y[i] = g[i] * s * u[i];
+	}
+}
+
+// swiglu_bwd: dg += dy*u*s*(1+g*(1-s)), du += dy*silu(g).
+void K(swiglu_bwd)(float *dg, float *du, const float *dy, const float *g, const float *u, long n) {
+	for (long i = 0; i < n; i++) {
+		float s = 1.0f / (1.0f + K(fexp)(-g[i]));
+		float si = g[i] * s;
+		dg[i] += dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+		du[i] += dy[i] * si;
+	}
+}
+
+// silu_fwd / silu_bwd: y = x*sigmoid(x); dx += dy*s*(1+x*(1-s)).
+void K(silu_fwd)(float *y, const float *x, long n) {
+	for (long i = 0; i < n; i++) y[i] = x[i] / (1.0f + K(fexp)(-x[i]));
+}
+void K(silu_bwd)(float *dx, const float *dy, const float *x, long n) {
+	for (long i = 0; i < n; i++) {
+		float s = 1.0f / (1.0f + K(fexp)(-x[i]));
+		dx[i] += dy[i] * s * (1.0f + x[i] * (1.0f - s));
+	}
+}
+
+// rope: rotate-half RoPE on rows of heads. x (rows, heads, hd), row r at
+// position pos[r]; cos/sin tables (maxpos, hd/2). sign = +1 forward, -1 gives
+// the transpose rotation used by backward. acc != 0 adds into y.
+void K(rope)(float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, float sign, int acc) {
+	long h2 = hd / 2;
+	for (long r = 0; r < rows; r++) {
+		const float *c = cs + (long)pos[r] * h2, *s = sn + (long)pos[r] * h2;
+		for (long h = 0; h < heads; h++) {
+			const float *xr = x + (r * heads + h) * hd;
+			float *yr = y + (r * heads + h) * hd;
+			if (acc) {
+				for (long j = 0; j < h2; j++) {
+					float a = xr[j], b = xr[j + h2];
+					yr[j] += a * c[j] - sign * b * s[j];
+					yr[j + h2] += b * c[j] + sign * a * s[j];
+				}
+			} else {
+				for (long j = 0; j < h2; j++) {
+					float a = xr[j], b = xr[j + h2];
+					yr[j] = a * c[j] - sign * b * s[j];
+					yr[j + h2] = b * c[j] + sign * a * s[j];
+				}
+			}
+		}
+	}
+}
+
+// axpy: y += a*x. add: y = a + b. scale: y = a*x.
+void K(axpy)(float *y, const float *x, float a, long n) {
+	for (long i = 0; i < n; i++) y[i] += a * x[i];
+}
+void K(add)(float *y, const float *a, const float *b, long n) {
+	for (long i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+void K(scale)(float *y, const float *x, float a, long n) {
+	for (long i = 0; i < n; i++) y[i] = a * x[i];
+}
