@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"qat/autograd/ref"
 	"qat/kernels"
 )
 
@@ -150,7 +151,7 @@ func opCases(rng *rand.Rand) []gradCase {
 			name:   fmt.Sprintf("Linear %dx%d->%d", rows, in, out),
 			inputs: []*Var{randVar(rng, 1, rows, in), randVar(rng, 1, out, in)},
 			run:    func(t *Tape, v []*Var) *Var { return t.Linear(v[0], v[1]) },
-			ref:    func(v [][]float64) []float64 { return refLinear(v[0], v[1], rows, in, out) },
+			ref:    func(v [][]float64) []float64 { return ref.Linear(v[0], v[1], rows, in, out) },
 			vtol:   1e-5, gtol: 1e-4,
 		})
 	}
@@ -168,7 +169,7 @@ func opCases(rng *rand.Rand) []gradCase {
 			inputs: []*Var{randVar(rng, 1, as...), randVar(rng, 1, bs...)},
 			run:    func(t *Tape, v []*Var) *Var { return t.MatMul(v[0], v[1], mm.ta, mm.tb) },
 			ref: func(v [][]float64) []float64 {
-				return refMatMul(v[0], v[1], mm.batch, mm.ar, mm.ac, mm.br, mm.bc, mm.ta, mm.tb)
+				return ref.MatMul(v[0], v[1], mm.batch, mm.ar, mm.ac, mm.br, mm.bc, mm.ta, mm.tb)
 			},
 			vtol: 1e-5, gtol: 1e-4,
 		})
@@ -180,7 +181,7 @@ func opCases(rng *rand.Rand) []gradCase {
 			name:   fmt.Sprintf("RMSNorm %dx%d", rows, d),
 			inputs: []*Var{randVar(rng, 2, rows, d), w},
 			run:    func(t *Tape, v []*Var) *Var { return t.RMSNorm(v[0], v[1], 1e-5) },
-			ref:    func(v [][]float64) []float64 { return refRMSNorm(v[0], v[1], rows, d, 1e-5) },
+			ref:    func(v [][]float64) []float64 { return ref.RMSNorm(v[0], v[1], rows, d, 1e-5) },
 			vtol:   1e-5, gtol: 2e-4,
 		})
 	}
@@ -189,13 +190,13 @@ func opCases(rng *rand.Rand) []gradCase {
 			name:   fmt.Sprintf("SwiGLU %d", n),
 			inputs: []*Var{randVar(rng, 3, n), randVar(rng, 1, n)},
 			run:    func(t *Tape, v []*Var) *Var { return t.SwiGLU(v[0], v[1]) },
-			ref:    func(v [][]float64) []float64 { return refSwiGLU(v[0], v[1]) },
+			ref:    func(v [][]float64) []float64 { return ref.SwiGLU(v[0], v[1]) },
 			vtol:   1e-6, gtol: 1e-5,
 		}, gradCase{
 			name:   fmt.Sprintf("SiLU %d", n),
 			inputs: []*Var{randVar(rng, 4, n)},
 			run:    func(t *Tape, v []*Var) *Var { return t.SiLU(v[0]) },
-			ref:    func(v [][]float64) []float64 { return refSiLU(v[0]) },
+			ref:    func(v [][]float64) []float64 { return ref.SiLU(v[0]) },
 			vtol:   1e-6, gtol: 1e-5,
 		})
 	}
@@ -214,7 +215,7 @@ func opCases(rng *rand.Rand) []gradCase {
 			name:   fmt.Sprintf("RoPE B%d T%d H%d hd%d", B, T, heads, hd),
 			inputs: []*Var{randVar(rng, 1, B, T, heads*hd)},
 			run:    func(t *Tape, v []*Var) *Var { return t.RoPE(v[0], tab, pos, heads) },
-			ref:    func(v [][]float64) []float64 { return refRoPE(v[0], pos, heads, hd, theta) },
+			ref:    func(v [][]float64) []float64 { return ref.RoPE(v[0], pos, heads, hd, theta) },
 			vtol:   1e-5, gtol: 1e-4,
 		})
 	}
@@ -224,7 +225,7 @@ func opCases(rng *rand.Rand) []gradCase {
 			name:   fmt.Sprintf("Attention B%d T%d H%d KV%d hd%d", B, T, heads, kvh, hd),
 			inputs: []*Var{randVar(rng, 1, B, T, heads*hd), randVar(rng, 1, B, T, kvh*hd), randVar(rng, 1, B, T, kvh*hd)},
 			run:    func(t *Tape, v []*Var) *Var { return t.Attention(v[0], v[1], v[2], heads, kvh) },
-			ref:    func(v [][]float64) []float64 { return refAttention(v[0], v[1], v[2], B, T, heads, kvh, hd) },
+			ref:    func(v [][]float64) []float64 { return ref.Attention(v[0], v[1], v[2], B, T, heads, kvh, hd) },
 			vtol:   1e-5, gtol: 1e-4,
 		})
 	}
@@ -242,7 +243,7 @@ func opCases(rng *rand.Rand) []gradCase {
 			name:   fmt.Sprintf("CrossEntropy %dx%d", rows, V),
 			inputs: []*Var{randVar(rng, 3, rows, V)},
 			run:    func(t *Tape, v []*Var) *Var { return t.CrossEntropy(v[0], tg, ignore) },
-			ref:    func(v [][]float64) []float64 { return refCrossEntropy(v[0], tg, V, ignore) },
+			ref:    func(v [][]float64) []float64 { return ref.CrossEntropy(v[0], tg, V, ignore) },
 			vtol:   1e-5, gtol: 1e-5,
 		})
 	}
@@ -256,7 +257,7 @@ func opCases(rng *rand.Rand) []gradCase {
 			name:   fmt.Sprintf("Embedding %dx%d, %d ids", V, d, n),
 			inputs: []*Var{randVar(rng, 1, V, d)},
 			run:    func(t *Tape, v []*Var) *Var { return t.Embedding(v[0], ids, n, d) },
-			ref:    func(v [][]float64) []float64 { return refEmbedding(v[0], ids, d) },
+			ref:    func(v [][]float64) []float64 { return ref.Embedding(v[0], ids, d) },
 			vtol:   0, gtol: 1e-6,
 		})
 	}

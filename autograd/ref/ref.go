@@ -1,11 +1,13 @@
-package autograd
-
-// Float64 references of every op, written from the definitions with plain
-// loops and sharing no code with the ops or the kernels.
+// Package ref holds float64 references of every autograd op, written from
+// the definitions with plain loops and sharing no code with the ops or the
+// kernels. Tests of autograd and layers compare against it; finite
+// differences of these functions are the gradient oracle.
+package ref
 
 import "math"
 
-func refLinear(x, w []float64, rows, in, out int) []float64 {
+// Linear: x (rows, in), w (out, in) -> x w^T.
+func Linear(x, w []float64, rows, in, out int) []float64 {
 	y := make([]float64, rows*out)
 	for r := 0; r < rows; r++ {
 		for o := 0; o < out; o++ {
@@ -19,8 +21,8 @@ func refLinear(x, w []float64, rows, in, out int) []float64 {
 	return y
 }
 
-// refMatMul: a (batch, ar, ac), b (batch, br, bc) with optional transposes.
-func refMatMul(a, b []float64, batch, ar, ac, br, bc int, ta, tb bool) []float64 {
+// MatMul: a (batch, ar, ac), b (batch, br, bc) with optional transposes.
+func MatMul(a, b []float64, batch, ar, ac, br, bc int, ta, tb bool) []float64 {
 	at := func(x []float64, r, c, i, j int, tr bool) float64 {
 		if tr {
 			return x[j*c+i]
@@ -50,7 +52,8 @@ func refMatMul(a, b []float64, batch, ar, ac, br, bc int, ta, tb bool) []float64
 	return y
 }
 
-func refRMSNorm(x, w []float64, rows, d int, eps float64) []float64 {
+// RMSNorm: x / sqrt(mean(x^2)+eps) * w per row.
+func RMSNorm(x, w []float64, rows, d int, eps float64) []float64 {
 	y := make([]float64, rows*d)
 	for r := 0; r < rows; r++ {
 		var ss float64
@@ -67,7 +70,8 @@ func refRMSNorm(x, w []float64, rows, d int, eps float64) []float64 {
 
 func sigmoid(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
 
-func refSwiGLU(g, u []float64) []float64 {
+// SwiGLU: silu(g) * u.
+func SwiGLU(g, u []float64) []float64 {
 	y := make([]float64, len(g))
 	for i := range g {
 		y[i] = g[i] * sigmoid(g[i]) * u[i]
@@ -75,7 +79,8 @@ func refSwiGLU(g, u []float64) []float64 {
 	return y
 }
 
-func refSiLU(x []float64) []float64 {
+// SiLU: x * sigmoid(x).
+func SiLU(x []float64) []float64 {
 	y := make([]float64, len(x))
 	for i := range x {
 		y[i] = x[i] * sigmoid(x[i])
@@ -83,8 +88,8 @@ func refSiLU(x []float64) []float64 {
 	return y
 }
 
-// refRoPE: rotate-half layout, angle pos * theta^(-2j/hd) for pair (j, j+hd/2).
-func refRoPE(x []float64, pos []int32, heads, hd int, theta float64) []float64 {
+// RoPE: rotate-half layout, angle pos * theta^(-2j/hd) for pair (j, j+hd/2).
+func RoPE(x []float64, pos []int32, heads, hd int, theta float64) []float64 {
 	y := make([]float64, len(x))
 	d := heads * hd
 	for r := range pos {
@@ -101,9 +106,9 @@ func refRoPE(x []float64, pos []int32, heads, hd int, theta float64) []float64 {
 	return y
 }
 
-// refAttention: causal softmax(q k^T / sqrt(hd)) v per head, the full score
+// Attention: causal softmax(q k^T / sqrt(hd)) v per head, the full score
 // matrix with -inf above the diagonal, as the textbook writes it.
-func refAttention(q, k, v []float64, B, T, heads, kvHeads, hd int) []float64 {
+func Attention(q, k, v []float64, B, T, heads, kvHeads, hd int) []float64 {
 	dq, dk := heads*hd, kvHeads*hd
 	y := make([]float64, B*T*dq)
 	for b := 0; b < B; b++ {
@@ -142,7 +147,8 @@ func refAttention(q, k, v []float64, B, T, heads, kvHeads, hd int) []float64 {
 	return y
 }
 
-func refCrossEntropy(x []float64, t []int32, V int, ignore int32) []float64 {
+// CrossEntropy: mean over rows whose target is not ignore of logsumexp - x[target].
+func CrossEntropy(x []float64, t []int32, V int, ignore int32) []float64 {
 	var sum float64
 	n := 0
 	for r, y := range t {
@@ -164,7 +170,8 @@ func refCrossEntropy(x []float64, t []int32, V int, ignore int32) []float64 {
 	return []float64{sum / float64(n)}
 }
 
-func refEmbedding(table []float64, ids []int32, d int) []float64 {
+// Embedding: rows of table for ids.
+func Embedding(table []float64, ids []int32, d int) []float64 {
 	y := make([]float64, len(ids)*d)
 	for i, id := range ids {
 		copy(y[i*d:(i+1)*d], table[int(id)*d:])

@@ -1,0 +1,3 @@
+// Package data holds qat's data pipeline; file formats live in
+// sub-packages (safetensors) that import only the standard library.
+package data

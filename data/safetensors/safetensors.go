@@ -1,0 +1,259 @@
+// Package safetensors reads and writes the safetensors format: an 8-byte
+// little-endian header length, a JSON header mapping tensor names to dtype,
+// shape and byte offsets (plus an optional "__metadata__" string map), then
+// the raw little-endian tensor data.
+package safetensors
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// Tensor is one named tensor with its raw little-endian bytes.
+type Tensor struct {
+	Name  string
+	DType string // F32, F16, BF16, I32, I64, U8, I8, F64
+	Shape []int
+	Data  []byte
+}
+
+// File is a parsed safetensors file.
+type File struct {
+	Tensors  []Tensor // in data order
+	Metadata map[string]string
+}
+
+// DTypeSize is the byte size of each supported dtype.
+var DTypeSize = map[string]int{"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+// maxHeader bounds the JSON header (the reference implementation uses 100 MB).
+const maxHeader = 100 << 20
+
+type entry struct {
+	DType   string   `json:"dtype"`
+	Shape   []int    `json:"shape"`
+	Offsets [2]int64 `json:"data_offsets"`
+}
+
+// Get returns the tensor called name.
+func (f *File) Get(name string) (Tensor, bool) {
+	for _, t := range f.Tensors {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return Tensor{}, false
+}
+
+// F32 returns t's values as float32; it fails for other dtypes.
+func (t Tensor) F32() ([]float32, error) {
+	if t.DType != "F32" {
+		return nil, fmt.Errorf("tensor %s: dtype %s, want F32", t.Name, t.DType)
+	}
+	out := make([]float32, len(t.Data)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:]))
+	}
+	return out, nil
+}
+
+// I32 returns t's values as int32; it fails for other dtypes.
+func (t Tensor) I32() ([]int32, error) {
+	if t.DType != "I32" {
+		return nil, fmt.Errorf("tensor %s: dtype %s, want I32", t.Name, t.DType)
+	}
+	out := make([]int32, len(t.Data)/4)
+	for i := range out {
+		out[i] = int32(binary.LittleEndian.Uint32(t.Data[4*i:]))
+	}
+	return out, nil
+}
+
+// FromF32 makes an F32 tensor.
+func FromF32(name string, shape []int, v []float32) Tensor {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+	}
+	return Tensor{Name: name, DType: "F32", Shape: shape, Data: b}
+}
+
+// FromI32 makes an I32 tensor.
+func FromI32(name string, shape []int, v []int32) Tensor {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(b[4*i:], uint32(x))
+	}
+	return Tensor{Name: name, DType: "I32", Shape: shape, Data: b}
+}
+
+func numel(shape []int) (int64, bool) {
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 || (d > 0 && n > math.MaxInt64/int64(d)) {
+			return 0, false
+		}
+		n *= int64(d)
+	}
+	return n, true
+}
+
+// Parse decodes a whole file held in b; the returned tensors alias b.
+func Parse(b []byte) (*File, error) {
+	if len(b) < 8 {
+		return nil, fmt.Errorf("safetensors: %d bytes, too short for the header length", len(b))
+	}
+	hl := binary.LittleEndian.Uint64(b)
+	if hl > maxHeader || hl > uint64(len(b)-8) {
+		return nil, fmt.Errorf("safetensors: header length %d exceeds the file (%d bytes) or the %d limit", hl, len(b), maxHeader)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b[8:8+hl], &raw); err != nil {
+		return nil, fmt.Errorf("safetensors: header: %w", err)
+	}
+	data := b[8+hl:]
+	f := &File{}
+	var los []int64
+	for name, msg := range raw {
+		if name == "__metadata__" {
+			if err := json.Unmarshal(msg, &f.Metadata); err != nil {
+				return nil, fmt.Errorf("safetensors: __metadata__: %w", err)
+			}
+			continue
+		}
+		var e entry
+		if err := json.Unmarshal(msg, &e); err != nil {
+			return nil, fmt.Errorf("safetensors: tensor %q: %w", name, err)
+		}
+		sz, ok := DTypeSize[e.DType]
+		if !ok {
+			return nil, fmt.Errorf("safetensors: tensor %q: unknown dtype %q", name, e.DType)
+		}
+		n, ok := numel(e.Shape)
+		if !ok || n > int64(len(data))/int64(sz) {
+			return nil, fmt.Errorf("safetensors: tensor %q: shape %v does not fit in %d data bytes", name, e.Shape, len(data))
+		}
+		lo, hi := e.Offsets[0], e.Offsets[1]
+		if lo < 0 || hi < lo || hi > int64(len(data)) {
+			return nil, fmt.Errorf("safetensors: tensor %q: offsets [%d,%d) outside %d data bytes", name, lo, hi, len(data))
+		}
+		if hi-lo != n*int64(sz) {
+			return nil, fmt.Errorf("safetensors: tensor %q: %d bytes for shape %v of %s (want %d)", name, hi-lo, e.Shape, e.DType, n*int64(sz))
+		}
+		f.Tensors = append(f.Tensors, Tensor{Name: name, DType: e.DType, Shape: e.Shape, Data: data[lo:hi:hi]})
+		los = append(los, lo)
+	}
+	idx := make([]int, len(los))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(i, j int) bool {
+		a, b := idx[i], idx[j]
+		return los[a] < los[b] || (los[a] == los[b] && f.Tensors[a].Name < f.Tensors[b].Name)
+	})
+	sorted := make([]Tensor, len(idx))
+	for i, k := range idx {
+		sorted[i] = f.Tensors[k]
+		if i > 0 {
+			p := idx[i-1]
+			if los[k] < los[p]+int64(len(f.Tensors[p].Data)) {
+				return nil, fmt.Errorf("safetensors: tensors %q and %q overlap", f.Tensors[p].Name, f.Tensors[k].Name)
+			}
+		}
+	}
+	f.Tensors = sorted
+	return f, nil
+}
+
+// Read parses the file at path.
+func Read(path string) (*File, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	f, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
+}
+
+// Encode serialises tensors (in the given order) and metadata.
+func Encode(tensors []Tensor, meta map[string]string) ([]byte, error) {
+	hdr := map[string]any{}
+	if len(meta) > 0 {
+		hdr["__metadata__"] = meta
+	}
+	var off int64
+	for _, t := range tensors {
+		sz, ok := DTypeSize[t.DType]
+		if !ok {
+			return nil, fmt.Errorf("safetensors: tensor %q: unknown dtype %q", t.Name, t.DType)
+		}
+		if n, ok := numel(t.Shape); !ok || n*int64(sz) != int64(len(t.Data)) {
+			return nil, fmt.Errorf("safetensors: tensor %q: %d bytes for shape %v of %s", t.Name, len(t.Data), t.Shape, t.DType)
+		}
+		if _, dup := hdr[t.Name]; dup || t.Name == "" {
+			return nil, fmt.Errorf("safetensors: duplicate or empty tensor name %q", t.Name)
+		}
+		shape := t.Shape
+		if shape == nil {
+			shape = []int{}
+		}
+		hdr[t.Name] = entry{DType: t.DType, Shape: shape, Offsets: [2]int64{off, off + int64(len(t.Data))}}
+		off += int64(len(t.Data))
+	}
+	h, err := json.Marshal(hdr)
+	if err != nil {
+		return nil, err
+	}
+	for len(h)%8 != 0 { // the format pads the header with spaces to 8 bytes
+		h = append(h, ' ')
+	}
+	out := make([]byte, 8, 8+len(h)+int(off))
+	binary.LittleEndian.PutUint64(out, uint64(len(h)))
+	out = append(out, h...)
+	for _, t := range tensors {
+		out = append(out, t.Data...)
+	}
+	return out, nil
+}
+
+// Write encodes tensors to path through a temporary file in the same
+// directory, synced and renamed, so a reader never sees a partial file.
+func Write(path string, tensors []Tensor, meta map[string]string) error {
+	b, err := Encode(tensors, meta)
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(path, b)
+}
+
+// WriteFileAtomic writes b to path via a synced temporary file and rename.
+func WriteFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return errors.Join(fmt.Errorf("writing %s", path), err)
+	}
+	return nil
+}

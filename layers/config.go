@@ -1,0 +1,91 @@
+package layers
+
+import (
+	"fmt"
+	"math"
+)
+
+// Config holds a Llama model's hyperparameters.
+type Config struct {
+	Vocab     int     `yaml:"vocab" json:"vocab_size"`
+	Dim       int     `yaml:"dim" json:"hidden_size"`
+	Layers    int     `yaml:"layers" json:"num_hidden_layers"`
+	Heads     int     `yaml:"heads" json:"num_attention_heads"`
+	KVHeads   int     `yaml:"kv_heads" json:"num_key_value_heads"`
+	FFNHidden int     `yaml:"ffn_hidden" json:"intermediate_size"`
+	RopeTheta float64 `yaml:"rope_theta" json:"rope_theta"`
+	NormEps   float64 `yaml:"norm_eps" json:"rms_norm_eps"`
+	Tied      bool    `yaml:"tied_embeddings" json:"tie_word_embeddings"`
+	MaxSeq    int     `yaml:"max_seq" json:"max_position_embeddings"`
+}
+
+// HeadDim is Dim/Heads.
+func (c Config) HeadDim() int { return c.Dim / c.Heads }
+
+// Validate reports the first impossible value, naming its field.
+func (c Config) Validate() error {
+	pos := map[string]int{"vocab": c.Vocab, "dim": c.Dim, "layers": c.Layers, "heads": c.Heads,
+		"kv_heads": c.KVHeads, "ffn_hidden": c.FFNHidden, "max_seq": c.MaxSeq}
+	for _, k := range []string{"vocab", "dim", "layers", "heads", "kv_heads", "ffn_hidden", "max_seq"} {
+		if pos[k] <= 0 {
+			return fmt.Errorf("model.%s: %d, must be positive", k, pos[k])
+		}
+	}
+	switch {
+	case c.Dim%c.Heads != 0:
+		return fmt.Errorf("model.dim: %d is not a multiple of model.heads %d", c.Dim, c.Heads)
+	case c.HeadDim()%2 != 0:
+		return fmt.Errorf("model.dim/model.heads: head dimension %d must be even for RoPE", c.HeadDim())
+	case c.Heads%c.KVHeads != 0:
+		return fmt.Errorf("model.kv_heads: %d does not divide model.heads %d", c.KVHeads, c.Heads)
+	case !(c.RopeTheta > 0) || math.IsInf(c.RopeTheta, 0):
+		return fmt.Errorf("model.rope_theta: %g, must be positive", c.RopeTheta)
+	case !(c.NormEps > 0) || c.NormEps > 1:
+		return fmt.Errorf("model.norm_eps: %g, must be in (0, 1]", c.NormEps)
+	}
+	return nil
+}
+
+// BlockAligned reports an error when a weight dimension is not a multiple
+// of block (32 for llama.cpp's Q4_0/Q8_0), naming the field; block-quantized
+// presets call it.
+func (c Config) BlockAligned(block int) error {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"vocab", c.Vocab}, {"dim", c.Dim}, {"ffn_hidden", c.FFNHidden}, {"dim/heads*kv_heads", c.HeadDim() * c.KVHeads}} {
+		if f.v%block != 0 {
+			return fmt.Errorf("model.%s: %d is not a multiple of the quantization block %d", f.name, f.v, block)
+		}
+	}
+	return nil
+}
+
+// Tiny and Small are the reference configurations (configs/tiny.yaml and
+// configs/small.yaml carry the same values).
+var (
+	Tiny  = Config{Vocab: 4096, Dim: 256, Layers: 4, Heads: 4, KVHeads: 4, FFNHidden: 704, RopeTheta: 10000, NormEps: 1e-5, Tied: true, MaxSeq: 128}
+	Small = Config{Vocab: 8192, Dim: 512, Layers: 8, Heads: 8, KVHeads: 8, FFNHidden: 1376, RopeTheta: 10000, NormEps: 1e-5, Tied: true, MaxSeq: 256}
+)
+
+// Params counts the parameters of the model c describes; NonEmbedding leaves
+// out the token embedding and an untied lm_head.
+func (c Config) Params() (total, nonEmbedding int) {
+	kv := c.HeadDim() * c.KVHeads
+	block := 2*c.Dim*c.Dim + 2*c.Dim*kv + 3*c.Dim*c.FFNHidden + 2*c.Dim
+	nonEmbedding = c.Layers*block + c.Dim
+	total = nonEmbedding + c.Vocab*c.Dim
+	if !c.Tied {
+		total += c.Vocab * c.Dim
+	}
+	return total, nonEmbedding
+}
+
+// FLOPsPerToken is the training cost (forward + backward) per token of a
+// sequence of length seq: 6 x (non-embedding params + lm_head) plus the
+// attention products QK^T and AV (12 * layers * dim * seq, the full T x T as
+// PyTorch computes it, so both sides count the same work).
+func (c Config) FLOPsPerToken(seq int) float64 {
+	_, ne := c.Params()
+	return 6*float64(ne+c.Vocab*c.Dim) + 12*float64(c.Layers*c.Dim*seq)
+}

@@ -1,0 +1,193 @@
+package layers
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"qat/autograd"
+)
+
+// Linear is a bias-free linear layer, y = x W^T, W (out, in).
+type Linear struct {
+	Weight *autograd.Var `st:"weight"`
+}
+
+// Forward applies the layer.
+func (l *Linear) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
+	return ops.Linear(x, l.Weight)
+}
+
+// Embedding is a token table (vocab, dim).
+type Embedding struct {
+	Weight *autograd.Var `st:"weight"`
+}
+
+// RMSNorm scales each row to unit root-mean-square, then by Weight.
+type RMSNorm struct {
+	Weight *autograd.Var `st:"weight"`
+	Eps    float32
+}
+
+// Forward applies the norm over the last dimension.
+func (n *RMSNorm) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
+	return ops.RMSNorm(x, n.Weight, n.Eps)
+}
+
+// Attention is causal grouped-query self-attention with RoPE.
+type Attention struct {
+	Q *Linear `st:"q_proj"`
+	K *Linear `st:"k_proj"`
+	V *Linear `st:"v_proj"`
+	O *Linear `st:"o_proj"`
+	*Options
+}
+
+// Forward: x (B, T, dim) -> (B, T, dim).
+func (a *Attention) Forward(ops autograd.Ops, x *autograd.Var, pos []int32) *autograd.Var {
+	q := ops.RoPE(a.Q.Forward(ops, x), a.rope, pos, a.Heads)
+	k := ops.RoPE(a.K.Forward(ops, x), a.rope, pos, a.KVHeads)
+	v := a.V.Forward(ops, x)
+	return a.O.Forward(ops, ops.Attention(q, k, v, a.Heads, a.KVHeads))
+}
+
+// MLP is the SwiGLU feed-forward block: down(silu(gate(x)) * up(x)).
+type MLP struct {
+	Gate *Linear `st:"gate_proj"`
+	Up   *Linear `st:"up_proj"`
+	Down *Linear `st:"down_proj"`
+}
+
+// Forward applies the block.
+func (m *MLP) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
+	return m.Down.Forward(ops, ops.SwiGLU(m.Gate.Forward(ops, x), m.Up.Forward(ops, x)))
+}
+
+// Layer is one pre-norm transformer block.
+type Layer struct {
+	AttnNorm *RMSNorm   `st:"input_layernorm"`
+	Attn     *Attention `st:"self_attn"`
+	MLPNorm  *RMSNorm   `st:"post_attention_layernorm"`
+	MLP      *MLP       `st:"mlp"`
+}
+
+// Forward: h = x + attn(norm(x)); out = h + mlp(norm(h)).
+func (l *Layer) Forward(ops autograd.Ops, x *autograd.Var, pos []int32) *autograd.Var {
+	h := ops.Add(x, l.Attn.Forward(ops, l.AttnNorm.Forward(ops, x), pos))
+	return ops.Add(h, l.MLP.Forward(ops, l.MLPNorm.Forward(ops, h)))
+}
+
+// Options are the hyperparameters shared by pointer between layers.
+type Options struct {
+	Config
+	rope *autograd.RoPETable
+}
+
+// Model is a Llama decoder.
+type Model struct {
+	Embed  *Embedding `st:"model.embed_tokens"`
+	Layers []*Layer   `st:"model.layers"`
+	Norm   *RMSNorm   `st:"model.norm"`
+	// Head is the output projection; with tied embeddings it is nil and the
+	// embedding table serves as lm_head.
+	Head *Linear `st:"lm_head,optional"`
+	*Options
+	pos []int32
+}
+
+// New builds a model for c with zero weights (see Init). It panics if c is
+// invalid: configs are validated where they are read.
+func New(c Config) *Model {
+	if err := c.Validate(); err != nil {
+		panic("layers: " + err.Error())
+	}
+	o := &Options{Config: c, rope: autograd.NewRoPETable(c.HeadDim(), c.MaxSeq, c.RopeTheta)}
+	lin := func(out, in int) *Linear { return &Linear{Weight: autograd.NewParam(out, in)} }
+	norm := func() *RMSNorm {
+		n := &RMSNorm{Weight: autograd.NewParam(c.Dim), Eps: float32(c.NormEps)}
+		for i := range n.Weight.Data() {
+			n.Weight.Data()[i] = 1
+		}
+		return n
+	}
+	kv := c.HeadDim() * c.KVHeads
+	m := &Model{Embed: &Embedding{Weight: autograd.NewParam(c.Vocab, c.Dim)}, Norm: norm(), Options: o}
+	for i := 0; i < c.Layers; i++ {
+		m.Layers = append(m.Layers, &Layer{
+			AttnNorm: norm(),
+			Attn:     &Attention{Q: lin(c.Dim, c.Dim), K: lin(kv, c.Dim), V: lin(kv, c.Dim), O: lin(c.Dim, c.Dim), Options: o},
+			MLPNorm:  norm(),
+			MLP:      &MLP{Gate: lin(c.FFNHidden, c.Dim), Up: lin(c.FFNHidden, c.Dim), Down: lin(c.Dim, c.FFNHidden)},
+		})
+	}
+	if !c.Tied {
+		m.Head = lin(c.Vocab, c.Dim)
+	}
+	return m
+}
+
+// Init draws every matrix from N(0, 0.02^2), the residual output projections
+// (o_proj, down_proj) from N(0, (0.02/sqrt(2*layers))^2) as GPT-2 does so the
+// residual stream's variance does not grow with depth; norms are 1.
+func (m *Model) Init(seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
+	resid := 0.02 / math.Sqrt(2*float64(m.Config.Layers))
+	fill := func(v *autograd.Var, std float64) {
+		for i := range v.Data() {
+			v.Data()[i] = float32(rng.NormFloat64() * std)
+		}
+	}
+	for _, p := range m.Params() {
+		switch {
+		case len(p.Var.Shape()) == 1:
+			for i := range p.Var.Data() {
+				p.Var.Data()[i] = 1
+			}
+		case hasSuffix(p.Name, "o_proj.weight"), hasSuffix(p.Name, "down_proj.weight"):
+			fill(p.Var, resid)
+		default:
+			fill(p.Var, 0.02)
+		}
+	}
+}
+
+func hasSuffix(s, suf string) bool { return len(s) >= len(suf) && s[len(s)-len(suf):] == suf }
+
+// positions returns 0..T-1 repeated B times, cached.
+func (m *Model) positions(B, T int) []int32 {
+	if len(m.pos) != B*T || (T > 0 && len(m.pos) > 0 && m.pos[len(m.pos)-1] != int32(T-1)) {
+		m.pos = make([]int32, B*T)
+		for i := range m.pos {
+			m.pos[i] = int32(i % T)
+		}
+	}
+	return m.pos
+}
+
+// Forward returns logits (B, T, vocab) for ids (B*T token ids, row-major).
+// It panics when T exceeds MaxSeq or an id is outside the vocabulary.
+func (m *Model) Forward(ops autograd.Ops, ids []int32, B, T int) *autograd.Var {
+	if T > m.MaxSeq || B*T != len(ids) {
+		panic(fmt.Sprintf("layers: Forward: %d ids as %d x %d, max sequence %d", len(ids), B, T, m.MaxSeq))
+	}
+	pos := m.positions(B, T)
+	x := ops.Embedding(m.Embed.Weight, ids, B, T, m.Dim)
+	for _, l := range m.Layers {
+		x = l.Forward(ops, x, pos)
+	}
+	x = m.Norm.Forward(ops, x)
+	head := m.Embed.Weight
+	if m.Head != nil {
+		head = m.Head.Weight
+	}
+	return ops.Linear(x, head)
+}
+
+// IgnoreIndex marks targets that do not count in the loss (padding), as in
+// PyTorch's cross_entropy.
+const IgnoreIndex = -100
+
+// Loss returns the mean next-token cross-entropy of ids against targets.
+func (m *Model) Loss(ops autograd.Ops, ids, targets []int32, B, T int) *autograd.Var {
+	return ops.CrossEntropy(m.Forward(ops, ids, B, T), targets, IgnoreIndex)
+}

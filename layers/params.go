@@ -1,0 +1,71 @@
+package layers
+
+import (
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"qat/autograd"
+)
+
+// Param is a parameter and its checkpoint name.
+type Param struct {
+	Name string
+	Var  *autograd.Var
+}
+
+var varType = reflect.TypeOf((*autograd.Var)(nil))
+
+// Params walks m's fields by their `st` tags (joined with "." and slice
+// indices, as ollama's populateFields does) and returns every parameter in
+// a fixed order. Nil optional fields (an untied lm_head) are skipped.
+func (m *Model) Params() []Param {
+	var out []Param
+	walk(reflect.ValueOf(m).Elem(), "", &out)
+	return out
+}
+
+func walk(v reflect.Value, prefix string, out *[]Param) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag, ok := f.Tag.Lookup("st")
+		if !ok {
+			continue
+		}
+		name := strings.Split(tag, ",")[0]
+		if prefix != "" {
+			name = prefix + "." + name
+		}
+		visit(v.Field(i), name, out)
+	}
+}
+
+func visit(fv reflect.Value, name string, out *[]Param) {
+	switch {
+	case fv.Type() == varType:
+		if !fv.IsNil() {
+			*out = append(*out, Param{Name: name, Var: fv.Interface().(*autograd.Var)})
+		}
+	case fv.Kind() == reflect.Slice:
+		for j := 0; j < fv.Len(); j++ {
+			visit(fv.Index(j), name+"."+strconv.Itoa(j), out)
+		}
+	case fv.Kind() == reflect.Pointer:
+		if !fv.IsNil() {
+			walk(fv.Elem(), name, out)
+		}
+	default:
+		panic(fmt.Sprintf("layers: field %s of kind %s carries an st tag", name, fv.Kind()))
+	}
+}
+
+// ParamMap returns Params keyed by name.
+func (m *Model) ParamMap() map[string]*autograd.Var {
+	out := map[string]*autograd.Var{}
+	for _, p := range m.Params() {
+		out[p.Name] = p.Var
+	}
+	return out
+}
