@@ -52,9 +52,13 @@ func (t *Tape) Add(a, b *Var) *Var {
 		}
 		for _, in := range [2]*Var{a, b} {
 			if in.needGrad {
-				g := t.grad(in)
+				g, first := t.gradW(in)
 				kernels.For(len(g), 1<<14, func(lo, hi int) {
-					kernels.Active.Axpy(g[lo:hi], out.g[lo:hi], 1)
+					if first {
+						copy(g[lo:hi], out.g[lo:hi])
+					} else {
+						kernels.Active.Axpy(g[lo:hi], out.g[lo:hi], 1)
+					}
 				})
 			}
 		}
@@ -90,10 +94,12 @@ func (t *Tape) Linear(x, w *Var) *Var {
 			return
 		}
 		if x.needGrad { // dx (rows,in) += dy (rows,out) W (out,in)
-			kernels.Sgemm(false, false, rows, nin, nout, 1, out.g, nout, w.x, nin, 1, t.grad(x), nin)
+			dx, first := t.gradW(x)
+			kernels.Sgemm(false, false, rows, nin, nout, 1, out.g, nout, w.x, nin, beta(first), dx, nin)
 		}
 		if w.needGrad { // dW (out,in) += dy^T x
-			kernels.Sgemm(true, false, nout, nin, rows, 1, out.g, nout, x.x, nin, 1, t.grad(w), nin)
+			dw, first := t.gradW(w)
+			kernels.Sgemm(true, false, nout, nin, rows, 1, out.g, nout, x.x, nin, beta(first), dw, nin)
 		}
 	})
 	return out
@@ -136,22 +142,30 @@ func (t *Tape) MatMul(a, b *Var, transA, transB bool) *Var {
 		if out.g == nil {
 			return
 		}
+		var ga, gb []float32
+		var fa, fb bool
+		if a.needGrad {
+			ga, fa = t.gradW(a)
+		}
+		if b.needGrad {
+			gb, fb = t.gradW(b)
+		}
 		for i := 0; i < batch; i++ {
 			dc := out.g[i*sc:]
 			if a.needGrad {
-				da := t.grad(a)[i*sa:]
+				da := ga[i*sa:]
 				if transA { // A is (k,m): dA += op(B) dC^T = (dC op(B)^T)^T
-					kernels.Sgemm(transB, true, k, m, n, 1, b.x[i*sb:], bc, dc, n, 1, da, ac)
+					kernels.Sgemm(transB, true, k, m, n, 1, b.x[i*sb:], bc, dc, n, beta(fa), da, ac)
 				} else { // dA (m,k) += dC op(B)^T
-					kernels.Sgemm(false, !transB, m, k, n, 1, dc, n, b.x[i*sb:], bc, 1, da, ac)
+					kernels.Sgemm(false, !transB, m, k, n, 1, dc, n, b.x[i*sb:], bc, beta(fa), da, ac)
 				}
 			}
 			if b.needGrad {
-				db := t.grad(b)[i*sb:]
+				db := gb[i*sb:]
 				if transB { // B is (n,k): dB += dC^T op(A)
-					kernels.Sgemm(true, transA, n, k, m, 1, dc, n, a.x[i*sa:], ac, 1, db, bc)
+					kernels.Sgemm(true, transA, n, k, m, 1, dc, n, a.x[i*sa:], ac, beta(fb), db, bc)
 				} else { // dB (k,n) += op(A)^T dC
-					kernels.Sgemm(!transA, false, k, n, m, 1, a.x[i*sa:], ac, dc, n, 1, db, bc)
+					kernels.Sgemm(!transA, false, k, n, m, 1, a.x[i*sa:], ac, dc, n, beta(fb), db, bc)
 				}
 			}
 		}
@@ -319,9 +333,9 @@ func (t *Tape) RoPE(x *Var, r *RoPETable, pos []int32, heads int) *Var {
 		if out.g == nil {
 			return
 		}
-		dx := t.grad(x)
+		dx, first := t.gradW(x)
 		kernels.For(rows, rowGrain, func(lo, hi int) {
-			kernels.Active.RoPE(dx[lo*d:hi*d], out.g[lo*d:hi*d], pos[lo:hi], r.Cos, r.Sin, hi-lo, heads, r.HeadDim, -1, true)
+			kernels.Active.RoPE(dx[lo*d:hi*d], out.g[lo*d:hi*d], pos[lo:hi], r.Cos, r.Sin, hi-lo, heads, r.HeadDim, -1, !first)
 		})
 	})
 	return out
@@ -345,7 +359,7 @@ func (t *Tape) Attention(q, k, v *Var, heads, kvHeads int) *Var {
 	out := t.newVar(qs, q, k, v)
 	nc := kernels.Chunks(B*heads, 1)
 	sc := t.scratch(nc * (T*T + T))
-	kernels.ForChunks(B*heads, 1, func(c, lo, hi int) {
+	kernels.ForBLAS(B*heads, 1, func(c, lo, hi int) {
 		s, lse := sc[c*(T*T+T):c*(T*T+T)+T*T], sc[c*(T*T+T)+T*T:(c+1)*(T*T+T)]
 		for bh := lo; bh < hi; bh++ {
 			b, h := bh/heads, bh%heads
@@ -359,28 +373,33 @@ func (t *Tape) Attention(q, k, v *Var, heads, kvHeads int) *Var {
 		if out.g == nil {
 			return
 		}
-		dQ, dK, dV := t.gradOrScratch(q), t.gradOrScratch(k), t.gradOrScratch(v)
+		dQ, fq := t.gradW(q)
+		dK, fk := t.gradW(k)
+		dV, fv := t.gradW(v)
 		// One work item per (batch, kv head): the query heads of a group
 		// all add into the same dK and dV, so they stay on one goroutine.
 		nc := kernels.Chunks(B*kvHeads, 1)
 		sc := t.scratch(nc * (2*T*T + T))
-		kernels.ForChunks(B*kvHeads, 1, func(c, lo, hi int) {
+		kernels.ForBLAS(B*kvHeads, 1, func(c, lo, hi int) {
 			w := sc[c*(2*T*T+T) : (c+1)*(2*T*T+T)]
 			p, dp, lse := w[:T*T], w[T*T:2*T*T], w[2*T*T:]
 			for bk := lo; bk < hi; bk++ {
 				b, kh := bk/kvHeads, bk%kvHeads
 				ko := b*T*dk + kh*hd
 				for h := kh * group; h < (kh+1)*group; h++ {
+					// The first head of a group writes dK and dV when they
+					// are fresh; the others add.
+					bk, bv := beta(fk && h == kh*group), beta(fv && h == kh*group)
 					qo := b*T*dq + h*hd
 					kernels.SgemmSerial(false, true, T, T, hd, 1, q.x[qo:], dq, k.x[ko:], dk, 0, p, T)
 					kernels.Active.CausalSoftmax(p, T, 0, T, T, scale, lse)
 					// dV += P^T dO; dP = dO V^T; dS = scale*P*(dP - rowsum(P dP))
-					kernels.SgemmSerial(true, false, T, hd, T, 1, p, T, out.g[qo:], dq, 1, dV[ko:], dk)
+					kernels.SgemmSerial(true, false, T, hd, T, 1, p, T, out.g[qo:], dq, bv, dV[ko:], dk)
 					kernels.SgemmSerial(false, true, T, T, hd, 1, out.g[qo:], dq, v.x[ko:], dk, 0, dp, T)
 					kernels.Active.SoftmaxBwd(p, dp, T, T, T, scale)
 					// dQ += dS K; dK += dS^T Q
-					kernels.SgemmSerial(false, false, T, hd, T, 1, dp, T, k.x[ko:], dk, 1, dQ[qo:], dq)
-					kernels.SgemmSerial(true, false, T, hd, T, 1, dp, T, q.x[qo:], dq, 1, dK[ko:], dk)
+					kernels.SgemmSerial(false, false, T, hd, T, 1, dp, T, k.x[ko:], dk, beta(fq), dQ[qo:], dq)
+					kernels.SgemmSerial(true, false, T, hd, T, 1, dp, T, q.x[qo:], dq, bk, dK[ko:], dk)
 				}
 			}
 		})
@@ -431,9 +450,13 @@ func (t *Tape) CrossEntropy(logits *Var, targets []int32, ignoreIndex int32) *Va
 		if out.g == nil {
 			return
 		}
-		g := t.grad(logits)
+		g, first := t.gradW(logits)
 		kernels.For(rows, rowGrain, func(lo, hi int) {
-			kernels.Active.Axpy(g[lo*V:hi*V], dl[lo*V:hi*V], out.g[0])
+			if first {
+				kernels.Active.Scale(g[lo*V:hi*V], dl[lo*V:hi*V], out.g[0])
+			} else {
+				kernels.Active.Axpy(g[lo*V:hi*V], dl[lo*V:hi*V], out.g[0])
+			}
 		})
 	})
 	return out

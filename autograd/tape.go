@@ -123,6 +123,33 @@ func (t *Tape) grad(v *Var) []float32 {
 	return v.g
 }
 
+// gradW returns v's gradient for an op that, when first is true, must
+// overwrite all of it (the buffer is new and holds garbage) and otherwise
+// add into it. It saves clearing large buffers that sgemm (beta 0) or a copy
+// would overwrite anyway. Inputs that take no gradient get a scratch buffer
+// (first is true), for fused kernels that write both gradients in one pass.
+func (t *Tape) gradW(v *Var) (g []float32, first bool) {
+	if !v.needGrad {
+		return t.scratch(v.Size()), true
+	}
+	if v.g == nil {
+		if !v.temp {
+			panic("autograd: gradient of a leaf that has none")
+		}
+		v.Grad = t.get(v.Shape())
+		v.g = v.Grad.Data().([]float32)
+		return v.g, true
+	}
+	return v.g, false
+}
+
+func beta(first bool) float32 {
+	if first {
+		return 0
+	}
+	return 1
+}
+
 // record adds a backward closure when out takes a gradient.
 func (t *Tape) record(out *Var, fn func()) {
 	if out.needGrad {

@@ -13,6 +13,11 @@ const Backend = "gonum"
 // CoreName reports that no OpenBLAS is linked.
 func CoreName() string { return "pure-Go (gonum)" }
 
+// gonum splits large products over goroutines itself.
+func setBlasThreads(int) {}
+
+const blasPool = false
+
 func sgemm1(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	ta, tb := blas.NoTrans, blas.NoTrans
 	ar, ac, br, bc := m, k, k, n

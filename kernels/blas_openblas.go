@@ -41,3 +41,11 @@ func sgemm1(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []f
 		(*C.float)(unsafe.Pointer(&a[0])), C.int(lda), (*C.float)(unsafe.Pointer(&b[0])), C.int(ldb),
 		C.float(beta), (*C.float)(unsafe.Pointer(&c[0])), C.int(ldc))
 }
+
+// blasPool is true while OpenBLAS runs its own worker threads.
+var blasPool bool
+
+func setBlasThreads(n int) {
+	C.openblas_set_num_threads(C.int(n))
+	blasPool = n > 1
+}

@@ -8,10 +8,10 @@
 // holds one implementation of every kernel; Variants lists all the sets this
 // machine can run so tests compare each against Generic.
 //
-// Threads: OpenBLAS is always run single-threaded and qat parallelises
-// itself (For, Sgemm splitting rows over goroutines). That keeps OpenBLAS's
-// spinning worker threads from competing with Go code between calls and lets
-// several goroutines call sgemm at once.
+// Threads: SetThreads sets both the goroutines of For and OpenBLAS's
+// threads (whose shared packing beats splitting a product over goroutines).
+// Work that calls sgemm from several goroutines at once (attention heads)
+// runs under ForBLAS, which holds OpenBLAS to one thread meanwhile.
 //
 // This package imports nothing else of qat.
 package kernels

@@ -256,4 +256,30 @@ var Generic = Set{
 			y[i] = a * x[i]
 		}
 	},
+	// AdamW is one step of PyTorch's AdamW over flat slices, with bias
+	// corrections bc1 = 1-b1^t and bc2 = 1-b2^t: p *= 1-lr*wd;
+	// m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+	// p -= (lr/bc1) m / (sqrt(v)/sqrt(bc2) + eps).
+	AdamW: func(p, g, m, v []float32, lr, b1, b2, eps, wd, bc1, bc2 float32) {
+		checkLen("AdamW", g, len(p))
+		checkLen("AdamW", m, len(p))
+		checkLen("AdamW", v, len(p))
+		step, decay := lr/bc1, 1-lr*wd
+		isb2 := float32(1 / math.Sqrt(float64(bc2)))
+		for i := range p {
+			gi := g[i]
+			mi := b1*m[i] + (1-b1)*gi
+			vi := b2*v[i] + (1-b2)*gi*gi
+			m[i], v[i] = mi, vi
+			p[i] = p[i]*decay - step*mi/(float32(math.Sqrt(float64(vi)))*isb2+eps)
+		}
+	},
+	// SumSq returns the sum of squares, accumulated in float64.
+	SumSq: func(x []float32) float64 {
+		var s float64
+		for _, v := range x {
+			s += float64(v) * float64(v)
+		}
+		return s
+	},
 }

@@ -5,13 +5,30 @@ import (
 	"sync"
 )
 
-var threads = 1
+var (
+	threads = 1
+	inBLAS  bool // inside ForBLAS: OpenBLAS is held to one thread
+)
 
 // SetThreads sets how many goroutines the kernels split work over (1 or
 // more; values above GOMAXPROCS are clipped). Like blas32.Use it is a
 // process-wide setting, meant to be called once by main.
 func SetThreads(n int) {
 	threads = max(1, min(n, runtime.GOMAXPROCS(0)))
+	setBlasThreads(threads)
+}
+
+// ForBLAS is ForChunks for work that calls SgemmSerial: while it runs, the
+// BLAS library runs each call on the calling thread, since several
+// goroutines call it at once (OpenBLAS's thread pool must not be entered
+// concurrently).
+func ForBLAS(n, grain int, fn func(chunk, lo, hi int)) {
+	if Chunks(n, grain) > 1 {
+		setBlasThreads(1)
+		inBLAS = true
+		defer func() { setBlasThreads(threads); inBLAS = false }()
+	}
+	ForChunks(n, grain, fn)
 }
 
 // Threads returns the number set by SetThreads.
@@ -33,6 +50,13 @@ func For(n, grain int, fn func(lo, hi int)) {
 // grain)), so callers can hand each chunk its own scratch buffer.
 func ForChunks(n, grain int, fn func(chunk, lo, hi int)) {
 	t := Chunks(n, grain)
+	if blasPool && !inBLAS {
+		// OpenBLAS's idle workers spin on the other core for ~0.1 s after
+		// each multithreaded call; a goroutine sent there only fights them
+		// (tiny, 2 threads: 198 ms/step with parallel elementwise ops,
+		// 182 ms without).
+		t = 1
+	}
 	if t <= 1 {
 		fn(0, 0, n)
 		return

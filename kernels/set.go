@@ -21,6 +21,9 @@ type Set struct {
 	Axpy          func(y, x []float32, a float32)
 	Add           func(y, a, b []float32)
 	Scale         func(y, x []float32, a float32)
+	// AdamW: see Generic's documentation.
+	AdamW func(p, g, m, v []float32, lr, b1, b2, eps, wd, bc1, bc2 float32)
+	SumSq func(x []float32) float64
 }
 
 // Active is the set the ops use: the fastest this CPU runs, chosen at start.

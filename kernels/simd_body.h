@@ -206,3 +206,27 @@ void K(add)(float *y, const float *a, const float *b, long n) {
 void K(scale)(float *y, const float *x, float a, long n) {
 	for (long i = 0; i < n; i++) y[i] = a * x[i];
 }
+
+// adamw: one AdamW step (PyTorch's formulation, decoupled decay) over a
+// flat slice: p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+// p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps).
+void K(adamw)(float *p, const float *g, float *m, float *v, long n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) {
+	float step = lr / bc1, decay = 1.0f - lr * wd, isb2 = 1.0f / __builtin_sqrtf(bc2);
+	for (long i = 0; i < n; i++) {
+		float gi = g[i];
+		float mi = b1 * m[i] + (1.0f - b1) * gi;
+		float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+		m[i] = mi;
+		v[i] = vi;
+		p[i] = p[i] * decay - step * mi / (__builtin_sqrtf(vi) * isb2 + eps);
+	}
+}
+
+// sumsq: sum of squares, accumulated in double so that norms of millions
+// of values do not lose precision.
+double K(sumsq)(const float *x, long n) {
+	double s = 0;
+#pragma omp simd reduction(+:s)
+	for (long i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
+	return s;
+}
