@@ -44,3 +44,9 @@ func checkGemm(tA, tB bool, m, n, k int, a []float32, lda int, b []float32, ldb 
 	bad("B", b, br, bc, ldb)
 	bad("C", c, m, n, ldc)
 }
+
+// BackendSgemm calls the sgemm backend directly, without Sgemm's checks:
+// the machine's limit that benchmarks compare Sgemm against.
+func BackendSgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	sgemm1(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}

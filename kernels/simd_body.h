@@ -207,6 +207,23 @@ void K(scale)(float *y, const float *x, float a, long n) {
 	for (long i = 0; i < n; i++) y[i] = a * x[i];
 }
 
+// fsqrt: sqrt(x) for x >= 0 as x * rsqrt(x), the reciprocal root from the
+// bit-level first guess and three Newton steps (relative error below 1e-7).
+// sqrtf itself may set errno, which keeps gcc from vectorizing the loop,
+// and cgo does not accept -fno-math-errno.
+static inline float K(fsqrt)(float x) {
+	int32_t i;
+	__builtin_memcpy(&i, &x, 4);
+	i = 0x5f375a86 - (i >> 1);
+	float y;
+	__builtin_memcpy(&y, &i, 4);
+	float h = 0.5f * x;
+	y = y * (1.5f - h * y * y);
+	y = y * (1.5f - h * y * y);
+	y = y * (1.5f - h * y * y);
+	return x * y;
+}
+
 // adamw: one AdamW step (PyTorch's formulation, decoupled decay) over a
 // flat slice: p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // p -= (lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps).
@@ -218,7 +235,7 @@ void K(adamw)(float *p, const float *g, float *m, float *v, long n, float lr, fl
 		float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
 		m[i] = mi;
 		v[i] = vi;
-		p[i] = p[i] * decay - step * mi / (__builtin_sqrtf(vi) * isb2 + eps);
+		p[i] = p[i] * decay - step * mi / (K(fsqrt)(vi) * isb2 + eps);
 	}
 }
 

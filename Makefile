@@ -1,0 +1,47 @@
+# qat: `make run` (build + benchmark the compute core on the tiny config) and
+# `make test` (everything CI checks). Both install what they need.
+
+GO ?= go
+# OpenBLAS reads OPENBLAS_CORETYPE when it loads; the preset value Haswell
+# forces AVX2 kernels at half speed on AVX-512 CPUs. Unset it for our runs.
+RUNENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
+
+.PHONY: deps build run test bench fuzz vet
+
+# deps installs the system packages (OpenBLAS; PyTorch for the reference
+# test) when missing, and the Go modules.
+deps:
+	@if ! [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] || ! /usr/bin/python3 -c "import torch, numpy" 2>/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev python3-torch python3-numpy >/dev/null; \
+	fi
+	$(GO) mod download
+
+build: deps
+	$(GO) build -o bin/qat ./cmd/qat
+
+run: build
+	$(RUNENV) ./bin/qat bench --config configs/tiny.yaml
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	@# kernels imports nothing of ours (docs/style: arrows point down only).
+	@if $(GO) list -deps ./kernels | grep -E '^qat/' | grep -v '^qat/kernels$$'; then echo "kernels imports qat packages"; exit 1; fi
+
+test: deps vet
+	QAT_REQUIRE_TORCH=1 $(RUNENV) $(GO) test -count=1 ./...
+	@# The portable paths: gonum sgemm (noblas) and no cgo at all (Go kernels only).
+	$(RUNENV) $(GO) test -count=1 -tags noblas ./kernels ./autograd ./optim
+	CGO_ENABLED=0 $(GO) test -count=1 ./kernels ./autograd ./optim
+	@# Short fuzz runs of the file and config parsers.
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 10s ./data/safetensors
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 10s ./cmd/internal/config
+
+bench: build
+	$(RUNENV) $(GO) test -run XXX -bench . -benchtime 20x ./layers ./kernels
+	$(RUNENV) ./bin/qat bench --config configs/tiny.yaml
+	$(RUNENV) ./bin/qat bench --config configs/small.yaml --steps 5 --warmup 1
+
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 5m ./data/safetensors
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 5m ./cmd/internal/config

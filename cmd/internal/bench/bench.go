@@ -1,0 +1,226 @@
+// Package bench measures the compute core on this machine: sgemm at the
+// model's shapes next to the BLAS backend called directly, the fused
+// kernels in GB/s, and whole training steps in tokens/s and MFU.
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/cpu"
+
+	"qat/autograd"
+	"qat/kernels"
+	"qat/layers"
+	"qat/optim"
+)
+
+// Options select what to run.
+type Options struct {
+	Model         layers.Config
+	Name          string
+	Batch, Seq    int
+	Threads       []int
+	Steps, Warmup int
+	JSON          string // write results here as JSON lines too
+}
+
+// Result is one measured figure.
+type Result struct {
+	Kind    string  `json:"kind"`
+	Name    string  `json:"name"`
+	Threads int     `json:"threads"`
+	Value   float64 `json:"value"`
+	Unit    string  `json:"unit"`
+	Ref     float64 `json:"ref,omitempty"` // the limit it is compared with
+	RefName string  `json:"ref_name,omitempty"`
+}
+
+// Machine describes the CPU, the sgemm backend and the kernel set, and
+// warns when OpenBLAS runs AVX2 kernels on a CPU with AVX-512.
+func Machine(w io.Writer) {
+	fmt.Fprintf(w, "cpu: %d cores, AVX2 %v, AVX-512 %v; kernels: %s; sgemm: %s (core %s)\n",
+		runtime.NumCPU(), cpu.X86.HasAVX2, cpu.X86.HasAVX512F, kernels.Active.Name, kernels.Backend, kernels.CoreName())
+	if cpu.X86.HasAVX512F && kernels.CoreName() == "Haswell" {
+		fmt.Fprintln(w, "warning: OpenBLAS runs its AVX2 (Haswell) kernels on an AVX-512 CPU, about half speed: unset OPENBLAS_CORETYPE before starting qat")
+	}
+}
+
+func timeIt(minDur time.Duration, f func()) float64 {
+	f()
+	n := 0
+	start := time.Now()
+	for time.Since(start) < minDur || n < 3 {
+		f()
+		n++
+	}
+	return time.Since(start).Seconds() / float64(n)
+}
+
+func randSlice(rng *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	return x
+}
+
+// Run prints the tables and returns every figure.
+func Run(w io.Writer, o Options) ([]Result, error) {
+	Machine(w)
+	var res []Result
+	rng := rand.New(rand.NewPCG(1, 1))
+	c, N := o.Model, o.Batch*o.Seq
+	kv := c.HeadDim() * c.KVHeads
+	type shape struct {
+		name    string
+		tA, tB  bool
+		m, n, k int
+	}
+	shapes := []shape{
+		{"fwd q/o", false, true, N, c.Dim, c.Dim},
+		{"fwd k/v", false, true, N, kv, c.Dim},
+		{"fwd gate/up", false, true, N, c.FFNHidden, c.Dim},
+		{"fwd down", false, true, N, c.Dim, c.FFNHidden},
+		{"fwd lm_head", false, true, N, c.Vocab, c.Dim},
+		{"dx gate/up", false, false, N, c.Dim, c.FFNHidden},
+		{"dW gate/up", true, false, c.FFNHidden, c.Dim, N},
+		{"dW lm_head", true, false, c.Vocab, c.Dim, N},
+		{"square 1024", false, false, 1024, 1024, 1024},
+	}
+	peak := map[int]float64{}
+	for _, th := range o.Threads {
+		kernels.SetThreads(th)
+		fmt.Fprintf(w, "\nsgemm, %d thread(s), GFLOP/s          ours   %s direct   ratio\n", th, kernels.Backend)
+		for _, s := range shapes {
+			a, b, cc := randSlice(rng, s.m*s.k), randSlice(rng, s.k*s.n), make([]float32, s.m*s.n)
+			lda, ldb := s.k, s.n
+			if s.tA {
+				lda = s.m
+			}
+			if s.tB {
+				ldb = s.k
+			}
+			fl := 2 * float64(s.m) * float64(s.n) * float64(s.k)
+			direct := fl / timeIt(200*time.Millisecond, func() {
+				kernels.BackendSgemm(s.tA, s.tB, s.m, s.n, s.k, 1, a, lda, b, ldb, 0, cc, s.n)
+			}) / 1e9
+			ours := fl / timeIt(200*time.Millisecond, func() {
+				kernels.Sgemm(s.tA, s.tB, s.m, s.n, s.k, 1, a, lda, b, ldb, 0, cc, s.n)
+			}) / 1e9
+			name := fmt.Sprintf("%s %dx%dx%d", s.name, s.m, s.n, s.k)
+			fmt.Fprintf(w, "  %-32s %7.1f   %7.1f   %5.2f\n", name, ours, direct, ours/direct)
+			res = append(res, Result{"sgemm", name, th, ours, "GFLOP/s", direct, kernels.Backend})
+			peak[th] = math.Max(peak[th], direct)
+		}
+	}
+	kernels.SetThreads(1)
+	fmt.Fprintf(w, "\nkernels (%s, 1 thread), GB/s counting 4 bytes per float read or written\n", kernels.Active.Name)
+	n := N * c.FFNHidden
+	x, y, z, u := randSlice(rng, n), randSlice(rng, n), randSlice(rng, n), randSlice(rng, n)
+	for i := range u {
+		u[i] = u[i] * u[i]
+	}
+	rows := N
+	for _, k := range []struct {
+		name  string
+		bytes float64
+		f     func()
+	}{
+		{"SwiGLU forward", 12 * float64(n), func() { kernels.Active.SwiGLUFwd(z, x, y) }},
+		{"SwiGLU backward", 28 * float64(n), func() { kernels.Active.SwiGLUBwd(z, u, y, x, y) }},
+		{"RMSNorm forward", 8 * float64(rows*c.Dim), func() { kernels.Active.RMSNormFwd(z, u[:rows], x, y[:c.Dim], rows, c.Dim, 1e-5) }},
+		{"RMSNorm backward", 16 * float64(rows*c.Dim), func() {
+			kernels.Active.RMSNormBwd(z, u[:c.Dim], y, x, y[:c.Dim], u[:rows], rows, c.Dim)
+		}},
+		{"cross-entropy fwd+grad", 8 * float64(min(n, rows*c.Vocab)), func() {
+			r := min(n, rows*c.Vocab) / c.Vocab
+			kernels.Active.CrossEntropy(x, make([]int32, r), z, u[:r], r, c.Vocab, 1)
+		}},
+		{"AdamW update", 28 * float64(n), func() { kernels.Active.AdamW(z, x, y, u, 1e-3, 0.9, 0.95, 1e-8, 0.1, 0.5, 0.5) }},
+	} {
+		gbs := k.bytes / timeIt(200*time.Millisecond, k.f) / 1e9
+		fmt.Fprintf(w, "  %-24s %7.1f\n", k.name, gbs)
+		res = append(res, Result{Kind: "kernel", Name: k.name, Threads: 1, Value: gbs, Unit: "GB/s"})
+	}
+
+	fmt.Fprintf(w, "\ntraining step %s (batch %d x seq %d): forward + backward + clip + AdamW, median of %d steps\n", o.Name, o.Batch, o.Seq, o.Steps)
+	for _, th := range o.Threads {
+		r := step(o, th)
+		mfu := r.gflops / peak[th]
+		fmt.Fprintf(w, "  threads %d: %7.1f ms/step  %8.0f tokens/s  %6.1f GFLOP/s  MFU %4.1f%% of sgemm %0.f  %5.0f allocs/step\n",
+			th, r.ms, r.tokps, r.gflops, 100*mfu, peak[th], r.allocs)
+		res = append(res,
+			Result{"train", o.Name + " step", th, r.ms, "ms", 0, ""},
+			Result{"train", o.Name + " tokens/s", th, r.tokps, "tokens/s", 0, ""},
+			Result{"train", o.Name + " MFU", th, mfu, "fraction", peak[th], "best sgemm GFLOP/s"},
+			Result{"train", o.Name + " allocs", th, r.allocs, "allocs/step", 0, ""})
+	}
+	if o.JSON != "" {
+		f, err := os.Create(o.JSON)
+		if err != nil {
+			return res, err
+		}
+		enc := json.NewEncoder(f)
+		for _, r := range res {
+			enc.Encode(r)
+		}
+		if err := f.Close(); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+type stepResult struct{ ms, tokps, gflops, allocs float64 }
+
+func step(o Options, threads int) stepResult {
+	kernels.SetThreads(threads)
+	defer kernels.SetThreads(1)
+	m := layers.New(o.Model)
+	m.Init(1)
+	rng := rand.New(rand.NewPCG(2, 2))
+	ids, tg := make([]int32, o.Batch*o.Seq), make([]int32, o.Batch*o.Seq)
+	for i := range ids {
+		ids[i], tg[i] = int32(rng.IntN(o.Model.Vocab)), int32(rng.IntN(o.Model.Vocab))
+	}
+	var ps []optim.Param
+	var vars []*autograd.Var
+	for _, p := range m.Params() {
+		ps = append(ps, optim.Param{Var: p.Var, Decay: len(p.Var.Shape()) > 1})
+		vars = append(vars, p.Var)
+	}
+	opt := optim.NewAdamW(optim.DefaultAdamW, ps)
+	tp := autograd.NewTape()
+	one := func() {
+		autograd.ZeroGrad(vars...)
+		tp.Backward(m.Loss(tp, ids, tg, o.Batch, o.Seq))
+		optim.ClipGradNorm(vars, 1)
+		opt.Update(3e-4)
+		tp.Reset()
+	}
+	for i := 0; i < o.Warmup; i++ {
+		one()
+	}
+	var times []float64
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	for i := 0; i < o.Steps; i++ {
+		t0 := time.Now()
+		one()
+		times = append(times, time.Since(t0).Seconds())
+	}
+	runtime.ReadMemStats(&ms1)
+	slices.Sort(times)
+	med := times[len(times)/2]
+	tok := float64(o.Batch * o.Seq)
+	return stepResult{ms: med * 1e3, tokps: tok / med, gflops: tok * o.Model.FLOPsPerToken(o.Seq) / med / 1e9,
+		allocs: float64(ms1.Mallocs-ms0.Mallocs) / float64(o.Steps)}
+}
