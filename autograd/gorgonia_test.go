@@ -99,7 +99,9 @@ func TestAgainstGorgonia(t *testing.T) {
 			func(g *G.ExprGraph, in []*G.Node) *G.Node { return G.Must(G.Add(in[0], in[1])) }},
 		{"SiLU = x*sigmoid(x)", []*Var{randVar(rng, 3, 5, 9)},
 			func(t *Tape, in []*Var) *Var { return t.SiLU(in[0]) },
-			func(g *G.ExprGraph, in []*G.Node) *G.Node { return G.Must(G.HadamardProd(in[0], G.Must(G.Sigmoid(in[0])))) }},
+			func(g *G.ExprGraph, in []*G.Node) *G.Node {
+				return G.Must(G.HadamardProd(in[0], G.Must(G.Sigmoid(in[0]))))
+			}},
 		{"SwiGLU", []*Var{randVar(rng, 3, 5, 9), randVar(rng, 1, 5, 9)},
 			func(t *Tape, in []*Var) *Var { return t.SwiGLU(in[0], in[1]) },
 			func(g *G.ExprGraph, in []*G.Node) *G.Node {
