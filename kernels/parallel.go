@@ -40,9 +40,18 @@ func Chunks(n, grain int) int {
 	return max(1, min(threads, (n+max(grain, 1)-1)/max(grain, 1)))
 }
 
+// Serial reports whether For(n, grain, ...) would run on the calling
+// goroutine alone; callers use it to skip building a closure (which
+// allocates) on that path.
+func Serial(n, grain int) bool { return Chunks(n, grain) <= 1 || (blasPool && !inBLAS) }
+
 // For calls fn over [0,n) split into at most Threads() contiguous chunks of
 // at least grain items, in parallel, and returns when all are done.
 func For(n, grain int, fn func(lo, hi int)) {
+	if Serial(n, grain) {
+		fn(0, n) // no wrapper closure to allocate on the serial path
+		return
+	}
 	ForChunks(n, grain, func(_, lo, hi int) { fn(lo, hi) })
 }
 

@@ -60,6 +60,11 @@ func (o *AdamW) Update(lr float64) {
 			wd = c.WeightDecay
 		}
 		x, g, m, v := p.Var.Data(), p.Var.GradData(), o.M[i], o.V[i]
+		if kernels.Serial(len(x), 1<<15) {
+			kernels.Active.AdamW(x, g, m, v, float32(lr), float32(c.Beta1), float32(c.Beta2),
+				float32(c.Eps), float32(wd), float32(bc1), float32(bc2))
+			continue
+		}
 		kernels.For(len(x), 1<<15, func(lo, hi int) {
 			kernels.Active.AdamW(x[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], float32(lr), float32(c.Beta1), float32(c.Beta2),
 				float32(c.Eps), float32(wd), float32(bc1), float32(bc2))
