@@ -13,6 +13,16 @@ import (
 	"gorgonia.org/tensor"
 )
 
+// inputNodes puts copies of the inputs' values on g as nodes a, b, ...
+func inputNodes(g *G.ExprGraph, inputs []*Var) []*G.Node {
+	nodes := make([]*G.Node, len(inputs))
+	for i, v := range inputs {
+		val := tensor.New(tensor.WithShape(v.Shape()...), tensor.WithBacking(append([]float32(nil), v.x...)))
+		nodes[i] = G.NodeFromAny(g, val, G.WithName(string(rune('a'+i))))
+	}
+	return nodes
+}
+
 // gorgoniaGrads builds f on a fresh graph over the given inputs, takes
 // gradients of sum(R * f) and returns f's value and the input gradients.
 func gorgoniaGrads(t *testing.T, inputs []*Var, R []float32, f func(g *G.ExprGraph, in []*G.Node) *G.Node) ([]float32, [][]float32) {
@@ -20,12 +30,7 @@ func gorgoniaGrads(t *testing.T, inputs []*Var, R []float32, f func(g *G.ExprGra
 	// The forward value comes from a graph without gradients: with them,
 	// Gorgonia's backward pass may overwrite forward values in place.
 	fg := G.NewGraph()
-	fnodes := make([]*G.Node, len(inputs))
-	for i, v := range inputs {
-		val := tensor.New(tensor.WithShape(v.Shape()...), tensor.WithBacking(append([]float32(nil), v.x...)))
-		fnodes[i] = G.NodeFromAny(fg, val, G.WithName(string(rune('a'+i))))
-	}
-	fout := f(fg, fnodes)
+	fout := f(fg, inputNodes(fg, inputs))
 	fm := G.NewTapeMachine(fg)
 	defer fm.Close()
 	if err := fm.RunAll(); err != nil {
@@ -34,11 +39,7 @@ func gorgoniaGrads(t *testing.T, inputs []*Var, R []float32, f func(g *G.ExprGra
 	value := append([]float32(nil), fout.Value().Data().([]float32)...)
 
 	g := G.NewGraph()
-	nodes := make([]*G.Node, len(inputs))
-	for i, v := range inputs {
-		val := tensor.New(tensor.WithShape(v.Shape()...), tensor.WithBacking(append([]float32(nil), v.x...)))
-		nodes[i] = G.NodeFromAny(g, val, G.WithName(string(rune('a'+i))))
-	}
+	nodes := inputNodes(g, inputs)
 	out := f(g, nodes)
 	rv := tensor.New(tensor.WithShape(out.Shape()...), tensor.WithBacking(R))
 	cost := G.Must(G.Sum(G.Must(G.HadamardProd(out, G.NodeFromAny(g, rv, G.WithName("R"))))))
