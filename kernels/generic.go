@@ -43,7 +43,7 @@ func exp32(x float32) float32 { return float32(math.Exp(float64(x))) }
 
 // Generic is the portable Go implementation of every kernel: the reference
 // the SIMD sets are tested against and the fallback on other CPUs.
-var Generic = Set{
+var Generic = withChecks(Set{
 	Name: "generic",
 	Exp: func(x []float32) {
 		for i, v := range x {
@@ -55,8 +55,6 @@ var Generic = Set{
 	// softmax(scale*s) over those keys and zeros after them; lse[r] gets the
 	// log-sum-exp of the scaled row.
 	CausalSoftmax: func(s []float32, rows, i0, n, ld int, scale float32, lse []float32) {
-		checkLen("CausalSoftmax", s, (rows-1)*ld+n)
-		checkLen("CausalSoftmax lse", lse, rows)
 		for r := 0; r < rows; r++ {
 			x := s[r*ld : r*ld+n]
 			m := min(i0+r+1, n)
@@ -82,8 +80,6 @@ var Generic = Set{
 	// SoftmaxBwd: dp <- scale * p * (dp - rowsum(p*dp)), the softmax
 	// gradient, row by row.
 	SoftmaxBwd: func(p, dp []float32, rows, n, ld int, scale float32) {
-		checkLen("SoftmaxBwd", p, (rows-1)*ld+n)
-		checkLen("SoftmaxBwd", dp, (rows-1)*ld+n)
 		for r := 0; r < rows; r++ {
 			pr, g := p[r*ld:r*ld+n], dp[r*ld:r*ld+n]
 			var d float32
@@ -99,10 +95,6 @@ var Generic = Set{
 	// dx[r] = gscale*(softmax(x[r]) - onehot(t[r])); a negative target is
 	// ignored (loss and gradient 0).
 	CrossEntropy: func(x []float32, t []int32, dx, loss []float32, rows, n int, gscale float32) {
-		checkLen("CrossEntropy", x, rows*n)
-		checkLen("CrossEntropy dx", dx, rows*n)
-		checkTargets(t, rows, n)
-		checkLen("CrossEntropy loss", loss, rows)
 		for r := 0; r < rows; r++ {
 			xr, g := x[r*n:(r+1)*n], dx[r*n:(r+1)*n]
 			if t[r] < 0 {
@@ -130,10 +122,6 @@ var Generic = Set{
 	},
 	// RMSNormFwd: y = x * rstd * w per row of d, rstd = 1/sqrt(mean(x^2)+eps).
 	RMSNormFwd: func(y, rstd, x, w []float32, rows, d int, eps float32) {
-		checkLen("RMSNormFwd", x, rows*d)
-		checkLen("RMSNormFwd", y, rows*d)
-		checkLen("RMSNormFwd", w, d)
-		checkLen("RMSNormFwd", rstd, rows)
 		for r := 0; r < rows; r++ {
 			xr, yr := x[r*d:(r+1)*d], y[r*d:(r+1)*d]
 			var ss float32
@@ -150,12 +138,6 @@ var Generic = Set{
 	// RMSNormBwd: dx += rstd*(w*dy - xhat*mean(w*dy*xhat)), dw += sum over
 	// rows of dy*xhat, with xhat = x*rstd.
 	RMSNormBwd: func(dx, dw, dy, x, w, rstd []float32, rows, d int) {
-		checkLen("RMSNormBwd", x, rows*d)
-		checkLen("RMSNormBwd", dx, rows*d)
-		checkLen("RMSNormBwd", dy, rows*d)
-		checkLen("RMSNormBwd", w, d)
-		checkLen("RMSNormBwd", dw, d)
-		checkLen("RMSNormBwd", rstd, rows)
 		for r := 0; r < rows; r++ {
 			xr, gr, dxr := x[r*d:(r+1)*d], dy[r*d:(r+1)*d], dx[r*d:(r+1)*d]
 			rs := rstd[r]
@@ -172,8 +154,6 @@ var Generic = Set{
 	},
 	// SwiGLUFwd: y = silu(g) * u.
 	SwiGLUFwd: func(y, g, u []float32) {
-		checkLen("SwiGLUFwd", g, len(y))
-		checkLen("SwiGLUFwd", u, len(y))
 		for i := range y {
 			s := 1 / (1 + exp32(-g[i]))
 			y[i] = g[i] * s * u[i]
@@ -181,11 +161,6 @@ var Generic = Set{
 	},
 	// SwiGLUBwd: dg += dy*u*s*(1+g*(1-s)), du += dy*silu(g), s = sigmoid(g).
 	SwiGLUBwd: func(dg, du, dy, g, u []float32) {
-		n := len(dy)
-		checkLen("SwiGLUBwd", dg, n)
-		checkLen("SwiGLUBwd", du, n)
-		checkLen("SwiGLUBwd", g, n)
-		checkLen("SwiGLUBwd", u, n)
 		for i := range dy {
 			s := 1 / (1 + exp32(-g[i]))
 			dg[i] += dy[i] * u[i] * s * (1 + g[i]*(1-s))
@@ -194,15 +169,12 @@ var Generic = Set{
 	},
 	// SiLUFwd: y = x*sigmoid(x).
 	SiLUFwd: func(y, x []float32) {
-		checkLen("SiLUFwd", x, len(y))
 		for i := range y {
 			y[i] = x[i] / (1 + exp32(-x[i]))
 		}
 	},
 	// SiLUBwd: dx += dy*s*(1+x*(1-s)).
 	SiLUBwd: func(dx, dy, x []float32) {
-		checkLen("SiLUBwd", dy, len(dx))
-		checkLen("SiLUBwd", x, len(dx))
 		for i := range dx {
 			s := 1 / (1 + exp32(-x[i]))
 			dx[i] += dy[i] * s * (1 + x[i]*(1-s))
@@ -213,7 +185,6 @@ var Generic = Set{
 	// position pos[r], cos/sin tables (maxpos, hd/2). sign -1 applies the
 	// inverse rotation (backward); acc adds into y instead of writing.
 	RoPE: func(y, x []float32, pos []int32, cos, sin []float32, rows, heads, hd int, sign float32, acc bool) {
-		checkRoPE(y, x, pos, cos, sin, rows, heads, hd)
 		h2 := hd / 2
 		for r := 0; r < rows; r++ {
 			c, s := cos[int(pos[r])*h2:], sin[int(pos[r])*h2:]
@@ -236,22 +207,18 @@ var Generic = Set{
 	},
 	// Axpy: y += a*x.
 	Axpy: func(y, x []float32, a float32) {
-		checkLen("Axpy", x, len(y))
 		for i := range y {
 			y[i] += a * x[i]
 		}
 	},
 	// Add: y = a + b.
 	Add: func(y, a, b []float32) {
-		checkLen("Add", a, len(y))
-		checkLen("Add", b, len(y))
 		for i := range y {
 			y[i] = a[i] + b[i]
 		}
 	},
 	// Scale: y = a*x.
 	Scale: func(y, x []float32, a float32) {
-		checkLen("Scale", x, len(y))
 		for i := range y {
 			y[i] = a * x[i]
 		}
@@ -261,9 +228,6 @@ var Generic = Set{
 	// m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 	// p -= (lr/bc1) m / (sqrt(v)/sqrt(bc2) + eps).
 	AdamW: func(p, g, m, v []float32, lr, b1, b2, eps, wd, bc1, bc2 float32) {
-		checkLen("AdamW", g, len(p))
-		checkLen("AdamW", m, len(p))
-		checkLen("AdamW", v, len(p))
 		step, decay := lr/bc1, 1-lr*wd
 		isb2 := float32(1 / math.Sqrt(float64(bc2)))
 		for i := range p {
@@ -282,4 +246,4 @@ var Generic = Set{
 		}
 		return s
 	},
-}
+})

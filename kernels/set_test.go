@@ -187,3 +187,24 @@ func BenchmarkKernels(b *testing.B) {
 		}
 	}
 }
+
+// TestLengthChecks: every set rejects a too-short slice with a panic naming
+// the kernel, before any pointer reaches C.
+func TestLengthChecks(t *testing.T) {
+	for _, s := range Variants() {
+		for name, f := range map[string]func(){
+			"RMSNormFwd": func() { s.RMSNormFwd(make([]float32, 3), make([]float32, 2), make([]float32, 4), make([]float32, 2), 2, 2, 1e-5) },
+			"SwiGLUBwd":  func() { s.SwiGLUBwd(make([]float32, 4), make([]float32, 3), make([]float32, 4), make([]float32, 4), make([]float32, 4)) },
+			"AdamW":      func() { s.AdamW(make([]float32, 4), make([]float32, 4), make([]float32, 3), make([]float32, 4), 1, 0.9, 0.9, 1e-8, 0, 1, 1) },
+		} {
+			func() {
+				defer func() {
+					if r, _ := recover().(string); len(r) < len(name) || r[:len("kernels: "+name)] != "kernels: "+name {
+						t.Errorf("%s %s: panic %q, want one naming the kernel", s.Name, name, r)
+					}
+				}()
+				f()
+			}()
+		}
+	}
+}
