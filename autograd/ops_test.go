@@ -102,7 +102,7 @@ func (c gradCase) check(t *testing.T, rng *rand.Rand) {
 		fd := make([]float64, len(idx))
 		got := make([]float32, len(idx))
 		for jj, j := range idx {
-			got[jj] = v.g[j]
+			got[jj] = v.GradData()[j]
 			x0 := in64[vi][j]
 			h := 1e-6 * math.Max(1, math.Abs(x0))
 			in64[vi][j] = x0 + h
@@ -331,5 +331,38 @@ func TestPoolReuse(t *testing.T) {
 	// the closures handed to kernels.For), independent of tensor sizes.
 	if allocs > 50 {
 		t.Errorf("steady-state step allocates %.0f times, want the pool to serve it", allocs)
+	}
+}
+
+// TestZeroGradLazy: after ZeroGrad, a second identical step gives the same
+// gradients as the first, whether ops overwrite (Linear's sgemm) or add
+// (Embedding, RMSNorm) into them, and a parameter no gradient reaches reads
+// as zero.
+func TestZeroGradLazy(t *testing.T) {
+	rng := rand.New(rand.NewPCG(2, 7))
+	table, w, nw, unused := randVar(rng, 1, 11, 8), randVar(rng, 1, 5, 8), randVar(rng, 1, 8), randVar(rng, 1, 3)
+	ids := []int32{1, 4, 4, 9}
+	tp := NewTape()
+	step := func() [][]float32 {
+		ZeroGrad(table, w, nw, unused)
+		x := tp.Embedding(table, ids, 4, 8)
+		y := tp.Linear(tp.RMSNorm(x, nw, 1e-5), w)
+		tp.Backward(tp.CrossEntropy(y, []int32{0, 1, 2, 3}, -1))
+		tp.Reset()
+		return [][]float32{append([]float32(nil), table.GradData()...), append([]float32(nil), w.GradData()...),
+			append([]float32(nil), nw.GradData()...), append([]float32(nil), unused.GradData()...)}
+	}
+	copy(unused.GradData(), []float32{1, 2, 3})
+	first := step()
+	second := step()
+	for i := range first {
+		if d := maxAbsDiff(first[i], second[i]); d != 0 {
+			t.Errorf("tensor %d: second step differs by %g", i, d)
+		}
+	}
+	for _, v := range first[3] {
+		if v != 0 {
+			t.Fatalf("unreached gradient %v, want zeros", first[3])
+		}
 	}
 }

@@ -34,8 +34,8 @@ func (t *Tape) Reset() {
 	t.back = t.back[:0]
 	for _, v := range t.temps {
 		t.put(v.Value)
-		if v.Grad != nil {
-			t.put(v.Grad)
+		if v.grad != nil {
+			t.put(v.grad)
 		}
 		*v = Var{}
 		t.vfree = append(t.vfree, v)
@@ -116,11 +116,11 @@ func (t *Tape) grad(v *Var) []float32 {
 		if !v.temp {
 			panic("autograd: gradient of a leaf that has none")
 		}
-		v.Grad = t.get(v.Shape())
-		v.g = v.Grad.Data().([]float32)
+		v.grad = t.get(v.Shape())
+		v.g = v.grad.Data().([]float32)
 		clear(v.g)
 	}
-	return v.g
+	return v.GradData()
 }
 
 // gradW returns v's gradient for an op that, when first is true, must
@@ -136,8 +136,12 @@ func (t *Tape) gradW(v *Var) (g []float32, first bool) {
 		if !v.temp {
 			panic("autograd: gradient of a leaf that has none")
 		}
-		v.Grad = t.get(v.Shape())
-		v.g = v.Grad.Data().([]float32)
+		v.grad = t.get(v.Shape())
+		v.g = v.grad.Data().([]float32)
+		return v.g, true
+	}
+	if v.stale {
+		v.stale = false
 		return v.g, true
 	}
 	return v.g, false

@@ -8,12 +8,16 @@ import (
 
 // Var is a value on the tape and its gradient.
 type Var struct {
-	// Value is the forward value; Grad the gradient of the loss with respect
-	// to it, nil until a gradient reaches it (parameters have one always).
-	Value, Grad *tensor.Dense
-	x, g        []float32
-	needGrad    bool
-	temp        bool // owned by a tape's pool
+	// Value is the forward value.
+	Value    *tensor.Dense
+	grad     *tensor.Dense
+	x, g     []float32
+	needGrad bool
+	temp     bool // owned by a tape's pool
+	// stale: ZeroGrad was called and g still holds old values. The first
+	// op to write the gradient overwrites it (sgemm with beta 0) instead of
+	// clearing it first; readers clear it on demand.
+	stale bool
 }
 
 func newDense(shape []int, data []float32) *tensor.Dense {
@@ -26,7 +30,7 @@ func NewParam(shape ...int) *Var {
 	n := size(shape)
 	v := &Var{needGrad: true}
 	v.x, v.g = make([]float32, n), make([]float32, n)
-	v.Value, v.Grad = newDense(shape, v.x), newDense(shape, v.g)
+	v.Value, v.grad = newDense(shape, v.x), newDense(shape, v.g)
 	return v
 }
 
@@ -44,7 +48,20 @@ func NewConst(data []float32, shape ...int) *Var {
 func (v *Var) Data() []float32 { return v.x }
 
 // GradData returns the gradient's backing slice, nil if none.
-func (v *Var) GradData() []float32 { return v.g }
+func (v *Var) GradData() []float32 {
+	if v.stale {
+		clear(v.g)
+		v.stale = false
+	}
+	return v.g
+}
+
+// Grad returns the gradient of the loss with respect to v as a tensor over
+// GradData, nil until a gradient reaches a temporary.
+func (v *Var) Grad() *tensor.Dense {
+	v.GradData()
+	return v.grad
+}
 
 // Shape returns the value's shape.
 func (v *Var) Shape() []int { return v.Value.Shape() }
@@ -59,15 +76,17 @@ func (v *Var) RequiresGrad() bool { return v.needGrad }
 func (v *Var) SetRequiresGrad(b bool) {
 	if b && v.g == nil {
 		v.g = make([]float32, len(v.x))
-		v.Grad = newDense(v.Shape(), v.g)
+		v.grad = newDense(v.Shape(), v.g)
 	}
 	v.needGrad = b
 }
 
-// ZeroGrad clears the gradients of vs.
+// ZeroGrad clears the gradients of vs. The clearing is lazy: backward ops
+// that write a whole gradient overwrite it, and GradData clears what no op
+// wrote, so large weight gradients are not swept twice per step.
 func ZeroGrad(vs ...*Var) {
 	for _, v := range vs {
-		clear(v.g)
+		v.stale = v.g != nil
 	}
 }
 
@@ -92,4 +111,16 @@ func sameShape(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+// Replica returns a leaf that shares v's value (not copied) and has its own
+// zeroed gradient: data-parallel workers read one set of weights and
+// accumulate their gradients apart.
+func (v *Var) Replica() *Var {
+	r := &Var{Value: v.Value, x: v.x, needGrad: v.needGrad}
+	if v.needGrad {
+		r.g = make([]float32, len(v.x))
+		r.grad = newDense(v.Shape(), r.g)
+	}
+	return r
 }

@@ -7,7 +7,12 @@ import (
 
 var (
 	threads = 1
-	inBLAS  bool // inside ForBLAS: OpenBLAS is held to one thread
+	// inRegion is set while ForChunks runs chunks on several goroutines:
+	// nested calls (an op inside a data-parallel worker) run serially. It is
+	// written only by the goroutine that starts the region, before it starts
+	// the others and after they are done.
+	inRegion bool
+	blasHeld bool // inside ForBLAS: OpenBLAS is held to one thread
 )
 
 // SetThreads sets how many goroutines the kernels split work over (1 or
@@ -25,8 +30,8 @@ func SetThreads(n int) {
 func ForBLAS(n, grain int, fn func(chunk, lo, hi int)) {
 	if Chunks(n, grain) > 1 {
 		setBlasThreads(1)
-		inBLAS = true
-		defer func() { setBlasThreads(threads); inBLAS = false }()
+		blasHeld = true
+		defer func() { setBlasThreads(threads); blasHeld = false }()
 	}
 	ForChunks(n, grain, fn)
 }
@@ -35,15 +40,18 @@ func ForBLAS(n, grain int, fn func(chunk, lo, hi int)) {
 func Threads() int { return threads }
 
 // Chunks returns how many chunks For and ForChunks split n items of at
-// least grain each into.
+// least grain each into (1 inside a parallel region).
 func Chunks(n, grain int) int {
+	if inRegion {
+		return 1
+	}
 	return max(1, min(threads, (n+max(grain, 1)-1)/max(grain, 1)))
 }
 
 // Serial reports whether For(n, grain, ...) would run on the calling
 // goroutine alone; callers use it to skip building a closure (which
 // allocates) on that path.
-func Serial(n, grain int) bool { return Chunks(n, grain) <= 1 || (blasPool && !inBLAS) }
+func Serial(n, grain int) bool { return Chunks(n, grain) <= 1 || (blasPool && !blasHeld) }
 
 // For calls fn over [0,n) split into at most Threads() contiguous chunks of
 // at least grain items, in parallel, and returns when all are done.
@@ -59,7 +67,7 @@ func For(n, grain int, fn func(lo, hi int)) {
 // grain)), so callers can hand each chunk its own scratch buffer.
 func ForChunks(n, grain int, fn func(chunk, lo, hi int)) {
 	t := Chunks(n, grain)
-	if blasPool && !inBLAS {
+	if blasPool && !blasHeld {
 		// OpenBLAS's idle workers spin on the other core for ~0.1 s after
 		// each multithreaded call; a goroutine sent there only fights them
 		// (tiny, 2 threads: 198 ms/step with parallel elementwise ops,
@@ -70,6 +78,8 @@ func ForChunks(n, grain int, fn func(chunk, lo, hi int)) {
 		fn(0, 0, n)
 		return
 	}
+	inRegion = true
+	defer func() { inRegion = false }()
 	var wg sync.WaitGroup
 	wg.Add(t - 1)
 	for i := 1; i < t; i++ {

@@ -10,7 +10,7 @@ import (
 )
 
 // BenchmarkTrainStep times forward + backward of one batch (B x T tokens of
-// the reference configs) and reports tokens/s, GFLOP/s by the FLOP count of
+// the reference configs; with 2 threads split over 2 Replicas) and reports tokens/s, GFLOP/s by the FLOP count of
 // Config.FLOPsPerToken, and allocations per step.
 func BenchmarkTrainStep(b *testing.B) {
 	for _, tc := range []struct {
@@ -29,9 +29,14 @@ func BenchmarkTrainStep(b *testing.B) {
 				ids, tg := randomTokens(rng, tc.B*T, tc.c.Vocab), randomTokens(rng, tc.B*T, tc.c.Vocab)
 				tp := autograd.NewTape()
 				params := m.Params()
+				reps := NewReplicas(m, th)
 				step := func() {
 					for _, p := range params {
 						autograd.ZeroGrad(p.Var)
+					}
+					if th > 1 {
+						reps.LossBackward(ids, tg, tc.B, T)
+						return
 					}
 					tp.Backward(m.Loss(tp, ids, tg, tc.B, T))
 					tp.Reset()

@@ -199,12 +199,17 @@ func step(o Options, threads int) stepResult {
 	}
 	opt := optim.NewAdamW(optim.DefaultAdamW, ps)
 	tp := autograd.NewTape()
+	reps := layers.NewReplicas(m, threads)
 	one := func() {
 		autograd.ZeroGrad(vars...)
-		tp.Backward(m.Loss(tp, ids, tg, o.Batch, o.Seq))
+		if threads > 1 {
+			reps.LossBackward(ids, tg, o.Batch, o.Seq)
+		} else {
+			tp.Backward(m.Loss(tp, ids, tg, o.Batch, o.Seq))
+			tp.Reset()
+		}
 		optim.ClipGradNorm(vars, 1)
 		opt.Update(3e-4)
-		tp.Reset()
 	}
 	for i := 0; i < o.Warmup; i++ {
 		one()
