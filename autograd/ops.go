@@ -12,6 +12,7 @@ import (
 type Ops interface {
 	Embedding(table *Var, ids []int32, shape ...int) *Var
 	Linear(x, w *Var) *Var
+	LinearCat(x *Var, ws ...*Var) []*Var
 	MatMul(a, b *Var, transA, transB bool) *Var
 	RMSNorm(x, w *Var, eps float32) *Var
 	RoPE(x *Var, r *RoPETable, pos []int32, heads int) *Var
@@ -50,7 +51,14 @@ func (t *Tape) Add(a, b *Var) *Var {
 		if out.g == nil {
 			return
 		}
-		for _, in := range [2]*Var{a, b} {
+		// b first, then a: a temporary a with no gradient yet takes out's
+		// gradient buffer itself (out's gradient is read by no one after
+		// this closure), saving a copy of the residual stream per Add.
+		for _, in := range [2]*Var{b, a} {
+			if in == a && a.needGrad && a.temp && a.g == nil {
+				a.grad, a.g, a.gradBorrowed = out.grad, out.g, true
+				continue
+			}
 			if in.needGrad {
 				g, first := t.gradW(in)
 				kernels.For(len(g), 1<<14, func(lo, hi int) {
@@ -103,6 +111,93 @@ func (t *Tape) Linear(x, w *Var) *Var {
 		}
 	})
 	return out
+}
+
+// LinearCat returns x W_i^T for each weight (out_i, in) of ws: the
+// projections that share an input (q/k/v, gate/up). When the weights lie
+// next to each other in memory (Pack) they are one (sum out_i, in) matrix
+// and forward and backward each run one larger sgemm instead of one per
+// weight; the outputs are copied out of the joint product.
+func (t *Tape) LinearCat(x *Var, ws ...*Var) []*Var {
+	nin := lastDim(x)
+	rows := x.Size() / nin
+	outs := make([]*Var, len(ws))
+	vals := make([][]float32, len(ws))
+	sum := 0
+	for i, w := range ws {
+		s := w.Shape()
+		if len(s) != 2 || s[1] != nin {
+			panic(shapeErr("LinearCat", x.Shape(), s))
+		}
+		vals[i] = w.x
+		sum += s[0]
+	}
+	if !adjacent(vals) {
+		for i, w := range ws {
+			outs[i] = t.Linear(x, w)
+		}
+		return outs
+	}
+	inputs := append([]*Var{x}, ws...)
+	y := t.scratch(rows * sum)
+	kernels.Sgemm(false, true, rows, sum, nin, 1, x.x, nin, joined(vals), nin, 0, y, sum)
+	off := 0
+	for i, w := range ws {
+		no := w.Shape()[0]
+		shape := append(append([]int(nil), x.Shape()[:len(x.Shape())-1]...), no)
+		outs[i] = t.newVar(shape, inputs...)
+		for r := 0; r < rows; r++ {
+			copy(outs[i].x[r*no:(r+1)*no], y[r*sum+off:])
+		}
+		off += no
+	}
+	t.record(outs[0], func() {
+		// Gather the outputs' gradients into one (rows, sum) matrix; an
+		// output no gradient reached contributes zeros.
+		dy := y // the forward product is no longer needed
+		off := 0
+		for i, w := range ws {
+			no := w.Shape()[0]
+			for r := 0; r < rows; r++ {
+				if outs[i].g != nil {
+					copy(dy[r*sum+off:r*sum+off+no], outs[i].g[r*no:])
+				} else {
+					clear(dy[r*sum+off : r*sum+off+no])
+				}
+			}
+			off += no
+		}
+		if x.needGrad {
+			dx, first := t.gradW(x)
+			kernels.Sgemm(false, false, rows, nin, sum, 1, dy, sum, joined(vals), nin, beta(first), dx, nin)
+		}
+		// dW_i += dy_i^T x: one product over the joint gradient when every
+		// weight takes a gradient, the gradients are adjacent too and all
+		// are equally fresh (beta 0) or not (beta 1); else one per weight.
+		grads, firsts := make([][]float32, len(ws)), make([]bool, len(ws))
+		all, same := true, true
+		for i, w := range ws {
+			if !w.needGrad {
+				all = false
+				continue
+			}
+			grads[i], firsts[i] = t.gradW(w)
+			same = same && firsts[i] == firsts[0]
+		}
+		if all && same && adjacent(grads) {
+			kernels.Sgemm(true, false, sum, nin, rows, 1, dy, sum, x.x, nin, beta(firsts[0]), joined(grads), nin)
+			return
+		}
+		off = 0
+		for i, w := range ws {
+			no := w.Shape()[0]
+			if w.needGrad {
+				kernels.Sgemm(true, false, no, nin, rows, 1, dy[off:], sum, x.x, nin, beta(firsts[i]), grads[i], nin)
+			}
+			off += no
+		}
+	})
+	return outs
 }
 
 // MatMul returns op(a) op(b) for 2-D operands or 3-D batches of equal

@@ -274,6 +274,23 @@ func opCases(rng *rand.Rand) []gradCase {
 		},
 		vtol: 1e-6, gtol: 1e-6,
 	})
+	// A temporary as Add's first input borrows the output's gradient buffer:
+	// check it with the temporary used again (y + 2y) and twice (y + y).
+	cs = append(cs, gradCase{
+		name: "Add of a reused temporary", inputs: []*Var{randVar(rng, 1, 3, 7)},
+		run: func(t *Tape, v []*Var) *Var {
+			y := t.SiLU(v[0])
+			return t.Add(t.Add(y, t.Scale(y, 2)), t.Add(y, y))
+		},
+		ref: func(v [][]float64) []float64 {
+			y := ref.SiLU(v[0])
+			for i := range y {
+				y[i] *= 5
+			}
+			return y
+		},
+		vtol: 1e-6, gtol: 1e-5,
+	})
 	return cs
 }
 
@@ -363,6 +380,95 @@ func TestZeroGradLazy(t *testing.T) {
 	for _, v := range first[3] {
 		if v != 0 {
 			t.Fatalf("unreached gradient %v, want zeros", first[3])
+		}
+	}
+}
+
+// TestLinearCat: the joint projection gives each x W_i^T and, for
+// L = sum_i R_i . out_i, the gradients dx = sum_i R_i W_i and dW_i = R_i^T x,
+// computed here in float64; with packed (adjacent) and separate weights, a
+// frozen weight, and fresh or accumulating gradients.
+func TestLinearCat(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 9))
+	rows, in := 13, 10
+	outsz := []int{7, 3, 5}
+	for _, tc := range []struct {
+		name         string
+		pack, freeze bool
+		accumulate   bool
+	}{{"packed", true, false, false}, {"separate", false, false, false}, {"packed, frozen k", true, true, false},
+		{"packed, accumulating", true, false, true}} {
+		x := randVar(rng, 1, rows, in)
+		ws := []*Var{randVar(rng, 1, outsz[0], in), randVar(rng, 1, outsz[1], in), randVar(rng, 1, outsz[2], in)}
+		if tc.pack {
+			vals := [][]float32{ws[0].Data(), ws[1].Data(), ws[2].Data()}
+			saved := make([][]float32, 3)
+			for i := range vals {
+				saved[i] = append([]float32(nil), vals[i]...)
+			}
+			Pack(ws)
+			for i := range ws {
+				if maxAbsDiff(ws[i].Data(), saved[i]) != 0 {
+					t.Fatal("Pack changed values")
+				}
+			}
+			if !adjacent([][]float32{ws[0].Data(), ws[1].Data(), ws[2].Data()}) {
+				t.Fatal("packed weights not adjacent")
+			}
+		}
+		if tc.freeze {
+			ws[1].SetRequiresGrad(false)
+		}
+		ZeroGrad(append([]*Var{x}, ws...)...)
+		prior := make([][]float32, 3)
+		if tc.accumulate { // gradients already hold a previous micro-batch's
+			for i, w := range ws {
+				if w.RequiresGrad() {
+					for j := range w.GradData() {
+						w.GradData()[j] = float32(j % 3)
+					}
+				}
+				prior[i] = append([]float32(nil), w.GradData()...)
+			}
+		}
+		tp := NewTape()
+		outs := tp.LinearCat(x, ws...)
+		x64 := to64(x.Data())
+		dx := make([]float64, rows*in)
+		for i, o := range outs {
+			want := ref.Linear(x64, to64(ws[i].Data()), rows, in, outsz[i])
+			if ok, d := closeTo(o.Data(), want, 1e-5); !ok {
+				t.Errorf("%s: output %d differs by %g", tc.name, i, d)
+			}
+			R := make([]float64, rows*outsz[i])
+			g := tp.grad(o)
+			for j := range R {
+				R[j] = rng.NormFloat64()
+				g[j] = float32(R[j])
+			}
+			d := ref.MatMul(R, to64(ws[i].Data()), 1, rows, outsz[i], outsz[i], in, false, false)
+			for j := range dx {
+				dx[j] += d[j]
+			}
+			if ws[i].RequiresGrad() {
+				dw := ref.MatMul(R, x64, 1, rows, outsz[i], rows, in, true, false)
+				for j := range dw {
+					if tc.accumulate {
+						dw[j] += float64(prior[i][j])
+					}
+				}
+				defer func(i int, dw []float64) {
+					if ok, d := closeTo(ws[i].GradData(), dw, 1e-5); !ok {
+						t.Errorf("%s: dW %d differs by %g", tc.name, i, d)
+					}
+				}(i, dw)
+			}
+		}
+		for i := len(tp.back) - 1; i >= 0; i-- {
+			tp.back[i]()
+		}
+		if ok, d := closeTo(x.GradData(), dx, 1e-5); !ok {
+			t.Errorf("%s: dx differs by %g", tc.name, d)
 		}
 	}
 }

@@ -34,7 +34,7 @@ func (t *Tape) Reset() {
 	t.back = t.back[:0]
 	for _, v := range t.temps {
 		t.put(v.Value)
-		if v.grad != nil {
+		if v.grad != nil && !v.gradBorrowed {
 			t.put(v.grad)
 		}
 		*v = Var{}

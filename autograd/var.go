@@ -2,6 +2,7 @@ package autograd
 
 import (
 	"fmt"
+	"unsafe"
 
 	"gorgonia.org/tensor"
 )
@@ -14,6 +15,9 @@ type Var struct {
 	x, g     []float32
 	needGrad bool
 	temp     bool // owned by a tape's pool
+	// gradBorrowed: grad is another temporary's buffer (Add), returned to
+	// the pool by its owner.
+	gradBorrowed bool
 	// stale: ZeroGrad was called and g still holds old values. The first
 	// op to write the gradient overwrites it (sgemm with beta 0) instead of
 	// clearing it first; readers clear it on demand.
@@ -123,4 +127,71 @@ func (v *Var) Replica() *Var {
 		r.grad = newDense(v.Shape(), r.g)
 	}
 	return r
+}
+
+// Pack moves the values and gradients of vs into one contiguous buffer
+// each, in the given order, as llm.c keeps parameters in one arena and
+// gradients in a second with the same offsets. Weights that sit next to each
+// other can then be used as one matrix (LinearCat). Values are copied;
+// gradients start zeroed.
+func Pack(vs []*Var) {
+	n := 0
+	for _, v := range vs {
+		n += len(v.x)
+	}
+	vals, grads := make([]float32, n), make([]float32, n)
+	off := 0
+	for _, v := range vs {
+		m := len(v.x)
+		copy(vals[off:off+m], v.x)
+		v.x = vals[off : off+m : off+m]
+		v.Value = newDense(v.Shape(), v.x)
+		if v.g != nil {
+			v.g = grads[off : off+m : off+m]
+			v.grad = newDense(v.Shape(), v.g)
+			v.stale = false
+		}
+		off += m
+	}
+}
+
+// PackGrads gives vs new zeroed gradients from one contiguous buffer, in
+// order (for replicas, whose values are shared).
+func PackGrads(vs []*Var) {
+	n := 0
+	for _, v := range vs {
+		n += len(v.x)
+	}
+	grads := make([]float32, n)
+	off := 0
+	for _, v := range vs {
+		m := len(v.x)
+		if v.g != nil {
+			v.g = grads[off : off+m : off+m]
+			v.grad = newDense(v.Shape(), v.g)
+			v.stale = false
+		}
+		off += m
+	}
+}
+
+// adjacent reports whether the slices follow each other in memory, so that
+// together they are one slice starting at the first.
+func adjacent(xs [][]float32) bool {
+	for i := 1; i < len(xs); i++ {
+		if xs[i-1] == nil || xs[i] == nil || len(xs[i-1]) == 0 ||
+			unsafe.Pointer(unsafe.SliceData(xs[i])) != unsafe.Add(unsafe.Pointer(unsafe.SliceData(xs[i-1])), 4*len(xs[i-1])) {
+			return false
+		}
+	}
+	return true
+}
+
+// joined returns the slice covering adjacent slices xs.
+func joined(xs [][]float32) []float32 {
+	n := 0
+	for _, x := range xs {
+		n += len(x)
+	}
+	return unsafe.Slice(unsafe.SliceData(xs[0]), n)
 }

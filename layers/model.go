@@ -45,13 +45,15 @@ type Attention struct {
 
 // Forward: x (B, T, dim) -> (B, T, dim).
 func (a *Attention) Forward(ops autograd.Ops, x *autograd.Var, pos []int32) *autograd.Var {
-	q := ops.RoPE(a.Q.Forward(ops, x), a.rope, pos, a.Heads)
-	k := ops.RoPE(a.K.Forward(ops, x), a.rope, pos, a.KVHeads)
-	v := a.V.Forward(ops, x)
+	qkv := ops.LinearCat(x, a.Q.Weight, a.K.Weight, a.V.Weight)
+	q := ops.RoPE(qkv[0], a.rope, pos, a.Heads)
+	k := ops.RoPE(qkv[1], a.rope, pos, a.KVHeads)
+	v := qkv[2]
 	return a.O.Forward(ops, ops.Attention(q, k, v, a.Heads, a.KVHeads))
 }
 
 // MLP is the SwiGLU feed-forward block: down(silu(gate(x)) * up(x)).
+// Gate and up run as one product when packed (see New).
 type MLP struct {
 	Gate *Linear `st:"gate_proj"`
 	Up   *Linear `st:"up_proj"`
@@ -60,7 +62,8 @@ type MLP struct {
 
 // Forward applies the block.
 func (m *MLP) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
-	return m.Down.Forward(ops, ops.SwiGLU(m.Gate.Forward(ops, x), m.Up.Forward(ops, x)))
+	gu := ops.LinearCat(x, m.Gate.Weight, m.Up.Weight)
+	return m.Down.Forward(ops, ops.SwiGLU(gu[0], gu[1]))
 }
 
 // Layer is one pre-norm transformer block.
@@ -123,6 +126,14 @@ func New(c Config) *Model {
 	if !c.Tied {
 		m.Head = lin(c.Vocab, c.Dim)
 	}
+	// One arena for weights and one for gradients, in checkpoint order:
+	// q/k/v and gate/up sit next to each other and run as one product each
+	// (LinearCat); the optimizer and checkpoints see flat memory.
+	vars := make([]*autograd.Var, 0, 2+9*c.Layers)
+	for _, p := range m.Params() {
+		vars = append(vars, p.Var)
+	}
+	autograd.Pack(vars)
 	return m
 }
 

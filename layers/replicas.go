@@ -34,7 +34,13 @@ func NewReplicas(m *Model, n int) *Replicas {
 		w := replicate(reflect.ValueOf(m)).Interface().(*Model)
 		r.workers = append(r.workers, w)
 		r.tapes = append(r.tapes, autograd.NewTape())
-		r.params = append(r.params, w.Params())
+		ps := w.Params()
+		vars := make([]*autograd.Var, len(ps))
+		for i, p := range ps {
+			vars[i] = p.Var
+		}
+		autograd.PackGrads(vars) // adjacent gradients, as in the model
+		r.params = append(r.params, ps)
 	}
 	return r
 }

@@ -129,6 +129,9 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 		u[i] = u[i] * u[i]
 	}
 	rows := N
+	// AdamW gets buffers of its own: the ones above end up holding the
+	// other kernels' outputs, not a parameter's state.
+	ap, ag, am, av := randSlice(rng, n), randSlice(rng, n), make([]float32, n), make([]float32, n)
 	for _, k := range []struct {
 		name  string
 		bytes float64
@@ -144,7 +147,7 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 			r := min(n, rows*c.Vocab) / c.Vocab
 			kernels.Active.CrossEntropy(x, make([]int32, r), z, u[:r], r, c.Vocab, 1)
 		}},
-		{"AdamW update", 28 * float64(n), func() { kernels.Active.AdamW(z, x, y, u, 1e-3, 0.9, 0.95, 1e-8, 0.1, 0.5, 0.5) }},
+		{"AdamW update", 28 * float64(n), func() { kernels.Active.AdamW(ap, ag, am, av, 1e-3, 0.9, 0.95, 1e-8, 0.1, 0.5, 0.5) }},
 	} {
 		gbs := k.bytes / timeIt(200*time.Millisecond, k.f) / 1e9
 		fmt.Fprintf(w, "  %-24s %7.1f\n", k.name, gbs)
