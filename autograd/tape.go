@@ -11,14 +11,25 @@ import (
 type Tape struct {
 	back   []func()
 	temps  []*Var
-	free   map[int][]*tensor.Dense
+	free   map[int][]pooled // tensors by size
 	vfree  []*Var
+	sfree  map[int][][]float32 // scratch slices by size
+	sused  [][]float32
 	noGrad bool
 	ints   []int32 // CrossEntropy's targets (one loss per tape step)
 }
 
+// pooled keeps a tensor with its backing slice: Dense.Data returns an
+// interface, and converting it back allocates on every call.
+type pooled struct {
+	d *tensor.Dense
+	x []float32
+}
+
 // NewTape returns an empty tape.
-func NewTape() *Tape { return &Tape{free: map[int][]*tensor.Dense{}} }
+func NewTape() *Tape {
+	return &Tape{free: map[int][]pooled{}, sfree: map[int][][]float32{}}
+}
 
 // SetNoGrad turns recording off (evaluation, generation) or back on.
 func (t *Tape) SetNoGrad(b bool) { t.noGrad = b }
@@ -33,15 +44,20 @@ func (t *Tape) Reset() {
 	clear(t.back)
 	t.back = t.back[:0]
 	for _, v := range t.temps {
-		t.put(v.Value)
+		t.put(v.Value, v.x)
 		if v.grad != nil && !v.gradBorrowed {
-			t.put(v.grad)
+			t.put(v.grad, v.g)
 		}
 		*v = Var{}
 		t.vfree = append(t.vfree, v)
 	}
 	clear(t.temps)
 	t.temps = t.temps[:0]
+	for _, x := range t.sused {
+		t.sfree[len(x)] = append(t.sfree[len(x)], x)
+	}
+	clear(t.sused)
+	t.sused = t.sused[:0]
 }
 
 // Backward seeds d(loss)/d(loss) = 1 for a one-element loss and runs the
@@ -59,24 +75,24 @@ func (t *Tape) Backward(loss *Var) {
 	}
 }
 
-func (t *Tape) get(shape []int) *tensor.Dense {
+func (t *Tape) get(shape []int) (*tensor.Dense, []float32) {
 	n := size(shape)
 	if l := t.free[n]; len(l) > 0 {
-		d := l[len(l)-1]
+		p := l[len(l)-1]
 		t.free[n] = l[:len(l)-1]
-		if !sameShape(d.Shape(), shape) {
-			if err := d.Reshape(shape...); err != nil {
+		if !sameShape(p.d.Shape(), shape) {
+			if err := p.d.Reshape(shape...); err != nil {
 				panic(err)
 			}
 		}
-		return d
+		return p.d, p.x
 	}
-	return newDense(shape, make([]float32, n))
+	x := make([]float32, n)
+	return newDense(shape, x), x
 }
 
-func (t *Tape) put(d *tensor.Dense) {
-	n := d.Shape().TotalSize()
-	t.free[n] = append(t.free[n], d)
+func (t *Tape) put(d *tensor.Dense, x []float32) {
+	t.free[len(x)] = append(t.free[len(x)], pooled{d, x})
 }
 
 // newVar returns a pooled output of the given shape whose value the op must
@@ -89,8 +105,7 @@ func (t *Tape) newVar(shape []int, inputs ...*Var) *Var {
 	} else {
 		v = new(Var)
 	}
-	v.Value = t.get(shape)
-	v.x = v.Value.Data().([]float32)
+	v.Value, v.x = t.get(shape)
 	v.temp = true
 	if !t.noGrad {
 		for _, in := range inputs {
@@ -106,8 +121,15 @@ func (t *Tape) newVar(shape []int, inputs ...*Var) *Var {
 
 // scratch returns a pooled buffer of n floats that lives until Reset.
 func (t *Tape) scratch(n int) []float32 {
-	v := t.newVar([]int{n})
-	return v.x
+	var x []float32
+	if l := t.sfree[n]; len(l) > 0 {
+		x = l[len(l)-1]
+		t.sfree[n] = l[:len(l)-1]
+	} else {
+		x = make([]float32, n)
+	}
+	t.sused = append(t.sused, x)
+	return x
 }
 
 // grad returns v's gradient slice, creating a zeroed one for a temporary.
@@ -116,8 +138,7 @@ func (t *Tape) grad(v *Var) []float32 {
 		if !v.temp {
 			panic("autograd: gradient of a leaf that has none")
 		}
-		v.grad = t.get(v.Shape())
-		v.g = v.grad.Data().([]float32)
+		v.grad, v.g = t.get(v.Shape())
 		clear(v.g)
 	}
 	return v.GradData()
@@ -136,8 +157,7 @@ func (t *Tape) gradW(v *Var) (g []float32, first bool) {
 		if !v.temp {
 			panic("autograd: gradient of a leaf that has none")
 		}
-		v.grad = t.get(v.Shape())
-		v.g = v.grad.Data().([]float32)
+		v.grad, v.g = t.get(v.Shape())
 		return v.g, true
 	}
 	if v.stale {
