@@ -7,12 +7,12 @@ package safetensors
 import (
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"sort"
+
+	"qat/data/atomic"
 )
 
 // Tensor is one named tensor with its raw little-endian bytes.
@@ -232,28 +232,5 @@ func Write(path string, tensors []Tensor, meta map[string]string) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(path, b)
-}
-
-// WriteFileAtomic writes b to path via a synced temporary file and rename.
-func WriteFileAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-		return errors.Join(fmt.Errorf("writing %s", path), err)
-	}
-	return nil
+	return atomic.WriteFile(path, b)
 }

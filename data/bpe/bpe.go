@@ -1,0 +1,273 @@
+// Package bpe is a byte-level BPE tokenizer in the GPT-2 style: text is
+// split by GPT-2's pre-tokenizer pattern, each piece is a sequence of bytes,
+// and learned merges join adjacent tokens by rank. It trains on a corpus and
+// reads and writes the Hugging Face tokenizer.json format (model type BPE,
+// ByteLevel pre-tokenizer), which Python's tokenizers and llama.cpp's gpt2
+// vocabulary load.
+package bpe
+
+import (
+	"container/heap"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Special tokens, appended after the merges.
+const (
+	BOS = "<|bos|>"
+	EOS = "<|eos|>"
+	PAD = "<|pad|>"
+)
+
+// Tokenizer maps bytes to token ids and back.
+type Tokenizer struct {
+	// Tokens[id] is the token's bytes (specials: their text).
+	Tokens []string
+	// Merges[r] is the pair of ids merged at rank r into id 256+r.
+	Merges  [][2]int32
+	Special map[string]int32
+	ranks   map[uint64]int32 // pair -> rank
+	cache   map[string][]int32
+}
+
+func pairKey(a, b int32) uint64 { return uint64(uint32(a))<<32 | uint64(uint32(b)) }
+
+// ID returns the id of a special token; it panics for an unknown name.
+func (t *Tokenizer) ID(special string) int32 {
+	id, ok := t.Special[special]
+	if !ok {
+		panic("bpe: no special token " + special)
+	}
+	return id
+}
+
+// VocabSize is the number of ids.
+func (t *Tokenizer) VocabSize() int { return len(t.Tokens) }
+
+func (t *Tokenizer) index() {
+	t.ranks = make(map[uint64]int32, len(t.Merges))
+	for r, m := range t.Merges {
+		t.ranks[pairKey(m[0], m[1])] = int32(r)
+	}
+	t.cache = map[string][]int32{}
+}
+
+// Encode appends the ids of text to dst. Special-token strings in text are
+// encoded as ordinary text: specials are only ever inserted by the caller.
+func (t *Tokenizer) Encode(dst []int32, text string) []int32 {
+	Pretokenize(text, func(p string) {
+		if ids, ok := t.cache[p]; ok {
+			dst = append(dst, ids...)
+			return
+		}
+		ids := t.encodePiece(p)
+		if len(t.cache) < 1<<20 {
+			t.cache[p] = ids
+		}
+		dst = append(dst, ids...)
+	})
+	return dst
+}
+
+// encodePiece applies merges by rank, lowest first, as GPT-2 does.
+func (t *Tokenizer) encodePiece(p string) []int32 {
+	ids := make([]int32, len(p))
+	for i := 0; i < len(p); i++ {
+		ids[i] = int32(p[i])
+	}
+	for len(ids) > 1 {
+		best, at := int32(-1), -1
+		for i := 0; i+1 < len(ids); i++ {
+			if r, ok := t.ranks[pairKey(ids[i], ids[i+1])]; ok && (best < 0 || r < best) {
+				best, at = r, i
+			}
+		}
+		if at < 0 {
+			break
+		}
+		a, b := t.Merges[best][0], t.Merges[best][1]
+		out := ids[:0]
+		for i := 0; i < len(ids); i++ {
+			if i+1 < len(ids) && ids[i] == a && ids[i+1] == b {
+				out = append(out, 256+best)
+				i++
+			} else {
+				out = append(out, ids[i])
+			}
+		}
+		ids = out
+	}
+	return ids
+}
+
+// Decode returns the bytes of ids; special tokens decode to nothing.
+func (t *Tokenizer) Decode(ids []int32) (string, error) {
+	var sb strings.Builder
+	for _, id := range ids {
+		if id < 0 || int(id) >= len(t.Tokens) {
+			return "", fmt.Errorf("bpe: token id %d outside vocabulary of %d", id, len(t.Tokens))
+		}
+		if _, sp := t.Special[t.Tokens[id]]; sp && int(id) >= 256+len(t.Merges) {
+			continue
+		}
+		sb.WriteString(t.Tokens[id])
+	}
+	return sb.String(), nil
+}
+
+// ByteLen is the number of text bytes id stands for (0 for specials).
+func (t *Tokenizer) ByteLen(id int32) int {
+	if int(id) >= 256+len(t.Merges) {
+		return 0
+	}
+	return len(t.Tokens[id])
+}
+
+// Train learns vocabSize-256-len(specials) merges from the texts. Ties
+// between equally frequent pairs go to the smaller pair of ids, so training
+// is deterministic.
+func Train(texts []string, vocabSize int) (*Tokenizer, error) {
+	specials := []string{BOS, EOS, PAD}
+	nMerges := vocabSize - 256 - len(specials)
+	if nMerges < 0 {
+		return nil, fmt.Errorf("bpe: vocabulary size %d is below the %d byte and special tokens", vocabSize, 256+len(specials))
+	}
+	counts := map[string]int{}
+	for _, s := range texts {
+		Pretokenize(s, func(p string) { counts[p]++ })
+	}
+	pieces := make([]string, 0, len(counts))
+	for p := range counts {
+		pieces = append(pieces, p)
+	}
+	sort.Strings(pieces) // map order must not leak into the result
+	words := make([][]int32, len(pieces))
+	freq := make([]int, len(pieces))
+	pairs := map[uint64]int{}
+	where := map[uint64][]int32{}
+	for w, p := range pieces {
+		freq[w] = counts[p]
+		ids := make([]int32, len(p))
+		for i := range ids {
+			ids[i] = int32(p[i])
+		}
+		words[w] = ids
+		for i := 0; i+1 < len(ids); i++ {
+			k := pairKey(ids[i], ids[i+1])
+			pairs[k] += freq[w]
+			where[k] = append(where[k], int32(w))
+		}
+	}
+	h := &pairHeap{}
+	for k, c := range pairs {
+		h.items = append(h.items, pairCount{k, c})
+	}
+	heap.Init(h)
+	t := &Tokenizer{Special: map[string]int32{}}
+	for b := 0; b < 256; b++ {
+		t.Tokens = append(t.Tokens, string([]byte{byte(b)}))
+	}
+	seen := make([]int, len(words)) // merge number that last touched a word
+	for m := 1; len(t.Merges) < nMerges && h.Len() > 0; {
+		top := heap.Pop(h).(pairCount)
+		if c := pairs[top.key]; c != top.count {
+			if c > 0 {
+				heap.Push(h, pairCount{top.key, c})
+			}
+			continue
+		}
+		if top.count < 2 {
+			break // nothing left worth merging
+		}
+		a, b := int32(top.key>>32), int32(uint32(top.key))
+		id := int32(256 + len(t.Merges))
+		t.Merges = append(t.Merges, [2]int32{a, b})
+		t.Tokens = append(t.Tokens, t.Tokens[a]+t.Tokens[b])
+		changed := map[uint64]bool{}
+		for _, w := range where[top.key] {
+			if seen[w] == m {
+				continue
+			}
+			seen[w] = m
+			ids, f := words[w], freq[w]
+			has := false
+			for i := 0; i+1 < len(ids); i++ {
+				if ids[i] == a && ids[i+1] == b {
+					has = true
+					break
+				}
+			}
+			if !has {
+				continue
+			}
+			for i := 0; i+1 < len(ids); i++ {
+				k := pairKey(ids[i], ids[i+1])
+				pairs[k] -= f
+				changed[k] = true
+			}
+			out := make([]int32, 0, len(ids))
+			for i := 0; i < len(ids); i++ {
+				if i+1 < len(ids) && ids[i] == a && ids[i+1] == b {
+					out = append(out, id)
+					i++
+				} else {
+					out = append(out, ids[i])
+				}
+			}
+			words[w] = out
+			for i := 0; i+1 < len(out); i++ {
+				k := pairKey(out[i], out[i+1])
+				pairs[k] += f
+				changed[k] = true
+				where[k] = append(where[k], int32(w))
+			}
+		}
+		delete(where, top.key)
+		keys := make([]uint64, 0, len(changed))
+		for k := range changed {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+		for _, k := range keys {
+			if c := pairs[k]; c > 0 {
+				heap.Push(h, pairCount{k, c})
+			} else {
+				delete(pairs, k)
+			}
+		}
+		m++
+	}
+	for _, s := range specials {
+		t.Special[s] = int32(len(t.Tokens))
+		t.Tokens = append(t.Tokens, s)
+	}
+	for len(t.Tokens) < vocabSize { // a corpus too small for the asked size: pad ids stay unused
+		name := fmt.Sprintf("<|unused%d|>", len(t.Tokens))
+		t.Special[name] = int32(len(t.Tokens))
+		t.Tokens = append(t.Tokens, name)
+	}
+	t.index()
+	return t, nil
+}
+
+type pairCount struct {
+	key   uint64
+	count int
+}
+
+// pairHeap is a max-heap on count, ties to the smaller pair key.
+type pairHeap struct{ items []pairCount }
+
+func (h *pairHeap) Len() int { return len(h.items) }
+func (h *pairHeap) Less(i, j int) bool {
+	a, b := h.items[i], h.items[j]
+	return a.count > b.count || (a.count == b.count && a.key < b.key)
+}
+func (h *pairHeap) Swap(i, j int) { h.items[i], h.items[j] = h.items[j], h.items[i] }
+func (h *pairHeap) Push(x any)    { h.items = append(h.items, x.(pairCount)) }
+func (h *pairHeap) Pop() any {
+	x := h.items[len(h.items)-1]
+	h.items = h.items[:len(h.items)-1]
+	return x
+}
