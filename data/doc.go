@@ -1,3 +1,5 @@
-// Package data holds qat's data pipeline; file formats live in
-// sub-packages (safetensors) that import only the standard library.
+// Package data prepares and serves training data: text files are tokenized
+// into Parquet shards (Arrow) with a manifest of counts and checksums, and a
+// Loader cuts the token stream into shuffled, resumable batches. File formats
+// live in sub-packages (bpe, safetensors, atomic).
 package data

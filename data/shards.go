@@ -1,0 +1,171 @@
+package data
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/apache/arrow/go/v17/parquet"
+	"github.com/apache/arrow/go/v17/parquet/compress"
+	"github.com/apache/arrow/go/v17/parquet/file"
+	"github.com/apache/arrow/go/v17/parquet/pqarrow"
+
+	"qat/data/atomic"
+)
+
+// Doc is one tokenized document of a shard.
+type Doc struct {
+	ID     int32   // position of the source file in sorted order
+	Name   string  // source file name
+	Bytes  int64   // UTF-8 bytes of the text
+	Tokens []int32 // <|bos|> text <|eos|>
+}
+
+// ShardSchema is the Arrow schema of token shards.
+var ShardSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "doc", Type: arrow.PrimitiveTypes.Int32},
+	{Name: "name", Type: arrow.BinaryTypes.String},
+	{Name: "bytes", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "tokens", Type: arrow.ListOf(arrow.PrimitiveTypes.Int32)},
+}, nil)
+
+// EncodeShard returns docs as a zstd-compressed Parquet file.
+func EncodeShard(docs []Doc) ([]byte, error) {
+	b := array.NewRecordBuilder(memory.DefaultAllocator, ShardSchema)
+	defer b.Release()
+	ids := b.Field(0).(*array.Int32Builder)
+	names := b.Field(1).(*array.StringBuilder)
+	nbytes := b.Field(2).(*array.Int64Builder)
+	toks := b.Field(3).(*array.ListBuilder)
+	vals := toks.ValueBuilder().(*array.Int32Builder)
+	for _, d := range docs {
+		ids.Append(d.ID)
+		names.Append(d.Name)
+		nbytes.Append(d.Bytes)
+		toks.Append(true)
+		vals.AppendValues(d.Tokens, nil)
+	}
+	rec := b.NewRecord()
+	defer rec.Release()
+	tbl := array.NewTableFromRecords(ShardSchema, []arrow.Record{rec})
+	defer tbl.Release()
+	var buf bytes.Buffer
+	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd))
+	if err := pqarrow.WriteTable(tbl, &buf, 1<<16, props, pqarrow.DefaultWriterProps()); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// WriteShard writes docs to path (temp file + rename) and returns the
+// file's SHA-256.
+func WriteShard(path string, docs []Doc) (string, error) {
+	b, err := EncodeShard(docs)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), atomic.WriteFile(path, b)
+}
+
+// DecodeShard parses a shard written by EncodeShard. Malformed input is an
+// error, never a panic: columns are read on this goroutine (pqarrow's
+// ReadTable reads them on workers, where its panics on hostile files could
+// not be recovered) and the reader's panics are turned into errors.
+func DecodeShard(b []byte) (docs []Doc, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			docs, err = nil, fmt.Errorf("malformed parquet: %v", r)
+		}
+	}()
+	pf, err := file.NewParquetReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	defer pf.Close()
+	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := fr.Schema()
+	if err != nil {
+		return nil, err
+	}
+	if sc.NumFields() != len(ShardSchema.Fields()) {
+		return nil, fmt.Errorf("%d columns, want %d (%v)", sc.NumFields(), len(ShardSchema.Fields()), ShardSchema)
+	}
+	for i, f := range ShardSchema.Fields() {
+		g := sc.Field(i)
+		if g.Name != f.Name || g.Type.ID() != f.Type.ID() {
+			return nil, fmt.Errorf("column %d is %s %s, want %s %s", i, g.Name, g.Type, f.Name, f.Type)
+		}
+	}
+	rows := pf.NumRows()
+	cols := make([]arrow.Array, 4)
+	for i := range cols {
+		cr, err := fr.GetColumn(context.Background(), i)
+		if err != nil {
+			return nil, err
+		}
+		ch, err := cr.NextBatch(rows)
+		if err != nil {
+			return nil, err
+		}
+		defer ch.Release()
+		if int64(ch.Len()) != rows {
+			return nil, fmt.Errorf("column %d has %d rows, want %d", i, ch.Len(), rows)
+		}
+		arr, err := array.Concatenate(ch.Chunks(), memory.DefaultAllocator)
+		if err != nil {
+			return nil, err
+		}
+		defer arr.Release()
+		cols[i] = arr
+	}
+	ids, ok0 := cols[0].(*array.Int32)
+	names, ok1 := cols[1].(*array.String)
+	nbytes, ok2 := cols[2].(*array.Int64)
+	toks, ok3 := cols[3].(*array.List)
+	if !ok0 || !ok1 || !ok2 || !ok3 {
+		return nil, fmt.Errorf("column types %T %T %T %T", cols[0], cols[1], cols[2], cols[3])
+	}
+	vals, ok := toks.ListValues().(*array.Int32)
+	if !ok {
+		return nil, fmt.Errorf("tokens hold %s, want int32", toks.ListValues().DataType())
+	}
+	offs := toks.Offsets()
+	for i := 0; i < int(rows); i++ {
+		lo, hi := offs[i], offs[i+1]
+		if lo < 0 || hi < lo || int(hi) > vals.Len() {
+			return nil, fmt.Errorf("row %d: token offsets [%d,%d) outside %d values", i, lo, hi, vals.Len())
+		}
+		docs = append(docs, Doc{ID: ids.Value(i), Name: names.Value(i), Bytes: nbytes.Value(i),
+			Tokens: append([]int32(nil), vals.Int32Values()[lo:hi]...)})
+	}
+	return docs, nil
+}
+
+// ReadShard reads and checks a shard file against its expected SHA-256
+// (empty: no check).
+func ReadShard(path, sha string) ([]Doc, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if sha != "" {
+		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != sha {
+			return nil, fmt.Errorf("%s: checksum %x does not match the manifest's %s", path, sum, sha)
+		}
+	}
+	docs, err := DecodeShard(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return docs, nil
+}
