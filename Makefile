@@ -19,8 +19,16 @@ deps:
 build: deps
 	$(GO) build -o bin/qat ./cmd/qat
 
+# run: the main job on the default data and config: prepare the State of the
+# Union addresses (BPE tokenizer, Parquet shards, held-out years ending in 7),
+# train configs/tiny.yaml (a finished run is reused; a killed one resumes),
+# evaluate, and sample some text.
+SOTU ?= ../shared/data/sotu
 run: build
-	$(RUNENV) ./bin/qat bench --config configs/tiny.yaml
+	@test -f runs/data/sotu/manifest.json || $(RUNENV) ./bin/qat data prepare --input $(SOTU) --out runs/data/sotu
+	@if [ -f runs/tiny/latest ]; then $(RUNENV) ./bin/qat train --resume runs/tiny; else $(RUNENV) ./bin/qat train --config configs/tiny.yaml; fi
+	$(RUNENV) ./bin/qat eval --model runs/tiny --data runs/data/sotu
+	$(RUNENV) ./bin/qat generate --model runs/tiny --prompt "The state of the Union" --max-tokens 60 --seed 1
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }

@@ -3,6 +3,7 @@ package layers
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 
 	"qat/data/safetensors"
 )
@@ -58,4 +59,30 @@ func (c Config) HFConfig() ([]byte, error) {
 		"hidden_act": "silu", "torch_dtype": "float32", "attention_bias": false,
 	}
 	return json.MarshalIndent(m, "", "  ")
+}
+
+// ReadHFConfig reads a Hugging Face LlamaConfig config.json.
+func ReadHFConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if mt, _ := raw["model_type"].(string); mt != "llama" {
+		return Config{}, fmt.Errorf("%s: model_type %q, want llama", path, mt)
+	}
+	c := Config{RopeTheta: 10000, NormEps: 1e-6}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if c.KVHeads == 0 {
+		c.KVHeads = c.Heads
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
 }

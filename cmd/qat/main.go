@@ -5,13 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"qat/cmd/internal/bench"
 	"qat/cmd/internal/config"
+	"qat/data"
 )
 
 func main() {
@@ -21,55 +20,29 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(benchCmd())
+	root.AddCommand(benchCmd(), dataCmd(), trainCmd(), evalCmd(), generateCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "qat:", err)
-		if config.IsInput(err) || isUsage(err) {
-			os.Exit(2)
-		}
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
-// isUsage recognises cobra's flag and argument errors (bad input: status 2).
+// exitCode is 2 for bad input (files, configs, flags), 1 otherwise.
+func exitCode(err error) int {
+	var de *data.InputError
+	if config.IsInput(err) || errors.As(err, &de) || isUsage(err) {
+		return 2
+	}
+	return 1
+}
+
+// isUsage recognises cobra's flag and argument errors.
 func isUsage(err error) bool {
 	s := err.Error()
 	return strings.HasPrefix(s, "unknown command") || strings.HasPrefix(s, "unknown flag") ||
 		strings.HasPrefix(s, "unknown shorthand") || strings.Contains(s, "invalid argument") ||
-		strings.HasPrefix(s, "accepts ") || strings.Contains(s, "flag needs an argument")
+		strings.HasPrefix(s, "accepts ") || strings.Contains(s, "flag needs an argument") ||
+		strings.Contains(s, "required flag")
 }
 
-func benchCmd() *cobra.Command {
-	var cfgPath, jsonOut string
-	var threads []int
-	var steps, warmup int
-	cmd := &cobra.Command{
-		Use:   "bench",
-		Short: "Measure sgemm, the fused kernels and training steps on this machine",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := config.Load(cfgPath)
-			if err != nil {
-				return err
-			}
-			for _, t := range threads {
-				if t < 1 {
-					return &config.InputError{Err: errors.New("--threads: values must be at least 1")}
-				}
-			}
-			if steps < 1 || warmup < 0 {
-				return &config.InputError{Err: errors.New("--steps must be at least 1 and --warmup at least 0")}
-			}
-			name := strings.TrimSuffix(filepath.Base(cfgPath), filepath.Ext(cfgPath))
-			_, err = bench.Run(cmd.OutOrStdout(), bench.Options{Model: c.Model, Name: name, Batch: c.Train.Batch,
-				Seq: c.Train.Seq, Threads: threads, Steps: steps, Warmup: warmup, JSON: jsonOut})
-			return err
-		},
-	}
-	cmd.Flags().StringVar(&cfgPath, "config", "configs/tiny.yaml", "run configuration (model and batch)")
-	cmd.Flags().IntSliceVar(&threads, "threads", []int{1, 2}, "thread counts to measure")
-	cmd.Flags().IntVar(&steps, "steps", 10, "timed training steps")
-	cmd.Flags().IntVar(&warmup, "warmup", 3, "untimed training steps first")
-	cmd.Flags().StringVar(&jsonOut, "json", "", "also write results as JSON lines to this file")
-	return cmd
-}
+func inputf(format string, a ...any) error { return &config.InputError{Err: fmt.Errorf(format, a...)} }

@@ -18,6 +18,9 @@ func WriteFile(path string, b []byte) error {
 	}
 	_, err = tmp.Write(b)
 	if err == nil {
+		err = tmp.Chmod(0o644) // CreateTemp makes 0600
+	}
+	if err == nil {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
@@ -42,6 +45,7 @@ func Dir(path string, fill func(tmp string) error) error {
 	if err != nil {
 		return err
 	}
+	os.Chmod(tmp, 0o755) // MkdirTemp makes 0700
 	if err := fill(tmp); err != nil {
 		os.RemoveAll(tmp)
 		return err

@@ -4,25 +4,71 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"reflect"
+	"strconv"
+	"strings"
 
 	"github.com/goccy/go-yaml"
 
 	"qat/layers"
 )
 
-// Train holds the batch geometry.
+// Data names the prepared dataset (`qat data prepare` writes it).
+type Data struct {
+	Dir string `yaml:"dir"`
+}
+
+// Train holds the schedule of a run.
 type Train struct {
-	Batch int `yaml:"batch"`
-	Seq   int `yaml:"seq"`
+	Steps       int     `yaml:"steps"`
+	Batch       int     `yaml:"batch"`
+	Seq         int     `yaml:"seq"`
+	GradAccum   int     `yaml:"grad_accum"`
+	LR          float64 `yaml:"lr"`
+	MinLR       float64 `yaml:"min_lr"`
+	Warmup      int     `yaml:"warmup"`
+	GradClip    float64 `yaml:"grad_clip"`
+	Seed        uint64  `yaml:"seed"`
+	EvalEvery   int     `yaml:"eval_every"`
+	EvalBatches int     `yaml:"eval_batches"` // 0: the whole validation split
+	CkptEvery   int     `yaml:"ckpt_every"`
+	KeepCkpts   int     `yaml:"keep_ckpts"`
+	Threads     int     `yaml:"threads"`
+	LogEvery    int     `yaml:"log_every"`
+}
+
+// Optimizer holds AdamW's settings.
+type Optimizer struct {
+	Name        string  `yaml:"name"`
+	Beta1       float64 `yaml:"beta1"`
+	Beta2       float64 `yaml:"beta2"`
+	Eps         float64 `yaml:"eps"`
+	WeightDecay float64 `yaml:"weight_decay"`
 }
 
 // Config is a run configuration.
 type Config struct {
-	Model layers.Config `yaml:"model"`
-	Train Train         `yaml:"train"`
+	Model     layers.Config `yaml:"model"`
+	Data      Data          `yaml:"data"`
+	Train     Train         `yaml:"train"`
+	Optimizer Optimizer     `yaml:"optimizer"`
+	OutDir    string        `yaml:"out_dir"`
+	InitFrom  string        `yaml:"init_from"`
+}
+
+// Defaults fills what a config may leave out.
+func Defaults() Config {
+	return Config{
+		Train: Train{GradAccum: 1, LR: 3e-3, MinLR: 3e-4, Warmup: 100, GradClip: 1, Seed: 1, EvalEvery: 200,
+			CkptEvery: 200, KeepCkpts: 2, Threads: 2, LogEvery: 10},
+		Optimizer: Optimizer{Name: "adamw", Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1},
+		OutDir:    "runs/out",
+	}
 }
 
 // InputError marks errors caused by the user's files or flags (exit
@@ -38,29 +84,163 @@ func IsInput(err error) bool {
 	return errors.As(err, &ie)
 }
 
-// Parse decodes and validates b; name is used in messages.
-func Parse(name string, b []byte) (*Config, error) {
-	var c Config
+// fieldError is a validation failure at a YAML path such as "train.lr".
+type fieldError struct {
+	path string
+	msg  string
+}
+
+// Parse decodes b over Defaults, applies overrides ("train.lr=1e-3", as
+// torchtune's key=value arguments) and validates; name is used in messages.
+func Parse(name string, b []byte, overrides ...string) (*Config, error) {
+	c := Defaults()
 	if err := yaml.UnmarshalWithOptions(b, &c, yaml.Strict()); err != nil {
 		return nil, &InputError{fmt.Errorf("%s: %s", name, yaml.FormatError(err, false, true))}
 	}
-	if err := c.Model.Validate(); err != nil {
-		return nil, &InputError{fmt.Errorf("%s: %w", name, err)}
+	for _, o := range overrides {
+		if err := set(&c, o); err != nil {
+			return nil, &InputError{fmt.Errorf("--set %s: %w", o, err)}
+		}
 	}
-	switch {
-	case c.Train.Batch <= 0:
-		return nil, &InputError{fmt.Errorf("%s: train.batch: %d, must be positive", name, c.Train.Batch)}
-	case c.Train.Seq <= 0 || c.Train.Seq > c.Model.MaxSeq:
-		return nil, &InputError{fmt.Errorf("%s: train.seq: %d, must be in [1, model.max_seq = %d]", name, c.Train.Seq, c.Model.MaxSeq)}
+	if fe := c.validate(); fe != nil {
+		where := name
+		if line := lineOf(b, fe.path); line > 0 {
+			where = fmt.Sprintf("%s:%d", name, line)
+		}
+		return nil, &InputError{fmt.Errorf("%s: %s: %s", where, fe.path, fe.msg)}
 	}
 	return &c, nil
 }
 
+// lineOf finds the line of a dotted key in the YAML source, 0 if absent.
+func lineOf(b []byte, path string) int {
+	p, err := yaml.PathString("$." + path)
+	if err != nil {
+		return 0
+	}
+	n, err := p.ReadNode(bytes.NewReader(b))
+	if err != nil || n == nil || n.GetToken() == nil {
+		return 0
+	}
+	return n.GetToken().Position.Line
+}
+
+func (c *Config) validate() *fieldError {
+	if err := c.Model.Validate(); err != nil {
+		msg := err.Error()
+		path, rest, _ := strings.Cut(msg, ": ")
+		return &fieldError{path, rest}
+	}
+	t := c.Train
+	pos := func(path string, v int) *fieldError {
+		if v <= 0 {
+			return &fieldError{path, fmt.Sprintf("%d, must be positive", v)}
+		}
+		return nil
+	}
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	for _, f := range []*fieldError{
+		pos("train.batch", t.Batch), pos("train.seq", t.Seq), pos("train.grad_accum", t.GradAccum),
+		pos("train.threads", t.Threads),
+	} {
+		if f != nil {
+			return f
+		}
+	}
+	switch {
+	case t.Seq > c.Model.MaxSeq:
+		return &fieldError{"train.seq", fmt.Sprintf("%d exceeds model.max_seq %d", t.Seq, c.Model.MaxSeq)}
+	case t.Steps < 0:
+		return &fieldError{"train.steps", fmt.Sprintf("%d, must not be negative", t.Steps)}
+	case !(t.LR > 0) || !finite(t.LR):
+		return &fieldError{"train.lr", fmt.Sprintf("%g, must be positive", t.LR)}
+	case t.MinLR < 0 || t.MinLR > t.LR || !finite(t.MinLR):
+		return &fieldError{"train.min_lr", fmt.Sprintf("%g, must be in [0, train.lr]", t.MinLR)}
+	case t.Warmup < 0:
+		return &fieldError{"train.warmup", fmt.Sprintf("%d, must not be negative", t.Warmup)}
+	case t.GradClip < 0 || !finite(t.GradClip):
+		return &fieldError{"train.grad_clip", fmt.Sprintf("%g, must not be negative (0: off)", t.GradClip)}
+	case t.EvalEvery < 0 || t.CkptEvery < 0 || t.LogEvery < 0 || t.EvalBatches < 0:
+		return &fieldError{"train", "eval_every, ckpt_every, log_every and eval_batches must not be negative"}
+	case t.KeepCkpts < 1:
+		return &fieldError{"train.keep_ckpts", fmt.Sprintf("%d, must be at least 1", t.KeepCkpts)}
+	}
+	o := c.Optimizer
+	switch {
+	case o.Name != "adamw":
+		return &fieldError{"optimizer.name", fmt.Sprintf("%q, want adamw", o.Name)}
+	case !(o.Beta1 >= 0 && o.Beta1 < 1):
+		return &fieldError{"optimizer.beta1", fmt.Sprintf("%g, must be in [0, 1)", o.Beta1)}
+	case !(o.Beta2 >= 0 && o.Beta2 < 1):
+		return &fieldError{"optimizer.beta2", fmt.Sprintf("%g, must be in [0, 1)", o.Beta2)}
+	case !(o.Eps > 0) || !finite(o.Eps):
+		return &fieldError{"optimizer.eps", fmt.Sprintf("%g, must be positive", o.Eps)}
+	case o.WeightDecay < 0 || !finite(o.WeightDecay):
+		return &fieldError{"optimizer.weight_decay", fmt.Sprintf("%g, must not be negative", o.WeightDecay)}
+	case c.Data.Dir == "":
+		return &fieldError{"data.dir", "missing: the directory `qat data prepare` wrote"}
+	case c.OutDir == "":
+		return &fieldError{"out_dir", "missing"}
+	}
+	return nil
+}
+
+// set applies one "a.b.c=value" override through the yaml tags.
+func set(c *Config, kv string) error {
+	key, val, ok := strings.Cut(kv, "=")
+	if !ok {
+		return errors.New("want key.path=value")
+	}
+	v := reflect.ValueOf(c).Elem()
+	for _, part := range strings.Split(key, ".") {
+		if v.Kind() != reflect.Struct {
+			return fmt.Errorf("%s: %s is not a section", key, part)
+		}
+		found := false
+		for i := 0; i < v.NumField(); i++ {
+			if strings.Split(v.Type().Field(i).Tag.Get("yaml"), ",")[0] == part {
+				v, found = v.Field(i), true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("unknown key %q", key)
+		}
+	}
+	var err error
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(val)
+	case reflect.Int:
+		var n int64
+		n, err = strconv.ParseInt(val, 10, 64)
+		v.SetInt(n)
+	case reflect.Uint64:
+		var n uint64
+		n, err = strconv.ParseUint(val, 10, 64)
+		v.SetUint(n)
+	case reflect.Float64:
+		var f float64
+		f, err = strconv.ParseFloat(val, 64)
+		v.SetFloat(f)
+	case reflect.Bool:
+		var b bool
+		b, err = strconv.ParseBool(val)
+		v.SetBool(b)
+	default:
+		return fmt.Errorf("%s is a section, not a value", key)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %q is not a %s", key, val, v.Kind())
+	}
+	return nil
+}
+
 // Load reads and parses a config file.
-func Load(path string) (*Config, error) {
+func Load(path string, overrides ...string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, &InputError{err}
 	}
-	return Parse(path, b)
+	return Parse(path, b, overrides...)
 }

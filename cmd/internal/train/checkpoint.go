@@ -1,0 +1,168 @@
+package train
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"qat/data"
+	"qat/data/atomic"
+	"qat/data/safetensors"
+	"qat/layers"
+)
+
+// State is what a checkpoint holds besides weights and optimizer moments:
+// enough to continue the run exactly.
+type State struct {
+	Step     int           `json:"step"`
+	Data     data.Position `json:"data_position"`
+	Seed     uint64        `json:"seed"`
+	Tokens   int64         `json:"tokens_seen"`
+	LastLoss float64       `json:"last_loss"`
+}
+
+func ckptName(step int) string { return fmt.Sprintf("ckpt-%07d", step) }
+
+// saveCheckpoint writes out/ckpt-N (weights with Hugging Face names,
+// config.json, tokenizer.json, optimizer moments, state.json) through a
+// temporary directory and rename, points out/latest at it and removes all
+// but the newest keep checkpoints.
+func (r *Run) saveCheckpoint() error {
+	dir := filepath.Join(r.Cfg.OutDir, ckptName(r.State.Step))
+	err := atomic.Dir(dir, func(tmp string) error {
+		if err := r.Model.Save(filepath.Join(tmp, "model.safetensors")); err != nil {
+			return err
+		}
+		hf, _ := r.Model.Config.HFConfig()
+		if err := atomic.WriteFile(filepath.Join(tmp, "config.json"), hf); err != nil {
+			return err
+		}
+		if err := r.Tok.Save(filepath.Join(tmp, "tokenizer.json")); err != nil {
+			return err
+		}
+		var ts []safetensors.Tensor
+		for i, p := range r.params {
+			ts = append(ts, safetensors.FromF32("m."+p.Name, p.Var.Shape(), r.Opt.M[i]),
+				safetensors.FromF32("v."+p.Name, p.Var.Shape(), r.Opt.V[i]))
+		}
+		meta := map[string]string{"optimizer": "adamw", "step": strconv.Itoa(r.Opt.Step)}
+		if err := safetensors.Write(filepath.Join(tmp, "optimizer.safetensors"), ts, meta); err != nil {
+			return err
+		}
+		st, _ := json.MarshalIndent(r.State, "", "  ")
+		return atomic.WriteFile(filepath.Join(tmp, "state.json"), st)
+	})
+	if err != nil {
+		return fmt.Errorf("checkpoint %s: %w", dir, err)
+	}
+	if err := atomic.WriteFile(filepath.Join(r.Cfg.OutDir, "latest"), []byte(ckptName(r.State.Step)+"\n")); err != nil {
+		return err
+	}
+	return pruneCheckpoints(r.Cfg.OutDir, r.Cfg.Train.KeepCkpts)
+}
+
+func listCheckpoints(out string) []string {
+	m, _ := filepath.Glob(filepath.Join(out, "ckpt-*"))
+	var dirs []string
+	for _, d := range m {
+		if st, err := os.Stat(d); err == nil && st.IsDir() && !strings.Contains(filepath.Base(d), ".") {
+			dirs = append(dirs, d)
+		}
+	}
+	sort.Strings(dirs)
+	return dirs
+}
+
+func pruneCheckpoints(out string, keep int) error {
+	dirs := listCheckpoints(out)
+	for i := 0; i+keep < len(dirs); i++ {
+		if err := os.RemoveAll(dirs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// LatestCheckpoint returns the directory out/latest names, or "" if none.
+func LatestCheckpoint(out string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(out, "latest"))
+	if os.IsNotExist(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(out, strings.TrimSpace(string(b)))
+	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
+		return "", fmt.Errorf("%s/latest names %s, which is not a checkpoint: %v", out, dir, err)
+	}
+	return dir, nil
+}
+
+// ModelDir resolves a model argument: a checkpoint directory, or a run's
+// output directory whose latest checkpoint is taken.
+func ModelDir(path string) (string, error) {
+	if _, err := os.Stat(filepath.Join(path, "model.safetensors")); err == nil {
+		return path, nil
+	}
+	if d, err := LatestCheckpoint(path); err == nil && d != "" {
+		return d, nil
+	}
+	return "", fmt.Errorf("%s: neither a checkpoint (no model.safetensors) nor a run directory with checkpoints", path)
+}
+
+// LoadModel reads config.json and model.safetensors of a checkpoint.
+func LoadModel(dir string) (*layers.Model, error) {
+	c, err := layers.ReadHFConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	m := layers.New(c)
+	if err := m.Load(filepath.Join(dir, "model.safetensors")); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// loadCheckpoint restores weights, optimizer moments and state from dir.
+func (r *Run) loadCheckpoint(dir string) error {
+	if err := r.Model.Load(filepath.Join(dir, "model.safetensors")); err != nil {
+		return err
+	}
+	f, err := safetensors.Read(filepath.Join(dir, "optimizer.safetensors"))
+	if err != nil {
+		return err
+	}
+	for i, p := range r.params {
+		for _, kind := range []string{"m", "v"} {
+			t, ok := f.Get(kind + "." + p.Name)
+			if !ok {
+				return fmt.Errorf("%s: optimizer state %s.%s missing", dir, kind, p.Name)
+			}
+			v, err := t.F32()
+			if err != nil || len(v) != p.Var.Size() {
+				return fmt.Errorf("%s: optimizer state %s.%s: %d values, want %d (%v)", dir, kind, p.Name, len(v), p.Var.Size(), err)
+			}
+			if kind == "m" {
+				copy(r.Opt.M[i], v)
+			} else {
+				copy(r.Opt.V[i], v)
+			}
+		}
+	}
+	if r.Opt.Step, err = strconv.Atoi(f.Metadata["step"]); err != nil {
+		return fmt.Errorf("%s: optimizer step %q", dir, f.Metadata["step"])
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &r.State); err != nil {
+		return fmt.Errorf("%s: state.json: %w", dir, err)
+	}
+	return r.Loader.Seek(r.State.Data)
+}

@@ -1,0 +1,336 @@
+// Package train runs training: one Step at a time over a model, an
+// optimizer and a data loader, with hooks for logging and progress,
+// evaluation, checkpoints and plots (the shape of gomlx's train loop).
+// Checkpoints hold everything needed to continue bit for bit.
+package train
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"qat/autograd"
+	"qat/cmd/internal/config"
+	"qat/data"
+	"qat/data/atomic"
+	"qat/data/bpe"
+	"qat/kernels"
+	"qat/layers"
+	"qat/optim"
+)
+
+// Run is one training run.
+type Run struct {
+	Cfg    *config.Config
+	Model  *layers.Model
+	Tok    *bpe.Tokenizer
+	Opt    *optim.AdamW
+	Loader *data.Loader
+	Val    *data.Dataset
+	State  State
+	Log    io.Writer
+
+	params   []layers.Param
+	vars     []*autograd.Var
+	reps     *layers.Replicas
+	ids, tgt []int32
+	metrics  *os.File
+	curve    []point
+	hooks    []Hook
+}
+
+// StepResult is what one step measured.
+type StepResult struct {
+	Step      int
+	Loss      float64
+	LR        float64
+	GradNorm  float64
+	TokensSec float64
+}
+
+// Hook is called after every step; an error stops the run.
+type Hook func(r *Run, s StepResult) error
+
+type point struct {
+	Step      int     `json:"step"`
+	Loss      float64 `json:"loss,omitempty"`
+	LR        float64 `json:"lr,omitempty"`
+	GradNorm  float64 `json:"grad_norm,omitempty"`
+	TokensSec float64 `json:"tokens_per_s,omitempty"`
+	ValLoss   float64 `json:"val_loss,omitempty"`
+	ValPPL    float64 `json:"val_ppl,omitempty"`
+	ValBPB    float64 `json:"val_bpb,omitempty"`
+}
+
+func inputErr(err error) error {
+	var ie *data.InputError
+	if errors.As(err, &ie) || config.IsInput(err) {
+		return &config.InputError{Err: err}
+	}
+	return err
+}
+
+// Open prepares a run from its config: data, tokenizer, model (fresh,
+// from init_from, or, with resume, from the latest checkpoint in out_dir).
+func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
+	kernels.SetThreads(cfg.Train.Threads)
+	tok, err := bpe.Load(filepath.Join(cfg.Data.Dir, "tokenizer.json"))
+	if err != nil {
+		return nil, &config.InputError{Err: fmt.Errorf("data.dir: %w", err)}
+	}
+	if tok.VocabSize() != cfg.Model.Vocab {
+		return nil, &config.InputError{Err: fmt.Errorf("model.vocab %d does not match the tokenizer of %s (%d tokens)",
+			cfg.Model.Vocab, cfg.Data.Dir, tok.VocabSize())}
+	}
+	train, err := data.LoadSplit(cfg.Data.Dir, "train", cfg.Model.Vocab)
+	if err != nil {
+		return nil, inputErr(err)
+	}
+	val, err := data.LoadSplit(cfg.Data.Dir, "validation", cfg.Model.Vocab)
+	if err != nil {
+		return nil, inputErr(err)
+	}
+	loader, err := data.NewLoader(train, cfg.Train.Batch, cfg.Train.Seq, cfg.Train.Seed)
+	if err != nil {
+		return nil, inputErr(err)
+	}
+	m := layers.New(cfg.Model)
+	m.Init(cfg.Train.Seed)
+	r := &Run{Cfg: cfg, Model: m, Tok: tok, Loader: loader, Val: val, Log: log, params: m.Params(),
+		State: State{Seed: cfg.Train.Seed}}
+	var ops []optim.Param
+	for _, p := range r.params {
+		ops = append(ops, optim.Param{Var: p.Var, Decay: len(p.Var.Shape()) > 1})
+		r.vars = append(r.vars, p.Var)
+	}
+	o := cfg.Optimizer
+	r.Opt = optim.NewAdamW(optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}, ops)
+	if cfg.Train.Threads > 1 {
+		r.reps = layers.NewReplicas(m, cfg.Train.Threads)
+	}
+	r.ids, r.tgt = make([]int32, cfg.Train.Batch*cfg.Train.Seq), make([]int32, cfg.Train.Batch*cfg.Train.Seq)
+	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
+		return nil, &config.InputError{Err: fmt.Errorf("out_dir: %w", err)}
+	}
+	latest, err := LatestCheckpoint(cfg.OutDir)
+	if err != nil {
+		return nil, &config.InputError{Err: err}
+	}
+	switch {
+	case resume && latest != "":
+		if err := r.loadCheckpoint(latest); err != nil {
+			return nil, &config.InputError{Err: err}
+		}
+		fmt.Fprintf(log, "resuming from %s at step %d\n", latest, r.State.Step)
+	case resume:
+		fmt.Fprintf(log, "no checkpoint in %s: starting fresh\n", cfg.OutDir)
+	case latest != "":
+		return nil, &config.InputError{Err: fmt.Errorf("out_dir %s already holds checkpoints: use --resume or another out_dir", cfg.OutDir)}
+	case cfg.InitFrom != "":
+		dir, err := ModelDir(cfg.InitFrom)
+		if err != nil {
+			return nil, &config.InputError{Err: fmt.Errorf("init_from: %w", err)}
+		}
+		if err := m.Load(filepath.Join(dir, "model.safetensors")); err != nil {
+			return nil, &config.InputError{Err: fmt.Errorf("init_from: %w", err)}
+		}
+		fmt.Fprintf(log, "initialised from %s\n", dir)
+	}
+	if err := r.openMetrics(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// openMetrics keeps the lines of metrics.jsonl up to the resumed step (a
+// killed run may have logged past its last checkpoint) and appends after.
+func (r *Run) openMetrics() error {
+	path := filepath.Join(r.Cfg.OutDir, "metrics.jsonl")
+	var keep []byte
+	if b, err := os.ReadFile(path); err == nil {
+		for _, line := range splitLines(b) {
+			var p point
+			if json.Unmarshal(line, &p) == nil && p.Step <= r.State.Step {
+				keep = append(append(keep, line...), '\n')
+				r.curve = append(r.curve, p)
+			}
+		}
+	}
+	if err := atomic.WriteFile(path, keep); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o644)
+	r.metrics = f
+	return err
+}
+
+func splitLines(b []byte) [][]byte {
+	var out [][]byte
+	for len(b) > 0 {
+		i := 0
+		for i < len(b) && b[i] != '\n' {
+			i++
+		}
+		if i > 0 {
+			out = append(out, b[:i])
+		}
+		if i < len(b) {
+			i++
+		}
+		b = b[i:]
+	}
+	return out
+}
+
+func (r *Run) record(p point) error {
+	r.curve = append(r.curve, p)
+	b, _ := json.Marshal(p)
+	_, err := r.metrics.Write(append(b, '\n'))
+	return err
+}
+
+// LR is the learning rate at step (0-based): linear warmup, then cosine
+// decay from train.lr to train.min_lr at the last step.
+func LR(t config.Train, step int) float64 {
+	if step < t.Warmup {
+		return t.LR * float64(step+1) / float64(t.Warmup)
+	}
+	span := max(1, t.Steps-t.Warmup)
+	p := math.Min(1, float64(step-t.Warmup)/float64(span))
+	return t.MinLR + 0.5*(t.LR-t.MinLR)*(1+math.Cos(math.Pi*p))
+}
+
+// ErrNonFinite is returned when the loss or gradient norm is NaN or Inf.
+var ErrNonFinite = errors.New("loss is not finite")
+
+// Step runs one optimizer step (grad_accum micro-batches) and returns what
+// it measured. A NaN or Inf loss or gradient norm returns ErrNonFinite
+// before the weights change.
+func (r *Run) Step() (StepResult, error) {
+	t0 := time.Now()
+	tc := r.Cfg.Train
+	autograd.ZeroGrad(r.vars...)
+	var loss float64
+	tp := autograd.NewTape()
+	for a := 0; a < tc.GradAccum; a++ {
+		r.Loader.Next(r.ids, r.tgt)
+		if r.reps != nil {
+			loss += float64(r.reps.LossBackward(r.ids, r.tgt, tc.Batch, tc.Seq))
+		} else {
+			l := r.Model.Loss(tp, r.ids, r.tgt, tc.Batch, tc.Seq)
+			tp.Backward(l)
+			loss += float64(l.Data()[0])
+			tp.Reset()
+		}
+	}
+	loss /= float64(tc.GradAccum)
+	if tc.GradAccum > 1 {
+		s := float32(1 / float64(tc.GradAccum))
+		for _, v := range r.vars {
+			kernels.Active.Scale(v.GradData(), v.GradData(), s)
+		}
+	}
+	norm := optim.ClipGradNorm(r.vars, tc.GradClip)
+	step := r.State.Step
+	if math.IsNaN(loss) || math.IsInf(loss, 0) || math.IsNaN(norm) || math.IsInf(norm, 0) {
+		return StepResult{Step: step + 1, Loss: loss}, fmt.Errorf("step %d: %w (loss %g, gradient norm %g); the last checkpoint in %s is intact",
+			step+1, ErrNonFinite, loss, norm, r.Cfg.OutDir)
+	}
+	lr := LR(tc, step)
+	r.Opt.Update(lr)
+	r.State.Step++
+	r.State.Data = r.Loader.Position()
+	r.State.Tokens += int64(tc.GradAccum * tc.Batch * tc.Seq)
+	r.State.LastLoss = loss
+	return StepResult{Step: r.State.Step, Loss: loss, LR: lr, GradNorm: norm,
+		TokensSec: float64(tc.GradAccum*tc.Batch*tc.Seq) / time.Since(t0).Seconds()}, nil
+}
+
+// AddHook appends a hook run after every step, in order.
+func (r *Run) AddHook(h Hook) { r.hooks = append(r.hooks, h) }
+
+// Loop runs steps until train.steps, calling the hooks, then writes a final
+// checkpoint, evaluation and plot.
+func (r *Run) Loop() error {
+	defer r.metrics.Close()
+	tc := r.Cfg.Train
+	for r.State.Step < tc.Steps {
+		s, err := r.Step()
+		if err != nil {
+			return err
+		}
+		if err := r.record(point{Step: s.Step, Loss: s.Loss, LR: s.LR, GradNorm: s.GradNorm, TokensSec: s.TokensSec}); err != nil {
+			return err
+		}
+		for _, h := range r.hooks {
+			if err := h(r, s); err != nil {
+				return err
+			}
+		}
+		last := r.State.Step == tc.Steps
+		if tc.EvalEvery > 0 && r.State.Step%tc.EvalEvery == 0 || last {
+			if err := r.evaluate(last); err != nil {
+				return err
+			}
+		}
+		if tc.CkptEvery > 0 && r.State.Step%tc.CkptEvery == 0 || last {
+			if err := r.saveCheckpoint(); err != nil {
+				return err
+			}
+			if err := r.plot(); err != nil {
+				fmt.Fprintf(r.Log, "warning: loss plot: %v\n", err)
+			}
+		}
+	}
+	return nil
+}
+
+// evaluate scores the validation split: its first eval_batches batches
+// during training, all of it at the end.
+func (r *Run) evaluate(all bool) error {
+	n := r.Cfg.Train.EvalBatches
+	if all {
+		n = 0
+	}
+	res := Evaluate(r.Model, r.Tok, r.Val, r.Cfg.Train.Batch, r.Cfg.Train.Seq, n)
+	fmt.Fprintf(r.Log, "step %d: validation loss %.4f, perplexity %.2f, %.3f bits per byte\n", r.State.Step, res.Loss, res.PPL, res.BPB)
+	return r.record(point{Step: r.State.Step, ValLoss: res.Loss, ValPPL: res.PPL, ValBPB: res.BPB})
+}
+
+// EvalResult is a model's quality on a dataset.
+type EvalResult struct {
+	Loss, PPL, BPB float64
+	Tokens         int
+}
+
+// Evaluate computes the mean next-token loss over the dataset's windows (at
+// most maxBatches batches, 0: all), its perplexity, and bits per byte: the
+// summed loss in bits over the UTF-8 bytes of the predicted tokens.
+func Evaluate(m *layers.Model, tok *bpe.Tokenizer, ds *data.Dataset, batch, seq, maxBatches int) EvalResult {
+	tp := autograd.NewTape()
+	tp.SetNoGrad(true)
+	var nats float64
+	var n, bytes, batches int
+	data.Sequential(ds, batch, seq, func(ids, tg []int32, k int) {
+		if maxBatches > 0 && batches >= maxBatches {
+			return
+		}
+		batches++
+		l := m.Loss(tp, ids, tg, k, seq)
+		nats += float64(l.Data()[0]) * float64(len(tg))
+		n += len(tg)
+		for _, t := range tg {
+			bytes += tok.ByteLen(t)
+		}
+		tp.Reset()
+	})
+	res := EvalResult{Loss: nats / float64(max(n, 1)), Tokens: n}
+	res.PPL = math.Exp(res.Loss)
+	res.BPB = nats / math.Ln2 / float64(max(bytes, 1))
+	return res
+}

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/goccy/go-yaml"
+	"github.com/spf13/cobra"
+
+	"qat/cmd/internal/config"
+	"qat/cmd/internal/train"
+	"qat/data/atomic"
+)
+
+func trainCmd() *cobra.Command {
+	var cfgPath, resume string
+	var sets []string
+	cmd := &cobra.Command{
+		Use:   "train",
+		Short: "Train or fine-tune a model (--config FILE, or --resume OUT_DIR)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var c *config.Config
+			var err error
+			switch {
+			case resume != "" && cfgPath != "":
+				return inputf("give --config or --resume, not both: a resumed run keeps the config it started with")
+			case resume != "":
+				c, err = config.Load(filepath.Join(resume, "config.yaml"), sets...)
+				if err == nil && c.OutDir != resume {
+					c.OutDir = resume // the directory may have moved
+				}
+			case cfgPath != "":
+				c, err = config.Load(cfgPath, sets...)
+			default:
+				return inputf("--config FILE or --resume OUT_DIR is required")
+			}
+			if err != nil {
+				return err
+			}
+			r, err := train.Open(c, resume != "", cmd.OutOrStdout())
+			if err != nil {
+				return err
+			}
+			if resume == "" {
+				b, _ := yaml.Marshal(c)
+				if err := atomic.WriteFile(filepath.Join(c.OutDir, "config.yaml"), b); err != nil {
+					return err
+				}
+			}
+			total, ne := c.Model.Params()
+			fmt.Fprintf(cmd.OutOrStdout(), "model: %d parameters (%d non-embedding); %d steps of %d x %d tokens; out %s\n",
+				total, ne, c.Train.Steps, c.Train.Batch*c.Train.GradAccum, c.Train.Seq, c.OutDir)
+			r.AddHook(train.Progress(os.Stderr, c.Train.Steps, r.State.Step, c.Train.LogEvery))
+			return r.Loop()
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "", "run configuration (YAML)")
+	cmd.Flags().StringVar(&resume, "resume", "", "continue the run in this out_dir from its latest checkpoint")
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a config value: key.path=value (repeatable)")
+	return cmd
+}

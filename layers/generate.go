@@ -1,0 +1,160 @@
+package layers
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+
+	"qat/kernels"
+)
+
+// Decoder runs the model one token at a time with a key/value cache, for
+// generation: each step costs one row through every layer instead of the
+// whole prefix.
+type Decoder struct {
+	m       *Model
+	k, v    [][]float32 // per layer: (MaxSeq, kvHeads*hd)
+	pos     int
+	x, h, a []float32 // residual, normed, attention out (dim)
+	q       []float32
+	qkv     []float32
+	gu, act []float32
+	scores  []float32
+	lse     []float32
+	logits  []float32
+	tmp     []float32
+	pos1    [1]int32
+}
+
+// NewDecoder returns an empty cache for m.
+func NewDecoder(m *Model) *Decoder {
+	c := m.Config
+	kv := c.HeadDim() * c.KVHeads
+	d := &Decoder{m: m, x: make([]float32, c.Dim), h: make([]float32, c.Dim), a: make([]float32, c.Dim),
+		q: make([]float32, c.Dim), qkv: make([]float32, c.Dim+2*kv), gu: make([]float32, 2*c.FFNHidden),
+		act: make([]float32, c.FFNHidden), scores: make([]float32, c.MaxSeq), lse: make([]float32, 1),
+		logits: make([]float32, c.Vocab), tmp: make([]float32, c.Dim)}
+	for range m.Layers {
+		d.k = append(d.k, make([]float32, c.MaxSeq*kv))
+		d.v = append(d.v, make([]float32, c.MaxSeq*kv))
+	}
+	return d
+}
+
+// Pos is the number of tokens consumed.
+func (d *Decoder) Pos() int { return d.pos }
+
+// linear1 computes y = x W^T for one row.
+func linear1(y, x, w []float32, out, in int) {
+	kernels.Sgemm(false, true, 1, out, in, 1, x, in, w, in, 0, y, out)
+}
+
+// Step feeds one token and returns the logits for the next (valid until the
+// next call). It fails when the cache is full.
+func (d *Decoder) Step(tok int32) ([]float32, error) {
+	c := d.m.Config
+	if d.pos >= c.MaxSeq {
+		return nil, fmt.Errorf("context of %d tokens is full", c.MaxSeq)
+	}
+	if tok < 0 || int(tok) >= c.Vocab {
+		return nil, fmt.Errorf("token id %d outside vocabulary of %d", tok, c.Vocab)
+	}
+	hd, kvd := c.HeadDim(), c.HeadDim()*c.KVHeads
+	group := c.Heads / c.KVHeads
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	ks := kernels.Active
+	copy(d.x, d.m.Embed.Weight.Data()[int(tok)*c.Dim:])
+	d.pos1[0] = int32(d.pos)
+	n := d.pos + 1
+	for l, L := range d.m.Layers {
+		ks.RMSNormFwd(d.h, d.lse, d.x, L.AttnNorm.Weight.Data(), 1, c.Dim, L.AttnNorm.Eps)
+		at := L.Attn
+		linear1(d.qkv[:c.Dim], d.h, at.Q.Weight.Data(), c.Dim, c.Dim)
+		linear1(d.qkv[c.Dim:c.Dim+kvd], d.h, at.K.Weight.Data(), kvd, c.Dim)
+		linear1(d.qkv[c.Dim+kvd:], d.h, at.V.Weight.Data(), kvd, c.Dim)
+		ks.RoPE(d.q, d.qkv[:c.Dim], d.pos1[:], at.rope.Cos, at.rope.Sin, 1, c.Heads, hd, 1, false)
+		ks.RoPE(d.k[l][d.pos*kvd:(d.pos+1)*kvd], d.qkv[c.Dim:c.Dim+kvd], d.pos1[:], at.rope.Cos, at.rope.Sin, 1, c.KVHeads, hd, 1, false)
+		copy(d.v[l][d.pos*kvd:(d.pos+1)*kvd], d.qkv[c.Dim+kvd:])
+		for h := 0; h < c.Heads; h++ {
+			ko := (h / group) * hd
+			// scores over the n cached keys, softmax, weighted sum of values
+			kernels.Sgemm(false, true, 1, n, hd, 1, d.q[h*hd:], hd, d.k[l][ko:], kvd, 0, d.scores, n)
+			ks.CausalSoftmax(d.scores, 1, n-1, n, n, scale, d.lse)
+			kernels.Sgemm(false, false, 1, hd, n, 1, d.scores, n, d.v[l][ko:], kvd, 0, d.a[h*hd:], hd)
+		}
+		linear1(d.tmp, d.a, at.O.Weight.Data(), c.Dim, c.Dim)
+		ks.Axpy(d.x, d.tmp, 1)
+		ks.RMSNormFwd(d.h, d.lse, d.x, L.MLPNorm.Weight.Data(), 1, c.Dim, L.MLPNorm.Eps)
+		linear1(d.gu[:c.FFNHidden], d.h, L.MLP.Gate.Weight.Data(), c.FFNHidden, c.Dim)
+		linear1(d.gu[c.FFNHidden:], d.h, L.MLP.Up.Weight.Data(), c.FFNHidden, c.Dim)
+		ks.SwiGLUFwd(d.act, d.gu[:c.FFNHidden], d.gu[c.FFNHidden:])
+		linear1(d.tmp, d.act, L.MLP.Down.Weight.Data(), c.Dim, c.FFNHidden)
+		ks.Axpy(d.x, d.tmp, 1)
+	}
+	ks.RMSNormFwd(d.h, d.lse, d.x, d.m.Norm.Weight.Data(), 1, c.Dim, d.m.Norm.Eps)
+	head := d.m.Embed.Weight
+	if d.m.Head != nil {
+		head = d.m.Head.Weight
+	}
+	linear1(d.logits, d.h, head.Data(), c.Vocab, c.Dim)
+	d.pos++
+	return d.logits, nil
+}
+
+// Sampler picks the next token from logits: greedy at temperature 0,
+// otherwise softmax(logits/temperature) restricted to the topK most likely
+// (topK 0: all), drawn from its own seeded generator.
+type Sampler struct {
+	Temperature float64
+	TopK        int
+	rng         *rand.Rand
+	idx         []int
+	p           []float64
+}
+
+// NewSampler returns a sampler seeded with seed.
+func NewSampler(temperature float64, topK int, seed uint64) *Sampler {
+	return &Sampler{Temperature: temperature, TopK: topK, rng: rand.New(rand.NewPCG(seed, 0x5eed))}
+}
+
+// Sample returns a token id.
+func (s *Sampler) Sample(logits []float32) int32 {
+	if s.Temperature <= 0 {
+		best := 0
+		for i, v := range logits {
+			if v > logits[best] {
+				best = i
+			}
+		}
+		return int32(best)
+	}
+	if cap(s.idx) < len(logits) {
+		s.idx = make([]int, len(logits))
+	}
+	s.idx = s.idx[:len(logits)]
+	for i := range s.idx {
+		s.idx[i] = i
+	}
+	sort.Slice(s.idx, func(a, b int) bool { return logits[s.idx[a]] > logits[s.idx[b]] })
+	k := len(logits)
+	if s.TopK > 0 && s.TopK < k {
+		k = s.TopK
+	}
+	s.p = s.p[:0]
+	mx := float64(logits[s.idx[0]])
+	var z float64
+	for _, i := range s.idx[:k] {
+		e := math.Exp((float64(logits[i]) - mx) / s.Temperature)
+		s.p = append(s.p, e)
+		z += e
+	}
+	u := s.rng.Float64() * z
+	for j, e := range s.p {
+		if u < e {
+			return int32(s.idx[j])
+		}
+		u -= e
+	}
+	return int32(s.idx[k-1])
+}
