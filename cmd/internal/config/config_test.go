@@ -21,23 +21,76 @@ func TestReferenceConfigs(t *testing.T) {
 	}
 }
 
-func TestBadConfigs(t *testing.T) {
-	base, err := os.ReadFile(filepath.Join("..", "..", "..", "configs", "tiny.yaml"))
+func tinyYAML(t *testing.T) string {
+	b, err := os.ReadFile(filepath.Join("..", "..", "..", "configs", "tiny.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []struct{ edit, old, want string }{
-		{"  dim: 256\n  dmi: 3\n", "  dim: 256\n", "unknown field \"dmi\""},
-		{"  layers: four\n", "  layers: 4\n", "layers"},
-		{"  heads: 3\n", "  heads: 4\n", "model.dim"},
-		{"  batch: -1\n", "  batch: 8\n", "train.batch"},
-		{"  seq: 4096\n", "  seq: 128\n", "train.seq"},
-		{"  norm_eps: 0\n", "  norm_eps: 1.0e-5\n", "model.norm_eps"},
+	return string(b)
+}
+
+// TestBadConfigs: each broken value is an input error naming the file, the
+// line of the key and the key.
+func TestBadConfigs(t *testing.T) {
+	base := tinyYAML(t)
+	lineOfKey := func(text, key string) int {
+		for i, l := range strings.Split(text, "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), key+":") {
+				return i + 1
+			}
+		}
+		return 0
+	}
+	for _, c := range []struct{ old, edit, want, key string }{
+		{"  dim: 256\n", "  dim: 256\n  dmi: 3\n", `unknown field "dmi"`, "dmi"},
+		{"  layers: 4\n", "  layers: four\n", "layers", "layers"},
+		{"  heads: 4\n", "  heads: 3\n", "model.dim", ""},
+		{"  batch: 8\n", "  batch: -1\n", "train.batch", "batch"},
+		{"  seq: 128\n", "  seq: 4096\n", "train.seq", "seq"},
+		{"  norm_eps: 1.0e-5\n", "  norm_eps: 0\n", "model.norm_eps", "norm_eps"},
+		{"  lr: 3.0e-3\n", "  lr: -1\n", "train.lr", "lr"},
+		{"  beta2: 0.95\n", "  beta2: 1.5\n", "optimizer.beta2", "beta2"},
+		{"  keep_ckpts: 2\n", "  keep_ckpts: 0\n", "train.keep_ckpts", "keep_ckpts"},
 	} {
-		b := strings.Replace(string(base), c.old, c.edit, 1)
+		b := strings.Replace(base, c.old, c.edit, 1)
+		if b == base {
+			t.Fatalf("edit %q did not apply", c.edit)
+		}
 		_, err := Parse("bad.yaml", []byte(b))
 		if err == nil || !IsInput(err) || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "bad.yaml") {
 			t.Errorf("edit %q: error %v, want an input error naming bad.yaml and %q", c.edit, err, c.want)
+			continue
+		}
+		if c.key != "" {
+			if line := lineOfKey(b, c.key); !strings.Contains(err.Error(), "bad.yaml:"+itoa(line)) && !strings.Contains(err.Error(), "["+itoa(line)+":") {
+				t.Errorf("edit %q: error %q does not give line %d", c.edit, err, line)
+			}
+		}
+	}
+}
+
+func itoa(i int) string {
+	s := ""
+	for {
+		s = string(rune('0'+i%10)) + s
+		i /= 10
+		if i == 0 {
+			return s
+		}
+	}
+}
+
+func TestOverrides(t *testing.T) {
+	c, err := Parse("tiny.yaml", []byte(tinyYAML(t)), "train.lr=1e-3", "train.steps=7", "out_dir=/tmp/x", "model.tied_embeddings=false", "train.seed=9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Train.LR != 1e-3 || c.Train.Steps != 7 || c.OutDir != "/tmp/x" || c.Model.Tied || c.Train.Seed != 9 {
+		t.Errorf("overrides not applied: %+v", c)
+	}
+	for _, o := range []string{"train.lrate=1", "train.lr=fast", "train=1", "model.dim", "train.min_lr=1"} {
+		if _, err := Parse("tiny.yaml", []byte(tinyYAML(t)), o); err == nil || !IsInput(err) {
+			t.Errorf("--set %s: %v", o, err)
 		}
 	}
 }
@@ -48,7 +101,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("model: {vocab: 1}"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse("fuzz.yaml", b)
-		if err == nil && (c.Model.Validate() != nil || c.Train.Batch <= 0) {
+		if err == nil && (c.Model.Validate() != nil || c.Train.Batch <= 0 || !(c.Train.LR > 0)) {
 			t.Fatal("accepted an invalid config")
 		}
 	})

@@ -65,6 +65,9 @@ type point struct {
 	ValLoss   float64 `json:"val_loss,omitempty"`
 	ValPPL    float64 `json:"val_ppl,omitempty"`
 	ValBPB    float64 `json:"val_bpb,omitempty"`
+	// The whole validation split, at the end of a run.
+	FullValLoss float64 `json:"full_val_loss,omitempty"`
+	FullValBPB  float64 `json:"full_val_bpb,omitempty"`
 }
 
 func inputErr(err error) error {
@@ -290,16 +293,24 @@ func (r *Run) Loop() error {
 	return nil
 }
 
-// evaluate scores the validation split: its first eval_batches batches
-// during training, all of it at the end.
-func (r *Run) evaluate(all bool) error {
-	n := r.Cfg.Train.EvalBatches
-	if all {
-		n = 0
+// evaluate scores eval_batches batches spread over the validation split
+// (the same ones every time, so the curve compares like with like) and, at
+// the end of the run, the whole split.
+func (r *Run) evaluate(final bool) error {
+	tc := r.Cfg.Train
+	res := Evaluate(r.Model, r.Tok, r.Val, tc.Batch, tc.Seq, tc.EvalBatches)
+	p := point{Step: r.State.Step, ValLoss: res.Loss, ValPPL: res.PPL, ValBPB: res.BPB}
+	what := "validation"
+	if tc.EvalBatches > 0 {
+		what = fmt.Sprintf("validation (%d batches)", tc.EvalBatches)
 	}
-	res := Evaluate(r.Model, r.Tok, r.Val, r.Cfg.Train.Batch, r.Cfg.Train.Seq, n)
-	fmt.Fprintf(r.Log, "step %d: validation loss %.4f, perplexity %.2f, %.3f bits per byte\n", r.State.Step, res.Loss, res.PPL, res.BPB)
-	return r.record(point{Step: r.State.Step, ValLoss: res.Loss, ValPPL: res.PPL, ValBPB: res.BPB})
+	fmt.Fprintf(r.Log, "step %d: %s loss %.4f, perplexity %.2f, %.3f bits per byte\n", r.State.Step, what, res.Loss, res.PPL, res.BPB)
+	if final && tc.EvalBatches > 0 {
+		full := Evaluate(r.Model, r.Tok, r.Val, tc.Batch, tc.Seq, 0)
+		p.FullValLoss, p.FullValBPB = full.Loss, full.BPB
+		fmt.Fprintf(r.Log, "step %d: whole validation split loss %.4f, perplexity %.2f, %.3f bits per byte\n", r.State.Step, full.Loss, full.PPL, full.BPB)
+	}
+	return r.record(p)
 }
 
 // EvalResult is a model's quality on a dataset.
@@ -308,19 +319,22 @@ type EvalResult struct {
 	Tokens         int
 }
 
-// Evaluate computes the mean next-token loss over the dataset's windows (at
-// most maxBatches batches, 0: all), its perplexity, and bits per byte: the
-// summed loss in bits over the UTF-8 bytes of the predicted tokens.
+// Evaluate computes the mean next-token loss over the dataset's windows
+// (maxBatches > 0: that many batches spread evenly over it), its perplexity,
+// and bits per byte: the summed loss in bits over the UTF-8 bytes of the
+// predicted tokens.
 func Evaluate(m *layers.Model, tok *bpe.Tokenizer, ds *data.Dataset, batch, seq, maxBatches int) EvalResult {
 	tp := autograd.NewTape()
 	tp.SetNoGrad(true)
 	var nats float64
-	var n, bytes, batches int
+	var n, bytes, b int
+	total := ((len(ds.Tokens)-1)/seq + batch - 1) / batch
 	data.Sequential(ds, batch, seq, func(ids, tg []int32, k int) {
-		if maxBatches > 0 && batches >= maxBatches {
+		b++
+		// batch b-1 is taken when it is the first of its 1/maxBatches slice
+		if maxBatches > 0 && maxBatches < total && (b-1)*maxBatches/total == (b-2)*maxBatches/total && b > 1 {
 			return
 		}
-		batches++
 		l := m.Loss(tp, ids, tg, k, seq)
 		nats += float64(l.Data()[0]) * float64(len(tg))
 		n += len(tg)

@@ -1,0 +1,313 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"qat/data/safetensors"
+)
+
+var qatBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "qat-cli-test")
+	if err != nil {
+		panic(err)
+	}
+	qatBin = filepath.Join(dir, "qat")
+	if out, err := exec.Command("go", "build", "-o", qatBin, ".").CombinedOutput(); err != nil {
+		panic("building qat: " + err.Error() + "\n" + string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func qat(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(qatBin, args...)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), code
+}
+
+// smallData prepares a dataset of a few SOTU addresses with a 512-token
+// tokenizer, once per test binary.
+var smallDataDir string
+
+func smallData(t *testing.T) string {
+	t.Helper()
+	if smallDataDir != "" {
+		return smallDataDir
+	}
+	sotu := filepath.Join("..", "..", "..", "shared", "data", "sotu")
+	files, _ := filepath.Glob(filepath.Join(sotu, "18[0-2]*.txt"))
+	if len(files) < 10 {
+		t.Skip("../shared/data/sotu not found")
+	}
+	out := filepath.Join(os.TempDir(), "qat-test-data-"+time.Now().Format("150405.000000"))
+	args := []string{"data", "prepare", "--vocab", "512", "--out", out}
+	for _, f := range files {
+		args = append(args, "--input", f)
+	}
+	if msg, code := qat(t, args...); code != 0 {
+		t.Fatalf("data prepare: %d\n%s", code, msg)
+	}
+	smallDataDir = out
+	return out
+}
+
+const tinyRun = `model:
+  vocab: 512
+  dim: 64
+  layers: 2
+  heads: 4
+  kv_heads: 2
+  ffn_hidden: 128
+  rope_theta: 10000
+  norm_eps: 1.0e-5
+  tied_embeddings: true
+  max_seq: 32
+data:
+  dir: DATA
+train:
+  steps: 40
+  batch: 4
+  seq: 32
+  lr: 3.0e-3
+  warmup: 5
+  eval_every: 0
+  ckpt_every: 5
+  keep_ckpts: 2
+  threads: 2
+  log_every: 1
+out_dir: OUT
+`
+
+func writeConfig(t *testing.T, text, dataDir, out string) string {
+	p := filepath.Join(t.TempDir(), "run.yaml")
+	text = strings.ReplaceAll(strings.ReplaceAll(text, "DATA", dataDir), "OUT", out)
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// losses reads the per-step training losses of a run's metrics.jsonl.
+func losses(t *testing.T, out string) map[int]string {
+	f, err := os.Open(filepath.Join(out, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := map[int]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var p struct {
+			Step int              `json:"step"`
+			Loss *json.RawMessage `json:"loss"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &p); err != nil {
+			t.Fatalf("metrics line %q: %v", sc.Text(), err)
+		}
+		if p.Loss != nil {
+			if _, dup := m[p.Step]; dup {
+				t.Fatalf("step %d logged twice", p.Step)
+			}
+			m[p.Step] = string(*p.Loss)
+		}
+	}
+	return m
+}
+
+// TestResumeAfterKillIsExact: a run killed with SIGKILL at a random moment
+// and resumed logs, from every step on, exactly the losses of a run that
+// was never interrupted.
+func TestResumeAfterKillIsExact(t *testing.T) {
+	data := smallData(t)
+	ref := filepath.Join(t.TempDir(), "ref")
+	if msg, code := qat(t, "train", "--config", writeConfig(t, tinyRun, data, ref)); code != 0 {
+		t.Fatalf("reference run: %d\n%s", code, msg)
+	}
+	want := losses(t, ref)
+	if len(want) != 40 {
+		t.Fatalf("reference run logged %d steps", len(want))
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	out := filepath.Join(t.TempDir(), "killed")
+	cmd := exec.Command(qatBin, "train", "--config", writeConfig(t, tinyRun, data, out))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the first checkpoint, then kill at a random moment after it.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(out, "latest")); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(time.Duration(rng.IntN(400)) * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	killedAt := len(losses(t, out))
+	if msg, code := qat(t, "train", "--resume", out); code != 0 {
+		t.Fatalf("resume: %d\n%s", code, msg)
+	}
+	got := losses(t, out)
+	t.Logf("killed after %d logged steps; resumed and finished with %d", killedAt, len(got))
+	for step := 1; step <= 40; step++ {
+		if got[step] != want[step] {
+			t.Errorf("step %d: loss %s after kill and resume, %s uninterrupted", step, got[step], want[step])
+		}
+	}
+	// The finished run evaluates and generates.
+	msg, code := qat(t, "eval", "--model", out, "--data", data, "--seq", "32")
+	if code != 0 || !strings.Contains(msg, "bits per byte") {
+		t.Errorf("eval: %d\n%s", code, msg)
+	}
+	msg, code = qat(t, "generate", "--model", out, "--prompt", "The", "--max-tokens", "10")
+	if code != 0 || !strings.HasPrefix(msg, "The") {
+		t.Errorf("generate: %d\n%s", code, msg)
+	}
+	// A finished run resumed again does nothing and changes nothing.
+	if msg, code := qat(t, "train", "--resume", out); code != 0 || len(losses(t, out)) != 40 {
+		t.Errorf("resuming a finished run: %d\n%s", code, msg)
+	}
+}
+
+// TestNonFiniteLossStops: a model whose weights hold a NaN stops at the
+// first step with a clear message, and leaves no checkpoint.
+func TestNonFiniteLossStops(t *testing.T) {
+	data := smallData(t)
+	good := filepath.Join(t.TempDir(), "good")
+	cfg := strings.Replace(tinyRun, "steps: 40", "steps: 5", 1)
+	if msg, code := qat(t, "train", "--config", writeConfig(t, cfg, data, good)); code != 0 {
+		t.Fatalf("%d\n%s", code, msg)
+	}
+	ck := filepath.Join(good, "ckpt-0000005", "model.safetensors")
+	f, err := safetensors.Read(ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tt := range f.Tensors {
+		if tt.Name == "model.norm.weight" {
+			v, _ := tt.F32()
+			v[3] = float32(math.NaN())
+			f.Tensors[i] = safetensors.FromF32(tt.Name, tt.Shape, v)
+		}
+	}
+	if err := safetensors.Write(ck, f.Tensors, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "nan")
+	msg, code := qat(t, "train", "--config", writeConfig(t, cfg, data, out), "--set", "init_from="+filepath.Join(good, "ckpt-0000005"))
+	if code == 0 || !strings.Contains(msg, "not finite") {
+		t.Errorf("NaN weights: exit %d\n%s", code, msg)
+	}
+	if _, err := os.Stat(filepath.Join(out, "latest")); err == nil {
+		t.Error("a checkpoint was written after a NaN loss")
+	}
+}
+
+// TestBadInputs: every malformed config in testdata/bad, and malformed
+// files made from good ones, give exit status 2 and name the problem.
+func TestBadInputs(t *testing.T) {
+	data := smallData(t)
+	tmp := t.TempDir()
+	expect := map[string]string{
+		"unknown-key.yaml": `unknown field "learning_rate"`, "negative-lr.yaml": "train.lr", "wrong-type.yaml": "layers",
+		"duplicate-key.yaml": "already defined", "seq-too-long.yaml": "train.seq", "heads-dim.yaml": "model.dim",
+		"kv-heads.yaml": "model.kv_heads", "optimizer-name.yaml": "optimizer.name", "min-lr.yaml": "train.min_lr",
+		"vocab-mismatch.yaml": "model.vocab 1024 does not match", "missing-data.yaml": "/nonexistent/qat-data",
+		"no-data-section.yaml": "data.dir", "not-yaml.yaml": "not-yaml.yaml", "zero-batch.yaml": "train.batch",
+		"nan-eps.yaml": "model.norm_eps",
+	}
+	files, _ := filepath.Glob(filepath.Join("testdata", "bad", "*.yaml"))
+	if len(files) != len(expect) {
+		t.Fatalf("%d files in testdata/bad, %d expectations", len(files), len(expect))
+	}
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		p := filepath.Join(tmp, filepath.Base(f))
+		os.WriteFile(p, []byte(strings.ReplaceAll(strings.ReplaceAll(string(b), "DATA", data), "OUT", filepath.Join(tmp, "out-"+filepath.Base(f)))), 0o644)
+		msg, code := qat(t, "train", "--config", p)
+		if code != 2 || !strings.Contains(msg, expect[filepath.Base(f)]) || strings.Contains(msg, "panic") {
+			t.Errorf("%s: exit %d, want 2 and a message with %q:\n%s", filepath.Base(f), code, expect[filepath.Base(f)], msg)
+		}
+	}
+
+	// A finished tiny run to break files of.
+	good := filepath.Join(tmp, "good")
+	if msg, code := qat(t, "train", "--config", writeConfig(t, strings.Replace(tinyRun, "steps: 40", "steps: 5", 1), data, good)); code != 0 {
+		t.Fatalf("%d\n%s", code, msg)
+	}
+	ck := filepath.Join(good, "ckpt-0000005")
+	copyDir := func(src string) string {
+		dst := filepath.Join(tmp, "copy", filepath.Base(src)+time.Now().Format("150405.000000000"))
+		os.MkdirAll(dst, 0o755)
+		ents, _ := os.ReadDir(src)
+		for _, e := range ents {
+			b, _ := os.ReadFile(filepath.Join(src, e.Name()))
+			os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644)
+		}
+		return dst
+	}
+	truncated := copyDir(ck)
+	st, _ := os.ReadFile(filepath.Join(truncated, "model.safetensors"))
+	os.WriteFile(filepath.Join(truncated, "model.safetensors"), st[:len(st)/2], 0o644)
+	badTok := copyDir(data)
+	os.WriteFile(filepath.Join(badTok, "tokenizer.json"), []byte(`{"model": {"type": "Unigram"}}`), 0o644)
+	corrupt := copyDir(data)
+	sh, _ := filepath.Glob(filepath.Join(corrupt, "train-*.parquet"))
+	b, _ := os.ReadFile(sh[0])
+	b[len(b)/3] ^= 0x55
+	os.WriteFile(sh[0], b, 0o644)
+	emptyDir := filepath.Join(tmp, "empty")
+	os.MkdirAll(emptyDir, 0o755)
+	os.WriteFile(filepath.Join(emptyDir, "a.txt"), nil, 0o644)
+	latin1 := filepath.Join(tmp, "latin1.txt")
+	os.WriteFile(latin1, []byte("caf\xe9 au lait"), 0o644)
+	cfg := writeConfig(t, tinyRun, data, filepath.Join(tmp, "o2"))
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"eval", "--model", truncated, "--data", data, "--seq", "32"}, "model.safetensors"},
+		{[]string{"eval", "--model", filepath.Join(tmp, "nowhere"), "--data", data}, "nowhere"},
+		{[]string{"eval", "--model", ck, "--data", filepath.Join(tmp, "nodata")}, "manifest.json"},
+		{[]string{"eval", "--model", ck, "--data", corrupt, "--split", "train", "--seq", "32"}, "checksum"},
+		{[]string{"train", "--config", cfg, "--set", "data.dir=" + badTok}, "Unigram"},
+		{[]string{"train", "--config", cfg, "--set", "train.lrate=1"}, "unknown key"},
+		{[]string{"train", "--config", cfg, "--set", "train.lr=fast"}, "train.lr"},
+		{[]string{"train", "--config", filepath.Join(tmp, "missing.yaml")}, "missing.yaml"},
+		{[]string{"train"}, "--config"},
+		{[]string{"train", "--config", cfg, "--bogus"}, "unknown flag"},
+		{[]string{"data", "prepare", "--input", emptyDir, "--out", filepath.Join(tmp, "d1")}, "empty"},
+		{[]string{"data", "prepare", "--input", latin1, "--out", filepath.Join(tmp, "d2")}, "not UTF-8"},
+		{[]string{"data", "prepare", "--input", filepath.Join(tmp, "none"), "--out", filepath.Join(tmp, "d3")}, "none"},
+		{[]string{"data", "prepare", "--vocab", "100", "--out", filepath.Join(tmp, "d4"), "--input", latin1 + "x"}, "latin1.txtx"},
+		{[]string{"generate", "--model", ck, "--prompt", strings.Repeat("word ", 100)}, "context"},
+	} {
+		msg, code := qat(t, c.args...)
+		if code != 2 || !strings.Contains(msg, c.want) || strings.Contains(msg, "panic") {
+			t.Errorf("qat %s: exit %d, want 2 and a message with %q:\n%s", strings.Join(c.args, " "), code, c.want, msg)
+		}
+	}
+}
