@@ -44,6 +44,10 @@ test: deps vet
 	@# Short fuzz runs of the file and config parsers.
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 10s ./data/safetensors
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 10s ./cmd/internal/config
+	$(GO) test -run XXX -fuzz FuzzEncodeRoundTrip -fuzztime 10s ./data/bpe
+	$(GO) test -run XXX -fuzz FuzzPretokenize -fuzztime 10s ./data/bpe
+	$(GO) test -run XXX -fuzz 'FuzzParse$$' -fuzztime 10s ./data/bpe
+	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 10s ./data
 
 bench: build
 	$(RUNENV) $(GO) test -run XXX -bench . -benchtime 20x ./layers ./kernels
@@ -53,3 +57,7 @@ bench: build
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 5m ./data/safetensors
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 5m ./cmd/internal/config
+	$(GO) test -run XXX -fuzz FuzzEncodeRoundTrip -fuzztime 5m ./data/bpe
+	$(GO) test -run XXX -fuzz FuzzPretokenize -fuzztime 5m ./data/bpe
+	$(GO) test -run XXX -fuzz 'FuzzParse$$' -fuzztime 5m ./data/bpe
+	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 5m ./data
