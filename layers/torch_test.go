@@ -57,7 +57,20 @@ func TestAgainstPyTorch(t *testing.T) {
 		ref, err := safetensors.Read(filepath.Join(dir, "torch_out.safetensors"))
 		must(t, err)
 
-		// The weights as PyTorch saw them load back bit for bit.
+		// PyTorch read the weights the Go side wrote bit for bit.
+		for _, p := range m.Params() {
+			tt, ok := ref.Get("weight." + p.Name)
+			if !ok {
+				t.Fatalf("torch output lacks weight.%s", p.Name)
+			}
+			w, _ := tt.F32()
+			for j, v := range p.Var.Data() {
+				if w[j] != v {
+					t.Fatalf("%s[%d]: PyTorch read %g, Go wrote %g", p.Name, j, w[j], v)
+				}
+			}
+		}
+		// The weights load back into Go bit for bit.
 		m2 := New(c)
 		must(t, m2.Load(filepath.Join(dir, "model.safetensors")))
 		for i, p := range m2.Params() {

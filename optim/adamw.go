@@ -1,12 +1,19 @@
 // Package optim holds optimizers and their state: AdamW with decoupled
 // weight decay (Loshchilov & Hutter, arXiv 1711.05101, as PyTorch's
 // torch.optim.AdamW computes it) and global-norm gradient clipping.
+//
+// AdamW's moments live behind the Moments interface, one per parameter:
+// FP32 is the reference; kinds that store them in fewer bits implement the
+// same update fused with their own dequantize and requantize.
 package optim
 
 import (
+	"fmt"
 	"math"
+	"strconv"
 
 	"qat/autograd"
+	"qat/data/safetensors"
 	"qat/kernels"
 )
 
@@ -22,24 +29,94 @@ var DefaultAdamW = AdamWConfig{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 
 // Param is one tensor to optimise; Decay false exempts it from weight decay
 // (norms, biases, quantizer scales).
 type Param struct {
+	Name  string
 	Var   *autograd.Var
 	Decay bool
 }
 
-// AdamW keeps fp32 first and second moments next to each parameter.
+// Hyper is one step's hyperparameters as the update kernels take them:
+// bias corrections BC1 = 1-beta1^t and BC2 = 1-beta2^t.
+type Hyper struct {
+	LR, Beta1, Beta2, Eps, WeightDecay, BC1, BC2 float32
+}
+
+// Moments stores AdamW's first and second moments of one parameter and
+// applies the update to it.
+type Moments interface {
+	// Update applies one AdamW step to p with gradient g.
+	Update(p, g []float32, h Hyper)
+	// Bytes is the memory the moments take.
+	Bytes() int
+	// Tensors returns the stored state for a checkpoint, named after the
+	// parameter, exactly as held (no conversion).
+	Tensors(name string) []safetensors.Tensor
+	// Load restores what Tensors wrote.
+	Load(name string, f *safetensors.File) error
+}
+
+// FP32Moments keeps both moments in float32.
+type FP32Moments struct{ M, V []float32 }
+
+// NewFP32Moments returns zeroed moments for n values.
+func NewFP32Moments(n int) Moments {
+	return &FP32Moments{M: make([]float32, n), V: make([]float32, n)}
+}
+
+// Update runs the fused AdamW kernel, split over threads in large tensors.
+func (s *FP32Moments) Update(p, g []float32, h Hyper) {
+	if kernels.Serial(len(p), 1<<15) {
+		kernels.Active.AdamW(p, g, s.M, s.V, h.LR, h.Beta1, h.Beta2, h.Eps, h.WeightDecay, h.BC1, h.BC2)
+		return
+	}
+	kernels.For(len(p), 1<<15, func(lo, hi int) {
+		kernels.Active.AdamW(p[lo:hi], g[lo:hi], s.M[lo:hi], s.V[lo:hi], h.LR, h.Beta1, h.Beta2, h.Eps, h.WeightDecay, h.BC1, h.BC2)
+	})
+}
+
+// Bytes is 8 per value.
+func (s *FP32Moments) Bytes() int { return 8 * len(s.M) }
+
+// Tensors names the moments m.NAME and v.NAME.
+func (s *FP32Moments) Tensors(name string) []safetensors.Tensor {
+	return []safetensors.Tensor{safetensors.FromF32("m."+name, []int{len(s.M)}, s.M), safetensors.FromF32("v."+name, []int{len(s.V)}, s.V)}
+}
+
+// Load reads m.NAME and v.NAME.
+func (s *FP32Moments) Load(name string, f *safetensors.File) error {
+	for _, x := range []struct {
+		key string
+		dst []float32
+	}{{"m." + name, s.M}, {"v." + name, s.V}} {
+		t, ok := f.Get(x.key)
+		if !ok {
+			return fmt.Errorf("optimizer state %s missing", x.key)
+		}
+		v, err := t.F32()
+		if err != nil || len(v) != len(x.dst) {
+			return fmt.Errorf("optimizer state %s: %d values, want %d (%v)", x.key, len(v), len(x.dst), err)
+		}
+		copy(x.dst, v)
+	}
+	return nil
+}
+
+// AdamW is the optimizer over a list of parameters.
 type AdamW struct {
 	Config AdamWConfig
 	Params []Param
-	M, V   [][]float32
+	State  []Moments
 	Step   int
 }
 
-// NewAdamW returns an optimizer over params with zeroed moments.
-func NewAdamW(c AdamWConfig, params []Param) *AdamW {
+// NewAdamW returns an optimizer over params whose moments newMoments makes
+// (NewFP32Moments when nil).
+func NewAdamW(c AdamWConfig, params []Param, newMoments func(n int) Moments) *AdamW {
+	if newMoments == nil {
+		newMoments = NewFP32Moments
+	}
 	o := &AdamW{Config: c, Params: params}
 	for _, p := range params {
-		o.M = append(o.M, make([]float32, p.Var.Size()))
-		o.V = append(o.V, make([]float32, p.Var.Size()))
+		o.State = append(o.State, newMoments(p.Var.Size()))
 	}
 	return o
 }
@@ -49,27 +126,53 @@ func NewAdamW(c AdamWConfig, params []Param) *AdamW {
 func (o *AdamW) Update(lr float64) {
 	o.Step++
 	c := o.Config
-	bc1 := 1 - math.Pow(c.Beta1, float64(o.Step))
-	bc2 := 1 - math.Pow(c.Beta2, float64(o.Step))
+	h := Hyper{LR: float32(lr), Beta1: float32(c.Beta1), Beta2: float32(c.Beta2), Eps: float32(c.Eps),
+		BC1: float32(1 - math.Pow(c.Beta1, float64(o.Step))), BC2: float32(1 - math.Pow(c.Beta2, float64(o.Step)))}
 	for i, p := range o.Params {
 		if !p.Var.RequiresGrad() {
 			continue
 		}
-		wd := 0.0
+		hp := h
 		if p.Decay {
-			wd = c.WeightDecay
+			hp.WeightDecay = float32(c.WeightDecay)
 		}
-		x, g, m, v := p.Var.Data(), p.Var.GradData(), o.M[i], o.V[i]
-		if kernels.Serial(len(x), 1<<15) {
-			kernels.Active.AdamW(x, g, m, v, float32(lr), float32(c.Beta1), float32(c.Beta2),
-				float32(c.Eps), float32(wd), float32(bc1), float32(bc2))
-			continue
-		}
-		kernels.For(len(x), 1<<15, func(lo, hi int) {
-			kernels.Active.AdamW(x[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], float32(lr), float32(c.Beta1), float32(c.Beta2),
-				float32(c.Eps), float32(wd), float32(bc1), float32(bc2))
-		})
+		o.State[i].Update(p.Var.Data(), p.Var.GradData(), hp)
 	}
+}
+
+// StateBytes is the memory of all moments.
+func (o *AdamW) StateBytes() int {
+	n := 0
+	for _, s := range o.State {
+		n += s.Bytes()
+	}
+	return n
+}
+
+// Save writes the moments and the step count to path.
+func (o *AdamW) Save(path string) error {
+	var ts []safetensors.Tensor
+	for i, p := range o.Params {
+		ts = append(ts, o.State[i].Tensors(p.Name)...)
+	}
+	return safetensors.Write(path, ts, map[string]string{"optimizer": "adamw", "step": strconv.Itoa(o.Step)})
+}
+
+// Load restores what Save wrote.
+func (o *AdamW) Load(path string) error {
+	f, err := safetensors.Read(path)
+	if err != nil {
+		return err
+	}
+	for i, p := range o.Params {
+		if err := o.State[i].Load(p.Name, f); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	if o.Step, err = strconv.Atoi(f.Metadata["step"]); err != nil || o.Step < 0 {
+		return fmt.Errorf("%s: optimizer step %q", path, f.Metadata["step"])
+	}
+	return nil
 }
 
 // ClipGradNorm scales all gradients so their global L2 norm is at most

@@ -100,6 +100,7 @@ def main(d):
     loss.backward()
     out = {"logits": logits, "loss": loss.reshape(1)}
     out.update({"grad." + k: t.grad for k, t in P.items()})
+    out.update({"weight." + k: t for k, t in P.items()})  # as PyTorch read them, for a bit-exact check
     save(f"{d}/torch_out.safetensors", out)
     print(f"torch {torch.__version__}: loss {loss.item():.6f}")
 

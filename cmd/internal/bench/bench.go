@@ -200,7 +200,7 @@ func step(o Options, threads int) stepResult {
 		ps = append(ps, optim.Param{Var: p.Var, Decay: len(p.Var.Shape()) > 1})
 		vars = append(vars, p.Var)
 	}
-	opt := optim.NewAdamW(optim.DefaultAdamW, ps)
+	opt := optim.NewAdamW(optim.DefaultAdamW, ps, nil)
 	tp := autograd.NewTape()
 	reps := layers.NewReplicas(m, threads)
 	one := func() {

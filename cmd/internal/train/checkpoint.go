@@ -6,12 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	"qat/data"
 	"qat/data/atomic"
-	"qat/data/safetensors"
 	"qat/layers"
 )
 
@@ -44,13 +42,7 @@ func (r *Run) saveCheckpoint() error {
 		if err := r.Tok.Save(filepath.Join(tmp, "tokenizer.json")); err != nil {
 			return err
 		}
-		var ts []safetensors.Tensor
-		for i, p := range r.params {
-			ts = append(ts, safetensors.FromF32("m."+p.Name, p.Var.Shape(), r.Opt.M[i]),
-				safetensors.FromF32("v."+p.Name, p.Var.Shape(), r.Opt.V[i]))
-		}
-		meta := map[string]string{"optimizer": "adamw", "step": strconv.Itoa(r.Opt.Step)}
-		if err := safetensors.Write(filepath.Join(tmp, "optimizer.safetensors"), ts, meta); err != nil {
+		if err := r.Opt.Save(filepath.Join(tmp, "optimizer.safetensors")); err != nil {
 			return err
 		}
 		st, _ := json.MarshalIndent(r.State, "", "  ")
@@ -133,29 +125,8 @@ func (r *Run) loadCheckpoint(dir string) error {
 	if err := r.Model.Load(filepath.Join(dir, "model.safetensors")); err != nil {
 		return err
 	}
-	f, err := safetensors.Read(filepath.Join(dir, "optimizer.safetensors"))
-	if err != nil {
+	if err := r.Opt.Load(filepath.Join(dir, "optimizer.safetensors")); err != nil {
 		return err
-	}
-	for i, p := range r.params {
-		for _, kind := range []string{"m", "v"} {
-			t, ok := f.Get(kind + "." + p.Name)
-			if !ok {
-				return fmt.Errorf("%s: optimizer state %s.%s missing", dir, kind, p.Name)
-			}
-			v, err := t.F32()
-			if err != nil || len(v) != p.Var.Size() {
-				return fmt.Errorf("%s: optimizer state %s.%s: %d values, want %d (%v)", dir, kind, p.Name, len(v), p.Var.Size(), err)
-			}
-			if kind == "m" {
-				copy(r.Opt.M[i], v)
-			} else {
-				copy(r.Opt.V[i], v)
-			}
-		}
-	}
-	if r.Opt.Step, err = strconv.Atoi(f.Metadata["step"]); err != nil {
-		return fmt.Errorf("%s: optimizer step %q", dir, f.Metadata["step"])
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
 	if err != nil {

@@ -108,11 +108,11 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 		State: State{Seed: cfg.Train.Seed}}
 	var ops []optim.Param
 	for _, p := range r.params {
-		ops = append(ops, optim.Param{Var: p.Var, Decay: len(p.Var.Shape()) > 1})
+		ops = append(ops, optim.Param{Name: p.Name, Var: p.Var, Decay: len(p.Var.Shape()) > 1})
 		r.vars = append(r.vars, p.Var)
 	}
 	o := cfg.Optimizer
-	r.Opt = optim.NewAdamW(optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}, ops)
+	r.Opt = optim.NewAdamW(optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}, ops, nil)
 	if cfg.Train.Threads > 1 {
 		r.reps = layers.NewReplicas(m, cfg.Train.Threads)
 	}
