@@ -128,16 +128,21 @@ func (o *AdamW) Update(lr float64) {
 	c := o.Config
 	h := Hyper{LR: float32(lr), Beta1: float32(c.Beta1), Beta2: float32(c.Beta2), Eps: float32(c.Eps),
 		BC1: float32(1 - math.Pow(c.Beta1, float64(o.Step))), BC2: float32(1 - math.Pow(c.Beta2, float64(o.Step)))}
-	for i, p := range o.Params {
-		if !p.Var.RequiresGrad() {
-			continue
+	// Parameters are shared out over the threads whole (a large one is
+	// still split inside Update when this runs on one thread).
+	kernels.ForBLAS(len(o.Params), 1, func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			p := o.Params[i]
+			if !p.Var.RequiresGrad() {
+				continue
+			}
+			hp := h
+			if p.Decay {
+				hp.WeightDecay = float32(c.WeightDecay)
+			}
+			o.State[i].Update(p.Var.Data(), p.Var.GradData(), hp)
 		}
-		hp := h
-		if p.Decay {
-			hp.WeightDecay = float32(c.WeightDecay)
-		}
-		o.State[i].Update(p.Var.Data(), p.Var.GradData(), hp)
-	}
+	})
 }
 
 // StateBytes is the memory of all moments.
@@ -178,20 +183,30 @@ func (o *AdamW) Load(path string) error {
 // ClipGradNorm scales all gradients so their global L2 norm is at most
 // maxNorm (no-op when maxNorm <= 0) and returns the norm before clipping.
 func ClipGradNorm(vars []*autograd.Var, maxNorm float64) float64 {
-	var ss float64
-	for _, v := range vars {
-		if g := v.GradData(); g != nil && v.RequiresGrad() {
-			ss += kernels.Active.SumSq(g)
+	// Per-tensor sums in parallel, added in a fixed order: the norm does
+	// not depend on the thread count's scheduling.
+	sums := make([]float64, len(vars))
+	kernels.ForBLAS(len(vars), 1, func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if g := vars[i].GradData(); g != nil && vars[i].RequiresGrad() {
+				sums[i] = kernels.Active.SumSq(g)
+			}
 		}
+	})
+	var ss float64
+	for _, s := range sums {
+		ss += s
 	}
 	norm := math.Sqrt(ss)
 	if maxNorm > 0 && norm > maxNorm {
 		s := float32(maxNorm / (norm + 1e-6))
-		for _, v := range vars {
-			if g := v.GradData(); g != nil && v.RequiresGrad() {
-				kernels.Active.Scale(g, g, s)
+		kernels.ForBLAS(len(vars), 1, func(_, lo, hi int) {
+			for _, v := range vars[lo:hi] {
+				if g := v.GradData(); g != nil && v.RequiresGrad() {
+					kernels.Active.Scale(g, g, s)
+				}
 			}
-		}
+		})
 	}
 	return norm
 }
