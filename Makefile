@@ -42,12 +42,12 @@ test: deps vet
 	$(RUNENV) $(GO) test -count=1 -tags noblas ./kernels ./autograd ./optim
 	CGO_ENABLED=0 $(GO) test -count=1 ./kernels ./autograd ./optim
 	@# Short fuzz runs of the file and config parsers.
-	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 10s ./data/safetensors
-	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 10s ./cmd/internal/config
-	$(GO) test -run XXX -fuzz FuzzEncodeRoundTrip -fuzztime 10s ./data/bpe
-	$(GO) test -run XXX -fuzz FuzzPretokenize -fuzztime 10s ./data/bpe
-	$(GO) test -run XXX -fuzz 'FuzzParse$$' -fuzztime 10s ./data/bpe
-	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 10s ./data
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30000x ./data/safetensors
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30000x ./cmd/internal/config
+	$(GO) test -run XXX -fuzz FuzzEncodeRoundTrip -fuzztime 30000x ./data/bpe
+	$(GO) test -run XXX -fuzz FuzzPretokenize -fuzztime 30000x ./data/bpe
+	$(GO) test -run XXX -fuzz 'FuzzParse$$' -fuzztime 30000x ./data/bpe
+	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 30000x ./data
 
 bench: build
 	$(RUNENV) $(GO) test -run XXX -bench . -benchtime 20x ./layers ./kernels

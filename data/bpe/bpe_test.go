@@ -13,16 +13,23 @@ import (
 	"github.com/dlclark/regexp2"
 )
 
-var gpt2 = regexp2.MustCompile(`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`, regexp2.None)
+// gpt2 is the reference pattern. A backtracking engine can take
+// quadratic time on long whitespace runs, so matches are bounded in time
+// and the fuzz target skips inputs where the oracle gives up.
+var gpt2 = func() *regexp2.Regexp {
+	re := regexp2.MustCompile(`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`, regexp2.None)
+	re.MatchTimeout = 2 * time.Second
+	return re
+}()
 
-func regexSplit(s string) []string {
+func regexSplit(s string) ([]string, error) {
 	var out []string
-	m, _ := gpt2.FindStringMatch(s)
-	for m != nil {
+	m, err := gpt2.FindStringMatch(s)
+	for m != nil && err == nil {
 		out = append(out, m.String())
-		m, _ = gpt2.FindNextMatch(m)
+		m, err = gpt2.FindNextMatch(m)
 	}
-	return out
+	return out, err
 }
 
 func ourSplit(s string) []string {
@@ -54,7 +61,11 @@ func TestPretokenizeMatchesGPT2Regex(t *testing.T) {
 		"a\tb\r\nc", "1,234.56 and 7th", "Émile's café — naïve", "emoji 😀😀 x", "x  \n y", " ' ' s", "'s", "\u00a0nbsp", "a '\nb"}
 	cases = append(cases, corpus(t, 5)...)
 	for _, c := range cases {
-		if got, want := ourSplit(c), regexSplit(c); !reflect.DeepEqual(got, want) {
+		want, err := regexSplit(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ourSplit(c); !reflect.DeepEqual(got, want) {
 			for i := range min(len(got), len(want)) {
 				if got[i] != want[i] {
 					t.Fatalf("%.40q: piece %d: got %q, regex %q", c, i, got[i], want[i])
@@ -74,7 +85,14 @@ func FuzzPretokenize(f *testing.F) {
 			}
 			return
 		}
-		if got, want := ourSplit(s), regexSplit(s); !reflect.DeepEqual(got, want) && !(len(got) == 0 && len(want) == 0) {
+		if len(s) > 4096 {
+			return // the regex oracle is too slow on long inputs
+		}
+		want, err := regexSplit(s)
+		if err != nil {
+			t.Skip("regex oracle timed out")
+		}
+		if got := ourSplit(s); !reflect.DeepEqual(got, want) && !(len(got) == 0 && len(want) == 0) {
 			t.Fatalf("%q: got %q, regex %q", s, got, want)
 		}
 	})
