@@ -1,0 +1,245 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/x448/float16"
+)
+
+// Fake quantization kernels. A tensor is processed as consecutive groups of
+// `group` elements, one scale (and zero point) per group: per tensor,
+// per output channel (a weight row), per group of G along a row, and per
+// token (an activation row) are all this layout with different group
+// sizes. mask[i] is 1 where the straight-through gradient passes (the value
+// was not clipped) and 0 elsewhere.
+
+func checkGroups(op string, n, group, scales int) {
+	if group <= 0 || n%group != 0 || scales < n/group {
+		panic(fmt.Sprintf("kernels: %s: %d values in groups of %d with %d scales", op, n, group, scales))
+	}
+}
+
+// rne rounds half to even, as torch.round does.
+func rne(v float32) float32 { return float32(math.RoundToEven(float64(v))) }
+
+// AbsMaxGroups writes max |x| of each group to out.
+func AbsMaxGroups(out, x []float32, group int) {
+	checkGroups("AbsMaxGroups", len(x), group, len(out))
+	for k := 0; k < len(x)/group; k++ {
+		var m float32
+		for _, v := range x[k*group : (k+1)*group] {
+			m = max(m, float32(math.Abs(float64(v))))
+		}
+		out[k] = m
+	}
+}
+
+// MinMaxGroups writes each group's minimum and maximum.
+func MinMaxGroups(lo, hi, x []float32, group int) {
+	checkGroups("MinMaxGroups", len(x), group, min(len(lo), len(hi)))
+	for k := 0; k < len(x)/group; k++ {
+		g := x[k*group : (k+1)*group]
+		a, b := g[0], g[0]
+		for _, v := range g {
+			a, b = min(a, v), max(b, v)
+		}
+		lo[k], hi[k] = a, b
+	}
+}
+
+// FakeQuantAffine writes y = (clamp(rne(x/s)+z, qmin, qmax) - z)*s with
+// scale s and integer zero point z per group; mask marks rne(x/s)+z inside
+// [qmin, qmax] (torchao's convention: the mask is taken after rounding).
+func FakeQuantAffine(y []float32, mask []uint8, x, scale, zero []float32, group int, qmin, qmax float32) {
+	checkGroups("FakeQuantAffine", len(x), group, min(len(scale), len(zero)))
+	checkLen("FakeQuantAffine y", y, len(x))
+	for k := 0; k < len(x)/group; k++ {
+		s, z := scale[k], zero[k]
+		inv := 1 / s
+		for i := k * group; i < (k+1)*group; i++ {
+			q := rne(x[i]*inv) + z
+			m := uint8(1)
+			if q < qmin {
+				q, m = qmin, 0
+			} else if q > qmax {
+				q, m = qmax, 0
+			}
+			y[i] = (q - z) * s
+			mask[i] = m
+		}
+	}
+}
+
+// FakeQuantQ4_0 reproduces llama.cpp's Q4_0 (quantize_row_q4_0_ref) on
+// blocks of 32: d = m/-8 with m the first value of largest magnitude,
+// q = min(15, floor(x*(1/d) + 8.5)), and x_hat = (q-8)*fp16(d). Only the
+// clip at 15 stops the gradient.
+func FakeQuantQ4_0(y []float32, mask []uint8, x []float32) {
+	checkGroups("FakeQuantQ4_0", len(x), 32, len(x)/32)
+	for b := 0; b < len(x); b += 32 {
+		blk := x[b : b+32]
+		var amax, m float32
+		for _, v := range blk {
+			if a := float32(math.Abs(float64(v))); amax < a {
+				amax, m = a, v
+			}
+		}
+		d := m / -8
+		var id float32
+		if d != 0 {
+			id = 1 / d
+		}
+		dh := float16.Fromfloat32(d).Float32()
+		for j, v := range blk {
+			// float32(...) keeps Go from fusing the multiply-add: the
+			// reference rounds x*id before adding 8.5.
+			t := float32(v*id) + 8.5
+			q := float32(int8(t))
+			mk := uint8(1)
+			if q > 15 {
+				q, mk = 15, 0
+			}
+			y[b+j] = (q - 8) * dh
+			mask[b+j] = mk
+		}
+	}
+}
+
+// FakeQuantQ8_0 reproduces llama.cpp's Q8_0 (quantize_row_q8_0_ref) on
+// blocks of 32: d = amax/127, q = round-half-away(x/d), x_hat = q*fp16(d).
+// Nothing clips.
+func FakeQuantQ8_0(y []float32, mask []uint8, x []float32) {
+	checkGroups("FakeQuantQ8_0", len(x), 32, len(x)/32)
+	for b := 0; b < len(x); b += 32 {
+		blk := x[b : b+32]
+		var amax float32
+		for _, v := range blk {
+			amax = max(amax, float32(math.Abs(float64(v))))
+		}
+		d := amax / 127
+		var id float32
+		if d != 0 {
+			id = 1 / d
+		}
+		dh := float16.Fromfloat32(d).Float32()
+		for j, v := range blk {
+			q := float32(math.Round(float64(v * id)))
+			y[b+j] = q * dh
+			mask[b+j] = 1
+		}
+	}
+}
+
+// FPFormat is a small floating-point format: exponent and mantissa bits,
+// exponent bias and largest finite value.
+type FPFormat struct {
+	Name       string
+	Exp, Man   int
+	Bias       int
+	Max        float32
+	Subnormals bool
+}
+
+// The floating-point formats of fake quantization.
+var (
+	FP8E4M3 = FPFormat{"fp8_e4m3", 4, 3, 7, 448, true}
+	FP8E5M2 = FPFormat{"fp8_e5m2", 5, 2, 15, 57344, true}
+	FP4E2M1 = FPFormat{"fp4_e2m1", 2, 1, 1, 6, true}
+)
+
+// RoundFP rounds v to the nearest value of format f, ties to even,
+// saturating at ±Max (NaN stays NaN).
+func (f FPFormat) RoundFP(v float32) float32 {
+	if v != v {
+		return v
+	}
+	a := float64(math.Abs(float64(v)))
+	if a >= float64(f.Max) {
+		return float32(math.Copysign(float64(f.Max), float64(v)))
+	}
+	if a == 0 {
+		return v
+	}
+	emin := 1 - f.Bias
+	e := max(int(math.Floor(math.Log2(a))), emin)
+	step := math.Ldexp(1, e-f.Man)
+	r := math.RoundToEven(a/step) * step
+	return float32(math.Copysign(math.Min(r, float64(f.Max)), float64(v)))
+}
+
+// FakeQuantFP writes y = RoundFP(clamp(x/s, ±Max))*s per group; mask marks
+// values inside ±Max*s (saturated ones get no gradient).
+func FakeQuantFP(y []float32, mask []uint8, x, scale []float32, group int, f FPFormat) {
+	checkGroups("FakeQuantFP", len(x), group, len(scale))
+	for k := 0; k < len(x)/group; k++ {
+		s := scale[k]
+		for i := k * group; i < (k+1)*group; i++ {
+			u := x[i] / s
+			m := uint8(1)
+			if u > f.Max || u < -f.Max {
+				m = 0
+			}
+			y[i] = f.RoundFP(u) * s
+			mask[i] = m
+		}
+	}
+}
+
+// MaskGrad adds dy where mask is set into dx (the straight-through
+// estimator's backward).
+func MaskGrad(dx, dy []float32, mask []uint8) {
+	checkLen("MaskGrad", dy, len(dx))
+	for i, m := range mask[:len(dx)] {
+		if m != 0 {
+			dx[i] += dy[i]
+		}
+	}
+}
+
+// FakeQuantLSQ is LSQ's forward (arXiv 1902.08153) with a learned step s
+// per group: v = x/s, y = rne(clamp(v, -qn, qp))*s; mask marks -qn <= v <= qp.
+func FakeQuantLSQ(y []float32, mask []uint8, x, scale []float32, group int, qn, qp float32) {
+	checkGroups("FakeQuantLSQ", len(x), group, len(scale))
+	for k := 0; k < len(x)/group; k++ {
+		s := scale[k]
+		for i := k * group; i < (k+1)*group; i++ {
+			v := x[i] / s
+			m := uint8(1)
+			if v < -qn {
+				v, m = -qn, 0
+			} else if v > qp {
+				v, m = qp, 0
+			}
+			y[i] = rne(v) * s
+			mask[i] = m
+		}
+	}
+}
+
+// LSQGrad adds LSQ's gradients: dx += dy inside the range, and per group
+// ds += gscale * sum(dy * e), e = rne(v)-v inside, -qn below, qp above.
+func LSQGrad(dx, ds, dy, x, scale []float32, group int, qn, qp, gscale float32) {
+	checkGroups("LSQGrad", len(x), group, min(len(scale), len(ds)))
+	for k := 0; k < len(x)/group; k++ {
+		s := scale[k]
+		var acc float64
+		for i := k * group; i < (k+1)*group; i++ {
+			v := x[i] / s
+			var e float32
+			switch {
+			case v < -qn:
+				e = -qn
+			case v > qp:
+				e = qp
+			default:
+				e = rne(v) - v
+				if dx != nil {
+					dx[i] += dy[i]
+				}
+			}
+			acc += float64(dy[i] * e)
+		}
+		ds[k] += gscale * float32(acc)
+	}
+}

@@ -1,0 +1,147 @@
+// Package qat holds quantization-aware training: quantizer specifications,
+// fake-quant ops on the autograd tape (straight-through estimator, LSQ
+// learned steps, llama.cpp's Q4_0/Q8_0 grids, FP8/FP4), and the rules that
+// attach quantizers to a model's linear layers.
+package qat
+
+import (
+	"fmt"
+	"math"
+
+	"qat/kernels"
+)
+
+// Spec describes one quantizer; configs, checkpoints and export read it.
+type Spec struct {
+	// Format: int, q4_0, q8_0 (llama.cpp's block grids), fp8_e4m3,
+	// fp8_e5m2, fp4_e2m1.
+	Format string `yaml:"format" json:"format"`
+	// Bits of an int format, 2 to 8.
+	Bits int `yaml:"bits" json:"bits,omitempty"`
+	// Symmetric: zero point 0 and a signed grid; else an unsigned grid
+	// with an integer zero point (int only).
+	Symmetric bool `yaml:"symmetric" json:"symmetric"`
+	// Granularity: tensor, channel (a weight row), group (GroupSize
+	// values along a row), token (an activation row, dynamic).
+	Granularity string `yaml:"granularity" json:"granularity"`
+	GroupSize   int    `yaml:"group_size" json:"group_size,omitempty"`
+	// Scale: minmax (from the range, recomputed every forward, no
+	// gradient) or lsq (a learned step per group, symmetric int only).
+	Scale string `yaml:"scale" json:"scale"`
+}
+
+// Validate checks the spec on its own; path names it in messages.
+func (s Spec) Validate(path string) error {
+	bad := func(field, format string, a ...any) error {
+		return fmt.Errorf("%s.%s: %s", path, field, fmt.Sprintf(format, a...))
+	}
+	switch s.Format {
+	case "int":
+		if s.Bits < 2 || s.Bits > 8 {
+			return bad("bits", "%d, must be 2 to 8", s.Bits)
+		}
+	case "q4_0", "q8_0":
+		if s.Granularity != "group" || s.GroupSize != 32 || !s.Symmetric {
+			return bad("format", "%s is llama.cpp's grid: symmetric, granularity group, group_size 32", s.Format)
+		}
+	case "fp8_e4m3", "fp8_e5m2", "fp4_e2m1":
+		if !s.Symmetric {
+			return bad("symmetric", "false, but %s has no zero point", s.Format)
+		}
+	default:
+		return bad("format", "%q, want int, q4_0, q8_0, fp8_e4m3, fp8_e5m2 or fp4_e2m1", s.Format)
+	}
+	switch s.Granularity {
+	case "tensor", "channel", "token":
+	case "group":
+		if s.GroupSize < 1 {
+			return bad("group_size", "%d, must be positive", s.GroupSize)
+		}
+	default:
+		return bad("granularity", "%q, want tensor, channel, group or token", s.Granularity)
+	}
+	switch s.Scale {
+	case "minmax":
+	case "lsq":
+		if s.Format != "int" || !s.Symmetric {
+			return bad("scale", "lsq needs a symmetric int format")
+		}
+		if s.Granularity == "token" {
+			return bad("scale", "lsq learns fixed steps; per-token scales are dynamic")
+		}
+	default:
+		return bad("scale", "%q, want minmax or lsq", s.Scale)
+	}
+	return nil
+}
+
+// Group returns the number of consecutive values that share a scale in a
+// tensor whose rows have `row` values and `n` values in all, or an error
+// when the group size does not divide the row.
+func (s Spec) Group(row, n int) (int, error) {
+	switch s.Granularity {
+	case "tensor":
+		return n, nil
+	case "channel", "token":
+		return row, nil
+	}
+	if row%s.GroupSize != 0 {
+		return 0, fmt.Errorf("group_size %d does not divide the row of %d", s.GroupSize, row)
+	}
+	return s.GroupSize, nil
+}
+
+// Grid returns the integer range of an int spec: signed [-2^(b-1),
+// 2^(b-1)-1] when symmetric, else unsigned [0, 2^b-1].
+func (s Spec) Grid() (qmin, qmax float32) {
+	if s.Symmetric {
+		return -float32(int(1) << (s.Bits - 1)), float32(int(1)<<(s.Bits-1)) - 1
+	}
+	return 0, float32(int(1)<<s.Bits) - 1
+}
+
+// fp returns the floating-point format of an fp spec.
+func (s Spec) fp() kernels.FPFormat {
+	switch s.Format {
+	case "fp8_e4m3":
+		return kernels.FP8E4M3
+	case "fp8_e5m2":
+		return kernels.FP8E5M2
+	}
+	return kernels.FP4E2M1
+}
+
+// eps keeps scales positive on all-zero groups.
+const eps = 1.1920929e-07
+
+// dynamicScales computes each group's scale (and zero point) from its
+// range, as torchao does: symmetric s = amax/((qmax-qmin)/2); asymmetric
+// s = (hi-lo)/(qmax-qmin) over a range that contains 0, z = qmin - rne(lo/s);
+// FP s = amax/Max.
+func (s Spec) dynamicScales(scale, zero, x []float32, group int) {
+	switch {
+	case s.Format == "int" && !s.Symmetric:
+		lo, hi := zero, scale // reuse the buffers: ranges first
+		kernels.MinMaxGroups(lo, hi, x, group)
+		qmin, qmax := s.Grid()
+		for k := range x[:len(x)/group] {
+			l, h := min(lo[k], 0), max(hi[k], 0)
+			sc := max((h-l)/(qmax-qmin), eps)
+			z := qmin - float32(math.RoundToEven(float64(l/sc)))
+			scale[k], zero[k] = sc, min(max(z, qmin), qmax)
+		}
+	case s.Format == "int":
+		kernels.AbsMaxGroups(scale, x, group)
+		qmin, qmax := s.Grid()
+		for k := range scale[:len(x)/group] {
+			scale[k] = max(scale[k]/((qmax-qmin)/2), eps)
+			zero[k] = 0
+		}
+	default:
+		kernels.AbsMaxGroups(scale, x, group)
+		fmax := s.fp().Max
+		for k := range scale[:len(x)/group] {
+			scale[k] = max(scale[k]/fmax, 1e-12)
+		}
+	}
+}
