@@ -22,6 +22,8 @@ type Ops interface {
 	Add(a, b *Var) *Var
 	Scale(x *Var, s float32) *Var
 	CrossEntropy(logits *Var, targets []int32, ignoreIndex int32) *Var
+	Custom(shape []int, inputs []*Var, fwd func(out []float32), bwd func(dout []float32, dins [][]float32)) *Var
+	Scratch(n int) []float32
 }
 
 var _ Ops = (*Tape)(nil)

@@ -33,6 +33,9 @@ func (m *Model) Load(path string) error {
 	}
 	for _, p := range m.Params() {
 		t, ok := f.Get(p.Name)
+		if !ok && p.Quant {
+			continue // a full-precision checkpoint: keep the quantizer's initial state
+		}
 		if !ok {
 			return fmt.Errorf("%s: tensor %s missing", path, p.Name)
 		}

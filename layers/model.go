@@ -8,14 +8,63 @@ import (
 	"qat/autograd"
 )
 
-// Linear is a bias-free linear layer, y = x W^T, W (out, in).
+// Quantizer fake-quantizes a tensor on the tape (package qat implements
+// it); the model only knows where quantizers sit.
+type Quantizer interface {
+	Apply(ops autograd.Ops, x *autograd.Var) *autograd.Var
+	// State returns the quantizer's learned tensors by name ("step"); they
+	// are trained and checkpointed with the weights.
+	State() map[string]*autograd.Var
+	// Replica returns a copy for a data-parallel worker: learned tensors
+	// share their values and get their own gradients.
+	Replica() Quantizer
+}
+
+// Linear is a bias-free linear layer, y = x W^T, W (out, in). With
+// quantizers attached (qat.Prepare) it computes Q_in(x) Q_w(W)^T.
 type Linear struct {
 	Weight *autograd.Var `st:"weight"`
+	// WeightQuant and InputQuant are nil for a full-precision layer; their
+	// learned state is checkpointed as NAME.weight_quant.step and so on.
+	WeightQuant Quantizer `st:"weight_quant,quant"`
+	InputQuant  Quantizer `st:"input_quant,quant"`
 }
 
 // Forward applies the layer.
 func (l *Linear) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
-	return ops.Linear(x, l.Weight)
+	w := l.Weight
+	if l.InputQuant != nil {
+		x = l.InputQuant.Apply(ops, x)
+	}
+	if l.WeightQuant != nil {
+		w = l.WeightQuant.Apply(ops, w)
+	}
+	return ops.Linear(x, w)
+}
+
+// Quantized reports whether a quantizer is attached.
+func (l *Linear) Quantized() bool { return l.WeightQuant != nil || l.InputQuant != nil }
+
+// linearCat applies linears that share an input: one joint product when
+// they are full precision (LinearCat), each through its quantizers
+// otherwise.
+func linearCat(ops autograd.Ops, x *autograd.Var, ls ...*Linear) []*autograd.Var {
+	q := false
+	for _, l := range ls {
+		q = q || l.Quantized()
+	}
+	if !q {
+		ws := make([]*autograd.Var, len(ls))
+		for i, l := range ls {
+			ws[i] = l.Weight
+		}
+		return ops.LinearCat(x, ws...)
+	}
+	out := make([]*autograd.Var, len(ls))
+	for i, l := range ls {
+		out[i] = l.Forward(ops, x)
+	}
+	return out
 }
 
 // Embedding is a token table (vocab, dim).
@@ -45,7 +94,7 @@ type Attention struct {
 
 // Forward: x (B, T, dim) -> (B, T, dim).
 func (a *Attention) Forward(ops autograd.Ops, x *autograd.Var, pos []int32) *autograd.Var {
-	qkv := ops.LinearCat(x, a.Q.Weight, a.K.Weight, a.V.Weight)
+	qkv := linearCat(ops, x, a.Q, a.K, a.V)
 	q := ops.RoPE(qkv[0], a.rope, pos, a.Heads)
 	k := ops.RoPE(qkv[1], a.rope, pos, a.KVHeads)
 	v := qkv[2]
@@ -62,7 +111,7 @@ type MLP struct {
 
 // Forward applies the block.
 func (m *MLP) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
-	gu := ops.LinearCat(x, m.Gate.Weight, m.Up.Weight)
+	gu := linearCat(ops, x, m.Gate, m.Up)
 	return m.Down.Forward(ops, ops.SwiGLU(gu[0], gu[1]))
 }
 
@@ -187,11 +236,10 @@ func (m *Model) Forward(ops autograd.Ops, ids []int32, B, T int) *autograd.Var {
 		x = l.Forward(ops, x, pos)
 	}
 	x = m.Norm.Forward(ops, x)
-	head := m.Embed.Weight
 	if m.Head != nil {
-		head = m.Head.Weight
+		return m.Head.Forward(ops, x)
 	}
-	return ops.Linear(x, head)
+	return ops.Linear(x, m.Embed.Weight)
 }
 
 // IgnoreIndex marks targets that do not count in the loss (padding), as in

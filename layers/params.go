@@ -3,19 +3,25 @@ package layers
 import (
 	"fmt"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 
 	"qat/autograd"
 )
 
-// Param is a parameter and its checkpoint name.
+// Param is a parameter and its checkpoint name. Quant marks a
+// quantizer's learned state, which a full-precision checkpoint lacks.
 type Param struct {
-	Name string
-	Var  *autograd.Var
+	Name  string
+	Var   *autograd.Var
+	Quant bool
 }
 
-var varType = reflect.TypeOf((*autograd.Var)(nil))
+var (
+	varType   = reflect.TypeOf((*autograd.Var)(nil))
+	quantType = reflect.TypeOf((*Quantizer)(nil)).Elem()
+)
 
 // Params walks m's fields by their `st` tags (joined with "." and slice
 // indices, as ollama's populateFields does) and returns every parameter in
@@ -44,6 +50,18 @@ func walk(v reflect.Value, prefix string, out *[]Param) {
 
 func visit(fv reflect.Value, name string, out *[]Param) {
 	switch {
+	case fv.Type() == quantType:
+		if !fv.IsNil() {
+			st := fv.Interface().(Quantizer).State()
+			keys := make([]string, 0, len(st))
+			for k := range st {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				*out = append(*out, Param{Name: name + "." + k, Var: st[k], Quant: true})
+			}
+		}
 	case fv.Type() == varType:
 		if !fv.IsNil() {
 			*out = append(*out, Param{Name: name, Var: fv.Interface().(*autograd.Var)})

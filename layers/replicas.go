@@ -49,6 +49,13 @@ func NewReplicas(m *Model, n int) *Replicas {
 // parameter its own gradient (Var.Replica) and sharing everything else.
 func replicate(v reflect.Value) reflect.Value {
 	switch {
+	case v.Type() == quantType:
+		if v.IsNil() {
+			return v
+		}
+		r := reflect.New(quantType).Elem()
+		r.Set(reflect.ValueOf(v.Interface().(Quantizer).Replica()))
+		return r
 	case v.Type() == varType:
 		if v.IsNil() {
 			return v

@@ -6,6 +6,7 @@ import (
 
 	"qat/autograd"
 	"qat/kernels"
+	"qat/layers"
 )
 
 // Quantizer is a Spec applied to one tensor: for LSQ it owns the learned
@@ -38,8 +39,30 @@ func NewQuantizer(spec Spec, row, n int) (*Quantizer, error) {
 	return q, nil
 }
 
-// initLSQ sets the steps from the first tensor seen, LSQ's
+// State returns the learned steps of an LSQ quantizer.
+func (q *Quantizer) State() map[string]*autograd.Var {
+	if q.Step == nil {
+		return nil
+	}
+	return map[string]*autograd.Var{"step": q.Step}
+}
+
+// Replica shares the steps' values and gives them their own gradient.
+func (q *Quantizer) Replica() layers.Quantizer {
+	r := *q
+	if q.Step != nil {
+		r.Step = q.Step.Replica()
+	}
+	return &r
+}
+
+// InitLSQ sets the steps from x (the weight, at Prepare), LSQ's
 // s0 = 2*mean|x|/sqrt(Qp) per group.
+func (q *Quantizer) InitLSQ(x []float32) {
+	group, _ := q.Group(q.row, len(x))
+	q.initLSQ(x, group)
+}
+
 func (q *Quantizer) initLSQ(x []float32, group int) {
 	_, qp := q.Grid()
 	for k := range q.Step.Data() {
@@ -56,7 +79,7 @@ func (q *Quantizer) initLSQ(x []float32, group int) {
 // quantized grid value; the gradient to x is the straight-through estimator
 // (zero where clipped) and, for LSQ, the step receives LSQ's gradient
 // scaled by 1/sqrt(N*Qp).
-func (q *Quantizer) Apply(t *autograd.Tape, x *autograd.Var) *autograd.Var {
+func (q *Quantizer) Apply(t autograd.Ops, x *autograd.Var) *autograd.Var {
 	n := x.Size()
 	shape := x.Shape()
 	if shape[len(shape)-1] != q.row {
@@ -82,7 +105,7 @@ func (q *Quantizer) Apply(t *autograd.Tape, x *autograd.Var) *autograd.Var {
 			panic(fmt.Sprintf("qat: LSQ quantizer with %d steps applied to %d groups", q.Step.Size(), n/group))
 		}
 		if !q.init {
-			q.initLSQ(x.Data(), group)
+			panic("qat: LSQ quantizer used before InitLSQ")
 		}
 		qmin, qmax := q.Grid()
 		qn, qp := -qmin, qmax

@@ -16,6 +16,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"qat/layers"
+	"qat/qat"
 )
 
 // Data names the prepared dataset (`qat data prepare` writes it).
@@ -51,14 +52,39 @@ type Optimizer struct {
 	WeightDecay float64 `yaml:"weight_decay"`
 }
 
+// Quant selects quantization-aware training: a preset (qat.Presets) and
+// rules of their own, which take precedence over the preset's.
+type Quant struct {
+	Preset string     `yaml:"preset"`
+	Rules  []qat.Rule `yaml:"rules"`
+}
+
 // Config is a run configuration.
 type Config struct {
 	Model     layers.Config `yaml:"model"`
 	Data      Data          `yaml:"data"`
 	Train     Train         `yaml:"train"`
 	Optimizer Optimizer     `yaml:"optimizer"`
+	Quant     Quant         `yaml:"quant"`
 	OutDir    string        `yaml:"out_dir"`
 	InitFrom  string        `yaml:"init_from"`
+}
+
+// QuantRules returns the rules of the quant section, nil when the run is
+// full precision: the config's own rules, then the preset's rules for
+// globs the config does not name itself.
+func (c *Config) QuantRules() []qat.Rule {
+	rules := append([]qat.Rule(nil), c.Quant.Rules...)
+	own := map[string]bool{}
+	for _, r := range rules {
+		own[r.Match] = true
+	}
+	for _, r := range qat.Presets[c.Quant.Preset] {
+		if !own[r.Match] {
+			rules = append(rules, r)
+		}
+	}
+	return rules
 }
 
 // Defaults fills what a config may leave out.
@@ -102,7 +128,18 @@ func Parse(name string, b []byte, overrides ...string) (*Config, error) {
 			return nil, &InputError{fmt.Errorf("--set %s: %w", o, err)}
 		}
 	}
-	if fe := c.validate(); fe != nil {
+	if fe := c.validate(); fe == nil {
+		// Quantizer specs and rules are checked against the model's shapes.
+		if rules := c.QuantRules(); len(rules) > 0 {
+			if err := qat.Prepare(layers.New(c.Model), rules); err != nil {
+				where := name
+				if line := lineOf(b, "quant"); line > 0 {
+					where = fmt.Sprintf("%s:%d", name, line)
+				}
+				return nil, &InputError{fmt.Errorf("%s: %w", where, err)}
+			}
+		}
+	} else {
 		where := name
 		if line := lineOf(b, fe.path); line > 0 {
 			where = fmt.Sprintf("%s:%d", name, line)
@@ -177,6 +214,8 @@ func (c *Config) validate() *fieldError {
 		return &fieldError{"optimizer.eps", fmt.Sprintf("%g, must be positive", o.Eps)}
 	case o.WeightDecay < 0 || !finite(o.WeightDecay):
 		return &fieldError{"optimizer.weight_decay", fmt.Sprintf("%g, must not be negative", o.WeightDecay)}
+	case c.Quant.Preset != "" && qat.Presets[c.Quant.Preset] == nil:
+		return &fieldError{"quant.preset", fmt.Sprintf("%q, want one of %s", c.Quant.Preset, qat.PresetNames())}
 	case c.Data.Dir == "":
 		return &fieldError{"data.dir", "missing: the directory `qat data prepare` wrote"}
 	case c.OutDir == "":

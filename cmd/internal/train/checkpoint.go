@@ -11,6 +11,7 @@ import (
 	"qat/data"
 	"qat/data/atomic"
 	"qat/layers"
+	"qat/qat"
 )
 
 // State is what a checkpoint holds besides weights and optimizer moments:
@@ -41,6 +42,12 @@ func (r *Run) saveCheckpoint() error {
 		}
 		if err := r.Tok.Save(filepath.Join(tmp, "tokenizer.json")); err != nil {
 			return err
+		}
+		if rules := r.Cfg.QuantRules(); len(rules) > 0 {
+			b, _ := json.MarshalIndent(rules, "", "  ")
+			if err := atomic.WriteFile(filepath.Join(tmp, "quant.json"), b); err != nil {
+				return err
+			}
 		}
 		if err := r.Opt.Save(filepath.Join(tmp, "optimizer.safetensors")); err != nil {
 			return err
@@ -107,13 +114,24 @@ func ModelDir(path string) (string, error) {
 	return "", fmt.Errorf("%s: neither a checkpoint (no model.safetensors) nor a run directory with checkpoints", path)
 }
 
-// LoadModel reads config.json and model.safetensors of a checkpoint.
+// LoadModel reads config.json and model.safetensors of a checkpoint, and
+// attaches its quantizers when it has a quant.json (a QAT checkpoint runs
+// fake-quantized, as it was trained).
 func LoadModel(dir string) (*layers.Model, error) {
 	c, err := layers.ReadHFConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, err
 	}
 	m := layers.New(c)
+	if b, err := os.ReadFile(filepath.Join(dir, "quant.json")); err == nil {
+		var rules []qat.Rule
+		if err := json.Unmarshal(b, &rules); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "quant.json"), err)
+		}
+		if err := qat.Prepare(m, rules); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "quant.json"), err)
+		}
+	}
 	if err := m.Load(filepath.Join(dir, "model.safetensors")); err != nil {
 		return nil, err
 	}

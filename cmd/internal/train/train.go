@@ -22,6 +22,7 @@ import (
 	"qat/kernels"
 	"qat/layers"
 	"qat/optim"
+	"qat/qat"
 )
 
 // Run is one training run.
@@ -104,19 +105,6 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 	}
 	m := layers.New(cfg.Model)
 	m.Init(cfg.Train.Seed)
-	r := &Run{Cfg: cfg, Model: m, Tok: tok, Loader: loader, Val: val, Log: log, params: m.Params(),
-		State: State{Seed: cfg.Train.Seed}}
-	var ops []optim.Param
-	for _, p := range r.params {
-		ops = append(ops, optim.Param{Name: p.Name, Var: p.Var, Decay: len(p.Var.Shape()) > 1})
-		r.vars = append(r.vars, p.Var)
-	}
-	o := cfg.Optimizer
-	r.Opt = optim.NewAdamW(optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}, ops, nil)
-	if cfg.Train.Threads > 1 {
-		r.reps = layers.NewReplicas(m, cfg.Train.Threads)
-	}
-	r.ids, r.tgt = make([]int32, cfg.Train.Batch*cfg.Train.Seq), make([]int32, cfg.Train.Batch*cfg.Train.Seq)
 	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 		return nil, &config.InputError{Err: fmt.Errorf("out_dir: %w", err)}
 	}
@@ -126,10 +114,6 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 	}
 	switch {
 	case resume && latest != "":
-		if err := r.loadCheckpoint(latest); err != nil {
-			return nil, &config.InputError{Err: err}
-		}
-		fmt.Fprintf(log, "resuming from %s at step %d\n", latest, r.State.Step)
 	case resume:
 		fmt.Fprintf(log, "no checkpoint in %s: starting fresh\n", cfg.OutDir)
 	case latest != "":
@@ -143,6 +127,32 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 			return nil, &config.InputError{Err: fmt.Errorf("init_from: %w", err)}
 		}
 		fmt.Fprintf(log, "initialised from %s\n", dir)
+	}
+	// Quantizers go on after the starting weights are in place: LSQ steps
+	// start from them (a resumed run then loads its trained steps).
+	if rules := cfg.QuantRules(); len(rules) > 0 {
+		if err := qat.Prepare(m, rules); err != nil {
+			return nil, &config.InputError{Err: err}
+		}
+	}
+	r := &Run{Cfg: cfg, Model: m, Tok: tok, Loader: loader, Val: val, Log: log, params: m.Params(),
+		State: State{Seed: cfg.Train.Seed}}
+	var ops []optim.Param
+	for _, p := range r.params {
+		ops = append(ops, optim.Param{Name: p.Name, Var: p.Var, Decay: len(p.Var.Shape()) > 1})
+		r.vars = append(r.vars, p.Var)
+	}
+	o := cfg.Optimizer
+	r.Opt = optim.NewAdamW(optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}, ops, nil)
+	if cfg.Train.Threads > 1 {
+		r.reps = layers.NewReplicas(m, cfg.Train.Threads)
+	}
+	r.ids, r.tgt = make([]int32, cfg.Train.Batch*cfg.Train.Seq), make([]int32, cfg.Train.Batch*cfg.Train.Seq)
+	if resume && latest != "" {
+		if err := r.loadCheckpoint(latest); err != nil {
+			return nil, &config.InputError{Err: err}
+		}
+		fmt.Fprintf(log, "resuming from %s at step %d\n", latest, r.State.Step)
 	}
 	if err := r.openMetrics(); err != nil {
 		return nil, err

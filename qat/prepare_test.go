@@ -1,0 +1,193 @@
+package qat
+
+import (
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"qat/autograd"
+	"qat/kernels"
+	"qat/layers"
+)
+
+var testCfg = layers.Config{Vocab: 96, Dim: 64, Layers: 2, Heads: 4, KVHeads: 2, FFNHidden: 96, RopeTheta: 10000,
+	NormEps: 1e-5, Tied: false, MaxSeq: 16}
+
+func tokens(rng *rand.Rand, n, vocab int) []int32 {
+	ids := make([]int32, n)
+	for i := range ids {
+		ids[i] = int32(rng.IntN(vocab))
+	}
+	return ids
+}
+
+// TestPrepareQ4_0EqualsQuantizedWeights: with weights-only Q4_0 the model
+// computes what a full-precision model holding the Q4_0-rounded weights
+// computes, and gradients still reach the latent weights.
+func TestPrepareQ4_0EqualsQuantizedWeights(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	m := layers.New(testCfg)
+	m.Init(3)
+	ids, tg := tokens(rng, 2*16, testCfg.Vocab), tokens(rng, 2*16, testCfg.Vocab)
+	if err := Prepare(m, Presets["w4a16-g32"]); err != nil {
+		t.Fatal(err)
+	}
+	ref := layers.New(testCfg)
+	for i, p := range m.Params() {
+		copy(ref.Params()[i].Var.Data(), p.Var.Data())
+	}
+	for _, ln := range linears(ref) {
+		if ln.name == "lm_head" {
+			continue
+		}
+		w := ln.l.Weight.Data()
+		mask := make([]uint8, len(w))
+		kernels.FakeQuantQ4_0(w, mask, append([]float32(nil), w...))
+	}
+	tp := autograd.NewTape()
+	got := m.Forward(tp, ids, 2, 16).Data()
+	want := ref.Forward(autograd.NewTape(), ids, 2, 16).Data()
+	// Not bit for bit: the full-precision model runs q/k/v and gate/up as
+	// joint products (another summation order in sgemm).
+	for i := range want {
+		if math.Abs(float64(got[i]-want[i])) > 1e-5*(1+math.Abs(float64(want[i]))) {
+			t.Fatalf("logit %d: %g with fake quant, %g with quantized weights", i, got[i], want[i])
+		}
+	}
+	tp.Backward(tp.CrossEntropy(m.Forward(tp, ids, 2, 16), tg, -100))
+	var norm float64
+	for _, v := range m.Layers[0].Attn.Q.Weight.GradData() {
+		norm += float64(v * v)
+	}
+	if norm == 0 {
+		t.Error("no gradient reached a quantized weight")
+	}
+}
+
+// TestPresetsTrainStep: every preset gives a finite loss near ln(vocab) at
+// initialisation and finite gradients on every weight.
+func TestPresetsTrainStep(t *testing.T) {
+	for name, rules := range Presets {
+		rng := rand.New(rand.NewPCG(2, 2))
+		m := layers.New(testCfg)
+		m.Init(4)
+		if err := Prepare(m, rules); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		tp := autograd.NewTape()
+		l := tp.CrossEntropy(m.Forward(tp, tokens(rng, 32, testCfg.Vocab), 2, 16), tokens(rng, 32, testCfg.Vocab), -100)
+		tp.Backward(l)
+		if v := float64(l.Data()[0]); math.IsNaN(v) || math.Abs(v-math.Log(96)) > 0.1*math.Log(96) {
+			t.Errorf("%s: initial loss %g", name, v)
+		}
+		for _, p := range m.Params() {
+			for _, g := range p.Var.GradData() {
+				if math.IsNaN(float64(g)) || math.IsInf(float64(g), 0) {
+					t.Fatalf("%s: %s has a non-finite gradient", name, p.Name)
+				}
+			}
+		}
+	}
+}
+
+// TestLSQReplicasAndCheckpoint: LSQ steps are parameters: data-parallel
+// replicas give the one-tape loss and gradients (steps included), and the
+// steps survive a checkpoint; a full-precision checkpoint loads into a
+// prepared model.
+func TestLSQReplicasAndCheckpoint(t *testing.T) {
+	rules := []Rule{{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "lsq"},
+		Activations: &Spec{Format: "int", Bits: 8, Symmetric: false, Granularity: "token", Scale: "minmax"}}}
+	rng := rand.New(rand.NewPCG(3, 3))
+	m := layers.New(testCfg)
+	m.Init(5)
+	dir := t.TempDir()
+	if err := m.Save(filepath.Join(dir, "fp.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	if err := Prepare(m, rules); err != nil {
+		t.Fatal(err)
+	}
+	steps := 0
+	for _, p := range m.Params() {
+		if p.Quant {
+			steps++
+		}
+	}
+	if steps != 7*testCfg.Layers {
+		t.Fatalf("%d quantizer states, want one per linear (%d)", steps, 7*testCfg.Layers)
+	}
+	B, T := 4, 16
+	ids, tg := tokens(rng, B*T, testCfg.Vocab), tokens(rng, B*T, testCfg.Vocab)
+	tp := autograd.NewTape()
+	want := tp.CrossEntropy(m.Forward(tp, ids, B, T), tg, layers.IgnoreIndex)
+	tp.Backward(want)
+	ref := map[string][]float32{}
+	for _, p := range m.Params() {
+		ref[p.Name] = append([]float32(nil), p.Var.GradData()...)
+	}
+	kernels.SetThreads(2)
+	defer kernels.SetThreads(1)
+	r := layers.NewReplicas(m, 2)
+	for _, p := range m.Params() {
+		autograd.ZeroGrad(p.Var)
+	}
+	got := r.LossBackward(ids, tg, B, T)
+	if math.Abs(float64(got-want.Data()[0])) > 1e-5 {
+		t.Errorf("replicas loss %g, one tape %g", got, want.Data()[0])
+	}
+	for _, p := range m.Params() {
+		var worst, scale float64
+		for i, v := range p.Var.GradData() {
+			worst = math.Max(worst, math.Abs(float64(v-ref[p.Name][i])))
+			scale = math.Max(scale, math.Abs(float64(ref[p.Name][i])))
+		}
+		if worst > 1e-4*scale+1e-9 {
+			t.Errorf("%s: replicas differ by %g (scale %g)", p.Name, worst, scale)
+		}
+	}
+	// checkpoint round trip with the steps
+	for _, p := range m.Params() {
+		if p.Quant {
+			p.Var.Data()[0] = 0.125
+		}
+	}
+	if err := m.Save(filepath.Join(dir, "q.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	m2 := layers.New(testCfg)
+	if err := Prepare(m2, rules); err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Load(filepath.Join(dir, "q.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range m2.Params() {
+		for j, v := range p.Var.Data() {
+			if v != m.Params()[i].Var.Data()[j] {
+				t.Fatalf("%s[%d] changed through the checkpoint", p.Name, j)
+			}
+		}
+	}
+	m3 := layers.New(testCfg)
+	if err := Prepare(m3, rules); err != nil {
+		t.Fatal(err)
+	}
+	if err := m3.Load(filepath.Join(dir, "fp.safetensors")); err != nil {
+		t.Fatalf("a full-precision checkpoint does not load into a prepared model: %v", err)
+	}
+}
+
+func TestPrepareErrors(t *testing.T) {
+	m := layers.New(testCfg)
+	for _, rules := range [][]Rule{
+		{{Match: "model.layers.*.mlp.nothing", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax"}}},
+		{{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 40, Scale: "minmax"}}},
+		{{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 1, Symmetric: true, Granularity: "channel", Scale: "minmax"}}},
+		{{Match: "[", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax"}}},
+	} {
+		if err := Prepare(m, rules); err == nil {
+			t.Errorf("rules %+v accepted", rules[0])
+		}
+	}
+}
