@@ -26,3 +26,17 @@ func (t *Tape) Custom(shape []int, inputs []*Var, fwd func(out []float32), bwd f
 // Scratch returns a buffer of n floats owned by the tape until Reset, for
 // custom ops' saved state.
 func (t *Tape) Scratch(n int) []float32 { return t.scratch(n) }
+
+// ScratchBytes returns a byte buffer of n owned by the tape until Reset
+// (fake-quant masks); its contents are unspecified.
+func (t *Tape) ScratchBytes(n int) []uint8 {
+	var b []uint8
+	if l := t.bfree[n]; len(l) > 0 {
+		b = l[len(l)-1]
+		t.bfree[n] = l[:len(l)-1]
+	} else {
+		b = make([]uint8, n)
+	}
+	t.bused = append(t.bused, b)
+	return b
+}

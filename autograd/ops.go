@@ -24,6 +24,7 @@ type Ops interface {
 	CrossEntropy(logits *Var, targets []int32, ignoreIndex int32) *Var
 	Custom(shape []int, inputs []*Var, fwd func(out []float32), bwd func(dout []float32, dins [][]float32)) *Var
 	Scratch(n int) []float32
+	ScratchBytes(n int) []uint8
 }
 
 var _ Ops = (*Tape)(nil)

@@ -15,6 +15,8 @@ type Tape struct {
 	vfree  []*Var
 	sfree  map[int][][]float32 // scratch slices by size
 	sused  [][]float32
+	bfree  map[int][][]uint8 // byte scratch (fake-quant masks) by size
+	bused  [][]uint8
 	noGrad bool
 	ints   []int32 // CrossEntropy's targets (one loss per tape step)
 }
@@ -28,7 +30,7 @@ type pooled struct {
 
 // NewTape returns an empty tape.
 func NewTape() *Tape {
-	return &Tape{free: map[int][]pooled{}, sfree: map[int][][]float32{}}
+	return &Tape{free: map[int][]pooled{}, sfree: map[int][][]float32{}, bfree: map[int][][]uint8{}}
 }
 
 // SetNoGrad turns recording off (evaluation, generation) or back on.
@@ -58,6 +60,11 @@ func (t *Tape) Reset() {
 	}
 	clear(t.sused)
 	t.sused = t.sused[:0]
+	for _, b := range t.bused {
+		t.bfree[len(b)] = append(t.bfree[len(b)], b)
+	}
+	clear(t.bused)
+	t.bused = t.bused[:0]
 }
 
 // Backward seeds d(loss)/d(loss) = 1 for a one-element loss and runs the

@@ -20,12 +20,19 @@ func checkGroups(op string, n, group, scales int) {
 	}
 }
 
+// useSIMD selects the C kernels where they exist; tests turn it off to
+// compare them with the Go loops.
+var useSIMD = true
+
 // rne rounds half to even, as torch.round does.
 func rne(v float32) float32 { return float32(math.RoundToEven(float64(v))) }
 
 // AbsMaxGroups writes max |x| of each group to out.
 func AbsMaxGroups(out, x []float32, group int) {
 	checkGroups("AbsMaxGroups", len(x), group, len(out))
+	if absMaxGroupsSIMD(out, x, group) {
+		return
+	}
 	for k := 0; k < len(x)/group; k++ {
 		var m float32
 		for _, v := range x[k*group : (k+1)*group] {
@@ -38,6 +45,9 @@ func AbsMaxGroups(out, x []float32, group int) {
 // MinMaxGroups writes each group's minimum and maximum.
 func MinMaxGroups(lo, hi, x []float32, group int) {
 	checkGroups("MinMaxGroups", len(x), group, min(len(lo), len(hi)))
+	if minMaxGroupsSIMD(lo, hi, x, group) {
+		return
+	}
 	for k := 0; k < len(x)/group; k++ {
 		g := x[k*group : (k+1)*group]
 		a, b := g[0], g[0]
@@ -54,6 +64,12 @@ func MinMaxGroups(lo, hi, x []float32, group int) {
 func FakeQuantAffine(y []float32, mask []uint8, x, scale, zero []float32, group int, qmin, qmax float32) {
 	checkGroups("FakeQuantAffine", len(x), group, min(len(scale), len(zero)))
 	checkLen("FakeQuantAffine y", y, len(x))
+	if len(mask) < len(x) {
+		panic("kernels: FakeQuantAffine: mask too short")
+	}
+	if fakeQuantAffineSIMD(y, mask, x, scale, zero, group, qmin, qmax) {
+		return
+	}
 	for k := 0; k < len(x)/group; k++ {
 		s, z := scale[k], zero[k]
 		inv := 1 / s
@@ -190,6 +206,12 @@ func FakeQuantFP(y []float32, mask []uint8, x, scale []float32, group int, f FPF
 // estimator's backward).
 func MaskGrad(dx, dy []float32, mask []uint8) {
 	checkLen("MaskGrad", dy, len(dx))
+	if len(mask) < len(dx) {
+		panic("kernels: MaskGrad: mask too short")
+	}
+	if maskGradSIMD(dx, dy, mask) {
+		return
+	}
 	for i, m := range mask[:len(dx)] {
 		if m != 0 {
 			dx[i] += dy[i]

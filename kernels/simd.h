@@ -18,6 +18,10 @@ void add_avx512(float *y, const float *a, const float *b, long n);
 void scale_avx512(float *y, const float *x, float a, long n);
 void adamw_avx512(float *p, const float *g, float *m, float *v, long n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
 double sumsq_avx512(const float *x, long n);
+void absmax_groups_avx512(float *out, const float *x, long n, long g);
+void minmax_groups_avx512(float *lo, float *hi, const float *x, long n, long g);
+void fq_affine_avx512(float *y, uint8_t *mask, const float *x, const float *scale, const float *zero, long n, long g, float qmin, float qmax);
+void mask_grad_avx512(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n);
 void exp_inplace_avx2(float *x, long n);
 void causal_softmax_avx2(float *s, long rows, long i0, long n, long ld, float scale, float *lse);
 void softmax_bwd_avx2(const float *p, float *dp, long rows, long n, long ld, float scale);
@@ -34,6 +38,10 @@ void add_avx2(float *y, const float *a, const float *b, long n);
 void scale_avx2(float *y, const float *x, float a, long n);
 void adamw_avx2(float *p, const float *g, float *m, float *v, long n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
 double sumsq_avx2(const float *x, long n);
+void absmax_groups_avx2(float *out, const float *x, long n, long g);
+void minmax_groups_avx2(float *lo, float *hi, const float *x, long n, long g);
+void fq_affine_avx2(float *y, uint8_t *mask, const float *x, const float *scale, const float *zero, long n, long g, float qmin, float qmax);
+void mask_grad_avx2(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n);
 
 typedef struct {
 	void (*exp_inplace)(float *x, long n);
@@ -52,6 +60,10 @@ typedef struct {
 	void (*scale)(float *y, const float *x, float a, long n);
 	void (*adamw)(float *p, const float *g, float *m, float *v, long n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
 	double (*sumsq)(const float *x, long n);
+	void (*absmax_groups)(float *out, const float *x, long n, long g);
+	void (*minmax_groups)(float *lo, float *hi, const float *x, long n, long g);
+	void (*fq_affine)(float *y, uint8_t *mask, const float *x, const float *scale, const float *zero, long n, long g, float qmin, float qmax);
+	void (*mask_grad)(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n);
 } kern_table;
 
 extern const kern_table kern_avx512;
@@ -73,3 +85,7 @@ static inline void k_add(const kern_table *kt, float *y, const float *a, const f
 static inline void k_scale(const kern_table *kt, float *y, const float *x, float a, long n) { kt->scale(y, x, a, n); }
 static inline void k_adamw(const kern_table *kt, float *p, const float *g, float *m, float *v, long n, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) { kt->adamw(p, g, m, v, n, lr, b1, b2, eps, wd, bc1, bc2); }
 static inline double k_sumsq(const kern_table *kt, const float *x, long n) { return kt->sumsq(x, n); }
+static inline void k_absmax_groups(const kern_table *kt, float *out, const float *x, long n, long g) { kt->absmax_groups(out, x, n, g); }
+static inline void k_minmax_groups(const kern_table *kt, float *lo, float *hi, const float *x, long n, long g) { kt->minmax_groups(lo, hi, x, n, g); }
+static inline void k_fq_affine(const kern_table *kt, float *y, uint8_t *mask, const float *x, const float *scale, const float *zero, long n, long g, float qmin, float qmax) { kt->fq_affine(y, mask, x, scale, zero, n, g, qmin, qmax); }
+static inline void k_mask_grad(const kern_table *kt, float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n) { kt->mask_grad(dx, dy, mask, n); }

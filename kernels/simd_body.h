@@ -247,3 +247,67 @@ double K(sumsq)(const float *x, long n) {
 	for (long i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
 	return s;
 }
+
+// rne32: round half to even for |v| < 2^22 (fake-quant arguments are
+// small): adding and removing 1.5*2^23 leaves the integer the FPU's
+// round-to-nearest-even chose. Callers must not feed it a product in the
+// same expression: gcc would fuse x*inv + 2^23 into one FMA and decide
+// ties on the unrounded product (unlike PyTorch and the Go path).
+static inline float K(rne32)(float v) {
+	return (v + 12582912.0f) - 12582912.0f;
+}
+
+// absmax_groups / minmax_groups: per group of g, max |x| / min and max.
+void K(absmax_groups)(float *out, const float *x, long n, long g) {
+	for (long k = 0; k < n / g; k++) {
+		const float *p = x + k * g;
+		float m = 0;
+#pragma omp simd reduction(max:m)
+		for (long i = 0; i < g; i++) {
+			float a = p[i] < 0 ? -p[i] : p[i];
+			m = a > m ? a : m;
+		}
+		out[k] = m;
+	}
+}
+void K(minmax_groups)(float *lo, float *hi, const float *x, long n, long g) {
+	for (long k = 0; k < n / g; k++) {
+		const float *p = x + k * g;
+		float a = p[0], b = p[0];
+#pragma omp simd reduction(min:a) reduction(max:b)
+		for (long i = 0; i < g; i++) {
+			a = p[i] < a ? p[i] : a;
+			b = p[i] > b ? p[i] : b;
+		}
+		lo[k] = a;
+		hi[k] = b;
+	}
+}
+
+// fq_affine: y = (clamp(rne(x*(1/s))+z, qmin, qmax) - z)*s per group of g;
+// mask = 1 where rne(x/s)+z was inside [qmin, qmax].
+void K(fq_affine)(float *y, uint8_t *mask, const float *x, const float *scale, const float *zero, long n, long g, float qmin, float qmax) {
+	for (long k = 0; k < n / g; k++) {
+		float s = scale[k], z = zero[k], inv = 1.0f / s;
+		// restrict: the byte mask could otherwise alias the floats, and gcc
+		// would not vectorize the loop.
+		const float *restrict p = x + k * g;
+		float *restrict o = y + k * g;
+		uint8_t *restrict mk = mask + k * g;
+		// Two passes: the product goes through memory, so it is rounded to
+		// float before rne32 sees it (no FMA contraction).
+		for (long i = 0; i < g; i++) o[i] = p[i] * inv;
+		for (long i = 0; i < g; i++) {
+			float q = K(rne32)(o[i]) + z;
+			mk[i] = (q >= qmin) & (q <= qmax);
+			q = q < qmin ? qmin : q;
+			q = q > qmax ? qmax : q;
+			o[i] = (q - z) * s;
+		}
+	}
+}
+
+// mask_grad: dx += dy where mask is set.
+void K(mask_grad)(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n) {
+	for (long i = 0; i < n; i++) dx[i] += mask[i] ? dy[i] : 0.0f;
+}

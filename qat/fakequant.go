@@ -85,7 +85,7 @@ func (q *Quantizer) Apply(t autograd.Ops, x *autograd.Var) *autograd.Var {
 	if shape[len(shape)-1] != q.row {
 		panic(fmt.Sprintf("qat: quantizer for rows of %d applied to %v", q.row, shape))
 	}
-	mask := make([]uint8, n) // one byte per value; kept for backward
+	mask := t.ScratchBytes(n) // one byte per value; kept for backward
 	switch q.Format {
 	case "q4_0", "q8_0":
 		f := kernels.FakeQuantQ4_0

@@ -1,0 +1,10 @@
+//go:build !cgo || purego
+
+package kernels
+
+func absMaxGroupsSIMD(out, x []float32, group int) bool    { return false }
+func minMaxGroupsSIMD(lo, hi, x []float32, group int) bool { return false }
+func maskGradSIMD(dx, dy []float32, mask []uint8) bool     { return false }
+func fakeQuantAffineSIMD(y []float32, mask []uint8, x, scale, zero []float32, group int, qmin, qmax float32) bool {
+	return false
+}

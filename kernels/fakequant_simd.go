@@ -1,0 +1,58 @@
+//go:build cgo && !purego
+
+package kernels
+
+// #include "simd.h"
+import "C"
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
+
+// fqTable is the C table the fake-quant kernels use on this CPU, nil when
+// the CPU has neither AVX-512 nor AVX2.
+var fqTable = func() *C.kern_table {
+	switch {
+	case cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512DQ:
+		return &C.kern_avx512
+	case cpu.X86.HasAVX2 && cpu.X86.HasFMA:
+		return &C.kern_avx2
+	}
+	return nil
+}()
+
+func bp(x []uint8) *C.uint8_t { return (*C.uint8_t)(unsafe.Pointer(&x[0])) }
+
+func absMaxGroupsSIMD(out, x []float32, group int) bool {
+	if fqTable == nil || len(x) == 0 || !useSIMD {
+		return false
+	}
+	C.k_absmax_groups(fqTable, fp(out), fp(x), C.long(len(x)), C.long(group))
+	return true
+}
+
+func minMaxGroupsSIMD(lo, hi, x []float32, group int) bool {
+	if fqTable == nil || len(x) == 0 || !useSIMD {
+		return false
+	}
+	C.k_minmax_groups(fqTable, fp(lo), fp(hi), fp(x), C.long(len(x)), C.long(group))
+	return true
+}
+
+func fakeQuantAffineSIMD(y []float32, mask []uint8, x, scale, zero []float32, group int, qmin, qmax float32) bool {
+	if fqTable == nil || len(x) == 0 || !useSIMD {
+		return false
+	}
+	C.k_fq_affine(fqTable, fp(y), bp(mask), fp(x), fp(scale), fp(zero), C.long(len(x)), C.long(group), C.float(qmin), C.float(qmax))
+	return true
+}
+
+func maskGradSIMD(dx, dy []float32, mask []uint8) bool {
+	if fqTable == nil || len(dx) == 0 || !useSIMD {
+		return false
+	}
+	C.k_mask_grad(fqTable, fp(dx), fp(dy), bp(mask), C.long(len(dx)))
+	return true
+}
