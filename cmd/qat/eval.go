@@ -11,6 +11,7 @@ import (
 	"qat/data/bpe"
 	"qat/kernels"
 	"qat/layers"
+	qatpkg "qat/qat"
 )
 
 func loadModel(path string) (*layers.Model, *bpe.Tokenizer, error) {
@@ -33,17 +34,32 @@ func loadModel(path string) (*layers.Model, *bpe.Tokenizer, error) {
 }
 
 func evalCmd() *cobra.Command {
-	var model, dataDir, split string
+	var model, dataDir, split, preset, klRef string
 	var batch, seq, batches, threads int
 	cmd := &cobra.Command{
 		Use:   "eval",
 		Short: "Validation loss, perplexity and bits per byte of a model on a prepared dataset",
-		Args:  cobra.NoArgs,
+		Long: `Validation loss, perplexity and bits per byte of a model on a prepared dataset.
+--preset P evaluates the model fake-quantized by a qat preset (round to
+nearest: the post-training baseline); --kl-divergence REF also compares its
+next-token distributions with a reference model's (mean and 99th-percentile
+KL divergence, top-1 agreement), the statistics llama.cpp users compare
+quantizations by.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kernels.SetThreads(threads)
 			m, tok, err := loadModel(model)
 			if err != nil {
 				return err
+			}
+			if preset != "" {
+				rules, ok := qatpkg.Presets[preset]
+				if !ok {
+					return inputf("--preset %q: want one of %s", preset, qatpkg.PresetNames())
+				}
+				if err := qatpkg.Prepare(m, rules); err != nil {
+					return inputf("--preset %s: %v", preset, err)
+				}
 			}
 			ds, err := data.LoadSplit(dataDir, split, m.Vocab)
 			if err != nil {
@@ -54,6 +70,18 @@ func evalCmd() *cobra.Command {
 			}
 			r := train.Evaluate(m, tok, ds, batch, seq, batches)
 			fmt.Fprintf(cmd.OutOrStdout(), "%s (%d tokens): loss %.4f  perplexity %.2f  bits per byte %.4f\n", split, r.Tokens, r.Loss, r.PPL, r.BPB)
+			if klRef != "" {
+				ref, _, err := loadModel(klRef)
+				if err != nil {
+					return inputf("--kl-divergence: %v", err)
+				}
+				if ref.Vocab != m.Vocab {
+					return inputf("--kl-divergence: reference vocabulary %d, model %d", ref.Vocab, m.Vocab)
+				}
+				k := train.CompareKL(m, ref, ds, batch, seq, batches)
+				fmt.Fprintf(cmd.OutOrStdout(), "KL divergence from %s (%d tokens): mean %.5f  p99 %.5f nats  top-1 agreement %.2f%%\n",
+					klRef, k.Tokens, k.MeanKL, k.P99KL, 100*k.Top1)
+			}
 			return nil
 		},
 	}
@@ -64,6 +92,8 @@ func evalCmd() *cobra.Command {
 	cmd.Flags().IntVar(&seq, "seq", 128, "window length")
 	cmd.Flags().IntVar(&batches, "batches", 0, "at most this many batches (0: all)")
 	cmd.Flags().IntVar(&threads, "threads", 2, "threads")
+	cmd.Flags().StringVar(&preset, "preset", "", "fake-quantize the model with this preset first (RTN)")
+	cmd.Flags().StringVar(&klRef, "kl-divergence", "", "reference model to compare next-token distributions with")
 	cmd.MarkFlagRequired("model")
 	cmd.MarkFlagRequired("data")
 	return cmd

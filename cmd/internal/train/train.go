@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"qat/autograd"
@@ -357,4 +358,81 @@ func Evaluate(m *layers.Model, tok *bpe.Tokenizer, ds *data.Dataset, batch, seq,
 	res.PPL = math.Exp(res.Loss)
 	res.BPB = nats / math.Ln2 / float64(max(bytes, 1))
 	return res
+}
+
+// KLResult compares a model's next-token distributions with a reference
+// model's on the same windows: KL(reference || model) per token (mean and
+// 99th percentile, nats) and how often both put the same token first.
+type KLResult struct {
+	MeanKL, P99KL, Top1 float64
+	Tokens              int
+}
+
+// CompareKL runs both models over the dataset's windows (maxBatches > 0:
+// that many batches spread over it) and compares their distributions.
+func CompareKL(m, ref *layers.Model, ds *data.Dataset, batch, seq, maxBatches int) KLResult {
+	tp, tr := autograd.NewTape(), autograd.NewTape()
+	tp.SetNoGrad(true)
+	tr.SetNoGrad(true)
+	var kls []float64
+	agree := 0
+	V := m.Vocab
+	total := ((len(ds.Tokens)-1)/seq + batch - 1) / batch
+	b := 0
+	data.Sequential(ds, batch, seq, func(ids, _ []int32, k int) {
+		b++
+		if maxBatches > 0 && maxBatches < total && (b-1)*maxBatches/total == (b-2)*maxBatches/total && b > 1 {
+			return
+		}
+		lq := m.Forward(tp, ids, k, seq).Data()
+		lr := ref.Forward(tr, ids, k, seq).Data()
+		for r := 0; r < k*seq; r++ {
+			kl, same := klRow(lr[r*V:(r+1)*V], lq[r*V:(r+1)*V])
+			kls = append(kls, kl)
+			if same {
+				agree++
+			}
+		}
+		tp.Reset()
+		tr.Reset()
+	})
+	res := KLResult{Tokens: len(kls)}
+	if len(kls) == 0 {
+		return res
+	}
+	var sum float64
+	for _, v := range kls {
+		sum += v
+	}
+	sort.Float64s(kls)
+	res.MeanKL = sum / float64(len(kls))
+	res.P99KL = kls[min(len(kls)-1, int(math.Ceil(0.99*float64(len(kls))))-1)]
+	res.Top1 = float64(agree) / float64(len(kls))
+	return res
+}
+
+// klRow returns KL(softmax(p) || softmax(q)) in float64 and whether both
+// rows have the same argmax.
+func klRow(p, q []float32) (float64, bool) {
+	lse := func(x []float32) (float64, int) {
+		mx, arg := float64(x[0]), 0
+		for i, v := range x {
+			if float64(v) > mx {
+				mx, arg = float64(v), i
+			}
+		}
+		var s float64
+		for _, v := range x {
+			s += math.Exp(float64(v) - mx)
+		}
+		return mx + math.Log(s), arg
+	}
+	lp, ap := lse(p)
+	lq, aq := lse(q)
+	var kl float64
+	for i := range p {
+		a := float64(p[i]) - lp
+		kl += math.Exp(a) * (a - (float64(q[i]) - lq))
+	}
+	return max(kl, 0), ap == aq
 }

@@ -48,3 +48,22 @@ func TestEvaluate(t *testing.T) {
 		t.Errorf("3 batches evaluated %d tokens", sub.Tokens)
 	}
 }
+
+// TestCompareKL: a model against itself has KL 0 and full agreement;
+// against a perturbed copy the KL is the float64 definition's.
+func TestCompareKL(t *testing.T) {
+	c := layers.Config{Vocab: 50, Dim: 16, Layers: 1, Heads: 2, KVHeads: 2, FFNHidden: 32, RopeTheta: 1e4, NormEps: 1e-5, Tied: true, MaxSeq: 8}
+	m := layers.New(c)
+	m.Init(1)
+	ds := &data.Dataset{}
+	for i := 0; i < 81; i++ {
+		ds.Tokens = append(ds.Tokens, int32(i*7%50))
+	}
+	same := CompareKL(m, m, ds, 2, 8, 0)
+	if same.MeanKL > 1e-12 || same.Top1 != 1 || same.Tokens != 80 {
+		t.Errorf("self comparison: %+v", same)
+	}
+	if kl, agree := klRow([]float32{0, 0}, []float32{float32(math.Log(3)), 0}); math.Abs(kl-(0.5*math.Log(0.5/0.75)+0.5*math.Log(0.5/0.25))) > 1e-6 || !agree { // both argmax 0 (ties go to the first)
+		t.Errorf("KL([.5 .5] || [.75 .25]) = %g, agreement %v", kl, agree)
+	}
+}
