@@ -41,6 +41,8 @@ var Presets = map[string][]Rule{
 		Activations: spec("fp8_e4m3", 0, true, "token", 0, "minmax")}},
 }
 
+func pathMatch(pattern, name string) (bool, error) { return path.Match(pattern, name) }
+
 // PresetNames lists the presets, sorted.
 func PresetNames() string {
 	names := make([]string, 0, len(Presets))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"sort"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -36,6 +37,7 @@ func loadModel(path string) (*layers.Model, *bpe.Tokenizer, error) {
 func evalCmd() *cobra.Command {
 	var model, dataDir, split, preset, klRef string
 	var batch, seq, batches, threads int
+	var kurt bool
 	cmd := &cobra.Command{
 		Use:   "eval",
 		Short: "Validation loss, perplexity and bits per byte of a model on a prepared dataset",
@@ -68,7 +70,23 @@ quantizations by.`,
 			if seq <= 0 || seq > m.MaxSeq || batch <= 0 {
 				return inputf("--seq %d must be in [1, %d] and --batch %d positive", seq, m.MaxSeq, batch)
 			}
+			var taps map[string]*qatpkg.Kurtosis
+			if kurt {
+				if taps, err = qatpkg.Taps(m, qatpkg.KurtosisConfig{}); err != nil {
+					return err
+				}
+			}
 			r := train.Evaluate(m, tok, ds, batch, seq, batches)
+			if kurt {
+				names := make([]string, 0, len(taps))
+				for n := range taps {
+					names = append(names, n)
+				}
+				sort.Strings(names)
+				for _, n := range names {
+					fmt.Fprintf(cmd.OutOrStdout(), "kurtosis %-40s %8.2f\n", n, taps[n].Mean())
+				}
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s (%d tokens): loss %.4f  perplexity %.2f  bits per byte %.4f\n", split, r.Tokens, r.Loss, r.PPL, r.BPB)
 			if klRef != "" {
 				ref, _, err := loadModel(klRef)
@@ -94,6 +112,7 @@ quantizations by.`,
 	cmd.Flags().IntVar(&threads, "threads", 2, "threads")
 	cmd.Flags().StringVar(&preset, "preset", "", "fake-quantize the model with this preset first (RTN)")
 	cmd.Flags().StringVar(&klRef, "kl-divergence", "", "reference model to compare next-token distributions with")
+	cmd.Flags().BoolVar(&kurt, "kurtosis", false, "print the mean input kurtosis of every linear layer")
 	cmd.MarkFlagRequired("model")
 	cmd.MarkFlagRequired("data")
 	return cmd

@@ -55,8 +55,9 @@ type Optimizer struct {
 // Quant selects quantization-aware training: a preset (qat.Presets) and
 // rules of their own, which take precedence over the preset's.
 type Quant struct {
-	Preset string     `yaml:"preset"`
-	Rules  []qat.Rule `yaml:"rules"`
+	Preset   string             `yaml:"preset"`
+	Rules    []qat.Rule         `yaml:"rules"`
+	Kurtosis qat.KurtosisConfig `yaml:"kurtosis"`
 }
 
 // Config is a run configuration.
@@ -216,6 +217,10 @@ func (c *Config) validate() *fieldError {
 		return &fieldError{"optimizer.weight_decay", fmt.Sprintf("%g, must not be negative", o.WeightDecay)}
 	case c.Quant.Preset != "" && qat.Presets[c.Quant.Preset] == nil:
 		return &fieldError{"quant.preset", fmt.Sprintf("%q, want one of %s", c.Quant.Preset, qat.PresetNames())}
+	case c.Quant.Kurtosis.Coef < 0 || math.IsNaN(c.Quant.Kurtosis.Coef):
+		return &fieldError{"quant.kurtosis.coef", fmt.Sprintf("%g, must not be negative", c.Quant.Kurtosis.Coef)}
+	case c.Quant.Kurtosis.Coef > 0 && c.Quant.Kurtosis.Match == "":
+		return &fieldError{"quant.kurtosis.match", "missing: a glob of the linear layers whose input kurtosis is regularised"}
 	case c.Data.Dir == "":
 		return &fieldError{"data.dir", "missing: the directory `qat data prepare` wrote"}
 	case c.OutDir == "":

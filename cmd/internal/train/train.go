@@ -44,6 +44,7 @@ type Run struct {
 	metrics  *os.File
 	curve    []point
 	hooks    []Hook
+	taps     map[string]*qat.Kurtosis
 }
 
 // StepResult is what one step measured.
@@ -70,6 +71,8 @@ type point struct {
 	// The whole validation split, at the end of a run.
 	FullValLoss float64 `json:"full_val_loss,omitempty"`
 	FullValBPB  float64 `json:"full_val_bpb,omitempty"`
+	// Mean input kurtosis of each linear layer over the evaluation.
+	Kurtosis map[string]float64 `json:"kurtosis,omitempty"`
 }
 
 func inputErr(err error) error {
@@ -131,13 +134,19 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 	}
 	// Quantizers go on after the starting weights are in place: LSQ steps
 	// start from them (a resumed run then loads its trained steps).
-	if rules := cfg.QuantRules(); len(rules) > 0 {
+	var taps map[string]*qat.Kurtosis
+	if rules := cfg.QuantRules(); len(rules) > 0 || cfg.Quant.Kurtosis.Coef > 0 {
 		if err := qat.Prepare(m, rules); err != nil {
 			return nil, &config.InputError{Err: err}
 		}
+		// Every linear's input kurtosis is measured (and regularised where
+		// quant.kurtosis says) so evaluations can log it per layer.
+		if taps, err = qat.Taps(m, cfg.Quant.Kurtosis); err != nil {
+			return nil, &config.InputError{Err: fmt.Errorf("quant.kurtosis.match: %w", err)}
+		}
 	}
 	r := &Run{Cfg: cfg, Model: m, Tok: tok, Loader: loader, Val: val, Log: log, params: m.Params(),
-		State: State{Seed: cfg.Train.Seed}}
+		State: State{Seed: cfg.Train.Seed}, taps: taps}
 	var ops []optim.Param
 	for _, p := range r.params {
 		ops = append(ops, optim.Param{Name: p.Name, Var: p.Var, Decay: len(p.Var.Shape()) > 1})
@@ -309,8 +318,21 @@ func (r *Run) Loop() error {
 // the end of the run, the whole split.
 func (r *Run) evaluate(final bool) error {
 	tc := r.Cfg.Train
+	for _, k := range r.taps {
+		k.ResetStats()
+	}
 	res := Evaluate(r.Model, r.Tok, r.Val, tc.Batch, tc.Seq, tc.EvalBatches)
 	p := point{Step: r.State.Step, ValLoss: res.Loss, ValPPL: res.PPL, ValBPB: res.BPB}
+	if len(r.taps) > 0 {
+		p.Kurtosis = map[string]float64{}
+		var sum, mx float64
+		for name, k := range r.taps {
+			p.Kurtosis[name] = k.Mean()
+			sum += k.Mean()
+			mx = math.Max(mx, k.Mean())
+		}
+		fmt.Fprintf(r.Log, "step %d: linear input kurtosis mean %.2f, max %.2f\n", r.State.Step, sum/float64(len(r.taps)), mx)
+	}
 	what := "validation"
 	if tc.EvalBatches > 0 {
 		what = fmt.Sprintf("validation (%d batches)", tc.EvalBatches)

@@ -1,0 +1,168 @@
+package qat
+
+import (
+	"math"
+
+	"qat/autograd"
+	"qat/layers"
+)
+
+// Kurtosis is a layer's input tap: it passes the activation through
+// unchanged (then through Inner, the input quantizer, if any), measures the
+// kurtosis of each row (K = mean(d^4)/(mean(d^2)+eps)^2, d = x - mean(x):
+// Gaussian 3, uniform 1.8), and with Coef > 0 regularises it: backward adds
+// the gradient of Coef * mean over rows of (K_row - Target)^2 (activation
+// kurtosis regularisation, docs/algorithms.md section 5), which pulls
+// outlier-heavy activations toward a shape that quantizes well. The penalty
+// is per row, so it splits over data-parallel replicas exactly.
+type Kurtosis struct {
+	Coef, Target float64
+	Inner        layers.Quantizer
+	// Sum and N accumulate the mean row kurtosis of every forward, for
+	// logging; ResetStats clears them.
+	Sum float64
+	N   int
+}
+
+const kurtEps = 1e-6
+
+// Apply implements layers.Quantizer.
+func (k *Kurtosis) Apply(ops autograd.Ops, x *autograd.Var) *autograd.Var {
+	shape := x.Shape()
+	d := shape[len(shape)-1]
+	rows := x.Size() / d
+	kr := ops.Scratch(rows) // per-row kurtosis, for backward
+	y := ops.Custom(shape, []*autograd.Var{x}, func(out []float32) {
+		copy(out, x.Data())
+		var sum float64
+		for r := 0; r < rows; r++ {
+			kr[r] = float32(rowKurtosis(x.Data()[r*d : (r+1)*d]))
+			sum += float64(kr[r])
+		}
+		k.Sum += sum / float64(rows)
+		k.N++
+	}, func(dout []float32, dins [][]float32) {
+		dx := dins[0]
+		if dx == nil {
+			return
+		}
+		for i, g := range dout {
+			dx[i] += g
+		}
+		if k.Coef == 0 {
+			return
+		}
+		for r := 0; r < rows; r++ {
+			c := k.Coef * 2 * (float64(kr[r]) - k.Target) / float64(rows)
+			addKurtosisGrad(dx[r*d:(r+1)*d], x.Data()[r*d:(r+1)*d], c)
+		}
+	})
+	if k.Inner != nil {
+		return k.Inner.Apply(ops, y)
+	}
+	return y
+}
+
+// rowKurtosis is K of one row in float64.
+func rowKurtosis(x []float32) float64 {
+	n := float64(len(x))
+	var mu float64
+	for _, v := range x {
+		mu += float64(v)
+	}
+	mu /= n
+	var m2, m4 float64
+	for _, v := range x {
+		dv := float64(v) - mu
+		m2 += dv * dv
+		m4 += dv * dv * dv * dv
+	}
+	m2, m4 = m2/n, m4/n
+	s := m2 + kurtEps
+	return m4 / (s * s)
+}
+
+// addKurtosisGrad adds c * dK/dx to dx: with s = mean(d^2)+eps,
+// dK/dx_j = (4/n) [ (d_j^3 - mean(d^3))/s^2 - K d_j/s ].
+func addKurtosisGrad(dx, x []float32, c float64) {
+	n := float64(len(x))
+	var mu float64
+	for _, v := range x {
+		mu += float64(v)
+	}
+	mu /= n
+	var m2, m3, m4 float64
+	for _, v := range x {
+		dv := float64(v) - mu
+		m2 += dv * dv
+		m3 += dv * dv * dv
+		m4 += dv * dv * dv * dv
+	}
+	m2, m3, m4 = m2/n, m3/n, m4/n
+	s := m2 + kurtEps
+	K := m4 / (s * s)
+	for j, v := range x {
+		dv := float64(v) - mu
+		dx[j] += float32(c * 4 / n * ((dv*dv*dv-m3)/(s*s) - K*dv/s))
+	}
+}
+
+// State is the inner quantizer's.
+func (k *Kurtosis) State() map[string]*autograd.Var {
+	if k.Inner == nil {
+		return nil
+	}
+	return k.Inner.State()
+}
+
+// Replica copies the tap (with its own statistics) around the inner
+// quantizer's replica.
+func (k *Kurtosis) Replica() layers.Quantizer {
+	r := *k
+	r.Sum, r.N = 0, 0
+	if k.Inner != nil {
+		r.Inner = k.Inner.Replica()
+	}
+	return &r
+}
+
+// Mean is the mean row kurtosis since the last ResetStats (NaN if none).
+func (k *Kurtosis) Mean() float64 {
+	if k.N == 0 {
+		return math.NaN()
+	}
+	return k.Sum / float64(k.N)
+}
+
+// ResetStats clears the accumulated kurtosis.
+func (k *Kurtosis) ResetStats() { k.Sum, k.N = 0, 0 }
+
+// KurtosisConfig selects the layers whose input kurtosis is regularised.
+type KurtosisConfig struct {
+	Coef   float64 `yaml:"coef" json:"coef"`
+	Target float64 `yaml:"target" json:"target"`
+	Match  string  `yaml:"match" json:"match"`
+}
+
+// Taps attaches a Kurtosis tap to the input of every linear layer (taps
+// measure; those matching cfg.Match, with cfg.Coef > 0, also regularise)
+// and returns them by layer name. Call it after Prepare: the taps wrap the
+// input quantizers.
+func Taps(m *layers.Model, cfg KurtosisConfig) (map[string]*Kurtosis, error) {
+	out := map[string]*Kurtosis{}
+	for _, ln := range linears(m) {
+		k := &Kurtosis{Target: cfg.Target, Inner: ln.l.InputQuant}
+		if cfg.Coef > 0 {
+			ok, err := pathMatch(cfg.Match, ln.name)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				k.Coef = cfg.Coef
+			}
+		}
+		ln.l.InputQuant = k
+		out[ln.name] = k
+	}
+	return out, nil
+}
