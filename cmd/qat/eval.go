@@ -2,8 +2,8 @@ package main
 
 import (
 	"fmt"
-	"sort"
 	"path/filepath"
+	"sort"
 
 	"github.com/spf13/cobra"
 
