@@ -238,6 +238,9 @@ func TestBadInputs(t *testing.T) {
 		"vocab-mismatch.yaml": "model.vocab 1024 does not match", "missing-data.yaml": "/nonexistent/qat-data",
 		"no-data-section.yaml": "data.dir", "not-yaml.yaml": "not-yaml.yaml", "zero-batch.yaml": "train.batch",
 		"nan-eps.yaml": "model.norm_eps",
+		"quant-bits.yaml": "quant.rules[0].weights.bits", "quant-group.yaml": "group_size 48 does not divide",
+		"quant-fp-asym.yaml": "quant.rules[0].activations.symmetric", "quant-no-match.yaml": "matches no linear layer",
+		"quant-preset.yaml": "quant.preset",
 	}
 	files, _ := filepath.Glob(filepath.Join("testdata", "bad", "*.yaml"))
 	if len(files) != len(expect) {
