@@ -237,7 +237,7 @@ func TestBadInputs(t *testing.T) {
 		"kv-heads.yaml": "model.kv_heads", "optimizer-name.yaml": "optimizer.name", "min-lr.yaml": "train.min_lr",
 		"vocab-mismatch.yaml": "model.vocab 1024 does not match", "missing-data.yaml": "/nonexistent/qat-data",
 		"no-data-section.yaml": "data.dir", "not-yaml.yaml": "not-yaml.yaml", "zero-batch.yaml": "train.batch",
-		"nan-eps.yaml": "model.norm_eps",
+		"nan-eps.yaml":    "model.norm_eps",
 		"quant-bits.yaml": "quant.rules[0].weights.bits", "quant-group.yaml": "group_size 48 does not divide",
 		"quant-fp-asym.yaml": "quant.rules[0].activations.symmetric", "quant-no-match.yaml": "matches no linear layer",
 		"quant-preset.yaml": "quant.preset",
