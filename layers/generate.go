@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"sort"
 
+	"qat/autograd"
 	"qat/kernels"
 )
 
@@ -157,4 +158,58 @@ func (s *Sampler) Sample(logits []float32) int32 {
 		u -= e
 	}
 	return int32(s.idx[k-1])
+}
+
+// Stepper feeds tokens one at a time and returns the next token's logits.
+type Stepper interface {
+	Step(tok int32) ([]float32, error)
+	Pos() int
+}
+
+// NewStepper returns the key/value-cache Decoder for a full-precision model
+// and, when quantizers are attached (the cache path does not run them), a
+// decoder that recomputes the whole prefix through Forward each step.
+func NewStepper(m *Model) Stepper {
+	for _, l := range m.Layers {
+		for _, lin := range []*Linear{l.Attn.Q, l.Attn.K, l.Attn.V, l.Attn.O, l.MLP.Gate, l.MLP.Up, l.MLP.Down} {
+			if lin.Quantized() {
+				return &prefixDecoder{m: m, tape: noGradTape()}
+			}
+		}
+	}
+	if m.Head != nil && m.Head.Quantized() {
+		return &prefixDecoder{m: m, tape: noGradTape()}
+	}
+	return NewDecoder(m)
+}
+
+func noGradTape() *autograd.Tape {
+	t := autograd.NewTape()
+	t.SetNoGrad(true)
+	return t
+}
+
+type prefixDecoder struct {
+	m      *Model
+	tape   *autograd.Tape
+	ids    []int32
+	logits []float32
+}
+
+func (d *prefixDecoder) Pos() int { return len(d.ids) }
+
+func (d *prefixDecoder) Step(tok int32) ([]float32, error) {
+	c := d.m.Config
+	if len(d.ids) >= c.MaxSeq {
+		return nil, fmt.Errorf("context of %d tokens is full", c.MaxSeq)
+	}
+	if tok < 0 || int(tok) >= c.Vocab {
+		return nil, fmt.Errorf("token id %d outside vocabulary of %d", tok, c.Vocab)
+	}
+	d.ids = append(d.ids, tok)
+	T := len(d.ids)
+	out := d.m.Forward(d.tape, d.ids, 1, T).Data()
+	d.logits = append(d.logits[:0], out[(T-1)*c.Vocab:T*c.Vocab]...)
+	d.tape.Reset()
+	return d.logits, nil
 }

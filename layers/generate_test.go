@@ -43,6 +43,33 @@ func TestDecoderMatchesForward(t *testing.T) {
 	}
 }
 
+// TestPrefixDecoderMatchesForward: the decoder used for quantized models
+// gives the full forward pass's logits too.
+func TestPrefixDecoderMatchesForward(t *testing.T) {
+	c := Config{Vocab: 30, Dim: 16, Layers: 1, Heads: 2, KVHeads: 1, FFNHidden: 32, RopeTheta: 10000, NormEps: 1e-5, Tied: true, MaxSeq: 6}
+	m := New(c)
+	m.Init(2)
+	ids := []int32{1, 5, 9, 2, 7, 3}
+	tp := autograd.NewTape()
+	tp.SetNoGrad(true)
+	full := m.Forward(tp, ids, 1, 6).Data()
+	d := &prefixDecoder{m: m, tape: noGradTape()}
+	for p, id := range ids {
+		lg, err := d.Step(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, v := range lg {
+			if math.Abs(float64(v-full[p*c.Vocab+j])) > 1e-5 {
+				t.Fatalf("position %d: logits differ", p)
+			}
+		}
+	}
+	if _, err := d.Step(1); err == nil {
+		t.Error("a full context accepted another token")
+	}
+}
+
 func TestSampler(t *testing.T) {
 	logits := []float32{0, 3, 1, 2.5}
 	if got := NewSampler(0, 0, 1).Sample(logits); got != 1 {

@@ -140,7 +140,7 @@ func generateCmd() *cobra.Command {
 			if len(ids) >= m.MaxSeq {
 				return inputf("--prompt is %d tokens; the model's context is %d", len(ids), m.MaxSeq)
 			}
-			d := layers.NewDecoder(m)
+			d := layers.NewStepper(m)
 			s := layers.NewSampler(temp, topK, seed)
 			var logits []float32
 			for _, id := range ids {
