@@ -223,6 +223,12 @@ func MaskGrad(dx, dy []float32, mask []uint8) {
 // per group: v = x/s, y = rne(clamp(v, -qn, qp))*s; mask marks -qn <= v <= qp.
 func FakeQuantLSQ(y []float32, mask []uint8, x, scale []float32, group int, qn, qp float32) {
 	checkGroups("FakeQuantLSQ", len(x), group, len(scale))
+	if len(y) < len(x) || len(mask) < len(x) {
+		panic("kernels: FakeQuantLSQ: output or mask too short")
+	}
+	if fakeQuantLSQSIMD(y, mask, x, scale, group, qn, qp) {
+		return
+	}
 	for k := 0; k < len(x)/group; k++ {
 		s := scale[k]
 		for i := k * group; i < (k+1)*group; i++ {
@@ -243,6 +249,13 @@ func FakeQuantLSQ(y []float32, mask []uint8, x, scale []float32, group int, qn, 
 // ds += gscale * sum(dy * e), e = rne(v)-v inside, -qn below, qp above.
 func LSQGrad(dx, ds, dy, x, scale []float32, group int, qn, qp, gscale float32) {
 	checkGroups("LSQGrad", len(x), group, min(len(scale), len(ds)))
+	checkLen("LSQGrad dy", dy, len(x))
+	if dx != nil {
+		checkLen("LSQGrad dx", dx, len(x))
+	}
+	if lsqGradSIMD(dx, ds, dy, x, scale, group, qn, qp, gscale) {
+		return
+	}
 	for k := 0; k < len(x)/group; k++ {
 		s := scale[k]
 		var acc float64

@@ -8,3 +8,10 @@ func maskGradSIMD(dx, dy []float32, mask []uint8) bool     { return false }
 func fakeQuantAffineSIMD(y []float32, mask []uint8, x, scale, zero []float32, group int, qmin, qmax float32) bool {
 	return false
 }
+
+func fakeQuantLSQSIMD(y []float32, mask []uint8, x, scale []float32, group int, qn, qp float32) bool {
+	return false
+}
+func lsqGradSIMD(dx, ds, dy, x, scale []float32, group int, qn, qp, gscale float32) bool {
+	return false
+}

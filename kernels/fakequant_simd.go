@@ -56,3 +56,24 @@ func maskGradSIMD(dx, dy []float32, mask []uint8) bool {
 	C.k_mask_grad(fqTable, fp(dx), fp(dy), bp(mask), C.long(len(dx)))
 	return true
 }
+
+func fakeQuantLSQSIMD(y []float32, mask []uint8, x, scale []float32, group int, qn, qp float32) bool {
+	if fqTable == nil || len(x) == 0 || !useSIMD {
+		return false
+	}
+	C.k_fq_lsq(fqTable, fp(y), bp(mask), fp(x), fp(scale), C.long(len(x)), C.long(group), C.float(qn), C.float(qp))
+	return true
+}
+
+func lsqGradSIMD(dx, ds, dy, x, scale []float32, group int, qn, qp, gscale float32) bool {
+	if fqTable == nil || len(x) == 0 || !useSIMD {
+		return false
+	}
+	tmp := make([]float32, group)
+	var pdx *C.float
+	if dx != nil {
+		pdx = fp(dx)
+	}
+	C.k_lsq_grad(fqTable, pdx, fp(ds), fp(dy), fp(x), fp(scale), fp(tmp), C.long(len(x)), C.long(group), C.float(qn), C.float(qp), C.float(gscale))
+	return true
+}

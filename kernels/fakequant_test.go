@@ -48,6 +48,42 @@ func TestFakeQuantSIMDMatchesGo(t *testing.T) {
 	}
 }
 
+// TestLSQSIMDMatchesGo: LSQ's C forward equals the Go loop bit for bit;
+// its gradients agree to float rounding (the step sum is accumulated in a
+// different order).
+func TestLSQSIMDMatchesGo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(6, 6))
+	for _, group := range []int{1, 13, 64} {
+		n := group * 5
+		x, dy := randSlice(rng, n), randSlice(rng, n)
+		scale := make([]float32, n/group)
+		for k := range scale {
+			scale[k] = 0.1 + 0.2*float32(k)
+		}
+		run := func(simd bool) ([]float32, []uint8, []float32, []float32) {
+			useSIMD = simd
+			defer func() { useSIMD = true }()
+			y, mask := make([]float32, n), make([]uint8, n)
+			FakeQuantLSQ(y, mask, x, scale, group, 8, 7)
+			dx, ds := make([]float32, n), make([]float32, n/group)
+			LSQGrad(dx, ds, dy, x, scale, group, 8, 7, 0.1)
+			return y, mask, dx, ds
+		}
+		y1, m1, d1, s1 := run(false)
+		y2, m2, d2, s2 := run(true)
+		for i := range y1 {
+			if y1[i] != y2[i] || m1[i] != m2[i] || d1[i] != d2[i] {
+				t.Fatalf("group %d, %d: Go (%g %d %g), C (%g %d %g)", group, i, y1[i], m1[i], d1[i], y2[i], m2[i], d2[i])
+			}
+		}
+		for k := range s1 {
+			if d := s1[k] - s2[k]; d > 1e-5 || d < -1e-5 {
+				t.Fatalf("group %d: step gradient %g (Go) vs %g (C)", group, s1[k], s2[k])
+			}
+		}
+	}
+}
+
 // BenchmarkFakeQuant reports GB/s of the per-token int8 fake quantizer
 // (range pass + quantize pass: 4 bytes read twice, 4 written, 1 mask byte).
 func BenchmarkFakeQuant(b *testing.B) {

@@ -22,6 +22,8 @@ void absmax_groups_avx512(float *out, const float *x, long n, long g);
 void minmax_groups_avx512(float *lo, float *hi, const float *x, long n, long g);
 void fq_affine_avx512(float *y, uint8_t *mask, const float *x, const float *scale, const float *zero, long n, long g, float qmin, float qmax);
 void mask_grad_avx512(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n);
+void fq_lsq_avx512(float *y, uint8_t *mask, const float *x, const float *scale, long n, long g, float qn, float qp);
+void lsq_grad_avx512(float *dx, float *ds, const float *dy, const float *x, const float *scale, float *tmp, long n, long g, float qn, float qp, float gscale);
 void exp_inplace_avx2(float *x, long n);
 void causal_softmax_avx2(float *s, long rows, long i0, long n, long ld, float scale, float *lse);
 void softmax_bwd_avx2(const float *p, float *dp, long rows, long n, long ld, float scale);
@@ -42,6 +44,8 @@ void absmax_groups_avx2(float *out, const float *x, long n, long g);
 void minmax_groups_avx2(float *lo, float *hi, const float *x, long n, long g);
 void fq_affine_avx2(float *y, uint8_t *mask, const float *x, const float *scale, const float *zero, long n, long g, float qmin, float qmax);
 void mask_grad_avx2(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n);
+void fq_lsq_avx2(float *y, uint8_t *mask, const float *x, const float *scale, long n, long g, float qn, float qp);
+void lsq_grad_avx2(float *dx, float *ds, const float *dy, const float *x, const float *scale, float *tmp, long n, long g, float qn, float qp, float gscale);
 
 typedef struct {
 	void (*exp_inplace)(float *x, long n);
@@ -64,6 +68,8 @@ typedef struct {
 	void (*minmax_groups)(float *lo, float *hi, const float *x, long n, long g);
 	void (*fq_affine)(float *y, uint8_t *mask, const float *x, const float *scale, const float *zero, long n, long g, float qmin, float qmax);
 	void (*mask_grad)(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n);
+	void (*fq_lsq)(float *y, uint8_t *mask, const float *x, const float *scale, long n, long g, float qn, float qp);
+	void (*lsq_grad)(float *dx, float *ds, const float *dy, const float *x, const float *scale, float *tmp, long n, long g, float qn, float qp, float gscale);
 } kern_table;
 
 extern const kern_table kern_avx512;
@@ -89,3 +95,5 @@ static inline void k_absmax_groups(const kern_table *kt, float *out, const float
 static inline void k_minmax_groups(const kern_table *kt, float *lo, float *hi, const float *x, long n, long g) { kt->minmax_groups(lo, hi, x, n, g); }
 static inline void k_fq_affine(const kern_table *kt, float *y, uint8_t *mask, const float *x, const float *scale, const float *zero, long n, long g, float qmin, float qmax) { kt->fq_affine(y, mask, x, scale, zero, n, g, qmin, qmax); }
 static inline void k_mask_grad(const kern_table *kt, float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n) { kt->mask_grad(dx, dy, mask, n); }
+static inline void k_fq_lsq(const kern_table *kt, float *y, uint8_t *mask, const float *x, const float *scale, long n, long g, float qn, float qp) { kt->fq_lsq(y, mask, x, scale, n, g, qn, qp); }
+static inline void k_lsq_grad(const kern_table *kt, float *dx, float *ds, const float *dy, const float *x, const float *scale, float *tmp, long n, long g, float qn, float qp, float gscale) { kt->lsq_grad(dx, ds, dy, x, scale, tmp, n, g, qn, qp, gscale); }

@@ -311,3 +311,47 @@ void K(fq_affine)(float *y, uint8_t *mask, const float *x, const float *scale, c
 void K(mask_grad)(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n) {
 	for (long i = 0; i < n; i++) dx[i] += mask[i] ? dy[i] : 0.0f;
 }
+
+// fq_lsq: LSQ's forward with step s per group: v = x/s (a division, as the
+// Go path computes it), y = rne(clamp(v, -qn, qp))*s, mask = -qn <= v <= qp.
+void K(fq_lsq)(float *y, uint8_t *mask, const float *x, const float *scale, long n, long g, float qn, float qp) {
+	for (long k = 0; k < n / g; k++) {
+		float s = scale[k];
+		const float *restrict p = x + k * g;
+		float *restrict o = y + k * g;
+		uint8_t *restrict mk = mask + k * g;
+		for (long i = 0; i < g; i++) o[i] = p[i] / s;
+		for (long i = 0; i < g; i++) {
+			float v = o[i];
+			mk[i] = (v >= -qn) & (v <= qp);
+			v = v < -qn ? -qn : v;
+			v = v > qp ? qp : v;
+			o[i] = K(rne32)(v) * s;
+		}
+	}
+}
+
+// lsq_grad: dx += dy inside the range (dx may be NULL); per group
+// ds += gscale * sum(dy*e), e = rne(v)-v inside, -qn below, qp above.
+void K(lsq_grad)(float *dx, float *ds, const float *dy, const float *x, const float *scale, float *tmp, long n, long g, float qn, float qp, float gscale) {
+	for (long k = 0; k < n / g; k++) {
+		float s = scale[k];
+		const float *restrict p = x + k * g;
+		const float *restrict gy = dy + k * g;
+		float *restrict v = tmp;
+		for (long i = 0; i < g; i++) v[i] = p[i] / s;
+		double acc = 0;
+#pragma omp simd reduction(+:acc)
+		for (long i = 0; i < g; i++) {
+			float vi = v[i];
+			float r = K(rne32)(vi);
+			float e = vi < -qn ? -qn : (vi > qp ? qp : r - vi);
+			acc += (double)(gy[i] * e);
+		}
+		ds[k] += gscale * (float)acc;
+		if (dx) {
+			float *restrict d = dx + k * g;
+			for (long i = 0; i < g; i++) d[i] += (v[i] >= -qn && v[i] <= qp) ? gy[i] : 0.0f;
+		}
+	}
+}
