@@ -165,23 +165,25 @@ var (
 )
 
 // RoundFP rounds v to the nearest value of format f, ties to even,
-// saturating at ±Max (NaN stays NaN).
+// saturating at ±Max (NaN stays NaN). The step of v's binade comes from its
+// float32 exponent bits (subnormals of f share the smallest normal binade's
+// step); the division and multiplication by a power of two are exact.
 func (f FPFormat) RoundFP(v float32) float32 {
 	if v != v {
 		return v
 	}
-	a := float64(math.Abs(float64(v)))
-	if a >= float64(f.Max) {
+	a := float32(math.Abs(float64(v)))
+	if a >= f.Max {
 		return float32(math.Copysign(float64(f.Max), float64(v)))
 	}
 	if a == 0 {
 		return v
 	}
-	emin := 1 - f.Bias
-	e := max(int(math.Floor(math.Log2(a))), emin)
-	step := math.Ldexp(1, e-f.Man)
-	r := math.RoundToEven(a/step) * step
-	return float32(math.Copysign(math.Min(r, float64(f.Max)), float64(v)))
+	e := int(math.Float32bits(a)>>23&0xff) - 127 // floor(log2 a); float32 subnormals are far below every emin here
+	e = max(e, 1-f.Bias)
+	step := math.Float32frombits(uint32(e-f.Man+127) << 23)
+	r := min(rne(a/step)*step, f.Max)
+	return float32(math.Copysign(float64(r), float64(v)))
 }
 
 // FakeQuantFP writes y = RoundFP(clamp(x/s, ±Max))*s per group; mask marks
