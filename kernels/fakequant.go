@@ -280,3 +280,35 @@ func LSQGrad(dx, ds, dy, x, scale []float32, group int, qn, qp, gscale float32) 
 		ds[k] += gscale * float32(acc)
 	}
 }
+
+// ShiftGroups writes y = x + sign*off[k] for each group k (LSQ+'s shift by
+// its learned offset; y may be x).
+func ShiftGroups(y, x, off []float32, group int, sign float32) {
+	checkGroups("ShiftGroups", len(x), group, len(off))
+	checkLen("ShiftGroups y", y, len(x))
+	for k := 0; k < len(x)/group; k++ {
+		b := sign * off[k]
+		xs, ys := x[k*group:(k+1)*group], y[k*group:(k+1)*group]
+		for i, v := range xs {
+			ys[i] = v + b
+		}
+	}
+}
+
+// ClippedSumGroups adds gscale * (the sum of dy where mask is 0, the
+// clipped values) into out[k] for each group k: LSQ+'s offset gradient.
+func ClippedSumGroups(out, dy []float32, mask []uint8, group int, gscale float32) {
+	checkGroups("ClippedSumGroups", len(dy), group, len(out))
+	if len(mask) < len(dy) {
+		panic("kernels: ClippedSumGroups: mask too short")
+	}
+	for k := 0; k < len(dy)/group; k++ {
+		var acc float64
+		for i := k * group; i < (k+1)*group; i++ {
+			if mask[i] == 0 {
+				acc += float64(dy[i])
+			}
+		}
+		out[k] += gscale * float32(acc)
+	}
+}

@@ -171,6 +171,9 @@ type Stepper interface {
 // decoder that recomputes the whole prefix through Forward each step.
 func NewStepper(m *Model) Stepper {
 	for _, l := range m.Layers {
+		if l.Attn.KQuant != nil {
+			return &prefixDecoder{m: m, tape: noGradTape()}
+		}
 		for _, lin := range []*Linear{l.Attn.Q, l.Attn.K, l.Attn.V, l.Attn.O, l.MLP.Gate, l.MLP.Up, l.MLP.Down} {
 			if lin.Quantized() {
 				return &prefixDecoder{m: m, tape: noGradTape()}

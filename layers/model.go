@@ -89,6 +89,10 @@ type Attention struct {
 	K *Linear `st:"k_proj"`
 	V *Linear `st:"v_proj"`
 	O *Linear `st:"o_proj"`
+	// KQuant and VQuant fake-quantize the keys (after RoPE) and values,
+	// what a quantized KV cache stores; nil keeps them in full precision.
+	KQuant Quantizer `st:"k_cache_quant,quant"`
+	VQuant Quantizer `st:"v_cache_quant,quant"`
 	*Options
 }
 
@@ -98,6 +102,9 @@ func (a *Attention) Forward(ops autograd.Ops, x *autograd.Var, pos []int32) *aut
 	q := ops.RoPE(qkv[0], a.rope, pos, a.Heads)
 	k := ops.RoPE(qkv[1], a.rope, pos, a.KVHeads)
 	v := qkv[2]
+	if a.KQuant != nil {
+		k, v = a.KQuant.Apply(ops, k), a.VQuant.Apply(ops, v)
+	}
 	return a.O.Forward(ops, ops.Attention(q, k, v, a.Heads, a.KVHeads))
 }
 

@@ -9,14 +9,22 @@ import (
 	"qat/layers"
 )
 
-// Quantizer is a Spec applied to one tensor: for LSQ it owns the learned
-// steps (a parameter, one per group).
+// Quantizer is a Spec applied to one tensor. Fixed and learned scales
+// (mse, lsq) live in it as tensors, one per group, checkpointed with the
+// weights; minmax scales are recomputed from every input.
 type Quantizer struct {
 	Spec
-	// Step holds LSQ's learned steps (nil for minmax scales).
+	// Step holds the steps of lsq and mse scales (nil for minmax).
 	Step *autograd.Var
-	row  int
-	init bool
+	// Offset is LSQ+'s learned offset beta (lsq, asymmetric).
+	Offset *autograd.Var
+	// Zero is the integer zero point of mse scales (0 when symmetric).
+	Zero *autograd.Var
+	// Activation marks an input quantizer (steps from calibration data).
+	Activation bool
+	row        int
+	// cal records inputs while Calibrate runs.
+	cal *calibration
 }
 
 // NewQuantizer prepares spec for tensors whose rows have `row` values and
@@ -32,47 +40,127 @@ func NewQuantizer(spec Spec, row, n int) (*Quantizer, error) {
 		return nil, err
 	}
 	q := &Quantizer{Spec: spec, row: row}
-	if spec.Scale == "lsq" {
-		g, _ := spec.Group(row, n)
+	g, _ := spec.Group(row, n)
+	switch spec.Scale {
+	case "lsq":
 		q.Step = autograd.NewParam(n / g)
+		if !spec.Symmetric {
+			q.Offset = autograd.NewParam(n / g)
+		}
+	case "mse":
+		q.Step, q.Zero = autograd.NewParam(n/g), autograd.NewParam(n/g)
 	}
 	return q, nil
 }
 
-// State returns the learned steps of an LSQ quantizer.
+// State returns the steps (and offsets or zero points) of lsq and mse
+// quantizers. mse's get no gradient, so training leaves them as found.
 func (q *Quantizer) State() map[string]*autograd.Var {
-	if q.Step == nil {
+	st := map[string]*autograd.Var{}
+	for name, v := range map[string]*autograd.Var{"step": q.Step, "offset": q.Offset, "zero": q.Zero} {
+		if v != nil {
+			st[name] = v
+		}
+	}
+	if len(st) == 0 {
 		return nil
 	}
-	return map[string]*autograd.Var{"step": q.Step}
+	return st
 }
 
-// Replica shares the steps' values and gives them their own gradient.
+// Replica shares the state's values and gives it its own gradient.
 func (q *Quantizer) Replica() layers.Quantizer {
 	r := *q
-	if q.Step != nil {
-		r.Step = q.Step.Replica()
+	for _, v := range []**autograd.Var{&r.Step, &r.Offset, &r.Zero} {
+		if *v != nil {
+			*v = (*v).Replica()
+		}
 	}
 	return &r
 }
 
-// InitLSQ sets the steps from x (the weight, at Prepare), LSQ's
-// s0 = 2*mean|x|/sqrt(Qp) per group.
-func (q *Quantizer) InitLSQ(x []float32) {
-	group, _ := q.Group(q.row, len(x))
-	q.initLSQ(x, group)
-}
+// Fixed reports whether the quantizer has steps that must be set before
+// use (lsq and mse scales), by Init from a weight or Calibrate from data.
+func (q *Quantizer) Fixed() bool { return q.Step != nil }
 
-func (q *Quantizer) initLSQ(x []float32, group int) {
-	_, qp := q.Grid()
+// Init sets the steps from x, a weight (at Prepare) or calibration data
+// (activations; then x is a sample, lo and hi its full range): LSQ's
+// s0 = 2*mean|x|/sqrt(Qp), LSQ+'s min/max range s0 = (hi-lo)/(p-n),
+// beta0 = lo - n*s0, or the MSE search.
+func (q *Quantizer) Init(x []float32) {
+	if q.Step == nil {
+		return
+	}
+	group := len(x) / q.Step.Size()
 	for k := range q.Step.Data() {
+		g := x[k*group : (k+1)*group]
+		lo, hi := g[0], g[0]
 		var sum float64
-		for _, v := range x[k*group : (k+1)*group] {
+		for _, v := range g {
+			lo, hi = min(lo, v), max(hi, v)
 			sum += math.Abs(float64(v))
 		}
-		q.Step.Data()[k] = float32(max(2*sum/float64(group)/math.Sqrt(float64(qp)), 1e-8))
+		q.initGroup(k, g, lo, hi, sum/float64(len(g)))
 	}
-	q.init = true
+}
+
+// InitLSQ is Init, kept for the name LSQ's papers use.
+func (q *Quantizer) InitLSQ(x []float32) { q.Init(x) }
+
+func (q *Quantizer) initGroup(k int, x []float32, lo, hi float32, meanAbs float64) {
+	var qmin, qmax float32
+	if q.Format == "int" {
+		qmin, qmax = q.Grid()
+	}
+	switch {
+	case q.Scale == "mse":
+		q.Step.Data()[k], q.Zero.Data()[k] = q.mseSearch(x, lo, hi)
+	case q.Symmetric:
+		q.Step.Data()[k] = float32(max(2*meanAbs/math.Sqrt(float64(qmax)), 1e-8))
+	default:
+		lo, hi = min(lo, 0), max(hi, 0)
+		s := max((hi-lo)/(qmax-qmin), eps)
+		q.Step.Data()[k], q.Offset.Data()[k] = s, lo-qmin*s
+	}
+}
+
+// mseSearch returns the scale and zero point whose grid minimises the
+// squared error on x among ranges shrunk by p = 1 - i/100, i < 80, from
+// [lo, hi] (GPTQ's search, with norm 2 rather than 2.4: the objective the
+// loss sees).
+func (q *Quantizer) mseSearch(x []float32, lo, hi float32) (scale, zero float32) {
+	qmin, qmax := q.Grid()
+	best := math.Inf(1)
+	for i := 0; i < 80; i++ {
+		p := 1 - float32(i)/100
+		var s, z float32
+		if q.Symmetric {
+			s = max(p*max(-lo, hi)/((qmax-qmin)/2), eps)
+		} else {
+			l, h := p*min(lo, 0), p*max(hi, 0)
+			s = max((h-l)/(qmax-qmin), eps)
+			z = min(max(qmin-rne(l/s), qmin), qmax)
+		}
+		inv := 1 / s
+		var e float64
+		for _, v := range x {
+			t := min(max(rne(v*inv)+z, qmin), qmax)
+			d := float64((t-z)*s - v)
+			e += d * d
+		}
+		if e < best {
+			best, scale, zero = e, s, z
+		}
+	}
+	return scale, zero
+}
+
+// rne rounds half to even by the float32 magic-number trick (exact for
+// |v| < 2^22; the clamp keeps larger values there, where they clip anyway).
+func rne(v float32) float32 {
+	const magic = 12582912 // 1.5 * 2^23
+	v = min(max(v, -4194304), 4194304)
+	return float32(v+magic) - magic
 }
 
 // Apply returns the fake-quantized x on the tape: the forward value is the
@@ -99,32 +187,71 @@ func (q *Quantizer) Apply(t autograd.Ops, x *autograd.Var) *autograd.Var {
 				}
 			})
 	}
+	if q.cal != nil {
+		q.cal.record(x.Data())
+		return x
+	}
 	group, _ := q.Group(q.row, n)
-	if q.Scale == "lsq" {
+	if q.Step != nil {
 		if q.Step.Size() != n/group {
-			panic(fmt.Sprintf("qat: LSQ quantizer with %d steps applied to %d groups", q.Step.Size(), n/group))
+			panic(fmt.Sprintf("qat: quantizer with %d steps applied to %d groups", q.Step.Size(), n/group))
 		}
-		if !q.init {
-			panic("qat: LSQ quantizer used before InitLSQ")
+		if q.Step.Data()[0] == 0 {
+			panic("qat: quantizer with fixed or learned steps used before Init or Calibrate")
 		}
-		qmin, qmax := q.Grid()
+	}
+	var qmin, qmax float32
+	if q.Format == "int" {
+		qmin, qmax = q.Grid()
+	}
+	switch {
+	case q.Scale == "mse":
+		return t.Custom(shape, []*autograd.Var{x}, func(out []float32) {
+			kernels.FakeQuantAffine(out, mask, x.Data(), q.Step.Data(), q.Zero.Data(), group, qmin, qmax)
+		}, func(dout []float32, dins [][]float32) {
+			if dins[0] != nil {
+				kernels.MaskGrad(dins[0], dout, mask)
+			}
+		})
+	case q.Scale == "lsq" && q.Symmetric:
 		qn, qp := -qmin, qmax
-		gscale := float32(1 / math.Sqrt(float64(group)*float64(qp)))
+		gscale := q.gradScale(group, qp)
 		return t.Custom(shape, []*autograd.Var{x, q.Step}, func(out []float32) {
 			kernels.FakeQuantLSQ(out, mask, x.Data(), q.Step.Data(), group, qn, qp)
 		}, func(dout []float32, dins [][]float32) {
 			ds := dins[1]
 			if ds == nil {
-				ds = make([]float32, q.Step.Size())
+				ds = t.Scratch(q.Step.Size())
+				clear(ds)
 			}
 			kernels.LSQGrad(dins[0], ds, dout, x.Data(), q.Step.Data(), group, qn, qp, gscale)
+		})
+	case q.Scale == "lsq":
+		// LSQ+: LSQ on the shifted u = x - beta, plus beta; beta's
+		// gradient is the output gradient where u clipped.
+		qn, qp := -qmin, qmax
+		gscale := q.gradScale(group, qp)
+		u := t.Scratch(n)
+		return t.Custom(shape, []*autograd.Var{x, q.Step, q.Offset}, func(out []float32) {
+			kernels.ShiftGroups(u, x.Data(), q.Offset.Data(), group, -1)
+			kernels.FakeQuantLSQ(out, mask, u, q.Step.Data(), group, qn, qp)
+			kernels.ShiftGroups(out, out, q.Offset.Data(), group, 1)
+		}, func(dout []float32, dins [][]float32) {
+			ds, db := dins[1], dins[2]
+			if ds == nil {
+				ds = t.Scratch(q.Step.Size())
+				clear(ds)
+			}
+			kernels.LSQGrad(dins[0], ds, dout, u, q.Step.Data(), group, qn, qp, gscale)
+			if db != nil {
+				kernels.ClippedSumGroups(db, dout, mask, group, gscale)
+			}
 		})
 	}
 	scale, zero := t.Scratch(n/group), t.Scratch(n/group)
 	return t.Custom(shape, []*autograd.Var{x}, func(out []float32) {
 		q.dynamicScales(scale, zero, x.Data(), group)
 		if q.Format == "int" {
-			qmin, qmax := q.Grid()
 			kernels.FakeQuantAffine(out, mask, x.Data(), scale, zero, group, qmin, qmax)
 		} else {
 			kernels.FakeQuantFP(out, mask, x.Data(), scale, group, q.fp())
@@ -134,4 +261,13 @@ func (q *Quantizer) Apply(t autograd.Ops, x *autograd.Var) *autograd.Var {
 			kernels.MaskGrad(dins[0], dout, mask)
 		}
 	})
+}
+
+// gradScale is LSQ's 1/sqrt(N*Qp): N is the number of values per step for
+// a weight, the number of features (the row) for an activation.
+func (q *Quantizer) gradScale(group int, qp float32) float32 {
+	if q.Activation {
+		group = q.row
+	}
+	return float32(1 / math.Sqrt(float64(group)*float64(qp)))
 }

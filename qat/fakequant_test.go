@@ -22,8 +22,8 @@ func randVar(rng *rand.Rand, scale float64, shape ...int) *autograd.Var {
 func apply(q *Quantizer, x *autograd.Var, dy []float32) ([]float32, []float32) {
 	tp := autograd.NewTape()
 	autograd.ZeroGrad(x)
-	if q.Step != nil {
-		autograd.ZeroGrad(q.Step)
+	for _, v := range q.State() {
+		autograd.ZeroGrad(v)
 	}
 	out := q.Apply(tp, x)
 	// L = sum(dy * out): a linear head whose gradient is dy
@@ -337,7 +337,9 @@ func TestSpecValidation(t *testing.T) {
 		{Format: "fp8_e4m3", Symmetric: false, Granularity: "tensor", Scale: "minmax"},
 		{Format: "q4_0", Symmetric: true, Granularity: "group", GroupSize: 64, Scale: "minmax"},
 		{Format: "int", Bits: 4, Symmetric: true, Granularity: "row", Scale: "minmax"},
-		{Format: "int", Bits: 4, Symmetric: false, Granularity: "channel", Scale: "lsq"},
+		{Format: "fp8_e4m3", Symmetric: true, Granularity: "channel", Scale: "mse"},
+		{Format: "int", Bits: 4, Symmetric: false, Granularity: "token", Scale: "lsq"},
+		{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "absmax"},
 		{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 0, Scale: "minmax"},
 		{Format: "int4", Bits: 4, Symmetric: true, Granularity: "tensor", Scale: "minmax"},
 	} {

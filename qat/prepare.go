@@ -12,11 +12,19 @@ import (
 // Rule attaches quantizers to the linear layers whose name (for example
 // model.layers.3.self_attn.q_proj or lm_head) matches Match, a path.Match
 // glob. The first matching rule decides; nil specs leave that tensor in
-// full precision.
+// full precision. The attention output is the o_proj's input: its
+// activations spec quantizes it.
+//
+// KVCache quantizes the keys (after RoPE) and values of the attention
+// modules whose name (model.layers.3.self_attn) matches: the first
+// matching rule with a kv_cache spec decides. Its rows are the
+// kv_heads*head_dim values of one token; granularity group with
+// group_size head_dim is per head and token.
 type Rule struct {
 	Match       string `yaml:"match" json:"match"`
 	Weights     *Spec  `yaml:"weights" json:"weights,omitempty"`
 	Activations *Spec  `yaml:"activations" json:"activations,omitempty"`
+	KVCache     *Spec  `yaml:"kv_cache" json:"kv_cache,omitempty"`
 }
 
 func spec(format string, bits int, sym bool, gran string, group int, scale string) *Spec {
@@ -97,21 +105,24 @@ func Prepare(m *layers.Model, rules []Rule) error {
 		for _, s := range []struct {
 			name string
 			s    *Spec
-		}{{"weights", r.Weights}, {"activations", r.Activations}} {
-			if s.s != nil {
-				if err := s.s.Validate(fmt.Sprintf("quant.rules[%d].%s", i, s.name)); err != nil {
-					return err
-				}
+		}{{"weights", r.Weights}, {"activations", r.Activations}, {"kv_cache", r.KVCache}} {
+			if s.s == nil {
+				continue
 			}
-		}
-		if r.Activations != nil && r.Activations.Scale == "lsq" {
-			return fmt.Errorf("quant.rules[%d].activations.scale: lsq is for weights here (activations use dynamic scales)", i)
+			path := fmt.Sprintf("quant.rules[%d].%s", i, s.name)
+			if err := s.s.Validate(path); err != nil {
+				return err
+			}
+			if s.name != "weights" && s.s.Scale != "minmax" && s.s.Granularity != "tensor" {
+				return fmt.Errorf("%s.granularity: %s with %s scales: activations with fixed or learned steps use granularity tensor",
+					path, s.s.Granularity, s.s.Scale)
+			}
 		}
 	}
 	for _, ln := range linears(m) {
 		for i, r := range rules {
-			if ok, _ := path.Match(r.Match, ln.name); !ok {
-				continue
+			if ok, _ := path.Match(r.Match, ln.name); !ok || (r.KVCache != nil && r.Weights == nil && r.Activations == nil) {
+				continue // a kv_cache-only rule says nothing about linears
 			}
 			used[i] = true
 			w := ln.l.Weight
@@ -121,9 +132,7 @@ func Prepare(m *layers.Model, rules []Rule) error {
 				if err != nil {
 					return fmt.Errorf("quant.rules[%d].weights on %s: %v", i, ln.name, err)
 				}
-				if q.Scale == "lsq" {
-					q.InitLSQ(w.Data())
-				}
+				q.Init(w.Data())
 				ln.l.WeightQuant = q
 			}
 			if r.Activations != nil {
@@ -131,15 +140,43 @@ func Prepare(m *layers.Model, rules []Rule) error {
 				if err != nil {
 					return fmt.Errorf("quant.rules[%d].activations on %s: %v", i, ln.name, err)
 				}
+				q.Activation = true
 				ln.l.InputQuant = q
+			}
+			break
+		}
+	}
+	for li, L := range m.Layers {
+		name := fmt.Sprintf("model.layers.%d.self_attn", li)
+		for i, r := range rules {
+			if ok, _ := path.Match(r.Match, name); !ok || r.KVCache == nil {
+				continue
+			}
+			used[i] = true
+			row := L.Attn.KVHeads * L.Attn.HeadDim()
+			var err error
+			if L.Attn.KQuant, err = kvQuantizer(*r.KVCache, row); err == nil {
+				L.Attn.VQuant, err = kvQuantizer(*r.KVCache, row)
+			}
+			if err != nil {
+				return fmt.Errorf("quant.rules[%d].kv_cache on %s: %v", i, name, err)
 			}
 			break
 		}
 	}
 	for i, u := range used {
 		if !u {
-			return fmt.Errorf("quant.rules[%d].match %q matches no linear layer", i, rules[i].Match)
+			return fmt.Errorf("quant.rules[%d].match %q matches no linear layer (or attention, for kv_cache)", i, rules[i].Match)
 		}
 	}
 	return nil
+}
+
+func kvQuantizer(s Spec, row int) (layers.Quantizer, error) {
+	q, err := NewQuantizer(s, row, row)
+	if err != nil {
+		return nil, err
+	}
+	q.Activation = true
+	return q, nil
 }

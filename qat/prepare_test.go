@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"qat/autograd"
@@ -185,9 +186,113 @@ func TestPrepareErrors(t *testing.T) {
 		{{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 40, Scale: "minmax"}}},
 		{{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 1, Symmetric: true, Granularity: "channel", Scale: "minmax"}}},
 		{{Match: "[", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax"}}},
+		{{Match: "model.layers.*", Activations: &Spec{Format: "int", Bits: 8, Symmetric: true, Granularity: "channel", Scale: "mse"}}},
+		{{Match: "model.layers.*", KVCache: &Spec{Format: "int", Bits: 8, Symmetric: true, Granularity: "group", GroupSize: 12, Scale: "minmax"}}},
+		{{Match: "model.layers.*.mlp", KVCache: &Spec{Format: "int", Bits: 8, Symmetric: true, Granularity: "token", Scale: "minmax"}}},
 	} {
 		if err := Prepare(m, rules); err == nil {
 			t.Errorf("rules %+v accepted", rules[0])
+		}
+	}
+}
+
+// TestCalibratedActivationsAndKVCache: activation steps from calibration
+// (LSQ+ on linear inputs, mse on the KV cache), mse weight steps, their
+// gradients (learned ones get some, fixed ones none), the checkpoint round
+// trip, and token-by-token generation matching the full forward with the
+// quantized cache.
+func TestCalibratedActivationsAndKVCache(t *testing.T) {
+	rules := []Rule{
+		{Match: "model.layers.*.self_attn", KVCache: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "tensor", Scale: "mse"}},
+		{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "mse"},
+			Activations: &Spec{Format: "int", Bits: 6, Symmetric: false, Granularity: "tensor", Scale: "lsq"}},
+	}
+	rng := rand.New(rand.NewPCG(4, 4))
+	m := layers.New(testCfg)
+	m.Init(6)
+	B, T := 2, 16
+	ids, tg := tokens(rng, B*T, testCfg.Vocab), tokens(rng, B*T, testCfg.Vocab)
+	fp := append([]float32(nil), m.Forward(autograd.NewTape(), ids, B, T).Data()...)
+	if err := Prepare(m, rules); err != nil {
+		t.Fatal(err)
+	}
+	if !NeedsCalibration(m) {
+		t.Fatal("LSQ+ activations and an mse KV cache need calibration")
+	}
+	n, err := Calibrate(m, func() error {
+		tp := autograd.NewTape()
+		tp.SetNoGrad(true)
+		m.Forward(tp, ids, B, T)
+		return nil
+	})
+	if want := 9 * testCfg.Layers; err != nil || n != want {
+		t.Fatalf("Calibrate set %d quantizers (%v), want %d", n, err, want)
+	}
+	for _, p := range m.Params() {
+		if p.Quant && p.Var.Data()[0] == 0 && !strings.HasSuffix(p.Name, ".zero") && !strings.HasSuffix(p.Name, ".offset") {
+			t.Fatalf("%s not set by Prepare or Calibrate", p.Name)
+		}
+	}
+	tp := autograd.NewTape()
+	logits := m.Forward(tp, ids, B, T)
+	q := append([]float32(nil), logits.Data()...)
+	var diff float64
+	for i := range fp {
+		diff = math.Max(diff, math.Abs(float64(q[i]-fp[i])))
+	}
+	if diff == 0 || diff > 2 {
+		t.Errorf("quantized logits differ from full precision by %g", diff)
+	}
+	tp.Backward(tp.CrossEntropy(logits, tg, layers.IgnoreIndex))
+	for _, p := range m.Params() {
+		if !p.Quant {
+			continue
+		}
+		var g float64
+		for _, v := range p.Var.GradData() {
+			g += math.Abs(float64(v))
+		}
+		// LSQ+ offsets learn only from clipped values; min/max init on
+		// the same batch clips few or none.
+		learned := strings.Contains(p.Name, "input_quant.step")
+		fixed := !strings.Contains(p.Name, "input_quant")
+		if (learned && g == 0) || (fixed && g != 0) {
+			t.Errorf("%s: gradient %g (learned: %v)", p.Name, g, learned)
+		}
+	}
+	// checkpoint: the calibrated steps come back, no calibration needed
+	dir := t.TempDir()
+	if err := m.Save(filepath.Join(dir, "q.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	m2 := layers.New(testCfg)
+	if err := Prepare(m2, rules); err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Load(filepath.Join(dir, "q.safetensors")); err != nil {
+		t.Fatal(err)
+	}
+	got := m2.Forward(autograd.NewTape(), ids, B, T).Data()
+	for i := range q {
+		if got[i] != q[i] {
+			t.Fatalf("logit %d: %g after the checkpoint, %g before", i, got[i], q[i])
+		}
+	}
+	if m2.Layers[0].Attn.KQuant == nil {
+		t.Fatal("no KV quantizer")
+	}
+	// generation: one token at a time through the (quantized) cache path
+	// gives the full forward's logits at every position
+	st := layers.NewStepper(m2)
+	for pos := 0; pos < T; pos++ {
+		l, err := st.Step(ids[pos])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for v := range l {
+			if w := q[pos*testCfg.Vocab+v]; math.Abs(float64(l[v]-w)) > 1e-4*(1+math.Abs(float64(w))) {
+				t.Fatalf("position %d token %d: stepper %g, forward %g", pos, v, l[v], w)
+			}
 		}
 	}
 }

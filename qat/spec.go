@@ -26,7 +26,12 @@ type Spec struct {
 	Granularity string `yaml:"granularity" json:"granularity"`
 	GroupSize   int    `yaml:"group_size" json:"group_size,omitempty"`
 	// Scale: minmax (from the range, recomputed every forward, no
-	// gradient) or lsq (a learned step per group, symmetric int only).
+	// gradient); mse (fixed steps from a search over clipping ratios that
+	// minimises the squared error, on the weight at Prepare or on
+	// calibration batches for activations; int only); lsq (a learned
+	// step per group, LSQ; asymmetric adds LSQ+'s learned offset).
+	// Activations with fixed or learned steps (mse, lsq) use granularity
+	// tensor: one step for every token.
 	Scale string `yaml:"scale" json:"scale"`
 }
 
@@ -62,15 +67,15 @@ func (s Spec) Validate(path string) error {
 	}
 	switch s.Scale {
 	case "minmax":
-	case "lsq":
-		if s.Format != "int" || !s.Symmetric {
-			return bad("scale", "lsq needs a symmetric int format")
+	case "lsq", "mse":
+		if s.Format != "int" {
+			return bad("scale", "%s needs an int format (%s has its own grid)", s.Scale, s.Format)
 		}
 		if s.Granularity == "token" {
-			return bad("scale", "lsq learns fixed steps; per-token scales are dynamic")
+			return bad("scale", "%s steps are fixed; per-token scales are dynamic (use minmax)", s.Scale)
 		}
 	default:
-		return bad("scale", "%q, want minmax or lsq", s.Scale)
+		return bad("scale", "%q, want minmax, mse or lsq", s.Scale)
 	}
 	return nil
 }
