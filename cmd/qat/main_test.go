@@ -240,7 +240,8 @@ func TestBadInputs(t *testing.T) {
 		"nan-eps.yaml":    "model.norm_eps",
 		"quant-bits.yaml": "quant.rules[0].weights.bits", "quant-group.yaml": "group_size 48 does not divide",
 		"quant-fp-asym.yaml": "quant.rules[0].activations.symmetric", "quant-no-match.yaml": "matches no linear layer",
-		"quant-preset.yaml": "quant.preset",
+		"quant-preset.yaml": "quant.preset", "quant-act-mse-token.yaml": "quant.rules[0].activations.scale",
+		"quant-kv-group.yaml": "quant.rules[0].kv_cache on model.layers.0.self_attn", "quant-calib-batches.yaml": "quant.calib_batches",
 	}
 	files, _ := filepath.Glob(filepath.Join("testdata", "bad", "*.yaml"))
 	if len(files) != len(expect) {
@@ -288,6 +289,8 @@ func TestBadInputs(t *testing.T) {
 	latin1 := filepath.Join(tmp, "latin1.txt")
 	os.WriteFile(latin1, []byte("caf\xe9 au lait"), 0o644)
 	cfg := writeConfig(t, tinyRun, data, filepath.Join(tmp, "o2"))
+	lsqAct := filepath.Join(tmp, "lsq-act.json")
+	os.WriteFile(lsqAct, []byte(`[{"match": "model.layers.*", "activations": {"format": "int", "bits": 8, "granularity": "tensor", "scale": "lsq"}}]`), 0o644)
 	for _, c := range []struct {
 		args []string
 		want string
@@ -307,10 +310,68 @@ func TestBadInputs(t *testing.T) {
 		{[]string{"data", "prepare", "--input", filepath.Join(tmp, "none"), "--out", filepath.Join(tmp, "d3")}, "none"},
 		{[]string{"data", "prepare", "--vocab", "100", "--out", filepath.Join(tmp, "d4"), "--input", latin1 + "x"}, "latin1.txtx"},
 		{[]string{"generate", "--model", ck, "--prompt", strings.Repeat("word ", 100)}, "context"},
+		{[]string{"ptq", "--method", "gptq", "--preset", "w4a8", "--model", ck, "--out", filepath.Join(tmp, "p1")}, "--method"},
+		{[]string{"ptq", "--preset", "w4a5", "--model", ck, "--out", filepath.Join(tmp, "p2")}, "w4a5"},
+		{[]string{"ptq", "--preset", "w4a8", "--scale", "percentile", "--model", ck, "--out", filepath.Join(tmp, "p3")}, "--scale"},
+		{[]string{"ptq", "--rules", filepath.Join(tmp, "norules.json"), "--model", ck, "--out", filepath.Join(tmp, "p4")}, "norules.json"},
+		{[]string{"ptq", "--rules", cfg, "--model", ck, "--out", filepath.Join(tmp, "p5")}, cfg},
+		{[]string{"ptq", "--rules", lsqAct, "--model", ck, "--out", filepath.Join(tmp, "p6")}, "--data is required"},
 	} {
 		msg, code := qat(t, c.args...)
 		if code != 2 || !strings.Contains(msg, c.want) || strings.Contains(msg, "panic") {
 			t.Errorf("qat %s: exit %d, want 2 and a message with %q:\n%s", strings.Join(c.args, " "), code, c.want, msg)
 		}
+	}
+}
+
+// TestPTQThenQAT: qat ptq writes a checkpoint (calibrated LSQ+ activation
+// steps, mse weight steps, a quantized KV cache) that qat eval scores as
+// ptq did, and that a QAT run starts from (init_from) with its quantizer
+// state, calibrating afresh only what the checkpoint lacks.
+func TestPTQThenQAT(t *testing.T) {
+	data := smallData(t)
+	tmp := t.TempDir()
+	fp := filepath.Join(tmp, "fp")
+	if msg, code := qat(t, "train", "--config", writeConfig(t, strings.Replace(tinyRun, "steps: 40", "steps: 10", 1), data, fp)); code != 0 {
+		t.Fatalf("%d\n%s", code, msg)
+	}
+	rules := filepath.Join(tmp, "rules.json")
+	os.WriteFile(rules, []byte(`[
+  {"match": "model.layers.*.self_attn", "kv_cache": {"format": "int", "bits": 8, "symmetric": true, "granularity": "group", "group_size": 16, "scale": "minmax"}},
+  {"match": "model.layers.*", "weights": {"format": "int", "bits": 4, "symmetric": true, "granularity": "channel", "scale": "minmax"},
+   "activations": {"format": "int", "bits": 8, "symmetric": false, "granularity": "tensor", "scale": "lsq"}}]`), 0o644)
+	out := filepath.Join(tmp, "ptq")
+	msg, code := qat(t, "ptq", "--rules", rules, "--scale", "mse", "--model", fp, "--out", out, "--data", data, "--calib-batches", "2", "--batch", "4")
+	if code != 0 || !strings.Contains(msg, "calibrated 14 activation quantizers") {
+		t.Fatalf("ptq: %d\n%s", code, msg)
+	}
+	lossOf := func(s string) string {
+		i := strings.Index(s, "loss ")
+		if i < 0 {
+			t.Fatalf("no loss in %q", s)
+		}
+		return strings.Fields(s[i:])[1]
+	}
+	ptqLoss := lossOf(msg)
+	q, err := os.ReadFile(filepath.Join(out, "quant.json"))
+	if err != nil || !strings.Contains(string(q), `"scale": "mse"`) {
+		t.Fatalf("quant.json: %v\n%s", err, q)
+	}
+	msg, code = qat(t, "eval", "--model", out, "--data", data, "--seq", "32", "--batch", "8")
+	if code != 0 || lossOf(msg) != ptqLoss {
+		t.Fatalf("eval of the ptq checkpoint: %d, loss %s, ptq printed %s\n%s", code, lossOf(msg), ptqLoss, msg)
+	}
+	msg, code = qat(t, "eval", "--model", fp, "--data", data, "--seq", "32", "--batch", "8")
+	if code != 0 || lossOf(msg) == ptqLoss {
+		t.Fatalf("full-precision eval: %d, loss %s, the same as ptq's\n%s", code, lossOf(msg), msg)
+	}
+	if msg, code := qat(t, "generate", "--model", out, "--prompt", "The", "--max-tokens", "5"); code != 0 {
+		t.Fatalf("generate from the ptq checkpoint: %d\n%s", code, msg)
+	}
+	cfg := strings.Replace(tinyRun, "steps: 40", "steps: 3", 1) + "init_from: " + fp + "\nquant:\n  calib_batches: 1\n  rules:\n" +
+		"    - match: \"model.layers.*\"\n      activations: {format: int, bits: 8, symmetric: false, granularity: tensor, scale: lsq}\n"
+	msg, code = qat(t, "train", "--config", writeConfig(t, cfg, data, filepath.Join(tmp, "qat")))
+	if code != 0 || !strings.Contains(msg, "calibrated 14 activation quantizers on 1 batches") {
+		t.Fatalf("QAT with calibrated LSQ+ activations: %d\n%s", code, msg)
 	}
 }

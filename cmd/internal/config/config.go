@@ -58,6 +58,9 @@ type Quant struct {
 	Preset   string             `yaml:"preset"`
 	Rules    []qat.Rule         `yaml:"rules"`
 	Kurtosis qat.KurtosisConfig `yaml:"kurtosis"`
+	// CalibBatches is how many training batches set the steps of
+	// activation quantizers with mse or lsq scales before training.
+	CalibBatches int `yaml:"calib_batches"`
 }
 
 // Config is a run configuration.
@@ -94,6 +97,7 @@ func Defaults() Config {
 		Train: Train{GradAccum: 1, LR: 3e-3, MinLR: 3e-4, Warmup: 100, GradClip: 1, Seed: 1, EvalEvery: 200,
 			CkptEvery: 200, KeepCkpts: 2, Threads: 2, LogEvery: 10},
 		Optimizer: Optimizer{Name: "adamw", Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1},
+		Quant:     Quant{CalibBatches: 4},
 		OutDir:    "runs/out",
 	}
 }
@@ -217,6 +221,8 @@ func (c *Config) validate() *fieldError {
 		return &fieldError{"optimizer.weight_decay", fmt.Sprintf("%g, must not be negative", o.WeightDecay)}
 	case c.Quant.Preset != "" && qat.Presets[c.Quant.Preset] == nil:
 		return &fieldError{"quant.preset", fmt.Sprintf("%q, want one of %s", c.Quant.Preset, qat.PresetNames())}
+	case c.Quant.CalibBatches < 1:
+		return &fieldError{"quant.calib_batches", fmt.Sprintf("%d, must be at least 1", c.Quant.CalibBatches)}
 	case c.Quant.Kurtosis.Coef < 0 || math.IsNaN(c.Quant.Kurtosis.Coef):
 		return &fieldError{"quant.kurtosis.coef", fmt.Sprintf("%g, must not be negative", c.Quant.Kurtosis.Coef)}
 	case c.Quant.Kurtosis.Coef > 0 && c.Quant.Kurtosis.Match == "":

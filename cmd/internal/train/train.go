@@ -158,6 +158,13 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 		r.reps = layers.NewReplicas(m, cfg.Train.Threads)
 	}
 	r.ids, r.tgt = make([]int32, cfg.Train.Batch*cfg.Train.Seq), make([]int32, cfg.Train.Batch*cfg.Train.Seq)
+	if qat.NeedsCalibration(m) && !(resume && latest != "") {
+		n, err := Calibrate(m, train, cfg.Train.Batch, cfg.Train.Seq, cfg.Quant.CalibBatches, cfg.Train.Seed)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(log, "calibrated %d activation quantizers on %d batches\n", n, cfg.Quant.CalibBatches)
+	}
 	if resume && latest != "" {
 		if err := r.loadCheckpoint(latest); err != nil {
 			return nil, &config.InputError{Err: err}
@@ -350,6 +357,27 @@ func (r *Run) evaluate(final bool) error {
 type EvalResult struct {
 	Loss, PPL, BPB float64
 	Tokens         int
+}
+
+// Calibrate sets the steps of m's activation quantizers with mse or lsq
+// scales (qat.Calibrate) from `batches` batches of ds, drawn with a seed of
+// their own so that the training batches stay those of the seed.
+func Calibrate(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint64) (int, error) {
+	l, err := data.NewLoader(ds, batch, seq, seed^0xca11b)
+	if err != nil {
+		return 0, err
+	}
+	ids, tg := make([]int32, batch*seq), make([]int32, batch*seq)
+	return qat.Calibrate(m, func() error {
+		tp := autograd.NewTape()
+		tp.SetNoGrad(true)
+		for b := 0; b < batches; b++ {
+			l.Next(ids, tg)
+			m.Forward(tp, ids, batch, seq)
+			tp.Reset()
+		}
+		return nil
+	})
 }
 
 // Evaluate computes the mean next-token loss over the dataset's windows

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"qat/cmd/internal/train"
+	"qat/data"
+	"qat/data/atomic"
+	"qat/kernels"
+	qatpkg "qat/qat"
+)
+
+func ptqCmd() *cobra.Command {
+	var method, preset, rulesPath, scale, model, out, dataDir string
+	var calib, batch, seq, evalBatches, threads int
+	var seed uint64
+	cmd := &cobra.Command{
+		Use:   "ptq",
+		Short: "Post-training quantization of a checkpoint (the baseline QAT has to beat)",
+		Long: `Post-training quantization of a checkpoint: attaches the quantizers of a
+preset (or of a rules file in quant.json's format), sets their steps and
+writes a checkpoint that qat eval, qat generate and qat train (init_from)
+read like any other.
+
+--method rtn rounds to nearest. --scale minmax keeps the preset's ranges;
+--scale mse replaces min/max steps of int weights (and of per-tensor int
+activations) with steps found by a search over clipping ratios that
+minimises the squared error. Activation steps are calibrated on
+--calib-batches batches of the training split of --data; with --data the
+result is also evaluated on the validation split.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			kernels.SetThreads(threads)
+			if method != "rtn" {
+				return inputf("--method %q: want rtn (GPTQ, QQQ and GWQ are not implemented yet)", method)
+			}
+			if scale != "minmax" && scale != "mse" {
+				return inputf("--scale %q: want minmax or mse", scale)
+			}
+			var rules []qatpkg.Rule
+			switch {
+			case (preset == "") == (rulesPath == ""):
+				return inputf("give one of --preset or --rules")
+			case preset != "":
+				r, ok := qatpkg.Presets[preset]
+				if !ok {
+					return inputf("--preset %q: want one of %s", preset, qatpkg.PresetNames())
+				}
+				rules = append(rules, r...)
+			default:
+				b, err := os.ReadFile(rulesPath)
+				if err != nil {
+					return inputf("--rules: %v", err)
+				}
+				if err := json.Unmarshal(b, &rules); err != nil {
+					return inputf("--rules %s: %v", rulesPath, err)
+				}
+			}
+			if scale == "mse" {
+				rules = withMSE(rules)
+			}
+			m, tok, err := loadModel(model)
+			if err != nil {
+				return err
+			}
+			if err := qatpkg.Prepare(m, rules); err != nil {
+				return inputf("%v", err)
+			}
+			var ds *data.Dataset
+			if dataDir != "" {
+				if ds, err = data.LoadSplit(dataDir, "validation", m.Vocab); err != nil {
+					return err
+				}
+			}
+			if seq == 0 {
+				seq = m.MaxSeq
+			}
+			if seq < 0 || seq > m.MaxSeq || batch <= 0 || calib <= 0 {
+				return inputf("--seq %d must be in [1, %d]; --batch %d and --calib-batches %d positive", seq, m.MaxSeq, batch, calib)
+			}
+			if qatpkg.NeedsCalibration(m) {
+				if dataDir == "" {
+					return inputf("--data is required: activation steps are calibrated on its training split")
+				}
+				tr, err := data.LoadSplit(dataDir, "train", m.Vocab)
+				if err != nil {
+					return err
+				}
+				n, err := train.Calibrate(m, tr, batch, seq, calib, seed)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "calibrated %d activation quantizers on %d batches\n", n, calib)
+			}
+			err = atomic.Dir(out, func(tmp string) error {
+				if err := m.Save(filepath.Join(tmp, "model.safetensors")); err != nil {
+					return err
+				}
+				hf, _ := m.Config.HFConfig()
+				if err := atomic.WriteFile(filepath.Join(tmp, "config.json"), hf); err != nil {
+					return err
+				}
+				if err := tok.Save(filepath.Join(tmp, "tokenizer.json")); err != nil {
+					return err
+				}
+				b, _ := json.MarshalIndent(rules, "", "  ")
+				return atomic.WriteFile(filepath.Join(tmp, "quant.json"), b)
+			})
+			if err != nil {
+				return fmt.Errorf("--out %s: %w", out, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s\n", out)
+			if ds != nil {
+				r := train.Evaluate(m, tok, ds, batch, seq, evalBatches)
+				fmt.Fprintf(cmd.OutOrStdout(), "validation (%d tokens): loss %.4f  perplexity %.2f  bits per byte %.4f\n", r.Tokens, r.Loss, r.PPL, r.BPB)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&method, "method", "rtn", "rtn (round to nearest)")
+	cmd.Flags().StringVar(&preset, "preset", "", "quantization preset")
+	cmd.Flags().StringVar(&rulesPath, "rules", "", "rules file (JSON, quant.json's format) instead of a preset")
+	cmd.Flags().StringVar(&scale, "scale", "minmax", "minmax, or mse (clipping search) for int weights and per-tensor activations")
+	cmd.Flags().StringVar(&model, "model", "", "full-precision checkpoint directory or run out_dir")
+	cmd.Flags().StringVar(&out, "out", "", "output checkpoint directory")
+	cmd.Flags().StringVar(&dataDir, "data", "", "prepared data: calibration (train split) and evaluation (validation)")
+	cmd.Flags().IntVar(&calib, "calib-batches", 8, "calibration batches")
+	cmd.Flags().IntVar(&batch, "batch", 8, "windows per batch")
+	cmd.Flags().IntVar(&seq, "seq", 0, "window length (0: the model's context)")
+	cmd.Flags().IntVar(&evalBatches, "batches", 0, "evaluate on at most this many batches (0: all)")
+	cmd.Flags().IntVar(&threads, "threads", 2, "threads")
+	cmd.Flags().Uint64Var(&seed, "seed", 1, "seed of the calibration batches")
+	cmd.MarkFlagRequired("model")
+	cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+// withMSE returns rules whose int min/max steps, of weights and of
+// per-tensor activations, become mse steps (per-token ones stay dynamic).
+func withMSE(rules []qatpkg.Rule) []qatpkg.Rule {
+	out := make([]qatpkg.Rule, len(rules))
+	for i, r := range rules {
+		for _, s := range []**qatpkg.Spec{&r.Weights, &r.Activations, &r.KVCache} {
+			if *s != nil && (*s).Format == "int" && (*s).Scale == "minmax" && ((*s).Granularity == "tensor" || s == &r.Weights) {
+				c := **s
+				c.Scale = "mse"
+				*s = &c
+			}
+		}
+		out[i] = r
+	}
+	return out
+}
