@@ -15,3 +15,11 @@ func fakeQuantLSQSIMD(y []float32, mask []uint8, x, scale []float32, group int, 
 func lsqGradSIMD(dx, ds, dy, x, scale []float32, group int, qn, qp, gscale float32) bool {
 	return false
 }
+
+func adamW8SIMD(p, g []float32, m, v []uint8, mAbs, vAbs []float32, a *Adam8, lr, b1, b2, eps, wd, bc1, bc2 float32) bool {
+	return false
+}
+
+func adamWFP8SIMD(p, g []float32, m, v []uint8, mr, vr []uint16, group int, lr, b1, b2, eps, wd, bc1, bc2 float32) bool {
+	return false
+}

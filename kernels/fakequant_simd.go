@@ -77,3 +77,24 @@ func lsqGradSIMD(dx, ds, dy, x, scale []float32, group int, qn, qp, gscale float
 	C.k_lsq_grad(fqTable, pdx, fp(ds), fp(dy), fp(x), fp(scale), fp(tmp), C.long(len(x)), C.long(group), C.float(qn), C.float(qp), C.float(gscale))
 	return true
 }
+
+func adamW8SIMD(p, g []float32, m, v []uint8, mAbs, vAbs []float32, a *Adam8, lr, b1, b2, eps, wd, bc1, bc2 float32) bool {
+	if fqTable == nil || len(p) == 0 || !useSIMD {
+		return false
+	}
+	C.k_adamw8(fqTable, fp(p), fp(g), bp(m), bp(v), fp(mAbs), fp(vAbs), C.long(len(p)), C.long(a.Block),
+		fp(a.M.Values[:]), fp(a.M.Bound), (*C.int32_t)(unsafe.Pointer(&a.M.Bucket[0])), C.long(a.M.Zero),
+		fp(a.V.Values[:]), fp(a.V.Bound), (*C.int32_t)(unsafe.Pointer(&a.V.Bucket[0])), C.long(a.V.Zero),
+		C.float(lr), C.float(b1), C.float(b2), C.float(eps), C.float(wd), C.float(bc1), C.float(bc2))
+	return true
+}
+
+func adamWFP8SIMD(p, g []float32, m, v []uint8, mr, vr []uint16, group int, lr, b1, b2, eps, wd, bc1, bc2 float32) bool {
+	if fqTable == nil || len(p) == 0 || !useSIMD {
+		return false
+	}
+	C.k_adamwfp8(fqTable, fp(p), fp(g), bp(m), bp(v), (*C.uint16_t)(unsafe.Pointer(&mr[0])), (*C.uint16_t)(unsafe.Pointer(&vr[0])),
+		C.long(len(p)), C.long(group), fp(E4M3Values[:]), (*C.double)(unsafe.Pointer(&log2Man[0])),
+		C.float(lr), C.float(b1), C.float(b2), C.float(eps), C.float(wd), C.float(bc1), C.float(bc2))
+	return true
+}

@@ -355,3 +355,195 @@ void K(lsq_grad)(float *dx, float *ds, const float *dy, const float *x, const fl
 		}
 	}
 }
+
+// code8: the byte of the 8-bit map value nearest to y (see Map8 in
+// adam8.go): bucket from the exponent and 6 mantissa bits of |y|, two
+// comparisons with the bounds in it, then zero+j or the mirrored negative.
+static inline int K(code8)(float y, const float *bound, const int32_t *bucket, int zero) {
+	float a = y < 0 ? -y : y;
+	a = a > 1.0f ? 1.0f : a;
+	uint32_t bits;
+	__builtin_memcpy(&bits, &a, 4);
+	int j = bucket[bits >> 17];
+	j += a > bound[j] ? 1 : 0;
+	j += a > bound[j] ? 1 : 0;
+	int neg = zero - j;
+	neg = neg < 0 ? 0 : neg;
+	return y < 0 ? neg : zero + j;
+}
+
+// adamw8: AdamW (the adamw kernel's arithmetic) with both moments stored
+// as 8-bit codes of a map and a float32 absmax per block: per block,
+// dequantize, update m, v and p, requantize with the new absmax (0 -> 1).
+void K(adamw8)(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mbound, const int32_t *mbucket, long mzero, const float *vvals, const float *vbound, const int32_t *vbucket, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) {
+	float step = lr / bc1, decay = 1.0f - lr * wd, isb2 = 1.0f / __builtin_sqrtf(bc2);
+	float mb[4096], vb[4096];
+	for (long k = 0; k * block < n; k++) {
+		long lo = k * block, len = n - lo < block ? n - lo : block;
+		float am = mabs[k], av = vabs[k], nm = 0, nv = 0;
+		float *pp = p + lo;
+		const float *gg = g + lo;
+		uint8_t *mm = m + lo, *vv = v + lo;
+#pragma omp simd reduction(max:nm, nv)
+		for (long i = 0; i < len; i++) {
+			float gi = gg[i];
+			float mi = b1 * (mvals[mm[i]] * am) + (1.0f - b1) * gi;
+			float vi = b2 * (vvals[vv[i]] * av) + (1.0f - b2) * gi * gi;
+			mb[i] = mi;
+			vb[i] = vi;
+			float ami = mi < 0 ? -mi : mi;
+			nm = ami > nm ? ami : nm;
+			nv = vi > nv ? vi : nv;
+			pp[i] = pp[i] * decay - step * mi / (K(fsqrt)(vi) * isb2 + eps);
+		}
+		nm = nm == 0 ? 1.0f : nm;
+		nv = nv == 0 ? 1.0f : nv;
+		mabs[k] = nm;
+		vabs[k] = nv;
+		float im = 1.0f / nm, iv = 1.0f / nv;
+		for (long i = 0; i < len; i++) {
+			float ym = mb[i] * im, yv = vb[i] * iv;
+			mm[i] = (uint8_t)K(code8)(ym, mbound, mbucket, (int)mzero);
+			vv[i] = (uint8_t)K(code8)(yv, vbound, vbucket, (int)vzero);
+		}
+	}
+}
+
+// flog2: log2 of a positive normal float (log2f32 in adamfp8.go: exponent
+// from the bits, mantissa folded into [sqrt(1/2), sqrt(2)), atanh series).
+static inline float K(flog2)(float x) {
+	uint32_t b;
+	__builtin_memcpy(&b, &x, 4);
+	float e = (float)((int32_t)(b >> 23) - 127);
+	b = (b & 0x7FFFFFu) | 0x3F800000u;
+	float m;
+	__builtin_memcpy(&m, &b, 4);
+	int big = m > 1.41421356f;
+	m = big ? m * 0.5f : m;
+	e = big ? e + 1.0f : e;
+	float s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
+	float p = 0.11111111f;
+	p = p * s2 + 0.14285714f;
+	p = p * s2 + 0.2f;
+	p = p * s2 + 0.33333333f;
+	p = p * s2 + 1.0f;
+	return e + 2.8853900817779268f * s * p;
+}
+
+static inline float K(fexp2)(float x) { return K(fexp)(x * 0.69314718f); }
+
+// e4m3: the E4M3 byte nearest to v (EncodeE4M3 in adamfp8.go).
+static inline int K(e4m3)(float v) {
+	float a = v < 0 ? -v : v;
+	a = a > 448.0f ? 448.0f : a;
+	float rs = (a * 512.0f + 12582912.0f) - 12582912.0f; // a*512 is exact: fusing cannot change it
+	uint32_t b;
+	__builtin_memcpy(&b, &a, 4);
+	uint32_t r = b + 0x7FFFFu + ((b >> 20) & 1u);
+	int code = (int)(r >> 20) - (120 << 3);
+	code = a < 0.015625f ? (int)rs : code;
+	return v < 0 ? (code | 0x80) : code;
+}
+
+static inline float K(bf16f)(uint16_t h) {
+	uint32_t b = (uint32_t)h << 16;
+	float f;
+	__builtin_memcpy(&f, &b, 4);
+	return f;
+}
+
+// dre: a group's expansion from its stored bfloat16 range (DREParams in
+// adamfp8.go, with the same mantissa-log table l2m and the same double
+// arithmetic, so k is identical on every path).
+static inline void K(dre)(uint16_t hi, uint16_t lo, const double *l2m, float *k, float *invk, float *c, float *s, int *zero) {
+	if (hi == 0) {
+		*k = 1; *invk = 1; *c = 1; *s = 1; *zero = 1;
+		return;
+	}
+	*zero = 0;
+	lo = lo < 0x0D80 ? 0x0D80 : lo;
+	lo = lo > hi ? hi : lo;
+	double l2r = (double)((int)(hi >> 7) - (int)(lo >> 7)) + l2m[hi & 127] - l2m[lo & 127];
+	double kk = 256.0;
+	if (l2r > 0) {
+		kk = __builtin_floor(16.614709844115208 / l2r * 16) / 16;
+		kk = kk < 1.0 / 16 ? 1.0 / 16 : kk;
+		kk = kk > 256 ? 256 : kk;
+	}
+	*k = (float)kk;
+	*invk = (float)(1 / kk);
+	*c = (float)__builtin_sqrt((double)K(bf16f)(hi) * (double)K(bf16f)(lo));
+	*s = K(fexp2)((float)(kk * l2r / 2)) / 448.0f;
+}
+
+static inline uint16_t K(bf16up)(float x) {
+	uint32_t b;
+	__builtin_memcpy(&b, &x, 4);
+	b += (b & 0xFFFFu) ? 0x10000u : 0;
+	return (uint16_t)(b >> 16);
+}
+
+static inline uint16_t K(bf16down)(float x) {
+	uint32_t b;
+	__builtin_memcpy(&b, &x, 4);
+	return (uint16_t)(b >> 16);
+}
+
+// adamwfp8: AdamW (the adamw kernel's arithmetic) with both moments stored
+// as E4M3 bytes under COAT's dynamic range expansion per group (AdamWFP8
+// in adamfp8.go): shrink, update m, v and p, store the new ranges, expand.
+void K(adamwfp8)(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *e4m3, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) {
+	float step = lr / bc1, decay = 1.0f - lr * wd, isb2 = 1.0f / __builtin_sqrtf(bc2);
+	float mb[4096], vb[4096];
+	for (long k = 0; k * group < n; k++) {
+		long lo = k * group, len = n - lo < group ? n - lo : group;
+		float km, ikm, cm, sm, kv, ikv, cv, sv;
+		int zm, zv;
+		K(dre)(mr[2 * k], mr[2 * k + 1], l2m, &km, &ikm, &cm, &sm, &zm);
+		K(dre)(vr[2 * k], vr[2 * k + 1], l2m, &kv, &ikv, &cv, &sv, &zv);
+		float *pp = p + lo;
+		const float *gg = g + lo;
+		uint8_t *mm = m + lo, *vv = v + lo;
+		float mxm = 0, mnm = 3.4e38f, mxv = 0, mnv = 3.4e38f;
+#pragma omp simd reduction(max:mxm, mxv) reduction(min:mnm, mnv)
+		for (long i = 0; i < len; i++) {
+			float ym = e4m3[mm[i]] * sm, yv = e4m3[vv[i]] * sv;
+			float am = ym < 0 ? -ym : ym;
+			float om = K(fexp2)(K(flog2)(am > 0 ? am : 1.0f) * ikm) * cm;
+			om = (am > 0 && !zm) ? om : 0.0f;
+			om = ym < 0 ? -om : om;
+			float ov = K(fexp2)(K(flog2)(yv > 0 ? yv : 1.0f) * ikv) * cv;
+			ov = (yv > 0 && !zv) ? ov : 0.0f;
+			float gi = gg[i];
+			float mi = b1 * om + (1.0f - b1) * gi;
+			float vi = b2 * ov + (1.0f - b2) * gi * gi;
+			mb[i] = mi;
+			vb[i] = vi;
+			pp[i] = pp[i] * decay - step * mi / (K(fsqrt)(vi) * isb2 + eps);
+			float ami = mi < 0 ? -mi : mi;
+			mxm = ami > mxm ? ami : mxm;
+			float tm = ami > 0 ? ami : 3.4e38f;
+			mnm = tm < mnm ? tm : mnm;
+			mxv = vi > mxv ? vi : mxv;
+			float tv = vi > 0 ? vi : 3.4e38f;
+			mnv = tv < mnv ? tv : mnv;
+		}
+		uint16_t mh = mxm > 0 ? K(bf16up)(mxm) : 0, ml = mxm > 0 ? K(bf16down)(mnm) : 0;
+		uint16_t vh = mxv > 0 ? K(bf16up)(mxv) : 0, vl = mxv > 0 ? K(bf16down)(mnv) : 0;
+		mr[2 * k] = mh; mr[2 * k + 1] = ml;
+		vr[2 * k] = vh; vr[2 * k + 1] = vl;
+		K(dre)(mh, ml, l2m, &km, &ikm, &cm, &sm, &zm);
+		K(dre)(vh, vl, l2m, &kv, &ikv, &cv, &sv, &zv);
+		float icm = 1.0f / cm, icv = 1.0f / cv, ism = 1.0f / sm, isv = 1.0f / sv;
+		for (long i = 0; i < len; i++) {
+			float x = mb[i], a = x < 0 ? -x : x;
+			float u = K(fexp2)(km * K(flog2)(a > 0 ? a * icm : 1.0f)) * ism;
+			int q = K(e4m3)(x < 0 ? -u : u);
+			mm[i] = (uint8_t)((a > 0 && !zm) ? q : 0);
+			float y = vb[i];
+			float w = K(fexp2)(kv * K(flog2)(y > 0 ? y * icv : 1.0f)) * isv;
+			int r = K(e4m3)(w);
+			vv[i] = (uint8_t)((y > 0 && !zv) ? r : 0);
+		}
+	}
+}

@@ -109,14 +109,14 @@ type AdamW struct {
 }
 
 // NewAdamW returns an optimizer over params whose moments newMoments makes
-// (NewFP32Moments when nil).
-func NewAdamW(c AdamWConfig, params []Param, newMoments func(n int) Moments) *AdamW {
+// for each (fp32 when nil; see States).
+func NewAdamW(c AdamWConfig, params []Param, newMoments func(p Param) Moments) *AdamW {
 	if newMoments == nil {
-		newMoments = NewFP32Moments
+		newMoments = func(p Param) Moments { return NewFP32Moments(p.Var.Size()) }
 	}
 	o := &AdamW{Config: c, Params: params}
 	for _, p := range params {
-		o.State = append(o.State, newMoments(p.Var.Size()))
+		o.State = append(o.State, newMoments(p))
 	}
 	return o
 }

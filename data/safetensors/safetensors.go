@@ -18,7 +18,7 @@ import (
 // Tensor is one named tensor with its raw little-endian bytes.
 type Tensor struct {
 	Name  string
-	DType string // F32, F16, BF16, I32, I64, U8, I8, F64
+	DType string // F32, F16, BF16, I32, I64, U8, I8, F64, F8_E4M3, ...
 	Shape []int
 	Data  []byte
 }
@@ -30,7 +30,8 @@ type File struct {
 }
 
 // DTypeSize is the byte size of each supported dtype.
-var DTypeSize = map[string]int{"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+var DTypeSize = map[string]int{"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+	"F8_E4M3": 1, "F8_E5M2": 1}
 
 // maxHeader bounds the JSON header (the reference implementation uses 100 MB).
 const maxHeader = 100 << 20

@@ -154,6 +154,8 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 		res = append(res, Result{Kind: "kernel", Name: k.name, Threads: 1, Value: gbs, Unit: "GB/s"})
 	}
 
+	res = append(res, fakeQuant(w, rng)...)
+
 	fmt.Fprintf(w, "\ntraining step %s (batch %d x seq %d): forward + backward + clip + AdamW, median of %d steps\n", o.Name, o.Batch, o.Seq, o.Steps)
 	for _, th := range o.Threads {
 		r := step(o, th)
@@ -231,4 +233,49 @@ func step(o Options, threads int) stepResult {
 	tok := float64(o.Batch * o.Seq)
 	return stepResult{ms: med * 1e3, tokps: tok / med, gflops: tok * o.Model.FLOPsPerToken(o.Seq) / med / 1e9,
 		allocs: float64(ms1.Mallocs-ms0.Mallocs) / float64(o.Steps)}
+}
+
+// fakeQuant measures the fused fake-quant kernels on a tensor far larger
+// than the caches (16M floats) next to a copy of it, measured in the same
+// run: the bandwidth these memory-bound kernels are bounded by. Bytes are
+// counted as moved: 4 per float read or written, 1 per mask byte.
+func fakeQuant(w io.Writer, rng *rand.Rand) []Result {
+	const n, row = 1 << 24, 1024
+	x, y, dy, dx := randSlice(rng, n), make([]float32, n), randSlice(rng, n), make([]float32, n)
+	mask := make([]uint8, n)
+	rows := n / row
+	lo, hi, zero := make([]float32, n/32), make([]float32, n/32), make([]float32, n/32)
+	step, ds := make([]float32, rows), make([]float32, rows)
+	for i := range step {
+		step[i] = 0.3
+	}
+	copyGBs := 8 * float64(n) / timeIt(300*time.Millisecond, func() { copy(y, x) }) / 1e9
+	fmt.Fprintf(w, "\nfake quant (1 thread, %d M floats), GB/s and fraction of copy (%.1f GB/s, same run)\n", n>>20, copyGBs)
+	res := []Result{{Kind: "memory", Name: "copy", Threads: 1, Value: copyGBs, Unit: "GB/s"}}
+	for _, k := range []struct {
+		name  string
+		bytes float64
+		f     func()
+	}{
+		{"int8 per-token (range+quant)", 13, func() {
+			kernels.MinMaxGroups(lo[:rows], hi[:rows], x, row)
+			for r := range rows {
+				hi[r] = max(hi[r]-lo[r], 1e-6) / 255
+			}
+			kernels.FakeQuantAffine(y, mask, x, hi[:rows], zero[:rows], row, 0, 255)
+		}},
+		{"int4 per-channel weight", 13, func() {
+			kernels.AbsMaxGroups(hi[:rows], x, row)
+			kernels.FakeQuantAffine(y, mask, x, hi[:rows], zero[:rows], row, -8, 7)
+		}},
+		{"Q4_0 grid", 9, func() { kernels.FakeQuantQ4_0(y, mask, x) }},
+		{"LSQ forward", 9, func() { kernels.FakeQuantLSQ(y, mask, x, step, row, 8, 7) }},
+		{"LSQ backward (dx, ds)", 16, func() { kernels.LSQGrad(dx, ds, dy, x, step, row, 8, 7, 0.01) }},
+		{"STE backward (mask)", 13, func() { kernels.MaskGrad(dx, dy, mask) }},
+	} {
+		gbs := k.bytes * float64(n) / timeIt(300*time.Millisecond, k.f) / 1e9
+		fmt.Fprintf(w, "  %-30s %7.1f   %4.0f%%\n", k.name, gbs, 100*gbs/copyGBs)
+		res = append(res, Result{Kind: "fakequant", Name: k.name, Threads: 1, Value: gbs, Unit: "GB/s", Ref: copyGBs, RefName: "copy GB/s"})
+	}
+	return res
 }

@@ -15,7 +15,9 @@ import (
 
 	"github.com/goccy/go-yaml"
 
+	"qat/kernels"
 	"qat/layers"
+	"qat/optim"
 	"qat/qat"
 )
 
@@ -50,6 +52,9 @@ type Optimizer struct {
 	Beta2       float64 `yaml:"beta2"`
 	Eps         float64 `yaml:"eps"`
 	WeightDecay float64 `yaml:"weight_decay"`
+	// States: how the moments are stored (state: fp32, int8 or fp8;
+	// block, min_8bit_size, fp32_states).
+	optim.States `yaml:",inline"`
 }
 
 // Quant selects quantization-aware training: a preset (qat.Presets) and
@@ -96,7 +101,7 @@ func Defaults() Config {
 	return Config{
 		Train: Train{GradAccum: 1, LR: 3e-3, MinLR: 3e-4, Warmup: 100, GradClip: 1, Seed: 1, EvalEvery: 200,
 			CkptEvery: 200, KeepCkpts: 2, Threads: 2, LogEvery: 10},
-		Optimizer: Optimizer{Name: "adamw", Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1},
+		Optimizer: Optimizer{Name: "adamw", Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, States: optim.DefaultStates},
 		Quant:     Quant{CalibBatches: 4},
 		OutDir:    "runs/out",
 	}
@@ -219,6 +224,14 @@ func (c *Config) validate() *fieldError {
 		return &fieldError{"optimizer.eps", fmt.Sprintf("%g, must be positive", o.Eps)}
 	case o.WeightDecay < 0 || !finite(o.WeightDecay):
 		return &fieldError{"optimizer.weight_decay", fmt.Sprintf("%g, must not be negative", o.WeightDecay)}
+	case o.Kind != "fp32" && o.Kind != "int8" && o.Kind != "fp8":
+		return &fieldError{"optimizer.state", fmt.Sprintf("%q, want fp32, int8 or fp8", o.Kind)}
+	case o.Block < 0 || o.Block > kernels.MaxBlock8:
+		return &fieldError{"optimizer.block", fmt.Sprintf("%d, must be 1 to %d (0: 256 for int8, 128 for fp8)", o.Block, kernels.MaxBlock8)}
+	case o.MinSize < 0:
+		return &fieldError{"optimizer.min_8bit_size", fmt.Sprintf("%d, must not be negative", o.MinSize)}
+	case o.States.Validate("optimizer") != nil:
+		return &fieldError{"optimizer.fp32_states", o.States.Validate("optimizer").Error()}
 	case c.Quant.Preset != "" && qat.Presets[c.Quant.Preset] == nil:
 		return &fieldError{"quant.preset", fmt.Sprintf("%q, want one of %s", c.Quant.Preset, qat.PresetNames())}
 	case c.Quant.CalibBatches < 1:
@@ -236,6 +249,23 @@ func (c *Config) validate() *fieldError {
 }
 
 // set applies one "a.b.c=value" override through the yaml tags.
+// field finds the field of struct v whose yaml name is name, looking into
+// inlined structs too.
+func field(v reflect.Value, name string) (reflect.Value, bool) {
+	for i := 0; i < v.NumField(); i++ {
+		tag := strings.Split(v.Type().Field(i).Tag.Get("yaml"), ",")
+		if tag[0] == name {
+			return v.Field(i), true
+		}
+		if tag[0] == "" && len(tag) > 1 && tag[1] == "inline" {
+			if f, ok := field(v.Field(i), name); ok {
+				return f, true
+			}
+		}
+	}
+	return reflect.Value{}, false
+}
+
 func set(c *Config, kv string) error {
 	key, val, ok := strings.Cut(kv, "=")
 	if !ok {
@@ -246,16 +276,11 @@ func set(c *Config, kv string) error {
 		if v.Kind() != reflect.Struct {
 			return fmt.Errorf("%s: %s is not a section", key, part)
 		}
-		found := false
-		for i := 0; i < v.NumField(); i++ {
-			if strings.Split(v.Type().Field(i).Tag.Get("yaml"), ",")[0] == part {
-				v, found = v.Field(i), true
-				break
-			}
-		}
+		f, found := field(v, part)
 		if !found {
 			return fmt.Errorf("unknown key %q", key)
 		}
+		v = f
 	}
 	var err error
 	switch v.Kind() {

@@ -51,6 +51,9 @@ func TestBadConfigs(t *testing.T) {
 		{"  lr: 3.0e-3\n", "  lr: -1\n", "train.lr", "lr"},
 		{"  beta2: 0.95\n", "  beta2: 1.5\n", "optimizer.beta2", "beta2"},
 		{"  keep_ckpts: 2\n", "  keep_ckpts: 0\n", "train.keep_ckpts", "keep_ckpts"},
+		{"  beta2: 0.95\n", "  beta2: 0.95\n  state: int4\n", "optimizer.state", "state"},
+		{"  beta2: 0.95\n", "  beta2: 0.95\n  state: int8\n  block: 9000\n", "optimizer.block", "block"},
+		{"  beta2: 0.95\n", "  beta2: 0.95\n  fp32_states: [\"[\"]\n", "optimizer.fp32_states", "fp32_states"},
 	} {
 		b := strings.Replace(base, c.old, c.edit, 1)
 		if b == base {
@@ -88,7 +91,11 @@ func TestOverrides(t *testing.T) {
 	if c.Train.LR != 1e-3 || c.Train.Steps != 7 || c.OutDir != "/tmp/x" || c.Model.Tied || c.Train.Seed != 9 {
 		t.Errorf("overrides not applied: %+v", c)
 	}
-	for _, o := range []string{"train.lrate=1", "train.lr=fast", "train=1", "model.dim", "train.min_lr=1"} {
+	c, err = Parse("tiny.yaml", []byte(tinyYAML(t)), "optimizer.state=fp8", "optimizer.block=64")
+	if err != nil || c.Optimizer.Kind != "fp8" || c.Optimizer.Block != 64 || c.Optimizer.MinSize != 4096 {
+		t.Errorf("optimizer.state override: %v %+v", err, c.Optimizer)
+	}
+	for _, o := range []string{"optimizer.state=int4", "train.lrate=1", "train.lr=fast", "train=1", "model.dim", "train.min_lr=1"} {
 		if _, err := Parse("tiny.yaml", []byte(tinyYAML(t)), o); err == nil || !IsInput(err) {
 			t.Errorf("--set %s: %v", o, err)
 		}

@@ -153,7 +153,7 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 		r.vars = append(r.vars, p.Var)
 	}
 	o := cfg.Optimizer
-	r.Opt = optim.NewAdamW(optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}, ops, nil)
+	r.Opt = optim.NewAdamW(optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}, ops, o.States.Factory())
 	if cfg.Train.Threads > 1 {
 		r.reps = layers.NewReplicas(m, cfg.Train.Threads)
 	}
