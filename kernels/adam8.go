@@ -29,6 +29,12 @@ type Map8 struct {
 	Bound  []float32
 	Bucket []int32
 	Zero   int
+	// Levels describe a dynamic map to the C kernels, which find the
+	// nearest value arithmetically rather than by table lookups: the
+	// thresholds of |y| where each level (and then 1) starts, 1/10^(i-6),
+	// the level's number of values and the magnitude index of its first.
+	Levels  [32]float32
+	leveled bool
 }
 
 // bucketShift keeps the exponent and 6 mantissa bits of a float32.
@@ -64,6 +70,19 @@ func DynamicMap(signed bool) *Map8 {
 		m.Values[i] = float32(v)
 	}
 	m.build()
+	mags := m.Values[m.Zero:]
+	for i := 0; i < 7; i++ {
+		k, off := 1<<i, 1<<i // magnitude 0 is zero; level i starts after 1+2+...
+		if !signed {
+			k, off = 2<<i, 2<<i-1
+		}
+		m.Levels[i] = (mags[off-1] + mags[off]) / 2
+		m.Levels[8+i] = float32(math.Pow(10, float64(6-i)))
+		m.Levels[16+i], m.Levels[24+i] = float32(k), float32(off)
+	}
+	top := len(mags) - 1 // the value 1
+	m.Levels[7], m.Levels[15], m.Levels[23], m.Levels[31] = (mags[top-1]+mags[top])/2, 0, 1, float32(top)
+	m.leveled = true
 	return m
 }
 

@@ -79,12 +79,11 @@ func lsqGradSIMD(dx, ds, dy, x, scale []float32, group int, qn, qp, gscale float
 }
 
 func adamW8SIMD(p, g []float32, m, v []uint8, mAbs, vAbs []float32, a *Adam8, lr, b1, b2, eps, wd, bc1, bc2 float32) bool {
-	if fqTable == nil || len(p) == 0 || !useSIMD {
+	if fqTable == nil || len(p) == 0 || !useSIMD || !a.M.leveled || !a.V.leveled {
 		return false
 	}
 	C.k_adamw8(fqTable, fp(p), fp(g), bp(m), bp(v), fp(mAbs), fp(vAbs), C.long(len(p)), C.long(a.Block),
-		fp(a.M.Values[:]), fp(a.M.Bound), (*C.int32_t)(unsafe.Pointer(&a.M.Bucket[0])), C.long(a.M.Zero),
-		fp(a.V.Values[:]), fp(a.V.Bound), (*C.int32_t)(unsafe.Pointer(&a.V.Bucket[0])), C.long(a.V.Zero),
+		fp(a.M.Values[:]), fp(a.M.Levels[:]), C.long(a.M.Zero), fp(a.V.Values[:]), fp(a.V.Levels[:]), C.long(a.V.Zero),
 		C.float(lr), C.float(b1), C.float(b2), C.float(eps), C.float(wd), C.float(bc1), C.float(bc2))
 	return true
 }

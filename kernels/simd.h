@@ -24,7 +24,7 @@ void fq_affine_avx512(float *y, uint8_t *mask, const float *x, const float *scal
 void mask_grad_avx512(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n);
 void fq_lsq_avx512(float *y, uint8_t *mask, const float *x, const float *scale, long n, long g, float qn, float qp);
 void lsq_grad_avx512(float *dx, float *ds, const float *dy, const float *x, const float *scale, float *tmp, long n, long g, float qn, float qp, float gscale);
-void adamw8_avx512(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mbound, const int32_t *mbucket, long mzero, const float *vvals, const float *vbound, const int32_t *vbucket, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
+void adamw8_avx512(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mlevels, long mzero, const float *vvals, const float *vlevels, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
 void adamwfp8_avx512(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *e4m3, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
 void exp_inplace_avx2(float *x, long n);
 void causal_softmax_avx2(float *s, long rows, long i0, long n, long ld, float scale, float *lse);
@@ -48,7 +48,7 @@ void fq_affine_avx2(float *y, uint8_t *mask, const float *x, const float *scale,
 void mask_grad_avx2(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n);
 void fq_lsq_avx2(float *y, uint8_t *mask, const float *x, const float *scale, long n, long g, float qn, float qp);
 void lsq_grad_avx2(float *dx, float *ds, const float *dy, const float *x, const float *scale, float *tmp, long n, long g, float qn, float qp, float gscale);
-void adamw8_avx2(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mbound, const int32_t *mbucket, long mzero, const float *vvals, const float *vbound, const int32_t *vbucket, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
+void adamw8_avx2(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mlevels, long mzero, const float *vvals, const float *vlevels, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
 void adamwfp8_avx2(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *e4m3, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
 
 typedef struct {
@@ -74,7 +74,7 @@ typedef struct {
 	void (*mask_grad)(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n);
 	void (*fq_lsq)(float *y, uint8_t *mask, const float *x, const float *scale, long n, long g, float qn, float qp);
 	void (*lsq_grad)(float *dx, float *ds, const float *dy, const float *x, const float *scale, float *tmp, long n, long g, float qn, float qp, float gscale);
-	void (*adamw8)(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mbound, const int32_t *mbucket, long mzero, const float *vvals, const float *vbound, const int32_t *vbucket, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
+	void (*adamw8)(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mlevels, long mzero, const float *vvals, const float *vlevels, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
 	void (*adamwfp8)(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *e4m3, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
 } kern_table;
 
@@ -103,5 +103,5 @@ static inline void k_fq_affine(const kern_table *kt, float *y, uint8_t *mask, co
 static inline void k_mask_grad(const kern_table *kt, float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n) { kt->mask_grad(dx, dy, mask, n); }
 static inline void k_fq_lsq(const kern_table *kt, float *y, uint8_t *mask, const float *x, const float *scale, long n, long g, float qn, float qp) { kt->fq_lsq(y, mask, x, scale, n, g, qn, qp); }
 static inline void k_lsq_grad(const kern_table *kt, float *dx, float *ds, const float *dy, const float *x, const float *scale, float *tmp, long n, long g, float qn, float qp, float gscale) { kt->lsq_grad(dx, ds, dy, x, scale, tmp, n, g, qn, qp, gscale); }
-static inline void k_adamw8(const kern_table *kt, float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mbound, const int32_t *mbucket, long mzero, const float *vvals, const float *vbound, const int32_t *vbucket, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) { kt->adamw8(p, g, m, v, mabs, vabs, n, block, mvals, mbound, mbucket, mzero, vvals, vbound, vbucket, vzero, lr, b1, b2, eps, wd, bc1, bc2); }
+static inline void k_adamw8(const kern_table *kt, float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mlevels, long mzero, const float *vvals, const float *vlevels, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) { kt->adamw8(p, g, m, v, mabs, vabs, n, block, mvals, mlevels, mzero, vvals, vlevels, vzero, lr, b1, b2, eps, wd, bc1, bc2); }
 static inline void k_adamwfp8(const kern_table *kt, float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *e4m3, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) { kt->adamwfp8(p, g, m, v, mr, vr, n, group, e4m3, l2m, lr, b1, b2, eps, wd, bc1, bc2); }

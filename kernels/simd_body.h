@@ -356,28 +356,43 @@ void K(lsq_grad)(float *dx, float *ds, const float *dy, const float *x, const fl
 	}
 }
 
-// code8: the byte of the 8-bit map value nearest to y (see Map8 in
-// adam8.go): bucket from the exponent and 6 mantissa bits of |y|, two
-// comparisons with the bounds in it, then zero+j or the mirrored negative.
-static inline int K(code8)(float y, const float *bound, const int32_t *bucket, int zero) {
+// code8: the byte of the dynamic map's value nearest to y (Map8.Levels in
+// adam8.go), without table lookups (gathers are slow): the level of |y|
+// from 8 thresholds, the nearest midpoint inside the level from its
+// uniform spacing, then zero+J or the mirrored negative. lv must be a
+// local copy (gcc does not vectorize the loop when it reads the
+// thresholds through a pointer argument).
+static inline int K(code8)(float y, const float *lv, int zero) {
 	float a = y < 0 ? -y : y;
 	a = a > 1.0f ? 1.0f : a;
-	uint32_t bits;
-	__builtin_memcpy(&bits, &a, 4);
-	int j = bucket[bits >> 17];
-	j += a > bound[j] ? 1 : 0;
-	j += a > bound[j] ? 1 : 0;
-	int neg = zero - j;
+	float is = 0, k = 1, o = 0;
+	for (int i = 0; i < 8; i++) {
+		int ge = a >= lv[i];
+		is = ge ? lv[8 + i] : is;
+		k = ge ? lv[16 + i] : k;
+		o = ge ? lv[24 + i] : o;
+	}
+	float t = (a * is - 0.1f) * k * 1.11111111f;
+	t = t < 0 ? 0 : t;
+	t = t > k - 1 ? k - 1 : t;
+	int J = (int)o + (int)t;
+	int neg = zero - J;
 	neg = neg < 0 ? 0 : neg;
-	return y < 0 ? neg : zero + j;
+	return y < 0 ? neg : zero + J;
 }
 
 // adamw8: AdamW (the adamw kernel's arithmetic) with both moments stored
 // as 8-bit codes of a map and a float32 absmax per block: per block,
 // dequantize, update m, v and p, requantize with the new absmax (0 -> 1).
-void K(adamw8)(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mbound, const int32_t *mbucket, long mzero, const float *vvals, const float *vbound, const int32_t *vbucket, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) {
+void K(adamw8)(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mlevels, long mzero, const float *vvals, const float *vlevels, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) {
 	float step = lr / bc1, decay = 1.0f - lr * wd, isb2 = 1.0f / __builtin_sqrtf(bc2);
 	float mb[4096], vb[4096];
+	int32_t cm[4096], cv[4096];
+	float lvm[32], lvv[32];
+	for (int i = 0; i < 32; i++) {
+		lvm[i] = mlevels[i];
+		lvv[i] = vlevels[i];
+	}
 	for (long k = 0; k * block < n; k++) {
 		long lo = k * block, len = n - lo < block ? n - lo : block;
 		float am = mabs[k], av = vabs[k], nm = 0, nv = 0;
@@ -401,26 +416,35 @@ void K(adamw8)(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, fl
 		mabs[k] = nm;
 		vabs[k] = nv;
 		float im = 1.0f / nm, iv = 1.0f / nv;
+		// codes as int32 first (one element width: gcc vectorizes the
+		// lookups), narrowed to bytes in a second loop
+#pragma omp simd
 		for (long i = 0; i < len; i++) {
-			float ym = mb[i] * im, yv = vb[i] * iv;
-			mm[i] = (uint8_t)K(code8)(ym, mbound, mbucket, (int)mzero);
-			vv[i] = (uint8_t)K(code8)(yv, vbound, vbucket, (int)vzero);
+			cm[i] = K(code8)(mb[i] * im, lvm, (int)mzero);
+			cv[i] = K(code8)(vb[i] * iv, lvv, (int)vzero);
+		}
+		for (long i = 0; i < len; i++) {
+			mm[i] = (uint8_t)cm[i];
+			vv[i] = (uint8_t)cv[i];
 		}
 	}
 }
 
-// flog2: log2 of a positive normal float (log2f32 in adamfp8.go: exponent
-// from the bits, mantissa folded into [sqrt(1/2), sqrt(2)), atanh series).
+// flog2: log2|x| for a normal x (log2f32 in adamfp8.go: exponent from the
+// bits, mantissa folded into [sqrt(1/2), sqrt(2)), atanh series); finite
+// garbage for 0.
 static inline float K(flog2)(float x) {
+	// The fold is done on the bits (a float that is conditionally changed
+	// after a reinterpretation keeps gcc from vectorizing).
 	uint32_t b;
 	__builtin_memcpy(&b, &x, 4);
-	float e = (float)((int32_t)(b >> 23) - 127);
-	b = (b & 0x7FFFFFu) | 0x3F800000u;
+	b &= 0x7FFFFFFFu; // |x|: callers mask zeros out afterwards
+	int32_t mant = (int32_t)(b & 0x7FFFFFu);
+	int32_t big = mant > 0x3504F3; // mantissa above sqrt(2)
+	float e = (float)((int32_t)(b >> 23) - 127 + big);
+	uint32_t mb = (uint32_t)mant | (0x3F800000u - ((uint32_t)big << 23)); // arithmetic, not a select: see code8
 	float m;
-	__builtin_memcpy(&m, &b, 4);
-	int big = m > 1.41421356f;
-	m = big ? m * 0.5f : m;
-	e = big ? e + 1.0f : e;
+	__builtin_memcpy(&m, &mb, 4);
 	float s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
 	float p = 0.11111111f;
 	p = p * s2 + 0.14285714f;
@@ -434,15 +458,18 @@ static inline float K(fexp2)(float x) { return K(fexp)(x * 0.69314718f); }
 
 // e4m3: the E4M3 byte nearest to v (EncodeE4M3 in adamfp8.go).
 static inline int K(e4m3)(float v) {
+	// No conditionally assigned variable is reinterpreted (gcc then does
+	// not vectorize): the clamp is done on the bits after the copy.
+	int32_t b;
+	__builtin_memcpy(&b, &v, 4);
+	int32_t ab = b & 0x7FFFFFFF;
+	ab = ab > 0x43E00000 ? 0x43E00000 : ab; // saturate at 448
 	float a = v < 0 ? -v : v;
-	a = a > 448.0f ? 448.0f : a;
 	float rs = (a * 512.0f + 12582912.0f) - 12582912.0f; // a*512 is exact: fusing cannot change it
-	uint32_t b;
-	__builtin_memcpy(&b, &a, 4);
-	uint32_t r = b + 0x7FFFFu + ((b >> 20) & 1u);
-	int code = (int)(r >> 20) - (120 << 3);
-	code = a < 0.015625f ? (int)rs : code;
-	return v < 0 ? (code | 0x80) : code;
+	int32_t r = ab + 0x7FFFF + ((ab >> 20) & 1);
+	int code = (r >> 20) - (120 << 3);
+	code = ab < 0x3C800000 ? (int)rs : code; // below 2^-6: subnormal grid
+	return b < 0 ? (code | 0x80) : code;
 }
 
 static inline float K(bf16f)(uint16_t h) {
@@ -495,25 +522,27 @@ static inline uint16_t K(bf16down)(float x) {
 void K(adamwfp8)(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *e4m3, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) {
 	float step = lr / bc1, decay = 1.0f - lr * wd, isb2 = 1.0f / __builtin_sqrtf(bc2);
 	float mb[4096], vb[4096];
+	int32_t qm[4096], qv[4096];
 	for (long k = 0; k * group < n; k++) {
 		long lo = k * group, len = n - lo < group ? n - lo : group;
 		float km, ikm, cm, sm, kv, ikv, cv, sv;
 		int zm, zv;
 		K(dre)(mr[2 * k], mr[2 * k + 1], l2m, &km, &ikm, &cm, &sm, &zm);
 		K(dre)(vr[2 * k], vr[2 * k + 1], l2m, &kv, &ikv, &cv, &sv, &zv);
+		const float dikm = ikm, dcm = cm, dsm = sm, dikv = ikv, dcv = cv, dsv = sv;
+		const int dnzm = !zm, dnzv = !zv;
 		float *pp = p + lo;
 		const float *gg = g + lo;
 		uint8_t *mm = m + lo, *vv = v + lo;
 		float mxm = 0, mnm = 3.4e38f, mxv = 0, mnv = 3.4e38f;
 #pragma omp simd reduction(max:mxm, mxv) reduction(min:mnm, mnv)
 		for (long i = 0; i < len; i++) {
-			float ym = e4m3[mm[i]] * sm, yv = e4m3[vv[i]] * sv;
-			float am = ym < 0 ? -ym : ym;
-			float om = K(fexp2)(K(flog2)(am > 0 ? am : 1.0f) * ikm) * cm;
-			om = (am > 0 && !zm) ? om : 0.0f;
+			float ym = e4m3[mm[i]] * dsm, yv = e4m3[vv[i]] * dsv;
+			float om = K(fexp2)(K(flog2)(ym) * dikm) * dcm;
+			om *= (float)((ym != 0) & dnzm); // finite garbage for 0: the product is 0
 			om = ym < 0 ? -om : om;
-			float ov = K(fexp2)(K(flog2)(yv > 0 ? yv : 1.0f) * ikv) * cv;
-			ov = (yv > 0 && !zv) ? ov : 0.0f;
+			float ov = K(fexp2)(K(flog2)(yv) * dikv) * dcv;
+			ov *= (float)((yv > 0) & dnzv);
 			float gi = gg[i];
 			float mi = b1 * om + (1.0f - b1) * gi;
 			float vi = b2 * ov + (1.0f - b2) * gi * gi;
@@ -534,16 +563,25 @@ void K(adamwfp8)(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr,
 		vr[2 * k] = vh; vr[2 * k + 1] = vl;
 		K(dre)(mh, ml, l2m, &km, &ikm, &cm, &sm, &zm);
 		K(dre)(vh, vl, l2m, &kv, &ikv, &cv, &sv, &zv);
-		float icm = 1.0f / cm, icv = 1.0f / cv, ism = 1.0f / sm, isv = 1.0f / sv;
+		// plain locals: the ones K(dre) wrote through pointers would be
+		// memory references inside the loop, which gcc does not vectorize
+		const float icm = 1.0f / cm, icv = 1.0f / cv, ism = 1.0f / sm, isv = 1.0f / sv, ekm = km, ekv = kv;
+		const int nzm = !zm, nzv = !zv;
+#pragma omp simd
 		for (long i = 0; i < len; i++) {
-			float x = mb[i], a = x < 0 ? -x : x;
-			float u = K(fexp2)(km * K(flog2)(a > 0 ? a * icm : 1.0f)) * ism;
-			int q = K(e4m3)(x < 0 ? -u : u);
-			mm[i] = (uint8_t)((a > 0 && !zm) ? q : 0);
+			float x = mb[i];
+			float u = K(fexp2)(ekm * K(flog2)(x * icm)) * ism;
+			int q = K(e4m3)(u) | (x < 0 ? 0x80 : 0);
 			float y = vb[i];
-			float w = K(fexp2)(kv * K(flog2)(y > 0 ? y * icv : 1.0f)) * isv;
+			float w = K(fexp2)(ekv * K(flog2)(y * icv)) * isv;
 			int r = K(e4m3)(w);
-			vv[i] = (uint8_t)((y > 0 && !zv) ? r : 0);
+			// masks by and, not a select: gcc vectorizes this form
+			qm[i] = q & -((x != 0) & nzm);
+			qv[i] = r & -((y > 0) & nzv);
+		}
+		for (long i = 0; i < len; i++) {
+			mm[i] = (uint8_t)qm[i];
+			vv[i] = (uint8_t)qv[i];
 		}
 	}
 }
