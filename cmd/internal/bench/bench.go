@@ -155,6 +155,7 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 	}
 
 	res = append(res, fakeQuant(w, rng)...)
+	res = append(res, optimizerStates(w, rng)...)
 
 	fmt.Fprintf(w, "\ntraining step %s (batch %d x seq %d): forward + backward + clip + AdamW, median of %d steps\n", o.Name, o.Batch, o.Seq, o.Steps)
 	for _, th := range o.Threads {
@@ -276,6 +277,36 @@ func fakeQuant(w io.Writer, rng *rand.Rand) []Result {
 		gbs := k.bytes * float64(n) / timeIt(300*time.Millisecond, k.f) / 1e9
 		fmt.Fprintf(w, "  %-30s %7.1f   %4.0f%%\n", k.name, gbs, 100*gbs/copyGBs)
 		res = append(res, Result{Kind: "fakequant", Name: k.name, Threads: 1, Value: gbs, Unit: "GB/s", Ref: copyGBs, RefName: "copy GB/s"})
+	}
+	return res
+}
+
+// optimizerStates measures AdamW's update with each moment storage on 4M
+// parameters, one thread: parameters per second and state bytes per
+// parameter, next to the fp32 kernel in the same run.
+func optimizerStates(w io.Writer, rng *rand.Rand) []Result {
+	const n = 1 << 22
+	p, g := randSlice(rng, n), randSlice(rng, n)
+	h := optim.Hyper{LR: 1e-3, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, BC1: 0.5, BC2: 0.5}
+	fmt.Fprintf(w, "\noptimizer update (1 thread, %d M parameters): Mparams/s, state bytes/param, speed vs fp32\n", n>>20)
+	var res []Result
+	var ref float64
+	for _, k := range []struct {
+		name string
+		m    optim.Moments
+	}{
+		{"fp32", optim.NewFP32Moments(n)},
+		{"int8 (block 256)", optim.NewInt8Moments(n, optim.DefaultBlock8)},
+		{"fp8 (group 128)", optim.NewFP8Moments(n, optim.DefaultGroupFP8)},
+	} {
+		rate := float64(n) / timeIt(300*time.Millisecond, func() { k.m.Update(p, g, h) }) / 1e6
+		if ref == 0 {
+			ref = rate
+		}
+		bpp := float64(k.m.Bytes()) / n
+		fmt.Fprintf(w, "  %-18s %8.0f   %5.3f   %4.2fx\n", k.name, rate, bpp, rate/ref)
+		res = append(res, Result{Kind: "optimizer", Name: k.name, Threads: 1, Value: rate, Unit: "Mparams/s", Ref: ref, RefName: "fp32 Mparams/s"},
+			Result{Kind: "optimizer", Name: k.name + " state", Threads: 1, Value: bpp, Unit: "bytes/param"})
 	}
 	return res
 }
