@@ -61,6 +61,22 @@ func PresetNames() string {
 	return strings.Join(names, ", ")
 }
 
+// NamedLinear is a linear layer and its checkpoint name
+// (model.layers.3.self_attn.q_proj, lm_head).
+type NamedLinear struct {
+	Name  string
+	Layer *layers.Linear
+}
+
+// Linears lists the model's linear layers by name, in checkpoint order.
+func Linears(m *layers.Model) []NamedLinear {
+	var out []NamedLinear
+	for _, ln := range linears(m) {
+		out = append(out, NamedLinear{ln.name, ln.l})
+	}
+	return out
+}
+
 // linears lists the model's linear layers by name.
 func linears(m *layers.Model) []struct {
 	name string

@@ -236,3 +236,68 @@ func (t *Tokenizer) Save(path string) error {
 	}
 	return atomic.WriteFile(path, b)
 }
+
+// GGUFVocab returns the vocabulary as llama.cpp's gpt2 tokenizer stores it:
+// every token in GPT-2's byte-to-unicode alphabet (specials as their text),
+// and the merges by rank as "left right".
+func (t *Tokenizer) GGUFVocab() (tokens, merges []string) {
+	tokens = make([]string, len(t.Tokens))
+	special := map[int32]bool{}
+	for _, id := range t.Special {
+		special[id] = true
+	}
+	for id, s := range t.Tokens {
+		if special[int32(id)] {
+			tokens[id] = s
+		} else {
+			tokens[id] = toUnicode(s)
+		}
+	}
+	for _, m := range t.Merges {
+		merges = append(merges, toUnicode(t.Tokens[m[0]])+" "+toUnicode(t.Tokens[m[1]]))
+	}
+	return tokens, merges
+}
+
+// FromGGUFVocab rebuilds a tokenizer from GGUFVocab's form: 256 byte
+// tokens, then one token per merge (its id 256+rank), then the control
+// tokens (types[id] == 3) as specials.
+func FromGGUFVocab(tokens, merges []string, types []int32) (*Tokenizer, error) {
+	t := &Tokenizer{Special: map[string]int32{}}
+	ids := map[string]int32{}
+	for id, s := range tokens {
+		if id < len(types) && types[id] == 3 {
+			t.Tokens = append(t.Tokens, s)
+			t.Special[s] = int32(id)
+			continue
+		}
+		b, ok := fromUnicode(s)
+		if !ok {
+			return nil, fmt.Errorf("token %d %q is not in the byte-level alphabet", id, s)
+		}
+		t.Tokens = append(t.Tokens, b)
+		ids[s] = int32(id)
+	}
+	for r, m := range merges {
+		l, rr, ok := strings.Cut(m, " ")
+		a, okA := ids[l]
+		b, okB := ids[rr]
+		if !ok || !okA || !okB {
+			return nil, fmt.Errorf("merge %d %q does not name two tokens", r, m)
+		}
+		if want := int32(256 + r); want >= int32(len(t.Tokens)) || t.Tokens[want] != t.Tokens[a]+t.Tokens[b] {
+			return nil, fmt.Errorf("merge %d %q does not make token %d", r, m, want)
+		}
+		t.Merges = append(t.Merges, [2]int32{a, b})
+	}
+	for id := 0; id < 256 && id < len(t.Tokens); id++ {
+		if len(t.Tokens[id]) != 1 || t.Tokens[id][0] != byte(id) {
+			return nil, fmt.Errorf("token %d is not the byte %d", id, id)
+		}
+	}
+	if len(t.Tokens) != 256+len(t.Merges)+len(t.Special) {
+		return nil, fmt.Errorf("%d tokens for 256 bytes, %d merges and %d specials", len(t.Tokens), len(t.Merges), len(t.Special))
+	}
+	t.index()
+	return t, nil
+}

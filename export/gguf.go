@@ -1,0 +1,196 @@
+// Package export writes trained models in the formats inference engines
+// read: GGUF for llama.cpp (and ollama), and packed safetensors; and reads
+// them back into a layers.Model.
+package export
+
+import (
+	"fmt"
+
+	"qat/data/bpe"
+	"qat/data/gguf"
+	"qat/kernels"
+	"qat/layers"
+	"qat/qat"
+)
+
+// tensorRef is one tensor of the model with its GGUF name and whether it
+// is a matrix that takes the export's quantization.
+type tensorRef struct {
+	gguf   string
+	w      []float32
+	rows   int // out dimension (ne[1]); 1 for vectors
+	cols   int // in dimension (ne[0])
+	matrix bool
+	permK  int // heads to permute for rotary (q: heads, k: kv_heads), 0 none
+	lin    *layers.Linear
+}
+
+func modelTensors(m *layers.Model) []tensorRef {
+	c := m.Config
+	vec := func(name string, w []float32) tensorRef { return tensorRef{gguf: name, w: w, rows: 1, cols: len(w)} }
+	mat := func(name string, l *layers.Linear, perm int) tensorRef {
+		sh := l.Weight.Shape()
+		return tensorRef{gguf: name, w: l.Weight.Data(), rows: sh[0], cols: sh[1], matrix: true, permK: perm, lin: l}
+	}
+	ts := []tensorRef{{gguf: "token_embd.weight", w: m.Embed.Weight.Data(), rows: c.Vocab, cols: c.Dim}}
+	for i, L := range m.Layers {
+		p := fmt.Sprintf("blk.%d.", i)
+		ts = append(ts,
+			vec(p+"attn_norm.weight", L.AttnNorm.Weight.Data()),
+			mat(p+"attn_q.weight", L.Attn.Q, c.Heads),
+			mat(p+"attn_k.weight", L.Attn.K, c.KVHeads),
+			mat(p+"attn_v.weight", L.Attn.V, 0),
+			mat(p+"attn_output.weight", L.Attn.O, 0),
+			vec(p+"ffn_norm.weight", L.MLPNorm.Weight.Data()),
+			mat(p+"ffn_gate.weight", L.MLP.Gate, 0),
+			mat(p+"ffn_up.weight", L.MLP.Up, 0),
+			mat(p+"ffn_down.weight", L.MLP.Down, 0))
+	}
+	ts = append(ts, vec("output_norm.weight", m.Norm.Weight.Data()))
+	if m.Head != nil {
+		t := mat("output.weight", m.Head, 0)
+		t.matrix = false // like the embedding: kept at the export's embedding type
+		ts = append(ts, t)
+	}
+	return ts
+}
+
+// permuteRotary reorders the rows of a q or k weight from the Hugging Face
+// rotate-half layout (pairs j, j+hd/2 of a head) to llama.cpp's adjacent
+// pairs (2j, 2j+1), as llama.cpp's converter does: GGUF row h*hd+2j is HF
+// row h*hd+j, GGUF row h*hd+2j+1 is HF row h*hd+hd/2+j. inverse undoes it.
+func permuteRotary(w []float32, rows, cols, heads int, inverse bool) []float32 {
+	out := make([]float32, len(w))
+	hd := rows / heads
+	for h := 0; h < heads; h++ {
+		for j := 0; j < hd/2; j++ {
+			for k, src := range [2]int{h*hd + j, h*hd + hd/2 + j} {
+				dst := h*hd + 2*j + k
+				if inverse {
+					dst, src = src, dst
+				}
+				copy(out[dst*cols:(dst+1)*cols], w[src*cols:(src+1)*cols])
+			}
+		}
+	}
+	return out
+}
+
+// FileTypes are general.file_type's values (llama_ftype) of the formats.
+var FileTypes = map[string]uint32{"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7}
+
+// GGUF builds the GGUF file of m and its tokenizer with the block matrices
+// in format quant (f32, f16, q4_0, q8_0). Embeddings, an untied output
+// matrix and norms stay f32 (f16 with quant f16): the QAT presets keep them
+// in full precision, and the export must compute what the model computed.
+// A matrix whose quantizer trained on the same grid (q4_0, q8_0) packs to
+// exactly its fake-quant values; other matrices are quantized with
+// llama.cpp's reference rule (the post-training baseline).
+func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, error) {
+	f, ok := kernels.Formats[quant]
+	if !ok {
+		return nil, fmt.Errorf("export: quantization %q, want f32, f16, q4_0 or q8_0", quant)
+	}
+	if f.Block > 1 {
+		if err := m.Config.BlockAligned(f.Block); err != nil {
+			return nil, fmt.Errorf("export %s: %w", quant, err)
+		}
+	}
+	for _, ln := range qat.Linears(m) {
+		if q, ok := ln.Layer.WeightQuant.(*qat.Quantizer); ok && (q.Format == "q4_0" || q.Format == "q8_0") && q.Format != quant {
+			return nil, fmt.Errorf("export %s: %s was trained on the %s grid: export it as %s to keep what it learned", quant, ln.Name, q.Format, q.Format)
+		}
+	}
+	other := kernels.F32
+	if quant == "f16" {
+		other = kernels.F16
+	}
+	c := m.Config
+	kvs, err := tokenizerKVs(tok)
+	if err != nil {
+		return nil, err
+	}
+	u32 := func(k string, v int) gguf.KV { return gguf.KV{Key: k, Type: gguf.TypeU32, Value: uint32(v)} }
+	file := &gguf.File{KVs: append([]gguf.KV{
+		{Key: "general.architecture", Type: gguf.TypeString, Value: "llama"},
+		{Key: "general.name", Type: gguf.TypeString, Value: name},
+		u32("general.file_type", int(FileTypes[quant])),
+		u32("general.quantization_version", 2),
+		u32("general.alignment", gguf.Alignment),
+		u32("llama.context_length", c.MaxSeq),
+		u32("llama.embedding_length", c.Dim),
+		u32("llama.block_count", c.Layers),
+		u32("llama.feed_forward_length", c.FFNHidden),
+		u32("llama.attention.head_count", c.Heads),
+		u32("llama.attention.head_count_kv", c.KVHeads),
+		u32("llama.rope.dimension_count", c.HeadDim()),
+		u32("llama.vocab_size", c.Vocab),
+		{Key: "llama.rope.freq_base", Type: gguf.TypeF32, Value: float32(c.RopeTheta)},
+		{Key: "llama.attention.layer_norm_rms_epsilon", Type: gguf.TypeF32, Value: float32(c.NormEps)},
+	}, kvs...)}
+	for _, t := range modelTensors(m) {
+		w := t.w
+		if t.permK > 0 {
+			w = permuteRotary(w, t.rows, t.cols, t.permK, false)
+		}
+		tf := other
+		switch {
+		case t.matrix:
+			tf = f
+		case t.rows == 1:
+			tf = kernels.F32 // norms
+		}
+		data := make([]byte, t.rows*tf.RowBytes(t.cols))
+		tf.Pack(data, w)
+		dims := []uint64{uint64(t.cols), uint64(t.rows)}
+		if t.rows == 1 {
+			dims = dims[:1]
+		}
+		file.Tensors = append(file.Tensors, gguf.Tensor{Name: t.gguf, Dims: dims, Type: tf.GGML, Data: data})
+	}
+	return file, nil
+}
+
+// tokenizerKVs describes tok as llama.cpp's gpt2 (byte-level BPE)
+// vocabulary: tokens in GPT-2's byte-to-unicode alphabet, merges by rank,
+// the GPT-2 pre-tokenizer, specials as control tokens.
+func tokenizerKVs(tok *bpe.Tokenizer) ([]gguf.KV, error) {
+	tokens, merges := tok.GGUFVocab()
+	seen := make(map[string]int, len(tokens))
+	types := make([]int32, len(tokens))
+	for i, s := range tokens {
+		if j, dup := seen[s]; dup {
+			return nil, fmt.Errorf("export: tokens %d and %d are both %q (llama.cpp aborts on duplicate tokens)", j, i, s)
+		}
+		seen[s] = i
+		types[i] = 1 // normal
+	}
+	for _, id := range tok.Special {
+		types[id] = 3 // control
+	}
+	kvs := []gguf.KV{
+		{Key: "tokenizer.ggml.model", Type: gguf.TypeString, Value: "gpt2"},
+		{Key: "tokenizer.ggml.pre", Type: gguf.TypeString, Value: "gpt-2"},
+		{Key: "tokenizer.ggml.tokens", Type: gguf.TypeArray, Value: gguf.Array{Type: gguf.TypeString, Values: tokens}},
+		{Key: "tokenizer.ggml.token_type", Type: gguf.TypeArray, Value: gguf.Array{Type: gguf.TypeI32, Values: types}},
+		{Key: "tokenizer.ggml.merges", Type: gguf.TypeArray, Value: gguf.Array{Type: gguf.TypeString, Values: merges}},
+	}
+	for key, special := range map[string]string{"tokenizer.ggml.bos_token_id": bpe.BOS, "tokenizer.ggml.eos_token_id": bpe.EOS,
+		"tokenizer.ggml.padding_token_id": bpe.PAD} {
+		if id, ok := tok.Special[special]; ok {
+			kvs = append(kvs, gguf.KV{Key: key, Type: gguf.TypeU32, Value: uint32(id)})
+		}
+	}
+	// a fixed order: map iteration above is random
+	sortKVs(kvs[5:])
+	kvs = append(kvs, gguf.KV{Key: "tokenizer.ggml.add_bos_token", Type: gguf.TypeBool, Value: true})
+	return kvs, nil
+}
+
+func sortKVs(kvs []gguf.KV) {
+	for i := 1; i < len(kvs); i++ {
+		for j := i; j > 0 && kvs[j].Key < kvs[j-1].Key; j-- {
+			kvs[j], kvs[j-1] = kvs[j-1], kvs[j]
+		}
+	}
+}

@@ -1,0 +1,221 @@
+package export
+
+import (
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"qat/autograd"
+	"qat/data/bpe"
+	"qat/data/gguf"
+	"qat/kernels"
+	"qat/layers"
+	"qat/qat"
+)
+
+var text = strings.Repeat("The state of the Union is strong. We the people of the United States, in order to form a more perfect Union. ", 20)
+
+func testModel(t *testing.T, tied bool) (*layers.Model, *bpe.Tokenizer) {
+	tok, err := bpe.Train([]string{text}, 288)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := layers.Config{Vocab: tok.VocabSize(), Dim: 64, Layers: 2, Heads: 2, KVHeads: 1, FFNHidden: 96, RopeTheta: 10000,
+		NormEps: 1e-5, Tied: tied, MaxSeq: 32}
+	m := layers.New(c)
+	m.Init(7)
+	return m, tok
+}
+
+func logits(m *layers.Model, ids []int32) []float32 {
+	tp := autograd.NewTape()
+	tp.SetNoGrad(true)
+	return append([]float32(nil), m.Forward(tp, ids, 1, len(ids)).Data()...)
+}
+
+// TestGGUFLossless: a model trained on the Q4_0 (or Q8_0) grid exports to
+// a GGUF whose unpacked weights are its fake-quant weights bit for bit and
+// whose logits are the fake-quant model's; f32 exports are exact.
+func TestGGUFLossless(t *testing.T) {
+	for _, c := range []struct {
+		quant  string
+		preset []qat.Rule
+		tied   bool
+	}{
+		{"q4_0", qat.Presets["w4a16-g32"], true},
+		{"q8_0", []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "q8_0", Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"}}}, false},
+		{"f32", nil, false},
+	} {
+		m, tok := testModel(t, c.tied)
+		if c.preset != nil {
+			if err := qat.Prepare(m, c.preset); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ids := tok.Encode(nil, "The state of the Union")
+		want := logits(m, ids)
+		f, err := GGUF(m, tok, c.quant, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "m.gguf")
+		if err := gguf.Write(path, f); err != nil {
+			t.Fatal(err)
+		}
+		m2, tok2, _, err := LoadGGUF(path)
+		if err != nil {
+			t.Fatalf("%s: %v", c.quant, err)
+		}
+		if got := tok2.Encode(nil, text[:200]); len(got) == 0 || strings.Join(strings.Fields(mustDecode(t, tok2, got)), " ") != strings.Join(strings.Fields(text[:200]), " ") {
+			t.Errorf("%s: tokenizer does not round-trip", c.quant)
+		}
+		for i, ln := range qat.Linears(m) {
+			w := ln.Layer.Weight.Data()
+			wq := append([]float32(nil), w...)
+			mask := make([]uint8, len(w))
+			switch c.quant {
+			case "q4_0":
+				kernels.FakeQuantQ4_0(wq, mask, w)
+			case "q8_0":
+				kernels.FakeQuantQ8_0(wq, mask, w)
+			}
+			if ln.Name == "lm_head" {
+				wq = w // kept f32
+			}
+			got := qat.Linears(m2)[i].Layer.Weight.Data()
+			for j := range wq {
+				if math.Float32bits(got[j]) != math.Float32bits(wq[j]) && !(got[j] == 0 && wq[j] == 0) {
+					t.Fatalf("%s %s[%d]: %g from the GGUF, %g fake-quant", c.quant, ln.Name, j, got[j], wq[j])
+				}
+			}
+		}
+		got := logits(m2, ids)
+		for i := range want {
+			if math.Abs(float64(got[i]-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
+				t.Fatalf("%s: logit %d: %g from the GGUF, %g from the model", c.quant, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+func mustDecode(t *testing.T, tok *bpe.Tokenizer, ids []int32) string {
+	s, err := tok.Decode(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestPermuteRotary: with the rows permuted, llama.cpp's rotation of
+// adjacent pairs (2j, 2j+1) of q = W x equals the permuted Hugging Face
+// rotate-half rotation (pairs j, j+hd/2) of the original q, in float64;
+// and the inverse permutation restores W.
+func TestPermuteRotary(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	heads, hd, cols, pos := 3, 8, 5, 7.0
+	rows := heads * hd
+	w, x := make([]float32, rows*cols), make([]float64, cols)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64())
+	}
+	for i := range x {
+		x[i] = rng.NormFloat64()
+	}
+	matvec := func(w []float32) []float64 {
+		q := make([]float64, rows)
+		for r := 0; r < rows; r++ {
+			for c := 0; c < cols; c++ {
+				q[r] += float64(w[r*cols+c]) * x[c]
+			}
+		}
+		return q
+	}
+	theta := func(j int) float64 { return pos * math.Pow(10000, -2*float64(j)/float64(hd)) }
+	hf := matvec(w)
+	for h := 0; h < heads; h++ { // rotate-half
+		for j := 0; j < hd/2; j++ {
+			a, b := hf[h*hd+j], hf[h*hd+hd/2+j]
+			s, c := math.Sincos(theta(j))
+			hf[h*hd+j], hf[h*hd+hd/2+j] = a*c-b*s, a*s+b*c
+		}
+	}
+	pw := permuteRotary(w, rows, cols, heads, false)
+	gg := matvec(pw)
+	for h := 0; h < heads; h++ { // adjacent pairs
+		for j := 0; j < hd/2; j++ {
+			a, b := gg[h*hd+2*j], gg[h*hd+2*j+1]
+			s, c := math.Sincos(theta(j))
+			gg[h*hd+2*j], gg[h*hd+2*j+1] = a*c-b*s, a*s+b*c
+		}
+	}
+	for h := 0; h < heads; h++ {
+		for j := 0; j < hd/2; j++ {
+			if math.Abs(gg[h*hd+2*j]-hf[h*hd+j]) > 1e-9 || math.Abs(gg[h*hd+2*j+1]-hf[h*hd+hd/2+j]) > 1e-9 {
+				t.Fatalf("head %d pair %d: llama.cpp layout %g,%g vs HF %g,%g", h, j, gg[h*hd+2*j], gg[h*hd+2*j+1], hf[h*hd+j], hf[h*hd+hd/2+j])
+			}
+		}
+	}
+	back := permuteRotary(pw, rows, cols, heads, true)
+	for i := range w {
+		if back[i] != w[i] {
+			t.Fatalf("inverse permutation differs at %d", i)
+		}
+	}
+}
+
+// TestGGUFWhatLlamaCppRequires: the metadata llama.cpp refuses to load
+// without (each a probe in ../shared/peers/llamacpp/RESULTS.md).
+func TestGGUFWhatLlamaCppRequires(t *testing.T) {
+	m, tok := testModel(t, true)
+	f, err := GGUF(m, tok, "q4_0", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kv, ok := f.Get("llama.attention.layer_norm_rms_epsilon"); !ok || kv.Type != gguf.TypeF32 {
+		t.Errorf("llama.attention.layer_norm_rms_epsilon: %+v", kv)
+	}
+	for _, k := range []string{"llama.context_length", "llama.embedding_length", "llama.block_count", "llama.feed_forward_length",
+		"llama.attention.head_count", "llama.attention.head_count_kv", "llama.rope.dimension_count",
+		"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"} {
+		if kv, ok := f.Get(k); !ok || kv.Type != gguf.TypeU32 {
+			t.Errorf("%s: %+v, want a u32", k, kv)
+		}
+	}
+	if v, _ := f.U32("llama.rope.dimension_count"); int(v) != m.HeadDim() {
+		t.Errorf("rope.dimension_count %d, head_dim %d", v, m.HeadDim())
+	}
+	if kv, ok := f.Get("tokenizer.ggml.merges"); !ok || len(kv.Value.(gguf.Array).Values.([]string)) != len(tok.Merges) || len(tok.Merges) == 0 {
+		t.Errorf("merges: %v", ok)
+	}
+	accepted := map[string]bool{"default": true, "gpt-2": true, "llama3": true, "llama-bpe": true}
+	if pre, err := f.String("tokenizer.ggml.pre"); err != nil || !accepted[pre] {
+		t.Errorf("tokenizer.ggml.pre %q (%v) is not a name llama.cpp accepts", pre, err)
+	}
+	kv, _ := f.Get("tokenizer.ggml.tokens")
+	seen := map[string]bool{}
+	for _, s := range kv.Value.(gguf.Array).Values.([]string) {
+		if seen[s] {
+			t.Fatalf("duplicate token %q", s)
+		}
+		seen[s] = true
+	}
+	if types, _ := f.Get("tokenizer.ggml.token_type"); len(types.Value.(gguf.Array).Values.([]int32)) != tok.VocabSize() {
+		t.Error("token_type length differs from tokens")
+	}
+	// a vocabulary with a duplicate token string is refused
+	dup := *tok
+	dup.Tokens = append([]string(nil), tok.Tokens...)
+	dup.Tokens[257] = dup.Tokens[256]
+	if _, err := GGUF(m, &dup, "q4_0", "test"); err == nil || !strings.Contains(err.Error(), "duplicate") {
+		t.Errorf("duplicate tokens: %v", err)
+	}
+	// a Q8_0-trained model refuses a Q4_0 export
+	if err := qat.Prepare(m, []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "q8_0", Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := GGUF(m, tok, "q4_0", "test"); err == nil {
+		t.Error("a q8_0-trained model exported as q4_0")
+	}
+}

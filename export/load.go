@@ -1,0 +1,149 @@
+package export
+
+import (
+	"fmt"
+
+	"qat/data/bpe"
+	"qat/data/gguf"
+	"qat/kernels"
+	"qat/layers"
+)
+
+// ConfigOf reads a llama GGUF's hyperparameters. u32 keys must be u32 and
+// the required ones present, as llama.cpp requires.
+func ConfigOf(f *gguf.File) (layers.Config, error) {
+	var c layers.Config
+	if a, err := f.String("general.architecture"); err != nil || a != "llama" {
+		return c, fmt.Errorf("general.architecture %q, want llama (%v)", a, err)
+	}
+	for _, k := range []struct {
+		key string
+		dst *int
+	}{{"llama.context_length", &c.MaxSeq}, {"llama.embedding_length", &c.Dim}, {"llama.block_count", &c.Layers},
+		{"llama.feed_forward_length", &c.FFNHidden}, {"llama.attention.head_count", &c.Heads}} {
+		v, err := f.U32(k.key)
+		if err != nil {
+			return c, err
+		}
+		*k.dst = int(v)
+	}
+	c.KVHeads = c.Heads
+	if _, ok := f.Get("llama.attention.head_count_kv"); ok {
+		v, err := f.U32("llama.attention.head_count_kv")
+		if err != nil {
+			return c, err
+		}
+		c.KVHeads = int(v)
+	}
+	eps, err := f.F32("llama.attention.layer_norm_rms_epsilon")
+	if err != nil {
+		return c, err
+	}
+	c.NormEps = float64(eps)
+	c.RopeTheta = 10000
+	if _, ok := f.Get("llama.rope.freq_base"); ok {
+		th, err := f.F32("llama.rope.freq_base")
+		if err != nil {
+			return c, err
+		}
+		c.RopeTheta = float64(th)
+	}
+	emb, ok := f.Tensor("token_embd.weight")
+	if !ok || len(emb.Dims) != 2 {
+		return c, fmt.Errorf("token_embd.weight missing or not a matrix")
+	}
+	c.Vocab = int(emb.Dims[1])
+	_, untied := f.Tensor("output.weight")
+	c.Tied = !untied
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// LoadGGUF reads a llama GGUF (as GGUF writes it, or llama.cpp's converter
+// with a gpt2 vocabulary) into a model with its weights unpacked to
+// float32, and its tokenizer.
+func LoadGGUF(path string) (*layers.Model, *bpe.Tokenizer, *gguf.File, error) {
+	f, err := gguf.Read(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	bad := func(err error) (*layers.Model, *bpe.Tokenizer, *gguf.File, error) {
+		return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c, err := ConfigOf(f)
+	if err != nil {
+		return bad(err)
+	}
+	tok, err := tokenizerOf(f)
+	if err != nil {
+		return bad(err)
+	}
+	if tok.VocabSize() != c.Vocab {
+		return bad(fmt.Errorf("%d tokens, token_embd has %d rows", tok.VocabSize(), c.Vocab))
+	}
+	m := layers.New(c)
+	refs := modelTensors(m)
+	if len(f.Tensors) != len(refs) {
+		return bad(fmt.Errorf("%d tensors, a llama of this shape has %d", len(f.Tensors), len(refs)))
+	}
+	for _, r := range refs {
+		t, ok := f.Tensor(r.gguf)
+		if !ok {
+			return bad(fmt.Errorf("tensor %s missing", r.gguf))
+		}
+		want := []uint64{uint64(r.cols), uint64(r.rows)}
+		if r.rows == 1 {
+			want = want[:1]
+		}
+		if fmt.Sprint(t.Dims) != fmt.Sprint(want) {
+			return bad(fmt.Errorf("tensor %s has dims %v, want %v", r.gguf, t.Dims, want))
+		}
+		tf, ok := kernels.FormatOf(t.Type)
+		if !ok {
+			return bad(fmt.Errorf("tensor %s: ggml type %d not supported", r.gguf, t.Type))
+		}
+		tf.Unpack(r.w, t.Data)
+		if r.permK > 0 {
+			copy(r.w, permuteRotary(r.w, r.rows, r.cols, r.permK, true))
+		}
+	}
+	return m, tok, f, nil
+}
+
+func tokenizerOf(f *gguf.File) (*bpe.Tokenizer, error) {
+	if m, err := f.String("tokenizer.ggml.model"); err != nil || m != "gpt2" {
+		return nil, fmt.Errorf("tokenizer.ggml.model %q: only gpt2 (byte-level BPE) vocabularies are read (%v)", m, err)
+	}
+	arr := func(key string) (gguf.Array, error) {
+		kv, ok := f.Get(key)
+		a, isArr := kv.Value.(gguf.Array)
+		if !ok || !isArr {
+			return gguf.Array{}, fmt.Errorf("%s missing or not an array", key)
+		}
+		return a, nil
+	}
+	ta, err := arr("tokenizer.ggml.tokens")
+	if err != nil {
+		return nil, err
+	}
+	ma, err := arr("tokenizer.ggml.merges")
+	if err != nil {
+		return nil, err
+	}
+	tokens, ok1 := ta.Values.([]string)
+	merges, ok2 := ma.Values.([]string)
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("tokenizer.ggml.tokens and merges must be string arrays")
+	}
+	var types []int32
+	if tt, err := arr("tokenizer.ggml.token_type"); err == nil {
+		types, _ = tt.Values.([]int32)
+	}
+	tok, err := bpe.FromGGUFVocab(tokens, merges, types)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %w", err)
+	}
+	return tok, nil
+}
