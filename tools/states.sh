@@ -11,6 +11,8 @@ Q=./bin/qat
 OUT=runs/results
 mkdir -p "$OUT"
 [ -f runs/tiny/latest ] || { echo "run make run first (runs/tiny)"; exit 2; }
+# the small config's data: an 8192-token vocabulary
+[ -f runs/data/sotu-8k/manifest.json ] || $Q data prepare --input ../shared/data/sotu --out runs/data/sotu-8k --vocab 8192 >/dev/null
 {
 for s in fp32 int8 fp8; do
   dir=runs/states-$s
@@ -25,7 +27,7 @@ for s in fp32 int8 fp8; do
   $Q eval --model $dir --data runs/data/sotu
   rm -rf /tmp/qat-rss-$s
   /usr/bin/time -f "peak RSS %M KB" $Q train --config configs/small.yaml --set train.steps=3 --set train.ckpt_every=0 \
-    --set out_dir=/tmp/qat-rss-$s --set optimizer.state=$s 2>&1 | grep -E "peak RSS|optimizer state" | sed "s/^/rss $s: /"
+    --set out_dir=/tmp/qat-rss-$s --set optimizer.state=$s 2>&1 | grep -E "peak RSS|optimizer state|qat:" | sed "s/^/rss $s: /" || true
   rm -rf /tmp/qat-rss-$s
 done
 } >"$OUT/states.txt" 2>&1

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -16,6 +17,9 @@ import (
 )
 
 func loadModel(path string) (*layers.Model, *bpe.Tokenizer, error) {
+	if strings.HasSuffix(path, ".gguf") {
+		return loadGGUF(path)
+	}
 	dir, err := train.ModelDir(path)
 	if err != nil {
 		return nil, nil, inputf("--model: %v", err)

@@ -20,7 +20,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(benchCmd(), dataCmd(), trainCmd(), evalCmd(), generateCmd(), ptqCmd())
+	root.AddCommand(benchCmd(), dataCmd(), trainCmd(), evalCmd(), generateCmd(), ptqCmd(), exportCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "qat:", err)
 		os.Exit(exitCode(err))

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"qat/data/bpe"
+	"qat/data/gguf"
+	"qat/export"
+	"qat/layers"
+)
+
+func exportCmd() *cobra.Command {
+	var model, format, quant, out, name string
+	cmd := &cobra.Command{
+		Use:   "export",
+		Short: "Write a checkpoint as a packed model: GGUF for llama.cpp, or packed safetensors",
+		Long: `Write a checkpoint as a packed model.
+
+--format gguf --quant q4_0|q8_0|f16|f32 writes a GGUF v3 file that llama.cpp
+and ollama load. Block matrices take --quant; embeddings, an untied output
+matrix and norms stay f32 (f16 with --quant f16). A model trained on the
+Q4_0 or Q8_0 grid (preset w4a16-g32, or q8_0 rules) exports without loss:
+the file's weights are the fake-quant weights bit for bit. Other models are
+quantized with llama.cpp's reference rule (the post-training baseline).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, tok, err := loadModel(model)
+			if err != nil {
+				return err
+			}
+			switch format {
+			case "gguf":
+				if name == "" {
+					name = filepath.Base(strings.TrimSuffix(model, "/"))
+				}
+				f, err := export.GGUF(m, tok, quant, name)
+				if err != nil {
+					return inputf("%v", err)
+				}
+				if err := gguf.Write(out, f); err != nil {
+					return fmt.Errorf("--out: %w", err)
+				}
+			default:
+				return inputf("--format %q: want gguf", format)
+			}
+			st, _ := os.Stat(out)
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%s, %s, %.1f MB)\n", out, format, quant, float64(st.Size())/1e6)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&model, "model", "", "checkpoint directory or run out_dir")
+	cmd.Flags().StringVar(&format, "format", "gguf", "gguf")
+	cmd.Flags().StringVar(&quant, "quant", "q4_0", "q4_0, q8_0, f16 or f32")
+	cmd.Flags().StringVar(&out, "out", "", "output file")
+	cmd.Flags().StringVar(&name, "name", "", "general.name (default: the model directory's name)")
+	cmd.MarkFlagRequired("model")
+	cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+// loadGGUF reads an exported (or llama.cpp-converted gpt2-vocabulary)
+// llama GGUF as a model.
+func loadGGUF(path string) (*layers.Model, *bpe.Tokenizer, error) {
+	m, tok, _, err := export.LoadGGUF(path)
+	if err != nil {
+		return nil, nil, inputf("--model: %v", err)
+	}
+	return m, tok, nil
+}
