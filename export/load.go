@@ -3,6 +3,7 @@ package export
 import (
 	"fmt"
 
+	"qat/autograd"
 	"qat/data/bpe"
 	"qat/data/gguf"
 	"qat/kernels"
@@ -146,4 +147,43 @@ func tokenizerOf(f *gguf.File) (*bpe.Tokenizer, error) {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
 	return tok, nil
+}
+
+// Packed returns the block matrices of f stored in Q4_0 or Q8_0 as packed
+// weights of m (LoadGGUF's model), q and k rows back in m's order, for a
+// layers.NewPackedDecoder; the token embedding stays unpacked (it is read
+// by rows).
+func Packed(m *layers.Model, f *gguf.File) map[*autograd.Var]layers.PackedWeight {
+	out := map[*autograd.Var]layers.PackedWeight{}
+	for _, r := range modelTensors(m) {
+		t, ok := f.Tensor(r.gguf)
+		if !ok || r.lin == nil {
+			continue
+		}
+		tf, ok := kernels.FormatOf(t.Type)
+		if !ok || (tf != kernels.Q4_0 && tf != kernels.Q8_0) {
+			continue
+		}
+		data := t.Data
+		if r.permK > 0 {
+			data = permuteRows(data, r.rows, tf.RowBytes(r.cols), r.permK)
+		}
+		out[r.lin.Weight] = layers.PackedWeight{Format: tf, Data: data}
+	}
+	return out
+}
+
+// permuteRows undoes permuteRotary on packed rows (whole rows move).
+func permuteRows(b []byte, rows, rowBytes, heads int) []byte {
+	out := make([]byte, len(b))
+	hd := rows / heads
+	for h := 0; h < heads; h++ {
+		for j := 0; j < hd/2; j++ {
+			for k, hf := range [2]int{h*hd + j, h*hd + hd/2 + j} {
+				g := h*hd + 2*j + k
+				copy(out[hf*rowBytes:(hf+1)*rowBytes], b[g*rowBytes:(g+1)*rowBytes])
+			}
+		}
+	}
+	return out
 }

@@ -26,6 +26,44 @@ type Decoder struct {
 	logits  []float32
 	tmp     []float32
 	pos1    [1]int32
+	// packed holds weights kept in a packed block format (Q4_0, Q8_0): their
+	// products quantize the input row to Q8_0 blocks and run the integer
+	// kernels, as llama.cpp does.
+	packed map[*autograd.Var]PackedWeight
+	cur    []float32
+	qa     kernels.PackedQ8
+}
+
+// PackedWeight is a weight matrix in a packed block format: rows of
+// Format.RowBytes(in) bytes, in the model's row order.
+type PackedWeight struct {
+	Format *kernels.Format
+	Data   []byte
+}
+
+// NewPackedDecoder returns a decoder that runs the weights in packed (the
+// others in float32) through the packed kernels.
+func NewPackedDecoder(m *Model, packed map[*autograd.Var]PackedWeight) *Decoder {
+	d := NewDecoder(m)
+	d.packed = packed
+	return d
+}
+
+// input sets the row the next products read.
+func (d *Decoder) input(x []float32) {
+	d.cur = x
+	if len(d.packed) > 0 && len(x)%32 == 0 {
+		kernels.QuantizeQ8(&d.qa, x, 1, len(x))
+	}
+}
+
+// lin computes y = x W^T for the current input row.
+func (d *Decoder) lin(y []float32, w *autograd.Var, out, in int) {
+	if p, ok := d.packed[w]; ok {
+		kernels.GemmPacked(p.Format, p.Data, out, in, &d.qa, y)
+		return
+	}
+	linear1(y, d.cur, w.Data(), out, in)
 }
 
 // NewDecoder returns an empty cache for m.
@@ -71,9 +109,10 @@ func (d *Decoder) Step(tok int32) ([]float32, error) {
 	for l, L := range d.m.Layers {
 		ks.RMSNormFwd(d.h, d.lse, d.x, L.AttnNorm.Weight.Data(), 1, c.Dim, L.AttnNorm.Eps)
 		at := L.Attn
-		linear1(d.qkv[:c.Dim], d.h, at.Q.Weight.Data(), c.Dim, c.Dim)
-		linear1(d.qkv[c.Dim:c.Dim+kvd], d.h, at.K.Weight.Data(), kvd, c.Dim)
-		linear1(d.qkv[c.Dim+kvd:], d.h, at.V.Weight.Data(), kvd, c.Dim)
+		d.input(d.h)
+		d.lin(d.qkv[:c.Dim], at.Q.Weight, c.Dim, c.Dim)
+		d.lin(d.qkv[c.Dim:c.Dim+kvd], at.K.Weight, kvd, c.Dim)
+		d.lin(d.qkv[c.Dim+kvd:], at.V.Weight, kvd, c.Dim)
 		ks.RoPE(d.q, d.qkv[:c.Dim], d.pos1[:], at.rope.Cos, at.rope.Sin, 1, c.Heads, hd, 1, false)
 		ks.RoPE(d.k[l][d.pos*kvd:(d.pos+1)*kvd], d.qkv[c.Dim:c.Dim+kvd], d.pos1[:], at.rope.Cos, at.rope.Sin, 1, c.KVHeads, hd, 1, false)
 		copy(d.v[l][d.pos*kvd:(d.pos+1)*kvd], d.qkv[c.Dim+kvd:])
@@ -84,13 +123,16 @@ func (d *Decoder) Step(tok int32) ([]float32, error) {
 			ks.CausalSoftmax(d.scores, 1, n-1, n, n, scale, d.lse)
 			kernels.Sgemm(false, false, 1, hd, n, 1, d.scores, n, d.v[l][ko:], kvd, 0, d.a[h*hd:], hd)
 		}
-		linear1(d.tmp, d.a, at.O.Weight.Data(), c.Dim, c.Dim)
+		d.input(d.a)
+		d.lin(d.tmp, at.O.Weight, c.Dim, c.Dim)
 		ks.Axpy(d.x, d.tmp, 1)
 		ks.RMSNormFwd(d.h, d.lse, d.x, L.MLPNorm.Weight.Data(), 1, c.Dim, L.MLPNorm.Eps)
-		linear1(d.gu[:c.FFNHidden], d.h, L.MLP.Gate.Weight.Data(), c.FFNHidden, c.Dim)
-		linear1(d.gu[c.FFNHidden:], d.h, L.MLP.Up.Weight.Data(), c.FFNHidden, c.Dim)
+		d.input(d.h)
+		d.lin(d.gu[:c.FFNHidden], L.MLP.Gate.Weight, c.FFNHidden, c.Dim)
+		d.lin(d.gu[c.FFNHidden:], L.MLP.Up.Weight, c.FFNHidden, c.Dim)
 		ks.SwiGLUFwd(d.act, d.gu[:c.FFNHidden], d.gu[c.FFNHidden:])
-		linear1(d.tmp, d.act, L.MLP.Down.Weight.Data(), c.Dim, c.FFNHidden)
+		d.input(d.act)
+		d.lin(d.tmp, L.MLP.Down.Weight, c.Dim, c.FFNHidden)
 		ks.Axpy(d.x, d.tmp, 1)
 	}
 	ks.RMSNormFwd(d.h, d.lse, d.x, d.m.Norm.Weight.Data(), 1, c.Dim, d.m.Norm.Eps)
@@ -98,7 +140,8 @@ func (d *Decoder) Step(tok int32) ([]float32, error) {
 	if d.m.Head != nil {
 		head = d.m.Head.Weight
 	}
-	linear1(d.logits, d.h, head.Data(), c.Vocab, c.Dim)
+	d.input(d.h)
+	d.lin(d.logits, head, c.Vocab, c.Dim)
 	d.pos++
 	return d.logits, nil
 }

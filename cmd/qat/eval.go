@@ -5,12 +5,15 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"qat/cmd/internal/train"
 	"qat/data"
 	"qat/data/bpe"
+	"qat/data/gguf"
+	"qat/export"
 	"qat/kernels"
 	"qat/layers"
 	qatpkg "qat/qat"
@@ -125,17 +128,30 @@ quantizations by.`,
 func generateCmd() *cobra.Command {
 	var model, prompt string
 	var temp float64
-	var topK, maxTokens int
+	var topK, maxTokens, threads int
 	var seed uint64
 	cmd := &cobra.Command{
 		Use:   "generate",
 		Short: "Sample text from a model with a key/value cache",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			kernels.SetThreads(1)
-			m, tok, err := loadModel(model)
-			if err != nil {
-				return err
+			kernels.SetThreads(threads)
+			var m *layers.Model
+			var tok *bpe.Tokenizer
+			var d layers.Stepper
+			var err error
+			if strings.HasSuffix(model, ".gguf") {
+				// packed weights run through the packed kernels, as llama.cpp does
+				var f *gguf.File
+				if m, tok, f, err = export.LoadGGUF(model); err != nil {
+					return inputf("--model: %v", err)
+				}
+				d = layers.NewPackedDecoder(m, export.Packed(m, f))
+			} else {
+				if m, tok, err = loadModel(model); err != nil {
+					return err
+				}
+				d = layers.NewStepper(m)
 			}
 			if temp < 0 || topK < 0 || maxTokens < 0 {
 				return inputf("--temperature, --top-k and --max-tokens must not be negative")
@@ -144,7 +160,6 @@ func generateCmd() *cobra.Command {
 			if len(ids) >= m.MaxSeq {
 				return inputf("--prompt is %d tokens; the model's context is %d", len(ids), m.MaxSeq)
 			}
-			d := layers.NewStepper(m)
 			s := layers.NewSampler(temp, topK, seed)
 			var logits []float32
 			for _, id := range ids {
@@ -155,6 +170,13 @@ func generateCmd() *cobra.Command {
 			out := cmd.OutOrStdout()
 			fmt.Fprint(out, prompt)
 			eos := tok.ID(bpe.EOS)
+			t0, decoded := time.Now(), 0
+			defer func() {
+				if decoded > 0 {
+					fmt.Fprintf(cmd.ErrOrStderr(), "decode: %d tokens in %.3f s, %.1f tokens/s (%d threads, %s kernels)\n",
+						decoded, time.Since(t0).Seconds(), float64(decoded)/time.Since(t0).Seconds(), threads, kernels.PackedKernel())
+				}
+			}()
 			for i := 0; i < maxTokens && d.Pos() < m.MaxSeq; i++ {
 				next := s.Sample(logits)
 				if next == eos {
@@ -168,6 +190,7 @@ func generateCmd() *cobra.Command {
 				if logits, err = d.Step(next); err != nil {
 					return err
 				}
+				decoded++
 			}
 			fmt.Fprintln(out)
 			return nil
@@ -179,6 +202,7 @@ func generateCmd() *cobra.Command {
 	cmd.Flags().IntVar(&topK, "top-k", 40, "sample among the k most likely tokens (0: all)")
 	cmd.Flags().IntVar(&maxTokens, "max-tokens", 100, "tokens to generate at most")
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "sampling seed")
+	cmd.Flags().IntVar(&threads, "threads", 1, "threads")
 	cmd.MarkFlagRequired("model")
 	return cmd
 }

@@ -1,0 +1,188 @@
+//go:build cgo && !purego
+
+// Packed matrix-vector and small matrix-matrix products for llama.cpp's
+// block formats: weights in Q4_0 or Q8_0 rows (blocks of 32 along the
+// input: an fp16 scale and 16 bytes of nibbles, or 32 int8), activations
+// quantized on the fly to Q8_0 blocks (scale amax/127, values rounded half
+// to even as llama.cpp's SIMD paths do). Each block's integer dot product
+// is exact; the scales multiply in float32.
+//
+// Q4_0 nibbles are unsigned (q = w/d + 8): sum((q-8)*x) = sum(q*x) - 8*sum(x),
+// so the kernels take u8 x s8 products (VNNI's vpdpbusd, AVX2's
+// vpmaddubsw) and subtract the precomputed corr[b] = 8*sum(x_b)*dx_b
+// times the weight scale. Q8_0 weights are signed: VNNI adds 128 to make
+// them unsigned (corr = 128*sum(x)*dx); AVX2 moves the sign onto x.
+//
+// Layout of the activations (PackedQ8 in packed.go): per column, dx[nb],
+// corr4[nb], corr8[nb] floats and qx[nb*32] int8; columns follow each other.
+
+#include <stdint.h>
+#include <string.h>
+#include <immintrin.h>
+
+// q8_quant: x (nb*32 floats) to Q8_0 blocks with RNE rounding; corr4[b] =
+// 8*sum(q)*d, corr8[b] = 128*sum(q)*d.
+void q8_quant(const float *x, long nb, float *dx, float *corr4, float *corr8, int8_t *qx) {
+	for (long b = 0; b < nb; b++) {
+		const float *v = x + 32 * b;
+		float amax = 0;
+		for (int j = 0; j < 32; j++) {
+			float a = v[j] < 0 ? -v[j] : v[j];
+			amax = a > amax ? a : amax;
+		}
+		float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+		int s = 0;
+		for (int j = 0; j < 32; j++) {
+			float t = v[j] * id;
+			float r = (t + 12582912.0f) - 12582912.0f;
+			int q = (int)r;
+			qx[32 * b + j] = (int8_t)q;
+			s += q;
+		}
+		dx[b] = d;
+		corr4[b] = 8.0f * (float)s * d;
+		corr8[b] = 128.0f * (float)s * d;
+	}
+}
+
+__attribute__((target("f16c"))) static inline float f16(const uint8_t *p) {
+	uint16_t h;
+	memcpy(&h, p, 2);
+	return _cvtsh_ss(h);
+}
+
+#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,f16c,fma")))
+#define TGT2 __attribute__((target("avx2,fma,f16c")))
+
+// nibbles of one Q4_0 block as 32 bytes: elements 0..15 (low nibbles),
+// then 16..31 (high nibbles).
+TGT512 static inline __m256i nib512(const uint8_t *qs) {
+	__m128i q = _mm_loadu_si128((const __m128i *)qs);
+	__m128i m = _mm_set1_epi8(15);
+	return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+}
+
+TGT2 static inline __m256i nib2(const uint8_t *qs) {
+	__m128i q = _mm_loadu_si128((const __m128i *)qs);
+	__m128i m = _mm_set1_epi8(15);
+	return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+}
+
+TGT512 static inline float hsum512(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+TGT2 static inline float hsum256(__m256 v) {
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+// Column-chunked GEMM: y[c*ldy + r] for rows r0..r1 and n columns (the
+// activations of column c at act + c*cstride bytes). fmt 4: Q4_0, 8: Q8_0.
+// Columns go in chunks of 4 so each weight block is decoded once per chunk.
+#define NC 4
+
+TGT512 void gemm_vnni(const uint8_t *w, long r0, long r1, long nb, const uint8_t *act, long n, long cstride, float *y, long ldy, int fmt) {
+	const long bw = fmt == 4 ? 18 : 34;
+	for (long c0 = 0; c0 < n; c0 += NC) {
+		long nc = n - c0 < NC ? n - c0 : NC;
+		const float *dx[NC], *cr[NC];
+		const int8_t *qx[NC];
+		for (long c = 0; c < nc; c++) {
+			const uint8_t *a = act + (c0 + c) * cstride;
+			dx[c] = (const float *)a;
+			cr[c] = (const float *)a + (fmt == 4 ? nb : 2 * nb);
+			qx[c] = (const int8_t *)(a + 12 * nb);
+		}
+		for (long r = r0; r < r1; r++) {
+			const uint8_t *row = w + r * nb * bw;
+			__m512 acc[NC];
+			float corr[NC];
+			for (long c = 0; c < nc; c++) {
+				acc[c] = _mm512_setzero_ps();
+				corr[c] = 0;
+			}
+			long b = 0;
+			for (; b + 1 < nb; b += 2) {
+				const uint8_t *p0 = row + b * bw, *p1 = p0 + bw;
+				__m512i wv;
+				if (fmt == 4) {
+					wv = _mm512_inserti64x4(_mm512_castsi256_si512(nib512(p0 + 2)), nib512(p1 + 2), 1);
+				} else {
+					__m256i a0 = _mm256_loadu_si256((const __m256i *)(p0 + 2)), a1 = _mm256_loadu_si256((const __m256i *)(p1 + 2));
+					wv = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1), _mm512_set1_epi8((char)0x80));
+				}
+				float d0 = f16(p0), d1 = f16(p1);
+				for (long c = 0; c < nc; c++) {
+					__m512i xv = _mm512_loadu_si512((const void *)(qx[c] + 32 * b));
+					__m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv);
+					__m512 sc = _mm512_insertf32x8(_mm512_set1_ps(d0 * dx[c][b]), _mm256_set1_ps(d1 * dx[c][b + 1]), 1);
+					acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, acc[c]);
+					corr[c] += d0 * cr[c][b] + d1 * cr[c][b + 1];
+				}
+			}
+			for (; b < nb; b++) {
+				const uint8_t *p0 = row + b * bw;
+				__m256i wv = fmt == 4 ? nib512(p0 + 2)
+				                      : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p0 + 2)), _mm256_set1_epi8((char)0x80));
+				float d0 = f16(p0);
+				for (long c = 0; c < nc; c++) {
+					__m256i xv = _mm256_loadu_si256((const __m256i *)(qx[c] + 32 * b));
+					__m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv, xv);
+					__m512 v = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d0 * dx[c][b])));
+					v = _mm512_insertf32x8(v, _mm256_setzero_ps(), 1);
+					acc[c] = _mm512_add_ps(acc[c], v);
+					corr[c] += d0 * cr[c][b];
+				}
+			}
+			for (long c = 0; c < nc; c++) y[(c0 + c) * ldy + r] = hsum512(acc[c]) - corr[c];
+		}
+	}
+}
+
+TGT2 void gemm_avx2(const uint8_t *w, long r0, long r1, long nb, const uint8_t *act, long n, long cstride, float *y, long ldy, int fmt) {
+	const long bw = fmt == 4 ? 18 : 34;
+	const __m256i ones = _mm256_set1_epi16(1);
+	for (long c0 = 0; c0 < n; c0 += NC) {
+		long nc = n - c0 < NC ? n - c0 : NC;
+		const float *dx[NC], *cr[NC];
+		const int8_t *qx[NC];
+		for (long c = 0; c < nc; c++) {
+			const uint8_t *a = act + (c0 + c) * cstride;
+			dx[c] = (const float *)a;
+			cr[c] = (const float *)a + nb;
+			qx[c] = (const int8_t *)(a + 12 * nb);
+		}
+		for (long r = r0; r < r1; r++) {
+			const uint8_t *row = w + r * nb * bw;
+			__m256 acc[NC];
+			float corr[NC];
+			for (long c = 0; c < nc; c++) {
+				acc[c] = _mm256_setzero_ps();
+				corr[c] = 0;
+			}
+			for (long b = 0; b < nb; b++) {
+				const uint8_t *p0 = row + b * bw;
+				float d0 = f16(p0);
+				if (fmt == 4) {
+					__m256i wv = nib2(p0 + 2);
+					for (long c = 0; c < nc; c++) {
+						__m256i xv = _mm256_loadu_si256((const __m256i *)(qx[c] + 32 * b));
+						__m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones);
+						acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d0 * dx[c][b]), acc[c]);
+						corr[c] += d0 * cr[c][b];
+					}
+				} else {
+					__m256i wv = _mm256_loadu_si256((const __m256i *)(p0 + 2));
+					__m256i aw = _mm256_sign_epi8(wv, wv);
+					for (long c = 0; c < nc; c++) {
+						__m256i xv = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(qx[c] + 32 * b)), wv);
+						__m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xv), ones);
+						acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d0 * dx[c][b]), acc[c]);
+					}
+				}
+			}
+			for (long c = 0; c < nc; c++) y[(c0 + c) * ldy + r] = hsum256(acc[c]) - (fmt == 4 ? corr[c] : 0);
+		}
+	}
+}

@@ -1,0 +1,119 @@
+package kernels
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/x448/float16"
+)
+
+// PackedQ8 holds activations quantized to Q8_0 blocks of 32 for the packed
+// products, laid out per column (a token's activation row): the block
+// scales dx, the Q4_0 and Q8_0 corrections 8*sum(q)*dx and 128*sum(q)*dx,
+// then the int8 values (see packed.c).
+type PackedQ8 struct {
+	buf   []byte
+	N, NB int
+}
+
+func (a *PackedQ8) stride() int { return 44 * a.NB }
+
+func (a *PackedQ8) col(c int) (dx, corr4, corr8 []float32, qx []int8) {
+	b := a.buf[c*a.stride() : (c+1)*a.stride()]
+	f := unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), 3*a.NB)
+	return f[:a.NB], f[a.NB : 2*a.NB], f[2*a.NB:], unsafe.Slice((*int8)(unsafe.Pointer(&b[12*a.NB])), 32*a.NB)
+}
+
+// QuantizeQ8 quantizes n rows of k values (k a multiple of 32) into a,
+// reusing its buffer: per block d = amax/127, q = x/d rounded half to even.
+func QuantizeQ8(a *PackedQ8, x []float32, n, k int) {
+	if k%32 != 0 || len(x) < n*k {
+		panic(fmt.Sprintf("kernels: QuantizeQ8: %d rows of %d from %d values", n, k, len(x)))
+	}
+	a.N, a.NB = n, k/32
+	need := n * a.stride()
+	if cap(a.buf) < need {
+		a.buf = make([]byte, need+64)
+	}
+	a.buf = a.buf[:need]
+	for c := 0; c < n; c++ {
+		if q8QuantSIMD(a, c, x[c*k:(c+1)*k]) {
+			continue
+		}
+		dx, c4, c8, qx := a.col(c)
+		for b := 0; b < a.NB; b++ {
+			var amax float32
+			for _, v := range x[c*k+32*b : c*k+32*b+32] {
+				amax = max(amax, float32(math.Abs(float64(v))))
+			}
+			d := amax / 127
+			var id float32
+			if d != 0 {
+				id = 1 / d
+			}
+			s := 0
+			for j, v := range x[c*k+32*b : c*k+32*b+32] {
+				q := int(math.RoundToEven(float64(v * id)))
+				qx[32*b+j] = int8(q)
+				s += q
+			}
+			dx[b], c4[b], c8[b] = d, 8*float32(s)*d, 128*float32(s)*d
+		}
+	}
+}
+
+// GemmPacked computes y[c*rows + r] = sum_k W[r,k] x_c[k] for the rows of a
+// Q4_0 or Q8_0 weight (rows x k, packed rows) and the n quantized columns
+// of a, split over threads by rows.
+func GemmPacked(f *Format, w []byte, rows, k int, a *PackedQ8, y []float32) {
+	if f != Q4_0 && f != Q8_0 {
+		panic("kernels: GemmPacked: format " + f.Name)
+	}
+	if k != 32*a.NB || len(w) < rows*f.RowBytes(k) || len(y) < a.N*rows {
+		panic(fmt.Sprintf("kernels: GemmPacked: %d x %d weight (%d bytes), %d columns of %d blocks, %d outputs", rows, k, len(w), a.N, a.NB, len(y)))
+	}
+	run := func(r0, r1 int) {
+		if !gemmPackedSIMD(f, w, r0, r1, a, y, rows) {
+			gemmPackedGo(f, w, r0, r1, a, y, rows)
+		}
+	}
+	// rows of about 64 KB of weights per task
+	per := max(8, (1<<16)/max(1, f.RowBytes(k)))
+	if Serial(rows, per) {
+		run(0, rows)
+		return
+	}
+	For(rows, per, run)
+}
+
+// gemmPackedGo is the reference: exact integer dot products per block,
+// scaled in float32 in the same order as the C kernels' scalar terms.
+func gemmPackedGo(f *Format, w []byte, r0, r1 int, a *PackedQ8, y []float32, ldy int) {
+	nb, bw := a.NB, f.Bytes
+	for c := 0; c < a.N; c++ {
+		dx, c4, _, qx := a.col(c)
+		for r := r0; r < r1; r++ {
+			row := w[r*nb*bw : (r+1)*nb*bw]
+			var sum float64
+			for b := 0; b < nb; b++ {
+				p := row[b*bw : (b+1)*bw]
+				d := float16.Frombits(binary.LittleEndian.Uint16(p)).Float32()
+				var dot int32
+				if f == Q4_0 {
+					for j := 0; j < 16; j++ {
+						dot += int32(p[2+j]&15)*int32(qx[32*b+j]) + int32(p[2+j]>>4)*int32(qx[32*b+16+j])
+					}
+					sum += float64(float32(dot)*(d*dx[b])) - float64(d*c4[b])
+				} else {
+					for j := 0; j < 32; j++ {
+						dot += int32(int8(p[2+j])) * int32(qx[32*b+j])
+					}
+					sum += float64(float32(dot) * (d * dx[b]))
+				}
+			}
+			y[c*ldy+r] = float32(sum)
+		}
+	}
+}

@@ -1,0 +1,62 @@
+//go:build cgo && !purego
+
+package kernels
+
+// #include <stdint.h>
+// void q8_quant(const float *x, long nb, float *dx, float *corr4, float *corr8, int8_t *qx);
+// void gemm_vnni(const uint8_t *w, long r0, long r1, long nb, const uint8_t *act, long n, long cstride, float *y, long ldy, int fmt);
+// void gemm_avx2(const uint8_t *w, long r0, long r1, long nb, const uint8_t *act, long n, long cstride, float *y, long ldy, int fmt);
+import "C"
+
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
+
+// packedISA is the packed-product kernel this CPU runs: 2 for AVX-512
+// VNNI, 1 for AVX2, 0 for the Go loops.
+var packedISA = func() int {
+	switch {
+	case cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512DQ && cpu.X86.HasAVX512VNNI:
+		return 2
+	case cpu.X86.HasAVX2 && cpu.X86.HasFMA:
+		return 1
+	}
+	return 0
+}()
+
+// PackedKernel names the packed-product kernel in use.
+func PackedKernel() string {
+	if !useSIMD {
+		return "go"
+	}
+	return [...]string{"go", "avx2", "avx512-vnni"}[packedISA]
+}
+
+func q8QuantSIMD(a *PackedQ8, c int, x []float32) bool {
+	if packedISA == 0 || !useSIMD {
+		return false
+	}
+	dx, c4, c8, qx := a.col(c)
+	C.q8_quant(fp(x), C.long(a.NB), fp(dx), fp(c4), fp(c8), (*C.int8_t)(unsafe.Pointer(&qx[0])))
+	return true
+}
+
+func gemmPackedSIMD(f *Format, w []byte, r0, r1 int, a *PackedQ8, y []float32, ldy int) bool {
+	if packedISA == 0 || !useSIMD || r0 >= r1 {
+		return packedISA != 0 && useSIMD
+	}
+	fmt := C.int(4)
+	if f == Q8_0 {
+		fmt = 8
+	}
+	wp := (*C.uint8_t)(unsafe.Pointer(&w[0]))
+	ap := (*C.uint8_t)(unsafe.Pointer(&a.buf[0]))
+	if packedISA == 2 {
+		C.gemm_vnni(wp, C.long(r0), C.long(r1), C.long(a.NB), ap, C.long(a.N), C.long(a.stride()), fp(y), C.long(ldy), fmt)
+	} else {
+		C.gemm_avx2(wp, C.long(r0), C.long(r1), C.long(a.NB), ap, C.long(a.N), C.long(a.stride()), fp(y), C.long(ldy), fmt)
+	}
+	return true
+}

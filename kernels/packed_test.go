@@ -1,0 +1,145 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestGemmPacked: the packed products (this CPU's kernel and the Go loops)
+// against a float64 product of the unpacked weights and the dequantized
+// activations, for Q4_0 and Q8_0, odd block and row counts, 1 to 9
+// columns, 1 and 2 threads. The block dot products are exact integers;
+// the float32 scaling and accumulation bound the difference (relative to
+// the sum of |terms|).
+func TestGemmPacked(t *testing.T) {
+	rng := rand.New(rand.NewPCG(2, 4))
+	defer SetThreads(1)
+	for _, f := range []*Format{Q4_0, Q8_0} {
+		for _, sh := range []struct{ rows, k, n int }{{1, 32, 1}, {7, 96, 3}, {33, 160, 9}, {130, 64 * 32, 2}} {
+			w := make([]float32, sh.rows*sh.k)
+			for i := range w {
+				w[i] = float32(rng.NormFloat64())
+			}
+			packed := make([]byte, sh.rows*f.RowBytes(sh.k))
+			for r := 0; r < sh.rows; r++ {
+				f.Pack(packed[r*f.RowBytes(sh.k):], w[r*sh.k:(r+1)*sh.k])
+			}
+			wu := make([]float32, len(w))
+			f.Unpack(wu, packed)
+			x := make([]float32, sh.n*sh.k)
+			for i := range x {
+				x[i] = float32(rng.NormFloat64() * 3)
+			}
+			var a PackedQ8
+			QuantizeQ8(&a, x, sh.n, sh.k)
+			for _, simd := range []bool{true, false} {
+				for _, th := range []int{1, 2} {
+					useSIMD = simd
+					SetThreads(th)
+					y := make([]float32, sh.n*sh.rows)
+					GemmPacked(f, packed, sh.rows, sh.k, &a, y)
+					useSIMD = true
+					for c := 0; c < sh.n; c++ {
+						dx, _, _, qx := a.col(c)
+						for r := 0; r < sh.rows; r++ {
+							var want, mag float64
+							for j := 0; j < sh.k; j++ {
+								v := float64(wu[r*sh.k+j]) * float64(qx[j]) * float64(dx[j/32])
+								want += v
+								mag += math.Abs(v)
+							}
+							if got := float64(y[c*sh.rows+r]); math.Abs(got-want) > 1e-5*mag+1e-6 {
+								t.Fatalf("%s %v simd=%v threads=%d: y[%d,%d] = %g, want %g (sum |terms| %g)", f.Name, sh, simd, th, c, r, got, want, mag)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestQuantizeQ8: the kernel's activation quantizer agrees with the Go
+// loop and its definition: d = amax/127, q = x/d rounded half to even.
+func TestQuantizeQ8(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	x := make([]float32, 3*96)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	x[5] = 0.5 * x[0] // some ties are unlikely; the definition is checked below
+	var a, b PackedQ8
+	QuantizeQ8(&a, x, 3, 96)
+	useSIMD = false
+	QuantizeQ8(&b, x, 3, 96)
+	useSIMD = true
+	for c := 0; c < 3; c++ {
+		da, ca, c8a, qa := a.col(c)
+		db, cb, c8b, qb := b.col(c)
+		for k := range da {
+			if da[k] != db[k] || ca[k] != cb[k] || c8a[k] != c8b[k] {
+				t.Fatalf("column %d block %d: scales %g/%g %g/%g", c, k, da[k], db[k], ca[k], cb[k])
+			}
+			var amax float64
+			for _, v := range x[c*96+32*k : c*96+32*k+32] {
+				amax = math.Max(amax, math.Abs(float64(v)))
+			}
+			if float32(amax)/127 != da[k] {
+				t.Fatalf("d = %g, amax/127 = %g", da[k], amax/127)
+			}
+		}
+		for j := range qa {
+			if qa[j] != qb[j] {
+				t.Fatalf("column %d value %d: %d vs %d", c, j, qa[j], qb[j])
+			}
+		}
+	}
+}
+
+// BenchmarkGemmPacked: weight GB/s and GFLOP/s of the packed products at
+// llama.cpp's microbenchmark shapes (4096x4096 and 14336 rows x 4096),
+// n = 1, 8 and 32 columns.
+func BenchmarkGemmPacked(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	for _, f := range []*Format{Q4_0, Q8_0} {
+		for _, rows := range []int{4096, 14336} {
+			const k = 4096
+			w := make([]byte, rows*f.RowBytes(k))
+			row := make([]float32, k)
+			for r := 0; r < rows; r++ {
+				for i := range row {
+					row[i] = float32(rng.NormFloat64())
+				}
+				f.Pack(w[r*f.RowBytes(k):], row)
+			}
+			for _, n := range []int{1, 8, 32} {
+				x := make([]float32, n*k)
+				for i := range x {
+					x[i] = float32(rng.NormFloat64())
+				}
+				y := make([]float32, n*rows)
+				var a PackedQ8
+				b.Run(f.Name+"/"+itoa(rows)+"x4096/n"+itoa(n), func(b *testing.B) {
+					b.SetBytes(int64(len(w)))
+					for i := 0; i < b.N; i++ {
+						QuantizeQ8(&a, x, n, k)
+						GemmPacked(f, w, rows, k, &a, y)
+					}
+					b.ReportMetric(2*float64(rows)*k*float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				})
+			}
+		}
+	}
+}
+
+func itoa(i int) string {
+	s := ""
+	for {
+		s = string(rune('0'+i%10)) + s
+		i /= 10
+		if i == 0 {
+			return s
+		}
+	}
+}
