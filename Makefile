@@ -6,7 +6,7 @@ GO ?= go
 # forces AVX2 kernels at half speed on AVX-512 CPUs. Unset it for our runs.
 RUNENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
-.PHONY: deps build run test bench fuzz vet
+.PHONY: deps build run test bench fuzz vet llamacpp-check
 
 # deps installs the system packages (OpenBLAS; PyTorch for the reference
 # test) when missing, and the Go modules.
@@ -61,3 +61,9 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzPretokenize -fuzztime 5m ./data/bpe
 	$(GO) test -run XXX -fuzz 'FuzzParse$$' -fuzztime 5m ./data/bpe
 	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 5m ./data
+
+# llamacpp-check (not part of test): llama.cpp, built from a git snapshot of
+# its public source (LLAMACPP_GIT=... or LLAMACPP_BIN=prebuilt/bin), loads our
+# GGUF exports and matches our perplexity on the held-out addresses.
+llamacpp-check: build
+	tools/llamacpp_check.sh

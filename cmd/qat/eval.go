@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -42,8 +43,8 @@ func loadModel(path string) (*layers.Model, *bpe.Tokenizer, error) {
 }
 
 func evalCmd() *cobra.Command {
-	var model, dataDir, split, preset, klRef string
-	var batch, seq, batches, threads int
+	var model, dataDir, split, preset, klRef, textPath string
+	var batch, seq, batches, threads, ctx int
 	var kurt bool
 	cmd := &cobra.Command{
 		Use:   "eval",
@@ -69,6 +70,22 @@ quantizations by.`,
 				if err := qatpkg.Prepare(m, rules); err != nil {
 					return inputf("--preset %s: %v", preset, err)
 				}
+			}
+			if textPath != "" {
+				b, err := os.ReadFile(textPath)
+				if err != nil {
+					return inputf("--text: %v", err)
+				}
+				if ctx < 4 || ctx > m.MaxSeq {
+					return inputf("--ctx %d must be in [4, %d]", ctx, m.MaxSeq)
+				}
+				ppl, n := train.ChunkPerplexity(m, tok, string(b), ctx)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: perplexity %.4f over %d tokens (chunks of %d, second halves scored, as llama-perplexity)\n",
+					textPath, ppl, n, ctx)
+				return nil
+			}
+			if dataDir == "" {
+				return inputf("--data is required (or --text FILE)")
 			}
 			ds, err := data.LoadSplit(dataDir, split, m.Vocab)
 			if err != nil {
@@ -120,8 +137,9 @@ quantizations by.`,
 	cmd.Flags().StringVar(&preset, "preset", "", "fake-quantize the model with this preset first (RTN)")
 	cmd.Flags().StringVar(&klRef, "kl-divergence", "", "reference model to compare next-token distributions with")
 	cmd.Flags().BoolVar(&kurt, "kurtosis", false, "print the mean input kurtosis of every linear layer")
+	cmd.Flags().StringVar(&textPath, "text", "", "score a text file as llama-perplexity does (with --ctx) instead of --data")
+	cmd.Flags().IntVar(&ctx, "ctx", 128, "chunk length for --text")
 	cmd.MarkFlagRequired("model")
-	cmd.MarkFlagRequired("data")
 	return cmd
 }
 

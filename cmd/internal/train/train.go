@@ -486,3 +486,40 @@ func klRow(p, q []float32) (float64, bool) {
 	}
 	return max(kl, 0), ap == aq
 }
+
+// ChunkPerplexity scores a text the way llama.cpp's llama-perplexity does,
+// so the two can be compared on the same file: the text is tokenized with
+// a leading BOS, cut into chunks of ctx tokens whose first token is
+// replaced by BOS, and only the second half of each chunk is scored (each
+// scored token has at least ctx/2 tokens of context). It returns the
+// perplexity and the number of scored tokens.
+func ChunkPerplexity(m *layers.Model, tok *bpe.Tokenizer, text string, ctx int) (float64, int) {
+	ids := append([]int32{tok.ID(bpe.BOS)}, tok.Encode(nil, text)...)
+	tp := autograd.NewTape()
+	tp.SetNoGrad(true)
+	first := ctx / 2
+	var nll float64
+	count := 0
+	chunk := make([]int32, ctx)
+	for start := 0; start+ctx <= len(ids); start += ctx {
+		copy(chunk, ids[start:start+ctx])
+		chunk[0] = tok.ID(bpe.BOS)
+		logits := m.Forward(tp, chunk, 1, ctx).Data()
+		V := m.Vocab
+		for j := first; j < ctx-1; j++ {
+			row := logits[j*V : (j+1)*V]
+			mx := row[0]
+			for _, v := range row {
+				mx = max(mx, v)
+			}
+			var z float64
+			for _, v := range row {
+				z += math.Exp(float64(v - mx))
+			}
+			nll += math.Log(z) + float64(mx) - float64(row[ids[start+j+1]])
+			count++
+		}
+		tp.Reset()
+	}
+	return math.Exp(nll / float64(max(count, 1))), count
+}
