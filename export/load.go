@@ -66,23 +66,35 @@ func ConfigOf(f *gguf.File) (layers.Config, error) {
 // with a gpt2 vocabulary) into a model with its weights unpacked to
 // float32, and its tokenizer.
 func LoadGGUF(path string) (*layers.Model, *bpe.Tokenizer, *gguf.File, error) {
-	f, err := gguf.Read(path)
+	m, f, err := LoadGGUFModel(path, true)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	bad := func(err error) (*layers.Model, *bpe.Tokenizer, *gguf.File, error) {
+	tok, err := TokenizerOf(f)
+	if err != nil {
 		return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if tok.VocabSize() != m.Vocab {
+		return nil, nil, nil, fmt.Errorf("%s: %d tokens, token_embd has %d rows", path, tok.VocabSize(), m.Vocab)
+	}
+	return m, tok, f, nil
+}
+
+// LoadGGUFModel reads the model of a llama GGUF without its tokenizer.
+// With unpackAll false, matrices stored in Q4_0 or Q8_0 are left packed
+// (their float32 weights stay zero and untouched): the form a packed
+// decoder needs, without the memory of the unpacked weights.
+func LoadGGUFModel(path string, unpackAll bool) (*layers.Model, *gguf.File, error) {
+	f, err := gguf.Read(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	bad := func(err error) (*layers.Model, *gguf.File, error) {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	c, err := ConfigOf(f)
 	if err != nil {
 		return bad(err)
-	}
-	tok, err := tokenizerOf(f)
-	if err != nil {
-		return bad(err)
-	}
-	if tok.VocabSize() != c.Vocab {
-		return bad(fmt.Errorf("%d tokens, token_embd has %d rows", tok.VocabSize(), c.Vocab))
 	}
 	m := layers.New(c)
 	refs := modelTensors(m)
@@ -105,15 +117,19 @@ func LoadGGUF(path string) (*layers.Model, *bpe.Tokenizer, *gguf.File, error) {
 		if !ok {
 			return bad(fmt.Errorf("tensor %s: ggml type %d not supported", r.gguf, t.Type))
 		}
+		if !unpackAll && r.lin != nil && (tf == kernels.Q4_0 || tf == kernels.Q8_0) {
+			continue
+		}
 		tf.Unpack(r.w, t.Data)
 		if r.permK > 0 {
 			copy(r.w, permuteRotary(r.w, r.rows, r.cols, r.permK, true))
 		}
 	}
-	return m, tok, f, nil
+	return m, f, nil
 }
 
-func tokenizerOf(f *gguf.File) (*bpe.Tokenizer, error) {
+// TokenizerOf reads the gpt2 (byte-level BPE) vocabulary of f.
+func TokenizerOf(f *gguf.File) (*bpe.Tokenizer, error) {
 	if m, err := f.String("tokenizer.ggml.model"); err != nil || m != "gpt2" {
 		return nil, fmt.Errorf("tokenizer.ggml.model %q: only gpt2 (byte-level BPE) vocabularies are read (%v)", m, err)
 	}

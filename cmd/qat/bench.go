@@ -42,5 +42,38 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().IntVar(&steps, "steps", 10, "timed training steps")
 	cmd.Flags().IntVar(&warmup, "warmup", 3, "untimed training steps first")
 	cmd.Flags().StringVar(&jsonOut, "json", "", "also write results as JSON lines to this file")
+	cmd.AddCommand(benchPackedCmd())
+	return cmd
+}
+
+func benchPackedCmd() *cobra.Command {
+	var o bench.PackedOptions
+	cmd := &cobra.Command{
+		Use:   "packed",
+		Short: "Measure the packed Q4_0/Q8_0 products and decoding, beside llama.cpp when its binaries are given",
+		Long: `Measure the packed Q4_0/Q8_0 products (4096x4096 and 4096x14336 weights, 1, 8
+and 32 columns) in microseconds, GFLOP/s and weight GB/s next to the copy
+bandwidth, and decoding tokens/s on synthetic 4-layer Llama-3-8B-shaped
+models (written to --synth) and the --gguf files. With --llamacpp DIR
+(test-backend-ops and llama-bench, as ../shared/peers/llamacpp/build.sh
+builds them) llama.cpp runs the same cases in the same session.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, t := range o.Threads {
+				if t < 1 {
+					return inputf("--threads: values must be at least 1")
+				}
+			}
+			if o.Tokens < 1 {
+				return inputf("--tokens must be positive")
+			}
+			return bench.Packed(cmd.OutOrStdout(), o)
+		},
+	}
+	cmd.Flags().IntSliceVar(&o.Threads, "threads", []int{1, 2}, "thread counts to measure")
+	cmd.Flags().StringVar(&o.LlamaCpp, "llamacpp", "", "directory of llama.cpp's test-backend-ops and llama-bench")
+	cmd.Flags().StringSliceVar(&o.GGUFs, "gguf", nil, "GGUF models to decode")
+	cmd.Flags().StringVar(&o.Synth, "synth", "runs/synth", "directory of the synthetic models (empty: none)")
+	cmd.Flags().IntVar(&o.Tokens, "tokens", 32, "tokens to decode")
 	return cmd
 }

@@ -161,8 +161,11 @@ func generateCmd() *cobra.Command {
 			if strings.HasSuffix(model, ".gguf") {
 				// packed weights run through the packed kernels, as llama.cpp does
 				var f *gguf.File
-				if m, tok, f, err = export.LoadGGUF(model); err != nil {
+				if m, f, err = export.LoadGGUFModel(model, false); err != nil {
 					return inputf("--model: %v", err)
+				}
+				if tok, err = export.TokenizerOf(f); err != nil {
+					return inputf("--model %s: %v", model, err)
 				}
 				d = layers.NewPackedDecoder(m, export.Packed(m, f))
 			} else {

@@ -1,0 +1,254 @@
+package bench
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/x448/float16"
+
+	"qat/data/gguf"
+	"qat/export"
+	"qat/kernels"
+	"qat/layers"
+)
+
+// PackedOptions select what `qat bench packed` runs.
+type PackedOptions struct {
+	Threads []int
+	// LlamaCpp is a directory with llama.cpp's test-backend-ops and
+	// llama-bench (../shared/peers/llamacpp/build.sh builds them): when
+	// set, they run in the same session at the same shapes and threads.
+	LlamaCpp string
+	// GGUFs are models to decode (besides the synthetic ones).
+	GGUFs []string
+	// Synth is where the synthetic 4-layer Llama-3-8B-shaped models are
+	// written (kept between runs).
+	Synth  string
+	Tokens int
+}
+
+// Packed measures the packed products and decoding.
+func Packed(w io.Writer, o PackedOptions) error {
+	Machine(w)
+	rng := rand.New(rand.NewPCG(1, 2))
+	big := make([]float32, 1<<24)
+	dst := make([]float32, 1<<24)
+	kernels.SetThreads(1)
+	copyGBs := 8 * float64(len(big)) / timeIt(300*time.Millisecond, func() { copy(dst, big) }) / 1e9
+	fmt.Fprintf(w, "memory: copy %.1f GB/s (1 thread, 64 MB)\n", copyGBs)
+	fmt.Fprintf(w, "packed kernel: %s\n\n", kernels.PackedKernel())
+	fmt.Fprintf(w, "%-5s %-12s %3s %3s  %10s %9s %9s  %14s %7s\n", "type", "weight", "n", "thr", "ours us", "GFLOP/s", "weight GB/s", "llama.cpp us", "speedup")
+	for _, f := range []*kernels.Format{kernels.Q4_0, kernels.Q8_0} {
+		for _, k := range []int{4096, 14336} {
+			const rows = 4096
+			wb := make([]byte, rows*f.RowBytes(k))
+			row := make([]float32, k)
+			for r := 0; r < rows; r++ {
+				for i := range row {
+					row[i] = float32(rng.NormFloat64())
+				}
+				f.Pack(wb[r*f.RowBytes(k):], row)
+			}
+			for _, n := range []int{1, 8, 32} {
+				x := make([]float32, n*k)
+				for i := range x {
+					x[i] = float32(rng.NormFloat64())
+				}
+				y := make([]float32, n*rows)
+				var a kernels.PackedQ8
+				for _, th := range o.Threads {
+					kernels.SetThreads(th)
+					sec := timeIt(500*time.Millisecond, func() {
+						kernels.QuantizeQ8(&a, x, n, k)
+						kernels.GemmPacked(f, wb, rows, k, &a, y)
+					})
+					theirs := "-"
+					speed := ""
+					if o.LlamaCpp != "" {
+						if us, err := llamaMulMat(o.LlamaCpp, f.Name, rows, n, k, th); err == nil {
+							theirs = fmt.Sprintf("%.0f", us)
+							speed = fmt.Sprintf("%.2fx", us/(sec*1e6))
+						} else {
+							theirs = "error"
+							fmt.Fprintln(os.Stderr, err)
+						}
+					}
+					fmt.Fprintf(w, "%-5s %-12s %3d %3d  %10.0f %9.1f %9.1f  %14s %7s\n", f.Name, fmt.Sprintf("%dx%d", rows, k), n, th,
+						sec*1e6, 2*float64(rows)*float64(k)*float64(n)/sec/1e9, float64(len(wb))/sec/1e9, theirs, speed)
+				}
+			}
+		}
+	}
+	kernels.SetThreads(1)
+	// decoding
+	var models []string
+	if o.Synth != "" {
+		for _, q := range []string{"q4_0", "q8_0"} {
+			p := filepath.Join(o.Synth, "synth-8b4-"+q+".gguf")
+			if _, err := os.Stat(p); err != nil {
+				if err := writeSynth(p, q); err != nil {
+					return err
+				}
+			}
+			models = append(models, p)
+		}
+	}
+	models = append(models, o.GGUFs...)
+	if len(models) > 0 {
+		fmt.Fprintf(w, "\ndecode (%d tokens after one, tokens/s)\n%-40s %3s %10s %12s %8s\n", o.Tokens, "model", "thr", "ours", "llama-bench", "ratio")
+	}
+	for _, p := range models {
+		m, f, err := export.LoadGGUFModel(p, false)
+		if err != nil {
+			return err
+		}
+		packed := export.Packed(m, f)
+		for _, th := range o.Threads {
+			kernels.SetThreads(th)
+			tps := 0.0
+			for pass := 0; pass < 2; pass++ { // best of two passes
+				d := layers.NewPackedDecoder(m, packed)
+				if _, err := d.Step(0); err != nil {
+					return err
+				}
+				t0 := time.Now()
+				for i := 0; i < o.Tokens && d.Pos() < m.MaxSeq; i++ {
+					d.Step(int32(1 + i%(m.Vocab-1)))
+				}
+				tps = max(tps, float64(o.Tokens)/time.Since(t0).Seconds())
+			}
+			theirs, ratio := "-", ""
+			if o.LlamaCpp != "" {
+				if t, err := llamaBench(o.LlamaCpp, p, o.Tokens, th); err == nil {
+					theirs = fmt.Sprintf("%.1f", t)
+					ratio = fmt.Sprintf("%.2fx", tps/t)
+				} else {
+					theirs = "error"
+					fmt.Fprintln(os.Stderr, err)
+				}
+			}
+			fmt.Fprintf(w, "%-40s %3d %10.1f %12s %8s\n", filepath.Base(p), th, tps, theirs, ratio)
+		}
+	}
+	kernels.SetThreads(1)
+	return nil
+}
+
+var mulMatRe = regexp.MustCompile(`MUL_MAT\(type_a=(\w+),type_b=f32,m=(\d+),n=(\d+),k=(\d+)[^)]*\):.*?([\d.]+) us/run`)
+
+// llamaMulMat runs llama.cpp's test-backend-ops for one MUL_MAT case and
+// returns its us/run.
+func llamaMulMat(dir, typ string, m, n, k, threads int) (float64, error) {
+	re := fmt.Sprintf("type_a=%s,type_b=f32,m=%d,n=%d,k=%d,", typ, m, n, k)
+	out, err := exec.Command(filepath.Join(dir, "test-backend-ops"), "perf", "-o", "MUL_MAT", "-b", "CPU",
+		"-t", strconv.Itoa(threads), "-p", regexp.QuoteMeta(re)).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("test-backend-ops: %v: %s", err, out)
+	}
+	for _, mm := range mulMatRe.FindAllStringSubmatch(string(out), -1) {
+		if mm[1] == typ && mm[2] == strconv.Itoa(m) && mm[3] == strconv.Itoa(n) && mm[4] == strconv.Itoa(k) {
+			return strconv.ParseFloat(mm[5], 64)
+		}
+	}
+	return 0, fmt.Errorf("test-backend-ops printed no %s case:\n%s", re, out)
+}
+
+var benchRe = regexp.MustCompile(`\|\s+tg(\d+)\s+\|\s+([\d.]+) ±`)
+
+// llamaBench runs llama-bench's decode test (tg N) on a model.
+func llamaBench(dir, model string, tokens, threads int) (float64, error) {
+	out, err := exec.Command(filepath.Join(dir, "llama-bench"), "-m", model, "-p", "0", "-n", strconv.Itoa(tokens),
+		"-t", strconv.Itoa(threads), "-r", "2").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("llama-bench: %v: %s", err, out)
+	}
+	if mm := benchRe.FindStringSubmatch(string(out)); mm != nil {
+		return strconv.ParseFloat(mm[2], 64)
+	}
+	return 0, fmt.Errorf("llama-bench printed no tg result:\n%s", out)
+}
+
+// writeSynth writes a 4-layer Llama-3-8B-shaped model (n_embd 4096, n_ff
+// 14336, 32 heads, 8 kv heads, 32000 tokens, untied output) with random
+// blocks of scale 0.01 in format quant: the shape of llama.cpp's
+// synthetic decode benchmark (../shared/peers/llamacpp/tiny_gguf.py synth).
+func writeSynth(path, quant string) error {
+	c := layers.Config{Vocab: 32000, Dim: 4096, Layers: 4, Heads: 32, KVHeads: 8, FFNHidden: 14336, RopeTheta: 500000,
+		NormEps: 1e-5, MaxSeq: 4096}
+	f := kernels.Formats[quant]
+	rng := rand.New(rand.NewPCG(7, 7))
+	block := func(rows, cols int) []byte {
+		b := make([]byte, rows*f.RowBytes(cols))
+		for i := 0; i+8 <= len(b); i += 8 {
+			binary.LittleEndian.PutUint64(b[i:], rng.Uint64())
+		}
+		d := uint16(float16.Fromfloat32(0.01))
+		for i := 0; i < len(b); i += f.Bytes {
+			binary.LittleEndian.PutUint16(b[i:], d)
+		}
+		return b
+	}
+	norm := func() []byte {
+		b := make([]byte, 4*c.Dim)
+		kernels.F32.Pack(b, ones(c.Dim))
+		return b
+	}
+	u32 := func(k string, v int) gguf.KV { return gguf.KV{Key: k, Type: gguf.TypeU32, Value: uint32(v)} }
+	tokens := make([]string, c.Vocab)
+	for i := range tokens {
+		tokens[i] = fmt.Sprintf("t%d", i)
+	}
+	file := &gguf.File{KVs: []gguf.KV{
+		{Key: "general.architecture", Type: gguf.TypeString, Value: "llama"},
+		{Key: "general.name", Type: gguf.TypeString, Value: "synthetic-random-llama"},
+		u32("llama.context_length", c.MaxSeq), u32("llama.embedding_length", c.Dim), u32("llama.block_count", c.Layers),
+		u32("llama.feed_forward_length", c.FFNHidden), u32("llama.attention.head_count", c.Heads),
+		u32("llama.attention.head_count_kv", c.KVHeads),
+		{Key: "llama.rope.freq_base", Type: gguf.TypeF32, Value: float32(c.RopeTheta)},
+		{Key: "llama.attention.layer_norm_rms_epsilon", Type: gguf.TypeF32, Value: float32(c.NormEps)},
+		{Key: "tokenizer.ggml.model", Type: gguf.TypeString, Value: "gpt2"},
+		{Key: "tokenizer.ggml.pre", Type: gguf.TypeString, Value: "default"},
+		{Key: "tokenizer.ggml.tokens", Type: gguf.TypeArray, Value: gguf.Array{Type: gguf.TypeString, Values: tokens}},
+		{Key: "tokenizer.ggml.merges", Type: gguf.TypeArray, Value: gguf.Array{Type: gguf.TypeString, Values: []string{}}},
+		u32("tokenizer.ggml.bos_token_id", c.Vocab-1), u32("tokenizer.ggml.eos_token_id", c.Vocab-1),
+	}}
+	add := func(name string, data []byte, typ uint32, dims ...uint64) {
+		file.Tensors = append(file.Tensors, gguf.Tensor{Name: name, Dims: dims, Type: typ, Data: data})
+	}
+	kv := c.HeadDim() * c.KVHeads
+	add("token_embd.weight", block(c.Vocab, c.Dim), f.GGML, uint64(c.Dim), uint64(c.Vocab))
+	for i := 0; i < c.Layers; i++ {
+		p := fmt.Sprintf("blk.%d.", i)
+		add(p+"attn_norm.weight", norm(), 0, uint64(c.Dim))
+		add(p+"attn_q.weight", block(c.Dim, c.Dim), f.GGML, uint64(c.Dim), uint64(c.Dim))
+		add(p+"attn_k.weight", block(kv, c.Dim), f.GGML, uint64(c.Dim), uint64(kv))
+		add(p+"attn_v.weight", block(kv, c.Dim), f.GGML, uint64(c.Dim), uint64(kv))
+		add(p+"attn_output.weight", block(c.Dim, c.Dim), f.GGML, uint64(c.Dim), uint64(c.Dim))
+		add(p+"ffn_norm.weight", norm(), 0, uint64(c.Dim))
+		add(p+"ffn_gate.weight", block(c.FFNHidden, c.Dim), f.GGML, uint64(c.Dim), uint64(c.FFNHidden))
+		add(p+"ffn_up.weight", block(c.FFNHidden, c.Dim), f.GGML, uint64(c.Dim), uint64(c.FFNHidden))
+		add(p+"ffn_down.weight", block(c.Dim, c.FFNHidden), f.GGML, uint64(c.FFNHidden), uint64(c.Dim))
+	}
+	add("output_norm.weight", norm(), 0, uint64(c.Dim))
+	add("output.weight", block(c.Vocab, c.Dim), f.GGML, uint64(c.Dim), uint64(c.Vocab))
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return gguf.Write(path, file)
+}
+
+func ones(n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = 1
+	}
+	return x
+}
