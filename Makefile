@@ -48,6 +48,7 @@ test: deps vet
 	$(GO) test -run XXX -fuzz FuzzPretokenize -fuzztime 30000x ./data/bpe
 	$(GO) test -run XXX -fuzz 'FuzzParse$$' -fuzztime 30000x ./data/bpe
 	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 30000x ./data
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30000x ./data/gguf
 
 bench: build
 	$(RUNENV) $(GO) test -run XXX -bench . -benchtime 20x ./layers ./kernels
@@ -61,6 +62,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzPretokenize -fuzztime 5m ./data/bpe
 	$(GO) test -run XXX -fuzz 'FuzzParse$$' -fuzztime 5m ./data/bpe
 	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 5m ./data
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 5m ./data/gguf
 
 # llamacpp-check (not part of test): llama.cpp, built from a git snapshot of
 # its public source (LLAMACPP_GIT=... or LLAMACPP_BIN=prebuilt/bin), loads our

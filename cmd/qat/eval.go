@@ -45,7 +45,7 @@ func loadModel(path string) (*layers.Model, *bpe.Tokenizer, error) {
 func evalCmd() *cobra.Command {
 	var model, dataDir, split, preset, klRef, textPath string
 	var batch, seq, batches, threads, ctx int
-	var kurt bool
+	var kurt, packed bool
 	cmd := &cobra.Command{
 		Use:   "eval",
 		Short: "Validation loss, perplexity and bits per byte of a model on a prepared dataset",
@@ -79,9 +79,23 @@ quantizations by.`,
 				if ctx < 4 || ctx > m.MaxSeq {
 					return inputf("--ctx %d must be in [4, %d]", ctx, m.MaxSeq)
 				}
-				ppl, n := train.ChunkPerplexity(m, tok, string(b), ctx)
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: perplexity %.4f over %d tokens (chunks of %d, second halves scored, as llama-perplexity)\n",
-					textPath, ppl, n, ctx)
+				var stepper func() layers.Stepper
+				how := "unpacked weights"
+				if packed {
+					if !strings.HasSuffix(model, ".gguf") {
+						return inputf("--packed needs a .gguf --model")
+					}
+					_, f, err := export.LoadGGUFModel(model, false)
+					if err != nil {
+						return inputf("--model: %v", err)
+					}
+					pw := export.Packed(m, f)
+					stepper = func() layers.Stepper { return layers.NewPackedDecoder(m, pw) }
+					how = "packed kernels, one token at a time"
+				}
+				ppl, n := train.ChunkPerplexity(m, tok, string(b), ctx, stepper)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: perplexity %.4f over %d tokens (chunks of %d, second halves scored, as llama-perplexity; %s)\n",
+					textPath, ppl, n, ctx, how)
 				return nil
 			}
 			if dataDir == "" {
@@ -139,6 +153,7 @@ quantizations by.`,
 	cmd.Flags().BoolVar(&kurt, "kurtosis", false, "print the mean input kurtosis of every linear layer")
 	cmd.Flags().StringVar(&textPath, "text", "", "score a text file as llama-perplexity does (with --ctx) instead of --data")
 	cmd.Flags().IntVar(&ctx, "ctx", 128, "chunk length for --text")
+	cmd.Flags().BoolVar(&packed, "packed", false, "with --text and a .gguf model: run the packed kernels (Q8_0 activations, as llama.cpp)")
 	cmd.MarkFlagRequired("model")
 	return cmd
 }

@@ -492,8 +492,10 @@ func klRow(p, q []float32) (float64, bool) {
 // a leading BOS, cut into chunks of ctx tokens whose first token is
 // replaced by BOS, and only the second half of each chunk is scored (each
 // scored token has at least ctx/2 tokens of context). It returns the
-// perplexity and the number of scored tokens.
-func ChunkPerplexity(m *layers.Model, tok *bpe.Tokenizer, text string, ctx int) (float64, int) {
+// perplexity and the number of scored tokens. With stepper non-nil each
+// chunk runs token by token through a fresh stepper (the packed decoder:
+// llama.cpp's one-token path) instead of one forward pass.
+func ChunkPerplexity(m *layers.Model, tok *bpe.Tokenizer, text string, ctx int, stepper func() layers.Stepper) (float64, int) {
 	ids := append([]int32{tok.ID(bpe.BOS)}, tok.Encode(nil, text)...)
 	tp := autograd.NewTape()
 	tp.SetNoGrad(true)
@@ -504,10 +506,24 @@ func ChunkPerplexity(m *layers.Model, tok *bpe.Tokenizer, text string, ctx int) 
 	for start := 0; start+ctx <= len(ids); start += ctx {
 		copy(chunk, ids[start:start+ctx])
 		chunk[0] = tok.ID(bpe.BOS)
-		logits := m.Forward(tp, chunk, 1, ctx).Data()
 		V := m.Vocab
-		for j := first; j < ctx-1; j++ {
-			row := logits[j*V : (j+1)*V]
+		var logits []float32
+		var st layers.Stepper
+		if stepper == nil {
+			logits = m.Forward(tp, chunk, 1, ctx).Data()
+		} else {
+			st = stepper()
+		}
+		for j := 0; j < ctx-1; j++ {
+			var row []float32
+			if st != nil {
+				row, _ = st.Step(chunk[j])
+			} else {
+				row = logits[j*V : (j+1)*V]
+			}
+			if j < first {
+				continue
+			}
 			mx := row[0]
 			for _, v := range row {
 				mx = max(mx, v)
