@@ -3,6 +3,7 @@ package export
 import (
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -262,5 +263,45 @@ func TestPackedDecoder(t *testing.T) {
 				t.Fatalf("%s position %d: packed logits differ by %.3g (relative RMS)", quant, p, rel)
 			}
 		}
+	}
+}
+
+// TestPackedSafetensorsLossless: int4 per-channel (w4a8, minmax), int4
+// LSQ per-group and int8 weights pack into compressed-tensors'
+// pack-quantized layout and unpack to the fake-quant weights bit for bit.
+func TestPackedSafetensorsLossless(t *testing.T) {
+	for _, rules := range [][]qat.Rule{
+		qat.Presets["w4a8"],
+		{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "lsq"}}},
+		qat.Presets["w8a8"],
+	} {
+		m, tok := testModel(t, false)
+		if err := qat.Prepare(m, rules); err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(t.TempDir(), "packed")
+		if err := PackedSafetensors(m, tok, dir); err != nil {
+			t.Fatal(err)
+		}
+		m2, _, err := LoadPackedSafetensors(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tp := autograd.NewTape()
+		tp.SetNoGrad(true)
+		for i, ln := range qat.Linears(m) {
+			want := ln.Layer.Weight.Data()
+			if ln.Layer.WeightQuant != nil {
+				want = ln.Layer.WeightQuant.Apply(tp, ln.Layer.Weight).Data()
+			}
+			got := qat.Linears(m2)[i].Layer.Weight.Data()
+			for j := range want {
+				if math.Float32bits(got[j]) != math.Float32bits(want[j]) && !(got[j] == 0 && want[j] == 0) {
+					t.Fatalf("%s %s[%d]: %g unpacked, %g fake-quant", rules[0].Weights.Format, ln.Name, j, got[j], want[j])
+				}
+			}
+		}
+		st, _ := os.Stat(filepath.Join(dir, "model.safetensors"))
+		t.Logf("%+v: %d bytes", *rules[0].Weights, st.Size())
 	}
 }

@@ -271,3 +271,45 @@ func (q *Quantizer) gradScale(group int, qp float32) float32 {
 	}
 	return float32(1 / math.Sqrt(float64(group)*float64(qp)))
 }
+
+// Codes returns the integer grid values and per-group scales that the
+// quantizer's forward gives the weight w (symmetric int formats): the
+// fake-quant value of w[i] is float32(codes[i]) * scales[i/group], bit for
+// bit, so a packed export reproduces the trained model exactly.
+func (q *Quantizer) Codes(w []float32) (codes []int8, scales []float32, group int, err error) {
+	if q.Format != "int" || !q.Symmetric {
+		return nil, nil, 0, fmt.Errorf("packed int export needs a symmetric int quantizer, have %s (symmetric %v)", q.Format, q.Symmetric)
+	}
+	group, err = q.Group(q.row, len(w))
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	if q.Step != nil { // learned or searched steps
+		return q.codes(w, append([]float32(nil), q.Step.Data()...), group)
+	}
+	ng := len(w) / group
+	scales = make([]float32, ng)
+	q.dynamicScales(scales, make([]float32, ng), w, group)
+	return q.codes(w, scales, group)
+}
+
+func (q *Quantizer) codes(w, scales []float32, group int) ([]int8, []float32, int, error) {
+	y, mask := make([]float32, len(w)), make([]uint8, len(w))
+	qmin, qmax := q.Grid()
+	zero := make([]float32, len(scales))
+	if q.Scale == "lsq" {
+		kernels.FakeQuantLSQ(y, mask, w, scales, group, -qmin, qmax)
+	} else {
+		kernels.FakeQuantAffine(y, mask, w, scales, zero, group, qmin, qmax)
+	}
+	codes := make([]int8, len(w))
+	for i, v := range y {
+		s := scales[i/group]
+		c := float32(math.RoundToEven(float64(v / s)))
+		if c*s != v {
+			return nil, nil, 0, fmt.Errorf("value %d: %g is not an integer multiple of its scale %g", i, v, s)
+		}
+		codes[i] = int8(c)
+	}
+	return codes, scales, group, nil
+}

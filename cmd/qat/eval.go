@@ -28,6 +28,13 @@ func loadModel(path string) (*layers.Model, *bpe.Tokenizer, error) {
 	if err != nil {
 		return nil, nil, inputf("--model: %v", err)
 	}
+	if b, err := os.ReadFile(filepath.Join(dir, "config.json")); err == nil && strings.Contains(string(b), `"pack-quantized"`) {
+		m, tok, err := export.LoadPackedSafetensors(dir)
+		if err != nil {
+			return nil, nil, inputf("--model: %v", err)
+		}
+		return m, tok, nil
+	}
 	m, err := train.LoadModel(dir)
 	if err != nil {
 		return nil, nil, inputf("--model: %v", err)
