@@ -82,8 +82,60 @@ TGT2 static inline float hsum256(__m256 v) {
 // Columns go in chunks of 4 so each weight block is decoded once per chunk.
 #define NC 4
 
+// gemv4_vnni: one column, four rows at a time (the activation blocks and
+// their scales are loaded once for the four rows). Rows r0..r1-(r1-r0)%4.
+TGT512 static long gemv4_vnni(const uint8_t *w, long r0, long r1, long nb, const uint8_t *act, float *y, int fmt) {
+	const long bw = fmt == 4 ? 18 : 34;
+	const float *dx = (const float *)act, *cr = (const float *)act + (fmt == 4 ? nb : 2 * nb);
+	const int8_t *qx = (const int8_t *)(act + 12 * nb);
+	const __m512i flip = _mm512_set1_epi8((char)0x80);
+	long r = r0;
+	for (; r + 4 <= r1; r += 4) {
+		__m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+		float corr[4] = {0, 0, 0, 0};
+		long b = 0;
+		for (; b + 1 < nb; b += 2) {
+			__m512i xv = _mm512_loadu_si512((const void *)(qx + 32 * b));
+			__m512 dxv = _mm512_insertf32x8(_mm512_set1_ps(dx[b]), _mm256_set1_ps(dx[b + 1]), 1);
+			for (int i = 0; i < 4; i++) {
+				const uint8_t *p0 = w + (r + i) * nb * bw + b * bw, *p1 = p0 + bw;
+				__m512i wv;
+				if (fmt == 4) {
+					wv = _mm512_inserti64x4(_mm512_castsi256_si512(nib512(p0 + 2)), nib512(p1 + 2), 1);
+				} else {
+					__m256i a0 = _mm256_loadu_si256((const __m256i *)(p0 + 2)), a1 = _mm256_loadu_si256((const __m256i *)(p1 + 2));
+					wv = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1), flip);
+				}
+				float d0 = f16(p0), d1 = f16(p1);
+				__m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv);
+				__m512 sc = _mm512_mul_ps(_mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1), dxv);
+				acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, acc[i]);
+				corr[i] += d0 * cr[b] + d1 * cr[b + 1];
+			}
+		}
+		for (; b < nb; b++) {
+			__m256i xv = _mm256_loadu_si256((const __m256i *)(qx + 32 * b));
+			for (int i = 0; i < 4; i++) {
+				const uint8_t *p0 = w + (r + i) * nb * bw + b * bw;
+				__m256i wv = fmt == 4 ? nib512(p0 + 2)
+				                      : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p0 + 2)), _mm256_set1_epi8((char)0x80));
+				float d0 = f16(p0);
+				__m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv, xv);
+				__m512 v = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d0 * dx[b])));
+				acc[i] = _mm512_add_ps(acc[i], _mm512_insertf32x8(v, _mm256_setzero_ps(), 1));
+				corr[i] += d0 * cr[b];
+			}
+		}
+		for (int i = 0; i < 4; i++) y[r + i] = hsum512(acc[i]) - corr[i];
+	}
+	return r;
+}
+
 TGT512 void gemm_vnni(const uint8_t *w, long r0, long r1, long nb, const uint8_t *act, long n, long cstride, float *y, long ldy, int fmt) {
 	const long bw = fmt == 4 ? 18 : 34;
+	if (n == 1) {
+		r0 = gemv4_vnni(w, r0, r1, nb, act, y, fmt); // the remainder rows below
+	}
 	for (long c0 = 0; c0 < n; c0 += NC) {
 		long nc = n - c0 < NC ? n - c0 : NC;
 		const float *dx[NC], *cr[NC];

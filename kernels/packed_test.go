@@ -16,7 +16,7 @@ func TestGemmPacked(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2, 4))
 	defer SetThreads(1)
 	for _, f := range []*Format{Q4_0, Q8_0} {
-		for _, sh := range []struct{ rows, k, n int }{{1, 32, 1}, {7, 96, 3}, {33, 160, 9}, {130, 64 * 32, 2}} {
+		for _, sh := range []struct{ rows, k, n int }{{1, 32, 1}, {13, 96, 1}, {7, 96, 3}, {33, 160, 9}, {130, 64 * 32, 2}, {64, 4096, 1}} {
 			w := make([]float32, sh.rows*sh.k)
 			for i := range w {
 				w[i] = float32(rng.NormFloat64())

@@ -28,6 +28,14 @@ ev() { $Q eval --data $DATA --kl-divergence runs/tiny "$@"; }
   done
   echo "== qat w4a4-kurtosis"; ev --model runs/tiny-w4a4-kurt
 } >"$OUT/eval.txt" 2>&1
+# QAT models against the control: the degradation their quantization
+# leaves, without the drift that fine-tuning itself causes
+{
+  for p in w4a16-g32 w4a8 w4a4 fp8; do
+    echo "== qat $p"; $Q eval --data $DATA --kl-divergence runs/tiny-fp-control --model runs/tiny-$p
+  done
+  echo "== qat w4a4-kurtosis"; $Q eval --data $DATA --kl-divergence runs/tiny-fp-control --model runs/tiny-w4a4-kurt
+} >"$OUT/eval-control.txt" 2>&1
 for m in tiny tiny-w4a4 tiny-w4a4-kurt; do
   $Q eval --model runs/$m --data $DATA --batches 60 --kurtosis >"$OUT/kurtosis-$m.txt"
 done

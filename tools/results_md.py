@@ -3,16 +3,21 @@
 import re, statistics, sys
 
 out = sys.argv[1]
-ev, cur = {}, None
-for line in open(f"{out}/eval.txt"):
-    if line.startswith("== "):
-        cur = line[3:].strip(); ev[cur] = {}
-    m = re.search(r"loss ([\d.]+)\s+perplexity ([\d.]+)\s+bits per byte ([\d.]+)", line)
-    if m and cur:
-        ev[cur].update(loss=float(m[1]), ppl=float(m[2]), bpb=float(m[3]))
-    m = re.search(r"mean ([\d.]+)\s+p99 ([\d.]+) nats\s+top-1 agreement ([\d.]+)%", line)
-    if m and cur:
-        ev[cur].update(kl=float(m[1]), p99=float(m[2]), top1=float(m[3]))
+def parse(path):
+    ev, cur = {}, None
+    for line in open(path):
+        if line.startswith("== "):
+            cur = line[3:].strip(); ev[cur] = {}
+        m = re.search(r"loss ([\d.]+)\s+perplexity ([\d.]+)\s+bits per byte ([\d.]+)", line)
+        if m and cur:
+            ev[cur].update(loss=float(m[1]), ppl=float(m[2]), bpb=float(m[3]))
+        m = re.search(r"mean ([\d.]+)\s+p99 ([\d.]+) nats\s+top-1 agreement ([\d.]+)%", line)
+        if m and cur:
+            ev[cur].update(kl=float(m[1]), p99=float(m[2]), top1=float(m[3]))
+    return ev
+import os
+ev = parse(f"{out}/eval.txt")
+evc = parse(f"{out}/eval-control.txt") if os.path.exists(f"{out}/eval-control.txt") else {}
 
 def kurt(name):
     vals = {}
@@ -44,6 +49,17 @@ deg = ev["rtn w4a4"]["loss"] - fp["loss"]
 row("QAT w4a4 + kurtosis reg.", q, f"{100*(1 - (q['loss'] - ctl['loss'])/deg):.0f}%")
 print("\nRecovery = 1 - (QAT loss - control loss) / (RTN loss - FP32 loss): the share of RTN's degradation that QAT")
 print("removes, measured against the control rather than against the starting checkpoint.\n")
+if evc:
+    print("KL divergence of each QAT model from the control (the same fine-tune in full precision), and of RTN from FP32:")
+    print("what quantization alone costs, without the drift of fine-tuning.\n")
+    print("| preset | RTN mean KL (vs FP32) | QAT mean KL (vs control) | RTN top-1 | QAT top-1 (vs control) |")
+    print("|---|---:|---:|---:|---:|")
+    for p in ["w4a16-g32", "w4a8", "w4a4", "fp8"]:
+        r, q = ev[f"rtn {p}"], evc.get(f"qat {p}", {})
+        print(f"| {p} | {r['kl']:.5f} | {q.get('kl', float('nan')):.5f} | {r['top1']:.2f}% | {q.get('top1', float('nan')):.2f}% |")
+    q = evc.get("qat w4a4-kurtosis", {})
+    print(f"| w4a4 + kurtosis reg. | {ev['rtn w4a4']['kl']:.5f} | {q.get('kl', float('nan')):.5f} | {ev['rtn w4a4']['top1']:.2f}% | {q.get('top1', float('nan')):.2f}% |")
+    print()
 print("## Linear-input kurtosis (mean over tokens, 60 validation batches)\n")
 print("| layer input | FP32 | QAT w4a4 | QAT w4a4 + kurtosis reg. |")
 print("|---|---:|---:|---:|")
