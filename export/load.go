@@ -184,7 +184,11 @@ func Packed(m *layers.Model, f *gguf.File) map[*autograd.Var]layers.PackedWeight
 		if r.permK > 0 {
 			data = permuteRows(data, r.rows, tf.RowBytes(r.cols), r.permK)
 		}
-		out[r.lin.Weight] = layers.PackedWeight{Format: tf, Data: data}
+		pw := layers.PackedWeight{Format: tf, Data: data}
+		if tf == kernels.Q4_0 {
+			pw.Q4x4 = kernels.RepackQ4x4(data, r.rows, r.cols) // nil without the kernel
+		}
+		out[r.lin.Weight] = pw
 	}
 	return out
 }

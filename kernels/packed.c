@@ -238,3 +238,70 @@ TGT2 void gemm_avx2(const uint8_t *w, long r0, long r1, long nb, const uint8_t *
 		}
 	}
 }
+
+// Q4x4: Q4_0 weights repacked at load for one-column products (llama.cpp
+// repacks likewise): rows in groups of four, per block the four rows' 16
+// nibble bytes side by side (64 bytes, one vector) and their scales as
+// float32. The activation side (q4x4_prep) holds per block the 16 low and
+// 16 high values each repeated for the four rows, and -8*sum(x) per
+// 4-value lane, so that two vpdpbusd give exact signed dot products for
+// four rows at once, 4 lanes per row. Scales stay fp16 (converted in the
+// kernel): decoding streams the weights from memory, every byte counts.
+// xp per block (256 bytes): xlo[64] int8, xhi[64] int8, ncorr[16] int32, dx float.
+void q4x4_prep(const int8_t *qx, const float *dx, long nb, uint8_t *xp) {
+	for (long b = 0; b < nb; b++) {
+		uint8_t *p = xp + 256 * b;
+		const int8_t *x = qx + 32 * b;
+		int32_t corr[4];
+		for (int l = 0; l < 4; l++) {
+			int s = 0;
+			for (int j = 4 * l; j < 4 * l + 4; j++) s += x[j] + x[16 + j];
+			corr[l] = -8 * s;
+		}
+		for (int r = 0; r < 4; r++) {
+			memcpy(p + 16 * r, x, 16);
+			memcpy(p + 64 + 16 * r, x + 16, 16);
+			memcpy(p + 128 + 16 * r, corr, 16);
+		}
+		memcpy(p + 192, dx + b, 4);
+	}
+}
+
+TGT512 void gemv_q4x4_vnni(const uint8_t *nib, const uint16_t *sc, long g0, long g1, long nb, const uint8_t *xp, float *y) {
+	const __m512i m4 = _mm512_set1_epi8(15);
+	const __m512i idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+	for (long g = g0; g < g1; g++) {
+		const uint8_t *wn = nib + g * nb * 64;
+		const uint16_t *ws = sc + g * nb * 4;
+		__m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+		long b = 0;
+		for (; b + 1 < nb; b += 2) {
+			for (int u = 0; u < 2; u++) {
+				const uint8_t *p = xp + 256 * (b + u);
+				// the weights stream from memory: ask for them a few blocks ahead
+				_mm_prefetch((const char *)(wn + 64 * (b + u) + 1024), _MM_HINT_T0);
+				__m512i w = _mm512_loadu_si512((const void *)(wn + 64 * (b + u)));
+				__m512i lo = _mm512_and_si512(w, m4), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+				__m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)(p + 128)), lo, _mm512_loadu_si512((const void *)p));
+				d = _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512((const void *)(p + 64)));
+				__m512 s = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(ws + 4 * (b + u))))));
+				s = _mm512_mul_ps(s, _mm512_set1_ps(*(const float *)(p + 192)));
+				if (u == 0) acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, acc0);
+				else acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, acc1);
+			}
+		}
+		for (; b < nb; b++) {
+			const uint8_t *p = xp + 256 * b;
+			__m512i w = _mm512_loadu_si512((const void *)(wn + 64 * b));
+			__m512i lo = _mm512_and_si512(w, m4), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+			__m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)(p + 128)), lo, _mm512_loadu_si512((const void *)p));
+			d = _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512((const void *)(p + 64)));
+			__m512 s = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(ws + 4 * b)))));
+			s = _mm512_mul_ps(s, _mm512_set1_ps(*(const float *)(p + 192)));
+			acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, acc0);
+		}
+		float t[16];
+		_mm512_storeu_ps(t, _mm512_add_ps(acc0, acc1));
+		for (int i = 0; i < 4; i++) y[4 * g + i] = (t[4 * i] + t[4 * i + 1]) + (t[4 * i + 2] + t[4 * i + 3]);
+	}
+}

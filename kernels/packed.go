@@ -16,6 +16,7 @@ import (
 type PackedQ8 struct {
 	buf   []byte
 	N, NB int
+	prep  []byte // GemvQ4x4's form of a single column
 }
 
 func (a *PackedQ8) stride() int { return 44 * a.NB }
@@ -79,7 +80,8 @@ func GemmPacked(f *Format, w []byte, rows, k int, a *PackedQ8, y []float32) {
 			gemmPackedGo(f, w, r0, r1, a, y, rows)
 		}
 	}
-	// rows of about 64 KB of weights per task
+	// rows of about 64 KB of weights per task (serial while OpenBLAS's
+	// pool holds the cores: see SetBLASThreads)
 	per := max(8, (1<<16)/max(1, f.RowBytes(k)))
 	if Serial(rows, per) {
 		run(0, rows)
@@ -116,4 +118,54 @@ func gemmPackedGo(f *Format, w []byte, r0, r1 int, a *PackedQ8, y []float32, ldy
 			y[c*ldy+r] = float32(sum)
 		}
 	}
+}
+
+// Q4x4 is a Q4_0 matrix repacked for one-column products: rows in groups
+// of four, per block the four rows' nibble bytes side by side and their
+// fp16 scales (see packed.c). Repacking is exact.
+type Q4x4 struct {
+	Nib        []byte
+	Scales     []uint16 // fp16, as in Q4_0
+	Rows, K    int
+	prep       []byte
+	prepBlocks int
+}
+
+// RepackQ4x4 repacks a Q4_0 matrix of rows (a multiple of 4) rows of k
+// values; it returns nil where the kernel for it is missing (no AVX-512
+// VNNI, or rows not a multiple of 4).
+func RepackQ4x4(data []byte, rows, k int) *Q4x4 {
+	if packedISA != 2 || rows%4 != 0 || k%32 != 0 {
+		return nil
+	}
+	nb := k / 32
+	r := &Q4x4{Nib: make([]byte, rows*nb*16), Scales: make([]uint16, rows*nb), Rows: rows, K: k}
+	for row := 0; row < rows; row++ {
+		g, i := row/4, row%4
+		for b := 0; b < nb; b++ {
+			src := data[(row*nb+b)*18:]
+			copy(r.Nib[((g*nb+b)*4+i)*16:], src[2:18])
+			r.Scales[(g*nb+b)*4+i] = binary.LittleEndian.Uint16(src)
+		}
+	}
+	return r
+}
+
+// GemvQ4x4 computes y = W x for the single quantized column of a.
+func GemvQ4x4(w *Q4x4, a *PackedQ8, y []float32) {
+	nb := w.K / 32
+	if a.N != 1 || a.NB != nb || len(y) < w.Rows {
+		panic(fmt.Sprintf("kernels: GemvQ4x4: %d x %d weight, %d columns of %d blocks", w.Rows, w.K, a.N, a.NB))
+	}
+	if cap(a.prep) < 256*nb {
+		a.prep = make([]byte, 256*nb+64)
+	}
+	q4x4Prep(a, a.prep[:256*nb])
+	groups := w.Rows / 4
+	per := max(2, (1<<16)/(64*nb+16*nb))
+	if Serial(groups, per) {
+		gemvQ4x4SIMD(w, 0, groups, a.prep, y)
+		return
+	}
+	For(groups, per, func(g0, g1 int) { gemvQ4x4SIMD(w, g0, g1, a.prep, y) })
 }

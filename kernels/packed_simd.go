@@ -5,6 +5,8 @@ package kernels
 // #include <stdint.h>
 // void q8_quant(const float *x, long nb, float *dx, float *corr4, float *corr8, int8_t *qx);
 // void gemm_vnni(const uint8_t *w, long r0, long r1, long nb, const uint8_t *act, long n, long cstride, float *y, long ldy, int fmt);
+// void q4x4_prep(const int8_t *qx, const float *dx, long nb, uint8_t *xp);
+// void gemv_q4x4_vnni(const uint8_t *nib, const uint16_t *sc, long g0, long g1, long nb, const uint8_t *xp, float *y);
 // void gemm_avx2(const uint8_t *w, long r0, long r1, long nb, const uint8_t *act, long n, long cstride, float *y, long ldy, int fmt);
 import "C"
 
@@ -59,4 +61,14 @@ func gemmPackedSIMD(f *Format, w []byte, r0, r1 int, a *PackedQ8, y []float32, l
 		C.gemm_avx2(wp, C.long(r0), C.long(r1), C.long(a.NB), ap, C.long(a.N), C.long(a.stride()), fp(y), C.long(ldy), fmt)
 	}
 	return true
+}
+
+func q4x4Prep(a *PackedQ8, xp []byte) {
+	dx, _, _, qx := a.col(0)
+	C.q4x4_prep((*C.int8_t)(unsafe.Pointer(&qx[0])), fp(dx), C.long(a.NB), (*C.uint8_t)(unsafe.Pointer(&xp[0])))
+}
+
+func gemvQ4x4SIMD(w *Q4x4, g0, g1 int, xp []byte, y []float32) {
+	C.gemv_q4x4_vnni((*C.uint8_t)(unsafe.Pointer(&w.Nib[0])), (*C.uint16_t)(unsafe.Pointer(&w.Scales[0])), C.long(g0), C.long(g1), C.long(w.K/32),
+		(*C.uint8_t)(unsafe.Pointer(&xp[0])), fp(y))
 }

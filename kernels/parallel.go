@@ -36,6 +36,13 @@ func ForBLAS(n, grain int, fn func(chunk, lo, hi int)) {
 	ForChunks(n, grain, fn)
 }
 
+// SetBLASThreads sets the BLAS library's threads alone (at most
+// Threads()): decoding with packed weights makes only tiny BLAS calls
+// (attention over the cache) and runs its products on our goroutines, so
+// it keeps BLAS on one thread, whose idle workers would otherwise spin on
+// the cores those goroutines need.
+func SetBLASThreads(n int) { setBlasThreads(max(1, min(n, threads))) }
+
 // Threads returns the number set by SetThreads.
 func Threads() int { return threads }
 

@@ -39,6 +39,9 @@ type Decoder struct {
 type PackedWeight struct {
 	Format *kernels.Format
 	Data   []byte
+	// Q4x4 is Data repacked for one-row products where the CPU has the
+	// kernel (kernels.RepackQ4x4), nil otherwise.
+	Q4x4 *kernels.Q4x4
 }
 
 // NewPackedDecoder returns a decoder that runs the weights in packed (the
@@ -60,7 +63,11 @@ func (d *Decoder) input(x []float32) {
 // lin computes y = x W^T for the current input row.
 func (d *Decoder) lin(y []float32, w *autograd.Var, out, in int) {
 	if p, ok := d.packed[w]; ok {
-		kernels.GemmPacked(p.Format, p.Data, out, in, &d.qa, y)
+		if p.Q4x4 != nil {
+			kernels.GemvQ4x4(p.Q4x4, &d.qa, y)
+		} else {
+			kernels.GemmPacked(p.Format, p.Data, out, in, &d.qa, y)
+		}
 		return
 	}
 	linear1(y, d.cur, w.Data(), out, in)

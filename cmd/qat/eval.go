@@ -190,6 +190,7 @@ func generateCmd() *cobra.Command {
 					return inputf("--model %s: %v", model, err)
 				}
 				d = layers.NewPackedDecoder(m, export.Packed(m, f))
+				kernels.SetBLASThreads(1) // the products run on our goroutines
 			} else {
 				if m, tok, err = loadModel(model); err != nil {
 					return err

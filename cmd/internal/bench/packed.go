@@ -66,6 +66,7 @@ func Packed(w io.Writer, o PackedOptions) error {
 				var a kernels.PackedQ8
 				for _, th := range o.Threads {
 					kernels.SetThreads(th)
+					kernels.SetBLASThreads(1)
 					sec := timeIt(500*time.Millisecond, func() {
 						kernels.QuantizeQ8(&a, x, n, k)
 						kernels.GemmPacked(f, wb, rows, k, &a, y)
@@ -113,6 +114,7 @@ func Packed(w io.Writer, o PackedOptions) error {
 		packed := export.Packed(m, f)
 		for _, th := range o.Threads {
 			kernels.SetThreads(th)
+			kernels.SetBLASThreads(1) // as qat generate does for packed models
 			tps := 0.0
 			for pass := 0; pass < 2; pass++ { // best of two passes
 				d := layers.NewPackedDecoder(m, packed)
