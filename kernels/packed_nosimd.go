@@ -16,4 +16,6 @@ const packedISA = 0
 
 func q4x4Prep(a *PackedQ8, xp []byte) { panic("kernels: Q4x4 without its kernel") }
 
-func gemvQ4x4SIMD(w *Q4x4, g0, g1 int, xp []byte, y []float32) { panic("kernels: Q4x4 without its kernel") }
+func gemvQ4x4SIMD(w *Q4x4, g0, g1 int, xp []byte, y []float32) {
+	panic("kernels: Q4x4 without its kernel")
+}
