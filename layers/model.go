@@ -20,6 +20,19 @@ type Quantizer interface {
 	Replica() Quantizer
 }
 
+// InputSharer is implemented by quantizers that can tell when another one
+// computes the same function of the same input (dynamic scales, no
+// state): linears that share an input (q/k/v, gate/up) then quantize it
+// once, and the shared result's gradient is the sum theirs would have been.
+type InputSharer interface {
+	SameAs(q Quantizer) bool
+}
+
+func sameQuant(a, b Quantizer) bool {
+	s, ok := a.(InputSharer)
+	return ok && b != nil && s.SameAs(b)
+}
+
 // Linear is a bias-free linear layer, y = x W^T, W (out, in). With
 // quantizers attached (qat.Prepare) it computes Q_in(x) Q_w(W)^T.
 type Linear struct {
@@ -61,8 +74,24 @@ func linearCat(ops autograd.Ops, x *autograd.Var, ls ...*Linear) []*autograd.Var
 		return ops.LinearCat(x, ws...)
 	}
 	out := make([]*autograd.Var, len(ls))
+	var xq *autograd.Var // ls[0]'s quantized input
 	for i, l := range ls {
-		out[i] = l.Forward(ops, x)
+		xi := x
+		switch {
+		case l.InputQuant == nil:
+		case i > 0 && xq != nil && sameQuant(l.InputQuant, ls[0].InputQuant):
+			xi = xq
+		default:
+			xi = l.InputQuant.Apply(ops, x)
+			if i == 0 {
+				xq = xi
+			}
+		}
+		w := l.Weight
+		if l.WeightQuant != nil {
+			w = l.WeightQuant.Apply(ops, w)
+		}
+		out[i] = ops.Linear(xi, w)
 	}
 	return out
 }

@@ -313,3 +313,11 @@ func (q *Quantizer) codes(w, scales []float32, group int) ([]int8, []float32, in
 	}
 	return codes, scales, group, nil
 }
+
+// SameAs reports whether o is a quantizer with the same spec and dynamic
+// scales (no steps): it then computes the same function of the same input
+// (layers.InputSharer).
+func (q *Quantizer) SameAs(o layers.Quantizer) bool {
+	p, ok := o.(*Quantizer)
+	return ok && p.Spec == q.Spec && q.Step == nil && p.Step == nil && p.row == q.row && q.cal == nil && p.cal == nil
+}

@@ -18,6 +18,10 @@ import (
 type Kurtosis struct {
 	Coef, Target float64
 	Inner        layers.Quantizer
+	// Idle skips the measurement of a tap that does not regularise (Coef
+	// 0): training turns it on between evaluations, so that logging the
+	// kurtosis costs nothing in the training step.
+	Idle bool
 	// Sum and N accumulate the mean row kurtosis of every forward, for
 	// logging; ResetStats clears them.
 	Sum float64
@@ -28,6 +32,12 @@ const kurtEps = 1e-6
 
 // Apply implements layers.Quantizer.
 func (k *Kurtosis) Apply(ops autograd.Ops, x *autograd.Var) *autograd.Var {
+	if k.Idle && k.Coef == 0 {
+		if k.Inner != nil {
+			return k.Inner.Apply(ops, x)
+		}
+		return x
+	}
 	shape := x.Shape()
 	d := shape[len(shape)-1]
 	rows := x.Size() / d
@@ -165,4 +175,14 @@ func Taps(m *layers.Model, cfg KurtosisConfig) (map[string]*Kurtosis, error) {
 		out[ln.name] = k
 	}
 	return out, nil
+}
+
+// SameAs: an idle tap that does not regularise is its inner quantizer.
+func (k *Kurtosis) SameAs(o layers.Quantizer) bool {
+	p, ok := o.(*Kurtosis)
+	if !ok || !k.Idle || !p.Idle || k.Coef != 0 || p.Coef != 0 || k.Inner == nil || p.Inner == nil {
+		return false
+	}
+	s, ok := k.Inner.(layers.InputSharer)
+	return ok && s.SameAs(p.Inner)
 }

@@ -296,3 +296,57 @@ func TestCalibratedActivationsAndKVCache(t *testing.T) {
 		}
 	}
 }
+
+// noShare hides SameAs: each linear quantizes its input itself.
+type noShare struct{ layers.Quantizer }
+
+// TestSharedInputQuantization: q/k/v and gate/up quantize their shared
+// input once (identical dynamic quantizers); the loss and every gradient
+// equal those of quantizing it once per linear.
+func TestSharedInputQuantization(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 8))
+	B, T := 2, 16
+	ids, tg := tokens(rng, B*T, testCfg.Vocab), tokens(rng, B*T, testCfg.Vocab)
+	run := func(share bool) (float32, map[string][]float32) {
+		m := layers.New(testCfg)
+		m.Init(9)
+		if err := Prepare(m, Presets["w4a8"]); err != nil {
+			t.Fatal(err)
+		}
+		if !share {
+			for _, ln := range Linears(m) {
+				if ln.Layer.InputQuant != nil {
+					ln.Layer.InputQuant = noShare{ln.Layer.InputQuant}
+				}
+			}
+		}
+		tp := autograd.NewTape()
+		l := tp.CrossEntropy(m.Forward(tp, ids, B, T), tg, layers.IgnoreIndex)
+		tp.Backward(l)
+		g := map[string][]float32{}
+		for _, p := range m.Params() {
+			g[p.Name] = append([]float32(nil), p.Var.GradData()...)
+		}
+		return l.Data()[0], g
+	}
+	m := layers.New(testCfg)
+	if err := Prepare(m, Presets["w4a8"]); err != nil {
+		t.Fatal(err)
+	}
+	a := m.Layers[0].Attn
+	if s, ok := a.Q.InputQuant.(layers.InputSharer); !ok || !s.SameAs(a.K.InputQuant) || s.SameAs(m.Layers[0].MLP.Down.InputQuant) {
+		t.Fatal("q_proj's input quantizer should share with k_proj's, not with down_proj's (another input width)")
+	}
+	l1, g1 := run(true)
+	l2, g2 := run(false)
+	if l1 != l2 {
+		t.Fatalf("loss %g shared, %g per linear", l1, l2)
+	}
+	for name, a := range g1 {
+		for i := range a {
+			if d := math.Abs(float64(a[i] - g2[name][i])); d > 1e-5*(1+math.Abs(float64(g2[name][i]))) {
+				t.Fatalf("%s[%d]: %g shared, %g per linear", name, i, a[i], g2[name][i])
+			}
+		}
+	}
+}

@@ -144,6 +144,10 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 		if taps, err = qat.Taps(m, cfg.Quant.Kurtosis); err != nil {
 			return nil, &config.InputError{Err: fmt.Errorf("quant.kurtosis.match: %w", err)}
 		}
+		// training steps do not measure (before the replicas copy the taps)
+		for _, k := range taps {
+			k.Idle = true
+		}
 	}
 	r := &Run{Cfg: cfg, Model: m, Tok: tok, Loader: loader, Val: val, Log: log, params: m.Params(),
 		State: State{Seed: cfg.Train.Seed}, taps: taps}
@@ -327,8 +331,12 @@ func (r *Run) evaluate(final bool) error {
 	tc := r.Cfg.Train
 	for _, k := range r.taps {
 		k.ResetStats()
+		k.Idle = false // measure during evaluation only
 	}
 	res := Evaluate(r.Model, r.Tok, r.Val, tc.Batch, tc.Seq, tc.EvalBatches)
+	for _, k := range r.taps {
+		k.Idle = true
+	}
 	p := point{Step: r.State.Step, ValLoss: res.Loss, ValPPL: res.PPL, ValBPB: res.BPB}
 	if len(r.taps) > 0 {
 		p.Kurtosis = map[string]float64{}
