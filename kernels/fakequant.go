@@ -93,6 +93,12 @@ func FakeQuantAffine(y []float32, mask []uint8, x, scale, zero []float32, group 
 // clip at 15 stops the gradient.
 func FakeQuantQ4_0(y []float32, mask []uint8, x []float32) {
 	checkGroups("FakeQuantQ4_0", len(x), 32, len(x)/32)
+	if len(y) < len(x) || len(mask) < len(x) {
+		panic("kernels: FakeQuantQ4_0: output or mask too short")
+	}
+	if fakeQuantQ4_0SIMD(y, mask, x) {
+		return
+	}
 	for b := 0; b < len(x); b += 32 {
 		blk := x[b : b+32]
 		var amax, m float32

@@ -23,3 +23,5 @@ func adamW8SIMD(p, g []float32, m, v []uint8, mAbs, vAbs []float32, a *Adam8, lr
 func adamWFP8SIMD(p, g []float32, m, v []uint8, mr, vr []uint16, group int, lr, b1, b2, eps, wd, bc1, bc2 float32) bool {
 	return false
 }
+
+func fakeQuantQ4_0SIMD(y []float32, mask []uint8, x []float32) bool { return false }

@@ -8,6 +8,8 @@ import "C"
 import (
 	"unsafe"
 
+	"github.com/x448/float16"
+
 	"golang.org/x/sys/cpu"
 )
 
@@ -95,5 +97,19 @@ func adamWFP8SIMD(p, g []float32, m, v []uint8, mr, vr []uint16, group int, lr, 
 	C.k_adamwfp8(fqTable, fp(p), fp(g), bp(m), bp(v), (*C.uint16_t)(unsafe.Pointer(&mr[0])), (*C.uint16_t)(unsafe.Pointer(&vr[0])),
 		C.long(len(p)), C.long(group), fp(E4M3Values[:]), (*C.double)(unsafe.Pointer(&log2Man[0])),
 		C.float(lr), C.float(b1), C.float(b2), C.float(eps), C.float(wd), C.float(bc1), C.float(bc2))
+	return true
+}
+
+func fakeQuantQ4_0SIMD(y []float32, mask []uint8, x []float32) bool {
+	if fqTable == nil || len(x) == 0 || !useSIMD {
+		return false
+	}
+	nb := len(x) / 32
+	d, dh := make([]float32, nb), make([]float32, nb)
+	C.k_q4_0_scales(fqTable, fp(d), fp(x), C.long(len(x)))
+	for b, v := range d { // fp16 rounding in Go: the AVX2 target has no F16C requirement
+		dh[b] = float16.Fromfloat32(v).Float32()
+	}
+	C.k_fq_q4_0(fqTable, fp(y), bp(mask), fp(x), fp(d), fp(dh), C.long(len(x)))
 	return true
 }

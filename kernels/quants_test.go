@@ -68,3 +68,32 @@ func TestQ4_0HandPacked(t *testing.T) {
 		t.Fatalf("Q8_0 codes %d, %d", int8(q8[2]), int8(q8[33]))
 	}
 }
+
+// TestFakeQuantQ4_0Kernel: the C kernel and the Go loop agree bit for bit,
+// ties (x/d + 8.5 exactly at an integer) and all-zero blocks included.
+func TestFakeQuantQ4_0Kernel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 9))
+	const n = 32 * 300
+	x := make([]float32, n)
+	for i := range x {
+		switch i % 5 {
+		case 0:
+			x[i] = float32(rng.IntN(33)-16) / 4 // ties
+		default:
+			x[i] = float32(rng.NormFloat64())
+		}
+	}
+	for i := 0; i < 32; i++ {
+		x[64+i] = 0
+	}
+	y1, y2, m1, m2 := make([]float32, n), make([]float32, n), make([]uint8, n), make([]uint8, n)
+	FakeQuantQ4_0(y1, m1, x)
+	useSIMD = false
+	FakeQuantQ4_0(y2, m2, x)
+	useSIMD = true
+	for i := range y1 {
+		if math.Float32bits(y1[i]) != math.Float32bits(y2[i]) || m1[i] != m2[i] {
+			t.Fatalf("value %d (%g): kernel %g/%d, Go %g/%d", i, x[i], y1[i], m1[i], y2[i], m2[i])
+		}
+	}
+}

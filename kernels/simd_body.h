@@ -585,3 +585,46 @@ void K(adamwfp8)(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr,
 		}
 	}
 }
+
+// q4_0_scales: per block of 32, d = m/-8, m the first value of largest
+// magnitude (llama.cpp's quantize_row_q4_0_ref; FakeQuantQ4_0).
+void K(q4_0_scales)(float *d, const float *x, long n) {
+	for (long b = 0; b < n / 32; b++) {
+		const float *v = x + 32 * b;
+		float amax = 0;
+#pragma omp simd reduction(max:amax)
+		for (int j = 0; j < 32; j++) {
+			float a = v[j] < 0 ? -v[j] : v[j];
+			amax = a > amax ? a : amax;
+		}
+		int first = 32;
+#pragma omp simd reduction(min:first)
+		for (int j = 0; j < 32; j++) {
+			float a = v[j] < 0 ? -v[j] : v[j];
+			int c = a == amax ? j : 32;
+			first = c < first ? c : first;
+		}
+		d[b] = first < 32 ? v[first] / -8.0f : 0.0f;
+	}
+}
+
+// fq_q4_0: y = (min(15, trunc(x*(1/d) + 8.5)) - 8) * dh per block (dh: d
+// rounded to fp16, from the caller); mask is 0 where 15 clipped. The
+// product is stored before 8.5 is added: fused, the sum could round
+// differently from the reference.
+void K(fq_q4_0)(float *y, uint8_t *mask, const float *x, const float *d, const float *dh, long n) {
+	for (long b = 0; b < n / 32; b++) {
+		float id = d[b] != 0 ? 1.0f / d[b] : 0.0f, h = dh[b];
+		const float *restrict v = x + 32 * b;
+		float *restrict o = y + 32 * b;
+		uint8_t *restrict mk = mask + 32 * b;
+		for (int j = 0; j < 32; j++) o[j] = v[j] * id;
+		for (int j = 0; j < 32; j++) {
+			float t = o[j] + 8.5f;
+			int q = (int)t;
+			mk[j] = q <= 15;
+			q = q > 15 ? 15 : q;
+			o[j] = (float)(q - 8) * h;
+		}
+	}
+}
