@@ -47,7 +47,7 @@ test: deps vet
 	$(GO) test -run XXX -fuzz FuzzEncodeRoundTrip -fuzztime 30000x ./data/bpe
 	$(GO) test -run XXX -fuzz FuzzPretokenize -fuzztime 30000x ./data/bpe
 	$(GO) test -run XXX -fuzz 'FuzzParse$$' -fuzztime 30000x ./data/bpe
-	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 30000x ./data
+	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 30000x -parallel 1 ./data
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30000x ./data/gguf
 
 bench: build

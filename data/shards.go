@@ -107,6 +107,12 @@ func DecodeShard(b []byte) (docs []Doc, err error) {
 		}
 	}
 	rows := pf.NumRows()
+	// A hostile footer can claim any row count, and the reader allocates
+	// for it before it finds the pages missing. Our rows take bytes (a
+	// distinct id each), so more rows than 8 per byte of file is a lie.
+	if rows < 0 || rows > 8*int64(len(b))+1024 {
+		return nil, fmt.Errorf("footer claims %d rows in a %d-byte file", rows, len(b))
+	}
 	cols := make([]arrow.Array, 4)
 	for i := range cols {
 		cr, err := fr.GetColumn(context.Background(), i)
