@@ -217,8 +217,12 @@ func generateCmd() *cobra.Command {
 			t0, decoded := time.Now(), 0
 			defer func() {
 				if decoded > 0 {
-					fmt.Fprintf(cmd.ErrOrStderr(), "decode: %d tokens in %.3f s, %.1f tokens/s (%d threads, %s kernels)\n",
-						decoded, time.Since(t0).Seconds(), float64(decoded)/time.Since(t0).Seconds(), threads, kernels.PackedKernel())
+					how := "float32 weights"
+					if strings.HasSuffix(model, ".gguf") {
+						how = kernels.PackedKernel() + " packed kernels"
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "decode: %d tokens in %.3f s, %.1f tokens/s (%d threads, %s)\n",
+						decoded, time.Since(t0).Seconds(), float64(decoded)/time.Since(t0).Seconds(), threads, how)
 				}
 			}()
 			for i := 0; i < maxTokens && d.Pos() < m.MaxSeq; i++ {
