@@ -279,7 +279,7 @@ TGT512 void gemv_q4x4_vnni(const uint8_t *nib, const uint16_t *sc, long g0, long
 			for (int u = 0; u < 2; u++) {
 				const uint8_t *p = xp + 256 * (b + u);
 				// the weights stream from memory: ask for them a few blocks ahead
-				_mm_prefetch((const char *)(wn + 64 * (b + u) + 1024), _MM_HINT_T0);
+				_mm_prefetch((const char *)(wn + 64 * (b + u) + 2048), _MM_HINT_T0);
 				__m512i w = _mm512_loadu_si512((const void *)(wn + 64 * (b + u)));
 				__m512i lo = _mm512_and_si512(w, m4), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
 				__m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)(p + 128)), lo, _mm512_loadu_si512((const void *)p));
