@@ -100,29 +100,14 @@ func FakeQuantQ4_0(y []float32, mask []uint8, x []float32) {
 		return
 	}
 	for b := 0; b < len(x); b += 32 {
-		blk := x[b : b+32]
-		var amax, m float32
-		for _, v := range blk {
-			if a := float32(math.Abs(float64(v))); amax < a {
-				amax, m = a, v
-			}
-		}
-		d := m / -8
-		var id float32
-		if d != 0 {
-			id = 1 / d
-		}
+		d, r := q4_0Block(x[b : b+32])
 		dh := float16.Fromfloat32(d).Float32()
-		for j, v := range blk {
-			// float32(...) keeps Go from fusing the multiply-add: the
-			// reference rounds x*id before adding 8.5.
-			t := float32(v*id) + 8.5
-			q := float32(int8(t))
+		for j, q := range r {
 			mk := uint8(1)
 			if q > 15 {
 				q, mk = 15, 0
 			}
-			y[b+j] = (q - 8) * dh
+			y[b+j] = float32(q-8) * dh
 			mask[b+j] = mk
 		}
 	}
@@ -134,20 +119,10 @@ func FakeQuantQ4_0(y []float32, mask []uint8, x []float32) {
 func FakeQuantQ8_0(y []float32, mask []uint8, x []float32) {
 	checkGroups("FakeQuantQ8_0", len(x), 32, len(x)/32)
 	for b := 0; b < len(x); b += 32 {
-		blk := x[b : b+32]
-		var amax float32
-		for _, v := range blk {
-			amax = max(amax, float32(math.Abs(float64(v))))
-		}
-		d := amax / 127
-		var id float32
-		if d != 0 {
-			id = 1 / d
-		}
+		d, q := q8_0Block(x[b : b+32])
 		dh := float16.Fromfloat32(d).Float32()
-		for j, v := range blk {
-			q := float32(math.Round(float64(v * id)))
-			y[b+j] = q * dh
+		for j, v := range q {
+			y[b+j] = float32(v) * dh
 			mask[b+j] = 1
 		}
 	}

@@ -75,30 +75,58 @@ func FormatOf(ggml uint32) (*Format, bool) {
 	return nil, false
 }
 
-// packQ4_0: d = (the signed value of largest magnitude)/-8, q =
-// min(15, int8(x*(1/d) + 8.5)), fp16 d, then byte j = q[j] | q[j+16]<<4.
+// q4_0Block is llama.cpp's Q4_0 rule for one block of 32
+// (quantize_row_q4_0_ref): d = m/-8, m the first value of largest
+// magnitude, and r = int8(x*(1/d) + 8.5), before the clip at 15 (the
+// callers clip: packing stores min(15, r), fake quant also stops the
+// gradient where r > 15).
+func q4_0Block(blk []float32) (d float32, r [32]int8) {
+	var amax, m float32
+	for _, v := range blk {
+		if a := float32(math.Abs(float64(v))); amax < a {
+			amax, m = a, v
+		}
+	}
+	d = m / -8
+	var id float32
+	if d != 0 {
+		id = 1 / d
+	}
+	for j, v := range blk {
+		// float32(...) keeps Go from fusing the multiply-add: the
+		// reference rounds x*id before adding 8.5.
+		r[j] = int8(float32(v*id) + 8.5)
+	}
+	return d, r
+}
+
+// q8_0Block is llama.cpp's Q8_0 rule for one block of 32
+// (quantize_row_q8_0_ref): d = amax/127, q = round-half-away(x*(1/d)).
+func q8_0Block(blk []float32) (d float32, q [32]int8) {
+	var amax float32
+	for _, v := range blk {
+		amax = max(amax, float32(math.Abs(float64(v))))
+	}
+	d = amax / 127
+	var id float32
+	if d != 0 {
+		id = 1 / d
+	}
+	for j, v := range blk {
+		q[j] = int8(math.Round(float64(v * id)))
+	}
+	return d, q
+}
+
+// packQ4_0 stores fp16 d, then byte j = q[j] | q[j+16]<<4.
 func packQ4_0(dst []byte, x []float32) {
 	checkBlocks("Q4_0 pack", len(x), len(dst), 18)
 	for b := 0; b < len(x)/32; b++ {
-		blk, out := x[32*b:32*b+32], dst[18*b:18*b+18]
-		var amax, m float32
-		for _, v := range blk {
-			if a := float32(math.Abs(float64(v))); amax < a {
-				amax, m = a, v
-			}
-		}
-		d := m / -8
-		var id float32
-		if d != 0 {
-			id = 1 / d
-		}
+		out := dst[18*b : 18*b+18]
+		d, r := q4_0Block(x[32*b : 32*b+32])
 		binary.LittleEndian.PutUint16(out, uint16(float16.Fromfloat32(d)))
-		var q [32]uint8
-		for j, v := range blk {
-			q[j] = uint8(min(15, int8(float32(v*id)+8.5))) // float32(): no fused multiply-add, as in FakeQuantQ4_0
-		}
 		for j := 0; j < 16; j++ {
-			out[2+j] = q[j] | q[j+16]<<4
+			out[2+j] = uint8(min(15, r[j])) | uint8(min(15, r[j+16]))<<4
 		}
 	}
 }
@@ -115,23 +143,15 @@ func unpackQ4_0(dst []float32, src []byte) {
 	}
 }
 
-// packQ8_0: d = amax/127, q = round-half-away(x*(1/d)), fp16 d.
+// packQ8_0 stores fp16 d, then the 32 int8 codes.
 func packQ8_0(dst []byte, x []float32) {
 	checkBlocks("Q8_0 pack", len(x), len(dst), 34)
 	for b := 0; b < len(x)/32; b++ {
-		blk, out := x[32*b:32*b+32], dst[34*b:34*b+34]
-		var amax float32
-		for _, v := range blk {
-			amax = max(amax, float32(math.Abs(float64(v))))
-		}
-		d := amax / 127
-		var id float32
-		if d != 0 {
-			id = 1 / d
-		}
+		out := dst[34*b : 34*b+34]
+		d, q := q8_0Block(x[32*b : 32*b+32])
 		binary.LittleEndian.PutUint16(out, uint16(float16.Fromfloat32(d)))
-		for j, v := range blk {
-			out[2+j] = byte(int8(math.Round(float64(v * id))))
+		for j, v := range q {
+			out[2+j] = byte(v)
 		}
 	}
 }
