@@ -59,8 +59,10 @@ func modelTensors(m *layers.Model) []tensorRef {
 // rotate-half layout (pairs j, j+hd/2 of a head) to llama.cpp's adjacent
 // pairs (2j, 2j+1), as llama.cpp's converter does: GGUF row h*hd+2j is HF
 // row h*hd+j, GGUF row h*hd+2j+1 is HF row h*hd+hd/2+j. inverse undoes it.
-func permuteRotary(w []float32, rows, cols, heads int, inverse bool) []float32 {
-	out := make([]float32, len(w))
+// A row is rowLen elements: floats, or the bytes of packed blocks (whole
+// rows move, so packed data permutes without unpacking).
+func permuteRotary[T any](w []T, rows, rowLen, heads int, inverse bool) []T {
+	out := make([]T, len(w))
 	hd := rows / heads
 	for h := 0; h < heads; h++ {
 		for j := 0; j < hd/2; j++ {
@@ -69,7 +71,7 @@ func permuteRotary(w []float32, rows, cols, heads int, inverse bool) []float32 {
 				if inverse {
 					dst, src = src, dst
 				}
-				copy(out[dst*cols:(dst+1)*cols], w[src*cols:(src+1)*cols])
+				copy(out[dst*rowLen:(dst+1)*rowLen], w[src*rowLen:(src+1)*rowLen])
 			}
 		}
 	}

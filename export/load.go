@@ -182,28 +182,13 @@ func Packed(m *layers.Model, f *gguf.File) map[*autograd.Var]layers.PackedWeight
 		}
 		data := t.Data
 		if r.permK > 0 {
-			data = permuteRows(data, r.rows, tf.RowBytes(r.cols), r.permK)
+			data = permuteRotary(data, r.rows, tf.RowBytes(r.cols), r.permK, true)
 		}
 		pw := layers.PackedWeight{Format: tf, Data: data}
 		if tf == kernels.Q4_0 {
 			pw.Q4x4 = kernels.RepackQ4x4(data, r.rows, r.cols) // nil without the kernel
 		}
 		out[r.lin.Weight] = pw
-	}
-	return out
-}
-
-// permuteRows undoes permuteRotary on packed rows (whole rows move).
-func permuteRows(b []byte, rows, rowBytes, heads int) []byte {
-	out := make([]byte, len(b))
-	hd := rows / heads
-	for h := 0; h < heads; h++ {
-		for j := 0; j < hd/2; j++ {
-			for k, hf := range [2]int{h*hd + j, h*hd + hd/2 + j} {
-				g := h*hd + 2*j + k
-				copy(out[hf*rowBytes:(hf+1)*rowBytes], b[g*rowBytes:(g+1)*rowBytes])
-			}
-		}
 	}
 	return out
 }
