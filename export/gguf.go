@@ -107,29 +107,19 @@ func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, 
 	if quant == "f16" {
 		other = kernels.F16
 	}
-	c := m.Config
 	kvs, err := tokenizerKVs(tok)
 	if err != nil {
 		return nil, err
 	}
 	u32 := func(k string, v int) gguf.KV { return gguf.KV{Key: k, Type: gguf.TypeU32, Value: uint32(v)} }
-	file := &gguf.File{KVs: append([]gguf.KV{
+	head := []gguf.KV{
 		{Key: "general.architecture", Type: gguf.TypeString, Value: "llama"},
 		{Key: "general.name", Type: gguf.TypeString, Value: name},
 		u32("general.file_type", int(FileTypes[quant])),
 		u32("general.quantization_version", 2),
 		u32("general.alignment", gguf.Alignment),
-		u32("llama.context_length", c.MaxSeq),
-		u32("llama.embedding_length", c.Dim),
-		u32("llama.block_count", c.Layers),
-		u32("llama.feed_forward_length", c.FFNHidden),
-		u32("llama.attention.head_count", c.Heads),
-		u32("llama.attention.head_count_kv", c.KVHeads),
-		u32("llama.rope.dimension_count", c.HeadDim()),
-		u32("llama.vocab_size", c.Vocab),
-		{Key: "llama.rope.freq_base", Type: gguf.TypeF32, Value: float32(c.RopeTheta)},
-		{Key: "llama.attention.layer_norm_rms_epsilon", Type: gguf.TypeF32, Value: float32(c.NormEps)},
-	}, kvs...)}
+	}
+	file := &gguf.File{KVs: append(append(head, LlamaKVs(m.Config)...), kvs...)}
 	for _, t := range modelTensors(m) {
 		w := t.w
 		if t.permK > 0 {
@@ -151,6 +141,24 @@ func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, 
 		file.Tensors = append(file.Tensors, gguf.Tensor{Name: t.gguf, Dims: dims, Type: tf.GGML, Data: data})
 	}
 	return file, nil
+}
+
+// LlamaKVs are the llama.* hyperparameter keys of c, typed as llama.cpp
+// reads them (u32 counts, f32 rope base and norm epsilon).
+func LlamaKVs(c layers.Config) []gguf.KV {
+	u32 := func(k string, v int) gguf.KV { return gguf.KV{Key: k, Type: gguf.TypeU32, Value: uint32(v)} }
+	return []gguf.KV{
+		u32("llama.context_length", c.MaxSeq),
+		u32("llama.embedding_length", c.Dim),
+		u32("llama.block_count", c.Layers),
+		u32("llama.feed_forward_length", c.FFNHidden),
+		u32("llama.attention.head_count", c.Heads),
+		u32("llama.attention.head_count_kv", c.KVHeads),
+		u32("llama.rope.dimension_count", c.HeadDim()),
+		u32("llama.vocab_size", c.Vocab),
+		{Key: "llama.rope.freq_base", Type: gguf.TypeF32, Value: float32(c.RopeTheta)},
+		{Key: "llama.attention.layer_norm_rms_epsilon", Type: gguf.TypeF32, Value: float32(c.NormEps)},
+	}
 }
 
 // tokenizerKVs describes tok as llama.cpp's gpt2 (byte-level BPE)
@@ -177,22 +185,12 @@ func tokenizerKVs(tok *bpe.Tokenizer) ([]gguf.KV, error) {
 		{Key: "tokenizer.ggml.token_type", Type: gguf.TypeArray, Value: gguf.Array{Type: gguf.TypeI32, Values: types}},
 		{Key: "tokenizer.ggml.merges", Type: gguf.TypeArray, Value: gguf.Array{Type: gguf.TypeString, Values: merges}},
 	}
-	for key, special := range map[string]string{"tokenizer.ggml.bos_token_id": bpe.BOS, "tokenizer.ggml.eos_token_id": bpe.EOS,
-		"tokenizer.ggml.padding_token_id": bpe.PAD} {
-		if id, ok := tok.Special[special]; ok {
-			kvs = append(kvs, gguf.KV{Key: key, Type: gguf.TypeU32, Value: uint32(id)})
+	for _, sp := range [...]struct{ key, name string }{{"tokenizer.ggml.bos_token_id", bpe.BOS},
+		{"tokenizer.ggml.eos_token_id", bpe.EOS}, {"tokenizer.ggml.padding_token_id", bpe.PAD}} {
+		if id, ok := tok.Special[sp.name]; ok {
+			kvs = append(kvs, gguf.KV{Key: sp.key, Type: gguf.TypeU32, Value: uint32(id)})
 		}
 	}
-	// a fixed order: map iteration above is random
-	sortKVs(kvs[5:])
 	kvs = append(kvs, gguf.KV{Key: "tokenizer.ggml.add_bos_token", Type: gguf.TypeBool, Value: true})
 	return kvs, nil
-}
-
-func sortKVs(kvs []gguf.KV) {
-	for i := 1; i < len(kvs); i++ {
-		for j := i; j > 0 && kvs[j].Key < kvs[j-1].Key; j-- {
-			kvs[j], kvs[j-1] = kvs[j-1], kvs[j]
-		}
-	}
 }

@@ -220,20 +220,15 @@ func writeSynth(path, quant string) error {
 	for i := range tokens {
 		tokens[i] = fmt.Sprintf("t%d", i)
 	}
-	file := &gguf.File{KVs: []gguf.KV{
+	file := &gguf.File{KVs: append([]gguf.KV{
 		{Key: "general.architecture", Type: gguf.TypeString, Value: "llama"},
-		{Key: "general.name", Type: gguf.TypeString, Value: "synthetic-random-llama"},
-		u32("llama.context_length", c.MaxSeq), u32("llama.embedding_length", c.Dim), u32("llama.block_count", c.Layers),
-		u32("llama.feed_forward_length", c.FFNHidden), u32("llama.attention.head_count", c.Heads),
-		u32("llama.attention.head_count_kv", c.KVHeads),
-		{Key: "llama.rope.freq_base", Type: gguf.TypeF32, Value: float32(c.RopeTheta)},
-		{Key: "llama.attention.layer_norm_rms_epsilon", Type: gguf.TypeF32, Value: float32(c.NormEps)},
-		{Key: "tokenizer.ggml.model", Type: gguf.TypeString, Value: "gpt2"},
-		{Key: "tokenizer.ggml.pre", Type: gguf.TypeString, Value: "default"},
-		{Key: "tokenizer.ggml.tokens", Type: gguf.TypeArray, Value: gguf.Array{Type: gguf.TypeString, Values: tokens}},
-		{Key: "tokenizer.ggml.merges", Type: gguf.TypeArray, Value: gguf.Array{Type: gguf.TypeString, Values: []string{}}},
-		u32("tokenizer.ggml.bos_token_id", c.Vocab-1), u32("tokenizer.ggml.eos_token_id", c.Vocab-1),
-	}}
+		{Key: "general.name", Type: gguf.TypeString, Value: "synthetic-random-llama"}},
+		append(export.LlamaKVs(c),
+			gguf.KV{Key: "tokenizer.ggml.model", Type: gguf.TypeString, Value: "gpt2"},
+			gguf.KV{Key: "tokenizer.ggml.pre", Type: gguf.TypeString, Value: "default"},
+			gguf.KV{Key: "tokenizer.ggml.tokens", Type: gguf.TypeArray, Value: gguf.Array{Type: gguf.TypeString, Values: tokens}},
+			gguf.KV{Key: "tokenizer.ggml.merges", Type: gguf.TypeArray, Value: gguf.Array{Type: gguf.TypeString, Values: []string{}}},
+			u32("tokenizer.ggml.bos_token_id", c.Vocab-1), u32("tokenizer.ggml.eos_token_id", c.Vocab-1))...)}
 	add := func(name string, data []byte, typ uint32, dims ...uint64) {
 		file.Tensors = append(file.Tensors, gguf.Tensor{Name: name, Dims: dims, Type: typ, Data: data})
 	}
