@@ -469,24 +469,26 @@ func CompareKL(m, ref *layers.Model, ds *data.Dataset, batch, seq, maxBatches in
 	return res
 }
 
+// logSumExp returns log(sum(exp(x))) in float64 and the argmax of x.
+func logSumExp(x []float32) (float64, int) {
+	mx, arg := float64(x[0]), 0
+	for i, v := range x {
+		if float64(v) > mx {
+			mx, arg = float64(v), i
+		}
+	}
+	var s float64
+	for _, v := range x {
+		s += math.Exp(float64(v) - mx)
+	}
+	return mx + math.Log(s), arg
+}
+
 // klRow returns KL(softmax(p) || softmax(q)) in float64 and whether both
 // rows have the same argmax.
 func klRow(p, q []float32) (float64, bool) {
-	lse := func(x []float32) (float64, int) {
-		mx, arg := float64(x[0]), 0
-		for i, v := range x {
-			if float64(v) > mx {
-				mx, arg = float64(v), i
-			}
-		}
-		var s float64
-		for _, v := range x {
-			s += math.Exp(float64(v) - mx)
-		}
-		return mx + math.Log(s), arg
-	}
-	lp, ap := lse(p)
-	lq, aq := lse(q)
+	lp, ap := logSumExp(p)
+	lq, aq := logSumExp(q)
 	var kl float64
 	for i := range p {
 		a := float64(p[i]) - lp
@@ -532,15 +534,8 @@ func ChunkPerplexity(m *layers.Model, tok *bpe.Tokenizer, text string, ctx int, 
 			if j < first {
 				continue
 			}
-			mx := row[0]
-			for _, v := range row {
-				mx = max(mx, v)
-			}
-			var z float64
-			for _, v := range row {
-				z += math.Exp(float64(v - mx))
-			}
-			nll += math.Log(z) + float64(mx) - float64(row[ids[start+j+1]])
+			lse, _ := logSumExp(row)
+			nll += lse - float64(row[ids[start+j+1]])
 			count++
 		}
 		tp.Reset()
