@@ -17,6 +17,9 @@ type PackedQ8 struct {
 	buf   []byte
 	N, NB int
 	prep  []byte // GemvQ4x4's form of a single column
+	// prepped: prep holds the current values (products that share an
+	// input, q/k/v and gate/up, prepare it once)
+	prepped bool
 }
 
 func (a *PackedQ8) stride() int { return 44 * a.NB }
@@ -33,7 +36,7 @@ func QuantizeQ8(a *PackedQ8, x []float32, n, k int) {
 	if k%32 != 0 || len(x) < n*k {
 		panic(fmt.Sprintf("kernels: QuantizeQ8: %d rows of %d from %d values", n, k, len(x)))
 	}
-	a.N, a.NB = n, k/32
+	a.N, a.NB, a.prepped = n, k/32, false
 	need := n * a.stride()
 	if cap(a.buf) < need {
 		a.buf = make([]byte, need+64)
@@ -124,11 +127,9 @@ func gemmPackedGo(f *Format, w []byte, r0, r1 int, a *PackedQ8, y []float32, ldy
 // of four, per block the four rows' nibble bytes side by side and their
 // fp16 scales (see packed.c). Repacking is exact.
 type Q4x4 struct {
-	Nib        []byte
-	Scales     []uint16 // fp16, as in Q4_0
-	Rows, K    int
-	prep       []byte
-	prepBlocks int
+	Nib     []byte
+	Scales  []uint16 // fp16, as in Q4_0
+	Rows, K int
 }
 
 // RepackQ4x4 repacks a Q4_0 matrix of rows (a multiple of 4) rows of k
@@ -157,10 +158,13 @@ func GemvQ4x4(w *Q4x4, a *PackedQ8, y []float32) {
 	if a.N != 1 || a.NB != nb || len(y) < w.Rows {
 		panic(fmt.Sprintf("kernels: GemvQ4x4: %d x %d weight, %d columns of %d blocks", w.Rows, w.K, a.N, a.NB))
 	}
-	if cap(a.prep) < 256*nb {
-		a.prep = make([]byte, 256*nb+64)
+	if !a.prepped {
+		if cap(a.prep) < 256*nb {
+			a.prep = make([]byte, 256*nb+64)
+		}
+		q4x4Prep(a, a.prep[:256*nb])
+		a.prepped = true
 	}
-	q4x4Prep(a, a.prep[:256*nb])
 	groups := w.Rows / 4
 	per := max(2, (1<<16)/(64*nb+16*nb))
 	if Serial(groups, per) {
