@@ -77,6 +77,20 @@ TGT2 static inline float hsum256(__m256 v) {
 	return _mm_cvtss_f32(s);
 }
 
+// wvec2_512: the unsigned weight bytes of two consecutive blocks (p0, and
+// p1 right after it) as one vector: Q4_0 nibbles, or Q8_0 values + 128.
+TGT512 static inline __m512i wvec2_512(const uint8_t *p0, const uint8_t *p1, int fmt) {
+	if (fmt == 4) return _mm512_inserti64x4(_mm512_castsi256_si512(nib512(p0 + 2)), nib512(p1 + 2), 1);
+	__m256i a0 = _mm256_loadu_si256((const __m256i *)(p0 + 2)), a1 = _mm256_loadu_si256((const __m256i *)(p1 + 2));
+	return _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1), _mm512_set1_epi8((char)0x80));
+}
+
+// wvec1_512: the same for one block.
+TGT512 static inline __m256i wvec1_512(const uint8_t *p0, int fmt) {
+	if (fmt == 4) return nib512(p0 + 2);
+	return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p0 + 2)), _mm256_set1_epi8((char)0x80));
+}
+
 // Column-chunked GEMM: y[c*ldy + r] for rows r0..r1 and n columns (the
 // activations of column c at act + c*cstride bytes). fmt 4: Q4_0, 8: Q8_0.
 // Columns go in chunks of 4 so each weight block is decoded once per chunk.
@@ -88,7 +102,6 @@ TGT512 static long gemv4_vnni(const uint8_t *w, long r0, long r1, long nb, const
 	const long bw = fmt == 4 ? 18 : 34;
 	const float *dx = (const float *)act, *cr = (const float *)act + (fmt == 4 ? nb : 2 * nb);
 	const int8_t *qx = (const int8_t *)(act + 12 * nb);
-	const __m512i flip = _mm512_set1_epi8((char)0x80);
 	long r = r0;
 	for (; r + 4 <= r1; r += 4) {
 		__m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
@@ -99,13 +112,7 @@ TGT512 static long gemv4_vnni(const uint8_t *w, long r0, long r1, long nb, const
 			__m512 dxv = _mm512_insertf32x8(_mm512_set1_ps(dx[b]), _mm256_set1_ps(dx[b + 1]), 1);
 			for (int i = 0; i < 4; i++) {
 				const uint8_t *p0 = w + (r + i) * nb * bw + b * bw, *p1 = p0 + bw;
-				__m512i wv;
-				if (fmt == 4) {
-					wv = _mm512_inserti64x4(_mm512_castsi256_si512(nib512(p0 + 2)), nib512(p1 + 2), 1);
-				} else {
-					__m256i a0 = _mm256_loadu_si256((const __m256i *)(p0 + 2)), a1 = _mm256_loadu_si256((const __m256i *)(p1 + 2));
-					wv = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1), flip);
-				}
+				__m512i wv = wvec2_512(p0, p1, fmt);
 				float d0 = f16(p0), d1 = f16(p1);
 				__m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, xv);
 				__m512 sc = _mm512_mul_ps(_mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1), dxv);
@@ -117,8 +124,7 @@ TGT512 static long gemv4_vnni(const uint8_t *w, long r0, long r1, long nb, const
 			__m256i xv = _mm256_loadu_si256((const __m256i *)(qx + 32 * b));
 			for (int i = 0; i < 4; i++) {
 				const uint8_t *p0 = w + (r + i) * nb * bw + b * bw;
-				__m256i wv = fmt == 4 ? nib512(p0 + 2)
-				                      : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p0 + 2)), _mm256_set1_epi8((char)0x80));
+				__m256i wv = wvec1_512(p0, fmt);
 				float d0 = f16(p0);
 				__m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wv, xv);
 				__m512 v = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d0 * dx[b])));
@@ -157,13 +163,7 @@ TGT512 void gemm_vnni(const uint8_t *w, long r0, long r1, long nb, const uint8_t
 			long b = 0;
 			for (; b + 1 < nb; b += 2) {
 				const uint8_t *p0 = row + b * bw, *p1 = p0 + bw;
-				__m512i wv;
-				if (fmt == 4) {
-					wv = _mm512_inserti64x4(_mm512_castsi256_si512(nib512(p0 + 2)), nib512(p1 + 2), 1);
-				} else {
-					__m256i a0 = _mm256_loadu_si256((const __m256i *)(p0 + 2)), a1 = _mm256_loadu_si256((const __m256i *)(p1 + 2));
-					wv = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1), _mm512_set1_epi8((char)0x80));
-				}
+				__m512i wv = wvec2_512(p0, p1, fmt);
 				float d0 = f16(p0), d1 = f16(p1);
 				for (long c = 0; c < nc; c++) {
 					__m512i xv = _mm512_loadu_si512((const void *)(qx[c] + 32 * b));
@@ -175,8 +175,7 @@ TGT512 void gemm_vnni(const uint8_t *w, long r0, long r1, long nb, const uint8_t
 			}
 			for (; b < nb; b++) {
 				const uint8_t *p0 = row + b * bw;
-				__m256i wv = fmt == 4 ? nib512(p0 + 2)
-				                      : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p0 + 2)), _mm256_set1_epi8((char)0x80));
+				__m256i wv = wvec1_512(p0, fmt);
 				float d0 = f16(p0);
 				for (long c = 0; c < nc; c++) {
 					__m256i xv = _mm256_loadu_si256((const __m256i *)(qx[c] + 32 * b));
