@@ -155,24 +155,9 @@ func TestAdamWFP8(t *testing.T) {
 		t.Errorf("%d of %d codes differ between the kernel and Go", diff, n)
 	}
 	p8, m8, v8, mr, vr := append([]float32(nil), p0...), make([]uint8, n), make([]uint8, n), make([]uint16, 2*nb), make([]uint16, 2*nb)
-	p32, m32, v32 := append([]float32(nil), p0...), make([]float32, n), make([]float32, n)
-	for s := 1; s <= 100; s++ {
-		for i := range g {
-			g[i] = float32(rng.NormFloat64()) * (1 + float32(i%7))
-		}
-		bc1, bc2 := float32(1-math.Pow(0.9, float64(s))), float32(1-math.Pow(0.95, float64(s)))
+	driftVsFP32(t, "FP8", rng, p0, p8, func(g []float32, bc1, bc2 float32) {
 		AdamWFP8(p8, g, m8, v8, mr, vr, group, 1e-3, 0.9, 0.95, 1e-8, 0.1, bc1, bc2)
-		Generic.AdamW(p32, g, m32, v32, 1e-3, 0.9, 0.95, 1e-8, 0.1, bc1, bc2)
-	}
-	var drift, moved float64
-	for i := range p8 {
-		drift += math.Abs(float64(p8[i] - p32[i]))
-		moved += math.Abs(float64(p32[i] - p0[i]))
-	}
-	t.Logf("after 100 steps: mean |p8 - p32| = %.3g, mean |p32 - p0| = %.3g (%.2f%%)", drift/n, moved/n, 100*drift/moved)
-	if drift > 0.05*moved {
-		t.Errorf("FP8 states drift %.1f%% of the distance fp32 AdamW moved", 100*drift/moved)
-	}
+	})
 }
 
 // BenchmarkAdamWFP8 is BenchmarkAdamW's figure for FP8 states with range

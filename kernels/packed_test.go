@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"math"
+	"strconv"
 	"math/rand/v2"
 	"testing"
 )
@@ -120,7 +121,7 @@ func BenchmarkGemmPacked(b *testing.B) {
 				}
 				y := make([]float32, n*rows)
 				var a PackedQ8
-				b.Run(f.Name+"/"+itoa(rows)+"x4096/n"+itoa(n), func(b *testing.B) {
+				b.Run(f.Name+"/"+strconv.Itoa(rows)+"x4096/n"+strconv.Itoa(n), func(b *testing.B) {
 					b.SetBytes(int64(len(w)))
 					for i := 0; i < b.N; i++ {
 						QuantizeQ8(&a, x, n, k)
@@ -133,16 +134,6 @@ func BenchmarkGemmPacked(b *testing.B) {
 	}
 }
 
-func itoa(i int) string {
-	s := ""
-	for {
-		s = string(rune('0'+i%10)) + s
-		i /= 10
-		if i == 0 {
-			return s
-		}
-	}
-}
 
 // TestGemvQ4x4: the repacked one-column product equals the plain packed
 // product (both exact per block; float32 accumulation order differs).
@@ -201,7 +192,7 @@ func BenchmarkGemvQ4x4(b *testing.B) {
 		}
 		y := make([]float32, rows)
 		var a PackedQ8
-		b.Run("4096x"+itoa(k), func(b *testing.B) {
+		b.Run("4096x"+strconv.Itoa(k), func(b *testing.B) {
 			b.SetBytes(int64(len(packed)))
 			for i := 0; i < b.N; i++ {
 				QuantizeQ8(&a, x, 1, k)
