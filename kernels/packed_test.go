@@ -2,8 +2,8 @@ package kernels
 
 import (
 	"math"
-	"strconv"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 )
 
@@ -133,7 +133,6 @@ func BenchmarkGemmPacked(b *testing.B) {
 		}
 	}
 }
-
 
 // TestGemvQ4x4: the repacked one-column product equals the plain packed
 // product (both exact per block; float32 accumulation order differs).
