@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -97,20 +96,7 @@ result is also evaluated on the validation split.`,
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "calibrated %d activation quantizers on %d batches\n", n, calib)
 			}
-			err = atomic.Dir(out, func(tmp string) error {
-				if err := m.Save(filepath.Join(tmp, "model.safetensors")); err != nil {
-					return err
-				}
-				hf, _ := m.Config.HFConfig()
-				if err := atomic.WriteFile(filepath.Join(tmp, "config.json"), hf); err != nil {
-					return err
-				}
-				if err := tok.Save(filepath.Join(tmp, "tokenizer.json")); err != nil {
-					return err
-				}
-				b, _ := json.MarshalIndent(rules, "", "  ")
-				return atomic.WriteFile(filepath.Join(tmp, "quant.json"), b)
-			})
+			err = atomic.Dir(out, func(tmp string) error { return train.WriteModel(tmp, m, tok, rules) })
 			if err != nil {
 				return fmt.Errorf("--out %s: %w", out, err)
 			}

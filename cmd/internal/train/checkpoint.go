@@ -10,6 +10,7 @@ import (
 
 	"qat/data"
 	"qat/data/atomic"
+	"qat/data/bpe"
 	"qat/layers"
 	"qat/qat"
 )
@@ -33,21 +34,8 @@ func ckptName(step int) string { return fmt.Sprintf("ckpt-%07d", step) }
 func (r *Run) saveCheckpoint() error {
 	dir := filepath.Join(r.Cfg.OutDir, ckptName(r.State.Step))
 	err := atomic.Dir(dir, func(tmp string) error {
-		if err := r.Model.Save(filepath.Join(tmp, "model.safetensors")); err != nil {
+		if err := WriteModel(tmp, r.Model, r.Tok, r.Cfg.QuantRules()); err != nil {
 			return err
-		}
-		hf, _ := r.Model.Config.HFConfig()
-		if err := atomic.WriteFile(filepath.Join(tmp, "config.json"), hf); err != nil {
-			return err
-		}
-		if err := r.Tok.Save(filepath.Join(tmp, "tokenizer.json")); err != nil {
-			return err
-		}
-		if rules := r.Cfg.QuantRules(); len(rules) > 0 {
-			b, _ := json.MarshalIndent(rules, "", "  ")
-			if err := atomic.WriteFile(filepath.Join(tmp, "quant.json"), b); err != nil {
-				return err
-			}
 		}
 		if err := r.Opt.Save(filepath.Join(tmp, "optimizer.safetensors")); err != nil {
 			return err
@@ -62,6 +50,27 @@ func (r *Run) saveCheckpoint() error {
 		return err
 	}
 	return pruneCheckpoints(r.Cfg.OutDir, r.Cfg.Train.KeepCkpts)
+}
+
+// WriteModel writes what LoadModel reads into dir: model.safetensors
+// (weights and quantizer state, Hugging Face names), config.json,
+// tokenizer.json and, for a quantized model, its rules in quant.json.
+func WriteModel(dir string, m *layers.Model, tok *bpe.Tokenizer, rules []qat.Rule) error {
+	if err := m.Save(filepath.Join(dir, "model.safetensors")); err != nil {
+		return err
+	}
+	hf, _ := m.Config.HFConfig()
+	if err := atomic.WriteFile(filepath.Join(dir, "config.json"), hf); err != nil {
+		return err
+	}
+	if err := tok.Save(filepath.Join(dir, "tokenizer.json")); err != nil {
+		return err
+	}
+	if len(rules) == 0 {
+		return nil
+	}
+	b, _ := json.MarshalIndent(rules, "", "  ")
+	return atomic.WriteFile(filepath.Join(dir, "quant.json"), b)
 }
 
 func listCheckpoints(out string) []string {
