@@ -143,7 +143,12 @@ func Pack(vs []*Var) {
 	off := 0
 	for _, v := range vs {
 		m := len(v.x)
-		copy(vals[off:off+m], v.x)
+		// zeros need no copy: the arena is zeroed memory the OS has not
+		// yet handed out, and a model whose weights are all loaded packed
+		// (decoding) then never makes its float32 copies resident
+		if !allZero(v.x) {
+			copy(vals[off:off+m], v.x)
+		}
 		v.x = vals[off : off+m : off+m]
 		v.Value = newDense(v.Shape(), v.x)
 		if v.g != nil {
@@ -153,6 +158,15 @@ func Pack(vs []*Var) {
 		}
 		off += m
 	}
+}
+
+func allZero(x []float32) bool {
+	for _, v := range x {
+		if v != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // PackGrads gives vs new zeroed gradients from one contiguous buffer, in

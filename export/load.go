@@ -185,8 +185,10 @@ func Packed(m *layers.Model, f *gguf.File) map[*autograd.Var]layers.PackedWeight
 			data = permuteRotary(data, r.rows, tf.RowBytes(r.cols), r.permK, true)
 		}
 		pw := layers.PackedWeight{Format: tf, Data: data}
-		if tf == kernels.Q4_0 {
-			pw.Q4x4 = kernels.RepackQ4x4(data, r.rows, r.cols) // nil without the kernel
+		// repacked where the CPU has the kernel; the rows are then not
+		// needed twice
+		if pw.R4 = kernels.Repack(tf, data, r.rows, r.cols); pw.R4 != nil {
+			pw.Data = nil
 		}
 		out[r.lin.Weight] = pw
 	}

@@ -238,69 +238,115 @@ TGT2 void gemm_avx2(const uint8_t *w, long r0, long r1, long nb, const uint8_t *
 	}
 }
 
-// Q4x4: Q4_0 weights repacked at load for one-column products (llama.cpp
-// repacks likewise): rows in groups of four, per block the four rows' 16
-// nibble bytes side by side (64 bytes, one vector) and their scales as
-// float32. The activation side (q4x4_prep) holds per block the 16 low and
-// 16 high values each repeated for the four rows, and -8*sum(x) per
-// 4-value lane, so that two vpdpbusd give exact signed dot products for
-// four rows at once, 4 lanes per row. Scales stay fp16 (converted in the
-// kernel): decoding streams the weights from memory, every byte counts.
-// xp per block (256 bytes): xlo[64] int8, xhi[64] int8, ncorr[16] int32, dx float.
-void q4x4_prep(const int8_t *qx, const float *dx, long nb, uint8_t *xp) {
+// R4: Q4_0 or Q8_0 weights repacked at load (llama.cpp repacks likewise):
+// rows in groups of four, per block the four rows' bytes side by side so
+// one 64-byte vector holds a block of four rows. Q4_0: the 16 nibble bytes
+// of each row (64 bytes per block); Q8_0: the values + 128 as unsigned
+// bytes, elements 0..15 of the four rows, then 16..31 (128 bytes). Scales
+// stay fp16, four per block (converted in the kernel: decoding streams
+// the weights from memory, every byte counts).
+//
+// The activations (r4_prep) hold per block, in 80 bytes: the 32 int8
+// values, the Q4_0 and Q8_0 corrections -8*sum(x) and -128*sum(x) per
+// 4-value lane (lane l covers x[4l..4l+3] and x[16+4l..16+4l+3]), and the
+// scale dx. A 128-bit broadcast gives every row the same x, and two
+// vpdpbusd starting from the correction give exact signed dot products
+// for four rows at once, 4 lanes per row.
+#define R4X 80
+
+void r4_prep(const int8_t *qx, const float *dx, long nb, uint8_t *xp) {
 	for (long b = 0; b < nb; b++) {
-		uint8_t *p = xp + 256 * b;
+		uint8_t *p = xp + R4X * b;
 		const int8_t *x = qx + 32 * b;
-		int32_t corr[4];
+		int32_t c[8];
 		for (int l = 0; l < 4; l++) {
 			int s = 0;
 			for (int j = 4 * l; j < 4 * l + 4; j++) s += x[j] + x[16 + j];
-			corr[l] = -8 * s;
+			c[l] = -8 * s;
+			c[4 + l] = -128 * s;
 		}
-		for (int r = 0; r < 4; r++) {
-			memcpy(p + 16 * r, x, 16);
-			memcpy(p + 64 + 16 * r, x + 16, 16);
-			memcpy(p + 128 + 16 * r, corr, 16);
-		}
-		memcpy(p + 192, dx + b, 4);
+		memcpy(p, x, 32);
+		memcpy(p + 32, c, 32);
+		memcpy(p + 64, dx + b, 4);
+		memset(p + 68, 0, 12);
 	}
 }
 
-TGT512 void gemv_q4x4_vnni(const uint8_t *nib, const uint16_t *sc, long g0, long g1, long nb, const uint8_t *xp, float *y) {
+// r4_tile: rows 4g..4g+3 (weights wn, scales ws of that group) times nc
+// columns of prepared activations (xp, column stride xs bytes), into
+// y[c*ldy + i]. nc and fmt are constants where it is inlined, so the
+// column loop unrolls and the accumulators stay in registers.
+TGT512 static inline __attribute__((always_inline)) void r4_tile(const uint8_t *wn, const uint16_t *ws, long nb, const uint8_t *xp, long xs,
+								 const int nc, const int fmt, float *y, long ldy) {
 	const __m512i m4 = _mm512_set1_epi8(15);
 	const __m512i idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+	const long wb = fmt == 4 ? 64 : 128;
+	const int co = fmt == 4 ? 32 : 48;
+	// one column: two accumulators (even and odd blocks) so that
+	// consecutive blocks' multiply-adds do not wait on each other
+	const int na = nc == 1 ? 2 : nc;
+	__m512 acc[8];
+	for (int c = 0; c < na; c++) acc[c] = _mm512_setzero_ps();
+	for (long b = 0; b < nb; b++) {
+		// the weights stream from memory: ask for them a few blocks ahead
+		_mm_prefetch((const char *)(wn + wb * b + 8192), _MM_HINT_T1);
+		__m512i lo, hi;
+		if (fmt == 4) {
+			__m512i w = _mm512_loadu_si512((const void *)(wn + 64 * b));
+			lo = _mm512_and_si512(w, m4);
+			hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+		} else {
+			_mm_prefetch((const char *)(wn + wb * b + 8192 + 64), _MM_HINT_T1);
+			lo = _mm512_loadu_si512((const void *)(wn + 128 * b));
+			hi = _mm512_loadu_si512((const void *)(wn + 128 * b + 64));
+		}
+		__m512 s = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(ws + 4 * b)))));
+		for (int c = 0; c < nc; c++) {
+			const uint8_t *p = xp + c * xs + R4X * b;
+			__m512i xl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p));
+			__m512i xh = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + 16)));
+			__m512i d = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + co)));
+			d = _mm512_dpbusd_epi32(d, lo, xl);
+			d = _mm512_dpbusd_epi32(d, hi, xh);
+			const int a = nc == 1 ? (b & 1) : c;
+			acc[a] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(s, _mm512_set1_ps(*(const float *)(p + 64))), acc[a]);
+		}
+	}
+	if (nc == 1) acc[0] = _mm512_add_ps(acc[0], acc[1]);
+	for (int c = 0; c < nc; c++) {
+		float t[16];
+		_mm512_storeu_ps(t, acc[c]);
+		for (int i = 0; i < 4; i++) y[c * ldy + i] = (t[4 * i] + t[4 * i + 1]) + (t[4 * i + 2] + t[4 * i + 3]);
+	}
+}
+
+#define R4_CASE(NC)                                                                                      \
+	case NC:                                                                                         \
+		if (fmt == 4) r4_tile(wn, ws, nb, x, xs, NC, 4, yy, ldy);                                \
+		else r4_tile(wn, ws, nb, x, xs, NC, 8, yy, ldy);                                         \
+		break;
+
+// gemm_r4_vnni: y[c*ldy + r] for the rows of groups g0..g1 and n columns.
+// Columns go in tiles of up to 8 (8 accumulators, one weight decode per
+// block and tile); a group's weights stay in L1/L2 across its tiles.
+TGT512 void gemm_r4_vnni(const uint8_t *w, const uint16_t *sc, long g0, long g1, long nb, const uint8_t *xp, long n, float *y, long ldy, int fmt) {
+	const long wb = fmt == 4 ? 64 : 128, xs = R4X * nb;
 	for (long g = g0; g < g1; g++) {
-		const uint8_t *wn = nib + g * nb * 64;
+		const uint8_t *wn = w + g * nb * wb;
 		const uint16_t *ws = sc + g * nb * 4;
-		__m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
-		long b = 0;
-		for (; b + 1 < nb; b += 2) {
-			for (int u = 0; u < 2; u++) {
-				const uint8_t *p = xp + 256 * (b + u);
-				// the weights stream from memory: ask for them a few blocks ahead
-				_mm_prefetch((const char *)(wn + 64 * (b + u) + 2048), _MM_HINT_T0);
-				__m512i w = _mm512_loadu_si512((const void *)(wn + 64 * (b + u)));
-				__m512i lo = _mm512_and_si512(w, m4), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
-				__m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)(p + 128)), lo, _mm512_loadu_si512((const void *)p));
-				d = _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512((const void *)(p + 64)));
-				__m512 s = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(ws + 4 * (b + u))))));
-				s = _mm512_mul_ps(s, _mm512_set1_ps(*(const float *)(p + 192)));
-				if (u == 0) acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, acc0);
-				else acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, acc1);
+		for (long c0 = 0; c0 < n; c0 += 8) {
+			const uint8_t *x = xp + c0 * xs;
+			float *yy = y + c0 * ldy + 4 * g;
+			switch (n - c0 < 8 ? n - c0 : 8) {
+				R4_CASE(1)
+				R4_CASE(2)
+				R4_CASE(3)
+				R4_CASE(4)
+				R4_CASE(5)
+				R4_CASE(6)
+				R4_CASE(7)
+				R4_CASE(8)
 			}
 		}
-		for (; b < nb; b++) {
-			const uint8_t *p = xp + 256 * b;
-			__m512i w = _mm512_loadu_si512((const void *)(wn + 64 * b));
-			__m512i lo = _mm512_and_si512(w, m4), hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
-			__m512i d = _mm512_dpbusd_epi32(_mm512_loadu_si512((const void *)(p + 128)), lo, _mm512_loadu_si512((const void *)p));
-			d = _mm512_dpbusd_epi32(d, hi, _mm512_loadu_si512((const void *)(p + 64)));
-			__m512 s = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(ws + 4 * b)))));
-			s = _mm512_mul_ps(s, _mm512_set1_ps(*(const float *)(p + 192)));
-			acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), s, acc0);
-		}
-		float t[16];
-		_mm512_storeu_ps(t, _mm512_add_ps(acc0, acc1));
-		for (int i = 0; i < 4; i++) y[4 * g + i] = (t[4 * i] + t[4 * i + 1]) + (t[4 * i + 2] + t[4 * i + 3]);
 	}
 }

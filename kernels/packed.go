@@ -16,7 +16,7 @@ import (
 type PackedQ8 struct {
 	buf   []byte
 	N, NB int
-	prep  []byte // GemvQ4x4's form of a single column
+	prep  []byte // GemmR4's form of the columns
 	// prepped: prep holds the current values (products that share an
 	// input, q/k/v and gate/up, prepare it once)
 	prepped bool
@@ -123,53 +123,91 @@ func gemmPackedGo(f *Format, w []byte, r0, r1 int, a *PackedQ8, y []float32, ldy
 	}
 }
 
-// Q4x4 is a Q4_0 matrix repacked for one-column products: rows in groups
-// of four, per block the four rows' nibble bytes side by side and their
-// fp16 scales (see packed.c). Repacking is exact.
-type Q4x4 struct {
-	Nib     []byte
-	Scales  []uint16 // fp16, as in Q4_0
+// R4 is a Q4_0 or Q8_0 matrix repacked for the VNNI kernel: rows in
+// groups of four, per block the four rows' values side by side (Q8_0
+// values stored + 128) and their fp16 scales (see packed.c). Repacking is
+// exact: Unpack gives the original rows back.
+type R4 struct {
+	Format  *Format
+	W       []byte
+	Scales  []uint16 // fp16, as in the blocks
 	Rows, K int
 }
 
-// RepackQ4x4 repacks a Q4_0 matrix of rows (a multiple of 4) rows of k
-// values; it returns nil where the kernel for it is missing (no AVX-512
-// VNNI, or rows not a multiple of 4).
-func RepackQ4x4(data []byte, rows, k int) *Q4x4 {
-	if packedISA != 2 || rows%4 != 0 || k%32 != 0 {
+// Repack repacks a Q4_0 or Q8_0 matrix of rows rows of k values; it
+// returns nil where the kernel for it is missing (no AVX-512 VNNI, another
+// format, or rows not a multiple of 4).
+func Repack(f *Format, data []byte, rows, k int) *R4 {
+	if packedISA != 2 || !useSIMD || rows%4 != 0 || k%32 != 0 || (f != Q4_0 && f != Q8_0) {
 		return nil
 	}
 	nb := k / 32
-	r := &Q4x4{Nib: make([]byte, rows*nb*16), Scales: make([]uint16, rows*nb), Rows: rows, K: k}
+	r := &R4{Format: f, W: make([]byte, rows*nb*(f.Bytes-2)), Scales: make([]uint16, rows*nb), Rows: rows, K: k}
 	for row := 0; row < rows; row++ {
 		g, i := row/4, row%4
 		for b := 0; b < nb; b++ {
-			src := data[(row*nb+b)*18:]
-			copy(r.Nib[((g*nb+b)*4+i)*16:], src[2:18])
+			src := data[(row*nb+b)*f.Bytes:]
+			gb := r.W[(g*nb+b)*4*(f.Bytes-2):]
+			if f == Q4_0 {
+				copy(gb[16*i:], src[2:18])
+			} else {
+				for j := 0; j < 16; j++ {
+					gb[16*i+j] = src[2+j] ^ 0x80
+					gb[64+16*i+j] = src[18+j] ^ 0x80
+				}
+			}
 			r.Scales[(g*nb+b)*4+i] = binary.LittleEndian.Uint16(src)
 		}
 	}
 	return r
 }
 
-// GemvQ4x4 computes y = W x for the single quantized column of a.
-func GemvQ4x4(w *Q4x4, a *PackedQ8, y []float32) {
+// Unpack writes the matrix back in its block format (rows of
+// Format.RowBytes(K) bytes).
+func (r *R4) Unpack(data []byte) {
+	f, nb := r.Format, r.K/32
+	for row := 0; row < r.Rows; row++ {
+		g, i := row/4, row%4
+		for b := 0; b < nb; b++ {
+			dst := data[(row*nb+b)*f.Bytes:]
+			gb := r.W[(g*nb+b)*4*(f.Bytes-2):]
+			binary.LittleEndian.PutUint16(dst, r.Scales[(g*nb+b)*4+i])
+			if f == Q4_0 {
+				copy(dst[2:18], gb[16*i:16*i+16])
+			} else {
+				for j := 0; j < 16; j++ {
+					dst[2+j] = gb[16*i+j] ^ 0x80
+					dst[18+j] = gb[64+16*i+j] ^ 0x80
+				}
+			}
+		}
+	}
+}
+
+// GemmR4 computes y[c*Rows + r] = sum_k W[r,k] x_c[k] for the quantized
+// columns of a, split over threads by groups of four rows.
+func GemmR4(w *R4, a *PackedQ8, y []float32) {
 	nb := w.K / 32
-	if a.N != 1 || a.NB != nb || len(y) < w.Rows {
-		panic(fmt.Sprintf("kernels: GemvQ4x4: %d x %d weight, %d columns of %d blocks", w.Rows, w.K, a.N, a.NB))
+	if a.NB != nb || len(y) < a.N*w.Rows {
+		panic(fmt.Sprintf("kernels: GemmR4: %d x %d weight, %d columns of %d blocks, %d outputs", w.Rows, w.K, a.N, a.NB, len(y)))
 	}
 	if !a.prepped {
-		if cap(a.prep) < 256*nb {
-			a.prep = make([]byte, 256*nb+64)
+		need := r4X * nb * a.N
+		if cap(a.prep) < need {
+			a.prep = make([]byte, need+64)
 		}
-		q4x4Prep(a, a.prep[:256*nb])
+		a.prep = a.prep[:need]
+		for c := 0; c < a.N; c++ {
+			r4Prep(a, c, a.prep[c*r4X*nb:(c+1)*r4X*nb])
+		}
 		a.prepped = true
 	}
 	groups := w.Rows / 4
-	per := max(2, (1<<16)/(64*nb+16*nb))
+	// about 64 KB of weights per task
+	per := max(2, (1<<16)/(4*nb*w.Format.Bytes))
 	if Serial(groups, per) {
-		gemvQ4x4SIMD(w, 0, groups, a.prep, y)
+		gemmR4SIMD(w, 0, groups, a, y)
 		return
 	}
-	For(groups, per, func(g0, g1 int) { gemvQ4x4SIMD(w, g0, g1, a.prep, y) })
+	For(groups, per, func(g0, g1 int) { gemmR4SIMD(w, g0, g1, a, y) })
 }

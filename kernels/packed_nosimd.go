@@ -14,8 +14,10 @@ func gemmPackedSIMD(f *Format, w []byte, r0, r1 int, a *PackedQ8, y []float32, l
 // packedISA is 0 without cgo: no repacked kernels.
 const packedISA = 0
 
-func q4x4Prep(a *PackedQ8, xp []byte) { panic("kernels: Q4x4 without its kernel") }
+const r4X = 80
 
-func gemvQ4x4SIMD(w *Q4x4, g0, g1 int, xp []byte, y []float32) {
-	panic("kernels: Q4x4 without its kernel")
+func r4Prep(a *PackedQ8, c int, xp []byte) { panic("kernels: R4 without its kernel") }
+
+func gemmR4SIMD(w *R4, g0, g1 int, a *PackedQ8, y []float32) {
+	panic("kernels: R4 without its kernel")
 }

@@ -5,8 +5,8 @@ package kernels
 // #include <stdint.h>
 // void q8_quant(const float *x, long nb, float *dx, float *corr4, float *corr8, int8_t *qx);
 // void gemm_vnni(const uint8_t *w, long r0, long r1, long nb, const uint8_t *act, long n, long cstride, float *y, long ldy, int fmt);
-// void q4x4_prep(const int8_t *qx, const float *dx, long nb, uint8_t *xp);
-// void gemv_q4x4_vnni(const uint8_t *nib, const uint16_t *sc, long g0, long g1, long nb, const uint8_t *xp, float *y);
+// void r4_prep(const int8_t *qx, const float *dx, long nb, uint8_t *xp);
+// void gemm_r4_vnni(const uint8_t *w, const uint16_t *sc, long g0, long g1, long nb, const uint8_t *xp, long n, float *y, long ldy, int fmt);
 // void gemm_avx2(const uint8_t *w, long r0, long r1, long nb, const uint8_t *act, long n, long cstride, float *y, long ldy, int fmt);
 import "C"
 
@@ -63,12 +63,19 @@ func gemmPackedSIMD(f *Format, w []byte, r0, r1 int, a *PackedQ8, y []float32, l
 	return true
 }
 
-func q4x4Prep(a *PackedQ8, xp []byte) {
-	dx, _, _, qx := a.col(0)
-	C.q4x4_prep((*C.int8_t)(unsafe.Pointer(&qx[0])), fp(dx), C.long(a.NB), (*C.uint8_t)(unsafe.Pointer(&xp[0])))
+// r4X is the bytes of one prepared activation block (R4X in packed.c).
+const r4X = 80
+
+func r4Prep(a *PackedQ8, c int, xp []byte) {
+	dx, _, _, qx := a.col(c)
+	C.r4_prep((*C.int8_t)(unsafe.Pointer(&qx[0])), fp(dx), C.long(a.NB), (*C.uint8_t)(unsafe.Pointer(&xp[0])))
 }
 
-func gemvQ4x4SIMD(w *Q4x4, g0, g1 int, xp []byte, y []float32) {
-	C.gemv_q4x4_vnni((*C.uint8_t)(unsafe.Pointer(&w.Nib[0])), (*C.uint16_t)(unsafe.Pointer(&w.Scales[0])), C.long(g0), C.long(g1), C.long(w.K/32),
-		(*C.uint8_t)(unsafe.Pointer(&xp[0])), fp(y))
+func gemmR4SIMD(w *R4, g0, g1 int, a *PackedQ8, y []float32) {
+	fmt := C.int(4)
+	if w.Format == Q8_0 {
+		fmt = 8
+	}
+	C.gemm_r4_vnni((*C.uint8_t)(unsafe.Pointer(&w.W[0])), (*C.uint16_t)(unsafe.Pointer(&w.Scales[0])), C.long(g0), C.long(g1), C.long(w.K/32),
+		(*C.uint8_t)(unsafe.Pointer(&a.prep[0])), C.long(a.N), fp(y), C.long(w.Rows), fmt)
 }

@@ -134,70 +134,87 @@ func BenchmarkGemmPacked(b *testing.B) {
 	}
 }
 
-// TestGemvQ4x4: the repacked one-column product equals the plain packed
-// product (both exact per block; float32 accumulation order differs).
-func TestGemvQ4x4(t *testing.T) {
+// TestGemmR4: the repacked product equals the plain packed product (both
+// exact per block; float32 accumulation order differs) for Q4_0 and Q8_0,
+// 1 to 11 columns (tiles of 8 and a remainder), 1 and 2 threads; and
+// repacking is exact (Unpack gives the blocks back).
+func TestGemmR4(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 4))
 	defer SetThreads(1)
-	for _, sh := range []struct{ rows, k int }{{4, 32}, {12, 96}, {64, 4096}, {36, 14336}} {
-		w := make([]float32, sh.rows*sh.k)
-		for i := range w {
-			w[i] = float32(rng.NormFloat64())
-		}
-		packed := make([]byte, sh.rows*Q4_0.RowBytes(sh.k))
-		Q4_0.Pack(packed, w)
-		r := RepackQ4x4(packed, sh.rows, sh.k)
-		if r == nil {
-			t.Skip("no AVX-512 VNNI: no repacked kernel")
-		}
-		x := make([]float32, sh.k)
-		for i := range x {
-			x[i] = float32(rng.NormFloat64() * 2)
-		}
-		var a PackedQ8
-		QuantizeQ8(&a, x, 1, sh.k)
-		want := make([]float32, sh.rows)
-		gemmPackedGo(Q4_0, packed, 0, sh.rows, &a, want, sh.rows)
-		for _, th := range []int{1, 2} {
-			SetThreads(th)
-			got := make([]float32, sh.rows)
-			GemvQ4x4(r, &a, got)
-			for i := range got {
-				if math.Abs(float64(got[i]-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
-					t.Fatalf("%v threads %d: row %d: %g repacked, %g plain", sh, th, i, got[i], want[i])
+	for _, f := range []*Format{Q4_0, Q8_0} {
+		for _, sh := range []struct{ rows, k, n int }{{4, 32, 1}, {12, 96, 3}, {64, 4096, 1}, {36, 14336, 2}, {20, 160, 8}, {8, 64, 11}} {
+			w := make([]float32, sh.rows*sh.k)
+			for i := range w {
+				w[i] = float32(rng.NormFloat64())
+			}
+			packed := make([]byte, sh.rows*f.RowBytes(sh.k))
+			for r := 0; r < sh.rows; r++ {
+				f.Pack(packed[r*f.RowBytes(sh.k):], w[r*sh.k:(r+1)*sh.k])
+			}
+			r := Repack(f, packed, sh.rows, sh.k)
+			if r == nil {
+				t.Skip("no AVX-512 VNNI: no repacked kernel")
+			}
+			back := make([]byte, len(packed))
+			r.Unpack(back)
+			if string(back) != string(packed) {
+				t.Fatalf("%s %v: Unpack(Repack(w)) != w", f.Name, sh)
+			}
+			x := make([]float32, sh.n*sh.k)
+			for i := range x {
+				x[i] = float32(rng.NormFloat64() * 2)
+			}
+			var a PackedQ8
+			QuantizeQ8(&a, x, sh.n, sh.k)
+			want := make([]float32, sh.n*sh.rows)
+			gemmPackedGo(f, packed, 0, sh.rows, &a, want, sh.rows)
+			for _, th := range []int{1, 2} {
+				SetThreads(th)
+				got := make([]float32, sh.n*sh.rows)
+				GemmR4(r, &a, got)
+				for i := range got {
+					if math.Abs(float64(got[i]-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
+						t.Fatalf("%s %v threads %d: y[%d]: %g repacked, %g plain", f.Name, sh, th, i, got[i], want[i])
+					}
 				}
 			}
 		}
 	}
 }
 
-func BenchmarkGemvQ4x4(b *testing.B) {
+func BenchmarkGemmR4(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 1))
-	for _, k := range []int{4096, 14336} {
-		const rows = 4096
-		w := make([]float32, rows*k)
-		for i := range w {
-			w[i] = float32(rng.NormFloat64())
-		}
-		packed := make([]byte, rows*Q4_0.RowBytes(k))
-		Q4_0.Pack(packed, w)
-		r := RepackQ4x4(packed, rows, k)
-		if r == nil {
-			b.Skip("no AVX-512 VNNI")
-		}
-		x := make([]float32, k)
-		for i := range x {
-			x[i] = float32(rng.NormFloat64())
-		}
-		y := make([]float32, rows)
-		var a PackedQ8
-		b.Run("4096x"+strconv.Itoa(k), func(b *testing.B) {
-			b.SetBytes(int64(len(packed)))
-			for i := 0; i < b.N; i++ {
-				QuantizeQ8(&a, x, 1, k)
-				GemvQ4x4(r, &a, y)
+	for _, f := range []*Format{Q4_0, Q8_0} {
+		for _, k := range []int{4096, 14336} {
+			const rows = 4096
+			w := make([]float32, k)
+			packed := make([]byte, rows*f.RowBytes(k))
+			for r := 0; r < rows; r++ {
+				for i := range w {
+					w[i] = float32(rng.NormFloat64())
+				}
+				f.Pack(packed[r*f.RowBytes(k):], w)
 			}
-			b.ReportMetric(2*float64(rows)*float64(k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-		})
+			r := Repack(f, packed, rows, k)
+			if r == nil {
+				b.Skip("no AVX-512 VNNI")
+			}
+			for _, n := range []int{1, 8, 32} {
+				x := make([]float32, n*k)
+				for i := range x {
+					x[i] = float32(rng.NormFloat64())
+				}
+				y := make([]float32, n*rows)
+				var a PackedQ8
+				b.Run(f.Name+"/4096x"+strconv.Itoa(k)+"/n="+strconv.Itoa(n), func(b *testing.B) {
+					b.SetBytes(int64(len(packed)))
+					for i := 0; i < b.N; i++ {
+						QuantizeQ8(&a, x, n, k)
+						GemmR4(r, &a, y)
+					}
+					b.ReportMetric(2*float64(rows)*float64(k)*float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				})
+			}
+		}
 	}
 }

@@ -35,13 +35,12 @@ type Decoder struct {
 }
 
 // PackedWeight is a weight matrix in a packed block format: rows of
-// Format.RowBytes(in) bytes, in the model's row order.
+// Format.RowBytes(in) bytes in the model's row order (Data), or the same
+// repacked for the CPU's kernel (R4, kernels.Repack). One of them is set.
 type PackedWeight struct {
 	Format *kernels.Format
 	Data   []byte
-	// Q4x4 is Data repacked for one-row products where the CPU has the
-	// kernel (kernels.RepackQ4x4), nil otherwise.
-	Q4x4 *kernels.Q4x4
+	R4     *kernels.R4
 }
 
 // NewPackedDecoder returns a decoder that runs the weights in packed (the
@@ -63,8 +62,8 @@ func (d *Decoder) input(x []float32) {
 // lin computes y = x W^T for the current input row.
 func (d *Decoder) lin(y []float32, w *autograd.Var, out, in int) {
 	if p, ok := d.packed[w]; ok {
-		if p.Q4x4 != nil {
-			kernels.GemvQ4x4(p.Q4x4, &d.qa, y)
+		if p.R4 != nil {
+			kernels.GemmR4(p.R4, &d.qa, y)
 		} else {
 			kernels.GemmPacked(p.Format, p.Data, out, in, &d.qa, y)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -19,6 +20,27 @@ func main() {
 		Short:         "Quantization-aware training for Llama-style models",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+	}
+	// --cpuprofile: where a command's time goes, for `go tool pprof`
+	var prof string
+	var profFile *os.File
+	root.PersistentFlags().StringVar(&prof, "cpuprofile", "", "write a CPU profile of the command to this file")
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		if prof == "" {
+			return nil
+		}
+		f, err := os.Create(prof)
+		if err != nil {
+			return inputf("--cpuprofile: %v", err)
+		}
+		profFile = f
+		return pprof.StartCPUProfile(f)
+	}
+	root.PersistentPostRun = func(cmd *cobra.Command, args []string) {
+		if profFile != nil {
+			pprof.StopCPUProfile()
+			profFile.Close()
+		}
 	}
 	root.AddCommand(benchCmd(), dataCmd(), trainCmd(), evalCmd(), generateCmd(), ptqCmd(), exportCmd())
 	if err := root.Execute(); err != nil {

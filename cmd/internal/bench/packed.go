@@ -44,7 +44,7 @@ func Packed(w io.Writer, o PackedOptions) error {
 	kernels.SetThreads(1)
 	copyGBs := 8 * float64(len(big)) / timeIt(300*time.Millisecond, func() { copy(dst, big) }) / 1e9
 	fmt.Fprintf(w, "memory: copy %.1f GB/s (1 thread, 64 MB)\n", copyGBs)
-	fmt.Fprintf(w, "packed kernel: %s (q4_0*: one column through the repacked four-row kernel, as decoding runs)\n\n", kernels.PackedKernel())
+	fmt.Fprintf(w, "packed kernel: %s (*: weights repacked in groups of four rows at load, as models load)\n\n", kernels.PackedKernel())
 	fmt.Fprintf(w, "%-5s %-12s %3s %3s  %10s %9s %9s  %14s %7s\n", "type", "weight", "n", "thr", "ours us", "GFLOP/s", "weight GB/s", "llama.cpp us", "speedup")
 	for _, f := range []*kernels.Format{kernels.Q4_0, kernels.Q8_0} {
 		for _, k := range []int{4096, 14336} {
@@ -64,13 +64,11 @@ func Packed(w io.Writer, o PackedOptions) error {
 				}
 				y := make([]float32, n*rows)
 				var a kernels.PackedQ8
-				// one column of Q4_0 runs the repacked kernel, as decoding does
-				var rep *kernels.Q4x4
+				// the repacked kernel where the CPU has it, as models load
+				rep := kernels.Repack(f, wb, rows, k)
 				name := f.Name
-				if n == 1 && f == kernels.Q4_0 {
-					if rep = kernels.RepackQ4x4(wb, rows, k); rep != nil {
-						name = "q4_0*"
-					}
+				if rep != nil {
+					name += "*"
 				}
 				for _, th := range o.Threads {
 					kernels.SetThreads(th)
@@ -78,7 +76,7 @@ func Packed(w io.Writer, o PackedOptions) error {
 					sec := timeIt(500*time.Millisecond, func() {
 						kernels.QuantizeQ8(&a, x, n, k)
 						if rep != nil {
-							kernels.GemvQ4x4(rep, &a, y)
+							kernels.GemmR4(rep, &a, y)
 						} else {
 							kernels.GemmPacked(f, wb, rows, k, &a, y)
 						}
