@@ -305,3 +305,60 @@ func TestPackedSafetensorsLossless(t *testing.T) {
 		t.Logf("%+v: %d bytes", *rules[0].Weights, st.Size())
 	}
 }
+
+// TestPackedSafetensorsKernels: w4a8 and w8a8 packed safetensors load
+// into the per-channel integer kernels, and the key/value-cache decoder
+// over them gives the logits of the fake-quant model (same codes; only
+// float32 summation order differs). A per-group model gets no kernels.
+func TestPackedSafetensorsKernels(t *testing.T) {
+	group := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"},
+		Activations: qat.Presets["w4a8"][0].Activations}}
+	for _, preset := range []string{"w4a8", "w8a8", "group"} {
+		m, tok := testModel(t, false)
+		rules := qat.Presets[preset]
+		if preset == "group" {
+			rules = group
+		}
+		if err := qat.Prepare(m, rules); err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(t.TempDir(), "packed")
+		if err := PackedSafetensors(m, tok, dir); err != nil {
+			t.Fatal(err)
+		}
+		m2, tok2, packed, err := LoadPackedSafetensorsKernels(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if preset == "group" {
+			if packed != nil {
+				t.Fatalf("%s: %d weights packed for the per-channel kernels", preset, len(packed))
+			}
+			continue
+		}
+		if want := 7 * len(m2.Layers); len(packed) != want {
+			t.Fatalf("%s: %d packed matrices, want %d", preset, len(packed), want)
+		}
+		ids := tok2.Encode(nil, "The state of the Union is strong")
+		full := logits(m2, ids)
+		d := layers.NewPackedDecoder(m2, packed)
+		V := m2.Vocab
+		for p, id := range ids {
+			l, err := d.Step(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var num, den float64
+			for v := 0; v < V; v++ {
+				e := float64(l[v] - full[p*V+v])
+				num += e * e
+				den += float64(full[p*V+v]) * float64(full[p*V+v])
+			}
+			if rel := math.Sqrt(num / den); rel > 1e-4 {
+				t.Fatalf("%s position %d: packed logits differ by %.3g (relative RMS)", preset, p, rel)
+			} else if p == len(ids)-1 {
+				t.Logf("%s: relative RMS difference %.2g", preset, rel)
+			}
+		}
+	}
+}

@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 
+	"qat/autograd"
 	"qat/data/atomic"
 	"qat/data/bpe"
 	"qat/data/safetensors"
+	"qat/kernels"
 	"qat/layers"
 	"qat/qat"
 )
@@ -161,26 +163,44 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string) error {
 // LoadPackedSafetensors reads what PackedSafetensors wrote into a model
 // with the unpacked (fake-quant) weights.
 func LoadPackedSafetensors(dir string) (*layers.Model, *bpe.Tokenizer, error) {
+	m, tok, _, err := loadPackedSafetensors(dir, false)
+	return m, tok, err
+}
+
+// LoadPackedSafetensorsKernels loads dir as LoadPackedSafetensors does and
+// also returns its linears packed for the per-channel integer kernels
+// (kernels.ChannelInt) when every quantized linear has per-channel int4
+// or int8 weights and int8 asymmetric per-token activations (the w4a8 and
+// w8a8 recipes) and a multiple of 4 rows: layers.NewPackedDecoder then
+// computes what the fake-quant model computes, with a key/value cache.
+// Otherwise the map is nil.
+func LoadPackedSafetensorsKernels(dir string) (*layers.Model, *bpe.Tokenizer, map[*autograd.Var]layers.PackedWeight, error) {
+	return loadPackedSafetensors(dir, true)
+}
+
+func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer, map[*autograd.Var]layers.PackedWeight, error) {
 	c, err := layers.ReadHFConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var cfg struct {
 		Q quantConfig `json:"quantization_config"`
 	}
 	if err := json.Unmarshal(b, &cfg); err != nil || cfg.Q.Format != "pack-quantized" {
-		return nil, nil, fmt.Errorf("%s: config.json has no pack-quantized quantization_config (%v)", dir, err)
+		return nil, nil, nil, fmt.Errorf("%s: config.json has no pack-quantized quantization_config (%v)", dir, err)
 	}
 	scheme := map[string]PackedScheme{}
+	tokenInt8 := map[string]bool{} // targets whose inputs the integer kernels quantize
 	var rules []qat.Rule
 	for _, g := range cfg.Q.Groups {
 		for _, t := range g.Targets {
 			scheme[t] = g.Weights
 			if a := g.Input; a != nil {
+				tokenInt8[t] = a.Bits == 8 && a.Type == "int" && !a.Symmetric && a.Strategy == "token" && a.Dynamic
 				rules = append(rules, qat.Rule{Match: t, Activations: &qat.Spec{Format: "int", Bits: a.Bits, Symmetric: a.Symmetric,
 					Granularity: "token", Scale: "minmax"}})
 			}
@@ -188,9 +208,11 @@ func LoadPackedSafetensors(dir string) (*layers.Model, *bpe.Tokenizer, error) {
 	}
 	f, err := safetensors.Read(filepath.Join(dir, "model.safetensors"))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	m := layers.New(c)
+	packed := map[*autograd.Var]layers.PackedWeight{}
+	packable := kern
 	for _, p := range m.Params() {
 		bad := func(format string, a ...any) error {
 			return fmt.Errorf("%s: %s: %s", dir, p.Name, fmt.Sprintf(format, a...))
@@ -200,11 +222,11 @@ func LoadPackedSafetensors(dir string) (*layers.Model, *bpe.Tokenizer, error) {
 		if !quantized {
 			t, ok := f.Get(p.Name)
 			if !ok {
-				return nil, nil, bad("missing")
+				return nil, nil, nil, bad("missing")
 			}
 			v, err := t.F32()
 			if err != nil || len(v) != p.Var.Size() {
-				return nil, nil, bad("%d values, want %d (%v)", len(v), p.Var.Size(), err)
+				return nil, nil, nil, bad("%d values, want %d (%v)", len(v), p.Var.Size(), err)
 			}
 			copy(p.Var.Data(), v)
 			continue
@@ -213,15 +235,15 @@ func LoadPackedSafetensors(dir string) (*layers.Model, *bpe.Tokenizer, error) {
 		pt, ok1 := f.Get(base + ".weight_packed")
 		st, ok2 := f.Get(base + ".weight_scale")
 		if !ok1 || !ok2 || s.Bits < 2 || s.Bits > 8 || 32%s.Bits != 0 {
-			return nil, nil, bad("packed tensors or a valid num_bits missing")
+			return nil, nil, nil, bad("packed tensors or a valid num_bits missing")
 		}
 		words, err := pt.I32()
 		if err != nil {
-			return nil, nil, bad("%v", err)
+			return nil, nil, nil, bad("%v", err)
 		}
 		scales, err := st.F32()
 		if err != nil {
-			return nil, nil, bad("%v", err)
+			return nil, nil, nil, bad("%v", err)
 		}
 		per := 32 / s.Bits
 		wpr := (in + per - 1) / per
@@ -233,26 +255,46 @@ func LoadPackedSafetensors(dir string) (*layers.Model, *bpe.Tokenizer, error) {
 			group = out * in
 		}
 		if len(words) != out*wpr || group <= 0 || (out*in)%group != 0 || len(scales) != out*in/group {
-			return nil, nil, bad("%d words and %d scales for %dx%d in %s groups of %d", len(words), len(scales), out, in, s.Strategy, group)
+			return nil, nil, nil, bad("%d words and %d scales for %dx%d in %s groups of %d", len(words), len(scales), out, in, s.Strategy, group)
 		}
 		w := p.Var.Data()
+		// per-channel int4/int8 with int8 per-token inputs: the integer kernels'
+		var codes []int8
+		if kern && packable && s.Strategy == "channel" && (s.Bits == 4 || s.Bits == 8) && tokenInt8[base] && out%4 == 0 {
+			codes = make([]int8, out*in)
+		} else {
+			packable = false
+		}
 		for r := 0; r < out; r++ {
 			for i := 0; i < in; i++ {
 				u := (uint32(words[r*wpr+i/per]) >> (s.Bits * (i % per))) & (1<<s.Bits - 1)
 				code := int32(u) - int32(1)<<(s.Bits-1)
 				w[r*in+i] = float32(code) * scales[(r*in+i)/group]
+				if codes != nil {
+					codes[r*in+i] = int8(code)
+				}
 			}
 		}
+		if codes != nil {
+			cw, err := kernels.NewChannelInt(s.Bits, codes, scales, out, in)
+			if err != nil {
+				return nil, nil, nil, bad("%v", err)
+			}
+			packed[p.Var] = layers.PackedWeight{Channel: cw}
+		}
+	}
+	if !kern || !packable {
+		packed = nil
 	}
 	// the activations run through the quantizers they trained with
 	if len(rules) > 0 {
 		if err := qat.Prepare(m, rules); err != nil {
-			return nil, nil, fmt.Errorf("%s: input_activations: %w", dir, err)
+			return nil, nil, nil, fmt.Errorf("%s: input_activations: %w", dir, err)
 		}
 	}
 	tok, err := bpe.Load(filepath.Join(dir, "tokenizer.json"))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return m, tok, nil
+	return m, tok, packed, nil
 }

@@ -350,3 +350,101 @@ TGT512 void gemm_r4_vnni(const uint8_t *w, const uint16_t *sc, long g0, long g1,
 		}
 	}
 }
+
+// Per-channel integer weights (the w4a8 and w8a8 recipes, QQQ's
+// per-channel W4A8): signed codes with one float scale per row, times
+// activations quantized per token to unsigned 8-bit codes u with a zero
+// point z (x = s*(u - z)). The whole row's dot product is one exact int32
+// sum, sum(w*u), so there is no per-block float work at all; the zero
+// point and the scales apply once per output:
+// y = s_w * s_x * (sum(w*u) - z*sum(w)).
+//
+// Layout (ChannelInt in packed.go): rows in groups of four as R4, per
+// block of 32 inputs: int8, the codes of elements 0..15 of the four rows
+// then 16..31 (128 bytes); int4, the codes + 8 as nibbles, low nibble
+// element j, high nibble j+16 (64 bytes). The nibbles (0..15) go into
+// vpdpbusd as signed bytes and the -8 comes back as -8*sum(u).
+// u is per column kp bytes (k rounded up to 32, padded with 0).
+
+TGT512 static inline __attribute__((always_inline)) void chi_tile(const uint8_t *wg, long nb, const uint8_t *u, long us, const int nc, const int bits,
+								  int32_t *dot) {
+	const __m512i m4 = _mm512_set1_epi8(15);
+	const long wb = bits == 4 ? 64 : 128;
+	// one column: lo and hi products in separate accumulators, so that
+	// the two vpdpbusd of a block do not wait on each other
+	const int na = nc == 1 ? 2 : nc;
+	__m512i acc[8];
+	for (int c = 0; c < na; c++) acc[c] = _mm512_setzero_si512();
+	for (long b = 0; b < nb; b++) {
+		_mm_prefetch((const char *)(wg + wb * b + 8192), _MM_HINT_T1);
+		__m512i lo, hi;
+		if (bits == 4) {
+			__m512i w = _mm512_loadu_si512((const void *)(wg + 64 * b));
+			lo = _mm512_and_si512(w, m4);
+			hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+		} else {
+			_mm_prefetch((const char *)(wg + wb * b + 8192 + 64), _MM_HINT_T1);
+			lo = _mm512_loadu_si512((const void *)(wg + 128 * b));
+			hi = _mm512_loadu_si512((const void *)(wg + 128 * b + 64));
+		}
+		for (int c = 0; c < nc; c++) {
+			const uint8_t *p = u + c * us + 32 * b;
+			__m512i xl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p));
+			__m512i xh = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + 16)));
+			if (nc == 1) {
+				acc[0] = _mm512_dpbusd_epi32(acc[0], xl, lo);
+				acc[1] = _mm512_dpbusd_epi32(acc[1], xh, hi);
+			} else {
+				acc[c] = _mm512_dpbusd_epi32(acc[c], xl, lo);
+				acc[c] = _mm512_dpbusd_epi32(acc[c], xh, hi);
+			}
+		}
+	}
+	if (nc == 1) acc[0] = _mm512_add_epi32(acc[0], acc[1]);
+	for (int c = 0; c < nc; c++) {
+		int32_t t[16];
+		_mm512_storeu_si512((void *)t, acc[c]);
+		for (int i = 0; i < 4; i++) dot[4 * c + i] = (t[4 * i] + t[4 * i + 1]) + (t[4 * i + 2] + t[4 * i + 3]);
+	}
+}
+
+#define CHI_CASE(NC)                                                       \
+	case NC:                                                           \
+		if (bits == 4) chi_tile(wg, nb, x, us, NC, 4, dot);        \
+		else chi_tile(wg, nb, x, us, NC, 8, dot);                  \
+		break;
+
+// gemm_chi_vnni: y[c*ldy + r] for the rows of groups g0..g1 and n columns
+// of codes u (column stride us bytes) with scales sx, zero points zx and
+// code sums su per column; sw and sumw per row.
+TGT512 void gemm_chi_vnni(const uint8_t *w, const float *sw, const int32_t *sumw, long g0, long g1, long nb, const uint8_t *u, long us,
+			  const float *sx, const float *zx, const int32_t *su, long n, float *y, long ldy, int bits) {
+	const long wb = bits == 4 ? 64 : 128;
+	for (long g = g0; g < g1; g++) {
+		const uint8_t *wg = w + g * nb * wb;
+		for (long c0 = 0; c0 < n; c0 += 8) {
+			const uint8_t *x = u + c0 * us;
+			int32_t dot[32];
+			long nc = n - c0 < 8 ? n - c0 : 8;
+			switch (nc) {
+				CHI_CASE(1)
+				CHI_CASE(2)
+				CHI_CASE(3)
+				CHI_CASE(4)
+				CHI_CASE(5)
+				CHI_CASE(6)
+				CHI_CASE(7)
+				CHI_CASE(8)
+			}
+			for (long c = 0; c < nc; c++) {
+				for (int i = 0; i < 4; i++) {
+					long r = 4 * g + i;
+					// exact in 64 bits; one rounding to float
+					long long d = (long long)dot[4 * c + i] - (long long)zx[c0 + c] * sumw[r];
+					if (bits == 4) d -= 8LL * su[c0 + c];
+					y[(c0 + c) * ldy + r] = sw[r] * sx[c0 + c] * (float)d;
+				}
+			}
+		}
+	}
+}

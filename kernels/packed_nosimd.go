@@ -21,3 +21,5 @@ func r4Prep(a *PackedQ8, c int, xp []byte) { panic("kernels: R4 without its kern
 func gemmR4SIMD(w *R4, g0, g1 int, a *PackedQ8, y []float32) {
 	panic("kernels: R4 without its kernel")
 }
+
+func gemmChannelSIMD(w *ChannelInt, g0, g1 int, a *TokenU8, y []float32) bool { return false }

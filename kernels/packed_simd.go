@@ -8,6 +8,7 @@ package kernels
 // void r4_prep(const int8_t *qx, const float *dx, long nb, uint8_t *xp);
 // void gemm_r4_vnni(const uint8_t *w, const uint16_t *sc, long g0, long g1, long nb, const uint8_t *xp, long n, float *y, long ldy, int fmt);
 // void gemm_avx2(const uint8_t *w, long r0, long r1, long nb, const uint8_t *act, long n, long cstride, float *y, long ldy, int fmt);
+// void gemm_chi_vnni(const uint8_t *w, const float *sw, const int32_t *sumw, long g0, long g1, long nb, const uint8_t *u, long us, const float *sx, const float *zx, const int32_t *su, long n, float *y, long ldy, int bits);
 import "C"
 
 import (
@@ -78,4 +79,15 @@ func gemmR4SIMD(w *R4, g0, g1 int, a *PackedQ8, y []float32) {
 	}
 	C.gemm_r4_vnni((*C.uint8_t)(unsafe.Pointer(&w.W[0])), (*C.uint16_t)(unsafe.Pointer(&w.Scales[0])), C.long(g0), C.long(g1), C.long(w.K/32),
 		(*C.uint8_t)(unsafe.Pointer(&a.prep[0])), C.long(a.N), fp(y), C.long(w.Rows), fmt)
+}
+
+func gemmChannelSIMD(w *ChannelInt, g0, g1 int, a *TokenU8, y []float32) bool {
+	if packedISA != 2 || !useSIMD {
+		return false
+	}
+	if g0 < g1 {
+		C.gemm_chi_vnni((*C.uint8_t)(unsafe.Pointer(&w.W[0])), fp(w.Scale), (*C.int32_t)(unsafe.Pointer(&w.Sum[0])), C.long(g0), C.long(g1), C.long(w.nb),
+			(*C.uint8_t)(unsafe.Pointer(&a.U[0])), C.long(a.KP), fp(a.Scale), fp(a.Zero), (*C.int32_t)(unsafe.Pointer(&a.Sum[0])), C.long(a.N), fp(y), C.long(w.Rows), C.int(w.Bits))
+	}
+	return true
 }

@@ -32,15 +32,23 @@ type Decoder struct {
 	packed map[*autograd.Var]PackedWeight
 	cur    []float32
 	qa     kernels.PackedQ8
+	ta     kernels.TokenU8
+	// blocks, tokens: some packed weights take Q8_0 blocks (qa), some
+	// per-token codes (ta)
+	blocks, tokens bool
 }
 
 // PackedWeight is a weight matrix in a packed block format: rows of
 // Format.RowBytes(in) bytes in the model's row order (Data), or the same
-// repacked for the CPU's kernel (R4, kernels.Repack). One of them is set.
+// repacked for the CPU's kernel (R4, kernels.Repack); or per-channel
+// integer codes (Channel: the w4a8 and w8a8 recipes), whose inputs are
+// quantized per token as those recipes' activation quantizers do. One of
+// Data, R4 and Channel is set.
 type PackedWeight struct {
-	Format *kernels.Format
-	Data   []byte
-	R4     *kernels.R4
+	Format  *kernels.Format
+	Data    []byte
+	R4      *kernels.R4
+	Channel *kernels.ChannelInt
 }
 
 // NewPackedDecoder returns a decoder that runs the weights in packed (the
@@ -48,21 +56,33 @@ type PackedWeight struct {
 func NewPackedDecoder(m *Model, packed map[*autograd.Var]PackedWeight) *Decoder {
 	d := NewDecoder(m)
 	d.packed = packed
+	for _, p := range packed {
+		if p.Channel != nil {
+			d.tokens = true
+		} else {
+			d.blocks = true
+		}
+	}
 	return d
 }
 
 // input sets the row the next products read.
 func (d *Decoder) input(x []float32) {
 	d.cur = x
-	if len(d.packed) > 0 && len(x)%32 == 0 {
+	if d.blocks && len(x)%32 == 0 {
 		kernels.QuantizeQ8(&d.qa, x, 1, len(x))
+	}
+	if d.tokens {
+		kernels.QuantizeTokens(&d.ta, x, 1, len(x))
 	}
 }
 
 // lin computes y = x W^T for the current input row.
 func (d *Decoder) lin(y []float32, w *autograd.Var, out, in int) {
 	if p, ok := d.packed[w]; ok {
-		if p.R4 != nil {
+		if p.Channel != nil {
+			kernels.GemmChannel(p.Channel, &d.ta, y)
+		} else if p.R4 != nil {
 			kernels.GemmR4(p.R4, &d.qa, y)
 		} else {
 			kernels.GemmPacked(p.Format, p.Data, out, in, &d.qa, y)

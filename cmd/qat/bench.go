@@ -51,7 +51,8 @@ func benchPackedCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "packed",
 		Short: "Measure the packed Q4_0/Q8_0 products and decoding, beside llama.cpp when its binaries are given",
-		Long: `Measure the packed Q4_0/Q8_0 products (4096x4096 and 4096x14336 weights, 1, 8
+		Long: `Measure the packed Q4_0/Q8_0 products and the per-channel int4/int8 x
+per-token int8 products (w4a8c, w8a8c) (4096x4096 and 4096x14336 weights, 1, 8
 and 32 columns) in microseconds, GFLOP/s and weight GB/s next to the copy
 bandwidth, and decoding tokens/s on synthetic 4-layer Llama-3-8B-shaped
 models (written to --synth) and the --gguf files. With --llamacpp DIR

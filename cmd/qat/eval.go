@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"qat/autograd"
 	"qat/cmd/internal/train"
 	"qat/data"
 	"qat/data/bpe"
@@ -20,6 +21,16 @@ import (
 	qatpkg "qat/qat"
 )
 
+// isPackedDir reports whether path is a packed safetensors model.
+func isPackedDir(path string) bool {
+	dir, err := train.ModelDir(path)
+	if err != nil {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	return err == nil && strings.Contains(string(b), `"pack-quantized"`)
+}
+
 func loadModel(path string) (*layers.Model, *bpe.Tokenizer, error) {
 	if strings.HasSuffix(path, ".gguf") {
 		return loadGGUF(path)
@@ -28,7 +39,7 @@ func loadModel(path string) (*layers.Model, *bpe.Tokenizer, error) {
 	if err != nil {
 		return nil, nil, inputf("--model: %v", err)
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "config.json")); err == nil && strings.Contains(string(b), `"pack-quantized"`) {
+	if isPackedDir(dir) {
 		m, tok, err := export.LoadPackedSafetensors(dir)
 		if err != nil {
 			return nil, nil, inputf("--model: %v", err)
@@ -47,6 +58,26 @@ func loadModel(path string) (*layers.Model, *bpe.Tokenizer, error) {
 		return nil, nil, inputf("--model %s: tokenizer has %d tokens, model %d", dir, tok.VocabSize(), m.Vocab)
 	}
 	return m, tok, nil
+}
+
+// loadPackedKernels loads a packed safetensors directory with its
+// linears packed for the per-channel integer kernels.
+func loadPackedKernels(path string) (*layers.Model, *bpe.Tokenizer, map[*autograd.Var]layers.PackedWeight, error) {
+	dir, err := train.ModelDir(path)
+	if err != nil {
+		return nil, nil, nil, inputf("--model: %v", err)
+	}
+	if !isPackedDir(dir) {
+		return nil, nil, nil, inputf("--model %s: no packed kernel for a float checkpoint: --packed runs .gguf files and packed safetensors (qat export --format safetensors-packed)", dir)
+	}
+	m, tok, pw, err := export.LoadPackedSafetensorsKernels(dir)
+	if err != nil {
+		return nil, nil, nil, inputf("--model: %v", err)
+	}
+	if pw == nil {
+		return nil, nil, nil, inputf("--model %s: no packed kernel for its quantization: --packed runs .gguf files and packed safetensors with per-channel int4/int8 weights and int8 per-token activations (w4a8, w8a8)", dir)
+	}
+	return m, tok, pw, nil
 }
 
 func evalCmd() *cobra.Command {
@@ -89,16 +120,18 @@ quantizations by.`,
 				var stepper func() layers.Stepper
 				how := "unpacked weights"
 				if packed {
-					if !strings.HasSuffix(model, ".gguf") {
-						return inputf("--packed needs a .gguf --model")
+					var pw map[*autograd.Var]layers.PackedWeight
+					if strings.HasSuffix(model, ".gguf") {
+						_, f, err := export.LoadGGUFModel(model, false)
+						if err != nil {
+							return inputf("--model: %v", err)
+						}
+						pw = export.Packed(m, f)
+					} else if m, _, pw, err = loadPackedKernels(model); err != nil {
+						return err
 					}
-					_, f, err := export.LoadGGUFModel(model, false)
-					if err != nil {
-						return inputf("--model: %v", err)
-					}
-					pw := export.Packed(m, f)
 					stepper = func() layers.Stepper { return layers.NewPackedDecoder(m, pw) }
-					how = "packed kernels, one token at a time"
+					how = kernels.PackedKernel() + " packed kernels, one token at a time"
 				}
 				ppl, n := train.ChunkPerplexity(m, tok, string(b), ctx, stepper)
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: perplexity %.4f over %d tokens (chunks of %d, second halves scored, as llama-perplexity; %s)\n",
@@ -192,10 +225,21 @@ func generateCmd() *cobra.Command {
 				d = layers.NewPackedDecoder(m, export.Packed(m, f))
 				kernels.SetBLASThreads(1) // the products run on our goroutines
 			} else {
-				if m, tok, err = loadModel(model); err != nil {
-					return err
+				// w4a8/w8a8 packed safetensors: the integer kernels with a
+				// key/value cache instead of recomputing the prefix
+				var pw map[*autograd.Var]layers.PackedWeight
+				if isPackedDir(model) {
+					m, tok, pw, _ = loadPackedKernels(model)
 				}
-				d = layers.NewStepper(m)
+				if pw != nil {
+					d = layers.NewPackedDecoder(m, pw)
+					kernels.SetBLASThreads(1)
+				} else {
+					if m, tok, err = loadModel(model); err != nil {
+						return err
+					}
+					d = layers.NewStepper(m)
+				}
 			}
 			if temp < 0 || topK < 0 || maxTokens < 0 {
 				return inputf("--temperature, --top-k and --max-tokens must not be negative")
@@ -218,7 +262,7 @@ func generateCmd() *cobra.Command {
 			defer func() {
 				if decoded > 0 {
 					how := "float32 weights"
-					if strings.HasSuffix(model, ".gguf") {
+					if _, ok := d.(*layers.Decoder); ok && (strings.HasSuffix(model, ".gguf") || isPackedDir(model)) {
 						how = kernels.PackedKernel() + " packed kernels"
 					}
 					fmt.Fprintf(cmd.ErrOrStderr(), "decode: %d tokens in %.3f s, %.1f tokens/s (%d threads, %s)\n",

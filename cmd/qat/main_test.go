@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -387,5 +388,47 @@ func TestPTQThenQAT(t *testing.T) {
 	msg, code = qat(t, "train", "--config", writeConfig(t, cfg, data, filepath.Join(tmp, "qat")))
 	if code != 0 || !strings.Contains(msg, "calibrated 14 activation quantizers on 1 batches") {
 		t.Fatalf("QAT with calibrated LSQ+ activations: %d\n%s", code, msg)
+	}
+}
+
+// TestPackedW4A8: a w4a8 checkpoint exported as packed safetensors runs
+// through the per-channel integer kernels (qat eval --packed, qat
+// generate) with the perplexity of its fake-quant weights; a model
+// without such a scheme is refused with exit status 2.
+func TestPackedW4A8(t *testing.T) {
+	data := smallData(t)
+	tmp := t.TempDir()
+	fp := filepath.Join(tmp, "fp")
+	if msg, code := qat(t, "train", "--config", writeConfig(t, strings.Replace(tinyRun, "steps: 40", "steps: 5", 1), data, fp)); code != 0 {
+		t.Fatalf("%d\n%s", code, msg)
+	}
+	ptq, packed := filepath.Join(tmp, "ptq"), filepath.Join(tmp, "packed")
+	if msg, code := qat(t, "ptq", "--preset", "w4a8", "--model", fp, "--out", ptq, "--data", data, "--batch", "4", "--calib-batches", "1"); code != 0 {
+		t.Fatalf("ptq: %d\n%s", code, msg)
+	}
+	if msg, code := qat(t, "export", "--model", ptq, "--format", "safetensors-packed", "--out", packed); code != 0 {
+		t.Fatalf("export: %d\n%s", code, msg)
+	}
+	text := filepath.Join(tmp, "text.txt")
+	os.WriteFile(text, []byte(strings.Repeat("The state of the Union is strong, and the people of the United States are at peace. ", 12)), 0o644)
+	ppl := func(args ...string) float64 {
+		msg, code := qat(t, append([]string{"eval", "--model", packed, "--text", text, "--ctx", "32"}, args...)...)
+		i := strings.Index(msg, "perplexity ")
+		if code != 0 || i < 0 {
+			t.Fatalf("eval %v: %d\n%s", args, code, msg)
+		}
+		v, _ := strconv.ParseFloat(strings.Fields(msg[i:])[1], 64)
+		return v
+	}
+	a, b := ppl(), ppl("--packed")
+	if math.Abs(b/a-1) > 1e-3 {
+		t.Fatalf("perplexity %g with the integer kernels, %g with the fake-quant weights", b, a)
+	}
+	msg, code := qat(t, "generate", "--model", packed, "--prompt", "The", "--max-tokens", "5", "--temperature", "0")
+	if code != 0 || !strings.Contains(msg, "packed kernels") {
+		t.Fatalf("generate: %d\n%s", code, msg)
+	}
+	if msg, code := qat(t, "eval", "--model", fp, "--text", text, "--ctx", "32", "--packed"); code != 2 || !strings.Contains(msg, "packed kernel") {
+		t.Fatalf("eval --packed of a float checkpoint: %d\n%s", code, msg)
 	}
 }

@@ -98,6 +98,43 @@ func Packed(w io.Writer, o PackedOptions) error {
 			}
 		}
 	}
+	// per-channel integer weights x per-token int8 activations (w4a8,
+	// w8a8): llama.cpp has no such type
+	for _, bits := range []int{4, 8} {
+		for _, k := range []int{4096, 14336} {
+			const rows = 4096
+			codes := make([]int8, rows*k)
+			for i := range codes {
+				codes[i] = int8(rng.IntN(1<<bits) - 1<<(bits-1))
+			}
+			scale := make([]float32, rows)
+			for i := range scale {
+				scale[i] = 0.01
+			}
+			cw, err := kernels.NewChannelInt(bits, codes, scale, rows, k)
+			if err != nil {
+				return err
+			}
+			for _, n := range []int{1, 8, 32} {
+				x := make([]float32, n*k)
+				for i := range x {
+					x[i] = float32(rng.NormFloat64())
+				}
+				y := make([]float32, n*rows)
+				var a kernels.TokenU8
+				for _, th := range o.Threads {
+					kernels.SetThreads(th)
+					kernels.SetBLASThreads(1)
+					sec := timeIt(500*time.Millisecond, func() {
+						kernels.QuantizeTokens(&a, x, n, k)
+						kernels.GemmChannel(cw, &a, y)
+					})
+					fmt.Fprintf(w, "%-5s %-12s %3d %3d  %10.0f %9.1f %9.1f  %14s %7s\n", fmt.Sprintf("w%da8c", bits), fmt.Sprintf("%dx%d", rows, k), n, th,
+						sec*1e6, 2*float64(rows)*float64(k)*float64(n)/sec/1e9, float64(len(cw.W))/sec/1e9, "-", "")
+				}
+			}
+		}
+	}
 	kernels.SetThreads(1)
 	// decoding
 	var models []string
