@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sort"
 
 	"qat/data/safetensors"
 )
@@ -15,7 +16,66 @@ func (m *Model) Tensors() []safetensors.Tensor {
 	for _, p := range m.Params() {
 		ts = append(ts, safetensors.FromF32(p.Name, p.Var.Shape(), p.Var.Data()))
 	}
+	for _, f := range m.frozen() {
+		ts = append(ts, f.t)
+	}
 	return ts
+}
+
+type frozenTensor struct {
+	t safetensors.Tensor
+	q FrozenState
+	k string
+}
+
+// frozen lists the quantizers' frozen tensors (FrozenState), by name.
+func (m *Model) frozen() []frozenTensor {
+	var out []frozenTensor
+	for _, nl := range m.Linears() {
+		for _, q := range []struct {
+			name string
+			q    Quantizer
+		}{{nl.Name + ".weight_quant", nl.Linear.WeightQuant}, {nl.Name + ".input_quant", nl.Linear.InputQuant}} {
+			fs, ok := q.q.(FrozenState)
+			if !ok {
+				continue
+			}
+			fr := fs.Frozen()
+			keys := make([]string, 0, len(fr))
+			for k := range fr {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				t := fr[k]
+				t.Name = q.name + "." + k
+				out = append(out, frozenTensor{t, fs, k})
+			}
+		}
+	}
+	return out
+}
+
+// NamedLinear is a linear layer with its checkpoint name.
+type NamedLinear struct {
+	Name   string
+	Linear *Linear
+}
+
+// Linears lists the model's linear layers (q/k/v/o, gate/up/down per
+// layer, then an untied head) with their checkpoint names.
+func (m *Model) Linears() []NamedLinear {
+	var out []NamedLinear
+	for i, L := range m.Layers {
+		p := fmt.Sprintf("model.layers.%d.", i)
+		out = append(out, NamedLinear{p + "self_attn.q_proj", L.Attn.Q}, NamedLinear{p + "self_attn.k_proj", L.Attn.K},
+			NamedLinear{p + "self_attn.v_proj", L.Attn.V}, NamedLinear{p + "self_attn.o_proj", L.Attn.O},
+			NamedLinear{p + "mlp.gate_proj", L.MLP.Gate}, NamedLinear{p + "mlp.up_proj", L.MLP.Up}, NamedLinear{p + "mlp.down_proj", L.MLP.Down})
+	}
+	if m.Head != nil {
+		out = append(out, NamedLinear{"lm_head", m.Head})
+	}
+	return out
 }
 
 // Save writes the weights to path (temp file + rename).
@@ -47,6 +107,15 @@ func (m *Model) Load(path string) error {
 			return fmt.Errorf("%s: %w", path, err)
 		}
 		copy(p.Var.Data(), v)
+	}
+	for _, fr := range m.frozen() {
+		t, ok := f.Get(fr.t.Name)
+		if !ok {
+			return fmt.Errorf("%s: tensor %s missing", path, fr.t.Name)
+		}
+		if err := fr.q.LoadFrozen(fr.k, t); err != nil {
+			return fmt.Errorf("%s: tensor %s: %w", path, fr.t.Name, err)
+		}
 	}
 	return nil
 }

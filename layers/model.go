@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 
 	"qat/autograd"
+	"qat/data/safetensors"
 )
 
 // Quantizer fake-quantizes a tensor on the tape (package qat implements
@@ -28,6 +29,22 @@ type InputSharer interface {
 	SameAs(q Quantizer) bool
 }
 
+// FusedLinear is implemented by weight quantizers that compute the whole
+// product x W_hat^T themselves (LR-QAT: the layer keeps no float32 weight,
+// and W_hat is rebuilt from frozen integers and adapters inside the op,
+// never kept on the tape). Linear.Forward calls it instead of Apply.
+type FusedLinear interface {
+	Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var
+}
+
+// FrozenState is implemented by quantizers that hold frozen tensors of
+// their own (LR-QAT's int8 base weight): checkpointed with the model as
+// NAME.weight_quant.KEY in their own dtype, never trained.
+type FrozenState interface {
+	Frozen() map[string]safetensors.Tensor
+	LoadFrozen(key string, t safetensors.Tensor) error
+}
+
 func sameQuant(a, b Quantizer) bool {
 	s, ok := a.(InputSharer)
 	return ok && b != nil && s.SameAs(b)
@@ -48,6 +65,14 @@ func (l *Linear) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
 	w := l.Weight
 	if l.InputQuant != nil {
 		x = l.InputQuant.Apply(ops, x)
+	}
+	return l.product(ops, x, w)
+}
+
+// product is x times the (quantized) weight.
+func (l *Linear) product(ops autograd.Ops, x, w *autograd.Var) *autograd.Var {
+	if f, ok := l.WeightQuant.(FusedLinear); ok {
+		return f.Forward(ops, x)
 	}
 	if l.WeightQuant != nil {
 		w = l.WeightQuant.Apply(ops, w)
@@ -87,11 +112,7 @@ func linearCat(ops autograd.Ops, x *autograd.Var, ls ...*Linear) []*autograd.Var
 				xq = xi
 			}
 		}
-		w := l.Weight
-		if l.WeightQuant != nil {
-			w = l.WeightQuant.Apply(ops, w)
-		}
-		out[i] = ops.Linear(xi, w)
+		out[i] = l.product(ops, xi, l.Weight)
 	}
 	return out
 }

@@ -86,24 +86,11 @@ func linears(m *layers.Model) []struct {
 		name string
 		l    *layers.Linear
 	}
-	add := func(name string, l *layers.Linear) {
+	for _, nl := range m.Linears() {
 		out = append(out, struct {
 			name string
 			l    *layers.Linear
-		}{name, l})
-	}
-	for i, L := range m.Layers {
-		p := fmt.Sprintf("model.layers.%d.", i)
-		add(p+"self_attn.q_proj", L.Attn.Q)
-		add(p+"self_attn.k_proj", L.Attn.K)
-		add(p+"self_attn.v_proj", L.Attn.V)
-		add(p+"self_attn.o_proj", L.Attn.O)
-		add(p+"mlp.gate_proj", L.MLP.Gate)
-		add(p+"mlp.up_proj", L.MLP.Up)
-		add(p+"mlp.down_proj", L.MLP.Down)
-	}
-	if m.Head != nil {
-		add("lm_head", m.Head)
+		}{nl.Name, nl.Linear})
 	}
 	return out
 }
