@@ -32,6 +32,9 @@ type Param struct {
 	Name  string
 	Var   *autograd.Var
 	Decay bool
+	// LRScale multiplies the learning rate for this parameter (0: 1), for
+	// parameters trained slower than the rest (LR-QAT's scales).
+	LRScale float64
 }
 
 // Hyper is one step's hyperparameters as the update kernels take them:
@@ -137,6 +140,9 @@ func (o *AdamW) Update(lr float64) {
 				continue
 			}
 			hp := h
+			if p.LRScale != 0 {
+				hp.LR = float32(lr * p.LRScale)
+			}
 			if p.Decay {
 				hp.WeightDecay = float32(c.WeightDecay)
 			}

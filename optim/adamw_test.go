@@ -21,7 +21,7 @@ func TestAdamWAgainstFloat64(t *testing.T) {
 		rng := rand.New(rand.NewPCG(5, 6))
 		c := AdamWConfig{Beta1: 0.9, Beta2: 0.99, Eps: 1e-6, WeightDecay: 0.2}
 		a, b := autograd.NewParam(37), autograd.NewParam(5, 3)
-		ps := []Param{{"a", a, true}, {"b", b, false}}
+		ps := []Param{{"a", a, true, 0}, {"b", b, false, 0}}
 		ref := [][]float64{make([]float64, 37), make([]float64, 15)}
 		m := [][]float64{make([]float64, 37), make([]float64, 15)}
 		v := [][]float64{make([]float64, 37), make([]float64, 15)}
@@ -86,7 +86,7 @@ func TestSaveLoad(t *testing.T) {
 		for i := range w.Data() {
 			w.Data()[i] = float32(i)
 		}
-		return NewAdamW(DefaultAdamW, []Param{{"w", w, true}}, nil), w
+		return NewAdamW(DefaultAdamW, []Param{{Name: "w", Var: w, Decay: true}}, nil), w
 	}
 	a, wa := mk()
 	for s := 0; s < 3; s++ {
@@ -122,5 +122,28 @@ func TestSaveLoad(t *testing.T) {
 	c.Params[0].Name = "other"
 	if err := c.Load(path); err == nil {
 		t.Error("loaded state saved under another parameter name")
+	}
+}
+
+// TestLRScale: a parameter with LRScale k moves as one updated with k
+// times the learning rate.
+func TestLRScale(t *testing.T) {
+	a, b := autograd.NewParam(8), autograd.NewParam(8)
+	for i := range a.Data() {
+		a.Data()[i], b.Data()[i] = float32(i), float32(i)
+		a.GradData()[i], b.GradData()[i] = float32(i)-3, float32(i)-3
+	}
+	c := AdamWConfig{Beta1: 0.9, Beta2: 0.99, Eps: 1e-8}
+	oa := NewAdamW(c, []Param{{Name: "a", Var: a, LRScale: 0.25}}, nil)
+	ob := NewAdamW(c, []Param{{Name: "b", Var: b}}, nil)
+	oa.Update(0.1)
+	ob.Update(0.025)
+	for i := range a.Data() {
+		if a.Data()[i] != b.Data()[i] {
+			t.Fatalf("[%d]: %g with LRScale 0.25, %g at a quarter of the rate", i, a.Data()[i], b.Data()[i])
+		}
+	}
+	if a.Data()[0] == 0 {
+		t.Fatal("no update")
 	}
 }

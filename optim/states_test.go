@@ -16,7 +16,7 @@ func statesParams(rng *rand.Rand) []Param {
 			v.Data()[i] = float32(rng.NormFloat64())
 		}
 	}
-	return []Param{{"model.embed_tokens.weight", emb, true}, {"model.layers.0.mlp.up_proj.weight", w, true}, {"model.norm.weight", norm, false}}
+	return []Param{{Name: "model.embed_tokens.weight", Var: emb, Decay: true}, {Name: "model.layers.0.mlp.up_proj.weight", Var: w, Decay: true}, {Name: "model.norm.weight", Var: norm}}
 }
 
 // TestStatesFactory: which tensors get 8-bit moments, and the bytes each

@@ -17,6 +17,7 @@ import (
 
 	"qat/kernels"
 	"qat/layers"
+	"qat/lora"
 	"qat/optim"
 	"qat/qat"
 )
@@ -75,8 +76,10 @@ type Config struct {
 	Train     Train         `yaml:"train"`
 	Optimizer Optimizer     `yaml:"optimizer"`
 	Quant     Quant         `yaml:"quant"`
-	OutDir    string        `yaml:"out_dir"`
-	InitFrom  string        `yaml:"init_from"`
+	// Lora adds low-rank adapters (LR-QAT or LoRA + QAT); nil: none.
+	Lora     *lora.Config `yaml:"lora"`
+	OutDir   string       `yaml:"out_dir"`
+	InitFrom string       `yaml:"init_from"`
 }
 
 // QuantRules returns the rules of the quant section, nil when the run is
@@ -240,6 +243,11 @@ func (c *Config) validate() *fieldError {
 		return &fieldError{"quant.kurtosis.coef", fmt.Sprintf("%g, must not be negative", c.Quant.Kurtosis.Coef)}
 	case c.Quant.Kurtosis.Coef > 0 && c.Quant.Kurtosis.Match == "":
 		return &fieldError{"quant.kurtosis.match", "missing: a glob of the linear layers whose input kurtosis is regularised"}
+	case c.Lora != nil && c.Lora.Defaults().Validate("lora") != nil:
+		path, rest, _ := strings.Cut(c.Lora.Defaults().Validate("lora").Error(), ": ")
+		return &fieldError{path, rest}
+	case c.Lora != nil && c.Lora.Method == "lr-qat" && len(c.QuantRules()) == 0:
+		return &fieldError{"lora.method", "lr-qat needs int weight quantizers on its targets: set quant.preset or quant.rules"}
 	case c.Data.Dir == "":
 		return &fieldError{"data.dir", "missing: the directory `qat data prepare` wrote"}
 	case c.OutDir == "":

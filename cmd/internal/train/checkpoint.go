@@ -12,6 +12,7 @@ import (
 	"qat/data/atomic"
 	"qat/data/bpe"
 	"qat/layers"
+	"qat/lora"
 	"qat/qat"
 )
 
@@ -36,6 +37,12 @@ func (r *Run) saveCheckpoint() error {
 	err := atomic.Dir(dir, func(tmp string) error {
 		if err := WriteModel(tmp, r.Model, r.Tok, r.Cfg.QuantRules()); err != nil {
 			return err
+		}
+		if r.Cfg.Lora != nil {
+			b, _ := json.MarshalIndent(r.Cfg.Lora.Defaults(), "", "  ")
+			if err := atomic.WriteFile(filepath.Join(tmp, "lora.json"), b); err != nil {
+				return err
+			}
 		}
 		if err := r.Opt.Save(filepath.Join(tmp, "optimizer.safetensors")); err != nil {
 			return err
@@ -139,6 +146,17 @@ func LoadModel(dir string) (*layers.Model, error) {
 		}
 		if err := qat.Prepare(m, rules); err != nil {
 			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "quant.json"), err)
+		}
+	}
+	// adapters: their tensors (and LR-QAT's frozen base) come from the
+	// checkpoint below
+	if b, err := os.ReadFile(filepath.Join(dir, "lora.json")); err == nil {
+		var lc lora.Config
+		if err := json.Unmarshal(b, &lc); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "lora.json"), err)
+		}
+		if _, err := lora.Prepare(m, lc, 0); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "lora.json"), err)
 		}
 	}
 	if err := m.Load(filepath.Join(dir, "model.safetensors")); err != nil {

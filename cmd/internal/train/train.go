@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"qat/autograd"
@@ -22,6 +23,7 @@ import (
 	"qat/data/bpe"
 	"qat/kernels"
 	"qat/layers"
+	"qat/lora"
 	"qat/optim"
 	"qat/qat"
 )
@@ -149,15 +151,38 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 			k.Idle = true
 		}
 	}
+	// Adapters go on last: LR-QAT takes its grid and initial scales from
+	// the weight quantizers, and its frozen base from the loaded weights.
+	if cfg.Lora != nil {
+		n, err := lora.Prepare(m, *cfg.Lora, cfg.Train.Seed)
+		if err != nil {
+			return nil, &config.InputError{Err: err}
+		}
+		fmt.Fprintf(log, "%s adapters (rank %d) on %d linear layers\n", cfg.Lora.Method, cfg.Lora.Defaults().Rank, n)
+	}
 	r := &Run{Cfg: cfg, Model: m, Tok: tok, Loader: loader, Val: val, Log: log, params: m.Params(),
 		State: State{Seed: cfg.Train.Seed}, taps: taps}
 	var ops []optim.Param
+	var trainable, frozen int
 	for _, p := range r.params {
-		ops = append(ops, optim.Param{Name: p.Name, Var: p.Var, Decay: len(p.Var.Shape()) > 1})
+		if cfg.Lora != nil && !lora.Trainable(p) {
+			p.Var.SetRequiresGrad(false)
+			frozen += p.Var.Size()
+			continue
+		}
+		op := optim.Param{Name: p.Name, Var: p.Var, Decay: len(p.Var.Shape()) > 1 && !p.Quant}
+		if cfg.Lora != nil && cfg.Lora.Method == "lr-qat" && strings.HasSuffix(p.Name, ".weight_quant.step") {
+			op.LRScale = cfg.Lora.Defaults().StepLRScale
+		}
+		ops = append(ops, op)
 		r.vars = append(r.vars, p.Var)
+		trainable += p.Var.Size()
 	}
 	o := cfg.Optimizer
 	r.Opt = optim.NewAdamW(optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}, ops, o.States.Factory())
+	fb := frozenBytes(m)
+	fmt.Fprintf(log, "parameters: %d trainable, %d frozen float32 + %d frozen int8; bytes: weights %s, gradients %s, optimizer states %s\n",
+		trainable, frozen, fb, mib(4*(trainable+frozen)+fb), mib(4*trainable), mib(r.Opt.StateBytes()))
 	if cfg.Train.Threads > 1 {
 		r.reps = layers.NewReplicas(m, cfg.Train.Threads)
 	}
@@ -542,3 +567,17 @@ func ChunkPerplexity(m *layers.Model, tok *bpe.Tokenizer, text string, ctx int, 
 	}
 	return math.Exp(nll / float64(max(count, 1))), count
 }
+
+// frozenBytes is the size of the quantizers' frozen tensors (LR-QAT's
+// int8 base weights).
+func frozenBytes(m *layers.Model) int {
+	n := 0
+	for _, nl := range m.Linears() {
+		if l, ok := nl.Linear.WeightQuant.(*lora.LRQAT); ok {
+			n += len(l.Phi)
+		}
+	}
+	return n
+}
+
+func mib(n int) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"qat/cmd/internal/train"
+	"qat/data/atomic"
+	"qat/data/bpe"
+	"qat/lora"
+	qatpkg "qat/qat"
+)
+
+func mergeCmd() *cobra.Command {
+	var model, out string
+	cmd := &cobra.Command{
+		Use:   "merge",
+		Short: "Fold a checkpoint's adapters (LR-QAT, LoRA-QAT) into plain weights",
+		Long: `Fold the low-rank adapters of a checkpoint trained with a lora section into
+plain weights and write a checkpoint without adapters. LR-QAT layers become
+their integer weights times their trained scales under fixed-step int
+quantizers, so the merged model's logits equal the adapted model's bit for
+bit and qat export packs it like any QAT checkpoint; LoRA-QAT layers become
+W0 + (alpha/r) A B under their weight quantizer.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if model == "" || out == "" {
+				return inputf("--model and --out are required")
+			}
+			dir, err := train.ModelDir(model)
+			if err != nil {
+				return inputf("--model: %v", err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "lora.json")); err != nil {
+				return inputf("--model %s: no lora.json: the checkpoint has no adapters", dir)
+			}
+			m, err := train.LoadModel(dir)
+			if err != nil {
+				return inputf("--model: %v", err)
+			}
+			tok, err := bpe.Load(filepath.Join(dir, "tokenizer.json"))
+			if err != nil {
+				return inputf("--model: %v", err)
+			}
+			var rules []qatpkg.Rule
+			if b, err := os.ReadFile(filepath.Join(dir, "quant.json")); err == nil {
+				if err := json.Unmarshal(b, &rules); err != nil {
+					return inputf("%s: %v", filepath.Join(dir, "quant.json"), err)
+				}
+			}
+			merged, n, err := lora.Merge(m, rules)
+			if err != nil {
+				return err
+			}
+			if err := atomic.Dir(out, func(tmp string) error { return train.WriteModel(tmp, m, tok, merged) }); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "merged the adapters of %d linear layers into %s\n", n, out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&model, "model", "", "checkpoint directory or run out_dir with adapters")
+	cmd.Flags().StringVar(&out, "out", "", "directory to write the merged checkpoint to")
+	return cmd
+}

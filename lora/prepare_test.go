@@ -1,0 +1,151 @@
+package lora
+
+import (
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"qat/autograd"
+	"qat/layers"
+	"qat/qat"
+)
+
+func smallModel() *layers.Model {
+	m := layers.New(layers.Config{Vocab: 50, Dim: 32, Layers: 2, Heads: 2, KVHeads: 1, FFNHidden: 64, RopeTheta: 10000, NormEps: 1e-5, MaxSeq: 16})
+	m.Init(3)
+	return m
+}
+
+var (
+	w4ch = []qat.Rule{{Match: "model.layers.*",
+		Weights:     &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax"},
+		Activations: &qat.Spec{Format: "int", Bits: 8, Granularity: "token", Scale: "minmax"}}}
+	w4g = []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 16, Scale: "minmax"}}}
+)
+
+func forward(m *layers.Model, ids []int32) []float32 {
+	tp := autograd.NewTape()
+	tp.SetNoGrad(true)
+	return append([]float32(nil), m.Forward(tp, ids, 1, len(ids)).Data()...)
+}
+
+// adapt prepares m with rules and adapters and moves the adapters off
+// their initial values, as training would.
+func adapt(t *testing.T, m *layers.Model, rules []qat.Rule, c Config) {
+	if err := qat.Prepare(m, rules); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Prepare(m, c, 1); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(9, 9))
+	for _, p := range m.Params() {
+		if p.Quant && filepath.Ext(p.Name) != ".step" {
+			for i := range p.Var.Data() {
+				p.Var.Data()[i] = float32(rng.NormFloat64() * 0.3)
+			}
+		}
+	}
+}
+
+// TestMergeExact: merged models (LR-QAT per channel and per group,
+// LoRA-QAT) compute the adapted model's logits bit for bit, with no
+// adapters left; LR-QAT layers keep no float32 weight before merging.
+func TestMergeExact(t *testing.T) {
+	ids := []int32{1, 5, 9, 2, 7, 3, 11, 4}
+	for _, tc := range []struct {
+		rules []qat.Rule
+		c     Config
+	}{{w4ch, Config{Method: "lr-qat", Rank: 4, Alpha: 4}}, {w4g, Config{Method: "lr-qat", Rank: 4, Alpha: 4}}, {w4ch, Config{Method: "lora-qat", Rank: 4, Alpha: 8}}} {
+		m := smallModel()
+		adapt(t, m, tc.rules, tc.c)
+		for _, nl := range m.Linears() {
+			if tc.c.Method == "lr-qat" && nl.Name != "lm_head" && nl.Linear.Weight != nil {
+				t.Fatalf("%s: %s keeps its float32 weight", tc.c.Method, nl.Name)
+			}
+		}
+		want := forward(m, ids)
+		rules, n, err := Merge(m, tc.rules)
+		if err != nil || n != 7*len(m.Layers) {
+			t.Fatalf("%s: merged %d layers: %v", tc.c.Method, n, err)
+		}
+		for _, nl := range m.Linears() {
+			switch nl.Linear.WeightQuant.(type) {
+			case *LRQAT, *LoRAQAT:
+				t.Fatalf("%s: %s still has adapters", tc.c.Method, nl.Name)
+			}
+		}
+		got := forward(m, ids)
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s %s: logit %d: %g merged, %g adapted", tc.c.Method, tc.rules[0].Weights.Granularity, i, got[i], want[i])
+			}
+		}
+		// the merged rules re-create the quantizers: a fresh model with them
+		// and the merged weights gives the same logits
+		path := filepath.Join(t.TempDir(), "m.safetensors")
+		if err := m.Save(path); err != nil {
+			t.Fatal(err)
+		}
+		m2 := smallModel()
+		if err := qat.Prepare(m2, rules); err != nil {
+			t.Fatal(err)
+		}
+		if err := m2.Load(path); err != nil {
+			t.Fatal(err)
+		}
+		got = forward(m2, ids)
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s reloaded: logit %d: %g, adapted %g", tc.c.Method, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+// TestLRQATCheckpoint: an adapted model saved and loaded into a fresh
+// model with the same rules and adapters (its int8 base from the file)
+// computes the same logits.
+func TestLRQATCheckpoint(t *testing.T) {
+	ids := []int32{1, 5, 9, 2, 7}
+	c := Config{Method: "lr-qat", Rank: 4, Alpha: 4}
+	m := smallModel()
+	adapt(t, m, w4ch, c)
+	want := forward(m, ids)
+	path := filepath.Join(t.TempDir(), "m.safetensors")
+	if err := m.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	m2 := layers.New(m.Config) // zero weights: the base must come from the file
+	if err := qat.Prepare(m2, w4ch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Prepare(m2, c, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := m2.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	got := forward(m2, ids)
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("logit %d: %g loaded, %g saved", i, got[i], want[i])
+		}
+	}
+}
+
+// TestPrepareErrors: lr-qat needs an int weight quantizer; globs must
+// match; bad fields are named.
+func TestPrepareErrors(t *testing.T) {
+	m := smallModel()
+	if _, err := Prepare(m, Config{Method: "lr-qat"}, 1); err == nil {
+		t.Fatal("lr-qat without weight quantizers accepted")
+	}
+	if _, err := Prepare(smallModel(), Config{Method: "lora-qat", Targets: []string{"model.nothing.*"}}, 1); err == nil {
+		t.Fatal("a glob matching nothing accepted")
+	}
+	if err := (Config{Method: "dora"}).Defaults().Validate("lora"); err == nil {
+		t.Fatal("method dora accepted")
+	}
+}
