@@ -142,6 +142,9 @@ func losses(t *testing.T, out string) map[int]string {
 // was never interrupted.
 func TestResumeAfterKillIsExact(t *testing.T) {
 	data := smallData(t)
+	t.Run("lr-qat", func(t *testing.T) {
+		resumeAfterKill(t, data, tinyRun+lrqatRun, true)
+	})
 	for _, state := range []string{"fp32", "int8", "fp8"} {
 		t.Run(state, func(t *testing.T) {
 			// small blocks and threshold: every matrix of the test model
@@ -430,5 +433,74 @@ func TestPackedW4A8(t *testing.T) {
 	}
 	if msg, code := qat(t, "eval", "--model", fp, "--text", text, "--ctx", "32", "--packed"); code != 2 || !strings.Contains(msg, "packed kernel") {
 		t.Fatalf("eval --packed of a float checkpoint: %d\n%s", code, msg)
+	}
+}
+
+const lrqatRun = `quant:
+  rules:
+    - match: "model.layers.*"
+      weights: {format: int, bits: 4, symmetric: true, granularity: channel, scale: minmax}
+      activations: {format: int, bits: 8, symmetric: false, granularity: token, scale: minmax}
+lora:
+  method: lr-qat
+  rank: 8
+  alpha: 8
+`
+
+// TestLRQATMerge: an LR-QAT run reports its trainable and frozen
+// parameters; qat merge folds its adapters into a checkpoint that scores
+// exactly the same, and that exports to packed safetensors losslessly;
+// LoRA-QAT merges likewise; bad lora sections exit 2 naming the field.
+func TestLRQATMerge(t *testing.T) {
+	data := smallData(t)
+	tmp := t.TempDir()
+	for _, method := range []string{"lr-qat", "lora-qat"} {
+		out := filepath.Join(tmp, method)
+		run := strings.Replace(tinyRun, "steps: 40", "steps: 6", 1) + strings.Replace(lrqatRun, "lr-qat", method, 1)
+		msg, code := qat(t, "train", "--config", writeConfig(t, run, data, out))
+		if code != 0 || !strings.Contains(msg, "trainable") {
+			t.Fatalf("%s train: %d\n%s", method, code, msg)
+		}
+		loss := func(model string) string {
+			msg, code := qat(t, "eval", "--model", model, "--data", data, "--seq", "32", "--batches", "4")
+			i := strings.Index(msg, "loss ")
+			if code != 0 || i < 0 {
+				t.Fatalf("eval %s: %d\n%s", model, code, msg)
+			}
+			return strings.Fields(msg[i:])[1]
+		}
+		before := loss(out)
+		merged := filepath.Join(tmp, method+"-merged")
+		if msg, code := qat(t, "merge", "--model", out, "--out", merged); code != 0 {
+			t.Fatalf("merge: %d\n%s", code, msg)
+		}
+		if _, err := os.Stat(filepath.Join(merged, "lora.json")); err == nil {
+			t.Fatal("the merged checkpoint still has lora.json")
+		}
+		if after := loss(merged); after != before {
+			t.Fatalf("%s: loss %s merged, %s with adapters", method, after, before)
+		}
+		if method == "lr-qat" {
+			packed := filepath.Join(tmp, "packed")
+			if msg, code := qat(t, "export", "--model", merged, "--format", "safetensors-packed", "--out", packed); code != 0 {
+				t.Fatalf("export: %d\n%s", code, msg)
+			}
+			if got := loss(packed); got != before {
+				t.Fatalf("packed export of the merged model: loss %s, want %s", got, before)
+			}
+		}
+	}
+	for _, c := range []struct{ run, want string }{
+		{tinyRun + strings.Replace(lrqatRun, "lr-qat", "dora", 1), "lora.method"},
+		{tinyRun + strings.Replace(lrqatRun, "rank: 8", "rank: -1", 1), "lora.rank"},
+		{tinyRun + lrqatRun[strings.Index(lrqatRun, "lora:"):], "lora.method"},
+	} {
+		msg, code := qat(t, "train", "--config", writeConfig(t, c.run, data, filepath.Join(tmp, "bad")))
+		if code != 2 || !strings.Contains(msg, c.want) {
+			t.Fatalf("want exit 2 naming %s, got %d\n%s", c.want, code, msg)
+		}
+	}
+	if msg, code := qat(t, "merge", "--model", filepath.Join(tmp, "lr-qat-merged"), "--out", filepath.Join(tmp, "m2")); code != 2 {
+		t.Fatalf("merging a checkpoint without adapters: %d\n%s", code, msg)
 	}
 }

@@ -40,10 +40,13 @@ type Train struct {
 	Seed        uint64  `yaml:"seed"`
 	EvalEvery   int     `yaml:"eval_every"`
 	EvalBatches int     `yaml:"eval_batches"` // 0: the whole validation split
-	CkptEvery   int     `yaml:"ckpt_every"`
-	KeepCkpts   int     `yaml:"keep_ckpts"`
-	Threads     int     `yaml:"threads"`
-	LogEvery    int     `yaml:"log_every"`
+	// NoFinalEval skips the whole-split evaluation after the last step
+	// (runs that only measure speed or memory).
+	NoFinalEval bool `yaml:"no_final_eval"`
+	CkptEvery   int  `yaml:"ckpt_every"`
+	KeepCkpts   int  `yaml:"keep_ckpts"`
+	Threads     int  `yaml:"threads"`
+	LogEvery    int  `yaml:"log_every"`
 }
 
 // Optimizer holds AdamW's settings.

@@ -378,7 +378,7 @@ func (r *Run) evaluate(final bool) error {
 		what = fmt.Sprintf("validation (%d batches)", tc.EvalBatches)
 	}
 	fmt.Fprintf(r.Log, "step %d: %s loss %.4f, perplexity %.2f, %.3f bits per byte\n", r.State.Step, what, res.Loss, res.PPL, res.BPB)
-	if final && tc.EvalBatches > 0 {
+	if final && tc.EvalBatches > 0 && !tc.NoFinalEval {
 		full := Evaluate(r.Model, r.Tok, r.Val, tc.Batch, tc.Seq, 0)
 		p.FullValLoss, p.FullValBPB = full.Loss, full.BPB
 		fmt.Fprintf(r.Log, "step %d: whole validation split loss %.4f, perplexity %.2f, %.3f bits per byte\n", r.State.Step, full.Loss, full.PPL, full.BPB)
