@@ -328,7 +328,7 @@ func TestBadInputs(t *testing.T) {
 		{[]string{"data", "prepare", "--input", filepath.Join(tmp, "none"), "--out", filepath.Join(tmp, "d3")}, "none"},
 		{[]string{"data", "prepare", "--vocab", "100", "--out", filepath.Join(tmp, "d4"), "--input", latin1 + "x"}, "latin1.txtx"},
 		{[]string{"generate", "--model", ck, "--prompt", strings.Repeat("word ", 100)}, "context"},
-		{[]string{"ptq", "--method", "gptq", "--preset", "w4a8", "--model", ck, "--out", filepath.Join(tmp, "p1")}, "--method"},
+		{[]string{"ptq", "--method", "qqq", "--preset", "w4a8", "--model", ck, "--out", filepath.Join(tmp, "p1")}, "--method"},
 		{[]string{"ptq", "--preset", "w4a5", "--model", ck, "--out", filepath.Join(tmp, "p2")}, "w4a5"},
 		{[]string{"ptq", "--preset", "w4a8", "--scale", "percentile", "--model", ck, "--out", filepath.Join(tmp, "p3")}, "--scale"},
 		{[]string{"ptq", "--rules", filepath.Join(tmp, "norules.json"), "--model", ck, "--out", filepath.Join(tmp, "p4")}, "norules.json"},
@@ -502,5 +502,43 @@ func TestLRQATMerge(t *testing.T) {
 	}
 	if msg, code := qat(t, "merge", "--model", filepath.Join(tmp, "lr-qat-merged"), "--out", filepath.Join(tmp, "m2")); code != 2 {
 		t.Fatalf("merging a checkpoint without adapters: %d\n%s", code, msg)
+	}
+}
+
+// TestGPTQCheckpoint: qat ptq --method gptq writes a checkpoint whose
+// weights are on the grid of fixed steps (eval scores what ptq printed,
+// and the packed export scores the same), with a line per block.
+func TestGPTQCheckpoint(t *testing.T) {
+	data := smallData(t)
+	tmp := t.TempDir()
+	fp := filepath.Join(tmp, "fp")
+	if msg, code := qat(t, "train", "--config", writeConfig(t, strings.Replace(tinyRun, "steps: 40", "steps: 10", 1), data, fp)); code != 0 {
+		t.Fatalf("%d\n%s", code, msg)
+	}
+	rules := filepath.Join(tmp, "rules.json")
+	os.WriteFile(rules, []byte(`[{"match": "model.layers.*", "weights": {"format": "int", "bits": 4, "symmetric": true, "granularity": "group", "group_size": 32, "scale": "minmax"}}]`), 0o644)
+	out := filepath.Join(tmp, "gptq")
+	msg, code := qat(t, "ptq", "--method", "gptq", "--rules", rules, "--model", fp, "--out", out, "--data", data, "--calib-batches", "2", "--batch", "4", "--batches", "4")
+	if code != 0 || !strings.Contains(msg, "gptq: quantized 14 linear layers") || !strings.Contains(msg, "gptq: block 2/2") {
+		t.Fatalf("ptq: %d\n%s", code, msg)
+	}
+	lossOf := func(s string) string {
+		i := strings.LastIndex(s, "loss ")
+		if i < 0 {
+			t.Fatalf("no loss in %q", s)
+		}
+		return strings.Fields(s[i:])[1]
+	}
+	want := lossOf(msg)
+	for _, model := range []string{out, filepath.Join(tmp, "packed")} {
+		if model != out {
+			if msg, code := qat(t, "export", "--model", out, "--format", "safetensors-packed", "--out", model); code != 0 {
+				t.Fatalf("export: %d\n%s", code, msg)
+			}
+		}
+		msg, code = qat(t, "eval", "--model", model, "--data", data, "--seq", "32", "--batch", "4", "--batches", "4")
+		if code != 0 || lossOf(msg) != want {
+			t.Fatalf("eval %s: %d, loss %s, ptq printed %s\n%s", model, code, lossOf(msg), want, msg)
+		}
 	}
 }

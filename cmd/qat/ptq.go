@@ -18,6 +18,7 @@ func ptqCmd() *cobra.Command {
 	var method, preset, rulesPath, scale, model, out, dataDir string
 	var calib, batch, seq, evalBatches, threads int
 	var seed uint64
+	var actOrder bool
 	cmd := &cobra.Command{
 		Use:   "ptq",
 		Short: "Post-training quantization of a checkpoint (the baseline QAT has to beat)",
@@ -26,7 +27,11 @@ preset (or of a rules file in quant.json's format), sets their steps and
 writes a checkpoint that qat eval, qat generate and qat train (init_from)
 read like any other.
 
---method rtn rounds to nearest. --scale minmax keeps the preset's ranges;
+--method rtn rounds to nearest. --method gptq (arXiv 2210.17323) quantizes
+symmetric int weights per channel or group column by column, compensating
+each column's rounding error on the others through the inverse Hessian of
+the layer's inputs (collected on --calib-batches batches, decoder block by
+decoder block); its scales are kept as fixed steps. --scale minmax keeps the preset's ranges;
 --scale mse replaces min/max steps of int weights (and of per-tensor int
 activations) with steps found by a search over clipping ratios that
 minimises the squared error. Activation steps are calibrated on
@@ -35,8 +40,8 @@ result is also evaluated on the validation split.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kernels.SetThreads(threads)
-			if method != "rtn" {
-				return inputf("--method %q: want rtn (GPTQ, QQQ and GWQ are not implemented yet)", method)
+			if method != "rtn" && method != "gptq" {
+				return inputf("--method %q: want rtn or gptq (QQQ and GWQ are not implemented yet)", method)
 			}
 			if scale != "minmax" && scale != "mse" {
 				return inputf("--scale %q: want minmax or mse", scale)
@@ -82,14 +87,37 @@ result is also evaluated on the validation split.`,
 			if seq < 0 || seq > m.MaxSeq || batch <= 0 || calib <= 0 {
 				return inputf("--seq %d must be in [1, %d]; --batch %d and --calib-batches %d positive", seq, m.MaxSeq, batch, calib)
 			}
-			if qatpkg.NeedsCalibration(m) {
+			var tr *data.Dataset
+			if method == "gptq" || qatpkg.NeedsCalibration(m) {
 				if dataDir == "" {
-					return inputf("--data is required: activation steps are calibrated on its training split")
+					return inputf("--data is required: calibration runs on its training split")
 				}
-				tr, err := data.LoadSplit(dataDir, "train", m.Vocab)
+				if tr, err = data.LoadSplit(dataDir, "train", m.Vocab); err != nil {
+					return err
+				}
+			}
+			if method == "gptq" {
+				// activation steps first, so the calibration passes run the
+				// quantized model (set again below on GPTQ's weights)
+				if qatpkg.NeedsCalibration(m) {
+					if _, err := train.Calibrate(m, tr, batch, seq, calib, seed); err != nil {
+						return err
+					}
+				}
+				c := qatpkg.DefaultGPTQ
+				c.ActOrder = actOrder
+				n, err := train.GPTQ(m, tr, batch, seq, calib, seed, c, cmd.ErrOrStderr())
 				if err != nil {
 					return err
 				}
+				if n == 0 {
+					return inputf("--method gptq: no linear has a symmetric int weight quantizer per channel or group")
+				}
+				// the quantized layers keep GPTQ's scales as fixed steps
+				rules = withFixedWeightSteps(rules)
+				fmt.Fprintf(cmd.OutOrStdout(), "gptq: quantized %d linear layers on %d batches of %d x %d tokens\n", n, calib, batch, seq)
+			}
+			if qatpkg.NeedsCalibration(m) {
 				n, err := train.Calibrate(m, tr, batch, seq, calib, seed)
 				if err != nil {
 					return err
@@ -108,7 +136,8 @@ result is also evaluated on the validation split.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&method, "method", "rtn", "rtn (round to nearest)")
+	cmd.Flags().StringVar(&method, "method", "rtn", "rtn (round to nearest) or gptq (Hessian-compensated rounding)")
+	cmd.Flags().BoolVar(&actOrder, "act-order", true, "gptq: quantize inputs in order of decreasing Hessian diagonal (groups then keep static scales)")
 	cmd.Flags().StringVar(&preset, "preset", "", "quantization preset")
 	cmd.Flags().StringVar(&rulesPath, "rules", "", "rules file (JSON, quant.json's format) instead of a preset")
 	cmd.Flags().StringVar(&scale, "scale", "minmax", "minmax, or mse (clipping search) for int weights and per-tensor activations")
@@ -137,6 +166,21 @@ func withMSE(rules []qatpkg.Rule) []qatpkg.Rule {
 				c.Scale = "mse"
 				*s = &c
 			}
+		}
+		out[i] = r
+	}
+	return out
+}
+
+// withFixedWeightSteps returns rules whose symmetric int weight specs per
+// channel or group hold fixed steps (lsq: GPTQ's scales, checkpointed).
+func withFixedWeightSteps(rules []qatpkg.Rule) []qatpkg.Rule {
+	out := make([]qatpkg.Rule, len(rules))
+	for i, r := range rules {
+		if w := r.Weights; w != nil && w.Format == "int" && w.Symmetric && (w.Granularity == "channel" || w.Granularity == "group") {
+			c := *w
+			c.Scale = "lsq"
+			r.Weights = &c
 		}
 		out[i] = r
 	}

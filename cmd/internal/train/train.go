@@ -16,6 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
 	"qat/autograd"
 	"qat/cmd/internal/config"
 	"qat/data"
@@ -581,3 +584,47 @@ func frozenBytes(m *layers.Model) int {
 }
 
 func mib(n int) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+// GPTQ quantizes m's symmetric int weights with GPTQ (qat.ApplyGPTQ) on
+// `batches` batches of ds, the same batches for every decoder block,
+// with a progress bar per block on w.
+func GPTQ(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint64, c qat.GPTQConfig, w io.Writer) (int, error) {
+	ids, tg := make([]int32, batch*seq), make([]int32, batch*seq)
+	run := func() error {
+		l, err := data.NewLoader(ds, batch, seq, seed^0xca11b)
+		if err != nil {
+			return err
+		}
+		tp := autograd.NewTape()
+		tp.SetNoGrad(true)
+		for b := 0; b < batches; b++ {
+			l.Next(ids, tg)
+			m.Forward(tp, ids, batch, seq)
+			tp.Reset()
+		}
+		return nil
+	}
+	total := len(m.Layers)
+	if m.Head != nil {
+		total++
+	}
+	bar := blockProgress(w, "gptq", total)
+	return qat.ApplyGPTQ(m, c, run, func(block int) { bar(block + 1) })
+}
+
+// blockProgress draws a bar with ETA over n blocks when w is a terminal,
+// else prints a line per block.
+func blockProgress(w io.Writer, what string, n int) func(done int) {
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		bar := progressbar.NewOptions(n, progressbar.OptionSetWriter(w), progressbar.OptionShowCount(),
+			progressbar.OptionSetPredictTime(true), progressbar.OptionSetDescription(what+" blocks"),
+			progressbar.OptionSetWidth(30), progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }))
+		return func(done int) { bar.Set(done) }
+	}
+	t0 := time.Now()
+	return func(done int) {
+		el := time.Since(t0)
+		eta := time.Duration(float64(el) / float64(done) * float64(n-done))
+		fmt.Fprintf(w, "%s: block %d/%d  elapsed %s  ETA %s\n", what, done, n, el.Round(time.Second), eta.Round(time.Second))
+	}
+}
