@@ -313,7 +313,7 @@ func TestPackedSafetensorsLossless(t *testing.T) {
 func TestPackedSafetensorsKernels(t *testing.T) {
 	group := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"},
 		Activations: qat.Presets["w4a8"][0].Activations}}
-	for _, preset := range []string{"w4a8", "w8a8", "group"} {
+	for _, preset := range []string{"w4a8", "w8a8", "w4a8-qqq", "group"} {
 		m, tok := testModel(t, false)
 		rules := qat.Presets[preset]
 		if preset == "group" {

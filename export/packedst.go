@@ -29,6 +29,8 @@ type PackedScheme struct {
 	Symmetric bool   `json:"symmetric"`
 	Strategy  string `json:"strategy"`
 	GroupSize int    `json:"group_size,omitempty"`
+	// Restricted: codes in [-(2^(b-1)-1), 2^(b-1)-1] (QQQ's per-channel W4).
+	Restricted bool `json:"restricted,omitempty"`
 }
 
 // ActScheme describes dynamic activation quantization (compressed-tensors'
@@ -39,6 +41,8 @@ type ActScheme struct {
 	Symmetric bool   `json:"symmetric"`
 	Strategy  string `json:"strategy"`
 	Dynamic   bool   `json:"dynamic"`
+	// Restricted: a symmetric grid without -2^(b-1) (QQQ's [-127, 127]).
+	Restricted bool `json:"restricted,omitempty"`
 }
 
 type configGroup struct {
@@ -104,7 +108,7 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string) error {
 			safetensors.FromF32(ln.Name+".weight_scale", scaleShape, scales),
 			safetensors.FromI32(ln.Name+".weight_shape", []int{2}, []int32{int32(out), int32(in)}))
 		done[ln.Name+".weight"] = true
-		scheme := PackedScheme{Bits: q.Bits, Type: "int", Symmetric: true, Strategy: strategy, GroupSize: gs}
+		scheme := PackedScheme{Bits: q.Bits, Type: "int", Symmetric: true, Strategy: strategy, GroupSize: gs, Restricted: q.Restricted}
 		var act *ActScheme
 		if aq := ln.Layer.InputQuant; aq != nil {
 			if k, ok := aq.(*qat.Kurtosis); ok {
@@ -115,7 +119,7 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string) error {
 					return fmt.Errorf("export %s: activations %s/%s/%s: only dynamic per-token int activations are described in pack-quantized configs",
 						ln.Name, a.Format, a.Granularity, a.Scale)
 				}
-				act = &ActScheme{Bits: a.Bits, Type: "int", Symmetric: a.Symmetric, Strategy: "token", Dynamic: true}
+				act = &ActScheme{Bits: a.Bits, Type: "int", Symmetric: a.Symmetric, Strategy: "token", Dynamic: true, Restricted: a.Restricted}
 			}
 		}
 		found := false
@@ -194,15 +198,17 @@ func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer
 		return nil, nil, nil, fmt.Errorf("%s: config.json has no pack-quantized quantization_config (%v)", dir, err)
 	}
 	scheme := map[string]PackedScheme{}
-	tokenInt8 := map[string]bool{} // targets whose inputs the integer kernels quantize
+	tokenInt8 := map[string]*kernels.TokenScheme{} // targets whose inputs the integer kernels quantize
 	var rules []qat.Rule
 	for _, g := range cfg.Q.Groups {
 		for _, t := range g.Targets {
 			scheme[t] = g.Weights
 			if a := g.Input; a != nil {
-				tokenInt8[t] = a.Bits == 8 && a.Type == "int" && !a.Symmetric && a.Strategy == "token" && a.Dynamic
+				if a.Bits == 8 && a.Type == "int" && a.Strategy == "token" && a.Dynamic {
+					tokenInt8[t] = &kernels.TokenScheme{Symmetric: a.Symmetric, Restricted: a.Restricted}
+				}
 				rules = append(rules, qat.Rule{Match: t, Activations: &qat.Spec{Format: "int", Bits: a.Bits, Symmetric: a.Symmetric,
-					Granularity: "token", Scale: "minmax"}})
+					Granularity: "token", Scale: "minmax", Restricted: a.Restricted}})
 			}
 		}
 	}
@@ -213,6 +219,7 @@ func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer
 	m := layers.New(c)
 	packed := map[*autograd.Var]layers.PackedWeight{}
 	packable := kern
+	var scheme0 *kernels.TokenScheme // one activation scheme for every packed input
 	for _, p := range m.Params() {
 		bad := func(format string, a ...any) error {
 			return fmt.Errorf("%s: %s: %s", dir, p.Name, fmt.Sprintf(format, a...))
@@ -260,7 +267,10 @@ func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer
 		w := p.Var.Data()
 		// per-channel int4/int8 with int8 per-token inputs: the integer kernels'
 		var codes []int8
-		if kern && packable && s.Strategy == "channel" && (s.Bits == 4 || s.Bits == 8) && tokenInt8[base] && out%4 == 0 {
+		ts := tokenInt8[base]
+		if kern && packable && s.Strategy == "channel" && (s.Bits == 4 || s.Bits == 8) && ts != nil && out%4 == 0 &&
+			(scheme0 == nil || *scheme0 == *ts) {
+			scheme0 = ts
 			codes = make([]int8, out*in)
 		} else {
 			packable = false
@@ -280,7 +290,7 @@ func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer
 			if err != nil {
 				return nil, nil, nil, bad("%v", err)
 			}
-			packed[p.Var] = layers.PackedWeight{Channel: cw}
+			packed[p.Var] = layers.PackedWeight{Channel: cw, Tokens: *ts}
 		}
 	}
 	if !kern || !packable {

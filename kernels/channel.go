@@ -88,8 +88,44 @@ type TokenU8 struct {
 	N, K, KP    int
 }
 
-// QuantizeTokens quantizes n rows of k values into a, reusing its buffers.
-func QuantizeTokens(a *TokenU8, x []float32, n, k int) {
+// TokenScheme is how activations are quantized per token: asymmetric
+// (QuantizeTokens' rule) or symmetric, u = clamp(rne(x/s), qmin, 127) +
+// 128 with z = 128 and s = amax/((127-qmin)/2), qmin -128 or, restricted,
+// -127 (qat.Spec's symmetric rule).
+type TokenScheme struct{ Symmetric, Restricted bool }
+
+// Quantize quantizes n rows of k values into a by the scheme.
+func (t TokenScheme) Quantize(a *TokenU8, x []float32, n, k int) {
+	if !t.Symmetric {
+		QuantizeTokens(a, x, n, k)
+		return
+	}
+	qmin := float32(-128)
+	if t.Restricted {
+		qmin = -127
+	}
+	a.prepare(x, n, k)
+	for r := 0; r < n; r++ {
+		row := x[r*k : (r+1)*k]
+		var amax float32
+		for _, v := range row {
+			amax = max(amax, float32(math.Abs(float64(v))))
+		}
+		s := max(amax/((127-qmin)/2), 1.1920929e-07)
+		inv := 1 / s
+		u := a.U[r*a.KP : (r+1)*a.KP]
+		var sum int32
+		for j, v := range row {
+			q := min(max(float32(math.RoundToEven(float64(v*inv))), qmin), 127) + 128
+			u[j] = byte(q)
+			sum += int32(q)
+		}
+		clear(u[k:])
+		a.Scale[r], a.Zero[r], a.Sum[r] = s, 128, sum
+	}
+}
+
+func (a *TokenU8) prepare(x []float32, n, k int) {
 	if len(x) < n*k {
 		panic(fmt.Sprintf("kernels: QuantizeTokens: %d rows of %d from %d values", n, k, len(x)))
 	}
@@ -100,6 +136,12 @@ func QuantizeTokens(a *TokenU8, x []float32, n, k int) {
 	}
 	a.U = a.U[:n*kp]
 	a.Scale, a.Zero, a.Sum = grow(a.Scale, n), grow(a.Zero, n), growI(a.Sum, n)
+}
+
+// QuantizeTokens quantizes n rows of k values into a, reusing its buffers.
+func QuantizeTokens(a *TokenU8, x []float32, n, k int) {
+	a.prepare(x, n, k)
+	kp := a.KP
 	for t := 0; t < n; t++ {
 		row := x[t*k : (t+1)*k]
 		var lo, hi float32

@@ -36,6 +36,7 @@ type Decoder struct {
 	// blocks, tokens: some packed weights take Q8_0 blocks (qa), some
 	// per-token codes (ta)
 	blocks, tokens bool
+	scheme         kernels.TokenScheme
 }
 
 // PackedWeight is a weight matrix in a packed block format: rows of
@@ -49,6 +50,8 @@ type PackedWeight struct {
 	Data    []byte
 	R4      *kernels.R4
 	Channel *kernels.ChannelInt
+	// Tokens is how Channel's inputs are quantized.
+	Tokens kernels.TokenScheme
 }
 
 // NewPackedDecoder returns a decoder that runs the weights in packed (the
@@ -58,7 +61,7 @@ func NewPackedDecoder(m *Model, packed map[*autograd.Var]PackedWeight) *Decoder 
 	d.packed = packed
 	for _, p := range packed {
 		if p.Channel != nil {
-			d.tokens = true
+			d.tokens, d.scheme = true, p.Tokens
 		} else {
 			d.blocks = true
 		}
@@ -73,7 +76,7 @@ func (d *Decoder) input(x []float32) {
 		kernels.QuantizeQ8(&d.qa, x, 1, len(x))
 	}
 	if d.tokens {
-		kernels.QuantizeTokens(&d.ta, x, 1, len(x))
+		d.scheme.Quantize(&d.ta, x, 1, len(x))
 	}
 }
 

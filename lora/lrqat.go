@@ -96,17 +96,21 @@ func (l *LRQAT) build(w []float32, q []int8, m []uint8) {
 	inv := 1 / float32(int(1)<<(8-l.Bits))
 	s, phi, g := l.Step.Data(), l.Phi, l.Group
 	kernels.For(l.Rows, 8, func(r0, r1 int) {
-		for i := r0 * l.Cols; i < r1*l.Cols; i++ {
-			r := rne(float32(phi[i])*inv + w[i])
-			c := min(max(r, qmin), qmax)
-			if q != nil {
-				q[i] = int8(c)
-				m[i] = 0
-				if r == c {
-					m[i] = 1
+		// by scale group: no division per element
+		for k := r0 * l.Cols / g; k < r1*l.Cols/g; k++ {
+			sk := s[k]
+			for i := k * g; i < (k+1)*g; i++ {
+				r := rne(float32(phi[i])*inv + w[i])
+				c := min(max(r, qmin), qmax)
+				if q != nil {
+					q[i] = int8(c)
+					m[i] = 0
+					if r == c {
+						m[i] = 1
+					}
 				}
+				w[i] = sk * c
 			}
-			w[i] = s[i/g] * c
 		}
 	})
 }
@@ -126,8 +130,11 @@ func (l *LRQAT) backWeight(G []float32, q []int8, m []uint8, dA, dB, ds []float3
 		}
 	}
 	kernels.For(l.Rows, 8, func(r0, r1 int) {
-		for i := r0 * l.Cols; i < r1*l.Cols; i++ {
-			G[i] *= s[i/g] * float32(m[i])
+		for k := r0 * l.Cols / g; k < r1*l.Cols/g; k++ {
+			sk := s[k]
+			for i := k * g; i < (k+1)*g; i++ {
+				G[i] *= sk * float32(m[i])
+			}
 		}
 	})
 	sc := l.Alpha / float32(l.Rank)

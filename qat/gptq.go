@@ -16,6 +16,8 @@ import (
 // groups when both groups and act-order are on).
 type GPTQConfig struct {
 	Bits int
+	// Restricted drops the grid's most negative value (Spec.Restricted).
+	Restricted bool
 	// Group is the inputs per scale; 0: one scale per output channel.
 	Group     int
 	Damp      float64
@@ -86,7 +88,7 @@ func (h *Hessian) full() []float64 {
 // column's rounding error compensated on the columns not yet quantized
 // through the inverse Hessian's Cholesky factor, in blocks with lazy
 // batch updates. Scales follow the symmetric int rule of Spec (s =
-// amax/((qmax-qmin)/2), grid [-2^(b-1), 2^(b-1)-1]): per channel from the
+// amax/((qmax-qmin)/2) on Spec's grid): per channel from the
 // original rows; per group from the original weights when act-order is
 // on (static groups), else from the compensated weights at each group's
 // first column. It returns the codes and the scales (rows x groups); w is
@@ -110,6 +112,9 @@ func GPTQ(w []float32, rows, cols int, h *Hessian, c GPTQConfig) ([]int8, []floa
 		bs = 128
 	}
 	qmin, qmax := -math.Ldexp(1, c.Bits-1), math.Ldexp(1, c.Bits-1)-1
+	if c.Restricted {
+		qmin++
+	}
 	H := h.full()
 	W := make([]float64, len(w))
 	for i, v := range w {
@@ -261,7 +266,7 @@ func GPTQTarget(q *Quantizer, base GPTQConfig) (GPTQConfig, bool) {
 	if q == nil || q.Format != "int" || !q.Symmetric || (q.Granularity != "channel" && q.Granularity != "group") {
 		return base, false
 	}
-	base.Bits = q.Bits
+	base.Bits, base.Restricted = q.Bits, q.Restricted
 	base.Group = 0
 	if q.Granularity == "group" {
 		base.Group = q.GroupSize

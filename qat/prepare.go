@@ -31,6 +31,8 @@ func spec(format string, bits int, sym bool, gran string, group int, scale strin
 	return &Spec{Format: format, Bits: bits, Symmetric: sym, Granularity: gran, GroupSize: group, Scale: scale}
 }
 
+func restricted(s *Spec) *Spec { s.Restricted = true; return s }
+
 // Presets are the named recipes. Every linear of the transformer blocks is
 // quantized; the lm_head (tied to the embedding in the reference configs)
 // stays in full precision unless a rule says otherwise.
@@ -41,6 +43,11 @@ var Presets = map[string][]Rule{
 	// per-token asymmetric dynamic activations.
 	"w4a8": {{Match: "model.layers.*", Weights: spec("int", 4, true, "channel", 0, "minmax"),
 		Activations: spec("int", 8, false, "token", 0, "minmax")}},
+	// QQQ's W4A8 (arXiv 2406.09904): int4 per channel on the restricted
+	// grid [-7, 7] (s = amax/7), int8 per-token symmetric dynamic
+	// activations on [-127, 127] (s = amax/127).
+	"w4a8-qqq": {{Match: "model.layers.*", Weights: restricted(spec("int", 4, true, "channel", 0, "minmax")),
+		Activations: restricted(spec("int", 8, true, "token", 0, "minmax"))}},
 	"w4a4": {{Match: "model.layers.*", Weights: spec("int", 4, true, "channel", 0, "minmax"),
 		Activations: spec("int", 4, false, "token", 0, "minmax")}},
 	"w8a8": {{Match: "model.layers.*", Weights: spec("int", 8, true, "channel", 0, "minmax"),

@@ -33,6 +33,10 @@ type Spec struct {
 	// Activations with fixed or learned steps (mse, lsq) use granularity
 	// tensor: one step for every token.
 	Scale string `yaml:"scale" json:"scale"`
+	// Restricted: a symmetric int grid without its most negative value,
+	// [-(2^(b-1)-1), 2^(b-1)-1], so s = amax/(2^(b-1)-1) (QQQ's
+	// per-channel W4: [-7, 7]).
+	Restricted bool `yaml:"restricted" json:"restricted,omitempty"`
 }
 
 // Validate checks the spec on its own; path names it in messages.
@@ -55,6 +59,9 @@ func (s Spec) Validate(path string) error {
 		}
 	default:
 		return bad("format", "%q, want int, q4_0, q8_0, fp8_e4m3, fp8_e5m2 or fp4_e2m1", s.Format)
+	}
+	if s.Restricted && (s.Format != "int" || !s.Symmetric) {
+		return bad("restricted", "true needs a symmetric int format")
 	}
 	switch s.Granularity {
 	case "tensor", "channel", "token":
@@ -97,8 +104,12 @@ func (s Spec) Group(row, n int) (int, error) {
 }
 
 // Grid returns the integer range of an int spec: signed [-2^(b-1),
-// 2^(b-1)-1] when symmetric, else unsigned [0, 2^b-1].
+// 2^(b-1)-1] when symmetric ([-(2^(b-1)-1), 2^(b-1)-1] restricted), else
+// unsigned [0, 2^b-1].
 func (s Spec) Grid() (qmin, qmax float32) {
+	if s.Symmetric && s.Restricted {
+		return -float32(int(1)<<(s.Bits-1)) + 1, float32(int(1)<<(s.Bits-1)) - 1
+	}
 	if s.Symmetric {
 		return -float32(int(1) << (s.Bits - 1)), float32(int(1)<<(s.Bits-1)) - 1
 	}

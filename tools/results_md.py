@@ -101,3 +101,9 @@ if os.path.exists(f"{out}/states.txt"):
         print(f"| peak RSS, small config training (MB) | {rss.get('fp32', 0):.0f} | {rss.get('int8', 0):.0f} | {rss.get('fp8', 0):.0f} | | |")
     print("\nBytes per model parameter include the tensors that keep fp32 moments (norms, tensors under 4096 values);")
     print("the 8-bit tensors themselves store 2.03 (int8, absmax per 256) and 2.06 (fp8, bfloat16 range per 128) bytes per value.")
+
+# LR-QAT (tools/lrqat.sh), when measured.
+if os.path.exists("runs/lrqat/eval.txt"):
+    import subprocess
+    print(subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "lrqat_md.py"), "runs/lrqat"],
+                         capture_output=True, text=True, check=True).stdout, end="")
