@@ -517,10 +517,21 @@ func TestGPTQCheckpoint(t *testing.T) {
 	}
 	rules := filepath.Join(tmp, "rules.json")
 	os.WriteFile(rules, []byte(`[{"match": "model.layers.*", "weights": {"format": "int", "bits": 4, "symmetric": true, "granularity": "group", "group_size": 32, "scale": "minmax"}}]`), 0o644)
-	out := filepath.Join(tmp, "gptq")
-	msg, code := qat(t, "ptq", "--method", "gptq", "--rules", rules, "--model", fp, "--out", out, "--data", data, "--calib-batches", "2", "--batch", "4", "--batches", "4")
-	if code != 0 || !strings.Contains(msg, "gptq: quantized 14 linear layers") || !strings.Contains(msg, "gptq: block 2/2") {
-		t.Fatalf("ptq: %d\n%s", code, msg)
+	for _, method := range []string{"gptq", "qqq"} {
+		gptqCheckpoint(t, tmp, fp, data, method, rules)
+	}
+}
+
+func gptqCheckpoint(t *testing.T, tmp, fp, data, method, rules string) {
+	out := filepath.Join(tmp, method)
+	args := []string{"ptq", "--method", method, "--rules", rules, "--model", fp, "--out", out, "--data", data, "--calib-batches", "2", "--batch", "4", "--batches", "4"}
+	if method == "qqq" {
+		args = []string{"ptq", "--method", method, "--preset", "w4a8-qqq", "--model", fp, "--out", out, "--data", data, "--calib-batches", "2", "--batch", "4", "--batches", "4"}
+	}
+	msg, code := qat(t, args...)
+	if code != 0 || !strings.Contains(msg, "gptq: quantized 14 linear layers") || !strings.Contains(msg, "gptq: block 2/2") ||
+		(method == "qqq" && !strings.Contains(msg, "qqq: smoothed the inputs of 6 linear groups")) {
+		t.Fatalf("ptq %s: %d\n%s", method, code, msg)
 	}
 	lossOf := func(s string) string {
 		i := strings.LastIndex(s, "loss ")
@@ -530,7 +541,7 @@ func TestGPTQCheckpoint(t *testing.T) {
 		return strings.Fields(s[i:])[1]
 	}
 	want := lossOf(msg)
-	for _, model := range []string{out, filepath.Join(tmp, "packed")} {
+	for _, model := range []string{out, filepath.Join(tmp, method+"-packed")} {
 		if model != out {
 			if msg, code := qat(t, "export", "--model", out, "--format", "safetensors-packed", "--out", model); code != 0 {
 				t.Fatalf("export: %d\n%s", code, msg)

@@ -31,7 +31,12 @@ read like any other.
 symmetric int weights per channel or group column by column, compensating
 each column's rounding error on the others through the inverse Hessian of
 the layer's inputs (collected on --calib-batches batches, decoder block by
-decoder block); its scales are kept as fixed steps. --scale minmax keeps the preset's ranges;
+decoder block); its scales are kept as fixed steps. --method qqq (arXiv
+2406.09904, with --preset w4a8-qqq) first smooths the inputs of each group
+of linears that share one (per-channel scales searched to minimise the
+quantized product's error on calibration rows, folded into the RMSNorm or
+the producing linear so the full-precision function is unchanged), then
+runs GPTQ. --scale minmax keeps the preset's ranges;
 --scale mse replaces min/max steps of int weights (and of per-tensor int
 activations) with steps found by a search over clipping ratios that
 minimises the squared error. Activation steps are calibrated on
@@ -40,8 +45,8 @@ result is also evaluated on the validation split.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kernels.SetThreads(threads)
-			if method != "rtn" && method != "gptq" {
-				return inputf("--method %q: want rtn or gptq (QQQ and GWQ are not implemented yet)", method)
+			if method != "rtn" && method != "gptq" && method != "qqq" {
+				return inputf("--method %q: want rtn, gptq or qqq (GWQ is not implemented yet)", method)
 			}
 			if scale != "minmax" && scale != "mse" {
 				return inputf("--scale %q: want minmax or mse", scale)
@@ -88,7 +93,7 @@ result is also evaluated on the validation split.`,
 				return inputf("--seq %d must be in [1, %d]; --batch %d and --calib-batches %d positive", seq, m.MaxSeq, batch, calib)
 			}
 			var tr *data.Dataset
-			if method == "gptq" || qatpkg.NeedsCalibration(m) {
+			if method != "rtn" || qatpkg.NeedsCalibration(m) {
 				if dataDir == "" {
 					return inputf("--data is required: calibration runs on its training split")
 				}
@@ -96,7 +101,15 @@ result is also evaluated on the validation split.`,
 					return err
 				}
 			}
-			if method == "gptq" {
+			if method == "qqq" {
+				// smoothing first: GPTQ then sees the smoothed weights and inputs
+				n, err := train.Smooth(m, tr, batch, seq, calib, seed)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "qqq: smoothed the inputs of %d linear groups\n", n)
+			}
+			if method == "gptq" || method == "qqq" {
 				// activation steps first, so the calibration passes run the
 				// quantized model (set again below on GPTQ's weights)
 				if qatpkg.NeedsCalibration(m) {
@@ -111,7 +124,7 @@ result is also evaluated on the validation split.`,
 					return err
 				}
 				if n == 0 {
-					return inputf("--method gptq: no linear has a symmetric int weight quantizer per channel or group")
+					return inputf("--method %s: no linear has a symmetric int weight quantizer per channel or group", method)
 				}
 				// the quantized layers keep GPTQ's scales as fixed steps
 				rules = withFixedWeightSteps(rules)
@@ -136,7 +149,7 @@ result is also evaluated on the validation split.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&method, "method", "rtn", "rtn (round to nearest) or gptq (Hessian-compensated rounding)")
+	cmd.Flags().StringVar(&method, "method", "rtn", "rtn (round to nearest), gptq (Hessian-compensated rounding) or qqq (smoothing + gptq)")
 	cmd.Flags().BoolVar(&actOrder, "act-order", true, "gptq: quantize inputs in order of decreasing Hessian diagonal (groups then keep static scales)")
 	cmd.Flags().StringVar(&preset, "preset", "", "quantization preset")
 	cmd.Flags().StringVar(&rulesPath, "rules", "", "rules file (JSON, quant.json's format) instead of a preset")

@@ -589,8 +589,26 @@ func mib(n int) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 // `batches` batches of ds, the same batches for every decoder block,
 // with a progress bar per block on w.
 func GPTQ(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint64, c qat.GPTQConfig, w io.Writer) (int, error) {
+	run := calibRun(m, ds, batch, seq, batches, seed)
+	total := len(m.Layers)
+	if m.Head != nil {
+		total++
+	}
+	bar := blockProgress(w, "gptq", total)
+	return qat.ApplyGPTQ(m, c, run, func(block int) { bar(block + 1) })
+}
+
+// Smooth applies QQQ's adaptive smoothing (qat.Smooth) with statistics
+// from `batches` batches of ds.
+func Smooth(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint64) (int, error) {
+	return qat.Smooth(m, qat.DefaultSmooth, calibRun(m, ds, batch, seq, batches, seed))
+}
+
+// calibRun returns forward passes over the same `batches` batches of ds
+// at every call.
+func calibRun(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint64) func() error {
 	ids, tg := make([]int32, batch*seq), make([]int32, batch*seq)
-	run := func() error {
+	return func() error {
 		l, err := data.NewLoader(ds, batch, seq, seed^0xca11b)
 		if err != nil {
 			return err
@@ -604,12 +622,6 @@ func GPTQ(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint6
 		}
 		return nil
 	}
-	total := len(m.Layers)
-	if m.Head != nil {
-		total++
-	}
-	bar := blockProgress(w, "gptq", total)
-	return qat.ApplyGPTQ(m, c, run, func(block int) { bar(block + 1) })
 }
 
 // blockProgress draws a bar with ETA over n blocks when w is a terminal,
