@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the LR-QAT section of docs/results.md: FP32, RTN, full QAT
-# (LSQ), LoRA-QAT and LR-QAT at W4 per channel and W4 g64 (tiny.s ffn
-# width 704 is no multiple of 128) on the tiny
+# (LSQ), LoRA-QAT and LR-QAT at W4 per channel and W4 g64 (the tiny
+# model's ffn width, 704, is no multiple of 128) on the tiny
 # model (same steps, batches and data, all from runs/tiny), whole
 # held-out split; then peak memory of LR-QAT against full QAT on the base
 # and small configs. Needs runs/tiny (make run) and runs/data/sotu-8k
@@ -28,6 +28,8 @@ variant() {
 rss() { grep "Maximum resident" "$1" | awk '{printf "%.0f", $6/1024}'; }
 {
   echo "== fp32"; $Q eval --model runs/tiny --data $DATA
+  # the same 300 steps in full precision (tools/results.sh trains it)
+  [ -f runs/tiny-fp-control/latest ] && { echo "== control"; $Q eval --model runs/tiny-fp-control --data $DATA; }
   for g in channel g64; do
     variant $g
     rm -rf "$OUT/rtn-$g"
@@ -60,3 +62,9 @@ mem() { # config name, batch, lora?
   mem base 1 qat; mem base 1 lrqat
   mem small 8 qat; mem small 8 lrqat
 } 2>&1 | tee "$OUT/memory.txt"
+# step time, nothing else running: 40 steps of each W4 per-channel method
+for c in qat lrqat loraqat; do
+  rm -rf "$OUT/speed-$c"
+  $Q train --config "$OUT/w4-channel-$c.yaml" --set train.steps=40 --set train.eval_every=0 --set train.no_final_eval=true \
+    --set train.eval_batches=1 --set train.log_every=10 --set out_dir="$OUT/speed-$c" 2>&1 | grep "step 40/40" | sed "s/^/$c: /"
+done | tee "$OUT/speed.txt"
