@@ -370,3 +370,19 @@ func sameQuant(a, b layers.Quantizer) bool {
 	s, ok := a.(layers.InputSharer)
 	return ok && b != nil && s.SameAs(b)
 }
+
+// FixedWeightSteps returns rules whose symmetric int weight specs per
+// channel or group hold steps (lsq): what GPTQ's scales become, so a
+// checkpoint keeps them and QAT trains them.
+func FixedWeightSteps(rules []Rule) []Rule {
+	out := make([]Rule, len(rules))
+	for i, r := range rules {
+		if w := r.Weights; w != nil && w.Format == "int" && w.Symmetric && (w.Granularity == "channel" || w.Granularity == "group") {
+			c := *w
+			c.Scale = "lsq"
+			r.Weights = &c
+		}
+		out[i] = r
+	}
+	return out
+}

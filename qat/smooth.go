@@ -78,8 +78,8 @@ type smoothGroup struct {
 
 // Smooth applies QQQ's adaptive smoothing to m: for each group of linears
 // that share an input (q/k/v, gate/up; o_proj when there is one key/value
-// head per query head; down_proj) with int weight quantizers of minmax
-// scale and an int input quantizer, per-input-channel scales s_j =
+// head per query head; down_proj) with symmetric int weight quantizers
+// and an int input quantizer, per-input-channel scales s_j =
 // max(1, max_j/t, min_j/(-t)) divide the input and multiply the weight's
 // columns; t is the threshold whose smoothed, quantized product Q(X/s)
 // Q(W s)^T is closest to X W^T on sampled calibration rows (t = max|X|,
@@ -107,7 +107,7 @@ func Smooth(m *layers.Model, c SmoothConfig, run func() error) (int, error) {
 		for _, l := range g.ls {
 			w, wok := l.WeightQuant.(*Quantizer)
 			a, aok := l.InputQuant.(*Quantizer)
-			ok = ok && wok && aok && w.Format == "int" && w.Scale == "minmax" && a.Format == "int" &&
+			ok = ok && wok && aok && w.Format == "int" && w.Symmetric && a.Format == "int" &&
 				(l == g.ls[0] || l.InputQuant == g.ls[0].InputQuant || sameQuant(l.InputQuant, g.ls[0].InputQuant))
 		}
 		if !ok {
@@ -181,6 +181,18 @@ func bestSmoothing(g smoothGroup, t *smoothTap, c SmoothConfig) []float32 {
 	kernels.Sgemm(false, true, rows, out, cols, 1, t.sample, cols, W, cols, 0, ref, out)
 	tp := autograd.NewTape()
 	tp.SetNoGrad(true)
+	// the weights are scored on their minmax grid: fixed steps (lsq, mse)
+	// would be the unsmoothed weights' (GPTQ sets them afterwards)
+	minmax := map[*layers.Linear]*Quantizer{}
+	for _, l := range g.ls {
+		spec := l.WeightQuant.(*Quantizer).Spec
+		spec.Scale = "minmax"
+		q, err := NewQuantizer(spec, cols, l.Weight.Size())
+		if err != nil {
+			return nil
+		}
+		minmax[l] = q
+	}
 	xs, ws := make([]float32, len(t.sample)), make([]float32, len(W))
 	y := make([]float32, len(ref))
 	errOf := func(s []float32) float64 {
@@ -196,7 +208,7 @@ func bestSmoothing(g smoothGroup, t *smoothTap, c SmoothConfig) []float32 {
 			for i := off; i < off+n; i++ {
 				ws[i] = W[i] * s[(i-off)%cols]
 			}
-			wq := l.WeightQuant.Apply(tp, autograd.NewConst(ws[off:off+n], n/cols, cols)).Data()
+			wq := minmax[l].Apply(tp, autograd.NewConst(ws[off:off+n], n/cols, cols)).Data()
 			copy(ws[off:off+n], wq)
 			off += n
 		}

@@ -328,7 +328,7 @@ func TestBadInputs(t *testing.T) {
 		{[]string{"data", "prepare", "--input", filepath.Join(tmp, "none"), "--out", filepath.Join(tmp, "d3")}, "none"},
 		{[]string{"data", "prepare", "--vocab", "100", "--out", filepath.Join(tmp, "d4"), "--input", latin1 + "x"}, "latin1.txtx"},
 		{[]string{"generate", "--model", ck, "--prompt", strings.Repeat("word ", 100)}, "context"},
-		{[]string{"ptq", "--method", "qqq", "--preset", "w4a8", "--model", ck, "--out", filepath.Join(tmp, "p1")}, "--method"},
+		{[]string{"ptq", "--method", "awq", "--preset", "w4a8", "--model", ck, "--out", filepath.Join(tmp, "p1")}, "--method"},
 		{[]string{"ptq", "--preset", "w4a5", "--model", ck, "--out", filepath.Join(tmp, "p2")}, "w4a5"},
 		{[]string{"ptq", "--preset", "w4a8", "--scale", "percentile", "--model", ck, "--out", filepath.Join(tmp, "p3")}, "--scale"},
 		{[]string{"ptq", "--rules", filepath.Join(tmp, "norules.json"), "--model", ck, "--out", filepath.Join(tmp, "p4")}, "norules.json"},
@@ -519,6 +519,16 @@ func TestGPTQCheckpoint(t *testing.T) {
 	os.WriteFile(rules, []byte(`[{"match": "model.layers.*", "weights": {"format": "int", "bits": 4, "symmetric": true, "granularity": "group", "group_size": 32, "scale": "minmax"}}]`), 0o644)
 	for _, method := range []string{"gptq", "qqq"} {
 		gptqCheckpoint(t, tmp, fp, data, method, rules)
+	}
+	// QAT from a GPTQ start: the run quantizes, then trains its steps
+	run := strings.Replace(tinyRun, "steps: 40", "steps: 3", 1) + "init_from: " + fp + "\nquant:\n  preset: w4a8-qqq\n  calib_batches: 1\n"
+	msg, code := qat(t, "train", "--config", writeConfig(t, run, data, filepath.Join(tmp, "qat-qqq")), "--init-quant", "qqq")
+	if code != 0 || !strings.Contains(msg, "qqq: quantized 14 linear layers on 1 batches; QAT starts from them") {
+		t.Fatalf("train --init-quant qqq: %d\n%s", code, msg)
+	}
+	msg, code = qat(t, "train", "--config", writeConfig(t, run, data, filepath.Join(tmp, "qat-bad")), "--init-quant", "awq")
+	if code != 2 || !strings.Contains(msg, "quant.init") {
+		t.Fatalf("train --init-quant awq: %d\n%s", code, msg)
 	}
 }
 

@@ -127,7 +127,7 @@ result is also evaluated on the validation split.`,
 					return inputf("--method %s: no linear has a symmetric int weight quantizer per channel or group", method)
 				}
 				// the quantized layers keep GPTQ's scales as fixed steps
-				rules = withFixedWeightSteps(rules)
+				rules = qatpkg.FixedWeightSteps(rules)
 				fmt.Fprintf(cmd.OutOrStdout(), "gptq: quantized %d linear layers on %d batches of %d x %d tokens\n", n, calib, batch, seq)
 			}
 			if qatpkg.NeedsCalibration(m) {
@@ -179,21 +179,6 @@ func withMSE(rules []qatpkg.Rule) []qatpkg.Rule {
 				c.Scale = "mse"
 				*s = &c
 			}
-		}
-		out[i] = r
-	}
-	return out
-}
-
-// withFixedWeightSteps returns rules whose symmetric int weight specs per
-// channel or group hold fixed steps (lsq: GPTQ's scales, checkpointed).
-func withFixedWeightSteps(rules []qatpkg.Rule) []qatpkg.Rule {
-	out := make([]qatpkg.Rule, len(rules))
-	for i, r := range rules {
-		if w := r.Weights; w != nil && w.Format == "int" && w.Symmetric && (w.Granularity == "channel" || w.Granularity == "group") {
-			c := *w
-			c.Scale = "lsq"
-			r.Weights = &c
 		}
 		out[i] = r
 	}

@@ -14,7 +14,7 @@ import (
 )
 
 func trainCmd() *cobra.Command {
-	var cfgPath, resume string
+	var cfgPath, resume, initQuant string
 	var sets []string
 	cmd := &cobra.Command{
 		Use:   "train",
@@ -23,6 +23,9 @@ func trainCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var c *config.Config
 			var err error
+			if initQuant != "" {
+				sets = append(sets, "quant.init="+initQuant)
+			}
 			switch {
 			case resume != "" && cfgPath != "":
 				return inputf("give --config or --resume, not both: a resumed run keeps the config it started with")
@@ -59,5 +62,6 @@ func trainCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfgPath, "config", "", "run configuration (YAML)")
 	cmd.Flags().StringVar(&resume, "resume", "", "continue the run in this out_dir from its latest checkpoint")
 	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a config value: key.path=value (repeatable)")
+	cmd.Flags().StringVar(&initQuant, "init-quant", "", "start QAT from post-training quantization: rtn, gptq or qqq (quant.init)")
 	return cmd
 }

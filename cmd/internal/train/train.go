@@ -144,6 +144,12 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 		if err := qat.Prepare(m, rules); err != nil {
 			return nil, &config.InputError{Err: err}
 		}
+		// a post-training start (a resumed run has its trained state)
+		if init := cfg.Quant.Init; (init == "gptq" || init == "qqq") && !(resume && latest != "") {
+			if err := ptqInit(m, cfg, train, log); err != nil {
+				return nil, err
+			}
+		}
 		// Every linear's input kurtosis is measured (and regularised where
 		// quant.kurtosis says) so evaluations can log it per layer.
 		if taps, err = qat.Taps(m, cfg.Quant.Kurtosis); err != nil {
@@ -639,4 +645,31 @@ func blockProgress(w io.Writer, what string, n int) func(done int) {
 		eta := time.Duration(float64(el) / float64(done) * float64(n-done))
 		fmt.Fprintf(w, "%s: block %d/%d  elapsed %s  ETA %s\n", what, done, n, el.Round(time.Second), eta.Round(time.Second))
 	}
+}
+
+// ptqInit quantizes the starting weights by quant.init (gptq, or qqq:
+// smoothing then gptq) on quant.calib_batches training batches.
+func ptqInit(m *layers.Model, cfg *config.Config, ds *data.Dataset, log io.Writer) error {
+	b, seq, nb, seed := cfg.Train.Batch, cfg.Train.Seq, cfg.Quant.CalibBatches, cfg.Train.Seed
+	if qat.NeedsCalibration(m) { // the calibration passes run the quantized model
+		if _, err := Calibrate(m, ds, b, seq, nb, seed); err != nil {
+			return err
+		}
+	}
+	if cfg.Quant.Init == "qqq" {
+		n, err := Smooth(m, ds, b, seq, nb, seed)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(log, "qqq: smoothed the inputs of %d linear groups\n", n)
+	}
+	n, err := GPTQ(m, ds, b, seq, nb, seed, qat.DefaultGPTQ, log)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return &config.InputError{Err: fmt.Errorf("quant.init %s: no linear has a symmetric int weight quantizer per channel or group", cfg.Quant.Init)}
+	}
+	fmt.Fprintf(log, "%s: quantized %d linear layers on %d batches; QAT starts from them\n", cfg.Quant.Init, n, nb)
+	return nil
 }
