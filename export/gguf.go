@@ -99,6 +99,12 @@ func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, 
 		}
 	}
 	for _, ln := range qat.Linears(m) {
+		if _, ok := ln.Layer.WeightQuant.(*qat.Outliers); ok {
+			return nil, fmt.Errorf("export %s: %s keeps fp16 outliers beside its quantized weights (GWQ): GGUF's block formats cannot hold them; export --format safetensors-packed", quant, ln.Name)
+		}
+		if ln.Layer.Weight == nil {
+			return nil, fmt.Errorf("export %s: %s has LR-QAT adapters: qat merge the checkpoint first", quant, ln.Name)
+		}
 		if q, ok := ln.Layer.WeightQuant.(*qat.Quantizer); ok && (q.Format == "q4_0" || q.Format == "q8_0") && q.Format != quant {
 			return nil, fmt.Errorf("export %s: %s was trained on the %s grid: export it as %s to keep what it learned", quant, ln.Name, q.Format, q.Format)
 		}

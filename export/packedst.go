@@ -68,14 +68,32 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string) error {
 	done := map[string]bool{}
 	qc := quantConfig{Method: "compressed-tensors", Format: "pack-quantized", Groups: map[string]configGroup{}}
 	for _, ln := range qat.Linears(m) {
+		if ln.Layer.Weight == nil {
+			return fmt.Errorf("export %s: LR-QAT adapters: qat merge the checkpoint first", ln.Name)
+		}
+		wdata := ln.Layer.Weight.Data()
 		q, ok := ln.Layer.WeightQuant.(*qat.Quantizer)
+		// GWQ: the kept weights go beside the codes as indices and fp16
+		// values; their codes are 0
+		o, hasOutliers := ln.Layer.WeightQuant.(*qat.Outliers)
+		if hasOutliers {
+			q, ok = o.Inner, true
+			wdata = append([]float32(nil), wdata...)
+			vals := make([]float32, len(o.Idx))
+			for k, i := range o.Idx {
+				vals[k] = wdata[i]
+				wdata[i] = 0
+			}
+			ts = append(ts, safetensors.FromI32(ln.Name+".weight_outlier_idx", []int{len(o.Idx)}, o.Idx),
+				safetensors.FromF16(ln.Name+".weight_outlier_val", []int{len(vals)}, vals))
+		}
 		if !ok {
 			qc.Ignore = append(qc.Ignore, ln.Name)
 			continue
 		}
 		w := ln.Layer.Weight
 		out, in := w.Shape()[0], w.Shape()[1]
-		codes, scales, group, err := q.Codes(w.Data())
+		codes, scales, group, err := q.Codes(wdata)
 		if err != nil {
 			return fmt.Errorf("export %s: %w", ln.Name, err)
 		}
@@ -284,6 +302,21 @@ func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer
 					codes[r*in+i] = int8(code)
 				}
 			}
+		}
+		if it, ok := f.Get(base + ".weight_outlier_idx"); ok {
+			vt, ok2 := f.Get(base + ".weight_outlier_val")
+			idx, err1 := it.I32()
+			vals, err2 := vt.F16()
+			if !ok2 || err1 != nil || err2 != nil || len(idx) != len(vals) {
+				return nil, nil, nil, bad("outlier tensors: %d indices, %d values (%v, %v)", len(idx), len(vals), err1, err2)
+			}
+			for k, i := range idx {
+				if i < 0 || int(i) >= out*in {
+					return nil, nil, nil, bad("outlier index %d outside %d x %d", i, out, in)
+				}
+				w[i] = vals[k]
+			}
+			codes, packable = nil, false // no sparse kernel: the layers run unpacked
 		}
 		if codes != nil {
 			cw, err := kernels.NewChannelInt(s.Bits, codes, scales, out, in)

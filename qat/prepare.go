@@ -2,6 +2,7 @@ package qat
 
 import (
 	"fmt"
+	"math"
 	"path"
 	"sort"
 	"strings"
@@ -142,10 +143,29 @@ func Prepare(m *layers.Model, rules []Rule) error {
 				if err != nil {
 					return fmt.Errorf("quant.rules[%d].weights on %s: %v", i, ln.name, err)
 				}
-				q.Init(w.Data())
-				ln.l.WeightQuant = q
+				if r.Weights.Outliers > 0 {
+					// kept weights by magnitude (GWQ's gradients replace
+					// them), left out of the steps' initial ranges
+					abs := make([]float32, w.Size())
+					for i, v := range w.Data() {
+						abs[i] = float32(math.Abs(float64(v)))
+					}
+					o := &Outliers{Inner: q, Idx: TopK(abs, OutlierCount(r.Weights.Outliers, w.Size()))}
+					wz := append([]float32(nil), w.Data()...)
+					for _, i := range o.Idx {
+						wz[i] = 0
+					}
+					q.Init(wz)
+					ln.l.WeightQuant = o
+				} else {
+					q.Init(w.Data())
+					ln.l.WeightQuant = q
+				}
 			}
 			if r.Activations != nil {
+				if r.Activations.Outliers > 0 {
+					return fmt.Errorf("quant.rules[%d].activations.outliers: kept values are for weights", i)
+				}
 				q, err := NewQuantizer(*r.Activations, in, in)
 				if err != nil {
 					return fmt.Errorf("quant.rules[%d].activations on %s: %v", i, ln.name, err)

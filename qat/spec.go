@@ -37,6 +37,10 @@ type Spec struct {
 	// [-(2^(b-1)-1), 2^(b-1)-1], so s = amax/(2^(b-1)-1) (QQQ's
 	// per-channel W4: [-7, 7]).
 	Restricted bool `yaml:"restricted" json:"restricted,omitempty"`
+	// Outliers: the fraction of a weight's values kept in fp16 beside the
+	// quantized rest (GWQ; 0.01 in the paper), chosen by magnitude until
+	// qat ptq --method gwq chooses them by loss gradient. Weights only.
+	Outliers float64 `yaml:"outliers" json:"outliers,omitempty"`
 }
 
 // Validate checks the spec on its own; path names it in messages.
@@ -59,6 +63,12 @@ func (s Spec) Validate(path string) error {
 		}
 	default:
 		return bad("format", "%q, want int, q4_0, q8_0, fp8_e4m3, fp8_e5m2 or fp4_e2m1", s.Format)
+	}
+	if s.Outliers < 0 || s.Outliers >= 0.5 || math.IsNaN(s.Outliers) {
+		return bad("outliers", "%g, must be in [0, 0.5)", s.Outliers)
+	}
+	if s.Outliers > 0 && s.Format != "int" {
+		return bad("outliers", "%g needs an int format", s.Outliers)
 	}
 	if s.Restricted && (s.Format != "int" || !s.Symmetric) {
 		return bad("restricted", "true needs a symmetric int format")

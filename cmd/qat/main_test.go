@@ -517,12 +517,17 @@ func TestGPTQCheckpoint(t *testing.T) {
 	}
 	rules := filepath.Join(tmp, "rules.json")
 	os.WriteFile(rules, []byte(`[{"match": "model.layers.*", "weights": {"format": "int", "bits": 4, "symmetric": true, "granularity": "group", "group_size": 32, "scale": "minmax"}}]`), 0o644)
-	for _, method := range []string{"gptq", "qqq"} {
+	for _, method := range []string{"gptq", "qqq", "gwq"} {
 		gptqCheckpoint(t, tmp, fp, data, method, rules)
+	}
+	// GGUF cannot hold GWQ's outliers
+	msg, code := qat(t, "export", "--model", filepath.Join(tmp, "gwq"), "--quant", "q4_0", "--out", filepath.Join(tmp, "gwq.gguf"))
+	if code == 0 || !strings.Contains(msg, "GGUF's block formats cannot hold them") {
+		t.Fatalf("gguf export of a gwq model: %d\n%s", code, msg)
 	}
 	// QAT from a GPTQ start: the run quantizes, then trains its steps
 	run := strings.Replace(tinyRun, "steps: 40", "steps: 3", 1) + "init_from: " + fp + "\nquant:\n  preset: w4a8-qqq\n  calib_batches: 1\n"
-	msg, code := qat(t, "train", "--config", writeConfig(t, run, data, filepath.Join(tmp, "qat-qqq")), "--init-quant", "qqq")
+	msg, code = qat(t, "train", "--config", writeConfig(t, run, data, filepath.Join(tmp, "qat-qqq")), "--init-quant", "qqq")
 	if code != 0 || !strings.Contains(msg, "qqq: quantized 14 linear layers on 1 batches; QAT starts from them") {
 		t.Fatalf("train --init-quant qqq: %d\n%s", code, msg)
 	}
@@ -539,8 +544,14 @@ func gptqCheckpoint(t *testing.T, tmp, fp, data, method, rules string) {
 		args = []string{"ptq", "--method", method, "--preset", "w4a8-qqq", "--model", fp, "--out", out, "--data", data, "--calib-batches", "2", "--batch", "4", "--batches", "4"}
 	}
 	msg, code := qat(t, args...)
-	if code != 0 || !strings.Contains(msg, "gptq: quantized 14 linear layers") || !strings.Contains(msg, "gptq: block 2/2") ||
-		(method == "qqq" && !strings.Contains(msg, "qqq: smoothed the inputs of 6 linear groups")) {
+	ok := strings.Contains(msg, "gptq: quantized 14 linear layers") && strings.Contains(msg, "gptq: block 2/2")
+	switch method {
+	case "qqq":
+		ok = ok && strings.Contains(msg, "qqq: smoothed the inputs of 6 linear groups")
+	case "gwq":
+		ok = strings.Contains(msg, "gwq: kept ") && strings.Contains(msg, " weights of 14 linear layers in fp16")
+	}
+	if code != 0 || !ok {
 		t.Fatalf("ptq %s: %d\n%s", method, code, msg)
 	}
 	lossOf := func(s string) string {

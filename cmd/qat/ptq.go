@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -19,6 +20,7 @@ func ptqCmd() *cobra.Command {
 	var calib, batch, seq, evalBatches, threads int
 	var seed uint64
 	var actOrder bool
+	var outliers float64
 	cmd := &cobra.Command{
 		Use:   "ptq",
 		Short: "Post-training quantization of a checkpoint (the baseline QAT has to beat)",
@@ -36,7 +38,10 @@ decoder block); its scales are kept as fixed steps. --method qqq (arXiv
 of linears that share one (per-channel scales searched to minimise the
 quantized product's error on calibration rows, folded into the RMSNorm or
 the producing linear so the full-precision function is unchanged), then
-runs GPTQ. --scale minmax keeps the preset's ranges;
+runs GPTQ. --method gwq (arXiv 2411.00850) keeps the --outliers fraction of
+each weight with the largest loss gradients (|dL/dW| on the calibration
+batches) in fp16 and rounds the rest to nearest, the kept values left out
+of its ranges. --scale minmax keeps the preset's ranges;
 --scale mse replaces min/max steps of int weights (and of per-tensor int
 activations) with steps found by a search over clipping ratios that
 minimises the squared error. Activation steps are calibrated on
@@ -45,8 +50,11 @@ result is also evaluated on the validation split.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kernels.SetThreads(threads)
-			if method != "rtn" && method != "gptq" && method != "qqq" {
-				return inputf("--method %q: want rtn, gptq or qqq (GWQ is not implemented yet)", method)
+			if method != "rtn" && method != "gptq" && method != "qqq" && method != "gwq" {
+				return inputf("--method %q: want rtn, gptq, qqq or gwq", method)
+			}
+			if !(outliers > 0 && outliers < 0.5) {
+				return inputf("--outliers %g: want a fraction in (0, 0.5)", outliers)
 			}
 			if scale != "minmax" && scale != "mse" {
 				return inputf("--scale %q: want minmax or mse", scale)
@@ -77,15 +85,6 @@ result is also evaluated on the validation split.`,
 			if err != nil {
 				return err
 			}
-			if err := qatpkg.Prepare(m, rules); err != nil {
-				return inputf("%v", err)
-			}
-			var ds *data.Dataset
-			if dataDir != "" {
-				if ds, err = data.LoadSplit(dataDir, "validation", m.Vocab); err != nil {
-					return err
-				}
-			}
 			if seq == 0 {
 				seq = m.MaxSeq
 			}
@@ -93,7 +92,56 @@ result is also evaluated on the validation split.`,
 				return inputf("--seq %d must be in [1, %d]; --batch %d and --calib-batches %d positive", seq, m.MaxSeq, batch, calib)
 			}
 			var tr *data.Dataset
-			if method != "rtn" || qatpkg.NeedsCalibration(m) {
+			if method == "gwq" {
+				// saliency: |dL/dW| of the full-precision model's loss
+				if dataDir == "" {
+					return inputf("--data is required: calibration runs on its training split")
+				}
+				if tr, err = data.LoadSplit(dataDir, "train", m.Vocab); err != nil {
+					return err
+				}
+				if err := train.LossGradients(m, tr, batch, seq, calib, seed); err != nil {
+					return err
+				}
+				rules = withOutliers(rules, outliers)
+			}
+			if err := qatpkg.Prepare(m, rules); err != nil {
+				return inputf("%v", err)
+			}
+			if method == "gwq" {
+				n, kept := 0, 0
+				for _, nl := range m.Linears() {
+					o, ok := nl.Linear.WeightQuant.(*qatpkg.Outliers)
+					if !ok {
+						continue
+					}
+					g := nl.Linear.Weight.GradData()
+					score := make([]float32, len(g))
+					for i, v := range g {
+						score[i] = float32(math.Abs(float64(v)))
+					}
+					o.SelectOutliers(score)
+					// steps (lsq, mse) start from the weight without its kept values
+					wz := append([]float32(nil), nl.Linear.Weight.Data()...)
+					for _, i := range o.Idx {
+						wz[i] = 0
+					}
+					o.Inner.Init(wz)
+					n++
+					kept += len(o.Idx)
+				}
+				if n == 0 {
+					return inputf("--method gwq: no linear has an int weight quantizer")
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "gwq: kept %d weights of %d linear layers in fp16 (the largest |dL/dW| on %d batches)\n", kept, n, calib)
+			}
+			var ds *data.Dataset
+			if dataDir != "" {
+				if ds, err = data.LoadSplit(dataDir, "validation", m.Vocab); err != nil {
+					return err
+				}
+			}
+			if (method != "rtn" && tr == nil) || (qatpkg.NeedsCalibration(m) && tr == nil) {
 				if dataDir == "" {
 					return inputf("--data is required: calibration runs on its training split")
 				}
@@ -149,7 +197,8 @@ result is also evaluated on the validation split.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&method, "method", "rtn", "rtn (round to nearest), gptq (Hessian-compensated rounding) or qqq (smoothing + gptq)")
+	cmd.Flags().StringVar(&method, "method", "rtn", "rtn (round to nearest), gptq (Hessian-compensated rounding), qqq (smoothing + gptq) or gwq (gradient-located fp16 outliers + rtn)")
+	cmd.Flags().Float64Var(&outliers, "outliers", 0.01, "gwq: the fraction of each weight kept in fp16")
 	cmd.Flags().BoolVar(&actOrder, "act-order", true, "gptq: quantize inputs in order of decreasing Hessian diagonal (groups then keep static scales)")
 	cmd.Flags().StringVar(&preset, "preset", "", "quantization preset")
 	cmd.Flags().StringVar(&rulesPath, "rules", "", "rules file (JSON, quant.json's format) instead of a preset")
@@ -179,6 +228,21 @@ func withMSE(rules []qatpkg.Rule) []qatpkg.Rule {
 				c.Scale = "mse"
 				*s = &c
 			}
+		}
+		out[i] = r
+	}
+	return out
+}
+
+// withOutliers returns rules whose int weight specs keep frac of their
+// values in fp16 (unless they say a fraction themselves).
+func withOutliers(rules []qatpkg.Rule, frac float64) []qatpkg.Rule {
+	out := make([]qatpkg.Rule, len(rules))
+	for i, r := range rules {
+		if w := r.Weights; w != nil && w.Format == "int" && w.Outliers == 0 {
+			c := *w
+			c.Outliers = frac
+			r.Weights = &c
 		}
 		out[i] = r
 	}

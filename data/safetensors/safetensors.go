@@ -12,6 +12,8 @@ import (
 	"os"
 	"sort"
 
+	"github.com/x448/float16"
+
 	"qat/data/atomic"
 )
 
@@ -83,6 +85,27 @@ func FromF32(name string, shape []int, v []float32) Tensor {
 		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
 	}
 	return Tensor{Name: name, DType: "F32", Shape: shape, Data: b}
+}
+
+// F16 returns t's values as float32; it fails for other dtypes.
+func (t Tensor) F16() ([]float32, error) {
+	if t.DType != "F16" {
+		return nil, fmt.Errorf("tensor %s: dtype %s, want F16", t.Name, t.DType)
+	}
+	out := make([]float32, len(t.Data)/2)
+	for i := range out {
+		out[i] = float16.Frombits(binary.LittleEndian.Uint16(t.Data[2*i:])).Float32()
+	}
+	return out, nil
+}
+
+// FromF16 makes an F16 tensor (values rounded to nearest).
+func FromF16(name string, shape []int, v []float32) Tensor {
+	b := make([]byte, 2*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint16(b[2*i:], uint16(float16.Fromfloat32(x)))
+	}
+	return Tensor{Name: name, DType: "F16", Shape: shape, Data: b}
 }
 
 // FromI32 makes an I32 tensor.

@@ -673,3 +673,25 @@ func ptqInit(m *layers.Model, cfg *config.Config, ds *data.Dataset, log io.Write
 	fmt.Fprintf(log, "%s: quantized %d linear layers on %d batches; QAT starts from them\n", cfg.Quant.Init, n, nb)
 	return nil
 }
+
+// LossGradients accumulates the gradients of the language-model loss over
+// `batches` training batches into m's parameters (GWQ's saliency).
+func LossGradients(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint64) error {
+	l, err := data.NewLoader(ds, batch, seq, seed^0x6a7)
+	if err != nil {
+		return err
+	}
+	var vars []*autograd.Var
+	for _, p := range m.Params() {
+		vars = append(vars, p.Var)
+	}
+	autograd.ZeroGrad(vars...)
+	ids, tg := make([]int32, batch*seq), make([]int32, batch*seq)
+	tp := autograd.NewTape()
+	for b := 0; b < batches; b++ {
+		l.Next(ids, tg)
+		tp.Backward(m.Loss(tp, ids, tg, batch, seq))
+		tp.Reset()
+	}
+	return nil
+}
