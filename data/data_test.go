@@ -164,3 +164,47 @@ func FuzzDecodeShard(f *testing.F) {
 		}
 	})
 }
+
+// TestPageHeader: the compact-protocol page header reader finds the sizes
+// and value count of a hand-encoded header and skips fields it does not
+// need; truncated headers are errors; zstd frame sizes are read.
+func TestPageHeader(t *testing.T) {
+	zz := func(v int) []byte { // zigzag varint
+		u := uint64(v<<1) ^ uint64(v>>63)
+		var out []byte
+		for u >= 0x80 {
+			out = append(out, byte(u)|0x80)
+			u >>= 7
+		}
+		return append(out, byte(u))
+	}
+	var h []byte
+	h = append(h, 0x15)
+	h = append(h, zz(0)...) // 1: type
+	h = append(h, 0x15)
+	h = append(h, zz(1<<30)...) // 2: uncompressed size
+	h = append(h, 0x15)
+	h = append(h, zz(10)...) // 3: compressed size
+	h = append(h, 0x18, 2, 'a', 'b') // 4: binary, skipped (a crc is i32; any type must skip)
+	h = append(h, 0x1c)              // 5: data_page_header
+	h = append(h, 0x15)
+	h = append(h, zz(5)...)
+	h = append(h, 0x19, 0x25) // a list of 2 i32, skipped
+	h = append(h, zz(1)...)
+	h = append(h, zz(2)...)
+	h = append(h, 0x00, 0x00)
+	got, err := pageHeader(append(h, 0xde, 0xad))
+	if err != nil || got.uncompressed != 1<<30 || got.compressed != 10 || got.values != 5 || got.len != len(h) {
+		t.Fatalf("got %+v, %v (header of %d bytes)", got, err, len(h))
+	}
+	for n := 0; n < len(h)-1; n++ {
+		if _, err := pageHeader(h[:n]); err == nil {
+			t.Fatalf("a header cut to %d bytes was accepted", n)
+		}
+	}
+	// zstd: magic, descriptor 0xA0 (4-byte content size, single segment)
+	fr := []byte{0x28, 0xb5, 0x2f, 0xfd, 0xa0, 0x00, 0x00, 0x00, 0x40}
+	if n, ok := zstdContentSize(fr); !ok || n != 1<<30 {
+		t.Fatalf("zstd content size %d, %v", n, ok)
+	}
+}
