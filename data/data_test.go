@@ -184,7 +184,7 @@ func TestPageHeader(t *testing.T) {
 	h = append(h, 0x15)
 	h = append(h, zz(1<<30)...) // 2: uncompressed size
 	h = append(h, 0x15)
-	h = append(h, zz(10)...) // 3: compressed size
+	h = append(h, zz(10)...)         // 3: compressed size
 	h = append(h, 0x18, 2, 'a', 'b') // 4: binary, skipped (a crc is i32; any type must skip)
 	h = append(h, 0x1c)              // 5: data_page_header
 	h = append(h, 0x15)
