@@ -309,15 +309,21 @@ func TestPackedSafetensorsLossless(t *testing.T) {
 // TestPackedSafetensorsKernels: w4a8 and w8a8 packed safetensors load
 // into the per-channel integer kernels, and the key/value-cache decoder
 // over them gives the logits of the fake-quant model (same codes; only
-// float32 summation order differs). A per-group model gets no kernels.
+// float32 summation order differs), with GWQ's kept values added as a
+// sparse correction. A per-group model gets no kernels.
 func TestPackedSafetensorsKernels(t *testing.T) {
 	group := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"},
 		Activations: qat.Presets["w4a8"][0].Activations}}
-	for _, preset := range []string{"w4a8", "w8a8", "w4a8-qqq", "group"} {
+	gwq := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax", Outliers: 0.01},
+		Activations: qat.Presets["w4a8"][0].Activations}}
+	for _, preset := range []string{"w4a8", "w8a8", "w4a8-qqq", "gwq", "group"} {
 		m, tok := testModel(t, false)
 		rules := qat.Presets[preset]
-		if preset == "group" {
+		switch preset {
+		case "group":
 			rules = group
+		case "gwq":
+			rules = gwq
 		}
 		if err := qat.Prepare(m, rules); err != nil {
 			t.Fatal(err)

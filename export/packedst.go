@@ -303,6 +303,7 @@ func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer
 				}
 			}
 		}
+		var sparse *kernels.Sparse
 		if it, ok := f.Get(base + ".weight_outlier_idx"); ok {
 			vt, ok2 := f.Get(base + ".weight_outlier_val")
 			idx, err1 := it.I32()
@@ -310,20 +311,24 @@ func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer
 			if !ok2 || err1 != nil || err2 != nil || len(idx) != len(vals) {
 				return nil, nil, nil, bad("outlier tensors: %d indices, %d values (%v, %v)", len(idx), len(vals), err1, err2)
 			}
-			for k, i := range idx {
-				if i < 0 || int(i) >= out*in {
-					return nil, nil, nil, bad("outlier index %d outside %d x %d", i, out, in)
-				}
-				w[i] = vals[k]
+			sp, err := kernels.NewSparse(out, in, idx, vals)
+			if err != nil {
+				return nil, nil, nil, bad("%v", err)
 			}
-			codes, packable = nil, false // no sparse kernel: the layers run unpacked
+			for k, i := range idx {
+				w[i] = vals[k]
+				if codes != nil {
+					codes[i] = 0 // the dense part is 0 where the kept values are
+				}
+			}
+			sparse = sp
 		}
 		if codes != nil {
 			cw, err := kernels.NewChannelInt(s.Bits, codes, scales, out, in)
 			if err != nil {
 				return nil, nil, nil, bad("%v", err)
 			}
-			packed[p.Var] = layers.PackedWeight{Channel: cw, Tokens: *ts}
+			packed[p.Var] = layers.PackedWeight{Channel: cw, Tokens: *ts, Sparse: sparse}
 		}
 	}
 	if !kern || !packable {

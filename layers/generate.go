@@ -37,6 +37,8 @@ type Decoder struct {
 	// per-token codes (ta)
 	blocks, tokens bool
 	scheme         kernels.TokenScheme
+	xhat           []float32 // the dequantized input, for Sparse
+	deq            bool
 }
 
 // PackedWeight is a weight matrix in a packed block format: rows of
@@ -52,6 +54,9 @@ type PackedWeight struct {
 	Channel *kernels.ChannelInt
 	// Tokens is how Channel's inputs are quantized.
 	Tokens kernels.TokenScheme
+	// Sparse holds values kept beside Channel's codes (GWQ's outliers),
+	// applied to the dequantized input.
+	Sparse *kernels.Sparse
 }
 
 // NewPackedDecoder returns a decoder that runs the weights in packed (the
@@ -77,6 +82,7 @@ func (d *Decoder) input(x []float32) {
 	}
 	if d.tokens {
 		d.scheme.Quantize(&d.ta, x, 1, len(x))
+		d.deq = false
 	}
 }
 
@@ -85,6 +91,17 @@ func (d *Decoder) lin(y []float32, w *autograd.Var, out, in int) {
 	if p, ok := d.packed[w]; ok {
 		if p.Channel != nil {
 			kernels.GemmChannel(p.Channel, &d.ta, y)
+			if p.Sparse != nil {
+				if !d.deq {
+					if cap(d.xhat) < d.ta.K {
+						d.xhat = make([]float32, d.ta.K)
+					}
+					d.xhat = d.xhat[:d.ta.K]
+					d.ta.Dequantize(d.xhat, 0)
+					d.deq = true
+				}
+				p.Sparse.AddTo(y, d.xhat, 1)
+			}
 		} else if p.R4 != nil {
 			kernels.GemmR4(p.R4, &d.qa, y)
 		} else {
