@@ -99,7 +99,28 @@ func Packed(w io.Writer, o PackedOptions) error {
 		}
 	}
 	// per-channel integer weights x per-token int8 activations (w4a8,
-	// w8a8): llama.cpp has no such type
+	// w8a8): llama.cpp has no such type; the reference is our float32
+	// sgemm (OpenBLAS) at the same shape, decode (n=1) to prefill (n=256)
+	fmt.Fprintf(w, "\nper-channel int weights x per-token int8 activations; the two right columns: float32 sgemm (OpenBLAS) at the same shape\n")
+	f32us := map[[3]int]float64{}
+	for _, k := range []int{4096, 14336} {
+		const rows = 4096
+		wf := make([]float32, rows*k)
+		for i := range wf {
+			wf[i] = float32(rng.NormFloat64())
+		}
+		for _, n := range []int{1, 8, 32, 256} {
+			x := make([]float32, n*k)
+			y := make([]float32, n*rows)
+			for _, th := range o.Threads {
+				kernels.SetThreads(th)
+				kernels.SetBLASThreads(th)
+				f32us[[3]int{k, n, th}] = 1e6 * timeIt(500*time.Millisecond, func() {
+					kernels.Sgemm(false, true, n, rows, k, 1, x, k, wf, k, 0, y, rows)
+				})
+			}
+		}
+	}
 	for _, bits := range []int{4, 8} {
 		for _, k := range []int{4096, 14336} {
 			const rows = 4096
@@ -115,7 +136,7 @@ func Packed(w io.Writer, o PackedOptions) error {
 			if err != nil {
 				return err
 			}
-			for _, n := range []int{1, 8, 32} {
+			for _, n := range []int{1, 8, 32, 256} {
 				x := make([]float32, n*k)
 				for i := range x {
 					x[i] = float32(rng.NormFloat64())
@@ -129,8 +150,9 @@ func Packed(w io.Writer, o PackedOptions) error {
 						kernels.QuantizeTokens(&a, x, n, k)
 						kernels.GemmChannel(cw, &a, y)
 					})
-					fmt.Fprintf(w, "%-5s %-12s %3d %3d  %10.0f %9.1f %9.1f  %14s %7s\n", fmt.Sprintf("w%da8c", bits), fmt.Sprintf("%dx%d", rows, k), n, th,
-						sec*1e6, 2*float64(rows)*float64(k)*float64(n)/sec/1e9, float64(len(cw.W))/sec/1e9, "-", "")
+					ref := f32us[[3]int{k, n, th}]
+					fmt.Fprintf(w, "%-5s %-12s %3d %3d  %10.0f %9.1f %9.1f  %14.0f %6.2fx\n", fmt.Sprintf("w%da8c", bits), fmt.Sprintf("%dx%d", rows, k), n, th,
+						sec*1e6, 2*float64(rows)*float64(k)*float64(n)/sec/1e9, float64(len(cw.W))/sec/1e9, ref, ref/(sec*1e6))
 				}
 			}
 		}
