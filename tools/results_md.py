@@ -107,3 +107,9 @@ if os.path.exists("runs/lrqat/eval.txt"):
     import subprocess
     print(subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "lrqat_md.py"), "runs/lrqat"],
                          capture_output=True, text=True, check=True).stdout, end="")
+
+# Post-training methods (tools/ptq.sh), when measured.
+if os.path.exists("runs/ptq/eval.txt"):
+    import subprocess
+    print(subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "ptq_md.py"), "runs/ptq"],
+                         capture_output=True, text=True, check=True).stdout, end="")

@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""The post-training section of docs/results.md from runs/ptq (tools/ptq.sh)."""
+import re, sys
+
+out = sys.argv[1] if len(sys.argv) > 1 else "runs/ptq"
+rows, cur = [], None
+for line in open(f"{out}/eval.txt"):
+    if line.startswith("== "):
+        head = line[3:].strip()
+        m = re.search(r"peak RSS (\d+) MiB", head)
+        cur = {"name": head.split(" (")[0], "rss": m[1] if m else ""}
+        rows.append(cur)
+    m = re.search(r"loss ([\d.]+)\s+perplexity ([\d.]+)", line)
+    if m and cur is not None:
+        cur["loss"], cur["ppl"] = float(m[1]), float(m[2])
+    m = re.search(r"mean ([\d.]+)\s+p99 ([\d.]+) nats\s+top-1 agreement ([\d.]+)%", line)
+    if m and cur is not None:
+        cur["kl"], cur["top1"] = float(m[1]), float(m[3])
+
+print("\n## Post-training methods: RTN, GPTQ, QQQ, GWQ\n")
+print("Reproduce: `tools/ptq.sh` (after `make run`). The tiny model (4.2M parameters, 1800 steps), not the small one the")
+print("issue asks for: no small checkpoint trained long enough exists yet. 16 calibration batches of 8 x 128 tokens from the")
+print("training split, whole held-out split, KL divergence from FP32. g64 rather than g128 (ffn width 704). W4A8 is QQQ's grid")
+print("(`--preset w4a8-qqq`: int4 on [-7, 7] per channel, int8 per-token symmetric activations). GWQ keeps 1% of each weight")
+print("in fp16 (so about 4.2 bits per weight at W4, 3.2 at W3) and rounds the rest to nearest.\n")
+print("| method | grid | val loss | perplexity | KL from FP32 (nats) | top-1 agreement | ptq peak RSS (MiB) |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for r in rows:
+    p = r["name"].split()
+    kl = f"{r['kl']:.5f}" if "kl" in r else "-"
+    top1 = f"{r['top1']:.2f}%" if "top1" in r else "-"
+    print(f"| {p[0]} | {p[1] if len(p) > 1 else '-'} | {r.get('loss', float('nan')):.4f} | {r.get('ppl', float('nan')):.2f} | "
+          f"{kl} | {top1} | {r['rss']} |")
+kl = {r["name"]: r.get("kl") for r in rows}
+print()
+for grid in ["w4a16-g64", "w4a8-qqq", "w3a16-g64"]:
+    base = kl.get(f"rtn {grid}")
+    if not base:
+        continue
+    parts = [f"{m} {base / kl[f'{m} {grid}']:.1f}x" for m in ["gptq", "qqq", "gwq"] if kl.get(f"{m} {grid}")]
+    print(f"- {grid}: KL from FP32 divided by, against RTN: " + ", ".join(parts) + ".")
+print("\nThe papers' shape, honestly: GPTQ's Hessian compensation is the large win at every grid here. QQQ's smoothing adds")
+print("nothing measurable over GPTQ on this model, whose inputs have milder outlier channels than a 7B model's. GWQ's 1% of")
+print("gradient-chosen fp16 weights over round-to-nearest recovers only a little of RTN's error and stays far behind GPTQ:")
+print("the paper's claim that GWQ beats GPTQ at equal bits does not hold here (GWQ over a GPTQ base is not built yet).")
