@@ -23,6 +23,11 @@ type GPTQConfig struct {
 	Damp      float64
 	BlockSize int
 	ActOrder  bool
+	// Keep marks weights (flat, rows x cols) kept in fp16 beside the
+	// quantized rest (GWQ's outliers): their code is 0, their value the
+	// fp16 rounding of the compensated weight, and they are left out of
+	// the scales' ranges. nil: none.
+	Keep []bool
 }
 
 // DefaultGPTQ is the reference configuration at 4 bits per channel.
@@ -138,7 +143,13 @@ func GPTQ(w []float32, rows, cols int, h *Hessian, c GPTQConfig) ([]int8, []floa
 		}
 		return math.Max(amax/((qmax-qmin)/2), 1.1920929e-07)
 	}
-	orig := func(r, j int) float64 { return W[r*cols+j] }
+	keep := func(r, j int) bool { return c.Keep != nil && c.Keep[r*cols+j] }
+	orig := func(r, j int) float64 {
+		if keep(r, j) {
+			return 0
+		}
+		return W[r*cols+j]
+	}
 	static := c.Group == 0 || c.ActOrder
 	if static {
 		for r := 0; r < rows; r++ {
@@ -190,6 +201,7 @@ func GPTQ(w []float32, rows, cols int, h *Hessian, c GPTQConfig) ([]int8, []floa
 	var U mat.TriDense
 	ch2.UTo(&U)
 	codes := make([]int8, rows*cols)
+	kept := map[int]float32{}
 	err := make([]float64, rows*bs)
 	for i1 := 0; i1 < cols; i1 += bs {
 		i2 := min(i1+bs, cols)
@@ -198,7 +210,12 @@ func GPTQ(w []float32, rows, cols int, h *Hessian, c GPTQConfig) ([]int8, []floa
 			g := col / group
 			if !static && col%group == 0 {
 				for r := 0; r < rows; r++ {
-					scales[r*ng+g] = float64(float32(scaleOf(func(r, j int) float64 { return Wp[r*cols+j] }, r, i, i+group)))
+					scales[r*ng+g] = float64(float32(scaleOf(func(r, j int) float64 {
+						if keep(r, perm[j]) {
+							return 0
+						}
+						return Wp[r*cols+j]
+					}, r, i, i+group)))
 				}
 			}
 			d := U.At(i, i)
@@ -206,8 +223,13 @@ func GPTQ(w []float32, rows, cols int, h *Hessian, c GPTQConfig) ([]int8, []floa
 				s := scales[r*ng+g]
 				v := Wp[r*cols+i]
 				q := math.Min(math.Max(math.RoundToEven(v/s), qmin), qmax)
+				deq := q * s
+				if keep(r, col) {
+					q, deq = 0, float64(fp16(float32(v)))
+					kept[r*cols+col] = float32(deq)
+				}
 				codes[r*cols+col] = int8(q)
-				e := (v - q*s) / d
+				e := (v - deq) / d
 				err[r*bs+i-i1] = e
 				// compensate the rest of the block now
 				for j := i + 1; j < i2; j++ {
@@ -234,6 +256,9 @@ func GPTQ(w []float32, rows, cols int, h *Hessian, c GPTQConfig) ([]int8, []floa
 		for j := 0; j < cols; j++ {
 			w[r*cols+j] = float32(codes[r*cols+j]) * sc[r*ng+j/group]
 		}
+	}
+	for i, v := range kept {
+		w[i] = v
 	}
 	return codes, sc, nil
 }
@@ -304,8 +329,7 @@ func ApplyGPTQ(m *layers.Model, base GPTQConfig, run func() error, done func(blo
 		for _, g := range blk {
 			var want bool
 			for _, l := range g.ls {
-				q, _ := l.WeightQuant.(*Quantizer)
-				_, ok := GPTQTarget(q, base)
+				_, ok := GPTQTarget(weightQuantizer(l), base)
 				want = want || ok
 			}
 			if !want {
@@ -338,12 +362,19 @@ func ApplyGPTQ(m *layers.Model, base GPTQConfig, run func() error, done func(blo
 				return n, fmt.Errorf("gptq: %s saw no calibration input", g.name)
 			}
 			for _, l := range g.ls {
-				q, _ := l.WeightQuant.(*Quantizer)
+				q := weightQuantizer(l)
 				c, ok := GPTQTarget(q, base)
 				if !ok {
 					continue
 				}
 				sh := l.Weight.Shape()
+				o, hasKept := l.WeightQuant.(*Outliers)
+				if hasKept {
+					c.Keep = make([]bool, sh[0]*sh[1])
+					for _, i := range o.Idx {
+						c.Keep[i] = true
+					}
+				}
 				_, scales, err := GPTQ(l.Weight.Data(), sh[0], sh[1], taps[i].H, c)
 				if err != nil {
 					return n, fmt.Errorf("%s: %w", g.name, err)
@@ -356,6 +387,9 @@ func ApplyGPTQ(m *layers.Model, base GPTQConfig, run func() error, done func(blo
 				}
 				copy(fixed.Step.Data(), scales)
 				l.WeightQuant = fixed
+				if hasKept {
+					l.WeightQuant = &Outliers{Inner: fixed, Idx: o.Idx}
+				}
 				n++
 			}
 		}
@@ -385,4 +419,15 @@ func FixedWeightSteps(rules []Rule) []Rule {
 		out[i] = r
 	}
 	return out
+}
+
+// weightQuantizer is l's int weight quantizer, under kept outliers too.
+func weightQuantizer(l *layers.Linear) *Quantizer {
+	switch q := l.WeightQuant.(type) {
+	case *Quantizer:
+		return q
+	case *Outliers:
+		return q.Inner
+	}
+	return nil
 }

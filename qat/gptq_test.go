@@ -213,3 +213,43 @@ func outErr(x, w, q []float32, n, rows, cols int) float64 {
 	}
 	return s
 }
+
+// TestGPTQKeep: kept weights get code 0 and hold an fp16 value, stay out
+// of the scales, and keeping them lowers the layer's output error.
+func TestGPTQKeep(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	const rows, cols, n = 8, 64, 300
+	x := correlated(rng, n, cols)
+	h := NewHessian(cols)
+	h.Add(x, n)
+	w0 := make([]float32, rows*cols)
+	for i := range w0 {
+		w0[i] = float32(rng.NormFloat64())
+	}
+	w0[10], w0[200] = 30, -25 // would dominate their groups' ranges
+	c := GPTQConfig{Bits: 3, Group: 16, Damp: 0.01, BlockSize: 16, ActOrder: true}
+	plain := append([]float32(nil), w0...)
+	if _, _, err := GPTQ(plain, rows, cols, h, c); err != nil {
+		t.Fatal(err)
+	}
+	c.Keep = make([]bool, rows*cols)
+	c.Keep[10], c.Keep[200] = true, true
+	kept := append([]float32(nil), w0...)
+	codes, scales, err := GPTQ(kept, rows, cols, h, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{10, 200} {
+		if codes[i] != 0 || kept[i] != fp16(kept[i]) || math.Abs(float64(kept[i]-w0[i])) > 2 {
+			t.Fatalf("kept %d: code %d, value %g (was %g)", i, codes[i], kept[i], w0[i])
+		}
+	}
+	if s := scales[(10/cols)*(cols/16)+(10%cols)/16]; s > 1 {
+		t.Fatalf("the kept 30 set its group's scale to %g", s)
+	}
+	if eg, ek := outErr(x, w0, plain, n, rows, cols), outErr(x, w0, kept, n, rows, cols); !(ek < eg) {
+		t.Fatalf("output error %g keeping the outliers, %g without", ek, eg)
+	} else {
+		t.Logf("output error %.4g keeping 2 weights, %.4g without", ek, eg)
+	}
+}

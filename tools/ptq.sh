@@ -18,11 +18,12 @@ echo '[{"match": "model.layers.*", "weights": {"format": "int", "bits": 3, "symm
 {
   echo "== fp32"; $Q eval --model runs/tiny --data $DATA
   for grid in w4a16-g64 w4a8-qqq w3a16-g64; do
-    for m in rtn gptq qqq gwq; do
+    for m in rtn gptq qqq gwq gwq+gptq; do
       [ "$m" = qqq ] && [ "$grid" != w4a8-qqq ] && continue
       what=(--rules "$OUT/$grid.json"); [ "$grid" = w4a8-qqq ] && what=(--preset w4a8-qqq)
-      rm -rf "$OUT/$grid-$m"
-      /usr/bin/time -v $Q ptq --method $m "${what[@]}" --model runs/tiny --out "$OUT/$grid-$m" --data $DATA \
+      method=(--method "${m%%+*}"); [ "$m" = gwq+gptq ] && method=(--method gwq --gwq-base gptq)
+      [ -f "$OUT/$grid-$m/model.safetensors" ] ||
+      /usr/bin/time -v $Q ptq "${method[@]}" "${what[@]}" --model runs/tiny --out "$OUT/$grid-$m" --data $DATA \
         --calib-batches 16 >"$OUT/ptq-$grid-$m.log" 2>&1
       echo "== $m $grid (peak RSS $(grep 'Maximum resident' "$OUT/ptq-$grid-$m.log" | awk '{printf "%.0f", $6/1024}') MiB)"
       $Q eval --model "$OUT/$grid-$m" --data $DATA --kl-divergence runs/tiny

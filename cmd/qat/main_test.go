@@ -517,7 +517,7 @@ func TestGPTQCheckpoint(t *testing.T) {
 	}
 	rules := filepath.Join(tmp, "rules.json")
 	os.WriteFile(rules, []byte(`[{"match": "model.layers.*", "weights": {"format": "int", "bits": 4, "symmetric": true, "granularity": "group", "group_size": 32, "scale": "minmax"}}]`), 0o644)
-	for _, method := range []string{"gptq", "qqq", "gwq"} {
+	for _, method := range []string{"gptq", "qqq", "gwq", "gwq-gptq"} {
 		gptqCheckpoint(t, tmp, fp, data, method, rules)
 	}
 	// GGUF cannot hold GWQ's outliers
@@ -540,6 +540,9 @@ func TestGPTQCheckpoint(t *testing.T) {
 func gptqCheckpoint(t *testing.T, tmp, fp, data, method, rules string) {
 	out := filepath.Join(tmp, method)
 	args := []string{"ptq", "--method", method, "--rules", rules, "--model", fp, "--out", out, "--data", data, "--calib-batches", "2", "--batch", "4", "--batches", "4"}
+	if method == "gwq-gptq" {
+		args = append(args[:2:2], append([]string{"gwq", "--gwq-base", "gptq"}, args[3:]...)...)
+	}
 	if method == "qqq" {
 		args = []string{"ptq", "--method", method, "--preset", "w4a8-qqq", "--model", fp, "--out", out, "--data", data, "--calib-batches", "2", "--batch", "4", "--batches", "4"}
 	}
@@ -550,6 +553,8 @@ func gptqCheckpoint(t *testing.T, tmp, fp, data, method, rules string) {
 		ok = ok && strings.Contains(msg, "qqq: smoothed the inputs of 6 linear groups")
 	case "gwq":
 		ok = strings.Contains(msg, "gwq: kept ") && strings.Contains(msg, " weights of 14 linear layers in fp16")
+	case "gwq-gptq":
+		ok = ok && strings.Contains(msg, "gwq: kept ")
 	}
 	if code != 0 || !ok {
 		t.Fatalf("ptq %s: %d\n%s", method, code, msg)

@@ -21,6 +21,7 @@ func ptqCmd() *cobra.Command {
 	var seed uint64
 	var actOrder bool
 	var outliers float64
+	var gwqBase string
 	cmd := &cobra.Command{
 		Use:   "ptq",
 		Short: "Post-training quantization of a checkpoint (the baseline QAT has to beat)",
@@ -40,8 +41,8 @@ quantized product's error on calibration rows, folded into the RMSNorm or
 the producing linear so the full-precision function is unchanged), then
 runs GPTQ. --method gwq (arXiv 2411.00850) keeps the --outliers fraction of
 each weight with the largest loss gradients (|dL/dW| on the calibration
-batches) in fp16 and rounds the rest to nearest, the kept values left out
-of its ranges. --scale minmax keeps the preset's ranges;
+batches) in fp16 and rounds the rest to nearest (--gwq-base rtn) or with
+GPTQ (--gwq-base gptq), the kept values left out of its ranges. --scale minmax keeps the preset's ranges;
 --scale mse replaces min/max steps of int weights (and of per-tensor int
 activations) with steps found by a search over clipping ratios that
 minimises the squared error. Activation steps are calibrated on
@@ -52,6 +53,9 @@ result is also evaluated on the validation split.`,
 			kernels.SetThreads(threads)
 			if method != "rtn" && method != "gptq" && method != "qqq" && method != "gwq" {
 				return inputf("--method %q: want rtn, gptq, qqq or gwq", method)
+			}
+			if gwqBase != "rtn" && gwqBase != "gptq" {
+				return inputf("--gwq-base %q: want rtn or gptq", gwqBase)
 			}
 			if !(outliers > 0 && outliers < 0.5) {
 				return inputf("--outliers %g: want a fraction in (0, 0.5)", outliers)
@@ -157,7 +161,7 @@ result is also evaluated on the validation split.`,
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "qqq: smoothed the inputs of %d linear groups\n", n)
 			}
-			if method == "gptq" || method == "qqq" {
+			if method == "gptq" || method == "qqq" || (method == "gwq" && gwqBase == "gptq") {
 				// activation steps first, so the calibration passes run the
 				// quantized model (set again below on GPTQ's weights)
 				if qatpkg.NeedsCalibration(m) {
@@ -199,6 +203,7 @@ result is also evaluated on the validation split.`,
 	}
 	cmd.Flags().StringVar(&method, "method", "rtn", "rtn (round to nearest), gptq (Hessian-compensated rounding), qqq (smoothing + gptq) or gwq (gradient-located fp16 outliers + rtn)")
 	cmd.Flags().Float64Var(&outliers, "outliers", 0.01, "gwq: the fraction of each weight kept in fp16")
+	cmd.Flags().StringVar(&gwqBase, "gwq-base", "rtn", "gwq: how the rest is quantized, rtn or gptq (its compensation spreads over the kept weights too)")
 	cmd.Flags().BoolVar(&actOrder, "act-order", true, "gptq: quantize inputs in order of decreasing Hessian diagonal (groups then keep static scales)")
 	cmd.Flags().StringVar(&preset, "preset", "", "quantization preset")
 	cmd.Flags().StringVar(&rulesPath, "rules", "", "rules file (JSON, quant.json's format) instead of a preset")
