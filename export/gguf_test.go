@@ -316,7 +316,9 @@ func TestPackedSafetensorsKernels(t *testing.T) {
 		Activations: qat.Presets["w4a8"][0].Activations}}
 	gwq := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax", Outliers: 0.01},
 		Activations: qat.Presets["w4a8"][0].Activations}}
-	for _, preset := range []string{"w4a8", "w8a8", "w4a8-qqq", "gwq", "group"} {
+	qqqg := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax", TwoLevel: true},
+		Activations: qat.Presets["w4a8-qqq"][0].Activations}}
+	for _, preset := range []string{"w4a8", "w8a8", "w4a8-qqq", "qqq-g32", "gwq", "group"} {
 		m, tok := testModel(t, false)
 		rules := qat.Presets[preset]
 		switch preset {
@@ -324,6 +326,8 @@ func TestPackedSafetensorsKernels(t *testing.T) {
 			rules = group
 		case "gwq":
 			rules = gwq
+		case "qqq-g32":
+			rules = qqqg
 		}
 		if err := qat.Prepare(m, rules); err != nil {
 			t.Fatal(err)

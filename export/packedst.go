@@ -87,26 +87,40 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string) error {
 			ts = append(ts, safetensors.FromI32(ln.Name+".weight_outlier_idx", []int{len(o.Idx)}, o.Idx),
 				safetensors.FromF16(ln.Name+".weight_outlier_val", []int{len(vals)}, vals))
 		}
+		tl, twoLevel := ln.Layer.WeightQuant.(*qat.TwoLevel)
+		if twoLevel {
+			q, ok = tl.Inner, true
+		}
 		if !ok {
 			qc.Ignore = append(qc.Ignore, ln.Name)
 			continue
 		}
 		w := ln.Layer.Weight
 		out, in := w.Shape()[0], w.Shape()[1]
-		codes, scales, group, err := q.Codes(wdata)
-		if err != nil {
+		var codes []int8
+		var scales []float32
+		var group int
+		var err error
+		bits := q.Bits
+		if twoLevel {
+			// QQQ's per-group W4 is int8 per channel once folded
+			tp := autograd.NewTape()
+			tp.SetNoGrad(true)
+			codes, scales = tl.Int8(wdata, tl.Inner.Apply(tp, w).Data())
+			group, bits = in, 8
+		} else if codes, scales, group, err = q.Codes(wdata); err != nil {
 			return fmt.Errorf("export %s: %w", ln.Name, err)
 		}
-		if 32%q.Bits != 0 {
-			return fmt.Errorf("export %s: %d-bit codes do not pack into int32 words", ln.Name, q.Bits)
+		if 32%bits != 0 {
+			return fmt.Errorf("export %s: %d-bit codes do not pack into int32 words", ln.Name, bits)
 		}
-		per := 32 / q.Bits
+		per := 32 / bits
 		words := (in + per - 1) / per
 		packed := make([]int32, out*words)
 		for r := 0; r < out; r++ {
 			for i := 0; i < in; i++ {
-				u := uint32(int32(codes[r*in+i])+int32(1)<<(q.Bits-1)) & (1<<q.Bits - 1)
-				packed[r*words+i/per] |= int32(u << (q.Bits * (i % per)))
+				u := uint32(int32(codes[r*in+i])+int32(1)<<(bits-1)) & (1<<bits - 1)
+				packed[r*words+i/per] |= int32(u << (bits * (i % per)))
 			}
 		}
 		strategy, gs := "group", group
@@ -126,7 +140,7 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string) error {
 			safetensors.FromF32(ln.Name+".weight_scale", scaleShape, scales),
 			safetensors.FromI32(ln.Name+".weight_shape", []int{2}, []int32{int32(out), int32(in)}))
 		done[ln.Name+".weight"] = true
-		scheme := PackedScheme{Bits: q.Bits, Type: "int", Symmetric: true, Strategy: strategy, GroupSize: gs, Restricted: q.Restricted}
+		scheme := PackedScheme{Bits: bits, Type: "int", Symmetric: true, Strategy: strategy, GroupSize: gs, Restricted: q.Restricted && !twoLevel}
 		var act *ActScheme
 		if aq := ln.Layer.InputQuant; aq != nil {
 			if k, ok := aq.(*qat.Kurtosis); ok {

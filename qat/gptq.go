@@ -390,6 +390,9 @@ func ApplyGPTQ(m *layers.Model, base GPTQConfig, run func() error, done func(blo
 				if hasKept {
 					l.WeightQuant = &Outliers{Inner: fixed, Idx: o.Idx}
 				}
+				if _, ok := l.WeightQuant.(*TwoLevel); ok || q.TwoLevel {
+					l.WeightQuant = &TwoLevel{Inner: fixed}
+				}
 				n++
 			}
 		}
@@ -427,6 +430,8 @@ func weightQuantizer(l *layers.Linear) *Quantizer {
 	case *Quantizer:
 		return q
 	case *Outliers:
+		return q.Inner
+	case *TwoLevel:
 		return q.Inner
 	}
 	return nil

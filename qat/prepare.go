@@ -34,6 +34,8 @@ func spec(format string, bits int, sym bool, gran string, group int, scale strin
 
 func restricted(s *Spec) *Spec { s.Restricted = true; return s }
 
+func twoLevel(s *Spec) *Spec { s.TwoLevel = true; return s }
+
 // Presets are the named recipes. Every linear of the transformer blocks is
 // quantized; the lm_head (tied to the embedding in the reference configs)
 // stays in full precision unless a rule says otherwise.
@@ -48,6 +50,10 @@ var Presets = map[string][]Rule{
 	// grid [-7, 7] (s = amax/7), int8 per-token symmetric dynamic
 	// activations on [-127, 127] (s = amax/127).
 	"w4a8-qqq": {{Match: "model.layers.*", Weights: restricted(spec("int", 4, true, "channel", 0, "minmax")),
+		Activations: restricted(spec("int", 8, true, "token", 0, "minmax"))}},
+	// QQQ's per-group W4A8: int4 groups of 128 folded into int8 per
+	// channel (TwoLevel), the same activations.
+	"w4a8-qqq-g128": {{Match: "model.layers.*", Weights: twoLevel(spec("int", 4, true, "group", 128, "minmax")),
 		Activations: restricted(spec("int", 8, true, "token", 0, "minmax"))}},
 	"w4a4": {{Match: "model.layers.*", Weights: spec("int", 4, true, "channel", 0, "minmax"),
 		Activations: spec("int", 4, false, "token", 0, "minmax")}},
@@ -160,11 +166,14 @@ func Prepare(m *layers.Model, rules []Rule) error {
 				} else {
 					q.Init(w.Data())
 					ln.l.WeightQuant = q
+					if r.Weights.TwoLevel {
+						ln.l.WeightQuant = &TwoLevel{Inner: q}
+					}
 				}
 			}
 			if r.Activations != nil {
-				if r.Activations.Outliers > 0 {
-					return fmt.Errorf("quant.rules[%d].activations.outliers: kept values are for weights", i)
+				if r.Activations.Outliers > 0 || r.Activations.TwoLevel {
+					return fmt.Errorf("quant.rules[%d].activations: outliers and two_level are for weights", i)
 				}
 				q, err := NewQuantizer(*r.Activations, in, in)
 				if err != nil {

@@ -105,9 +105,9 @@ func Smooth(m *layers.Model, c SmoothConfig, run func() error) (int, error) {
 	for _, g := range groups {
 		ok := true
 		for _, l := range g.ls {
-			w, wok := l.WeightQuant.(*Quantizer)
+			w := weightQuantizer(l)
 			a, aok := l.InputQuant.(*Quantizer)
-			ok = ok && wok && aok && w.Format == "int" && w.Symmetric && a.Format == "int" &&
+			ok = ok && w != nil && aok && w.Format == "int" && w.Symmetric && a.Format == "int" &&
 				(l == g.ls[0] || l.InputQuant == g.ls[0].InputQuant || sameQuant(l.InputQuant, g.ls[0].InputQuant))
 		}
 		if !ok {
@@ -185,8 +185,8 @@ func bestSmoothing(g smoothGroup, t *smoothTap, c SmoothConfig) []float32 {
 	// would be the unsmoothed weights' (GPTQ sets them afterwards)
 	minmax := map[*layers.Linear]*Quantizer{}
 	for _, l := range g.ls {
-		spec := l.WeightQuant.(*Quantizer).Spec
-		spec.Scale = "minmax"
+		spec := weightQuantizer(l).Spec
+		spec.Scale, spec.TwoLevel, spec.Outliers = "minmax", false, 0
 		q, err := NewQuantizer(spec, cols, l.Weight.Size())
 		if err != nil {
 			return nil

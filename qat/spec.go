@@ -41,6 +41,9 @@ type Spec struct {
 	// quantized rest (GWQ; 0.01 in the paper), chosen by magnitude until
 	// qat ptq --method gwq chooses them by loss gradient. Weights only.
 	Outliers float64 `yaml:"outliers" json:"outliers,omitempty"`
+	// TwoLevel: QQQ's per-group W4 folded into int8 per channel for an
+	// int8 GEMM (TwoLevel); symmetric int groups, weights only.
+	TwoLevel bool `yaml:"two_level" json:"two_level,omitempty"`
 }
 
 // Validate checks the spec on its own; path names it in messages.
@@ -69,6 +72,9 @@ func (s Spec) Validate(path string) error {
 	}
 	if s.Outliers > 0 && s.Format != "int" {
 		return bad("outliers", "%g needs an int format", s.Outliers)
+	}
+	if s.TwoLevel && (s.Format != "int" || !s.Symmetric || s.Granularity != "group" || s.Bits > 7 || s.Outliers > 0) {
+		return bad("two_level", "true needs symmetric int groups of at most 7 bits, without outliers")
 	}
 	if s.Restricted && (s.Format != "int" || !s.Symmetric) {
 		return bad("restricted", "true needs a symmetric int format")
