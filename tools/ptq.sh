@@ -30,3 +30,14 @@ echo '[{"match": "model.layers.*", "weights": {"format": "int", "bits": 3, "symm
     done
   done
 } 2>&1 | tee "$OUT/eval.txt"
+# QAT (300 steps from runs/tiny, configs/llama-w4a8.yaml at QQQ's grid)
+# from round-to-nearest and from each post-training start
+{
+  for init in rtn gptq qqq; do
+    d="$OUT/qat-w4a8-qqq-$init"
+    [ -f "$d/latest" ] || $Q train --config configs/llama-w4a8.yaml --set quant.preset=w4a8-qqq --set out_dir="$d" \
+      --set quant.calib_batches=16 --init-quant $init >"$OUT/train-qat-$init.log" 2>&1
+    echo "== qat+$init w4a8-qqq"
+    $Q eval --model "$d" --data $DATA --kl-divergence runs/tiny
+  done
+} 2>&1 | tee "$OUT/eval-qat.txt"

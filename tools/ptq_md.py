@@ -39,6 +39,26 @@ for grid in ["w4a16-g64", "w4a8-qqq", "w3a16-g64"]:
         continue
     parts = [f"{m} {base / kl[f'{m} {grid}']:.1f}x" for m in ["gptq", "qqq", "gwq", "gwq+gptq"] if kl.get(f"{m} {grid}")]
     print(f"- {grid}: KL from FP32 divided by, against RTN: " + ", ".join(parts) + ".")
+import os
+if os.path.exists(f"{out}/eval-qat.txt"):
+    q, cur = {}, None
+    for line in open(f"{out}/eval-qat.txt"):
+        if line.startswith("== "):
+            cur = line[3:].split()[0]
+            q[cur] = {}
+        m = re.search(r"loss ([\d.]+)\s+perplexity ([\d.]+)", line)
+        if m and cur:
+            q[cur].update(loss=float(m[1]), ppl=float(m[2]))
+        m = re.search(r"mean ([\d.]+)\s+p99 ([\d.]+) nats\s+top-1 agreement ([\d.]+)%", line)
+        if m and cur:
+            q[cur].update(kl=float(m[1]), top1=float(m[3]))
+    print("\nQAT at QQQ's W4A8 grid, 300 steps from runs/tiny (configs/llama-w4a8.yaml with `--set quant.preset=w4a8-qqq`),")
+    print("started from round-to-nearest (minmax weight scales) or from GPTQ / QQQ (`--init-quant`, their scales trained as")
+    print("LSQ steps). KL is from the FP32 starting model, which QAT's extra training also moves away from:\n")
+    print("| start | val loss | perplexity | KL from FP32 | top-1 agreement |")
+    print("|---|---:|---:|---:|---:|")
+    for k, r in q.items():
+        print(f"| {k} | {r.get('loss', float('nan')):.4f} | {r.get('ppl', float('nan')):.2f} | {r.get('kl', float('nan')):.5f} | {r.get('top1', float('nan')):.2f}% |")
 print("\nThe papers' shape, honestly: GPTQ's Hessian compensation is the large win at every grid here. QQQ's smoothing adds")
 print("nothing measurable over GPTQ on this model, whose inputs have milder outlier channels than a 7B model's. GWQ's 1% of")
 print("gradient-chosen fp16 weights over round-to-nearest recovers only a little of RTN's error and stays far behind GPTQ:")
