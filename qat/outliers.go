@@ -119,3 +119,45 @@ func (o *Outliers) LoadFrozen(key string, t safetensors.Tensor) error {
 func (o *Outliers) SelectOutliers(scores []float32) { copy(o.Idx, TopK(scores, len(o.Idx))) }
 
 var _ layers.FrozenState = (*Outliers)(nil)
+
+// WithOutliers returns rules whose int weight specs keep frac of their
+// values in fp16 (unless they say a fraction themselves): GWQ's.
+func WithOutliers(rules []Rule, frac float64) []Rule {
+	out := make([]Rule, len(rules))
+	for i, r := range rules {
+		if w := r.Weights; w != nil && w.Format == "int" && w.Outliers == 0 {
+			c := *w
+			c.Outliers = frac
+			r.Weights = &c
+		}
+		out[i] = r
+	}
+	return out
+}
+
+// SelectByGradient chooses every Outliers quantizer's kept weights of m by
+// the magnitude of their weight's gradient (GWQ's saliency; the gradients
+// must hold dL/dW) and restarts the steps of the rest without them. It
+// returns the layers and weights kept.
+func SelectByGradient(m *layers.Model, grads map[*autograd.Var][]float32) (layersKept, kept int) {
+	for _, nl := range m.Linears() {
+		o, ok := nl.Linear.WeightQuant.(*Outliers)
+		if !ok {
+			continue
+		}
+		g := grads[nl.Linear.Weight]
+		score := make([]float32, len(g))
+		for i, v := range g {
+			score[i] = float32(math.Abs(float64(v)))
+		}
+		o.SelectOutliers(score)
+		wz := append([]float32(nil), nl.Linear.Weight.Data()...)
+		for _, i := range o.Idx {
+			wz[i] = 0
+		}
+		o.Inner.Init(wz)
+		layersKept++
+		kept += len(o.Idx)
+	}
+	return layersKept, kept
+}

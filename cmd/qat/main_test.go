@@ -531,6 +531,14 @@ func TestGPTQCheckpoint(t *testing.T) {
 	if code != 0 || !strings.Contains(msg, "qqq: quantized 14 linear layers on 1 batches; QAT starts from them") {
 		t.Fatalf("train --init-quant qqq: %d\n%s", code, msg)
 	}
+	gw := strings.Replace(run, "preset: w4a8-qqq", "preset: w4a8", 1)
+	msg, code = qat(t, "train", "--config", writeConfig(t, gw, data, filepath.Join(tmp, "qat-gwq")), "--init-quant", "gwq")
+	if code != 0 || !strings.Contains(msg, "weights of 14 linear layers in fp16 (the largest |dL/dW|); QAT starts from them") {
+		t.Fatalf("train --init-quant gwq: %d\n%s", code, msg)
+	}
+	if msg, code := qat(t, "train", "--resume", filepath.Join(tmp, "qat-gwq")); code != 0 {
+		t.Fatalf("resume a gwq-started run: %d\n%s", code, msg)
+	}
 	msg, code = qat(t, "train", "--config", writeConfig(t, run, data, filepath.Join(tmp, "qat-bad")), "--init-quant", "awq")
 	if code != 2 || !strings.Contains(msg, "quant.init") {
 		t.Fatalf("train --init-quant awq: %d\n%s", code, msg)

@@ -3,15 +3,16 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 
 	"github.com/spf13/cobra"
 
+	"qat/autograd"
 	"qat/cmd/internal/train"
 	"qat/data"
 	"qat/data/atomic"
 	"qat/kernels"
+	"qat/layers"
 	qatpkg "qat/qat"
 )
 
@@ -96,6 +97,7 @@ result is also evaluated on the validation split.`,
 				return inputf("--seq %d must be in [1, %d]; --batch %d and --calib-batches %d positive", seq, m.MaxSeq, batch, calib)
 			}
 			var tr *data.Dataset
+			var grads map[*autograd.Var][]float32
 			if method == "gwq" {
 				// saliency: |dL/dW| of the full-precision model's loss
 				if dataDir == "" {
@@ -107,33 +109,14 @@ result is also evaluated on the validation split.`,
 				if err := train.LossGradients(m, tr, batch, seq, calib, seed); err != nil {
 					return err
 				}
-				rules = withOutliers(rules, outliers)
+				grads = weightGrads(m)
+				rules = qatpkg.WithOutliers(rules, outliers)
 			}
 			if err := qatpkg.Prepare(m, rules); err != nil {
 				return inputf("%v", err)
 			}
 			if method == "gwq" {
-				n, kept := 0, 0
-				for _, nl := range m.Linears() {
-					o, ok := nl.Linear.WeightQuant.(*qatpkg.Outliers)
-					if !ok {
-						continue
-					}
-					g := nl.Linear.Weight.GradData()
-					score := make([]float32, len(g))
-					for i, v := range g {
-						score[i] = float32(math.Abs(float64(v)))
-					}
-					o.SelectOutliers(score)
-					// steps (lsq, mse) start from the weight without its kept values
-					wz := append([]float32(nil), nl.Linear.Weight.Data()...)
-					for _, i := range o.Idx {
-						wz[i] = 0
-					}
-					o.Inner.Init(wz)
-					n++
-					kept += len(o.Idx)
-				}
+				n, kept := qatpkg.SelectByGradient(m, grads)
 				if n == 0 {
 					return inputf("--method gwq: no linear has an int weight quantizer")
 				}
@@ -239,17 +222,12 @@ func withMSE(rules []qatpkg.Rule) []qatpkg.Rule {
 	return out
 }
 
-// withOutliers returns rules whose int weight specs keep frac of their
-// values in fp16 (unless they say a fraction themselves).
-func withOutliers(rules []qatpkg.Rule, frac float64) []qatpkg.Rule {
-	out := make([]qatpkg.Rule, len(rules))
-	for i, r := range rules {
-		if w := r.Weights; w != nil && w.Format == "int" && w.Outliers == 0 {
-			c := *w
-			c.Outliers = frac
-			r.Weights = &c
-		}
-		out[i] = r
+// weightGrads copies the linears' weight gradients (Prepare may replace
+// what holds them).
+func weightGrads(m *layers.Model) map[*autograd.Var][]float32 {
+	g := map[*autograd.Var][]float32{}
+	for _, nl := range m.Linears() {
+		g[nl.Linear.Weight] = append([]float32(nil), nl.Linear.Weight.GradData()...)
 	}
-	return out
+	return g
 }

@@ -62,6 +62,6 @@ func trainCmd() *cobra.Command {
 	cmd.Flags().StringVar(&cfgPath, "config", "", "run configuration (YAML)")
 	cmd.Flags().StringVar(&resume, "resume", "", "continue the run in this out_dir from its latest checkpoint")
 	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a config value: key.path=value (repeatable)")
-	cmd.Flags().StringVar(&initQuant, "init-quant", "", "start QAT from post-training quantization: rtn, gptq or qqq (quant.init)")
+	cmd.Flags().StringVar(&initQuant, "init-quant", "", "start QAT from post-training quantization: rtn, gptq, qqq or gwq (quant.init)")
 	return cmd
 }

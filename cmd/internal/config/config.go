@@ -71,8 +71,10 @@ type Quant struct {
 	// activation quantizers with mse or lsq scales before training.
 	CalibBatches int `yaml:"calib_batches"`
 	// Init starts QAT from a post-training quantization of the starting
-	// weights: rtn (default: the quantizers as attached), gptq, or qqq
-	// (smoothing + gptq). gptq and qqq keep their scales as learned steps.
+	// weights: rtn (default: the quantizers as attached), gptq, qqq
+	// (smoothing + gptq), or gwq (1% of each weight, by loss gradient,
+	// kept in fp16 unless the rules give a fraction). gptq and qqq keep
+	// their scales as learned steps.
 	Init string `yaml:"init"`
 }
 
@@ -103,8 +105,11 @@ func (c *Config) QuantRules() []qat.Rule {
 			rules = append(rules, r)
 		}
 	}
-	if c.Quant.Init == "gptq" || c.Quant.Init == "qqq" {
+	switch c.Quant.Init {
+	case "gptq", "qqq":
 		rules = qat.FixedWeightSteps(rules)
+	case "gwq":
+		rules = qat.WithOutliers(rules, 0.01)
 	}
 	return rules
 }
@@ -247,8 +252,8 @@ func (c *Config) validate() *fieldError {
 		return &fieldError{"optimizer.fp32_states", o.States.Validate("optimizer").Error()}
 	case c.Quant.Preset != "" && qat.Presets[c.Quant.Preset] == nil:
 		return &fieldError{"quant.preset", fmt.Sprintf("%q, want one of %s", c.Quant.Preset, qat.PresetNames())}
-	case c.Quant.Init != "" && c.Quant.Init != "rtn" && c.Quant.Init != "gptq" && c.Quant.Init != "qqq":
-		return &fieldError{"quant.init", fmt.Sprintf("%q, want rtn, gptq or qqq", c.Quant.Init)}
+	case c.Quant.Init != "" && c.Quant.Init != "rtn" && c.Quant.Init != "gptq" && c.Quant.Init != "qqq" && c.Quant.Init != "gwq":
+		return &fieldError{"quant.init", fmt.Sprintf("%q, want rtn, gptq, qqq or gwq", c.Quant.Init)}
 	case c.Quant.CalibBatches < 1:
 		return &fieldError{"quant.calib_batches", fmt.Sprintf("%d, must be at least 1", c.Quant.CalibBatches)}
 	case c.Quant.Kurtosis.Coef < 0 || math.IsNaN(c.Quant.Kurtosis.Coef):

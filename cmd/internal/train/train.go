@@ -140,12 +140,28 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 	// Quantizers go on after the starting weights are in place: LSQ steps
 	// start from them (a resumed run then loads its trained steps).
 	var taps map[string]*qat.Kurtosis
+	fresh := !(resume && latest != "")
+	var grads map[*autograd.Var][]float32
+	if cfg.Quant.Init == "gwq" && fresh {
+		// GWQ's saliency: the full-precision model's loss gradients
+		if err := LossGradients(m, train, cfg.Train.Batch, cfg.Train.Seq, cfg.Quant.CalibBatches, cfg.Train.Seed); err != nil {
+			return nil, err
+		}
+		grads = map[*autograd.Var][]float32{}
+		for _, nl := range m.Linears() {
+			grads[nl.Linear.Weight] = append([]float32(nil), nl.Linear.Weight.GradData()...)
+		}
+	}
 	if rules := cfg.QuantRules(); len(rules) > 0 || cfg.Quant.Kurtosis.Coef > 0 {
 		if err := qat.Prepare(m, rules); err != nil {
 			return nil, &config.InputError{Err: err}
 		}
+		if grads != nil {
+			n, kept := qat.SelectByGradient(m, grads)
+			fmt.Fprintf(log, "gwq: kept %d weights of %d linear layers in fp16 (the largest |dL/dW|); QAT starts from them\n", kept, n)
+		}
 		// a post-training start (a resumed run has its trained state)
-		if init := cfg.Quant.Init; (init == "gptq" || init == "qqq") && !(resume && latest != "") {
+		if init := cfg.Quant.Init; (init == "gptq" || init == "qqq") && fresh {
 			if err := ptqInit(m, cfg, train, log); err != nil {
 				return nil, err
 			}
