@@ -8,6 +8,7 @@ import (
 	"gonum.org/v1/gonum/mat"
 
 	"qat/autograd"
+	"qat/kernels"
 	"qat/layers"
 )
 
@@ -37,9 +38,10 @@ var DefaultGPTQ = GPTQConfig{Bits: 4, Damp: 0.01, BlockSize: 128, ActOrder: true
 // sees (float64, cols x cols), as GPTQ's add_batch does, without keeping
 // the inputs.
 type Hessian struct {
-	H    []float64
-	Cols int
-	N    int
+	H       []float64
+	Cols    int
+	N       int
+	scratch []float32
 }
 
 // NewHessian returns an empty accumulator for inputs of cols values.
@@ -58,26 +60,21 @@ func (h *Hessian) Add(x []float32, rows int) {
 	}
 	c := h.Cols
 	f := 2 / n
-	xi := make([]float64, c)
-	for r := 0; r < rows; r++ {
-		for j := 0; j < c; j++ {
-			xi[j] = float64(x[r*c+j])
-		}
-		for i := 0; i < c; i++ {
-			if xi[i] == 0 {
-				continue
-			}
-			a := f * xi[i]
-			row := h.H[i*c : (i+1)*c]
-			for j := i; j < c; j++ {
-				row[j] += a * xi[j]
-			}
-		}
+	// X^T X of this batch through sgemm in float32 (a batch is a few
+	// thousand rows), accumulated in float64 across batches
+	if cap(h.scratch) < c*c {
+		h.scratch = make([]float32, c*c)
+	}
+	g := h.scratch[:c*c]
+	kernels.Sgemm(true, false, c, c, rows, 1, x, c, x, c, 0, g, c)
+	for i, v := range g {
+		h.H[i] += f * float64(v)
 	}
 	h.N += rows
 }
 
-// full returns the symmetric matrix (Add fills the upper triangle).
+// full returns the symmetric matrix (made exactly symmetric from its
+// upper triangle).
 func (h *Hessian) full() []float64 {
 	c := h.Cols
 	out := append([]float64(nil), h.H...)
