@@ -12,7 +12,6 @@ import (
 	"qat/data"
 	"qat/data/atomic"
 	"qat/kernels"
-	"qat/layers"
 	qatpkg "qat/qat"
 )
 
@@ -106,10 +105,9 @@ result is also evaluated on the validation split.`,
 				if tr, err = data.LoadSplit(dataDir, "train", m.Vocab); err != nil {
 					return err
 				}
-				if err := train.LossGradients(m, tr, batch, seq, calib, seed); err != nil {
+				if grads, err = train.LossGradients(m, tr, batch, seq, calib, seed); err != nil {
 					return err
 				}
-				grads = weightGrads(m)
 				rules = qatpkg.WithOutliers(rules, outliers)
 			}
 			if err := qatpkg.Prepare(m, rules); err != nil {
@@ -136,27 +134,15 @@ result is also evaluated on the validation split.`,
 					return err
 				}
 			}
-			if method == "qqq" {
-				// smoothing first: GPTQ then sees the smoothed weights and inputs
-				n, err := train.Smooth(m, tr, batch, seq, calib, seed)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "qqq: smoothed the inputs of %d linear groups\n", n)
-			}
 			if method == "gptq" || method == "qqq" || (method == "gwq" && gwqBase == "gptq") {
-				// activation steps first, so the calibration passes run the
-				// quantized model (set again below on GPTQ's weights)
-				if qatpkg.NeedsCalibration(m) {
-					if _, err := train.Calibrate(m, tr, batch, seq, calib, seed); err != nil {
-						return err
-					}
-				}
 				c := qatpkg.DefaultGPTQ
 				c.ActOrder = actOrder
-				n, err := train.GPTQ(m, tr, batch, seq, calib, seed, c, cmd.ErrOrStderr())
+				smoothed, n, err := train.PostTrain(m, tr, method == "qqq", batch, seq, calib, seed, c, cmd.ErrOrStderr())
 				if err != nil {
 					return err
+				}
+				if method == "qqq" {
+					fmt.Fprintf(cmd.OutOrStdout(), "qqq: smoothed the inputs of %d linear groups\n", smoothed)
 				}
 				if n == 0 {
 					return inputf("--method %s: no linear has a symmetric int weight quantizer per channel or group", method)
@@ -220,14 +206,4 @@ func withMSE(rules []qatpkg.Rule) []qatpkg.Rule {
 		out[i] = r
 	}
 	return out
-}
-
-// weightGrads copies the linears' weight gradients (Prepare may replace
-// what holds them).
-func weightGrads(m *layers.Model) map[*autograd.Var][]float32 {
-	g := map[*autograd.Var][]float32{}
-	for _, nl := range m.Linears() {
-		g[nl.Linear.Weight] = append([]float32(nil), nl.Linear.Weight.GradData()...)
-	}
-	return g
 }

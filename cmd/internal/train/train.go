@@ -144,12 +144,8 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 	var grads map[*autograd.Var][]float32
 	if cfg.Quant.Init == "gwq" && fresh {
 		// GWQ's saliency: the full-precision model's loss gradients
-		if err := LossGradients(m, train, cfg.Train.Batch, cfg.Train.Seq, cfg.Quant.CalibBatches, cfg.Train.Seed); err != nil {
+		if grads, err = LossGradients(m, train, cfg.Train.Batch, cfg.Train.Seq, cfg.Quant.CalibBatches, cfg.Train.Seed); err != nil {
 			return nil, err
-		}
-		grads = map[*autograd.Var][]float32{}
-		for _, nl := range m.Linears() {
-			grads[nl.Linear.Weight] = append([]float32(nil), nl.Linear.Weight.GradData()...)
 		}
 	}
 	if rules := cfg.QuantRules(); len(rules) > 0 || cfg.Quant.Kurtosis.Coef > 0 {
@@ -421,21 +417,7 @@ type EvalResult struct {
 // scales (qat.Calibrate) from `batches` batches of ds, drawn with a seed of
 // their own so that the training batches stay those of the seed.
 func Calibrate(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint64) (int, error) {
-	l, err := data.NewLoader(ds, batch, seq, seed^0xca11b)
-	if err != nil {
-		return 0, err
-	}
-	ids, tg := make([]int32, batch*seq), make([]int32, batch*seq)
-	return qat.Calibrate(m, func() error {
-		tp := autograd.NewTape()
-		tp.SetNoGrad(true)
-		for b := 0; b < batches; b++ {
-			l.Next(ids, tg)
-			m.Forward(tp, ids, batch, seq)
-			tp.Reset()
-		}
-		return nil
-	})
+	return qat.Calibrate(m, calibRun(m, ds, batch, seq, batches, seed))
 }
 
 // Evaluate computes the mean next-token loss over the dataset's windows
@@ -666,22 +648,13 @@ func blockProgress(w io.Writer, what string, n int) func(done int) {
 // ptqInit quantizes the starting weights by quant.init (gptq, or qqq:
 // smoothing then gptq) on quant.calib_batches training batches.
 func ptqInit(m *layers.Model, cfg *config.Config, ds *data.Dataset, log io.Writer) error {
-	b, seq, nb, seed := cfg.Train.Batch, cfg.Train.Seq, cfg.Quant.CalibBatches, cfg.Train.Seed
-	if qat.NeedsCalibration(m) { // the calibration passes run the quantized model
-		if _, err := Calibrate(m, ds, b, seq, nb, seed); err != nil {
-			return err
-		}
-	}
-	if cfg.Quant.Init == "qqq" {
-		n, err := Smooth(m, ds, b, seq, nb, seed)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(log, "qqq: smoothed the inputs of %d linear groups\n", n)
-	}
-	n, err := GPTQ(m, ds, b, seq, nb, seed, qat.DefaultGPTQ, log)
+	nb := cfg.Quant.CalibBatches
+	smoothed, n, err := PostTrain(m, ds, cfg.Quant.Init == "qqq", cfg.Train.Batch, cfg.Train.Seq, nb, cfg.Train.Seed, qat.DefaultGPTQ, log)
 	if err != nil {
 		return err
+	}
+	if cfg.Quant.Init == "qqq" {
+		fmt.Fprintf(log, "qqq: smoothed the inputs of %d linear groups\n", smoothed)
 	}
 	if n == 0 {
 		return &config.InputError{Err: fmt.Errorf("quant.init %s: no linear has a symmetric int weight quantizer per channel or group", cfg.Quant.Init)}
@@ -690,12 +663,34 @@ func ptqInit(m *layers.Model, cfg *config.Config, ds *data.Dataset, log io.Write
 	return nil
 }
 
+// PostTrain runs GPTQ on m's symmetric int weight quantizers, after QQQ's
+// smoothing when smooth is set, on `batches` batches of ds. Activation
+// steps are calibrated first where they need it, so the calibration
+// passes run the quantized model (set them again on the new weights). It
+// returns the groups smoothed and the layers quantized.
+func PostTrain(m *layers.Model, ds *data.Dataset, smooth bool, batch, seq, batches int, seed uint64, c qat.GPTQConfig, w io.Writer) (smoothed, quantized int, err error) {
+	if qat.NeedsCalibration(m) {
+		if _, err := Calibrate(m, ds, batch, seq, batches, seed); err != nil {
+			return 0, 0, err
+		}
+	}
+	if smooth {
+		if smoothed, err = Smooth(m, ds, batch, seq, batches, seed); err != nil {
+			return 0, 0, err
+		}
+	}
+	quantized, err = GPTQ(m, ds, batch, seq, batches, seed, c, w)
+	return smoothed, quantized, err
+}
+
 // LossGradients accumulates the gradients of the language-model loss over
-// `batches` training batches into m's parameters (GWQ's saliency).
-func LossGradients(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint64) error {
+// `batches` training batches into m's parameters and returns a copy of
+// each linear's weight gradient (GWQ's saliency; Prepare may replace what
+// holds them).
+func LossGradients(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint64) (map[*autograd.Var][]float32, error) {
 	l, err := data.NewLoader(ds, batch, seq, seed^0x6a7)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var vars []*autograd.Var
 	for _, p := range m.Params() {
@@ -709,5 +704,9 @@ func LossGradients(m *layers.Model, ds *data.Dataset, batch, seq, batches int, s
 		tp.Backward(m.Loss(tp, ids, tg, batch, seq))
 		tp.Reset()
 	}
-	return nil
+	grads := map[*autograd.Var][]float32{}
+	for _, nl := range m.Linears() {
+		grads[nl.Linear.Weight] = append([]float32(nil), nl.Linear.Weight.GradData()...)
+	}
+	return grads, nil
 }
