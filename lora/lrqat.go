@@ -158,14 +158,14 @@ func (l *LRQAT) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
 	n := x.Size() / l.Cols
 	return ops.Custom(out, []*autograd.Var{x, l.A, l.B, l.Step},
 		func(y []float32) {
-			w := getF(l.Rows * l.Cols)
+			w := floats.get(l.Rows * l.Cols)
 			l.build(w, nil, nil)
 			kernels.Sgemm(false, true, n, l.Rows, l.Cols, 1, x.Data(), l.Cols, w, l.Cols, 0, y, l.Rows)
-			putF(w)
+			floats.put(w)
 		},
 		func(dy []float32, d [][]float32) {
-			w, G := getF(l.Rows*l.Cols), getF(l.Rows*l.Cols)
-			qm := getB(2 * l.Rows * l.Cols)
+			w, G := floats.get(l.Rows*l.Cols), floats.get(l.Rows*l.Cols)
+			qm := bytes.get(2 * l.Rows * l.Cols)
 			q := unsafe.Slice((*int8)(unsafe.Pointer(&qm[0])), l.Rows*l.Cols)
 			m := qm[l.Rows*l.Cols:]
 			l.build(w, q, m)
@@ -176,9 +176,9 @@ func (l *LRQAT) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
 				kernels.Sgemm(true, false, l.Rows, l.Cols, n, 1, dy, l.Rows, x.Data(), l.Cols, 0, G, l.Cols)
 				l.backWeight(G, q, m, d[1], d[2], d[3])
 			}
-			putF(w)
-			putF(G)
-			putB(qm)
+			floats.put(w)
+			floats.put(G)
+			bytes.put(qm)
 		})
 }
 
@@ -223,46 +223,33 @@ var (
 	_ layers.FrozenState = (*LRQAT)(nil)
 )
 
-// The pool of layer-sized scratch buffers: at most a few live at once
+// freeList holds layer-sized scratch buffers: at most a few live at once
 // (one layer's product per goroutine), reused across layers and steps.
-var pool struct {
+type freeList[T any] struct {
 	sync.Mutex
-	f [][]float32
-	b [][]byte
+	free [][]T
 }
 
-func getF(n int) []float32 {
-	pool.Lock()
-	defer pool.Unlock()
-	for i, s := range pool.f {
+// get returns a buffer of n elements (contents unspecified).
+func (l *freeList[T]) get(n int) []T {
+	l.Lock()
+	defer l.Unlock()
+	for i, s := range l.free {
 		if cap(s) >= n {
-			pool.f = append(pool.f[:i], pool.f[i+1:]...)
+			l.free = append(l.free[:i], l.free[i+1:]...)
 			return s[:n]
 		}
 	}
-	return make([]float32, n)
+	return make([]T, n)
 }
 
-func putF(s []float32) {
-	pool.Lock()
-	pool.f = append(pool.f, s)
-	pool.Unlock()
+func (l *freeList[T]) put(s []T) {
+	l.Lock()
+	l.free = append(l.free, s)
+	l.Unlock()
 }
 
-func getB(n int) []byte {
-	pool.Lock()
-	defer pool.Unlock()
-	for i, s := range pool.b {
-		if cap(s) >= n {
-			pool.b = append(pool.b[:i], pool.b[i+1:]...)
-			return s[:n]
-		}
-	}
-	return make([]byte, n)
-}
-
-func putB(s []byte) {
-	pool.Lock()
-	pool.b = append(pool.b, s)
-	pool.Unlock()
-}
+var (
+	floats freeList[float32]
+	bytes  freeList[byte]
+)
