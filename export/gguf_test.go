@@ -36,6 +36,30 @@ func logits(m *layers.Model, ids []int32) []float32 {
 	return append([]float32(nil), m.Forward(tp, ids, 1, len(ids)).Data()...)
 }
 
+// packedVsForward feeds ids one at a time through the packed decoder and
+// returns, per position, the relative RMS difference of its logits from
+// the full forward of m.
+func packedVsForward(t *testing.T, m *layers.Model, packed map[*autograd.Var]layers.PackedWeight, ids []int32) []float64 {
+	full := logits(m, ids)
+	d := layers.NewPackedDecoder(m, packed)
+	V := m.Vocab
+	var rels []float64
+	for p, id := range ids {
+		l, err := d.Step(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var num, den float64
+		for v := 0; v < V; v++ {
+			e := float64(l[v] - full[p*V+v])
+			num += e * e
+			den += float64(full[p*V+v]) * float64(full[p*V+v])
+		}
+		rels = append(rels, math.Sqrt(num/den))
+	}
+	return rels
+}
+
 // TestGGUFLossless: a model trained on the Q4_0 (or Q8_0) grid exports to
 // a GGUF whose unpacked weights are its fake-quant weights bit for bit and
 // whose logits are the fake-quant model's; f32 exports are exact.
@@ -243,23 +267,9 @@ func TestPackedDecoder(t *testing.T) {
 		if want := 7 * len(m2.Layers); len(packed) != want {
 			t.Fatalf("%s: %d packed matrices, want %d", quant, len(packed), want)
 		}
-		ids := tok2.Encode(nil, "The state of the Union is strong")
-		full := logits(m2, ids)
-		d := layers.NewPackedDecoder(m2, packed)
-		V := m2.Vocab
-		for p, id := range ids {
-			l, err := d.Step(id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var num, den float64
-			for v := 0; v < V; v++ {
-				e := float64(l[v] - full[p*V+v])
-				num += e * e
-				den += float64(full[p*V+v]) * float64(full[p*V+v])
-			}
+		for p, rel := range packedVsForward(t, m2, packed, tok2.Encode(nil, "The state of the Union is strong")) {
 			// Q8_0 activations: about 0.5% relative error per product
-			if rel := math.Sqrt(num / den); rel > 0.02 {
+			if rel > 0.02 {
 				t.Fatalf("%s position %d: packed logits differ by %.3g (relative RMS)", quant, p, rel)
 			}
 		}
@@ -349,24 +359,11 @@ func TestPackedSafetensorsKernels(t *testing.T) {
 		if want := 7 * len(m2.Layers); len(packed) != want {
 			t.Fatalf("%s: %d packed matrices, want %d", preset, len(packed), want)
 		}
-		ids := tok2.Encode(nil, "The state of the Union is strong")
-		full := logits(m2, ids)
-		d := layers.NewPackedDecoder(m2, packed)
-		V := m2.Vocab
-		for p, id := range ids {
-			l, err := d.Step(id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var num, den float64
-			for v := 0; v < V; v++ {
-				e := float64(l[v] - full[p*V+v])
-				num += e * e
-				den += float64(full[p*V+v]) * float64(full[p*V+v])
-			}
-			if rel := math.Sqrt(num / den); rel > 1e-4 {
+		rels := packedVsForward(t, m2, packed, tok2.Encode(nil, "The state of the Union is strong"))
+		for p, rel := range rels {
+			if rel > 1e-4 {
 				t.Fatalf("%s position %d: packed logits differ by %.3g (relative RMS)", preset, p, rel)
-			} else if p == len(ids)-1 {
+			} else if p == len(rels)-1 {
 				t.Logf("%s: relative RMS difference %.2g", preset, rel)
 			}
 		}
