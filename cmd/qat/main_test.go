@@ -110,6 +110,16 @@ func writeConfig(t *testing.T, text, dataDir, out string) string {
 	return p
 }
 
+// lossIn returns the loss of the last "loss X" a command printed (the
+// validation line of ptq and eval).
+func lossIn(t *testing.T, s string) string {
+	i := strings.LastIndex(s, "loss ")
+	if i < 0 {
+		t.Fatalf("no loss in %q", s)
+	}
+	return strings.Fields(s[i:])[1]
+}
+
 // losses reads the per-step training losses of a run's metrics.jsonl.
 func losses(t *testing.T, out string) map[int]string {
 	f, err := os.Open(filepath.Join(out, "metrics.jsonl"))
@@ -363,25 +373,18 @@ func TestPTQThenQAT(t *testing.T) {
 	if code != 0 || !strings.Contains(msg, "calibrated 14 activation quantizers") {
 		t.Fatalf("ptq: %d\n%s", code, msg)
 	}
-	lossOf := func(s string) string {
-		i := strings.Index(s, "loss ")
-		if i < 0 {
-			t.Fatalf("no loss in %q", s)
-		}
-		return strings.Fields(s[i:])[1]
-	}
-	ptqLoss := lossOf(msg)
+	ptqLoss := lossIn(t, msg)
 	q, err := os.ReadFile(filepath.Join(out, "quant.json"))
 	if err != nil || !strings.Contains(string(q), `"scale": "mse"`) {
 		t.Fatalf("quant.json: %v\n%s", err, q)
 	}
 	msg, code = qat(t, "eval", "--model", out, "--data", data, "--seq", "32", "--batch", "8")
-	if code != 0 || lossOf(msg) != ptqLoss {
-		t.Fatalf("eval of the ptq checkpoint: %d, loss %s, ptq printed %s\n%s", code, lossOf(msg), ptqLoss, msg)
+	if code != 0 || lossIn(t, msg) != ptqLoss {
+		t.Fatalf("eval of the ptq checkpoint: %d, loss %s, ptq printed %s\n%s", code, lossIn(t, msg), ptqLoss, msg)
 	}
 	msg, code = qat(t, "eval", "--model", fp, "--data", data, "--seq", "32", "--batch", "8")
-	if code != 0 || lossOf(msg) == ptqLoss {
-		t.Fatalf("full-precision eval: %d, loss %s, the same as ptq's\n%s", code, lossOf(msg), msg)
+	if code != 0 || lossIn(t, msg) == ptqLoss {
+		t.Fatalf("full-precision eval: %d, loss %s, the same as ptq's\n%s", code, lossIn(t, msg), msg)
 	}
 	if msg, code := qat(t, "generate", "--model", out, "--prompt", "The", "--max-tokens", "5"); code != 0 {
 		t.Fatalf("generate from the ptq checkpoint: %d\n%s", code, msg)
@@ -463,11 +466,10 @@ func TestLRQATMerge(t *testing.T) {
 		}
 		loss := func(model string) string {
 			msg, code := qat(t, "eval", "--model", model, "--data", data, "--seq", "32", "--batches", "4")
-			i := strings.Index(msg, "loss ")
-			if code != 0 || i < 0 {
+			if code != 0 {
 				t.Fatalf("eval %s: %d\n%s", model, code, msg)
 			}
-			return strings.Fields(msg[i:])[1]
+			return lossIn(t, msg)
 		}
 		before := loss(out)
 		merged := filepath.Join(tmp, method+"-merged")
@@ -567,14 +569,7 @@ func gptqCheckpoint(t *testing.T, tmp, fp, data, method, rules string) {
 	if code != 0 || !ok {
 		t.Fatalf("ptq %s: %d\n%s", method, code, msg)
 	}
-	lossOf := func(s string) string {
-		i := strings.LastIndex(s, "loss ")
-		if i < 0 {
-			t.Fatalf("no loss in %q", s)
-		}
-		return strings.Fields(s[i:])[1]
-	}
-	want := lossOf(msg)
+	want := lossIn(t, msg)
 	for _, model := range []string{out, filepath.Join(tmp, method+"-packed")} {
 		if model != out {
 			if msg, code := qat(t, "export", "--model", out, "--format", "safetensors-packed", "--out", model); code != 0 {
@@ -582,8 +577,8 @@ func gptqCheckpoint(t *testing.T, tmp, fp, data, method, rules string) {
 			}
 		}
 		msg, code = qat(t, "eval", "--model", model, "--data", data, "--seq", "32", "--batch", "4", "--batches", "4")
-		if code != 0 || lossOf(msg) != want {
-			t.Fatalf("eval %s: %d, loss %s, ptq printed %s\n%s", model, code, lossOf(msg), want, msg)
+		if code != 0 || lossIn(t, msg) != want {
+			t.Fatalf("eval %s: %d, loss %s, ptq printed %s\n%s", model, code, lossIn(t, msg), want, msg)
 		}
 	}
 }
