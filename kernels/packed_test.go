@@ -106,14 +106,7 @@ func BenchmarkGemmPacked(b *testing.B) {
 	for _, f := range []*Format{Q4_0, Q8_0} {
 		for _, rows := range []int{4096, 14336} {
 			const k = 4096
-			w := make([]byte, rows*f.RowBytes(k))
-			row := make([]float32, k)
-			for r := 0; r < rows; r++ {
-				for i := range row {
-					row[i] = float32(rng.NormFloat64())
-				}
-				f.Pack(w[r*f.RowBytes(k):], row)
-			}
+			w := randomRows(rng, f, rows, k)
 			for _, n := range []int{1, 8, 32} {
 				x := make([]float32, n*k)
 				for i := range x {
@@ -187,14 +180,7 @@ func BenchmarkGemmR4(b *testing.B) {
 	for _, f := range []*Format{Q4_0, Q8_0} {
 		for _, k := range []int{4096, 14336} {
 			const rows = 4096
-			w := make([]float32, k)
-			packed := make([]byte, rows*f.RowBytes(k))
-			for r := 0; r < rows; r++ {
-				for i := range w {
-					w[i] = float32(rng.NormFloat64())
-				}
-				f.Pack(packed[r*f.RowBytes(k):], w)
-			}
+			packed := randomRows(rng, f, rows, k)
 			r := Repack(f, packed, rows, k)
 			if r == nil {
 				b.Skip("no AVX-512 VNNI")
@@ -217,4 +203,17 @@ func BenchmarkGemmR4(b *testing.B) {
 			}
 		}
 	}
+}
+
+// randomRows packs rows of k standard normal values in format f.
+func randomRows(rng *rand.Rand, f *Format, rows, k int) []byte {
+	out := make([]byte, rows*f.RowBytes(k))
+	row := make([]float32, k)
+	for r := 0; r < rows; r++ {
+		for i := range row {
+			row[i] = float32(rng.NormFloat64())
+		}
+		f.Pack(out[r*f.RowBytes(k):], row)
+	}
+	return out
 }
