@@ -443,39 +443,19 @@ func (t *Tape) RoPE(x *Var, r *RoPETable, pos []int32, heads int) *Var {
 // q (B, T, heads*hd), k and v (B, T, kvHeads*hd) -> (B, T, heads*hd); query
 // head h reads kv head h/(heads/kvHeads). It keeps no T x T tensor: each
 // head's scores live in a per-goroutine scratch and backward recomputes
-// them from q and k (as flash attention does).
+// them from q and k (as flash attention does): kernels.Attn.
 func (t *Tape) Attention(q, k, v *Var, heads, kvHeads int) *Var {
 	qs, ks := q.Shape(), k.Shape()
 	if len(qs) != 3 || !sameShape(ks, v.Shape()) || len(ks) != 3 || qs[0] != ks[0] || qs[1] != ks[1] ||
 		heads <= 0 || kvHeads <= 0 || heads%kvHeads != 0 || qs[2]%heads != 0 || ks[2] != qs[2]/heads*kvHeads {
 		panic(fmt.Sprintf("autograd: Attention: q %v, k %v, v %v, heads %d, kv heads %d", qs, ks, v.Shape(), heads, kvHeads))
 	}
-	B, T, dq, dk := qs[0], qs[1], qs[2], ks[2]
-	hd := dq / heads
-	group := heads / kvHeads
+	B, T := qs[0], qs[1]
+	hd := qs[2] / heads
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	out := t.newVar(qs, q, k, v)
-	// Queries go in blocks of qb rows; block i0 needs keys 0..i0+qb-1 only,
-	// so the masked upper triangle is mostly never computed (T = 128: 62%
-	// of the full products).
-	qb := min(T, attnBlock)
-	nc := kernels.Chunks(B*heads, 1)
-	sc := t.scratch(nc * (qb*T + qb))
-	kernels.ForBLAS(B*heads, 1, func(c, lo, hi int) {
-		s, lse := sc[c*(qb*T+qb):c*(qb*T+qb)+qb*T], sc[c*(qb*T+qb)+qb*T:(c+1)*(qb*T+qb)]
-		for bh := lo; bh < hi; bh++ {
-			b, h := bh/heads, bh%heads
-			qo, ko := b*T*dq+h*hd, b*T*dk+(h/group)*hd
-			for i0 := 0; i0 < T; i0 += qb {
-				rows := min(qb, T-i0)
-				n := i0 + rows
-				// S = Q[i0:] K[:n]^T; P = causal softmax; O[i0:] = P V[:n]
-				kernels.SgemmSerial(false, true, rows, n, hd, 1, q.x[qo+i0*dq:], dq, k.x[ko:], dk, 0, s, n)
-				kernels.Active.CausalSoftmax(s, rows, i0, n, n, scale, lse)
-				kernels.SgemmSerial(false, false, rows, hd, n, 1, s, n, v.x[ko:], dk, 0, out.x[qo+i0*dq:], dq)
-			}
-		}
-	})
+	at := kernels.Attn{B: B, T: T, Heads: heads, KVHeads: kvHeads, HeadDim: hd, Scale: scale}
+	at.Forward(out.x, q.x, k.x, v.x, t.scratch(at.ForwardScratch()))
 	t.record(out, func() {
 		if out.g == nil {
 			return
@@ -483,51 +463,10 @@ func (t *Tape) Attention(q, k, v *Var, heads, kvHeads int) *Var {
 		dQ, fq := t.gradW(q)
 		dK, fk := t.gradW(k)
 		dV, fv := t.gradW(v)
-		// One work item per (batch, kv head): the query heads of a group
-		// all add into the same dK and dV, so they stay on one goroutine.
-		nc := kernels.Chunks(B*kvHeads, 1)
-		sc := t.scratch(nc * (2*qb*T + qb))
-		kernels.ForBLAS(B*kvHeads, 1, func(c, lo, hi int) {
-			w := sc[c*(2*qb*T+qb) : (c+1)*(2*qb*T+qb)]
-			p, dp, lse := w[:qb*T], w[qb*T:2*qb*T], w[2*qb*T:]
-			for bk := lo; bk < hi; bk++ {
-				b, kh := bk/kvHeads, bk%kvHeads
-				ko := b*T*dk + kh*hd
-				// Blocks add into parts of dK and dV: fresh ones are
-				// cleared first (this head group's rows only).
-				for j := 0; j < T && (fk || fv); j++ {
-					if fk {
-						clear(dK[ko+j*dk : ko+j*dk+hd])
-					}
-					if fv {
-						clear(dV[ko+j*dk : ko+j*dk+hd])
-					}
-				}
-				for h := kh * group; h < (kh+1)*group; h++ {
-					qo := b*T*dq + h*hd
-					for i0 := 0; i0 < T; i0 += qb {
-						rows := min(qb, T-i0)
-						n := i0 + rows
-						qi, gi := qo+i0*dq, qo+i0*dq
-						kernels.SgemmSerial(false, true, rows, n, hd, 1, q.x[qi:], dq, k.x[ko:], dk, 0, p, n)
-						kernels.Active.CausalSoftmax(p, rows, i0, n, n, scale, lse)
-						// dV[:n] += P^T dO; dP = dO V[:n]^T; dS = scale*P*(dP - rowsum(P dP))
-						kernels.SgemmSerial(true, false, n, hd, rows, 1, p, n, out.g[gi:], dq, 1, dV[ko:], dk)
-						kernels.SgemmSerial(false, true, rows, n, hd, 1, out.g[gi:], dq, v.x[ko:], dk, 0, dp, n)
-						kernels.Active.SoftmaxBwd(p, dp, rows, n, n, scale)
-						// dQ[i0:] = dS K[:n]; dK[:n] += dS^T Q[i0:]
-						kernels.SgemmSerial(false, false, rows, hd, n, 1, dp, n, k.x[ko:], dk, beta(fq), dQ[qi:], dq)
-						kernels.SgemmSerial(true, false, n, hd, rows, 1, dp, n, q.x[qi:], dq, 1, dK[ko:], dk)
-					}
-				}
-			}
-		})
+		at.Backward(dQ, dK, dV, out.g, q.x, k.x, v.x, t.scratch(at.BackwardScratch()), fq, fk, fv)
 	})
 	return out
 }
-
-// attnBlock is the number of query rows Attention handles per product.
-const attnBlock = 32
 
 // CrossEntropy returns the mean over non-ignored rows of
 // -log softmax(logits)[target] for logits (..., vocab) and one target per

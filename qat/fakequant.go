@@ -173,26 +173,13 @@ func (q *Quantizer) Apply(t autograd.Ops, x *autograd.Var) *autograd.Var {
 	if shape[len(shape)-1] != q.row {
 		panic(fmt.Sprintf("qat: quantizer for rows of %d applied to %v", q.row, shape))
 	}
-	mask := t.ScratchBytes(n) // one byte per value; kept for backward
-	switch q.Format {
-	case "q4_0", "q8_0":
-		f := kernels.FakeQuantQ4_0
-		if q.Format == "q8_0" {
-			f = kernels.FakeQuantQ8_0
-		}
-		return t.Custom(shape, []*autograd.Var{x}, func(out []float32) { f(out, mask, x.Data()) },
-			func(dout []float32, dins [][]float32) {
-				if dins[0] != nil {
-					kernels.MaskGrad(dins[0], dout, mask)
-				}
-			})
-	}
-	if q.cal != nil {
+	packed := q.Format == "q4_0" || q.Format == "q8_0"
+	if q.cal != nil && !packed {
 		q.cal.record(x.Data())
 		return x
 	}
-	group, _ := q.Group(q.row, n)
-	if q.Step != nil {
+	if q.Step != nil && !packed {
+		group, _ := q.Group(q.row, n)
 		if q.Step.Size() != n/group {
 			panic(fmt.Sprintf("qat: quantizer with %d steps applied to %d groups", q.Step.Size(), n/group))
 		}
@@ -200,67 +187,124 @@ func (q *Quantizer) Apply(t autograd.Ops, x *autograd.Var) *autograd.Var {
 			panic("qat: quantizer with fixed or learned steps used before Init or Calibrate")
 		}
 	}
+	mask := t.ScratchBytes(n) // one byte per value; kept for backward
+	var step, offset *autograd.Var
+	inputs := []*autograd.Var{x}
+	if q.Scale == "lsq" {
+		step, offset = q.Step, q.Offset
+		inputs = append(inputs, q.Step)
+		if offset != nil {
+			inputs = append(inputs, q.Offset)
+		}
+	}
+	scratch := t.Scratch(q.ScratchSize(n))
+	return t.Custom(shape, inputs, func(out []float32) {
+		q.Forward(out, mask, x.Data(), data(step), data(offset), scratch)
+	}, func(dout []float32, dins [][]float32) {
+		var dstep, doffset []float32
+		if len(dins) > 1 {
+			if dstep = dins[1]; dstep == nil {
+				dstep = t.Scratch(q.Step.Size())
+				clear(dstep)
+			}
+		}
+		if len(dins) > 2 {
+			doffset = dins[2]
+		}
+		q.Backward(dins[0], dstep, doffset, dout, mask, x.Data(), data(step), scratch)
+	})
+}
+
+func data(v *autograd.Var) []float32 {
+	if v == nil {
+		return nil
+	}
+	return v.Data()
+}
+
+// ScratchSize is the length of the scratch that Forward and Backward need
+// for n values: the dynamic scales and zero points, or LSQ+'s shifted input.
+func (q *Quantizer) ScratchSize(n int) int {
+	switch {
+	case q.Format == "q4_0", q.Format == "q8_0", q.Scale == "mse", q.Scale == "lsq" && q.Symmetric:
+		return 0
+	case q.Scale == "lsq":
+		return n
+	}
+	group, _ := q.Group(q.row, n)
+	return 2 * (n / group)
+}
+
+// Forward writes the fake-quantized x into out and marks in mask the
+// values that fell inside the grid (those whose gradient passes). For lsq
+// scales, step (and offset, LSQ+) are the learned tensors' values; the
+// other scales are q's own (mse) or computed from x. scratch
+// (ScratchSize(len(x))) must be kept unchanged until Backward. The tape
+// (Apply) and the Gorgonia engine (package qat/gorgonia) both call it.
+func (q *Quantizer) Forward(out []float32, mask []uint8, x, step, offset, scratch []float32) {
+	n := len(x)
+	switch q.Format {
+	case "q4_0":
+		kernels.FakeQuantQ4_0(out, mask, x)
+		return
+	case "q8_0":
+		kernels.FakeQuantQ8_0(out, mask, x)
+		return
+	}
+	group, _ := q.Group(q.row, n)
 	var qmin, qmax float32
 	if q.Format == "int" {
 		qmin, qmax = q.Grid()
 	}
 	switch {
 	case q.Scale == "mse":
-		return t.Custom(shape, []*autograd.Var{x}, func(out []float32) {
-			kernels.FakeQuantAffine(out, mask, x.Data(), q.Step.Data(), q.Zero.Data(), group, qmin, qmax)
-		}, func(dout []float32, dins [][]float32) {
-			if dins[0] != nil {
-				kernels.MaskGrad(dins[0], dout, mask)
-			}
-		})
+		kernels.FakeQuantAffine(out, mask, x, q.Step.Data(), q.Zero.Data(), group, qmin, qmax)
 	case q.Scale == "lsq" && q.Symmetric:
-		qn, qp := -qmin, qmax
-		gscale := q.gradScale(group, qp)
-		return t.Custom(shape, []*autograd.Var{x, q.Step}, func(out []float32) {
-			kernels.FakeQuantLSQ(out, mask, x.Data(), q.Step.Data(), group, qn, qp)
-		}, func(dout []float32, dins [][]float32) {
-			ds := dins[1]
-			if ds == nil {
-				ds = t.Scratch(q.Step.Size())
-				clear(ds)
-			}
-			kernels.LSQGrad(dins[0], ds, dout, x.Data(), q.Step.Data(), group, qn, qp, gscale)
-		})
+		kernels.FakeQuantLSQ(out, mask, x, step, group, -qmin, qmax)
 	case q.Scale == "lsq":
-		// LSQ+: LSQ on the shifted u = x - beta, plus beta; beta's
-		// gradient is the output gradient where u clipped.
-		qn, qp := -qmin, qmax
-		gscale := q.gradScale(group, qp)
-		u := t.Scratch(n)
-		return t.Custom(shape, []*autograd.Var{x, q.Step, q.Offset}, func(out []float32) {
-			kernels.ShiftGroups(u, x.Data(), q.Offset.Data(), group, -1)
-			kernels.FakeQuantLSQ(out, mask, u, q.Step.Data(), group, qn, qp)
-			kernels.ShiftGroups(out, out, q.Offset.Data(), group, 1)
-		}, func(dout []float32, dins [][]float32) {
-			ds, db := dins[1], dins[2]
-			if ds == nil {
-				ds = t.Scratch(q.Step.Size())
-				clear(ds)
-			}
-			kernels.LSQGrad(dins[0], ds, dout, u, q.Step.Data(), group, qn, qp, gscale)
-			if db != nil {
-				kernels.ClippedSumGroups(db, dout, mask, group, gscale)
-			}
-		})
-	}
-	scale, zero := t.Scratch(n/group), t.Scratch(n/group)
-	return t.Custom(shape, []*autograd.Var{x}, func(out []float32) {
-		q.dynamicScales(scale, zero, x.Data(), group)
+		// LSQ+: LSQ on the shifted u = x - beta, plus beta.
+		u := scratch[:n]
+		kernels.ShiftGroups(u, x, offset, group, -1)
+		kernels.FakeQuantLSQ(out, mask, u, step, group, -qmin, qmax)
+		kernels.ShiftGroups(out, out, offset, group, 1)
+	default:
+		scale, zero := scratch[:n/group], scratch[n/group:2*(n/group)]
+		q.dynamicScales(scale, zero, x, group)
 		if q.Format == "int" {
-			kernels.FakeQuantAffine(out, mask, x.Data(), scale, zero, group, qmin, qmax)
+			kernels.FakeQuantAffine(out, mask, x, scale, zero, group, qmin, qmax)
 		} else {
-			kernels.FakeQuantFP(out, mask, x.Data(), scale, group, q.fp())
+			kernels.FakeQuantFP(out, mask, x, scale, group, q.fp())
 		}
-	}, func(dout []float32, dins [][]float32) {
-		if dins[0] != nil {
-			kernels.MaskGrad(dins[0], dout, mask)
+	}
+}
+
+// Backward adds (+=) the gradients of Forward's output dout into dx (the
+// straight-through estimator: dout where mask is set) and, for lsq
+// scales, LSQ's step gradient scaled by 1/sqrt(N*Qp) into dstep and LSQ+'s
+// offset gradient (dout where the shifted input clipped) into doffset.
+// dx and doffset may be nil; dstep must be given for lsq. mask, x, step
+// and scratch are Forward's.
+func (q *Quantizer) Backward(dx, dstep, doffset, dout []float32, mask []uint8, x, step, scratch []float32) {
+	if q.Scale != "lsq" || q.Format == "q4_0" || q.Format == "q8_0" {
+		if dx != nil {
+			kernels.MaskGrad(dx, dout, mask)
 		}
-	})
+		return
+	}
+	group, _ := q.Group(q.row, len(x))
+	var qmin, qmax float32
+	if q.Format == "int" {
+		qmin, qmax = q.Grid()
+	}
+	u := x
+	if !q.Symmetric {
+		u = scratch[:len(x)]
+	}
+	gscale := q.gradScale(group, qmax)
+	kernels.LSQGrad(dx, dstep, dout, u, step, group, -qmin, qmax, gscale)
+	if doffset != nil {
+		kernels.ClippedSumGroups(doffset, dout, mask, group, gscale)
+	}
 }
 
 // gradScale is LSQ's 1/sqrt(N*Qp): N is the number of values per step for
@@ -321,3 +365,6 @@ func (q *Quantizer) SameAs(o layers.Quantizer) bool {
 	p, ok := o.(*Quantizer)
 	return ok && p.Spec == q.Spec && q.Step == nil && p.Step == nil && p.row == q.row && q.cal == nil && p.cal == nil
 }
+
+// Row is the length of the rows q quantizes (groups never cross one).
+func (q *Quantizer) Row() int { return q.row }

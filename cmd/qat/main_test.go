@@ -270,6 +270,7 @@ func TestBadInputs(t *testing.T) {
 		"quant-fp-asym.yaml": "quant.rules[0].activations.symmetric", "quant-no-match.yaml": "matches no linear layer",
 		"quant-preset.yaml": "quant.preset", "quant-act-mse-token.yaml": "quant.rules[0].activations.scale",
 		"quant-kv-group.yaml": "quant.rules[0].kv_cache on model.layers.0.self_attn", "quant-calib-batches.yaml": "quant.calib_batches",
+		"engine.yaml": "train.engine",
 	}
 	files, _ := filepath.Glob(filepath.Join("testdata", "bad", "*.yaml"))
 	if len(files) != len(expect) {
@@ -580,5 +581,47 @@ func gptqCheckpoint(t *testing.T, tmp, fp, data, method, rules string) {
 		if code != 0 || lossIn(t, msg) != want {
 			t.Fatalf("eval %s: %d, loss %s, ptq printed %s\n%s", model, code, lossIn(t, msg), want, msg)
 		}
+	}
+}
+
+// TestGorgoniaEngine: `qat train --engine gorgonia` trains the w4a8 tiny
+// run (grouped-query heads) to the tape engine's losses within 1e-3
+// relative, writes checkpoints the tape resumes from (and the other way
+// round), and refuses what the graph cannot run with exit status 2.
+func TestGorgoniaEngine(t *testing.T) {
+	data := smallData(t)
+	tmp := t.TempDir()
+	run := strings.Replace(strings.Replace(tinyRun, "steps: 40", "steps: 10", 1), "threads: 2", "threads: 1", 1) +
+		"quant:\n  preset: w4a8\n"
+	curves := map[string]map[int]string{}
+	for _, engine := range []string{"tape", "gorgonia"} {
+		out := filepath.Join(tmp, engine)
+		if msg, code := qat(t, "train", "--config", writeConfig(t, run, data, out), "--engine", engine); code != 0 {
+			t.Fatalf("%s: exit %d\n%s", engine, code, msg)
+		}
+		curves[engine] = losses(t, out)
+	}
+	for step := 1; step <= 10; step++ {
+		a, _ := strconv.ParseFloat(curves["tape"][step], 64)
+		b, _ := strconv.ParseFloat(curves["gorgonia"][step], 64)
+		if a == 0 || math.Abs(a-b) > 1e-3*a {
+			t.Errorf("step %d: loss %s on the tape, %s on gorgonia", step, curves["tape"][step], curves["gorgonia"][step])
+		}
+	}
+	// Either engine resumes the other's checkpoints.
+	for _, c := range [][2]string{{"tape", "gorgonia"}, {"gorgonia", "tape"}} {
+		out := filepath.Join(tmp, c[0])
+		if msg, code := qat(t, "train", "--resume", out, "--set", "train.steps=12", "--engine", c[1]); code != 0 || !strings.Contains(msg, "resuming from") {
+			t.Errorf("%s run resumed on %s: exit %d\n%s", c[0], c[1], code, msg)
+		}
+		if l := losses(t, out); l[12] == "" {
+			t.Errorf("%s run resumed on %s logged no step 12", c[0], c[1])
+		}
+	}
+	// LoRA adapters are not graph ops.
+	lr := run + "lora:\n  method: lora-qat\n  rank: 4\n"
+	msg, code := qat(t, "train", "--config", writeConfig(t, lr, data, filepath.Join(tmp, "lora")), "--engine", "gorgonia")
+	if code != 2 || !strings.Contains(msg, "train.engine gorgonia") {
+		t.Errorf("lora on gorgonia: exit %d, want 2 and a train.engine message:\n%s", code, msg)
 	}
 }

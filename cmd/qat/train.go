@@ -14,7 +14,7 @@ import (
 )
 
 func trainCmd() *cobra.Command {
-	var cfgPath, resume, initQuant string
+	var cfgPath, resume, initQuant, engine string
 	var sets []string
 	cmd := &cobra.Command{
 		Use:   "train",
@@ -25,6 +25,9 @@ func trainCmd() *cobra.Command {
 			var err error
 			if initQuant != "" {
 				sets = append(sets, "quant.init="+initQuant)
+			}
+			if engine != "" {
+				sets = append(sets, "train.engine="+engine)
 			}
 			switch {
 			case resume != "" && cfgPath != "":
@@ -63,5 +66,6 @@ func trainCmd() *cobra.Command {
 	cmd.Flags().StringVar(&resume, "resume", "", "continue the run in this out_dir from its latest checkpoint")
 	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a config value: key.path=value (repeatable)")
 	cmd.Flags().StringVar(&initQuant, "init-quant", "", "start QAT from post-training quantization: rtn, gptq, qqq or gwq (quant.init)")
+	cmd.Flags().StringVar(&engine, "engine", "", "compute engine: tape (default) or gorgonia (train.engine)")
 	return cmd
 }

@@ -47,6 +47,11 @@ type Train struct {
 	KeepCkpts   int  `yaml:"keep_ckpts"`
 	Threads     int  `yaml:"threads"`
 	LogEvery    int  `yaml:"log_every"`
+	// Engine computes the loss and gradients: tape (our eager autograd,
+	// the default) or gorgonia (the same model as a Gorgonia ExprGraph on
+	// its TapeMachine; see docs/gorgonia.md). Optimizer, checkpoints and
+	// evaluation are the same for both.
+	Engine string `yaml:"engine"`
 }
 
 // Optimizer holds AdamW's settings.
@@ -229,6 +234,8 @@ func (c *Config) validate() *fieldError {
 		return &fieldError{"train", "eval_every, ckpt_every, log_every and eval_batches must not be negative"}
 	case t.KeepCkpts < 1:
 		return &fieldError{"train.keep_ckpts", fmt.Sprintf("%d, must be at least 1", t.KeepCkpts)}
+	case t.Engine != "" && t.Engine != "tape" && t.Engine != "gorgonia":
+		return &fieldError{"train.engine", fmt.Sprintf("%q, want tape or gorgonia", t.Engine)}
 	}
 	o := c.Optimizer
 	switch {

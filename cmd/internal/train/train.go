@@ -24,6 +24,7 @@ import (
 	"qat/data"
 	"qat/data/atomic"
 	"qat/data/bpe"
+	"qat/gorgonia"
 	"qat/kernels"
 	"qat/layers"
 	"qat/lora"
@@ -45,6 +46,7 @@ type Run struct {
 	params   []layers.Param
 	vars     []*autograd.Var
 	reps     *layers.Replicas
+	graph    *gorgonia.Model // train.engine gorgonia
 	ids, tgt []int32
 	metrics  *os.File
 	curve    []point
@@ -204,7 +206,7 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 	fb := frozenBytes(m)
 	fmt.Fprintf(log, "parameters: %d trainable, %d frozen float32 + %d frozen int8; bytes: weights %s, gradients %s, optimizer states %s\n",
 		trainable, frozen, fb, mib(4*(trainable+frozen)+fb), mib(4*trainable), mib(r.Opt.StateBytes()))
-	if cfg.Train.Threads > 1 {
+	if cfg.Train.Threads > 1 && cfg.Train.Engine != "gorgonia" {
 		r.reps = layers.NewReplicas(m, cfg.Train.Threads)
 	}
 	r.ids, r.tgt = make([]int32, cfg.Train.Batch*cfg.Train.Seq), make([]int32, cfg.Train.Batch*cfg.Train.Seq)
@@ -220,6 +222,17 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 			return nil, &config.InputError{Err: err}
 		}
 		fmt.Fprintf(log, "resuming from %s at step %d\n", latest, r.State.Step)
+	}
+	if cfg.Train.Engine == "gorgonia" {
+		// The graph binds the weights' memory: built last, over the
+		// loaded, prepared and calibrated model.
+		if r.graph, err = gorgonia.New(m, cfg.Train.Batch, cfg.Train.Seq, gorgonia.Options{}); err != nil {
+			return nil, &config.InputError{Err: fmt.Errorf("train.engine gorgonia: %w", err)}
+		}
+		if n := len(r.graph.Params()); n != len(r.vars) {
+			return nil, fmt.Errorf("train.engine gorgonia: the graph trains %d tensors, the optimizer %d", n, len(r.vars))
+		}
+		fmt.Fprintf(log, "engine: gorgonia (ExprGraph + TapeMachine, %d trained tensors)\n", len(r.vars))
 	}
 	if err := r.openMetrics(); err != nil {
 		return nil, err
@@ -299,9 +312,16 @@ func (r *Run) Step() (StepResult, error) {
 	tp := autograd.NewTape()
 	for a := 0; a < tc.GradAccum; a++ {
 		r.Loader.Next(r.ids, r.tgt)
-		if r.reps != nil {
+		switch {
+		case r.graph != nil:
+			l, err := r.graph.LossBackward(r.ids, r.tgt)
+			if err != nil {
+				return StepResult{Step: r.State.Step + 1}, err
+			}
+			loss += float64(l)
+		case r.reps != nil:
 			loss += float64(r.reps.LossBackward(r.ids, r.tgt, tc.Batch, tc.Seq))
-		} else {
+		default:
 			l := r.Model.Loss(tp, r.ids, r.tgt, tc.Batch, tc.Seq)
 			tp.Backward(l)
 			loss += float64(l.Data()[0])
