@@ -69,4 +69,3 @@ func BenchmarkEngines(b *testing.B) {
 		}
 	}
 }
-
