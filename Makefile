@@ -49,6 +49,8 @@ test: deps vet
 	$(GO) test -run XXX -fuzz 'FuzzParse$$' -fuzztime 30000x ./data/bpe
 	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 30000x -parallel 1 ./data
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30000x ./data/gguf
+	$(GO) test -run XXX -fuzz FuzzParseSpec -fuzztime 30000x ./cmd/internal/sweep
+	$(GO) test -run XXX -fuzz FuzzDecodeParquet -fuzztime 15s -parallel 1 ./cmd/internal/sweep
 
 bench: build
 	$(RUNENV) $(GO) test -run XXX -bench . -benchtime 20x ./layers ./kernels
@@ -63,6 +65,8 @@ fuzz:
 	$(GO) test -run XXX -fuzz 'FuzzParse$$' -fuzztime 5m ./data/bpe
 	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 5m ./data
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 5m ./data/gguf
+	$(GO) test -run XXX -fuzz FuzzParseSpec -fuzztime 5m ./cmd/internal/sweep
+	$(GO) test -run XXX -fuzz FuzzDecodeParquet -fuzztime 5m ./cmd/internal/sweep
 
 # llamacpp-check (not part of test): llama.cpp, built from a git snapshot of
 # its public source (LLAMACPP_GIT=... or LLAMACPP_BIN=prebuilt/bin), loads our

@@ -7,13 +7,13 @@ import (
 	"github.com/apache/arrow/go/v17/parquet/file"
 )
 
-// checkPages walks every page header of every column chunk of a shard
+// CheckPages walks every page header of every column chunk of a Parquet file
 // before the Parquet reader sees them and rejects sizes that would make it
 // allocate more than the file could hold: the reader sizes its buffers
 // from the headers' claims (compressed and uncompressed page sizes, the
 // zstd frame's content size) before it finds the bytes missing, so a
 // hostile file of a few KB could ask for gigabytes.
-func checkPages(pf *file.Reader, b []byte) error {
+func CheckPages(pf *file.Reader, b []byte) error {
 	md := pf.MetaData()
 	for g := 0; g < pf.NumRowGroups(); g++ {
 		rg := md.RowGroup(g)

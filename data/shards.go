@@ -113,7 +113,7 @@ func DecodeShard(b []byte) (docs []Doc, err error) {
 	if rows < 0 || rows > 8*int64(len(b))+1024 {
 		return nil, fmt.Errorf("footer claims %d rows in a %d-byte file", rows, len(b))
 	}
-	if err := checkPages(pf, b); err != nil {
+	if err := CheckPages(pf, b); err != nil {
 		return nil, err
 	}
 	cols := make([]arrow.Array, 4)

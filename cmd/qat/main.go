@@ -42,7 +42,7 @@ func main() {
 			profFile.Close()
 		}
 	}
-	root.AddCommand(benchCmd(), dataCmd(), trainCmd(), evalCmd(), generateCmd(), ptqCmd(), exportCmd(), mergeCmd())
+	root.AddCommand(benchCmd(), dataCmd(), trainCmd(), evalCmd(), generateCmd(), ptqCmd(), exportCmd(), mergeCmd(), sweepCmd(), fitCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "qat:", err)
 		os.Exit(exitCode(err))

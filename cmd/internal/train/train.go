@@ -730,3 +730,27 @@ func LossGradients(m *layers.Model, ds *data.Dataset, batch, seq, batches int, s
 	}
 	return grads, nil
 }
+
+// Final returns the run's mean training loss over its last tenth of steps
+// (at least its last step) and its last validation loss: the whole split
+// when the run ended with one.
+func (r *Run) Final() (trainLoss, valLoss float64) {
+	from := r.State.Step - max(1, r.Cfg.Train.Steps/10)
+	var sum float64
+	var n int
+	for _, p := range r.curve {
+		if p.Loss > 0 && p.Step > from {
+			sum += p.Loss
+			n++
+		}
+		if p.FullValLoss > 0 {
+			valLoss = p.FullValLoss
+		} else if p.ValLoss > 0 {
+			valLoss = p.ValLoss
+		}
+	}
+	if n > 0 {
+		trainLoss = sum / float64(n)
+	}
+	return trainLoss, valLoss
+}

@@ -1,0 +1,342 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"qat/cmd/internal/sweep"
+	"qat/data/atomic"
+	"qat/qat/scaling"
+)
+
+func sweepCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "sweep",
+		Short: "Scaling-law sweeps: plan a grid, run its entries (locally or on a cluster), collect the results",
+	}
+	cmd.AddCommand(sweepPlanCmd(), sweepRunCmd(), sweepCollectCmd(), sweepEmitCmd())
+	return cmd
+}
+
+func sweepPlanCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "plan SWEEP.yaml",
+		Short: "Expand a sweep file into a plan (JSON on standard output)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := sweep.LoadSpec(args[0])
+			if err != nil {
+				return err
+			}
+			p, err := s.Expand()
+			if err != nil {
+				return err
+			}
+			b, err := p.Marshal()
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	}
+}
+
+func loadPlan(path string) (*sweep.Plan, error) {
+	p, err := sweep.LoadPlan(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(p.Entries) == 0 {
+		return nil, inputf("%s: no entries", path)
+	}
+	return p, nil
+}
+
+func sweepRunCmd() *cobra.Command {
+	var index, workers int
+	var out string
+	cmd := &cobra.Command{
+		Use:   "run PLAN.json [--index I | --workers K]",
+		Short: "Run one entry of a plan (--index, JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID), or all of them with a local pool",
+		Long: `Run one entry of a plan, or the whole plan with --workers K.
+
+One entry: --index I, else the index a scheduler gives (JOB_COMPLETION_INDEX
+on Kubernetes Indexed Jobs, SLURM_ARRAY_TASK_ID in SLURM job arrays). An
+entry with a result is skipped; a killed entry resumes from its last
+checkpoint; a failure is recorded as a failed result (exit status 1).
+
+--workers K runs every entry without a result, K at a time, each in a child
+process (a crash or out-of-memory kill becomes a failed row; the others go
+on), then collects the results into results.parquet in the results
+directory (or --out).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := loadPlan(args[0])
+			if err != nil {
+				return err
+			}
+			if cmd.Flags().Changed("workers") {
+				if workers < 1 {
+					return inputf("--workers %d: must be at least 1", workers)
+				}
+				self, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				ran, failed, err := p.Pool(workers, self, []string{"sweep", "run", args[0], "--index"}, cmd.ErrOrStderr())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "ran %d entries, %d failed; %d of %d have results\n", ran, failed, countDone(p), len(p.Entries))
+				return collect(cmd, p, out)
+			}
+			i := index
+			if !cmd.Flags().Changed("index") {
+				var from string
+				var ok bool
+				if i, from, ok = sweep.IndexFromEnv(); !ok {
+					return inputf("give --index, --workers, or set JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID")
+				} else if i < 0 {
+					return inputf("%s=%q is not an entry index", from, os.Getenv(from))
+				}
+			}
+			if i < 0 || i >= len(p.Entries) {
+				return inputf("entry %d: %s has entries 0 to %d", i, args[0], len(p.Entries)-1)
+			}
+			e := p.Entries[i]
+			skipped, err := p.Run(i, cmd.OutOrStdout())
+			switch {
+			case skipped:
+				fmt.Fprintf(cmd.OutOrStdout(), "entry %d (%s): has a result, skipped\n", i, e.ID)
+			case err != nil:
+				return fmt.Errorf("entry %d (%s) failed, recorded in %s: %w", i, e.ID, p.ResultPath(i), err)
+			default:
+				fmt.Fprintf(cmd.OutOrStdout(), "entry %d (%s): done, %s\n", i, e.ID, p.ResultPath(i))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&index, "index", 0, "the entry to run")
+	cmd.Flags().IntVar(&workers, "workers", 1, "run the whole plan, this many entries at a time")
+	cmd.Flags().StringVar(&out, "out", "", "with --workers: the results table (default RESULTS/results.parquet)")
+	return cmd
+}
+
+func countDone(p *sweep.Plan) int {
+	n := 0
+	for i := range p.Entries {
+		if p.Done(i) {
+			n++
+		}
+	}
+	return n
+}
+
+func collect(cmd *cobra.Command, p *sweep.Plan, out string) error {
+	rows, err := p.Rows()
+	if err != nil {
+		return err
+	}
+	if out == "" {
+		out = filepath.Join(p.ResultsDir(), "results.parquet")
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
+	if err := sweep.WriteParquet(out, rows); err != nil {
+		return err
+	}
+	count := map[string]int{}
+	for _, r := range rows {
+		count[r.Status]++
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%d rows (%d ok, %d failed, %d missing) -> %s\n", len(rows), count["ok"], count["failed"], count["missing"], out)
+	return nil
+}
+
+func sweepCollectCmd() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "collect PLAN.json",
+		Short: "Gather a plan's results into one Parquet table (default RESULTS/results.parquet)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := loadPlan(args[0])
+			if err != nil {
+				return err
+			}
+			return collect(cmd, p, out)
+		},
+	}
+	cmd.Flags().StringVarP(&out, "out", "o", "", "the table's path")
+	return cmd
+}
+
+func sweepEmitCmd() *cobra.Command {
+	var k8s, slurm bool
+	var c sweep.Cluster
+	cmd := &cobra.Command{
+		Use:   "emit PLAN.json --kubernetes|--slurm",
+		Short: "Write a Kubernetes Indexed Job manifest or a SLURM job-array script that runs every entry of a plan",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if k8s == slurm {
+				return inputf("give one of --kubernetes and --slurm")
+			}
+			p, err := loadPlan(args[0])
+			if err != nil {
+				return err
+			}
+			if c.Plan == "" {
+				c.Plan = args[0]
+			}
+			if c.Parallelism < 1 || c.CPUs < 1 || c.Retries < 0 {
+				return inputf("--parallelism and --cpus must be at least 1, --retries at least 0")
+			}
+			var text string
+			if k8s {
+				if c.Image == "" || c.Claim == "" {
+					return inputf("--kubernetes needs --image (holding qat) and --claim (the volume with the data and results)")
+				}
+				text = p.Kubernetes(c)
+			} else {
+				text = p.Slurm(c)
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), text)
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&k8s, "kubernetes", false, "a Kubernetes Indexed Job manifest")
+	cmd.Flags().BoolVar(&slurm, "slurm", false, "an sbatch job-array script")
+	cmd.Flags().StringVar(&c.Plan, "plan-path", "", "the plan's path as the tasks see it (default: as given)")
+	cmd.Flags().StringVar(&c.Workdir, "workdir", "/work", "the tasks' working directory (relative paths of the plan and config start there)")
+	cmd.Flags().IntVar(&c.Parallelism, "parallelism", 4, "entries running at once")
+	cmd.Flags().IntVar(&c.Retries, "retries", 2, "retries of an entry whose task died")
+	cmd.Flags().IntVar(&c.CPUs, "cpus", 2, "CPUs per entry")
+	cmd.Flags().StringVar(&c.Memory, "memory", "8Gi", "memory per entry")
+	cmd.Flags().StringVar(&c.Image, "image", "", "container image with the qat binary (Kubernetes)")
+	cmd.Flags().StringVar(&c.Claim, "claim", "", "persistent volume claim mounted at --workdir (Kubernetes)")
+	return cmd
+}
+
+func fitCmd() *cobra.Command {
+	var huber float64
+	var holdout int
+	var plots string
+	cmd := &cobra.Command{
+		Use:   "fit RESULTS.parquet",
+		Short: "Fit the QAT scaling law delta = k D^gD (log2 G)^gG / N^gN to a sweep's results, with plots",
+		Long: `Fit the QAT scaling law of arXiv 2505.14302 to the ok QAT rows of a results
+table (qat sweep collect): log-linear least squares (--huber C for Huber's
+loss), 95% confidence intervals, in-sample R2, and the error on held-out
+points: the --holdout largest (N, D) pairs (by N*D) are left out of the fit
+and predicted. Writes delta_vs_d.png, delta_vs_g.png and
+fitted_vs_measured.png to --plots (default: beside the table).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rows, err := sweep.ReadParquet(args[0])
+			if err != nil {
+				return inputf("%v", err)
+			}
+			var pts []scaling.Point
+			skipped := 0
+			for _, r := range rows {
+				if r.Kind != "qat" || r.Status != "ok" {
+					continue
+				}
+				p := scaling.Point{N: float64(r.N), D: float64(r.D), G: float64(r.G), Delta: r.Delta}
+				if !scaling.Usable(p) {
+					skipped++
+					continue
+				}
+				pts = append(pts, p)
+			}
+			// held-out (N, D) pairs: the largest by N*D
+			type nd struct{ n, d float64 }
+			seen := map[nd]bool{}
+			var pairs []nd
+			for _, p := range pts {
+				if k := (nd{p.N, p.D}); !seen[k] {
+					seen[k] = true
+					pairs = append(pairs, k)
+				}
+			}
+			sort.Slice(pairs, func(i, j int) bool { return pairs[i].n*pairs[i].d > pairs[j].n*pairs[j].d })
+			if holdout < 0 || holdout >= len(pairs) {
+				return inputf("--holdout %d: the table has %d (N, D) pairs with usable QAT rows", holdout, len(pairs))
+			}
+			held := map[nd]bool{}
+			for _, k := range pairs[:holdout] {
+				held[k] = true
+			}
+			var fitPts, testPts []scaling.Point
+			for _, p := range pts {
+				if held[nd{p.N, p.D}] {
+					testPts = append(testPts, p)
+				} else {
+					fitPts = append(fitPts, p)
+				}
+			}
+			f, err := scaling.FitLaw(fitPts, scaling.Options{Huber: huber})
+			if err != nil {
+				return inputf("%s: %v", args[0], err)
+			}
+			w := cmd.OutOrStdout()
+			loss := "least squares"
+			if huber > 0 {
+				loss = fmt.Sprintf("Huber (c = %g)", huber)
+			}
+			fmt.Fprintf(w, "%s: %d usable QAT rows (%d with delta <= 0 skipped), %s\n%v\n", args[0], len(pts), skipped, loss, f)
+			sign := func(name string, v, ci float64, want string) {
+				s := "positive"
+				if v < 0 {
+					s = "negative"
+				}
+				sure := ""
+				if math.Abs(v) < ci {
+					sure = " (its interval holds 0)"
+				}
+				fmt.Fprintf(w, "  %s is %s%s: %s\n", name, s, sure, want)
+			}
+			sign("gN", f.GN, f.CI95[3], "the paper finds delta falls with N (gN > 0)")
+			sign("gD", f.GD, f.CI95[1], "the paper finds delta rises with D (gD > 0)")
+			sign("gG", f.GG, f.CI95[2], "the paper finds delta rises with G (gG > 0)")
+			if len(testPts) > 0 {
+				s := f.Law.Evaluate(testPts)
+				var names []string
+				for _, k := range pairs[:holdout] {
+					names = append(names, fmt.Sprintf("N=%.3gM D=%.3gM", k.n/1e6, k.d/1e6))
+				}
+				fmt.Fprintf(w, "held out (%s): %d points, R2 %.3f, RMSE of log delta %.3f, mean relative error of delta %.1f%%\n",
+					strings.Join(names, "; "), s.N, s.R2, s.RMSE, 100*s.MeanRelErr)
+			}
+			if plots == "" {
+				plots = filepath.Dir(args[0])
+			}
+			if err := os.MkdirAll(plots, 0o755); err != nil {
+				return err
+			}
+			if err := scaling.Plots(plots, pts, f.Law, "QAT scaling law"); err != nil {
+				return err
+			}
+			b := fmt.Sprintf(`{"k": %g, "gN": %g, "gD": %g, "gG": %g, "ci95_logk_gD_gG_gN": [%g, %g, %g, %g], "r2": %g, "rmse": %g, "points": %d}`+"\n",
+				f.K, f.GN, f.GD, f.GG, f.CI95[0], f.CI95[1], f.CI95[2], f.CI95[3], f.R2, f.RMSE, f.N)
+			if err := atomic.WriteFile(filepath.Join(plots, "fit.json"), []byte(b)); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "plots and fit.json in %s\n", plots)
+			return nil
+		},
+	}
+	cmd.Flags().Float64Var(&huber, "huber", 0, "Huber loss threshold in robust standard deviations (1.345 typical; 0: least squares)")
+	cmd.Flags().IntVar(&holdout, "holdout", 1, "leave the largest N*D pairs out of the fit and report the error on them")
+	cmd.Flags().StringVar(&plots, "plots", "", "directory for the PNG plots and fit.json (default: the table's)")
+	return cmd
+}
