@@ -234,7 +234,7 @@ func fitCmd() *cobra.Command {
 		Use:   "fit RESULTS.parquet",
 		Short: "Fit the QAT scaling law delta = k D^gD (log2 G)^gG / N^gN to a sweep's results, with plots",
 		Long: `Fit the QAT scaling law of arXiv 2505.14302 to the ok QAT rows of a results
-table (qat sweep collect): log-linear least squares (--huber C for Huber's
+table (qat sweep collect), their deltas averaged over seeds: log-linear least squares (--huber C for Huber's
 loss), 95% confidence intervals, in-sample R2, and the error on held-out
 points: the --holdout largest (N, D) pairs (by N*D) are left out of the fit
 and predicted. Writes delta_vs_d.png, delta_vs_g.png and
@@ -245,13 +245,26 @@ fitted_vs_measured.png to --plots (default: beside the table).`,
 			if err != nil {
 				return inputf("%v", err)
 			}
-			var pts []scaling.Point
-			skipped := 0
+			// Seeds of one (N, D, G) are averaged before the log: a run
+			// whose delta came out <= 0 by noise then still counts.
+			type key struct{ n, d, g int64 }
+			sum, cnt := map[key]float64{}, map[key]int{}
+			var order []key
 			for _, r := range rows {
-				if r.Kind != "qat" || r.Status != "ok" {
+				if r.Kind != "qat" || r.Status != "ok" || r.FPValLoss == 0 {
 					continue
 				}
-				p := scaling.Point{N: float64(r.N), D: float64(r.D), G: float64(r.G), Delta: r.Delta}
+				k := key{r.N, r.D, r.G}
+				if cnt[k] == 0 {
+					order = append(order, k)
+				}
+				sum[k] += r.Delta
+				cnt[k]++
+			}
+			var pts []scaling.Point
+			skipped := 0
+			for _, k := range order {
+				p := scaling.Point{N: float64(k.n), D: float64(k.d), G: float64(k.g), Delta: sum[k] / float64(cnt[k])}
 				if !scaling.Usable(p) {
 					skipped++
 					continue
@@ -293,7 +306,7 @@ fitted_vs_measured.png to --plots (default: beside the table).`,
 			if huber > 0 {
 				loss = fmt.Sprintf("Huber (c = %g)", huber)
 			}
-			fmt.Fprintf(w, "%s: %d usable QAT rows (%d with delta <= 0 skipped), %s\n%v\n", args[0], len(pts), skipped, loss, f)
+			fmt.Fprintf(w, "%s: %d usable (N, D, G) points, seeds averaged (%d with mean delta <= 0 skipped), %s\n%v\n", args[0], len(pts), skipped, loss, f)
 			sign := func(name string, v, ci float64, want string) {
 				s := "positive"
 				if v < 0 {

@@ -166,11 +166,13 @@ func TestFitCommand(t *testing.T) {
 		for _, d := range []float64{1e5, 3e5, 1e6} {
 			for _, g := range []float64{32, 128, 256} {
 				delta := law.Delta(n, d, g) * math.Exp(0.05*rng.NormFloat64())
-				rows = append(rows, sweep.Row{ID: "x", Kind: "qat", Status: "ok", N: int64(n), D: int64(d), G: int64(g), Delta: delta})
+				// two seeds whose mean is the law's value
+				rows = append(rows, sweep.Row{ID: "x", Kind: "qat", Status: "ok", N: int64(n), D: int64(d), G: int64(g), Delta: delta + 0.5, FPValLoss: 5, Seed: 1},
+					sweep.Row{ID: "y", Kind: "qat", Status: "ok", N: int64(n), D: int64(d), G: int64(g), Delta: delta - 0.5, FPValLoss: 5, Seed: 2})
 			}
 		}
 	}
-	rows = append(rows, sweep.Row{ID: "f", Kind: "fp", Status: "ok"}, sweep.Row{ID: "z", Kind: "qat", Status: "ok", N: 1e6, D: 1e6, G: 32, Delta: -0.01})
+	rows = append(rows, sweep.Row{ID: "f", Kind: "fp", Status: "ok"}, sweep.Row{ID: "z", Kind: "qat", Status: "ok", N: 1e6, D: 1e6, G: 64, Delta: -0.01, FPValLoss: 5})
 	dir := t.TempDir()
 	table := filepath.Join(dir, "results.parquet")
 	if err := sweep.WriteParquet(table, rows); err != nil {
@@ -180,7 +182,7 @@ func TestFitCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, msg)
 	}
-	for _, want := range []string{"27 usable QAT rows (1 with delta <= 0 skipped)", "gN is positive", "gD is positive", "gG is positive", "held out (N=3M D=1M): 3 points"} {
+	for _, want := range []string{"27 usable (N, D, G) points, seeds averaged (1 with mean delta <= 0 skipped)", "gN is positive", "gD is positive", "gG is positive", "held out (N=3M D=1M): 3 points"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("output lacks %q:\n%s", want, msg)
 		}

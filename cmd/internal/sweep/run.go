@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/goccy/go-yaml"
 	"github.com/schollz/progressbar/v3"
 
 	"qat/cmd/internal/train"
@@ -89,7 +90,14 @@ func (p *Plan) Run(i int, log io.Writer) (skipped bool, err error) {
 		if err != nil {
 			return err
 		}
+		if b, err := yaml.Marshal(c); err == nil {
+			// the effective config, for people reading the results
+			if err := atomic.WriteFile(filepath.Join(c.OutDir, "config.yaml"), b); err != nil {
+				return err
+			}
+		}
 		start := r.State.Step
+		r.AddHook(train.Progress(log, c.Train.Steps, start, c.Train.LogEvery))
 		if err := r.Loop(); err != nil {
 			return err
 		}
