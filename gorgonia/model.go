@@ -234,13 +234,12 @@ func (b *builder) do(n *G.Node, err error) *G.Node {
 func (b *builder) forward(ids *G.Node) *G.Node {
 	m := b.m
 	x := b.do(Embedding(b.nodes[m.Embed.Weight], ids))
-	for i, l := range m.Layers {
+	for _, l := range m.Layers {
 		if b.err != nil {
 			return nil
 		}
 		h := b.add(x, b.attention(l.Attn, b.norm(l.AttnNorm, x)))
 		x = b.add(h, b.mlp(l.MLP, b.norm(l.MLPNorm, h)))
-		_ = i
 	}
 	x = b.norm(m.Norm, x)
 	if m.Head != nil {
