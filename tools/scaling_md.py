@@ -8,9 +8,9 @@ res = sys.argv[1] if len(sys.argv) > 1 else "runs/sweep-tiny"
 rows = [json.load(open(f)) for f in glob.glob(os.path.join(res, "*", "result.json"))]
 by = {r["id"]: r for r in rows}
 groups = sorted({r.get("group_name", "") for r in rows if r["kind"] == "qat"}, key=lambda g: (g == "channel", int(g) if g.isdigit() else 0))
-print("| model | N (non-embedding) | D (tokens) | FP held-out loss | " + " | ".join(f"delta G={g}" for g in groups) + " | wall (s) |")
-print("|---|---|---|---|" + "---|" * len(groups) + "---|")
-fps = sorted((r for r in rows if r["kind"] == "fp"), key=lambda r: (r["n"], r["d"]))
+print("| model | N (non-embedding) | D (tokens) | seed | FP held-out loss | " + " | ".join(f"delta G={g}" for g in groups) + " | wall (s) |")
+print("|---|---|---|---|---|" + "---|" * len(groups) + "---|")
+fps = sorted((r for r in rows if r["kind"] == "fp"), key=lambda r: (r["n"], r["d"], r["seed"]))
 for fp in fps:
     cells, wall = [], fp["wall_s"]
     for g in groups:
@@ -25,7 +25,7 @@ for fp in fps:
         else:
             cells.append(f"{q['val_loss'] - fp['val_loss']:+.4f}")
     fl = f"{fp['val_loss']:.4f}" if fp["status"] == "ok" else fp["status"]
-    print(f"| {fp['model']} | {fp['n']/1e6:.2f}M | {fp['d']/1e6:.2f}M | {fl} | " + " | ".join(cells) + f" | {wall:.0f} |")
+    print(f"| {fp['model']} | {fp['n']/1e6:.2f}M | {fp['d']/1e6:.2f}M | {fp['seed']} | {fl} | " + " | ".join(cells) + f" | {wall:.0f} |")
 tot = sum(r["wall_s"] for r in rows)
 print(f"\n{len(rows)} runs ({sum(r['kind'] == 'qat' for r in rows)} QAT, {sum(r['kind'] == 'fp' for r in rows)} full precision), "
       f"{sum(r['status'] == 'ok' for r in rows)} ok; {tot/60:.1f} minutes of training and evaluation in all.")

@@ -306,7 +306,8 @@ fitted_vs_measured.png to --plots (default: beside the table).`,
 			if huber > 0 {
 				loss = fmt.Sprintf("Huber (c = %g)", huber)
 			}
-			fmt.Fprintf(w, "%s: %d usable (N, D, G) points, seeds averaged (%d with mean delta <= 0 skipped), %s\n%v\n", args[0], len(pts), skipped, loss, f)
+			fmt.Fprintf(w, "%s: %d usable (N, D, G) points, seeds averaged (%d with mean delta <= 0 skipped), %d held out, %s\n%v\n",
+				args[0], len(pts), skipped, len(testPts), loss, f)
 			sign := func(name string, v, ci float64, want string) {
 				s := "positive"
 				if v < 0 {
