@@ -153,8 +153,8 @@ type fieldError struct {
 // torchtune's key=value arguments) and validates; name is used in messages.
 func Parse(name string, b []byte, overrides ...string) (*Config, error) {
 	c := Defaults()
-	if err := yaml.UnmarshalWithOptions(b, &c, yaml.Strict()); err != nil {
-		return nil, &InputError{fmt.Errorf("%s: %s", name, yaml.FormatError(err, false, true))}
+	if err := Unmarshal(name, b, &c); err != nil {
+		return nil, err
 	}
 	for _, o := range overrides {
 		if err := set(&c, o); err != nil {
@@ -180,6 +180,21 @@ func Parse(name string, b []byte, overrides ...string) (*Config, error) {
 		return nil, &InputError{fmt.Errorf("%s: %s: %s", where, fe.path, fe.msg)}
 	}
 	return &c, nil
+}
+
+// Unmarshal decodes YAML strictly into v. The YAML library panics on some
+// malformed input (a tagged scalar where a list belongs): that is the
+// file's fault, so it is an InputError naming the file, not a crash.
+func Unmarshal(name string, b []byte, v any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &InputError{fmt.Errorf("%s: malformed YAML (%v)", name, r)}
+		}
+	}()
+	if err := yaml.UnmarshalWithOptions(b, v, yaml.Strict()); err != nil {
+		return &InputError{fmt.Errorf("%s: %s", name, yaml.FormatError(err, false, true))}
+	}
+	return nil
 }
 
 // lineOf finds the line of a dotted key in the YAML source, 0 if absent.

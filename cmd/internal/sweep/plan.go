@@ -102,8 +102,8 @@ func LoadSpec(path string) (*Spec, error) {
 // messages and locates a relative base config).
 func ParseSpec(path string, b []byte) (*Spec, error) {
 	var s Spec
-	if err := yaml.UnmarshalWithOptions(b, &s, yaml.Strict()); err != nil {
-		return nil, &config.InputError{Err: fmt.Errorf("%s: %w", path, err)}
+	if err := config.Unmarshal(path, b, &s); err != nil {
+		return nil, err
 	}
 	bad := func(field, format string, a ...any) error {
 		return &config.InputError{Err: fmt.Errorf("%s: %s: %s", path, field, fmt.Sprintf(format, a...))}
