@@ -4,7 +4,7 @@
 # training split: qat train --config configs/small.yaml --set train.steps=1500) and the held-out SOTU addresses (the first 24 batches of 8 x 256
 # tokens, 49k of the split's 220k tokens, the same for every row): RTN,
 # GPTQ, QQQ (per channel and g128), GWQ at W4A16-g128, W4A8 and W3A16-g128,
-# KL divergence from the FP32 model; then 100 QAT steps at W4A8 from each
+# KL divergence from the FP32 model; then 60 QAT steps at W4A8 from each
 # post-training start. The small model's ffn width, 1376, is no multiple of
 # 128: its down_proj rows (1376 inputs) take groups of 32 in the g128 grids
 # (per channel for QQQ-g128). Writes runs/ptq-small/eval.txt.
@@ -26,7 +26,7 @@ echo "[{\"match\": \"model.layers.*.mlp.down_proj\", \"weights\": $(w 4 channel 
   echo "== fp32"; $Q eval --model runs/small --data $DATA --seq 256 --batches $B
   for grid in w4a16-g128 w4a8-qqq w4a8-qqq-g128 w3a16-g128; do
     for m in rtn gptq qqq gwq gwq+gptq; do
-      case "$grid/$m" in w4a8-qqq-g128/gwq*|w4a8-qqq/gwq+gptq|w4a16*/qqq|w3a16*/qqq) continue ;; esac
+      case "$grid/$m" in w4a8-qqq-g128/gwq*|w4a8-qqq/gwq+gptq|w3a16*/gwq+gptq|w4a16*/qqq|w3a16*/qqq) continue ;; esac
       what=(--rules "$OUT/$grid.json"); [ "$grid" = w4a8-qqq ] && what=(--preset w4a8-qqq)
       method=(--method "${m%%+*}"); [ "$m" = gwq+gptq ] && method=(--method gwq --gwq-base gptq)
       [ -f "$OUT/$grid-$m/model.safetensors" ] ||

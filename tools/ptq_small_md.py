@@ -34,7 +34,7 @@ print("by 0.1 per 500 steps), then `tools/ptq_small.sh`. 16 calibration batches 
 print("batches of 8 x 256 tokens of the validation split (49k of its 220k tokens, the same for every row); KL divergence")
 print("from the FP32 model. g128 grids put groups of 32 on down_proj, whose 1376 inputs are no multiple of 128 (per channel")
 print("for QQQ-g128). W4A8 is QQQ's grid: int4 per channel on [-7, 7] (or int4 g128 folded into int8 per channel), int8")
-print("per-token symmetric activations. QAT: 100 steps from each post-training start (configs/small-w4a8-qat.yaml).\n")
+print("per-token symmetric activations. QAT: 60 steps from each post-training start (configs/small-w4a8-qat.yaml).\n")
 print("| method | grid | val loss | perplexity | ppl / FP32 | KL from FP32 (nats) | top-1 agreement | ptq peak RSS (MiB) |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")
 for r in rows:
