@@ -113,3 +113,9 @@ if os.path.exists("runs/ptq/eval.txt"):
     import subprocess
     print(subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "ptq_md.py"), "runs/ptq"],
                          capture_output=True, text=True, check=True).stdout, end="")
+
+# Post-training methods and QAT on the small model (tools/ptq_small.sh), when measured.
+if os.path.exists("runs/ptq-small/eval.txt"):
+    import subprocess
+    print(subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "ptq_small_md.py"), "runs/ptq-small"],
+                         capture_output=True, text=True, check=True).stdout, end="")
