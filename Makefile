@@ -6,7 +6,7 @@ GO ?= go
 # forces AVX2 kernels at half speed on AVX-512 CPUs. Unset it for our runs.
 RUNENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
-.PHONY: deps build run test bench fuzz vet llamacpp-check
+.PHONY: deps build run test bench fuzz vet llamacpp-check ptx cuda-deps cuda-vet cuda-test
 
 # deps installs the system packages (OpenBLAS; PyTorch for the reference
 # test) when missing, and the Go modules.
@@ -67,6 +67,14 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 5m ./data/gguf
 	$(GO) test -run XXX -fuzz FuzzParseSpec -fuzztime 5m ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz FuzzDecodeParquet -fuzztime 5m ./cmd/internal/sweep
+
+# ptx rebuilds the device code (needs nvcc: Debian's nvidia-cuda-toolkit,
+# CUDA 11.8, from non-free). Its first line is the sources' sha256, which a
+# test of kernels/cuda checks, so a stale PTX fails `make test`.
+CUDA_SRC = kernels/cuda/kernels.cu kernels/cuda/quant.h
+ptx:
+	cd kernels/cuda && { echo "// source sha256 $$(cat kernels.cu quant.h | sha256sum | cut -d' ' -f1)"; \
+		nvcc -ptx -arch=compute_80 -O3 -o - kernels.cu; } > kernels.ptx.tmp && mv kernels.ptx.tmp kernels.ptx
 
 # llamacpp-check (not part of test): llama.cpp, built from a git snapshot of
 # its public source (LLAMACPP_GIT=... or LLAMACPP_BIN=prebuilt/bin), loads our

@@ -30,6 +30,10 @@ func (a *PackedQ8) col(c int) (dx, corr4, corr8 []float32, qx []int8) {
 	return f[:a.NB], f[a.NB : 2*a.NB], f[2*a.NB:], unsafe.Slice((*int8)(unsafe.Pointer(&b[12*a.NB])), 32*a.NB)
 }
 
+// Column returns column c's block scales, Q4_0 and Q8_0 corrections and
+// codes (views of a's buffer).
+func (a *PackedQ8) Column(c int) (d, corr4, corr8 []float32, q []int8) { return a.col(c) }
+
 // QuantizeQ8 quantizes n rows of k values (k a multiple of 32) into a,
 // reusing its buffer: per block d = amax/127, q = x/d rounded half to even.
 func QuantizeQ8(a *PackedQ8, x []float32, n, k int) {

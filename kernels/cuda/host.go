@@ -1,0 +1,90 @@
+//go:build cgo
+
+package cuda
+
+// #cgo CFLAGS: -O2
+// #cgo LDFLAGS: -lm
+// #include "host.h"
+import "C"
+
+import (
+	"unsafe"
+
+	"qat/kernels"
+)
+
+// The host build of the device arithmetic: quant.h compiled by the C
+// compiler and run in the CPU loops' order. Its tests compare it bit for
+// bit with package kernels on any machine; the GPU tests then compare the
+// device kernels, which share every float operation with it, with the same
+// CPU kernels.
+
+func fp(s []float32) *C.float {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.float)(unsafe.Pointer(&s[0]))
+}
+
+func bp(s []uint8) *C.uint8_t {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.uint8_t)(unsafe.Pointer(&s[0]))
+}
+
+func ip(s []int8) *C.int8_t {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.int8_t)(unsafe.Pointer(&s[0]))
+}
+
+func i32p(s []int32) *C.int {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.int)(unsafe.Pointer(&s[0]))
+}
+
+func hostFakeQuantAffine(y []float32, mask []uint8, x, scale, zero []float32, group int, qmin, qmax float32) {
+	C.host_fq_affine(fp(y), bp(mask), fp(x), fp(scale), fp(zero), C.long(len(x)), C.int(group), C.float(qmin), C.float(qmax))
+}
+
+func hostFakeQuantLSQ(y []float32, mask []uint8, x, scale []float32, group int, qn, qp float32) {
+	C.host_fq_lsq(fp(y), bp(mask), fp(x), fp(scale), C.long(len(x)), C.int(group), C.float(qn), C.float(qp))
+}
+
+func hostLSQGrad(dx, ds, dy, x, scale []float32, group int, qn, qp, gscale float32) {
+	C.host_lsq_grad(fp(dx), fp(ds), fp(dy), fp(x), fp(scale), C.long(len(x)), C.int(group), C.float(qn), C.float(qp), C.float(gscale))
+}
+
+func hostFakeQuantQ4_0(y []float32, mask []uint8, x []float32) {
+	C.host_fq_q4_0(fp(y), bp(mask), fp(x), C.long(len(x)/32))
+}
+
+func hostFakeQuantQ8_0(y []float32, mask []uint8, x []float32) {
+	C.host_fq_q8_0(fp(y), bp(mask), fp(x), C.long(len(x)/32))
+}
+
+// hostQuantizeQ8 quantizes len(x)/32 blocks into a's arrays.
+func hostQuantizeQ8(a *Q8Host, x []float32) {
+	C.host_quantize_q8(fp(a.D), fp(a.C4), fp(a.C8), ip(a.Q), fp(x), C.long(len(x)/32))
+}
+
+func hostGemmPacked(f *kernels.Format, y []float32, w []byte, rows, nb int, a *Q8Host) {
+	C.host_gemm_packed(fp(y), bp(w), fp(a.D), fp(a.C4), ip(a.Q), C.int(rows), C.int(nb), C.int(len(a.D)/nb), C.int(q4(f)))
+}
+
+func hostAdamW8(p, g []float32, m, v []uint8, mAbs, vAbs []float32, a *kernels.Adam8, lr, b1, b2, eps, wd, bc1, bc2 float32) {
+	step, decay, isb2 := adamScalars(lr, wd, bc1, bc2)
+	scratch := make([]float32, 2*a.Block)
+	C.host_adamw8(fp(p), fp(g), bp(m), bp(v), fp(mAbs), fp(vAbs),
+		fp(a.M.Values[:]), i32p(a.M.Bucket), fp(a.M.Bound), C.int(a.M.Zero),
+		fp(a.V.Values[:]), i32p(a.V.Bucket), fp(a.V.Bound), C.int(a.V.Zero),
+		C.long(len(p)), C.int(a.Block), C.float(step), C.float(decay), C.float(b1), C.float(b2), C.float(eps), C.float(isb2), fp(scratch))
+}
+
+func hostF16Bits(f float32) uint16 { return uint16(C.host_f16_bits(C.float(f))) }
+
+func hostF16Float(h uint16) float32 { return float32(C.host_f16_float(C.uint16_t(h))) }

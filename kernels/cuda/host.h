@@ -1,0 +1,19 @@
+// Declarations of host.c, the host build of the device arithmetic.
+#include <stdint.h>
+
+void host_fq_affine(float *y, uint8_t *mask, const float *x, const float *scale, const float *zero, long n, int group,
+                    float qmin, float qmax);
+void host_fq_lsq(float *y, uint8_t *mask, const float *x, const float *scale, long n, int group, float qn, float qp);
+void host_lsq_grad(float *dx, float *ds, const float *dy, const float *x, const float *scale, long n, int group,
+                   float qn, float qp, float gscale);
+void host_fq_q4_0(float *y, uint8_t *mask, const float *x, long nblocks);
+void host_fq_q8_0(float *y, uint8_t *mask, const float *x, long nblocks);
+void host_quantize_q8(float *dx, float *c4, float *c8, int8_t *qx, const float *x, long nblocks);
+void host_gemm_packed(float *y, const uint8_t *w, const float *dx, const float *c4, const int8_t *qx, int rows, int nb,
+                      int ncols, int q4);
+void host_adamw8(float *p, const float *g, uint8_t *m, uint8_t *v, float *mAbs, float *vAbs, const float *mVals,
+                 const int *mBucket, const float *mBound, int mZero, const float *vVals, const int *vBucket,
+                 const float *vBound, int vZero, long n, int block, float step, float decay, float b1, float b2,
+                 float eps, float isb2, float *scratch);
+uint16_t host_f16_bits(float f);
+float host_f16_float(uint16_t h);

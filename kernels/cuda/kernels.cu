@@ -1,0 +1,329 @@
+// Device kernels of package cuda, compiled to PTX (kernels.ptx, `make ptx`)
+// and loaded by the driver, which JIT-compiles the PTX for whatever GPU it
+// finds (sm_80 and later). The arithmetic lives in quant.h, shared with
+// the host build that the CPU tests check; this file only maps it onto
+// threads: elementwise kernels are grid-stride loops, per-group reductions
+// give one warp to a group (a Q4_0/Q8_0 block of 32 is one value a lane),
+// and the 8-bit AdamW gives one thread block to a state block.
+//
+// Every kernel is extern "C" so the names in the PTX are the ones Go asks
+// the module for (ptx.go lists them, and a test checks the PTX has them).
+#include "quant.h"
+
+#define FULL 0xffffffffu
+
+static __device__ __forceinline__ long gtid() { return (long)blockIdx.x * blockDim.x + threadIdx.x; }
+static __device__ __forceinline__ long gstride() { return (long)gridDim.x * blockDim.x; }
+
+// warp_max of non-negative floats (NaN never wins: fmaxf drops it).
+static __device__ __forceinline__ float warp_max(float v) {
+	for (int o = 16; o > 0; o >>= 1) {
+		v = fmaxf(v, __shfl_xor_sync(FULL, v, o));
+	}
+	return v;
+}
+
+static __device__ __forceinline__ int warp_sum_i(int v) {
+	for (int o = 16; o > 0; o >>= 1) {
+		v += __shfl_xor_sync(FULL, v, o);
+	}
+	return v;
+}
+
+static __device__ __forceinline__ double warp_sum_d(double v) {
+	for (int o = 16; o > 0; o >>= 1) {
+		v += __shfl_xor_sync(FULL, v, o);
+	}
+	return v;
+}
+
+extern "C" {
+
+// qat_copy is the bandwidth yardstick of the benchmarks: dst = src.
+__global__ void qat_copy(float *dst, const float *src, long n) {
+	for (long i = gtid(); i < n; i += gstride()) {
+		dst[i] = src[i];
+	}
+}
+
+// qat_absmax_groups: out[k] = max |x| over group k (one warp a group).
+__global__ void qat_absmax_groups(float *out, const float *x, long ngroups, int group) {
+	long k = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (k >= ngroups) {
+		return;
+	}
+	const float *g = x + k * group;
+	float m = 0;
+	for (int i = lane; i < group; i += 32) {
+		m = fmaxf(m, fabsf(g[i]));
+	}
+	m = warp_max(m);
+	if (lane == 0) {
+		out[k] = m;
+	}
+}
+
+// qat_minmax_groups: lo[k], hi[k] = min and max over group k.
+__global__ void qat_minmax_groups(float *lo, float *hi, const float *x, long ngroups, int group) {
+	long k = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (k >= ngroups) {
+		return;
+	}
+	const float *g = x + k * group;
+	float a = g[0], b = g[0];
+	for (int i = lane; i < group; i += 32) {
+		a = fminf(a, g[i]);
+		b = fmaxf(b, g[i]);
+	}
+	for (int o = 16; o > 0; o >>= 1) {
+		a = fminf(a, __shfl_xor_sync(FULL, a, o));
+		b = fmaxf(b, __shfl_xor_sync(FULL, b, o));
+	}
+	if (lane == 0) {
+		lo[k] = a;
+		hi[k] = b;
+	}
+}
+
+// qat_fq_affine: integer fake quant with a scale and zero point per group
+// (kernels.FakeQuantAffine).
+__global__ void qat_fq_affine(float *y, u8 *mask, const float *x, const float *scale, const float *zero,
+                              long n, int group, float qmin, float qmax) {
+	for (long i = gtid(); i < n; i += gstride()) {
+		long k = i / group;
+		float s = scale[k];
+		y[i] = fq_affine(x[i], s, DIV(1.0f, s), zero[k], qmin, qmax, &mask[i]);
+	}
+}
+
+// qat_fq_lsq: LSQ's forward with a learned step per group.
+__global__ void qat_fq_lsq(float *y, u8 *mask, const float *x, const float *scale, long n, int group, float qn, float qp) {
+	for (long i = gtid(); i < n; i += gstride()) {
+		y[i] = fq_lsq(x[i], scale[i / group], qn, qp, &mask[i]);
+	}
+}
+
+// qat_mask_grad: the straight-through backward, dx += dy where mask is set.
+__global__ void qat_mask_grad(float *dx, const float *dy, const u8 *mask, long n) {
+	for (long i = gtid(); i < n; i += gstride()) {
+		if (mask[i]) {
+			dx[i] = ADD(dx[i], dy[i]);
+		}
+	}
+}
+
+// qat_lsq_grad: LSQ's backward (kernels.LSQGrad), one warp a group: dx +=
+// dy inside the range (dx may be null), ds[k] += gscale * sum(dy * e) with
+// the sum in double, as on the CPU (only its order differs).
+__global__ void qat_lsq_grad(float *dx, float *ds, const float *dy, const float *x, const float *scale,
+                             long ngroups, int group, float qn, float qp, float gscale) {
+	long k = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (k >= ngroups) {
+		return;
+	}
+	float s = scale[k];
+	double acc = 0;
+	for (int j = lane; j < group; j += 32) {
+		long i = k * group + j;
+		int inside;
+		float e = lsq_err(x[i], s, qn, qp, &inside);
+		if (inside && dx) {
+			dx[i] = ADD(dx[i], dy[i]);
+		}
+		acc += (double)MUL(dy[i], e);
+	}
+	acc = warp_sum_d(acc);
+	if (lane == 0) {
+		ds[k] = ADD(ds[k], MUL(gscale, (float)acc));
+	}
+}
+
+// qat_fq_q4_0: llama.cpp's Q4_0 grid (kernels.FakeQuantQ4_0), one warp a
+// block of 32. The block scale comes from the first value of largest
+// magnitude: the warp reduces (|x|, lane) pairs, lower lane on ties.
+__global__ void qat_fq_q4_0(float *y, u8 *mask, const float *x, long nblocks) {
+	long b = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (b >= nblocks) {
+		return;
+	}
+	float v = x[b * 32 + lane];
+	float a = fabsf(v);
+	if (!(a > 0)) {
+		a = 0; // zeros and NaN never set the scale (the CPU loop skips them)
+	}
+	float best = a;
+	int at = lane;
+	for (int o = 16; o > 0; o >>= 1) {
+		float ob = __shfl_xor_sync(FULL, best, o);
+		int oa = __shfl_xor_sync(FULL, at, o);
+		if (ob > best || (ob == best && oa < at)) {
+			best = ob;
+			at = oa;
+		}
+	}
+	float m = __shfl_sync(FULL, v, at);
+	if (best == 0) {
+		m = 0;
+	}
+	float d = q4_0_scale(m);
+	float id = inv_or_zero(d);
+	float dh = f16_float(f16_bits(d));
+	int q = q4_0_code(v, id);
+	u8 mk = 1;
+	if (q > 15) {
+		q = 15;
+		mk = 0;
+	}
+	y[b * 32 + lane] = MUL((float)(q - 8), dh);
+	mask[b * 32 + lane] = mk;
+}
+
+// qat_fq_q8_0: llama.cpp's Q8_0 grid (kernels.FakeQuantQ8_0); nothing
+// clips, so the mask is all ones.
+__global__ void qat_fq_q8_0(float *y, u8 *mask, const float *x, long nblocks) {
+	long b = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (b >= nblocks) {
+		return;
+	}
+	float v = x[b * 32 + lane];
+	float d = DIV(warp_max(fabsf(v)), 127.0f);
+	float id = inv_or_zero(d);
+	float dh = f16_float(f16_bits(d));
+	y[b * 32 + lane] = MUL((float)q8_0_code(v, id), dh);
+	mask[b * 32 + lane] = 1;
+}
+
+// qat_quantize_q8: activations to Q8_0 blocks for the packed products
+// (kernels.QuantizeQ8), one warp a block: scale dx, the Q4_0 correction
+// c4 = 8 * sum(q) * dx, the unsigned one c8 = 128 * sum(q) * dx, codes qx.
+__global__ void qat_quantize_q8(float *dx, float *c4, float *c8, i8 *qx, const float *x, long nblocks) {
+	long b = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (b >= nblocks) {
+		return;
+	}
+	float v = x[b * 32 + lane];
+	float d = DIV(warp_max(fabsf(v)), 127.0f);
+	float id = inv_or_zero(d);
+	int q = q8_act_code(v, id);
+	qx[b * 32 + lane] = (i8)q;
+	int s = warp_sum_i(q);
+	if (lane == 0) {
+		dx[b] = d;
+		c4[b] = q8_act_corr(8.0f, s, d);
+		c8[b] = q8_act_corr(128.0f, s, d);
+	}
+}
+
+// load4 reads 4 bytes from an address that may not be 4-aligned (Q4_0
+// blocks are 18 bytes, Q8_0 blocks 34).
+static __device__ __forceinline__ int load4(const u8 *p) {
+	return (int)((u32)p[0] | (u32)p[1] << 8 | (u32)p[2] << 16 | (u32)p[3] << 24);
+}
+
+// block_dot is the exact integer dot product of one packed weight block
+// with 32 int8 activation codes, through dp4a (4 byte products a step).
+static __device__ __forceinline__ int block_dot(const u8 *p, const i8 *q, int q4) {
+	int dot = 0;
+	if (q4) {
+		for (int j = 0; j < 16; j += 4) {
+			int w = load4(p + 2 + j);
+			dot = __dp4a(w & 0x0f0f0f0f, load4((const u8 *)q + j), dot);
+			dot = __dp4a((w >> 4) & 0x0f0f0f0f, load4((const u8 *)q + 16 + j), dot);
+		}
+	} else {
+		for (int j = 0; j < 32; j += 4) {
+			dot = __dp4a(load4(p + 2 + j), load4((const u8 *)q + j), dot);
+		}
+	}
+	return dot;
+}
+
+// qat_gemm_packed: y[c*rows + r] = sum_k W[r,k] x_c[k] for Q4_0 (q4 = 1) or
+// Q8_0 weights (rows of nb packed blocks) and ncols Q8_0 activation
+// columns (kernels.GemmPacked); one warp per output, lanes over blocks,
+// terms in double.
+__global__ void qat_gemm_packed(float *y, const u8 *w, const float *dx, const float *c4, const i8 *qx,
+                                int rows, int nb, int ncols, int q4) {
+	long o = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (o >= (long)rows * ncols) {
+		return;
+	}
+	int r = (int)(o % rows), c = (int)(o / rows);
+	int bw = q4 ? 18 : 34;
+	const u8 *row = w + (long)r * nb * bw;
+	double sum = 0;
+	for (int b = lane; b < nb; b += 32) {
+		const u8 *p = row + (long)b * bw;
+		float d = f16_float((u16)(p[0] | p[1] << 8));
+		long cb = (long)c * nb + b;
+		sum = packed_block_add(sum, block_dot(p, qx + cb * 32, q4), d, dx[cb], c4[cb], q4);
+	}
+	sum = warp_sum_d(sum);
+	if (lane == 0) {
+		y[(long)c * rows + r] = (float)sum;
+	}
+}
+
+// qat_adamw8: one AdamW step on moments stored as 8-bit dynamic-map codes
+// with a float32 absmax per block (kernels.AdamW8), one thread block per
+// state block: dequantize, update m, v and p, reduce the new absmax, and
+// requantize. Dynamic shared memory holds the block's new moments (2 *
+// block floats) and the reduction.
+__global__ void qat_adamw8(float *p, const float *g, u8 *m, u8 *v, float *mAbs, float *vAbs,
+                           const float *mVals, const int *mBucket, const float *mBound, int mZero,
+                           const float *vVals, const int *vBucket, const float *vBound, int vZero,
+                           long n, int block, float step, float decay, float b1, float b2, float eps, float isb2) {
+	extern __shared__ float sh[];
+	float *mb = sh, *vb = sh + block, *red = sh + 2 * block;
+	long lo = (long)blockIdx.x * block;
+	int len = (int)min((long)block, n - lo);
+	float am = mAbs[blockIdx.x], av = vAbs[blockIdx.x];
+	float nm = 0, nv = 0;
+	for (int t = threadIdx.x; t < len; t += blockDim.x) {
+		long i = lo + t;
+		float mi, vi;
+		p[i] = adam_step(p[i], g[i], mVals[m[i]], am, vVals[v[i]], av, step, decay, b1, b2, eps, isb2, &mi, &vi);
+		mb[t] = mi;
+		vb[t] = vi;
+		nm = fmaxf(nm, fabsf(mi));
+		nv = fmaxf(nv, vi);
+	}
+	// block max of nm and nv (blockDim is a multiple of 32)
+	nm = warp_max(nm);
+	nv = warp_max(nv);
+	int wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+	if ((threadIdx.x & 31) == 0) {
+		red[wid] = nm;
+		red[32 + wid] = nv;
+	}
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		for (int k = 1; k < nw; k++) {
+			red[0] = fmaxf(red[0], red[k]);
+			red[32] = fmaxf(red[32], red[32 + k]);
+		}
+		if (red[0] == 0) {
+			red[0] = 1;
+		}
+		if (red[32] == 0) {
+			red[32] = 1;
+		}
+		mAbs[blockIdx.x] = red[0];
+		vAbs[blockIdx.x] = red[32];
+	}
+	__syncthreads();
+	float im = DIV(1.0f, red[0]), iv = DIV(1.0f, red[32]);
+	for (int t = threadIdx.x; t < len; t += blockDim.x) {
+		m[lo + t] = map8_code(MUL(mb[t], im), mBucket, mBound, mZero);
+		v[lo + t] = map8_code(MUL(vb[t], iv), vBucket, vBound, vZero);
+	}
+}
+
+} // extern "C"
