@@ -6,7 +6,7 @@ GO ?= go
 # forces AVX2 kernels at half speed on AVX-512 CPUs. Unset it for our runs.
 RUNENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
-.PHONY: deps build run test bench fuzz vet llamacpp-check ptx cuda-deps cuda-vet cuda-test
+.PHONY: deps build run test bench fuzz vet llamacpp-check ptx gpu cuda-headers cuda-vet cuda-test
 
 # deps installs the system packages (OpenBLAS; PyTorch for the reference
 # test) when missing, and the Go modules.
@@ -36,7 +36,7 @@ vet:
 	@# kernels imports nothing of ours (docs/style: arrows point down only).
 	@if $(GO) list -deps ./kernels | grep -E '^qat/' | grep -v '^qat/kernels$$'; then echo "kernels imports qat packages"; exit 1; fi
 
-test: deps vet
+test: deps vet cuda-vet
 	QAT_REQUIRE_TORCH=1 $(RUNENV) $(GO) test -count=1 ./...
 	@# The portable paths: gonum sgemm (noblas) and no cgo at all (Go kernels only).
 	$(RUNENV) $(GO) test -count=1 -tags noblas ./kernels ./autograd ./optim
@@ -67,6 +67,44 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 5m ./data/gguf
 	$(GO) test -run XXX -fuzz FuzzParseSpec -fuzztime 5m ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz FuzzDecodeParquet -fuzztime 5m ./cmd/internal/sweep
+
+# The GPU side (kernels/cuda, tag gpu; docs/cuda.md). gorgonia.org/cu needs
+# cuda.h to compile and libcuda.so.1 to link and run, nothing else: kernels
+# are PTX (kernels.ptx, checked in) that the driver JIT-compiles. A GPU
+# binary exits at start on a machine without a GPU (cu's init), so the
+# default build has no device code.
+#
+# gpu: bin/qat-gpu (needs Debian's nvidia-cuda-dev and libcuda1, non-free).
+gpu:
+	$(GO) build -tags gpu -o bin/qat-gpu ./cmd/qat
+
+# cuda-headers: cuda.h for compile checks, from Debian's nvidia-cuda-dev
+# (non-free; only that one file is unpacked) where the system has none.
+CUDA_INC = $(if $(wildcard /usr/include/cuda.h),/usr/include,$(CURDIR)/.cache/cuda/include)
+cuda-headers:
+	@if ! [ -e $(CUDA_INC)/cuda.h ]; then \
+		if ! apt-cache show nvidia-cuda-dev >/dev/null 2>&1; then \
+			printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+				> /etc/apt/sources.list.d/qat-cuda-headers.sources && apt-get update -qq; \
+		fi; \
+		rm -rf .cache/cuda && mkdir -p .cache/cuda/include && cd .cache/cuda && \
+		apt-get download -qq nvidia-cuda-dev 2>/dev/null && \
+		dpkg-deb --fsys-tarfile nvidia-cuda-dev_*.deb | tar -x --wildcards '*/include/cuda.h' && \
+		mv usr/include/cuda.h include/ && rm -rf usr nvidia-cuda-dev_*.deb; \
+	fi
+
+# cuda-vet: the device code compiles and passes vet (part of test, so it
+# cannot rot where no GPU is).
+cuda-vet: cuda-headers
+	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) vet -tags gpu ./kernels/cuda ./cmd/qat
+
+# cuda-test: builds the device tests (no OpenBLAS: the GPU machine need not
+# have it) and a GPU qat into .cache/cuda/, and says how to run them there.
+cuda-test: cuda-headers
+	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) test -c -tags gpu,noblas -o .cache/cuda/cuda.test ./kernels/cuda
+	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) build -tags gpu,noblas -o .cache/cuda/qat-gpu ./cmd/qat
+	@echo "on the GPU machine, from the repository root (carry .cache/cuda):"
+	@echo "  cd kernels/cuda && ../../.cache/cuda/cuda.test -test.v && cd ../.. && .cache/cuda/qat-gpu bench --device cuda && python3 tools/cuda_peers.py"
 
 # ptx rebuilds the device code (needs nvcc: Debian's nvidia-cuda-toolkit,
 # CUDA 11.8, from non-free). Its first line is the sources' sha256, which a

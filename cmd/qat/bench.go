@@ -11,14 +11,23 @@ import (
 )
 
 func benchCmd() *cobra.Command {
-	var cfgPath, jsonOut string
+	var cfgPath, jsonOut, device string
 	var threads []int
-	var steps, warmup int
+	var steps, warmup, values int
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure sgemm, the fused kernels and training steps on this machine",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkDevice(device); err != nil {
+				return err
+			}
+			if device == "cuda" {
+				if values < 1024 {
+					return inputf("--values must be at least 1024")
+				}
+				return benchDevice(cmd.OutOrStdout(), values)
+			}
 			c, err := config.Load(cfgPath)
 			if err != nil {
 				return err
@@ -42,6 +51,8 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().IntVar(&steps, "steps", 10, "timed training steps")
 	cmd.Flags().IntVar(&warmup, "warmup", 3, "untimed training steps first")
 	cmd.Flags().StringVar(&jsonOut, "json", "", "also write results as JSON lines to this file")
+	cmd.Flags().StringVar(&device, "device", "cpu", "cpu, or cuda: the device kernels beside a device copy (a GPU build)")
+	cmd.Flags().IntVar(&values, "values", 1<<26, "--device cuda: values of the elementwise kernels")
 	cmd.AddCommand(benchPackedCmd())
 	return cmd
 }

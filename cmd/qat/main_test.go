@@ -345,6 +345,12 @@ func TestBadInputs(t *testing.T) {
 		{[]string{"ptq", "--rules", filepath.Join(tmp, "norules.json"), "--model", ck, "--out", filepath.Join(tmp, "p4")}, "norules.json"},
 		{[]string{"ptq", "--rules", cfg, "--model", ck, "--out", filepath.Join(tmp, "p5")}, cfg},
 		{[]string{"ptq", "--rules", lsqAct, "--model", ck, "--out", filepath.Join(tmp, "p6")}, "--data is required"},
+		// this binary has no device code (the gpu tag): a clear refusal
+		{[]string{"train", "--config", cfg, "--device", "cuda"}, "without GPU support"},
+		{[]string{"eval", "--model", ck, "--data", data, "--device", "cuda"}, "without GPU support"},
+		{[]string{"generate", "--model", ck, "--device", "cuda"}, "without GPU support"},
+		{[]string{"bench", "--device", "cuda"}, "without GPU support"},
+		{[]string{"train", "--config", cfg, "--device", "tpu"}, "want cpu or cuda"},
 	} {
 		msg, code := qat(t, c.args...)
 		if code != 2 || !strings.Contains(msg, c.want) || strings.Contains(msg, "panic") {

@@ -4,11 +4,15 @@ import (
 	"crypto/sha256"
 	_ "embed"
 	"encoding/hex"
+	"errors"
 	"math"
 	"strings"
 
 	"qat/kernels"
 )
+
+// ErrNoGPUBuild is what Open says in a binary built without the gpu tag.
+var ErrNoGPUBuild = errors.New("this binary was built without GPU support: build it with `make gpu` (go build -tags gpu; needs the CUDA headers to build and libcuda.so.1 to run)")
 
 // PTX is the device code (kernels.cu compiled by `make ptx` for
 // compute_80; the driver JIT-compiles it for the GPU it finds, sm_80 and

@@ -1,0 +1,218 @@
+//go:build gpu
+
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"unsafe"
+
+	"gorgonia.org/cu"
+)
+
+// Available says whether this binary was built with the device code.
+const Available = true
+
+// Device is one GPU with kernels.ptx loaded. A CUDA context is current on
+// one OS thread at a time while goroutines move between threads, so every
+// method pins its goroutine and makes the context current first; a Device
+// is for one goroutine at a time.
+type Device struct {
+	// Name is the GPU's name; Mem its memory in bytes.
+	Name string
+	Mem  int64
+	ctx  cu.CUContext
+	mod  cu.Module
+	fn   map[string]cu.Function
+}
+
+// cuErr names the driver call that failed.
+func cuErr(call string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("cuda: %s: %w", call, err)
+}
+
+// Open makes a context on GPU ordinal and loads the kernels (the driver
+// JIT-compiles the PTX for the GPU, once).
+func Open(ordinal int) (*Device, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	n, err := cu.NumDevices()
+	if err != nil {
+		return nil, cuErr("cuDeviceGetCount", err)
+	}
+	if ordinal < 0 || ordinal >= n {
+		return nil, fmt.Errorf("cuda: device %d: this machine has %d GPUs", ordinal, n)
+	}
+	dev, err := cu.GetDevice(ordinal)
+	if err != nil {
+		return nil, cuErr("cuDeviceGet", err)
+	}
+	d := &Device{fn: map[string]cu.Function{}}
+	if d.Name, err = dev.Name(); err != nil {
+		return nil, cuErr("cuDeviceGetName", err)
+	}
+	if d.Mem, err = dev.TotalMem(); err != nil {
+		return nil, cuErr("cuDeviceTotalMem", err)
+	}
+	if d.ctx, err = dev.MakeContext(cu.SchedAuto); err != nil {
+		return nil, cuErr("cuCtxCreate", err)
+	}
+	if d.mod, err = cu.LoadData(PTX); err != nil {
+		return nil, cuErr("cuModuleLoadData (kernels.ptx)", err)
+	}
+	for _, k := range Kernels {
+		f, err := d.mod.Function(k)
+		if err != nil {
+			return nil, cuErr("cuModuleGetFunction "+k, err)
+		}
+		d.fn[k] = f
+	}
+	return d, nil
+}
+
+// bind pins the calling goroutine to its thread and makes d's context
+// current there; the caller defers the returned unpin.
+func (d *Device) bind() (func(), error) {
+	runtime.LockOSThread()
+	if err := cu.SetCurrentContext(d.ctx); err != nil {
+		runtime.UnlockOSThread()
+		return nil, cuErr("cuCtxSetCurrent", err)
+	}
+	return runtime.UnlockOSThread, nil
+}
+
+// Close unloads the kernels and destroys the context.
+func (d *Device) Close() error {
+	unpin, err := d.bind()
+	if err != nil {
+		return err
+	}
+	defer unpin()
+	if err := d.mod.Unload(); err != nil {
+		return cuErr("cuModuleUnload", err)
+	}
+	return cuErr("cuCtxDestroy", d.ctx.Destroy())
+}
+
+// Sync waits for every launched kernel to finish and returns the first
+// error a kernel raised.
+func (d *Device) Sync() error {
+	unpin, err := d.bind()
+	if err != nil {
+		return err
+	}
+	defer unpin()
+	return cuErr("cuCtxSynchronize", cu.Synchronize())
+}
+
+// Buffer is device memory. The zero Buffer is a null pointer (the optional
+// arguments of some kernels).
+type Buffer struct {
+	Ptr   cu.DevicePtr
+	Bytes int64
+}
+
+// Alloc allocates bytes of device memory.
+func (d *Device) Alloc(bytes int64) (Buffer, error) {
+	unpin, err := d.bind()
+	if err != nil {
+		return Buffer{}, err
+	}
+	defer unpin()
+	p, err := cu.MemAlloc(max(bytes, 1))
+	if err != nil {
+		return Buffer{}, cuErr(fmt.Sprintf("cuMemAlloc(%d)", bytes), err)
+	}
+	return Buffer{p, bytes}, nil
+}
+
+// Free releases b.
+func (d *Device) Free(b Buffer) error {
+	if b.Ptr == 0 {
+		return nil
+	}
+	unpin, err := d.bind()
+	if err != nil {
+		return err
+	}
+	defer unpin()
+	return cuErr("cuMemFree", cu.MemFree(b.Ptr))
+}
+
+// Upload copies src into a new buffer.
+func Upload[T any](d *Device, src []T) (Buffer, error) {
+	var z T
+	n := int64(len(src)) * int64(unsafe.Sizeof(z))
+	b, err := d.Alloc(n)
+	if err != nil || n == 0 {
+		return b, err
+	}
+	unpin, err := d.bind()
+	if err != nil {
+		return b, err
+	}
+	defer unpin()
+	return b, cuErr("cuMemcpyHtoD", cu.MemcpyHtoD(b.Ptr, unsafe.Pointer(&src[0]), n))
+}
+
+// Download copies the start of b into dst.
+func Download[T any](d *Device, dst []T, b Buffer) error {
+	var z T
+	n := int64(len(dst)) * int64(unsafe.Sizeof(z))
+	if n > b.Bytes {
+		return fmt.Errorf("cuda: download of %d bytes from a buffer of %d", n, b.Bytes)
+	}
+	if n == 0 {
+		return nil
+	}
+	unpin, err := d.bind()
+	if err != nil {
+		return err
+	}
+	defer unpin()
+	return cuErr("cuMemcpyDtoH", cu.MemcpyDtoH(unsafe.Pointer(&dst[0]), b.Ptr, n))
+}
+
+// launch runs kernel name on grid x block threads with shared bytes of
+// dynamic shared memory. Arguments are Buffers (device pointers), int
+// (passed as a 64-bit long), int32 and float32, in the kernel's order.
+// gorgonia.org/cu copies 8 bytes from each argument's address, so every
+// argument gets an 8-byte slot.
+func (d *Device) launch(name string, grid, block, shared int, args ...any) error {
+	f, ok := d.fn[name]
+	if !ok {
+		return fmt.Errorf("cuda: no kernel %s in kernels.ptx", name)
+	}
+	slots := make([]uint64, len(args))
+	params := make([]unsafe.Pointer, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case Buffer:
+			slots[i] = uint64(v.Ptr)
+		case int:
+			slots[i] = uint64(int64(v))
+		case int32:
+			slots[i] = uint64(uint32(v))
+		case float32:
+			slots[i] = uint64(math.Float32bits(v))
+		default:
+			return fmt.Errorf("cuda: %s: argument %d of type %T", name, i, a)
+		}
+		params[i] = unsafe.Pointer(&slots[i])
+	}
+	if grid < 1 {
+		return nil // nothing to do
+	}
+	unpin, err := d.bind()
+	if err != nil {
+		return err
+	}
+	defer unpin()
+	err = f.Launch(grid, 1, 1, block, 1, 1, shared, cu.Stream{}, params)
+	runtime.KeepAlive(slots)
+	return cuErr("cuLaunchKernel "+name, err)
+}
