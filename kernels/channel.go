@@ -64,6 +64,9 @@ func (w *ChannelInt) set(r, j int, q int8) {
 	}
 }
 
+// Code returns the code of row r, input j (0 past K).
+func (w *ChannelInt) Code(r, j int) int8 { return w.code(r, j) }
+
 func (w *ChannelInt) code(r, j int) int8 {
 	g, i, b, e := r/4, r%4, j/32, j%32
 	if w.Bits == 8 {

@@ -91,6 +91,9 @@ func Bench(d *Device, w io.Writer, n int) error {
 	if err != nil {
 		return err
 	}
+	cases = append(cases, row{"fake quant FP8 E4M3 per channel", 9 * float64(n), 0, func() error {
+		return d.FakeQuantFP(yb, mb, xb, sb, n, n/rows, kernels.FP8E4M3)
+	}})
 	cases = append(cases, row{"AdamW 8-bit states", 14 * float64(n), 0, func() error {
 		return d.AdamW8(db, yb, mcodes, vcodes, mab, vab, n, ga, 1e-3, 0.9, 0.95, 1e-8, 0.1, 1, 1)
 	}})
@@ -120,6 +123,37 @@ func Bench(d *Device, w io.Writer, n int) error {
 			f, cols, a := f, cols, a
 			cases = append(cases, row{fmt.Sprintf("GEMM %s x Q8_0 %dx%d, %d columns", f.Name, rows, k, cols),
 				float64(wbytes + cols*k*33/32), 2 * float64(rows*k*cols), func() error { return d.GemmPacked(f, yb, wb, rows, k, a) }})
+		}
+	}
+	// per-channel int4/int8 weights x per-token int8 activations (W4A8,
+	// W8A8: QQQ's per-channel layout), the same shapes
+	for _, bits := range []int{4, 8} {
+		k := 4096
+		codes := make([]int8, rows*k)
+		for i := range codes {
+			codes[i] = int8(rng.IntN(16) - 8)
+		}
+		ci, err := kernels.NewChannelInt(bits, codes, steps, rows, k)
+		if err != nil {
+			return err
+		}
+		wd, err := d.UploadChannel(NewChannel(ci))
+		if err != nil {
+			return err
+		}
+		bufs = append(bufs, wd.W, wd.Scale, wd.Sum)
+		for _, cols := range []int{1, 256} {
+			a, err := d.NewTokens(cols, k)
+			if err != nil {
+				return err
+			}
+			bufs = append(bufs, a.U, a.Scale, a.Zero, a.Sum)
+			if err := d.QuantizeTokens(a, xb, kernels.TokenScheme{Symmetric: true, Restricted: true}); err != nil {
+				return err
+			}
+			bits, cols, a := bits, cols, a
+			cases = append(cases, row{fmt.Sprintf("GEMM W%dA8 per channel %dx%d, %d columns", bits, rows, k, cols),
+				float64(rows*k*bits/8 + cols*k), 2 * float64(rows*k*cols), func() error { return d.GemmChannel(yb, wd, a) }})
 		}
 	}
 	fmt.Fprintf(w, "device: %s; %d values (%.0f MiB of float32) for the elementwise kernels\n", d.Name, n, float64(4*n)/(1<<20))

@@ -66,7 +66,7 @@ func TestDeviceGroups(t *testing.T) {
 		n := ng * g
 		x := testValues(rng, n, 0.1)
 		for i := range x {
-			if x[i] == 0 { // fminf/fmaxf may order -0 and +0 either way
+			if x[i] == 0 { // the C kernels of package kernels may order -0 and +0 either way
 				x[i] = 1e-3
 			}
 		}
@@ -226,5 +226,65 @@ func TestDeviceErrors(t *testing.T) {
 	}
 	if err := dev.launch("no_such_kernel", 1, 32, 0); err == nil {
 		t.Error("unknown kernel: no error")
+	}
+}
+
+func TestDeviceFakeQuantFP(t *testing.T) {
+	rng := rand.New(rand.NewPCG(31, 32))
+	for _, f := range []kernels.FPFormat{kernels.FP8E4M3, kernels.FP8E5M2, kernels.FP4E2M1} {
+		for _, sh := range shapes {
+			ng, g := sh[0], sh[1]
+			n := ng * g
+			x := testValues(rng, n, f.Max/64)
+			scale := make([]float32, ng)
+			for k := range scale {
+				scale[k] = float32(math.Ldexp(1, rng.IntN(5)-2)) * (1 + float32(rng.IntN(2))/3)
+			}
+			yb, mb := up(t, make([]float32, n)), up(t, make([]uint8, n))
+			must(t, dev.FakeQuantFP(yb, mb, up(t, x), up(t, scale), n, g, f))
+			y, m := make([]float32, n), make([]uint8, n)
+			hostFakeQuantFP(y, m, x, scale, g, f)
+			sameBits(t, f.Name+" y", down(t, make([]float32, n), yb), y)
+			sameBytes(t, f.Name+" mask", down(t, make([]uint8, n), mb), m)
+		}
+	}
+}
+
+func TestDeviceGemmChannel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(33, 34))
+	for _, bits := range []int{4, 8} {
+		for _, sh := range [][3]int{{4, 1, 1}, {8, 100, 3}, {12, 1376, 2}, {256, 4096, 17}} {
+			rows, k, n := sh[0], sh[1], sh[2]
+			lim := 1 << (bits - 1)
+			codes := make([]int8, rows*k)
+			for i := range codes {
+				codes[i] = int8(rng.IntN(2*lim) - lim)
+			}
+			scale := make([]float32, rows)
+			for r := range scale {
+				scale[r] = 0.01 * (1 + float32(rng.Float64()))
+			}
+			w, err := kernels.NewChannelInt(bits, codes, scale, rows, k)
+			must(t, err)
+			c := NewChannel(w)
+			wd, err := dev.UploadChannel(c)
+			must(t, err)
+			for _, sc := range schemes {
+				x := testValues(rng, n*k, 0.5)
+				var h Tokens
+				hostQuantizeTokens(&h, x, n, k, sc)
+				a, err := dev.NewTokens(n, k)
+				must(t, err)
+				must(t, dev.QuantizeTokens(a, up(t, x), sc))
+				sameBytes(t, "u", down(t, make([]uint8, n*a.KP), a.U), h.U)
+				sameBits(t, "scale", down(t, make([]float32, n), a.Scale), h.Scale)
+				sameBits(t, "zero", down(t, make([]float32, n), a.Zero), h.Zero)
+				yb := up(t, make([]float32, n*rows))
+				must(t, dev.GemmChannel(yb, wd, a))
+				y := make([]float32, n*rows)
+				hostGemmChannel(y, c, &h)
+				sameBits(t, fmt.Sprintf("int%d %v %+v y", bits, sh, sc), down(t, make([]float32, n*rows), yb), y)
+			}
+		}
 	}
 }

@@ -67,7 +67,7 @@ void host_fq_q4_0(float *y, uint8_t *mask, const float *x, long nblocks) {
 static float block_absmax(const float *v) {
 	float a = 0;
 	for (int j = 0; j < 32; j++) {
-		a = fmaxf(a, fabsf(v[j]));
+		a = gmax(a, fabsf(v[j]));
 	}
 	return a;
 }
@@ -135,8 +135,8 @@ void host_adamw8(float *p, const float *g, uint8_t *m, uint8_t *v, float *mAbs, 
 			                 &mi, &vi);
 			mb[i - lo] = mi;
 			vb[i - lo] = vi;
-			nm = fmaxf(nm, fabsf(mi));
-			nv = fmaxf(nv, vi);
+			nm = gmax(nm, fabsf(mi));
+			nv = gmax(nv, vi);
 		}
 		mAbs[k] = nm == 0 ? 1 : nm;
 		vAbs[k] = nv == 0 ? 1 : nv;
@@ -144,6 +144,56 @@ void host_adamw8(float *p, const float *g, uint8_t *m, uint8_t *v, float *mAbs, 
 		for (long i = lo; i < hi; i++) {
 			m[i] = map8_code(MUL(mb[i - lo], im), mBucket, mBound, mZero);
 			v[i] = map8_code(MUL(vb[i - lo], iv), vBucket, vBound, vZero);
+		}
+	}
+}
+
+void host_fq_fp(float *y, uint8_t *mask, const float *x, const float *scale, long n, int group, int man, int bias,
+                float fmax) {
+	for (long i = 0; i < n; i++) {
+		y[i] = fq_fp(x[i], scale[i / group], man, bias, fmax, &mask[i]);
+	}
+}
+
+void host_quantize_tokens(uint8_t *u, float *scale, float *zero, int32_t *sum, const float *x, long n, int k, int kp,
+                          int sym, float qmin) {
+	for (long r = 0; r < n; r++) {
+		const float *row = x + r * k;
+		float lo = 0, hi = 0;
+		for (int j = 0; j < k; j++) {
+			if (sym) {
+				hi = gmax(hi, fabsf(row[j]));
+			} else {
+				lo = gmin(lo, row[j]);
+				hi = gmax(hi, row[j]);
+			}
+		}
+		float s = sym ? tok_sym_scale(hi, qmin) : tok_asym_scale(lo, hi);
+		float z = sym ? 128 : tok_asym_zero(lo, s), inv = DIV(1.0f, s);
+		int32_t acc = 0;
+		for (int j = 0; j < kp; j++) {
+			int q = j >= k ? 0 : sym ? tok_sym_code(row[j], inv, qmin) : tok_asym_code(row[j], inv, z);
+			u[r * kp + j] = (uint8_t)q;
+			acc += q;
+		}
+		scale[r] = s;
+		zero[r] = z;
+		sum[r] = acc;
+	}
+}
+
+void host_gemm_channel(float *y, const uint8_t *w, const float *wscale, const int32_t *wsum, const uint8_t *u,
+                       const float *xscale, const float *xzero, int rows, int kp, int ncols, int bits) {
+	for (int c = 0; c < ncols; c++) {
+		for (int r = 0; r < rows; r++) {
+			long long d = 0;
+			for (int j = 0; j < kp; j++) {
+				int q = bits == 8 ? (int8_t)w[(long)r * kp + j]
+				                  : ((w[(long)r * (kp / 2) + j / 2] >> (4 * (j & 1))) & 15) - 8;
+				d += (long long)q * u[(long)c * kp + j];
+			}
+			d -= (long long)xzero[c] * wsum[r];
+			y[(long)c * rows + r] = channel_out(wscale[r], xscale[c], d);
 		}
 	}
 }

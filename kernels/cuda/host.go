@@ -85,6 +85,27 @@ func hostAdamW8(p, g []float32, m, v []uint8, mAbs, vAbs []float32, a *kernels.A
 		C.long(len(p)), C.int(a.Block), C.float(step), C.float(decay), C.float(b1), C.float(b2), C.float(eps), C.float(isb2), fp(scratch))
 }
 
+func hostFakeQuantFP(y []float32, mask []uint8, x, scale []float32, group int, f kernels.FPFormat) {
+	C.host_fq_fp(fp(y), bp(mask), fp(x), fp(scale), C.long(len(x)), C.int(group), C.int(f.Man), C.int(f.Bias), C.float(f.Max))
+}
+
+// hostQuantizeTokens quantizes n rows of k values into a (Tokens' layout).
+func hostQuantizeTokens(a *Tokens, x []float32, n, k int, t kernels.TokenScheme) {
+	a.resize(n, k)
+	C.host_quantize_tokens(bp(a.U), fp(a.Scale), fp(a.Zero), i32p(a.Sum), fp(x), C.long(n), C.int(k), C.int(a.KP), b2i(t.Symmetric), C.float(qminOf(t)))
+}
+
+func hostGemmChannel(y []float32, w *Channel, a *Tokens) {
+	C.host_gemm_channel(fp(y), bp(w.W), fp(w.Scale), i32p(w.Sum), bp(a.U), fp(a.Scale), fp(a.Zero), C.int(w.Rows), C.int(w.KP), C.int(a.N), C.int(w.Bits))
+}
+
+func b2i(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func hostF16Bits(f float32) uint16 { return uint16(C.host_f16_bits(C.float(f))) }
 
 func hostF16Float(h uint16) float32 { return float32(C.host_f16_float(C.uint16_t(h))) }

@@ -15,5 +15,11 @@ void host_adamw8(float *p, const float *g, uint8_t *m, uint8_t *v, float *mAbs, 
                  const int *mBucket, const float *mBound, int mZero, const float *vVals, const int *vBucket,
                  const float *vBound, int vZero, long n, int block, float step, float decay, float b1, float b2,
                  float eps, float isb2, float *scratch);
+void host_fq_fp(float *y, uint8_t *mask, const float *x, const float *scale, long n, int group, int man, int bias,
+                float fmax);
+void host_quantize_tokens(uint8_t *u, float *scale, float *zero, int32_t *sum, const float *x, long n, int k, int kp,
+                          int sym, float qmin);
+void host_gemm_channel(float *y, const uint8_t *w, const float *wscale, const int32_t *wsum, const uint8_t *u,
+                       const float *xscale, const float *xzero, int rows, int kp, int ncols, int bits);
 uint16_t host_f16_bits(float f);
 float host_f16_float(uint16_t h);

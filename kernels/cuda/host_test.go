@@ -3,6 +3,7 @@
 package cuda
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -329,6 +330,114 @@ func TestHostAdamW8(t *testing.T) {
 		}
 		if diff > 1+n/500 {
 			t.Errorf("n=%d: %d codes differ from the CPU's C kernel (an FMA there flips rare ties; not this many)", n, diff)
+		}
+	}
+}
+
+func TestHostFakeQuantFP(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, f := range []kernels.FPFormat{kernels.FP8E4M3, kernels.FP8E5M2, kernels.FP4E2M1} {
+		for _, sh := range shapes {
+			ng, g := sh[0], sh[1]
+			n := ng * g
+			x := testValues(rng, n, f.Max/64)
+			for i := range x {
+				if rng.IntN(20) == 0 { // far below the smallest subnormal, and a NaN
+					x[i] *= 1e-6
+				}
+			}
+			x[n/2] = float32(math.NaN())
+			scale := make([]float32, ng)
+			for k := range scale {
+				scale[k] = float32(math.Ldexp(1, rng.IntN(5)-2)) * (1 + float32(rng.IntN(2))/3)
+			}
+			y1, y2 := make([]float32, n), make([]float32, n)
+			m1, m2 := make([]uint8, n), make([]uint8, n)
+			hostFakeQuantFP(y1, m1, x, scale, g, f)
+			kernels.FakeQuantFP(y2, m2, x, scale, g, f)
+			for i := range y2 {
+				if y2[i] != y2[i] && y1[i] != y1[i] {
+					y1[i], y2[i] = 0, 0 // NaN stays NaN; payloads may differ
+				}
+			}
+			sameBits(t, f.Name+" y", y1, y2)
+			sameBytes(t, f.Name+" mask", m1, m2)
+		}
+	}
+}
+
+// schemes are the per-token activation schemes of the packed products.
+var schemes = []kernels.TokenScheme{{}, {Symmetric: true}, {Symmetric: true, Restricted: true}}
+
+func TestHostTokens(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for _, sc := range schemes {
+		for _, k := range []int{1, 31, 32, 100, 1376} {
+			n := 5
+			x := testValues(rng, n*k, 0.1)
+			for j := 0; j < k; j++ { // a row of zeros, and one with no negatives
+				x[j] = 0
+				x[k+j] = float32(math.Abs(float64(x[k+j])))
+			}
+			var a kernels.TokenU8
+			sc.Quantize(&a, x, n, k)
+			var h Tokens
+			hostQuantizeTokens(&h, x, n, k, sc)
+			sameBytes(t, "u", h.U, a.U)
+			sameBits(t, "scale", h.Scale, a.Scale)
+			sameBits(t, "zero", h.Zero, a.Zero)
+			for r := range a.Sum {
+				if h.Sum[r] != a.Sum[r] {
+					t.Fatalf("%+v k=%d: sum[%d] host %d, CPU %d", sc, k, r, h.Sum[r], a.Sum[r])
+				}
+			}
+		}
+	}
+}
+
+func TestHostGemmChannel(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	for _, bits := range []int{4, 8} {
+		for _, sh := range [][3]int{{4, 1, 1}, {8, 100, 3}, {12, 1376, 2}, {64, 512, 9}} {
+			rows, k, n := sh[0], sh[1], sh[2]
+			lim := 1 << (bits - 1)
+			codes := make([]int8, rows*k)
+			for i := range codes {
+				codes[i] = int8(rng.IntN(2*lim) - lim)
+			}
+			scale := make([]float32, rows)
+			for r := range scale {
+				scale[r] = 0.01 * (1 + float32(rng.Float64()))
+			}
+			w, err := kernels.NewChannelInt(bits, codes, scale, rows, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := NewChannel(w)
+			for r := 0; r < rows; r++ { // the device layout holds the codes
+				for j := 0; j < c.KP; j++ {
+					var got int8
+					if bits == 8 {
+						got = int8(c.W[r*c.KP+j])
+					} else {
+						got = int8(c.W[r*c.KP/2+j/2]>>(4*(j&1))&15) - 8
+					}
+					if got != w.Code(r, j) {
+						t.Fatalf("int%d layout: row %d input %d: %d, want %d", bits, r, j, got, w.Code(r, j))
+					}
+				}
+			}
+			for _, sc := range schemes {
+				x := testValues(rng, n*k, 0.5)
+				var a kernels.TokenU8
+				sc.Quantize(&a, x, n, k)
+				var h Tokens
+				hostQuantizeTokens(&h, x, n, k, sc)
+				y1, y2 := make([]float32, n*rows), make([]float32, n*rows)
+				hostGemmChannel(y1, c, &h)
+				kernels.GemmChannel(w, &a, y2)
+				sameBits(t, fmt.Sprintf("int%d %v y", bits, sh), y1, y2)
+			}
 		}
 	}
 }

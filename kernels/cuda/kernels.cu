@@ -15,10 +15,10 @@
 static __device__ __forceinline__ long gtid() { return (long)blockIdx.x * blockDim.x + threadIdx.x; }
 static __device__ __forceinline__ long gstride() { return (long)gridDim.x * blockDim.x; }
 
-// warp_max of non-negative floats (NaN never wins: fmaxf drops it).
+// warp_max is Go's max over a warp (NaN wins; -0 below +0).
 static __device__ __forceinline__ float warp_max(float v) {
 	for (int o = 16; o > 0; o >>= 1) {
-		v = fmaxf(v, __shfl_xor_sync(FULL, v, o));
+		v = gmax(v, __shfl_xor_sync(FULL, v, o));
 	}
 	return v;
 }
@@ -56,7 +56,7 @@ __global__ void qat_absmax_groups(float *out, const float *x, long ngroups, int 
 	const float *g = x + k * group;
 	float m = 0;
 	for (int i = lane; i < group; i += 32) {
-		m = fmaxf(m, fabsf(g[i]));
+		m = gmax(m, fabsf(g[i]));
 	}
 	m = warp_max(m);
 	if (lane == 0) {
@@ -74,12 +74,12 @@ __global__ void qat_minmax_groups(float *lo, float *hi, const float *x, long ngr
 	const float *g = x + k * group;
 	float a = g[0], b = g[0];
 	for (int i = lane; i < group; i += 32) {
-		a = fminf(a, g[i]);
-		b = fmaxf(b, g[i]);
+		a = gmin(a, g[i]);
+		b = gmax(b, g[i]);
 	}
 	for (int o = 16; o > 0; o >>= 1) {
-		a = fminf(a, __shfl_xor_sync(FULL, a, o));
-		b = fmaxf(b, __shfl_xor_sync(FULL, b, o));
+		a = gmin(a, __shfl_xor_sync(FULL, a, o));
+		b = gmax(b, __shfl_xor_sync(FULL, b, o));
 	}
 	if (lane == 0) {
 		lo[k] = a;
@@ -292,8 +292,8 @@ __global__ void qat_adamw8(float *p, const float *g, u8 *m, u8 *v, float *mAbs, 
 		p[i] = adam_step(p[i], g[i], mVals[m[i]], am, vVals[v[i]], av, step, decay, b1, b2, eps, isb2, &mi, &vi);
 		mb[t] = mi;
 		vb[t] = vi;
-		nm = fmaxf(nm, fabsf(mi));
-		nv = fmaxf(nv, vi);
+		nm = gmax(nm, fabsf(mi));
+		nv = gmax(nv, vi);
 	}
 	// block max of nm and nv (blockDim is a multiple of 32)
 	nm = warp_max(nm);
@@ -306,8 +306,8 @@ __global__ void qat_adamw8(float *p, const float *g, u8 *m, u8 *v, float *mAbs, 
 	__syncthreads();
 	if (threadIdx.x == 0) {
 		for (int k = 1; k < nw; k++) {
-			red[0] = fmaxf(red[0], red[k]);
-			red[32] = fmaxf(red[32], red[32 + k]);
+			red[0] = gmax(red[0], red[k]);
+			red[32] = gmax(red[32], red[32 + k]);
 		}
 		if (red[0] == 0) {
 			red[0] = 1;
@@ -323,6 +323,110 @@ __global__ void qat_adamw8(float *p, const float *g, u8 *m, u8 *v, float *mAbs, 
 	for (int t = threadIdx.x; t < len; t += blockDim.x) {
 		m[lo + t] = map8_code(MUL(mb[t], im), mBucket, mBound, mZero);
 		v[lo + t] = map8_code(MUL(vb[t], iv), vBucket, vBound, vZero);
+	}
+}
+
+// qat_fq_fp: fake quant to a small float format (FP8 E4M3/E5M2, FP4 E2M1)
+// with a scale per group (kernels.FakeQuantFP).
+__global__ void qat_fq_fp(float *y, u8 *mask, const float *x, const float *scale, long n, int group, int man, int bias,
+                          float fmax) {
+	for (long i = gtid(); i < n; i += gstride()) {
+		y[i] = fq_fp(x[i], scale[i / group], man, bias, fmax, &mask[i]);
+	}
+}
+
+// qat_quantize_tokens: activations to 8-bit codes per token
+// (kernels.TokenScheme.Quantize), one warp a row of k values: symmetric
+// (codes + 128, zero point 128) or asymmetric over the row's range widened
+// to contain 0. Rows of u are kp bytes, the tail past k zeroed.
+__global__ void qat_quantize_tokens(u8 *u, float *scale, float *zero, int *sum, const float *x, long n, int k, int kp,
+                                    int sym, float qmin) {
+	long r = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (r >= n) {
+		return;
+	}
+	const float *row = x + r * k;
+	u8 *ur = u + r * kp;
+	float lo = 0, hi = 0;
+	for (int j = lane; j < k; j += 32) {
+		if (sym) {
+			hi = gmax(hi, fabsf(row[j]));
+		} else {
+			lo = gmin(lo, row[j]);
+			hi = gmax(hi, row[j]);
+		}
+	}
+	for (int o = 16; o > 0; o >>= 1) {
+		lo = gmin(lo, __shfl_xor_sync(FULL, lo, o));
+		hi = gmax(hi, __shfl_xor_sync(FULL, hi, o));
+	}
+	float s, z;
+	if (sym) {
+		s = tok_sym_scale(hi, qmin);
+		z = 128;
+	} else {
+		s = tok_asym_scale(lo, hi);
+		z = tok_asym_zero(lo, s);
+	}
+	float inv = DIV(1.0f, s);
+	int acc = 0;
+	for (int j = lane; j < kp; j += 32) {
+		int q = 0;
+		if (j < k) {
+			q = sym ? tok_sym_code(row[j], inv, qmin) : tok_asym_code(row[j], inv, z);
+		}
+		ur[j] = (u8)q;
+		acc += q;
+	}
+	acc = warp_sum_i(acc);
+	if (lane == 0) {
+		scale[r] = s;
+		zero[r] = z;
+		sum[r] = acc;
+	}
+}
+
+// qat_gemm_channel: per-channel int4/int8 weights x per-token 8-bit
+// activations (kernels.GemmChannel: the w4a8 and w8a8 recipes, QQQ's
+// per-channel layout), one warp per output. Weight rows are kpw codes
+// (int8 bytes, or int4 as nibble pairs: code j in the low nibble of byte
+// j/2 for even j, + 8), activation rows kpx bytes; both zero-padded past k
+// to a multiple of 32. dp4a needs signed bytes on both sides, so the
+// activations enter as u - 128 and the product is corrected exactly:
+// sum w (u - z) = sum w (u - 128) + (128 - z) sum w.
+__global__ void qat_gemm_channel(float *y, const u8 *w, const float *wscale, const int *wsum, const u8 *u,
+                                 const float *xscale, const float *xzero, int rows, int kp, int ncols, int bits) {
+	long o = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (o >= (long)rows * ncols) {
+		return;
+	}
+	int r = (int)(o % rows), c = (int)(o / rows);
+	const u8 *ur = u + (long)c * kp;
+	long long d = 0;
+	if (bits == 8) {
+		const u8 *wr = w + (long)r * kp;
+		for (int j = 4 * lane; j < kp; j += 128) {
+			d += __dp4a(load4(wr + j), (int)(load4(ur + j) ^ 0x80808080), 0);
+		}
+	} else {
+		const u8 *wr = w + (long)r * (kp / 2);
+		for (int j = 8 * lane; j < kp; j += 256) {
+			int pw = load4(wr + j / 2);
+			int even = __vsub4(pw & 0x0f0f0f0f, 0x08080808);
+			int odd = __vsub4((pw >> 4) & 0x0f0f0f0f, 0x08080808);
+			u32 a = (u32)load4(ur + j) ^ 0x80808080u, b = (u32)load4(ur + j + 4) ^ 0x80808080u;
+			d += __dp4a(even, (int)__byte_perm(a, b, 0x6420), 0);
+			d += __dp4a(odd, (int)__byte_perm(a, b, 0x7531), 0);
+		}
+	}
+	for (int off = 16; off > 0; off >>= 1) {
+		d += __shfl_xor_sync(FULL, d, off);
+	}
+	if (lane == 0) {
+		d += (long long)(128 - (int)xzero[c]) * wsum[r];
+		y[(long)c * rows + r] = channel_out(wscale[r], xscale[c], d);
 	}
 }
 

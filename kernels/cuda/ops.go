@@ -186,3 +186,76 @@ func (d *Device) AdamW8(p, g, m, v, mAbs, vAbs Buffer, n int, a *Adam8, lr, b1, 
 		p, g, m, v, mAbs, vAbs, a.MVals, a.MBucket, a.MBound, a.MZero, a.VVals, a.VBucket, a.VBound, a.VZero,
 		n, int32(a.Block), step, decay, b1, b2, eps, isb2)
 }
+
+// FakeQuantFP is kernels.FakeQuantFP on the device.
+func (d *Device) FakeQuantFP(y, mask, x, scale Buffer, n, group int, f kernels.FPFormat) error {
+	if err := checkGroups("FakeQuantFP", n, group); err != nil {
+		return err
+	}
+	return d.launch("qat_fq_fp", grid1(n), threads, 0, y, mask, x, scale, n, int32(group), int32(f.Man), int32(f.Bias), f.Max)
+}
+
+// ChannelDev is a Channel weight on the device.
+type ChannelDev struct {
+	W, Scale, Sum     Buffer
+	Bits, Rows, K, KP int
+}
+
+// UploadChannel copies a per-channel weight in the device layout.
+func (d *Device) UploadChannel(c *Channel) (*ChannelDev, error) {
+	g := &ChannelDev{Bits: c.Bits, Rows: c.Rows, K: c.K, KP: c.KP}
+	var err error
+	if g.W, err = Upload(d, c.W); err != nil {
+		return nil, err
+	}
+	if g.Scale, err = Upload(d, c.Scale); err != nil {
+		return nil, err
+	}
+	if g.Sum, err = Upload(d, c.Sum); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// TokensDev is activations quantized per token on the device (Tokens'
+// layout).
+type TokensDev struct {
+	U, Scale, Zero, Sum Buffer
+	N, K, KP            int
+}
+
+// NewTokens allocates n rows of k values.
+func (d *Device) NewTokens(n, k int) (*TokensDev, error) {
+	a := &TokensDev{N: n, K: k, KP: (k + 31) / 32 * 32}
+	var err error
+	for _, b := range []struct {
+		p     *Buffer
+		bytes int
+	}{{&a.U, n * a.KP}, {&a.Scale, 4 * n}, {&a.Zero, 4 * n}, {&a.Sum, 4 * n}} {
+		if *b.p, err = d.Alloc(int64(b.bytes)); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// QuantizeTokens is kernels.TokenScheme.Quantize on the device: x holds
+// a.N rows of a.K values.
+func (d *Device) QuantizeTokens(a *TokensDev, x Buffer, t kernels.TokenScheme) error {
+	sym := int32(0)
+	if t.Symmetric {
+		sym = 1
+	}
+	return d.launch("qat_quantize_tokens", gridWarps(a.N), threads, 0, a.U, a.Scale, a.Zero, a.Sum, x, a.N, int32(a.K), int32(a.KP), sym, qminOf(t))
+}
+
+// GemmChannel is kernels.GemmChannel on the device: y[c*Rows + r] =
+// s_w[r] s_x[c] sum_k w[r,k] (u_c[k] - z_c), exact integer dot products
+// through dp4a, one warp per output.
+func (d *Device) GemmChannel(y Buffer, w *ChannelDev, a *TokensDev) error {
+	if a.K != w.K || y.Bytes < int64(4*a.N*w.Rows) {
+		return fmt.Errorf("cuda: GemmChannel: %d x %d weight, %d tokens of %d, %d output bytes", w.Rows, w.K, a.N, a.K, y.Bytes)
+	}
+	return d.launch("qat_gemm_channel", gridWarps(w.Rows*a.N), threads, 0, y, w.W, w.Scale, w.Sum, a.U, a.Scale, a.Zero,
+		int32(w.Rows), int32(w.KP), int32(a.N), int32(w.Bits))
+}

@@ -205,11 +205,33 @@ QD double packed_block_add(double sum, int dot, float dw, float dx, float c4, in
 	return sum;
 }
 
+// gmax and gmin are Go's built-in max and min on float32: NaN wins, and
+// max(-0, +0) = +0, min(-0, +0) = -0 (fmaxf and fminf promise neither).
+QD float gmax(float a, float b) {
+	if (a != a || b != b) {
+		return a + b;
+	}
+	if (a == b) {
+		return (f32_bits(a) >> 31) ? b : a;
+	}
+	return a > b ? a : b;
+}
+
+QD float gmin(float a, float b) {
+	if (a != a || b != b) {
+		return a + b;
+	}
+	if (a == b) {
+		return (f32_bits(a) >> 31) ? a : b;
+	}
+	return a < b ? a : b;
+}
+
 // map8_code is kernels.Map8.Code: the byte of the map value nearest to y
 // (|y| <= 1), from the bucket of |y|'s exponent and top mantissa bits and
 // at most two comparisons with the midpoints between magnitudes.
 QD u8 map8_code(float y, const int *bucket, const float *bound, int zero) {
-	float a = fminf(fabsf(y), 1.0f);
+	float a = gmin(fabsf(y), 1.0f);
 	int j = bucket[f32_bits(a) >> 17];
 	if (a > bound[j]) {
 		j++;
@@ -234,5 +256,65 @@ QD float adam_step(float p, float g, float mq, float am, float vq, float av, flo
 	*vo = vi;
 	return SUB(MUL(p, decay), DIV(MUL(step, mi), ADD(MUL(SQRT(vi), isb2), eps)));
 }
+
+// round_fp is kernels.FPFormat.RoundFP: v rounded to the nearest value of a
+// small float format (man mantissa bits, exponent bias, largest value
+// fmax), ties to even, saturating. The step of v's binade comes from its
+// float32 exponent (subnormals share the smallest normal binade's step), so
+// a/step and the product are exact: only rintf rounds.
+QD float round_fp(float v, int man, int bias, float fmax) {
+	if (v != v) {
+		return v;
+	}
+	float a = fabsf(v);
+	if (a >= fmax) {
+		return (f32_bits(v) >> 31) ? -fmax : fmax;
+	}
+	if (a == 0) {
+		return v;
+	}
+	int e = (int)((f32_bits(a) >> 23) & 0xff) - 127;
+	if (e < 1 - bias) {
+		e = 1 - bias;
+	}
+	float step = f32_from((u32)(e - man + 127) << 23);
+	float r = MUL(rintf(DIV(a, step)), step);
+	if (r > fmax) {
+		r = fmax;
+	}
+	return (f32_bits(v) >> 31) ? -r : r;
+}
+
+// fq_fp is kernels.FakeQuantFP for one value: RoundFP(x/s)*s; the mask
+// stops the gradient of values past +-fmax*s.
+QD float fq_fp(float x, float s, int man, int bias, float fmax, u8 *m) {
+	float u = DIV(x, s);
+	*m = (u > fmax || u < -fmax) ? 0 : 1;
+	return MUL(round_fp(u, man, bias, fmax), s);
+}
+
+// tok_sym_scale is kernels.TokenScheme's symmetric per-token step,
+// max(amax / ((127-qmin)/2), 2^-23), and tok_sym_code its code, shifted
+// by 128 to a byte.
+QD float tok_sym_scale(float amax, float qmin) {
+	return gmax(DIV(amax, DIV(SUB(127.0f, qmin), 2.0f)), 1.1920929e-07f);
+}
+
+QD int tok_sym_code(float v, float inv, float qmin) {
+	return (int)ADD(gmin(gmax(rintf(MUL(v, inv)), qmin), 127.0f), 128.0f);
+}
+
+// tok_asym_scale is kernels.QuantizeTokens' per-token step over the range
+// [lo, hi] (which contains 0), tok_asym_zero its zero point and
+// tok_asym_code the code of one value.
+QD float tok_asym_scale(float lo, float hi) { return gmax(DIV(SUB(hi, lo), 255.0f), 1.1920929e-07f); }
+
+QD float tok_asym_zero(float lo, float s) { return gmin(gmax(-rintf(DIV(lo, s)), 0.0f), 255.0f); }
+
+QD int tok_asym_code(float v, float inv, float z) { return (int)gmin(gmax(ADD(rintf(MUL(v, inv)), z), 0.0f), 255.0f); }
+
+// channel_out is kernels.GemmChannel's output from the exact integer dot
+// product d = sum_k w[r,k] (u[k] - z): s_w * s_x * float32(d).
+QD float channel_out(float sw, float sx, long long d) { return MUL(MUL(sw, sx), (float)d); }
 
 #endif
