@@ -255,18 +255,7 @@ func TestDeviceGemmChannel(t *testing.T) {
 	for _, bits := range []int{4, 8} {
 		for _, sh := range [][3]int{{4, 1, 1}, {8, 100, 3}, {12, 1376, 2}, {256, 4096, 17}} {
 			rows, k, n := sh[0], sh[1], sh[2]
-			lim := 1 << (bits - 1)
-			codes := make([]int8, rows*k)
-			for i := range codes {
-				codes[i] = int8(rng.IntN(2*lim) - lim)
-			}
-			scale := make([]float32, rows)
-			for r := range scale {
-				scale[r] = 0.01 * (1 + float32(rng.Float64()))
-			}
-			w, err := kernels.NewChannelInt(bits, codes, scale, rows, k)
-			must(t, err)
-			c := NewChannel(w)
+			c := NewChannel(randomChannel(t, rng, bits, rows, k))
 			wd, err := dev.UploadChannel(c)
 			must(t, err)
 			for _, sc := range schemes {

@@ -19,33 +19,18 @@ import (
 // device kernels, which share every float operation with it, with the same
 // CPU kernels.
 
-func fp(s []float32) *C.float {
+// cptr is the C pointer to s's first element (nil for an empty slice).
+func cptr[E, T any](s []T) *E {
 	if len(s) == 0 {
 		return nil
 	}
-	return (*C.float)(unsafe.Pointer(&s[0]))
+	return (*E)(unsafe.Pointer(&s[0]))
 }
 
-func bp(s []uint8) *C.uint8_t {
-	if len(s) == 0 {
-		return nil
-	}
-	return (*C.uint8_t)(unsafe.Pointer(&s[0]))
-}
-
-func ip(s []int8) *C.int8_t {
-	if len(s) == 0 {
-		return nil
-	}
-	return (*C.int8_t)(unsafe.Pointer(&s[0]))
-}
-
-func i32p(s []int32) *C.int {
-	if len(s) == 0 {
-		return nil
-	}
-	return (*C.int)(unsafe.Pointer(&s[0]))
-}
+func fp(s []float32) *C.float { return cptr[C.float](s) }
+func bp(s []uint8) *C.uint8_t { return cptr[C.uint8_t](s) }
+func ip(s []int8) *C.int8_t   { return cptr[C.int8_t](s) }
+func i32p(s []int32) *C.int   { return cptr[C.int](s) }
 
 func hostFakeQuantAffine(y []float32, mask []uint8, x, scale, zero []float32, group int, qmin, qmax float32) {
 	C.host_fq_affine(fp(y), bp(mask), fp(x), fp(scale), fp(zero), C.long(len(x)), C.int(group), C.float(qmin), C.float(qmax))

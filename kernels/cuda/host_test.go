@@ -400,19 +400,7 @@ func TestHostGemmChannel(t *testing.T) {
 	for _, bits := range []int{4, 8} {
 		for _, sh := range [][3]int{{4, 1, 1}, {8, 100, 3}, {12, 1376, 2}, {64, 512, 9}} {
 			rows, k, n := sh[0], sh[1], sh[2]
-			lim := 1 << (bits - 1)
-			codes := make([]int8, rows*k)
-			for i := range codes {
-				codes[i] = int8(rng.IntN(2*lim) - lim)
-			}
-			scale := make([]float32, rows)
-			for r := range scale {
-				scale[r] = 0.01 * (1 + float32(rng.Float64()))
-			}
-			w, err := kernels.NewChannelInt(bits, codes, scale, rows, k)
-			if err != nil {
-				t.Fatal(err)
-			}
+			w := randomChannel(t, rng, bits, rows, k)
 			c := NewChannel(w)
 			for r := 0; r < rows; r++ { // the device layout holds the codes
 				for j := 0; j < c.KP; j++ {
@@ -440,4 +428,22 @@ func TestHostGemmChannel(t *testing.T) {
 			}
 		}
 	}
+}
+
+// randomChannel is a per-channel weight of random codes and scales.
+func randomChannel(t testing.TB, rng *rand.Rand, bits, rows, k int) *kernels.ChannelInt {
+	lim := 1 << (bits - 1)
+	codes := make([]int8, rows*k)
+	for i := range codes {
+		codes[i] = int8(rng.IntN(2*lim) - lim)
+	}
+	scale := make([]float32, rows)
+	for r := range scale {
+		scale[r] = 0.01 * (1 + float32(rng.Float64()))
+	}
+	w, err := kernels.NewChannelInt(bits, codes, scale, rows, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
