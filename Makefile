@@ -109,9 +109,9 @@ cuda-test: cuda-headers
 # ptx rebuilds the device code (needs nvcc: Debian's nvidia-cuda-toolkit,
 # CUDA 11.8, from non-free). Its first line is the sources' sha256, which a
 # test of kernels/cuda checks, so a stale PTX fails `make test`.
-CUDA_SRC = kernels/cuda/kernels.cu kernels/cuda/quant.h
+CUDA_SRC = kernels/cuda/kernels.cu kernels/cuda/quant.h kernels/cuda/train.h
 ptx:
-	cd kernels/cuda && { echo "// source sha256 $$(cat kernels.cu quant.h | sha256sum | cut -d' ' -f1)"; \
+	cd kernels/cuda && { echo "// source sha256 $$(cat kernels.cu quant.h train.h | sha256sum | cut -d' ' -f1)"; \
 		nvcc -ptx -arch=compute_80 -O3 -o - kernels.cu; } > kernels.ptx.tmp && mv kernels.ptx.tmp kernels.ptx
 
 # llamacpp-check (not part of test): llama.cpp, built from a git snapshot of

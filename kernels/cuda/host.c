@@ -6,6 +6,7 @@
 #pragma GCC optimize("fp-contract=off")
 #include "host.h"
 #include "quant.h"
+#include "train.h"
 
 void host_fq_affine(float *y, uint8_t *mask, const float *x, const float *scale, const float *zero, long n, int group,
                     float qmin, float qmax) {
@@ -195,6 +196,107 @@ void host_gemm_channel(float *y, const uint8_t *w, const float *wscale, const in
 			d -= (long long)xzero[c] * wsum[r];
 			y[(long)c * rows + r] = channel_out(wscale[r], xscale[c], d);
 		}
+	}
+}
+
+// The training kernels in the CPU loops' order (kernels.Generic).
+
+void host_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, long rows, int d, float eps) {
+	for (long r = 0; r < rows; r++) {
+		float ss = 0;
+		for (int j = 0; j < d; j++) {
+			ss = ADD(ss, MUL(x[r * d + j], x[r * d + j]));
+		}
+		float rs = rms_rstd(ss, d, eps);
+		rstd[r] = rs;
+		for (int j = 0; j < d; j++) {
+			y[r * d + j] = rms_out(x[r * d + j], rs, w[j]);
+		}
+	}
+}
+
+void host_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
+                      long rows, int d) {
+	for (long r = 0; r < rows; r++) {
+		const float *xr = x + r * d, *gr = dy + r * d;
+		float dot = 0;
+		for (int j = 0; j < d; j++) {
+			dot = ADD(dot, MUL(MUL(gr[j], w[j]), xr[j]));
+		}
+		float rs = rstd[r], c = rms_c(dot, rs, d);
+		for (int j = 0; j < d; j++) {
+			dx[r * d + j] = rms_dx(dx[r * d + j], rs, gr[j], w[j], xr[j], c);
+			dw[j] = ADD(dw[j], MUL(MUL(gr[j], xr[j]), rs));
+		}
+	}
+}
+
+void host_rope(float *y, const float *x, const int *pos, const float *cosT, const float *sinT, long rows, int heads,
+               int hd, float sign, int acc) {
+	int h2 = hd / 2;
+	for (long r = 0; r < rows; r++) {
+		for (int h = 0; h < heads; h++) {
+			long o = (r * heads + h) * hd;
+			for (int j = 0; j < h2; j++) {
+				long t = (long)pos[r] * h2 + j;
+				float v0, v1;
+				rope_pair(x[o + j], x[o + j + h2], cosT[t], sinT[t], sign, &v0, &v1);
+				if (acc) {
+					y[o + j] = ADD(y[o + j], v0);
+					y[o + j + h2] = ADD(y[o + j + h2], v1);
+				} else {
+					y[o + j] = v0;
+					y[o + j + h2] = v1;
+				}
+			}
+		}
+	}
+}
+
+void host_swiglu_fwd(float *y, const float *g, const float *u, long n) {
+	for (long i = 0; i < n; i++) {
+		y[i] = swiglu_out(g[i], u[i]);
+	}
+}
+
+void host_swiglu_bwd(float *dg, float *du, const float *dy, const float *g, const float *u, long n) {
+	for (long i = 0; i < n; i++) {
+		swiglu_grads(&dg[i], &du[i], dy[i], g[i], u[i]);
+	}
+}
+
+void host_cross_entropy(const float *x, const int *t, float *dx, float *loss, long rows, int n, float gscale) {
+	for (long r = 0; r < rows; r++) {
+		const float *xr = x + r * n;
+		float *g = dx + r * n;
+		if (t[r] < 0) {
+			for (int j = 0; j < n; j++) {
+				g[j] = 0;
+			}
+			loss[r] = 0;
+			continue;
+		}
+		float mx = xr[0], sum = 0;
+		for (int j = 0; j < n; j++) {
+			mx = gmax(mx, xr[j]);
+		}
+		for (int j = 0; j < n; j++) {
+			g[j] = exp32(SUB(xr[j], mx));
+			sum = ADD(sum, g[j]);
+		}
+		float c = DIV(gscale, sum);
+		for (int j = 0; j < n; j++) {
+			g[j] = MUL(g[j], c);
+		}
+		g[t[r]] = SUB(g[t[r]], gscale);
+		loss[r] = SUB(ADD(mx, log32(sum)), xr[t[r]]);
+	}
+}
+
+void host_adamw(float *p, const float *g, float *m, float *v, long n, float step, float decay, float b1, float b2,
+                float eps, float isb2) {
+	for (long i = 0; i < n; i++) {
+		p[i] = adamw32(p[i], g[i], &m[i], &v[i], step, decay, b1, b2, eps, isb2);
 	}
 }
 

@@ -91,6 +91,37 @@ func b2i(b bool) C.int {
 	return 0
 }
 
+func hostRMSNormFwd(y, rstd, x, w []float32, rows, d int, eps float32) {
+	C.host_rmsnorm_fwd(fp(y), fp(rstd), fp(x), fp(w), C.long(rows), C.int(d), C.float(eps))
+}
+
+func hostRMSNormBwd(dx, dw, dy, x, w, rstd []float32, rows, d int) {
+	C.host_rmsnorm_bwd(fp(dx), fp(dw), fp(dy), fp(x), fp(w), fp(rstd), C.long(rows), C.int(d))
+}
+
+func hostRoPE(y, x []float32, pos []int32, cos, sin []float32, rows, heads, hd int, sign float32, acc bool) {
+	a := 0
+	if acc {
+		a = 1
+	}
+	C.host_rope(fp(y), fp(x), i32p(pos), fp(cos), fp(sin), C.long(rows), C.int(heads), C.int(hd), C.float(sign), C.int(a))
+}
+
+func hostSwiGLUFwd(y, g, u []float32) { C.host_swiglu_fwd(fp(y), fp(g), fp(u), C.long(len(y))) }
+
+func hostSwiGLUBwd(dg, du, dy, g, u []float32) {
+	C.host_swiglu_bwd(fp(dg), fp(du), fp(dy), fp(g), fp(u), C.long(len(dy)))
+}
+
+func hostCrossEntropy(x []float32, t []int32, dx, loss []float32, rows, n int, gscale float32) {
+	C.host_cross_entropy(fp(x), i32p(t), fp(dx), fp(loss), C.long(rows), C.int(n), C.float(gscale))
+}
+
+func hostAdamW(p, g, m, v []float32, lr, b1, b2, eps, wd, bc1, bc2 float32) {
+	step, decay, isb2 := adamScalars(lr, wd, bc1, bc2)
+	C.host_adamw(fp(p), fp(g), fp(m), fp(v), C.long(len(p)), C.float(step), C.float(decay), C.float(b1), C.float(b2), C.float(eps), C.float(isb2))
+}
+
 func hostF16Bits(f float32) uint16 { return uint16(C.host_f16_bits(C.float(f))) }
 
 func hostF16Float(h uint16) float32 { return float32(C.host_f16_float(C.uint16_t(h))) }

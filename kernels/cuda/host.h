@@ -21,5 +21,15 @@ void host_quantize_tokens(uint8_t *u, float *scale, float *zero, int32_t *sum, c
                           int sym, float qmin);
 void host_gemm_channel(float *y, const uint8_t *w, const float *wscale, const int32_t *wsum, const uint8_t *u,
                        const float *xscale, const float *xzero, int rows, int kp, int ncols, int bits);
+void host_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, long rows, int d, float eps);
+void host_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
+                      long rows, int d);
+void host_rope(float *y, const float *x, const int *pos, const float *cosT, const float *sinT, long rows, int heads,
+               int hd, float sign, int acc);
+void host_swiglu_fwd(float *y, const float *g, const float *u, long n);
+void host_swiglu_bwd(float *dg, float *du, const float *dy, const float *g, const float *u, long n);
+void host_cross_entropy(const float *x, const int *t, float *dx, float *loss, long rows, int n, float gscale);
+void host_adamw(float *p, const float *g, float *m, float *v, long n, float step, float decay, float b1, float b2,
+                float eps, float isb2);
 uint16_t host_f16_bits(float f);
 float host_f16_float(uint16_t h);

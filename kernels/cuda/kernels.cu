@@ -9,6 +9,7 @@
 // Every kernel is extern "C" so the names in the PTX are the ones Go asks
 // the module for (ptx.go lists them, and a test checks the PTX has them).
 #include "quant.h"
+#include "train.h"
 
 #define FULL 0xffffffffu
 
@@ -427,6 +428,214 @@ __global__ void qat_gemm_channel(float *y, const u8 *w, const float *wscale, con
 	if (lane == 0) {
 		d += (long long)(128 - (int)xzero[c]) * wsum[r];
 		y[(long)c * rows + r] = channel_out(wscale[r], xscale[c], d);
+	}
+}
+
+// Training kernels (train.h): the fp32 Llama step's ops other than the
+// products and attention.
+
+static __device__ __forceinline__ float warp_sum_f(float v) {
+	for (int o = 16; o > 0; o >>= 1) {
+		v += __shfl_xor_sync(FULL, v, o);
+	}
+	return v;
+}
+
+// qat_rmsnorm_fwd: y = x * rstd * w per row of d, one warp a row.
+__global__ void qat_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, long rows, int d, float eps) {
+	long r = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (r >= rows) {
+		return;
+	}
+	const float *xr = x + r * d;
+	float ss = 0;
+	for (int j = lane; j < d; j += 32) {
+		ss = ADD(ss, MUL(xr[j], xr[j]));
+	}
+	float rs = rms_rstd(warp_sum_f(ss), d, eps);
+	for (int j = lane; j < d; j += 32) {
+		y[r * d + j] = rms_out(xr[j], rs, w[j]);
+	}
+	if (lane == 0) {
+		rstd[r] = rs;
+	}
+}
+
+// qat_rmsnorm_dx: dx += rstd*(dy*w - x*c) per row, one warp a row.
+__global__ void qat_rmsnorm_dx(float *dx, const float *dy, const float *x, const float *w, const float *rstd, long rows,
+                               int d) {
+	long r = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (r >= rows) {
+		return;
+	}
+	const float *xr = x + r * d, *gr = dy + r * d;
+	float dot = 0;
+	for (int j = lane; j < d; j += 32) {
+		dot = ADD(dot, MUL(MUL(gr[j], w[j]), xr[j]));
+	}
+	float rs = rstd[r], c = rms_c(warp_sum_f(dot), rs, d);
+	for (int j = lane; j < d; j += 32) {
+		dx[r * d + j] = rms_dx(dx[r * d + j], rs, gr[j], w[j], xr[j], c);
+	}
+}
+
+// qat_rmsnorm_dw: dw[j] += sum over rows of dy*x*rstd, one thread a
+// column adding the rows in order, as the CPU loop does (exact).
+__global__ void qat_rmsnorm_dw(float *dw, const float *dy, const float *x, const float *rstd, long rows, int d) {
+	long j = gtid();
+	if (j >= d) {
+		return;
+	}
+	float acc = dw[j];
+	for (long r = 0; r < rows; r++) {
+		acc = ADD(acc, MUL(MUL(dy[r * d + j], x[r * d + j]), rstd[r]));
+	}
+	dw[j] = acc;
+}
+
+// qat_rope: rotary embedding of rows x heads x hd values (kernels' RoPE:
+// pairs (j, j + hd/2), row r at position pos[r]); sign -1 is the backward;
+// acc adds into y.
+__global__ void qat_rope(float *y, const float *x, const int *pos, const float *cosT, const float *sinT, long rows,
+                         int heads, int hd, float sign, int acc) {
+	int h2 = hd / 2;
+	long n = rows * heads * h2;
+	for (long i = gtid(); i < n; i += gstride()) {
+		long rh = i / h2;
+		int j = (int)(i % h2);
+		long r = rh / heads;
+		long o = rh * hd;
+		long t = (long)pos[r] * h2 + j;
+		float v0, v1;
+		rope_pair(x[o + j], x[o + j + h2], cosT[t], sinT[t], sign, &v0, &v1);
+		if (acc) {
+			y[o + j] = ADD(y[o + j], v0);
+			y[o + j + h2] = ADD(y[o + j + h2], v1);
+		} else {
+			y[o + j] = v0;
+			y[o + j + h2] = v1;
+		}
+	}
+}
+
+// qat_swiglu_fwd: y = silu(g) * u.
+__global__ void qat_swiglu_fwd(float *y, const float *g, const float *u, long n) {
+	for (long i = gtid(); i < n; i += gstride()) {
+		y[i] = swiglu_out(g[i], u[i]);
+	}
+}
+
+// qat_swiglu_bwd: dg += dy*u*s*(1 + g*(1-s)), du += dy*g*s.
+__global__ void qat_swiglu_bwd(float *dg, float *du, const float *dy, const float *g, const float *u, long n) {
+	for (long i = gtid(); i < n; i += gstride()) {
+		swiglu_grads(&dg[i], &du[i], dy[i], g[i], u[i]);
+	}
+}
+
+// qat_cross_entropy: per row of n logits, loss = logsumexp - x[t] and dx =
+// gscale*(softmax - onehot(t)); a negative target gives 0 and 0. One block
+// of 256 threads a row.
+__global__ void qat_cross_entropy(const float *x, const int *t, float *dx, float *loss, long rows, int n, float gscale) {
+	__shared__ float red[32];
+	long r = blockIdx.x;
+	if (r >= rows) {
+		return;
+	}
+	const float *xr = x + r * n;
+	float *g = dx + r * n;
+	int tr = t[r];
+	if (tr < 0) {
+		for (int j = threadIdx.x; j < n; j += blockDim.x) {
+			g[j] = 0;
+		}
+		if (threadIdx.x == 0) {
+			loss[r] = 0;
+		}
+		return;
+	}
+	int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+	float mx = xr[0];
+	for (int j = threadIdx.x; j < n; j += blockDim.x) {
+		mx = gmax(mx, xr[j]);
+	}
+	mx = warp_max(mx);
+	if (lane == 0) {
+		red[wid] = mx;
+	}
+	__syncthreads();
+	mx = red[0];
+	for (int k = 1; k < nw; k++) {
+		mx = gmax(mx, red[k]);
+	}
+	__syncthreads();
+	float sum = 0;
+	for (int j = threadIdx.x; j < n; j += blockDim.x) {
+		float e = exp32(SUB(xr[j], mx));
+		g[j] = e;
+		sum = ADD(sum, e);
+	}
+	sum = warp_sum_f(sum);
+	if (lane == 0) {
+		red[wid] = sum;
+	}
+	__syncthreads();
+	sum = red[0];
+	for (int k = 1; k < nw; k++) {
+		sum = ADD(sum, red[k]);
+	}
+	float c = DIV(gscale, sum);
+	for (int j = threadIdx.x; j < n; j += blockDim.x) {
+		g[j] = MUL(g[j], c);
+	}
+	__syncthreads();
+	if (threadIdx.x == 0) {
+		g[tr] = SUB(g[tr], gscale);
+		loss[r] = SUB(ADD(mx, log32(sum)), xr[tr]);
+	}
+}
+
+// qat_adamw: kernels' fp32 AdamW over n values.
+__global__ void qat_adamw(float *p, const float *g, float *m, float *v, long n, float step, float decay, float b1,
+                          float b2, float eps, float isb2) {
+	for (long i = gtid(); i < n; i += gstride()) {
+		p[i] = adamw32(p[i], g[i], &m[i], &v[i], step, decay, b1, b2, eps, isb2);
+	}
+}
+
+// qat_add: y = a + b.
+__global__ void qat_add(float *y, const float *a, const float *b, long n) {
+	for (long i = gtid(); i < n; i += gstride()) {
+		y[i] = ADD(a[i], b[i]);
+	}
+}
+
+// qat_axpy: y += a*x.
+__global__ void qat_axpy(float *y, const float *x, float a, long n) {
+	for (long i = gtid(); i < n; i += gstride()) {
+		y[i] = ADD(y[i], MUL(a, x[i]));
+	}
+}
+
+// qat_embedding_fwd: row r of y is row ids[r] of the table w (d wide).
+__global__ void qat_embedding_fwd(float *y, const float *w, const int *ids, long rows, int d) {
+	long n = rows * d;
+	for (long i = gtid(); i < n; i += gstride()) {
+		y[i] = w[(long)ids[i / d] * d + i % d];
+	}
+}
+
+// qat_embedding_bwd: dw[ids[r]] += dy[r], one thread a column adding the
+// rows in order (the CPU's order: exact, and no atomics).
+__global__ void qat_embedding_bwd(float *dw, const float *dy, const int *ids, long rows, int d) {
+	long j = gtid();
+	if (j >= d) {
+		return;
+	}
+	for (long r = 0; r < rows; r++) {
+		long o = (long)ids[r] * d + j;
+		dw[o] = ADD(dw[o], MUL(1.0f, dy[r * d + j]));
 	}
 }
 

@@ -26,6 +26,8 @@ var Kernels = []string{
 	"qat_copy", "qat_absmax_groups", "qat_minmax_groups", "qat_fq_affine", "qat_fq_lsq",
 	"qat_mask_grad", "qat_lsq_grad", "qat_fq_q4_0", "qat_fq_q8_0", "qat_quantize_q8",
 	"qat_gemm_packed", "qat_adamw8", "qat_fq_fp", "qat_quantize_tokens", "qat_gemm_channel",
+	"qat_rmsnorm_fwd", "qat_rmsnorm_dx", "qat_rmsnorm_dw", "qat_rope", "qat_swiglu_fwd", "qat_swiglu_bwd",
+	"qat_cross_entropy", "qat_adamw", "qat_add", "qat_axpy", "qat_embedding_fwd", "qat_embedding_bwd",
 }
 
 // hasEntry says whether ptx defines the kernel name.

@@ -1,0 +1,74 @@
+//go:build gpu
+
+package cuda
+
+// The training kernels (train.h): device twins of kernels.Generic's
+// RMSNorm, RoPE, SwiGLU, cross-entropy, AdamW, Add, Axpy and the embedding
+// gather and scatter.
+
+// RMSNormFwd: y = x * rstd * w per row of d, rstd = 1/sqrt(mean(x^2)+eps).
+func (d *Device) RMSNormFwd(y, rstd, x, w Buffer, rows, dim int, eps float32) error {
+	return d.launch("qat_rmsnorm_fwd", gridWarps(rows), threads, 0, y, rstd, x, w, rows, int32(dim), eps)
+}
+
+// RMSNormBwd: dx += rstd*(w*dy - xhat*mean(w*dy*xhat)), dw += sum over
+// rows of dy*xhat.
+func (d *Device) RMSNormBwd(dx, dw, dy, x, w, rstd Buffer, rows, dim int) error {
+	if err := d.launch("qat_rmsnorm_dx", gridWarps(rows), threads, 0, dx, dy, x, w, rstd, rows, int32(dim)); err != nil {
+		return err
+	}
+	return d.launch("qat_rmsnorm_dw", (dim+threads-1)/threads, threads, 0, dw, dy, x, rstd, rows, int32(dim))
+}
+
+// RoPE rotates pairs (j, j+hd/2) of each head of x (rows, heads, hd) by
+// the angles of row r's position pos[r] (tables cos, sin of maxpos x
+// hd/2); sign -1 rotates back (the backward); acc adds into y.
+func (d *Device) RoPE(y, x, pos, cos, sin Buffer, rows, heads, hd int, sign float32, acc bool) error {
+	a := int32(0)
+	if acc {
+		a = 1
+	}
+	return d.launch("qat_rope", grid1(rows*heads*hd/2), threads, 0, y, x, pos, cos, sin, rows, int32(heads), int32(hd), sign, a)
+}
+
+// SwiGLUFwd: y = silu(g) * u over n values.
+func (d *Device) SwiGLUFwd(y, g, u Buffer, n int) error {
+	return d.launch("qat_swiglu_fwd", grid1(n), threads, 0, y, g, u, n)
+}
+
+// SwiGLUBwd: dg += dy*u*s*(1+g*(1-s)), du += dy*silu(g).
+func (d *Device) SwiGLUBwd(dg, du, dy, g, u Buffer, n int) error {
+	return d.launch("qat_swiglu_bwd", grid1(n), threads, 0, dg, du, dy, g, u, n)
+}
+
+// CrossEntropy: loss[r] = logsumexp(x[r]) - x[r][t[r]], dx[r] =
+// gscale*(softmax(x[r]) - onehot(t[r])); a negative target is ignored.
+func (d *Device) CrossEntropy(x, t, dx, loss Buffer, rows, n int, gscale float32) error {
+	return d.launch("qat_cross_entropy", rows, threads, 0, x, t, dx, loss, rows, int32(n), gscale)
+}
+
+// AdamW is one step of PyTorch's AdamW over n values (kernels' fp32 form).
+func (d *Device) AdamW(p, g, m, v Buffer, n int, lr, b1, b2, eps, wd, bc1, bc2 float32) error {
+	step, decay, isb2 := adamScalars(lr, wd, bc1, bc2)
+	return d.launch("qat_adamw", grid1(n), threads, 0, p, g, m, v, n, step, decay, b1, b2, eps, isb2)
+}
+
+// Add: y = a + b over n values.
+func (d *Device) Add(y, a, b Buffer, n int) error {
+	return d.launch("qat_add", grid1(n), threads, 0, y, a, b, n)
+}
+
+// Axpy: y += a*x over n values.
+func (d *Device) Axpy(y, x Buffer, a float32, n int) error {
+	return d.launch("qat_axpy", grid1(n), threads, 0, y, x, a, n)
+}
+
+// EmbeddingFwd gathers rows ids of the table w (dim wide) into y.
+func (d *Device) EmbeddingFwd(y, w, ids Buffer, rows, dim int) error {
+	return d.launch("qat_embedding_fwd", grid1(rows*dim), threads, 0, y, w, ids, rows, int32(dim))
+}
+
+// EmbeddingBwd scatter-adds the rows of dy into dw at ids, in row order.
+func (d *Device) EmbeddingBwd(dw, dy, ids Buffer, rows, dim int) error {
+	return d.launch("qat_embedding_bwd", (dim+threads-1)/threads, threads, 0, dw, dy, ids, rows, int32(dim))
+}
