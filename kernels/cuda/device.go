@@ -183,6 +183,11 @@ func Download[T any](d *Device, dst []T, b Buffer) error {
 // gorgonia.org/cu copies 8 bytes from each argument's address, so every
 // argument gets an 8-byte slot.
 func (d *Device) launch(name string, grid, block, shared int, args ...any) error {
+	return d.launchGrid(name, grid, 1, block, shared, args...)
+}
+
+// launchGrid is launch on a grid of gx x gy blocks.
+func (d *Device) launchGrid(name string, gx, gy, block, shared int, args ...any) error {
 	f, ok := d.fn[name]
 	if !ok {
 		return fmt.Errorf("cuda: no kernel %s in kernels.ptx", name)
@@ -204,7 +209,7 @@ func (d *Device) launch(name string, grid, block, shared int, args ...any) error
 		}
 		params[i] = unsafe.Pointer(&slots[i])
 	}
-	if grid < 1 {
+	if gx < 1 || gy < 1 {
 		return nil // nothing to do
 	}
 	unpin, err := d.bind()
@@ -212,7 +217,7 @@ func (d *Device) launch(name string, grid, block, shared int, args ...any) error
 		return err
 	}
 	defer unpin()
-	err = f.Launch(grid, 1, 1, block, 1, 1, shared, cu.Stream{}, params)
+	err = f.Launch(gx, gy, 1, block, 1, 1, shared, cu.Stream{}, params)
 	runtime.KeepAlive(slots)
 	return cuErr("cuLaunchKernel "+name, err)
 }

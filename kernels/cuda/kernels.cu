@@ -639,4 +639,207 @@ __global__ void qat_embedding_bwd(float *dw, const float *dy, const int *ids, lo
 	}
 }
 
+// qat_sgemm: C = alpha op(A) op(B) + beta C, row-major (kernels.Sgemm's
+// arguments), op(A) m x k, op(B) k x n. Tiles of 64 x 64 outputs, 16 of k
+// at a time through shared memory; 256 threads, 4 x 4 outputs each. beta
+// 0 never reads C. A plain kernel (no tensor cores): the step's products
+// until cuBLAS is loaded.
+#define GT 64
+#define GK 16
+__global__ void qat_sgemm(int tA, int tB, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+                          int ldb, float beta, float *c, int ldc) {
+	__shared__ float As[GK][GT + 4];
+	__shared__ float Bs[GK][GT + 4];
+	int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+	int row0 = blockIdx.y * GT, col0 = blockIdx.x * GT;
+	float acc[4][4];
+	for (int i = 0; i < 4; i++) {
+		for (int j = 0; j < 4; j++) {
+			acc[i][j] = 0;
+		}
+	}
+	for (int p0 = 0; p0 < k; p0 += GK) {
+		for (int l = threadIdx.x; l < GT * GK; l += 256) {
+			// p fastest for row-major A, i fastest for a transposed one
+			int i = tA ? l % GT : l / GK, p = tA ? l / GT : l % GK;
+			int gi = row0 + i, gp = p0 + p;
+			float v = 0;
+			if (gi < m && gp < k) {
+				v = tA ? a[(long)gp * lda + gi] : a[(long)gi * lda + gp];
+			}
+			As[p][i] = v;
+		}
+		for (int l = threadIdx.x; l < GK * GT; l += 256) {
+			int j = tB ? l / GK : l % GT, p = tB ? l % GK : l / GT;
+			int gp = p0 + p, gj = col0 + j;
+			float v = 0;
+			if (gp < k && gj < n) {
+				v = tB ? b[(long)gj * ldb + gp] : b[(long)gp * ldb + gj];
+			}
+			Bs[p][j] = v;
+		}
+		__syncthreads();
+		for (int p = 0; p < GK; p++) {
+			float ar[4], br[4];
+			for (int i = 0; i < 4; i++) {
+				ar[i] = As[p][ty + 16 * i];
+				br[i] = Bs[p][tx + 16 * i];
+			}
+			for (int i = 0; i < 4; i++) {
+				for (int j = 0; j < 4; j++) {
+					acc[i][j] = fmaf(ar[i], br[j], acc[i][j]);
+				}
+			}
+		}
+		__syncthreads();
+	}
+	for (int i = 0; i < 4; i++) {
+		for (int j = 0; j < 4; j++) {
+			int gi = row0 + ty + 16 * i, gj = col0 + tx + 16 * j;
+			if (gi < m && gj < n) {
+				float *o = c + (long)gi * ldc + gj;
+				*o = beta == 0 ? alpha * acc[i][j] : alpha * acc[i][j] + beta * *o;
+			}
+		}
+	}
+}
+
+// Causal attention with grouped-query heads (kernels.Attn's layout: q
+// (B*T, heads*hd), k and v (B*T, kvheads*hd), query head h reads kv head
+// h / (heads/kvheads)), one warp per query row (forward, dQ) or key row
+// (dK, dV). Nothing T x T is stored: the forward keeps each row's
+// log-sum-exp, and the backward recomputes the probabilities from it, as
+// flash attention does. The warp's scores live in dynamic shared memory
+// (T floats a warp, T <= 1024). Plain loops: correctness first.
+
+// qat_attn_fwd: out and lse (B*heads*T) from q, k, v.
+__global__ void qat_attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                             int heads, int kvheads, int hd, float scale) {
+	extern __shared__ float sh[];
+	long w = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (w >= (long)B * heads * T) {
+		return;
+	}
+	float *s = sh + (threadIdx.x >> 5) * T;
+	int i = (int)(w % T), h = (int)(w / T % heads), b = (int)(w / T / heads);
+	int dq = heads * hd, dk = kvheads * hd, kh = h / (heads / kvheads);
+	const float *qi = q + ((long)b * T + i) * dq + h * hd;
+	float mx = -INFINITY;
+	for (int j = lane; j <= i; j += 32) {
+		const float *kj = k + ((long)b * T + j) * dk + kh * hd;
+		float d = 0;
+		for (int e = 0; e < hd; e++) {
+			d = fmaf(qi[e], kj[e], d);
+		}
+		s[j] = d * scale;
+		mx = fmaxf(mx, s[j]);
+	}
+	mx = warp_max(mx);
+	float sum = 0;
+	for (int j = lane; j <= i; j += 32) {
+		s[j] = expf(s[j] - mx);
+		sum += s[j];
+	}
+	sum = warp_sum_f(sum);
+	__syncwarp();
+	float inv = 1.0f / sum;
+	float *oi = out + ((long)b * T + i) * dq + h * hd;
+	for (int e = lane; e < hd; e += 32) {
+		float acc = 0;
+		for (int j = 0; j <= i; j++) {
+			acc = fmaf(s[j], v[((long)b * T + j) * dk + kh * hd + e], acc);
+		}
+		oi[e] = acc * inv;
+	}
+	if (lane == 0) {
+		lse[w] = mx + logf(sum);
+	}
+}
+
+// attn_p recomputes probability p_ij from q_i, k_j and row i's lse.
+static __device__ __forceinline__ float attn_dot(const float *x, const float *y, int hd, int lane) {
+	float d = 0;
+	for (int e = lane; e < hd; e += 32) {
+		d = fmaf(x[e], y[e], d);
+	}
+	return warp_sum_f(d);
+}
+
+// qat_attn_delta: delta (B*heads*T) = rowsum(dout * out), the softmax
+// backward's per-row term.
+__global__ void qat_attn_delta(float *delta, const float *dout, const float *out, int B, int T, int heads, int hd) {
+	long w = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (w >= (long)B * heads * T) {
+		return;
+	}
+	int i = (int)(w % T), h = (int)(w / T % heads), b = (int)(w / T / heads);
+	long o = ((long)b * T + i) * heads * hd + h * hd;
+	float d = attn_dot(dout + o, out + o, hd, lane);
+	if (lane == 0) {
+		delta[w] = d;
+	}
+}
+
+// qat_attn_dq: dQ_i (written, or added when acc) = sum_j dS_ij k_j with
+// dS_ij = scale p_ij (dO_i . v_j - delta_i), one warp a query row.
+__global__ void qat_attn_dq(float *dQ, const float *dout, const float *q, const float *k, const float *v,
+                            const float *lse, const float *delta, int B, int T, int heads, int kvheads, int hd,
+                            float scale, int acc) {
+	long w = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (w >= (long)B * heads * T) {
+		return;
+	}
+	int i = (int)(w % T), h = (int)(w / T % heads), b = (int)(w / T / heads);
+	int dq = heads * hd, dk = kvheads * hd, kh = h / (heads / kvheads);
+	long qo = ((long)b * T + i) * dq + h * hd;
+	float g[4] = {0, 0, 0, 0}; // hd <= 128: four dimensions a lane
+	for (int j = 0; j <= i; j++) {
+		long ko = ((long)b * T + j) * dk + kh * hd;
+		float p = expf(attn_dot(q + qo, k + ko, hd, lane) * scale - lse[w]);
+		float ds = scale * p * (attn_dot(dout + qo, v + ko, hd, lane) - delta[w]);
+		for (int e = lane, x = 0; e < hd; e += 32, x++) {
+			g[x] = fmaf(ds, k[ko + e], g[x]);
+		}
+	}
+	for (int e = lane, x = 0; e < hd; e += 32, x++) {
+		dQ[qo + e] = acc ? dQ[qo + e] + g[x] : g[x];
+	}
+}
+
+// qat_attn_dkv: dK_j and dV_j (written, or added when acc) over the query
+// heads of kv head kh and the queries i >= j: dV_j = sum p_ij dO_i, dK_j =
+// sum dS_ij q_i, one warp a key row.
+__global__ void qat_attn_dkv(float *dK, float *dV, const float *dout, const float *q, const float *k, const float *v,
+                             const float *lse, const float *delta, int B, int T, int heads, int kvheads, int hd,
+                             float scale, int accK, int accV) {
+	long w = gtid() >> 5;
+	int lane = threadIdx.x & 31;
+	if (w >= (long)B * kvheads * T) {
+		return;
+	}
+	int j = (int)(w % T), kh = (int)(w / T % kvheads), b = (int)(w / T / kvheads);
+	int dq = heads * hd, dk = kvheads * hd, group = heads / kvheads;
+	long ko = ((long)b * T + j) * dk + kh * hd;
+	float gk[4] = {0, 0, 0, 0}, gv[4] = {0, 0, 0, 0};
+	for (int h = kh * group; h < (kh + 1) * group; h++) {
+		for (int i = j; i < T; i++) {
+			long qo = ((long)b * T + i) * dq + h * hd;
+			long row = ((long)b * heads + h) * T + i;
+			float p = expf(attn_dot(q + qo, k + ko, hd, lane) * scale - lse[row]);
+			float ds = scale * p * (attn_dot(dout + qo, v + ko, hd, lane) - delta[row]);
+			for (int e = lane, x = 0; e < hd; e += 32, x++) {
+				gv[x] = fmaf(p, dout[qo + e], gv[x]);
+				gk[x] = fmaf(ds, q[qo + e], gk[x]);
+			}
+		}
+	}
+	for (int e = lane, x = 0; e < hd; e += 32, x++) {
+		dK[ko + e] = accK ? dK[ko + e] + gk[x] : gk[x];
+		dV[ko + e] = accV ? dV[ko + e] + gv[x] : gv[x];
+	}
+}
+
 } // extern "C"

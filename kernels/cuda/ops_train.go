@@ -2,6 +2,8 @@
 
 package cuda
 
+import "fmt"
+
 // The training kernels (train.h): device twins of kernels.Generic's
 // RMSNorm, RoPE, SwiGLU, cross-entropy, AdamW, Add, Axpy and the embedding
 // gather and scatter.
@@ -71,4 +73,65 @@ func (d *Device) EmbeddingFwd(y, w, ids Buffer, rows, dim int) error {
 // EmbeddingBwd scatter-adds the rows of dy into dw at ids, in row order.
 func (d *Device) EmbeddingBwd(dw, dy, ids Buffer, rows, dim int) error {
 	return d.launch("qat_embedding_bwd", (dim+threads-1)/threads, threads, 0, dw, dy, ids, rows, int32(dim))
+}
+
+// Sgemm is C = alpha op(A) op(B) + beta C on the device, with
+// kernels.Sgemm's row-major arguments.
+func (d *Device) Sgemm(tA, tB bool, m, n, k int, alpha float32, a Buffer, lda int, b Buffer, ldb int, beta float32, c Buffer, ldc int) error {
+	if m == 0 || n == 0 {
+		return nil
+	}
+	return d.launchGrid("qat_sgemm", (n+63)/64, (m+63)/64, threads, 0,
+		b2i32(tA), b2i32(tB), int32(m), int32(n), int32(k), alpha, a, int32(lda), b, int32(ldb), beta, c, int32(ldc))
+}
+
+func b2i32(b bool) int32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Attn is causal attention with grouped-query heads on the device
+// (kernels.Attn's layout and meaning); HeadDim at most 128, T at most 1024.
+type Attn struct {
+	B, T, Heads, KVHeads, HeadDim int
+	Scale                         float32
+}
+
+func (a Attn) check() error {
+	if a.HeadDim > 128 || a.T > 1024 || a.KVHeads < 1 || a.Heads%a.KVHeads != 0 {
+		return fmt.Errorf("cuda: attention with %d heads, %d kv heads, head dim %d, %d tokens: the device kernels take head dim <= 128 and T <= 1024", a.Heads, a.KVHeads, a.HeadDim, a.T)
+	}
+	return nil
+}
+
+// Forward writes out and each query row's log-sum-exp lse (B*Heads*T),
+// which Backward needs.
+func (a Attn) Forward(d *Device, out, lse, q, k, v Buffer) error {
+	if err := a.check(); err != nil {
+		return err
+	}
+	rows := a.B * a.Heads * a.T
+	return d.launch("qat_attn_fwd", gridWarps(rows), threads, 4*(threads/32)*a.T, out, lse, q, k, v,
+		int32(a.B), int32(a.T), int32(a.Heads), int32(a.KVHeads), int32(a.HeadDim), a.Scale)
+}
+
+// Backward computes dQ, dK and dV from dout, the forward's out and lse;
+// delta is scratch of B*Heads*T floats. Each gradient is written when its
+// flag is set and added to otherwise, as kernels.Attn.Backward does.
+func (a Attn) Backward(d *Device, dQ, dK, dV, dout, out, lse, delta, q, k, v Buffer, fq, fk, fv bool) error {
+	if err := a.check(); err != nil {
+		return err
+	}
+	rows := a.B * a.Heads * a.T
+	dims := []any{int32(a.B), int32(a.T), int32(a.Heads), int32(a.KVHeads), int32(a.HeadDim), a.Scale}
+	if err := d.launch("qat_attn_delta", gridWarps(rows), threads, 0, delta, dout, out, int32(a.B), int32(a.T), int32(a.Heads), int32(a.HeadDim)); err != nil {
+		return err
+	}
+	if err := d.launch("qat_attn_dq", gridWarps(rows), threads, 0, append([]any{dQ, dout, q, k, v, lse, delta}, append(dims, 1-b2i32(fq))...)...); err != nil {
+		return err
+	}
+	return d.launch("qat_attn_dkv", gridWarps(a.B*a.KVHeads*a.T), threads, 0,
+		append([]any{dK, dV, dout, q, k, v, lse, delta}, append(dims, 1-b2i32(fk), 1-b2i32(fv))...)...)
 }

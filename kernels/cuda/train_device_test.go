@@ -3,9 +3,12 @@
 package cuda
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"qat/kernels"
 )
 
 // The training kernels on the device against their host build: exact
@@ -138,4 +141,60 @@ func TestDeviceCrossEntropyAndEmbedding(t *testing.T) {
 		}
 	}
 	sameBits(t, "embedding dw", down(t, make([]float32, vocab*dim), dwb), dw)
+}
+
+func TestDeviceSgemm(t *testing.T) {
+	rng := rand.New(rand.NewPCG(57, 58))
+	for _, sh := range [][3]int{{1, 1, 1}, {7, 9, 13}, {64, 64, 16}, {100, 300, 257}, {1024, 768, 256}} {
+		m, n, k := sh[0], sh[1], sh[2]
+		for _, tA := range []bool{false, true} {
+			for _, tB := range []bool{false, true} {
+				for _, beta := range []float32{0, 0.5} {
+					a, b, c := randn(rng, m*k, 1), randn(rng, k*n, 1), randn(rng, m*n, 1)
+					lda, ldb := k, n
+					if tA {
+						lda = m
+					}
+					if tB {
+						ldb = k
+					}
+					cb := up(t, c)
+					if beta == 0 {
+						for i := range c {
+							c[i] = float32(math.NaN()) // beta 0 must not read C
+						}
+						cb = up(t, c)
+					}
+					must(t, dev.Sgemm(tA, tB, m, n, k, 1.5, up(t, a), lda, up(t, b), ldb, beta, cb, n))
+					kernels.Sgemm(tA, tB, m, n, k, 1.5, a, lda, b, ldb, beta, c, n)
+					nearRel(t, fmt.Sprintf("sgemm %v tA=%v tB=%v beta=%g", sh, tA, tB, beta), down(t, make([]float32, m*n), cb), c, 1e-5, math.Sqrt(float64(k)))
+				}
+			}
+		}
+	}
+}
+
+func TestDeviceAttention(t *testing.T) {
+	rng := rand.New(rand.NewPCG(59, 60))
+	for _, c := range []Attn{{1, 1, 1, 1, 1, 1}, {2, 37, 4, 4, 16, 0.25}, {2, 128, 8, 2, 64, 0.125}, {1, 256, 4, 1, 128, 0.088}} {
+		dq, dk := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+		n := c.B * c.T
+		q, k, v, dout := randn(rng, n*dq, 1), randn(rng, n*dk, 1), randn(rng, n*dk, 1), randn(rng, n*dq, 1)
+		cpu := kernels.Attn{B: c.B, T: c.T, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim, Scale: c.Scale}
+		out := make([]float32, n*dq)
+		cpu.Forward(out, q, k, v, make([]float32, cpu.ForwardScratch()))
+		qb, kb, vb, ob := up(t, q), up(t, k), up(t, v), up(t, make([]float32, n*dq))
+		lse, delta := up(t, make([]float32, c.B*c.Heads*c.T)), up(t, make([]float32, c.B*c.Heads*c.T))
+		must(t, c.Forward(dev, ob, lse, qb, kb, vb))
+		nearRel(t, fmt.Sprintf("%+v out", c), down(t, make([]float32, n*dq), ob), out, 1e-5, 1)
+		for _, first := range []bool{true, false} {
+			dQ, dK, dV := randn(rng, n*dq, 1), randn(rng, n*dk, 1), randn(rng, n*dk, 1)
+			dQb, dKb, dVb := up(t, dQ), up(t, dK), up(t, dV)
+			cpu.Backward(dQ, dK, dV, dout, q, k, v, make([]float32, cpu.BackwardScratch()), first, first, first)
+			must(t, c.Backward(dev, dQb, dKb, dVb, up(t, dout), ob, lse, delta, qb, kb, vb, first, first, first))
+			nearRel(t, fmt.Sprintf("%+v dQ", c), down(t, make([]float32, n*dq), dQb), dQ, 1e-4, 1)
+			nearRel(t, fmt.Sprintf("%+v dK", c), down(t, make([]float32, n*dk), dKb), dK, 1e-4, 1)
+			nearRel(t, fmt.Sprintf("%+v dV", c), down(t, make([]float32, n*dk), dVb), dV, 1e-4, 1)
+		}
+	}
 }
