@@ -96,15 +96,17 @@ cuda-headers:
 # cuda-vet: the device code compiles and passes vet (part of test, so it
 # cannot rot where no GPU is).
 cuda-vet: cuda-headers
-	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) vet -tags gpu ./kernels/cuda ./cmd/qat
+	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) vet -tags gpu ./kernels/cuda ./layers/device ./cmd/...
 
 # cuda-test: builds the device tests (no OpenBLAS: the GPU machine need not
 # have it) and a GPU qat into .cache/cuda/, and says how to run them there.
 cuda-test: cuda-headers
 	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) test -c -tags gpu,noblas -o .cache/cuda/cuda.test ./kernels/cuda
+	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) test -c -tags gpu,noblas -o .cache/cuda/step.test ./layers/device
 	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) build -tags gpu,noblas -o .cache/cuda/qat-gpu ./cmd/qat
 	@echo "on the GPU machine, from the repository root (carry .cache/cuda):"
-	@echo "  cd kernels/cuda && ../../.cache/cuda/cuda.test -test.v && cd ../.. && .cache/cuda/qat-gpu bench --device cuda && python3 tools/cuda_peers.py"
+	@echo "  (cd kernels/cuda && ../../.cache/cuda/cuda.test -test.v) && .cache/cuda/step.test -test.v \\"
+	@echo "    && .cache/cuda/qat-gpu bench --device cuda && python3 tools/cuda_peers.py"
 
 # ptx rebuilds the device code (needs nvcc: Debian's nvidia-cuda-toolkit,
 # CUDA 11.8, from non-free). Its first line is the sources' sha256, which a

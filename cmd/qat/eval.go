@@ -195,7 +195,7 @@ quantizations by.`,
 	cmd.Flags().IntVar(&ctx, "ctx", 128, "chunk length for --text")
 	cmd.Flags().BoolVar(&packed, "packed", false, "with --text and a .gguf model: run the packed kernels (Q8_0 activations, as llama.cpp)")
 	cmd.MarkFlagRequired("model")
-	deviceFlag(cmd, "evaluation")
+	deviceFlag(cmd, "evaluation", false)
 	return cmd
 }
 
@@ -297,6 +297,6 @@ func generateCmd() *cobra.Command {
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "sampling seed")
 	cmd.Flags().IntVar(&threads, "threads", 1, "threads")
 	cmd.MarkFlagRequired("model")
-	deviceFlag(cmd, "generation")
+	deviceFlag(cmd, "generation", false)
 	return cmd
 }

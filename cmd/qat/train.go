@@ -67,6 +67,11 @@ func trainCmd() *cobra.Command {
 	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a config value: key.path=value (repeatable)")
 	cmd.Flags().StringVar(&initQuant, "init-quant", "", "start QAT from post-training quantization: rtn, gptq, qqq or gwq (quant.init)")
 	cmd.Flags().StringVar(&engine, "engine", "", "compute engine: tape (default) or gorgonia (train.engine)")
-	deviceFlag(cmd, "training")
+	device := deviceFlag(cmd, "training", true)
+	cmd.PreRunE = chain(cmd.PreRunE, func() {
+		if *device == "cuda" {
+			sets = append(sets, "train.device=cuda")
+		}
+	})
 	return cmd
 }

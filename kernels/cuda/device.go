@@ -159,6 +159,24 @@ func Upload[T any](d *Device, src []T) (Buffer, error) {
 	return b, cuErr("cuMemcpyHtoD", cu.MemcpyHtoD(b.Ptr, unsafe.Pointer(&src[0]), n))
 }
 
+// write copies src to the start of an existing buffer.
+func write[T any](d *Device, dst Buffer, src []T) error {
+	var z T
+	n := int64(len(src)) * int64(unsafe.Sizeof(z))
+	if n > dst.Bytes {
+		return fmt.Errorf("cuda: upload of %d bytes into a buffer of %d", n, dst.Bytes)
+	}
+	if n == 0 {
+		return nil
+	}
+	unpin, err := d.bind()
+	if err != nil {
+		return err
+	}
+	defer unpin()
+	return cuErr("cuMemcpyHtoD", cu.MemcpyHtoD(dst.Ptr, unsafe.Pointer(&src[0]), n))
+}
+
 // Download copies the start of b into dst.
 func Download[T any](d *Device, dst []T, b Buffer) error {
 	var z T

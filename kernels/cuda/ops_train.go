@@ -2,7 +2,11 @@
 
 package cuda
 
-import "fmt"
+import (
+	"fmt"
+
+	"gorgonia.org/cu"
+)
 
 // The training kernels (train.h): device twins of kernels.Generic's
 // RMSNorm, RoPE, SwiGLU, cross-entropy, AdamW, Add, Axpy and the embedding
@@ -92,13 +96,6 @@ func b2i32(b bool) int32 {
 	return 0
 }
 
-// Attn is causal attention with grouped-query heads on the device
-// (kernels.Attn's layout and meaning); HeadDim at most 128, T at most 1024.
-type Attn struct {
-	B, T, Heads, KVHeads, HeadDim int
-	Scale                         float32
-}
-
 func (a Attn) check() error {
 	if a.HeadDim > 128 || a.T > 1024 || a.KVHeads < 1 || a.Heads%a.KVHeads != 0 {
 		return fmt.Errorf("cuda: attention with %d heads, %d kv heads, head dim %d, %d tokens: the device kernels take head dim <= 128 and T <= 1024", a.Heads, a.KVHeads, a.HeadDim, a.T)
@@ -134,4 +131,51 @@ func (a Attn) Backward(d *Device, dQ, dK, dV, dout, out, lse, delta, q, k, v Buf
 	}
 	return d.launch("qat_attn_dkv", gridWarps(a.B*a.KVHeads*a.T), threads, 0,
 		append([]any{dK, dV, dout, q, k, v, lse, delta}, append(dims, 1-b2i32(fk), 1-b2i32(fv))...)...)
+}
+
+// AttnForward is a.Forward on d (Host's method set).
+func (d *Device) AttnForward(a Attn, out, lse, q, k, v Buffer) error { return a.Forward(d, out, lse, q, k, v) }
+
+// AttnBackward is a.Backward on d (Host's method set).
+func (d *Device) AttnBackward(a Attn, dQ, dK, dV, dout, out, lse, delta, q, k, v Buffer, fq, fk, fv bool) error {
+	return a.Backward(d, dQ, dK, dV, dout, out, lse, delta, q, k, v, fq, fk, fv)
+}
+
+// Floats allocates n zeroed floats.
+func (d *Device) Floats(n int) (Buffer, error) {
+	b, err := d.Alloc(int64(4 * n))
+	if err != nil {
+		return b, err
+	}
+	return b, d.Zero(b, n)
+}
+
+// Ints allocates n zeroed int32s.
+func (d *Device) Ints(n int) (Buffer, error) { return d.Floats(n) }
+
+// WriteFloats copies src to the start of dst.
+func (d *Device) WriteFloats(dst Buffer, src []float32) error { return write(d, dst, src) }
+
+// WriteInts copies src to the start of dst.
+func (d *Device) WriteInts(dst Buffer, src []int32) error { return write(d, dst, src) }
+
+// ReadFloats copies the start of src into dst.
+func (d *Device) ReadFloats(dst []float32, src Buffer) error { return Download(d, dst, src) }
+
+// Slice is n floats of b from float offset off.
+func (d *Device) Slice(b Buffer, off, n int) Buffer {
+	return Buffer{Ptr: b.Ptr + cu.DevicePtr(4*off), Bytes: int64(4 * n)}
+}
+
+// Zero clears n floats of b.
+func (d *Device) Zero(b Buffer, n int) error {
+	if n == 0 {
+		return nil
+	}
+	unpin, err := d.bind()
+	if err != nil {
+		return err
+	}
+	defer unpin()
+	return cuErr("cuMemsetD32", cu.MemsetD32(b.Ptr, 0, int64(n)))
 }

@@ -52,6 +52,11 @@ type Train struct {
 	// its TapeMachine; see docs/gorgonia.md). Optimizer, checkpoints and
 	// evaluation are the same for both.
 	Engine string `yaml:"engine"`
+	// Device runs the tape engine's loss and gradients on cpu (the
+	// default) or cuda: the explicit Llama step of layers/device on the
+	// GPU, full precision only so far, in a binary built with the gpu tag
+	// (docs/cuda.md). Optimizer and checkpoints stay on the CPU.
+	Device string `yaml:"device"`
 }
 
 // Optimizer holds AdamW's settings.
@@ -251,6 +256,14 @@ func (c *Config) validate() *fieldError {
 		return &fieldError{"train.keep_ckpts", fmt.Sprintf("%d, must be at least 1", t.KeepCkpts)}
 	case t.Engine != "" && t.Engine != "tape" && t.Engine != "gorgonia":
 		return &fieldError{"train.engine", fmt.Sprintf("%q, want tape or gorgonia", t.Engine)}
+	case t.Device != "" && t.Device != "cpu" && t.Device != "cuda":
+		return &fieldError{"train.device", fmt.Sprintf("%q, want cpu or cuda", t.Device)}
+	case t.Device == "cuda" && t.Engine == "gorgonia":
+		return &fieldError{"train.device", "cuda runs the tape's step, not train.engine gorgonia"}
+	case t.Device == "cuda" && len(c.QuantRules()) > 0:
+		return &fieldError{"train.device", "cuda trains full precision only so far: remove quant.preset and quant.rules, or train on the cpu"}
+	case t.Device == "cuda" && c.Lora != nil:
+		return &fieldError{"train.device", "cuda trains full precision without adapters only so far"}
 	}
 	o := c.Optimizer
 	switch {

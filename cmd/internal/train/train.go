@@ -47,6 +47,7 @@ type Run struct {
 	vars     []*autograd.Var
 	reps     *layers.Replicas
 	graph    *gorgonia.Model // train.engine gorgonia
+	dev      deviceStep      // train.device cuda
 	ids, tgt []int32
 	metrics  *os.File
 	curve    []point
@@ -206,7 +207,7 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 	fb := frozenBytes(m)
 	fmt.Fprintf(log, "parameters: %d trainable, %d frozen float32 + %d frozen int8; bytes: weights %s, gradients %s, optimizer states %s\n",
 		trainable, frozen, fb, mib(4*(trainable+frozen)+fb), mib(4*trainable), mib(r.Opt.StateBytes()))
-	if cfg.Train.Threads > 1 && cfg.Train.Engine != "gorgonia" {
+	if cfg.Train.Threads > 1 && cfg.Train.Engine != "gorgonia" && cfg.Train.Device != "cuda" {
 		r.reps = layers.NewReplicas(m, cfg.Train.Threads)
 	}
 	r.ids, r.tgt = make([]int32, cfg.Train.Batch*cfg.Train.Seq), make([]int32, cfg.Train.Batch*cfg.Train.Seq)
@@ -233,6 +234,14 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 			return nil, fmt.Errorf("train.engine gorgonia: the graph trains %d tensors, the optimizer %d", n, len(r.vars))
 		}
 		fmt.Fprintf(log, "engine: gorgonia (ExprGraph + TapeMachine, %d trained tensors)\n", len(r.vars))
+	}
+	if cfg.Train.Device == "cuda" {
+		name, d, err := newDeviceStep(m, cfg.Train.Batch, cfg.Train.Seq)
+		if err != nil {
+			return nil, &config.InputError{Err: fmt.Errorf("train.device cuda: %w", err)}
+		}
+		r.dev = d
+		fmt.Fprintf(log, "device: %s (the step on the GPU; optimizer on the CPU)\n", name)
 	}
 	if err := r.openMetrics(); err != nil {
 		return nil, err
@@ -313,6 +322,12 @@ func (r *Run) Step() (StepResult, error) {
 	for a := 0; a < tc.GradAccum; a++ {
 		r.Loader.Next(r.ids, r.tgt)
 		switch {
+		case r.dev != nil:
+			l, err := r.dev.LossBackward(r.ids, r.tgt)
+			if err != nil {
+				return StepResult{Step: r.State.Step + 1}, err
+			}
+			loss += float64(l)
 		case r.graph != nil:
 			l, err := r.graph.LossBackward(r.ids, r.tgt)
 			if err != nil {

@@ -1,0 +1,319 @@
+// Package device runs a Llama training step (forward, loss and backward)
+// as explicit calls to a kernel backend, the way llm.c writes its step:
+// the GPU (kernels/cuda's Device, build tag gpu) or its host build
+// (cuda.Host, the same arithmetic on the CPU). The step reads the weights
+// of a layers.Model and adds the gradients into the model's, so the
+// optimizer, checkpoints and training loop stay those of the tape; tests
+// compare it with the tape on the CPU through cuda.Host, and the GPU tests
+// run the same comparison on the device.
+package device
+
+import (
+	"fmt"
+	"math"
+
+	"qat/autograd"
+	"qat/kernels/cuda"
+	"qat/layers"
+)
+
+// Backend is the op set the step is written against, with F the float
+// buffers and I the int32 buffers of the backend: cuda.Host ([]float32,
+// []int32) and *cuda.Device (cuda.Buffer for both).
+type Backend[F, I any] interface {
+	Floats(n int) (F, error)
+	Ints(n int) (I, error)
+	WriteFloats(dst F, src []float32) error
+	WriteInts(dst I, src []int32) error
+	ReadFloats(dst []float32, src F) error
+	Slice(b F, off, n int) F
+	Zero(b F, n int) error
+	Copy(dst, src F, n int) error
+	Sgemm(tA, tB bool, m, n, k int, alpha float32, a F, lda int, b F, ldb int, beta float32, c F, ldc int) error
+	RMSNormFwd(y, rstd, x, w F, rows, dim int, eps float32) error
+	RMSNormBwd(dx, dw, dy, x, w, rstd F, rows, dim int) error
+	RoPE(y, x F, pos I, cos, sin F, rows, heads, hd int, sign float32, acc bool) error
+	SwiGLUFwd(y, g, u F, n int) error
+	SwiGLUBwd(dg, du, dy, g, u F, n int) error
+	CrossEntropy(x F, t I, dx, loss F, rows, n int, gscale float32) error
+	Add(y, a, b F, n int) error
+	EmbeddingFwd(y, w F, ids I, rows, dim int) error
+	EmbeddingBwd(dw, dy F, ids I, rows, dim int) error
+	AttnForward(a cuda.Attn, out, lse, q, k, v F) error
+	AttnBackward(a cuda.Attn, dQ, dK, dV, dout, out, lse, delta, q, k, v F, fq, fk, fv bool) error
+}
+
+// param is one weight on the backend with its gradient.
+type param[F any] struct {
+	v    *autograd.Var
+	w, g F
+}
+
+// layer holds one block's weights and the activations its backward reads.
+type layer[F any] struct {
+	attnNorm, q, k, v, o, mlpNorm, gate, up, down param[F]
+
+	x, xn1, rstd1, qr, kr, vv, att, lse, h, xn2, rstd2, g, u, s F
+}
+
+// Step is a Llama step for batches of B x T tokens on a backend.
+type Step[F, I any] struct {
+	be      Backend[F, I]
+	m       *layers.Model
+	c       layers.Config
+	B, T    int
+	attn    cuda.Attn
+	embed   param[F]
+	norm    param[F]
+	head    *param[F]
+	layers  []layer[F]
+	params  []*param[F]
+	ids     I
+	tgt     I
+	pos     I
+	cos     F
+	sin     F
+	xo      F // the running activation: the last layer's output
+	xf      F
+	rstdf   F
+	logits  F
+	dlogits F
+	loss    F
+	// backward scratch
+	dx, dh, dxn, datt, dq, dk, dv, dqr, dkr, ds, dg, du, delta F
+	lossHost, gradHost                                         []float32
+	tg                                                         []int32
+}
+
+// New lays m out on be for B x T batches. It refuses models with
+// quantizers attached (fake quantization is not in the device step yet).
+func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], error) {
+	c := m.Config
+	for _, l := range m.Layers {
+		for _, lin := range []*layers.Linear{l.Attn.Q, l.Attn.K, l.Attn.V, l.Attn.O, l.MLP.Gate, l.MLP.Up, l.MLP.Down} {
+			if lin.Quantized() {
+				return nil, fmt.Errorf("device step: the model has quantizers attached; the device step trains full precision only so far")
+			}
+		}
+		if l.Attn.KQuant != nil {
+			return nil, fmt.Errorf("device step: the model quantizes its KV cache; the device step trains full precision only so far")
+		}
+	}
+	if m.Head != nil && m.Head.Quantized() {
+		return nil, fmt.Errorf("device step: lm_head is quantized")
+	}
+	if T > c.MaxSeq {
+		return nil, fmt.Errorf("device step: %d tokens, max sequence %d", T, c.MaxSeq)
+	}
+	hd := c.HeadDim()
+	s := &Step[F, I]{be: be, m: m, c: c, B: B, T: T,
+		attn: cuda.Attn{B: B, T: T, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: hd, Scale: float32(1 / math.Sqrt(float64(hd)))}}
+	var err error
+	floats := func(n int) F {
+		var f F
+		if err == nil {
+			f, err = be.Floats(n)
+		}
+		return f
+	}
+	ints := func(n int) I {
+		var i I
+		if err == nil {
+			i, err = be.Ints(n)
+		}
+		return i
+	}
+	par := func(v *autograd.Var) param[F] {
+		p := param[F]{v: v, w: floats(v.Size()), g: floats(v.Size())}
+		return p
+	}
+	N, d, kv, f, V := B*T, c.Dim, c.KVHeads*hd, c.FFNHidden, c.Vocab
+	s.embed, s.norm = par(m.Embed.Weight), par(m.Norm.Weight)
+	s.params = append(s.params, &s.embed)
+	for _, l := range m.Layers {
+		s.layers = append(s.layers, layer[F]{
+			attnNorm: par(l.AttnNorm.Weight), q: par(l.Attn.Q.Weight), k: par(l.Attn.K.Weight), v: par(l.Attn.V.Weight),
+			o: par(l.Attn.O.Weight), mlpNorm: par(l.MLPNorm.Weight), gate: par(l.MLP.Gate.Weight), up: par(l.MLP.Up.Weight),
+			down: par(l.MLP.Down.Weight),
+			x:    floats(N * d), xn1: floats(N * d), rstd1: floats(N), qr: floats(N * d), kr: floats(N * kv), vv: floats(N * kv),
+			att: floats(N * d), lse: floats(B * c.Heads * T), h: floats(N * d), xn2: floats(N * d), rstd2: floats(N),
+			g: floats(N * f), u: floats(N * f), s: floats(N * f),
+		})
+	}
+	for i := range s.layers {
+		l := &s.layers[i]
+		s.params = append(s.params, &l.attnNorm, &l.q, &l.k, &l.v, &l.o, &l.mlpNorm, &l.gate, &l.up, &l.down)
+	}
+	s.params = append(s.params, &s.norm)
+	if m.Head != nil {
+		h := par(m.Head.Weight)
+		s.head = &h
+		s.params = append(s.params, s.head)
+	}
+	s.ids, s.tgt, s.pos = ints(N), ints(N), ints(N)
+	rope := autograd.NewRoPETable(hd, c.MaxSeq, c.RopeTheta)
+	s.cos, s.sin = floats(len(rope.Cos)), floats(len(rope.Sin))
+	s.xo = floats(N * d)
+	s.xf, s.rstdf, s.logits, s.dlogits, s.loss = floats(N*d), floats(N), floats(N*V), floats(N*V), floats(N)
+	s.dx, s.dh, s.dxn, s.datt = floats(N*d), floats(N*d), floats(N*d), floats(N*d)
+	s.dq, s.dk, s.dv, s.dqr, s.dkr = floats(N*d), floats(N*kv), floats(N*kv), floats(N*d), floats(N*kv)
+	s.ds, s.dg, s.du, s.delta = floats(N*f), floats(N*f), floats(N*f), floats(B*c.Heads*T)
+	if err != nil {
+		return nil, err
+	}
+	pos := make([]int32, N)
+	for i := range pos {
+		pos[i] = int32(i % T)
+	}
+	if err := be.WriteInts(s.pos, pos); err != nil {
+		return nil, err
+	}
+	if err := be.WriteFloats(s.cos, rope.Cos); err != nil {
+		return nil, err
+	}
+	if err := be.WriteFloats(s.sin, rope.Sin); err != nil {
+		return nil, err
+	}
+	s.lossHost, s.tg = make([]float32, N), make([]int32, N)
+	return s, nil
+}
+
+// LossBackward uploads the model's weights, runs the forward and backward
+// pass on ids and targets (B*T each; layers.IgnoreIndex skips a target)
+// and adds the weight gradients into the model's. It returns the mean
+// loss, as the tape's Loss does.
+func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
+	be, c := s.be, s.c
+	B, T := s.B, s.T
+	N, d, hd, f, V := B*T, c.Dim, c.HeadDim(), c.FFNHidden, c.Vocab
+	kv := c.KVHeads * hd
+	if len(ids) != N || len(targets) != N {
+		return 0, fmt.Errorf("device step: %d ids and %d targets for %d x %d", len(ids), len(targets), B, T)
+	}
+	count := 0
+	for i, y := range targets {
+		switch {
+		case y == layers.IgnoreIndex:
+			s.tg[i] = -1
+		case y < 0 || int(y) >= V:
+			return 0, fmt.Errorf("device step: target %d outside vocabulary of %d", y, V)
+		default:
+			s.tg[i] = y
+			count++
+		}
+	}
+	for _, id := range ids {
+		if id < 0 || int(id) >= V {
+			return 0, fmt.Errorf("device step: token id %d outside vocabulary of %d", id, V)
+		}
+	}
+	var err error
+	do := func(e error) {
+		if err == nil {
+			err = e
+		}
+	}
+	do(be.WriteInts(s.ids, ids))
+	do(be.WriteInts(s.tgt, s.tg))
+	for _, p := range s.params {
+		do(be.WriteFloats(p.w, p.v.Data()))
+		do(be.Zero(p.g, p.v.Size()))
+	}
+	lin := func(y, x, w F, out, in int) { // y = x W^T
+		do(be.Sgemm(false, true, N, out, in, 1, x, in, w, in, 0, y, out))
+	}
+	// forward
+	x := s.xo // the embedding output, then each layer's output in turn
+	do(be.EmbeddingFwd(x, s.embed.w, s.ids, N, d))
+	for i := range s.layers {
+		l := &s.layers[i]
+		do(be.Copy(l.x, x, N*d))
+		do(be.RMSNormFwd(l.xn1, l.rstd1, l.x, l.attnNorm.w, N, d, float32(c.NormEps)))
+		lin(s.dq, l.xn1, l.q.w, d, d)
+		lin(s.dk, l.xn1, l.k.w, kv, d)
+		lin(l.vv, l.xn1, l.v.w, kv, d)
+		do(be.RoPE(l.qr, s.dq, s.pos, s.cos, s.sin, N, c.Heads, hd, 1, false))
+		do(be.RoPE(l.kr, s.dk, s.pos, s.cos, s.sin, N, c.KVHeads, hd, 1, false))
+		do(be.AttnForward(s.attn, l.att, l.lse, l.qr, l.kr, l.vv))
+		lin(s.datt, l.att, l.o.w, d, d)
+		do(be.Add(l.h, l.x, s.datt, N*d))
+		do(be.RMSNormFwd(l.xn2, l.rstd2, l.h, l.mlpNorm.w, N, d, float32(c.NormEps)))
+		lin(l.g, l.xn2, l.gate.w, f, d)
+		lin(l.u, l.xn2, l.up.w, f, d)
+		do(be.SwiGLUFwd(l.s, l.g, l.u, N*f))
+		lin(s.dxn, l.s, l.down.w, d, f)
+		do(be.Add(x, l.h, s.dxn, N*d))
+	}
+	do(be.RMSNormFwd(s.xf, s.rstdf, x, s.norm.w, N, d, float32(c.NormEps)))
+	headW := s.embed.w
+	headG := s.embed.g
+	if s.head != nil {
+		headW, headG = s.head.w, s.head.g
+	}
+	lin(s.logits, s.xf, headW, V, d)
+	inv := float32(0)
+	if count > 0 {
+		inv = 1 / float32(count)
+	}
+	do(be.CrossEntropy(s.logits, s.tgt, s.dlogits, s.loss, N, V, inv))
+	do(be.ReadFloats(s.lossHost, s.loss))
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for _, l := range s.lossHost {
+		sum += float64(l)
+	}
+	loss := float32(sum) * inv
+
+	// backward: dx holds the gradient of the current layer's output
+	do(be.Sgemm(false, false, N, d, V, 1, s.dlogits, V, headW, d, 0, s.dxn, d)) // dxf = dlogits W
+	do(be.Sgemm(true, false, V, d, N, 1, s.dlogits, V, s.xf, d, 1, headG, d))   // dW += dlogits^T xf
+	do(be.Zero(s.dx, N*d))
+	do(be.RMSNormBwd(s.dx, s.norm.g, s.dxn, x, s.norm.w, s.rstdf, N, d))
+	// linB: dx (+)= dy W, dW += dy^T x for y = x W^T
+	linB := func(dx, dW, dy, x, w F, out, in int, beta float32) {
+		do(be.Sgemm(false, false, N, in, out, 1, dy, out, w, in, beta, dx, in))
+		do(be.Sgemm(true, false, out, in, N, 1, dy, out, x, in, 1, dW, in))
+	}
+	for i := len(s.layers) - 1; i >= 0; i-- {
+		l := &s.layers[i]
+		// out = h + down(swiglu(gate(xn2), up(xn2))), xn2 = norm(h)
+		do(be.Copy(s.dh, s.dx, N*d))
+		linB(s.ds, l.down.g, s.dx, l.s, l.down.w, d, f, 0)
+		do(be.Zero(s.dg, N*f))
+		do(be.Zero(s.du, N*f))
+		do(be.SwiGLUBwd(s.dg, s.du, s.ds, l.g, l.u, N*f))
+		linB(s.dxn, l.gate.g, s.dg, l.xn2, l.gate.w, f, d, 0)
+		linB(s.dxn, l.up.g, s.du, l.xn2, l.up.w, f, d, 1)
+		do(be.RMSNormBwd(s.dh, l.mlpNorm.g, s.dxn, l.h, l.mlpNorm.w, l.rstd2, N, d))
+		// h = x + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1))), xn1 = norm(x)
+		do(be.Copy(s.dx, s.dh, N*d))
+		linB(s.datt, l.o.g, s.dh, l.att, l.o.w, d, d, 0)
+		do(be.AttnBackward(s.attn, s.dqr, s.dkr, s.dv, s.datt, l.att, l.lse, s.delta, l.qr, l.kr, l.vv, true, true, true))
+		do(be.RoPE(s.dq, s.dqr, s.pos, s.cos, s.sin, N, c.Heads, hd, -1, false))
+		do(be.RoPE(s.dk, s.dkr, s.pos, s.cos, s.sin, N, c.KVHeads, hd, -1, false))
+		linB(s.dxn, l.q.g, s.dq, l.xn1, l.q.w, d, d, 0)
+		linB(s.dxn, l.k.g, s.dk, l.xn1, l.k.w, kv, d, 1)
+		linB(s.dxn, l.v.g, s.dv, l.xn1, l.v.w, kv, d, 1)
+		do(be.RMSNormBwd(s.dx, l.attnNorm.g, s.dxn, l.x, l.attnNorm.w, l.rstd1, N, d))
+	}
+	do(be.EmbeddingBwd(s.embed.g, s.dx, s.ids, N, d))
+	// add the gradients into the model's (the tape's convention)
+	for _, p := range s.params {
+		n := p.v.Size()
+		if cap(s.gradHost) < n {
+			s.gradHost = make([]float32, n)
+		}
+		gh := s.gradHost[:n]
+		do(be.ReadFloats(gh, p.g))
+		if err != nil {
+			return 0, err
+		}
+		g := p.v.GradData()
+		for j, v := range gh {
+			g[j] += v
+		}
+	}
+	return loss, err
+}
