@@ -134,7 +134,9 @@ func (a Attn) Backward(d *Device, dQ, dK, dV, dout, out, lse, delta, q, k, v Buf
 }
 
 // AttnForward is a.Forward on d (Host's method set).
-func (d *Device) AttnForward(a Attn, out, lse, q, k, v Buffer) error { return a.Forward(d, out, lse, q, k, v) }
+func (d *Device) AttnForward(a Attn, out, lse, q, k, v Buffer) error {
+	return a.Forward(d, out, lse, q, k, v)
+}
 
 // AttnBackward is a.Backward on d (Host's method set).
 func (d *Device) AttnBackward(a Attn, dQ, dK, dV, dout, out, lse, delta, q, k, v Buffer, fq, fk, fv bool) error {
