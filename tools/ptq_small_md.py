@@ -34,7 +34,7 @@ print("500, 1000, 1500: still falling, but far enough from the start that quanti
 print("batches of 8 x 256 tokens of the validation split (33k of its 220k tokens, the same for every row); KL divergence")
 print("from the FP32 model. g128 grids put groups of 32 on down_proj, whose 1376 inputs are no multiple of 128 (per channel")
 print("for QQQ-g128). W4A8 is QQQ's grid: int4 per channel on [-7, 7] (or int4 g128 folded into int8 per channel), int8")
-print("per-token symmetric activations. QAT: 60 steps (8 x 256 tokens each, lr 3e-4) from each post-training start at each")
+print("per-token symmetric activations. QAT: 60 steps (8 x 256 tokens each, lr 5e-5 cosine to 5e-6) from each post-training start at each")
 print("grid (configs/small-w4a8-qat.yaml, small-w4a16-g128-qat.yaml, small-w3a16-g128-qat.yaml; `qat train --init-quant M`).\n")
 print("| method | grid | val loss | perplexity | ppl / FP32 | KL from FP32 (nats) | top-1 agreement | ptq peak RSS (MiB) |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -58,3 +58,9 @@ for grid in ["w4a16-g128", "w4a8-qqq", "w3a16-g128"]:
     q = [(m, kl[f"qat+{m} {grid}"], ppl[f"qat+{m} {grid}"]) for m in ["rtn", "gptq", "qqq", "gwq"] if kl.get(f"qat+{m} {grid}")]
     if q:
         print(f"- {grid}, after 60 QAT steps (KL, perplexity): " + ", ".join(f"from {m} {k:.5f} / {p:.2f}" for m, k, p in q) + ".")
+lr = f"{out}/rows/lr3e-4-qat-w4a8-qqq-rtn.txt"
+if os.path.exists(lr):
+    r = parse(lr)[0]
+    print(f"- The QAT learning rate matters more than the start: the same 60 steps from RTN at W4A8 with lr 3e-4 (twice the "
+          f"pretraining's last, 1.5e-4) end at perplexity {r['ppl']:.2f} and KL {r['kl']:.4f}, worse than RTN alone; a fine-tune "
+          f"this short has to start below the pretraining's last learning rate.")
