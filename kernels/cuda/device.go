@@ -146,43 +146,25 @@ func (d *Device) Free(b Buffer) error {
 // Upload copies src into a new buffer.
 func Upload[T any](d *Device, src []T) (Buffer, error) {
 	var z T
-	n := int64(len(src)) * int64(unsafe.Sizeof(z))
-	b, err := d.Alloc(n)
-	if err != nil || n == 0 {
-		return b, err
-	}
-	unpin, err := d.bind()
+	b, err := d.Alloc(int64(len(src)) * int64(unsafe.Sizeof(z)))
 	if err != nil {
 		return b, err
 	}
-	defer unpin()
-	return b, cuErr("cuMemcpyHtoD", cu.MemcpyHtoD(b.Ptr, unsafe.Pointer(&src[0]), n))
-}
-
-// write copies src to the start of an existing buffer.
-func write[T any](d *Device, dst Buffer, src []T) error {
-	var z T
-	n := int64(len(src)) * int64(unsafe.Sizeof(z))
-	if n > dst.Bytes {
-		return fmt.Errorf("cuda: upload of %d bytes into a buffer of %d", n, dst.Bytes)
-	}
-	if n == 0 {
-		return nil
-	}
-	unpin, err := d.bind()
-	if err != nil {
-		return err
-	}
-	defer unpin()
-	return cuErr("cuMemcpyHtoD", cu.MemcpyHtoD(dst.Ptr, unsafe.Pointer(&src[0]), n))
+	return b, transfer(d, src, b, true)
 }
 
 // Download copies the start of b into dst.
-func Download[T any](d *Device, dst []T, b Buffer) error {
+func Download[T any](d *Device, dst []T, b Buffer) error { return transfer(d, dst, b, false) }
+
+// write copies src to the start of an existing buffer.
+func write[T any](d *Device, dst Buffer, src []T) error { return transfer(d, src, dst, true) }
+
+// transfer copies host to the start of b (toDevice) or back.
+func transfer[T any](d *Device, host []T, b Buffer, toDevice bool) error {
 	var z T
-	n := int64(len(dst)) * int64(unsafe.Sizeof(z))
+	n := int64(len(host)) * int64(unsafe.Sizeof(z))
 	if n > b.Bytes {
-		return fmt.Errorf("cuda: download of %d bytes from a buffer of %d", n, b.Bytes)
+		return fmt.Errorf("cuda: copy of %d bytes with a buffer of %d", n, b.Bytes)
 	}
 	if n == 0 {
 		return nil
@@ -192,7 +174,10 @@ func Download[T any](d *Device, dst []T, b Buffer) error {
 		return err
 	}
 	defer unpin()
-	return cuErr("cuMemcpyDtoH", cu.MemcpyDtoH(unsafe.Pointer(&dst[0]), b.Ptr, n))
+	if toDevice {
+		return cuErr("cuMemcpyHtoD", cu.MemcpyHtoD(b.Ptr, unsafe.Pointer(&host[0]), n))
+	}
+	return cuErr("cuMemcpyDtoH", cu.MemcpyDtoH(unsafe.Pointer(&host[0]), b.Ptr, n))
 }
 
 // launch runs kernel name on grid x block threads with shared bytes of
