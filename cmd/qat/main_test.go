@@ -270,7 +270,7 @@ func TestBadInputs(t *testing.T) {
 		"quant-fp-asym.yaml": "quant.rules[0].activations.symmetric", "quant-no-match.yaml": "matches no linear layer",
 		"quant-preset.yaml": "quant.preset", "quant-act-mse-token.yaml": "quant.rules[0].activations.scale",
 		"quant-kv-group.yaml": "quant.rules[0].kv_cache on model.layers.0.self_attn", "quant-calib-batches.yaml": "quant.calib_batches",
-		"engine.yaml": "train.engine", "device.yaml": "train.device", "device-quant.yaml": "train.device",
+		"engine.yaml": "train.engine", "device.yaml": "train.device", "device-lora.yaml": "train.device",
 	}
 	files, _ := filepath.Glob(filepath.Join("testdata", "bad", "*.yaml"))
 	if len(files) != len(expect) {

@@ -300,5 +300,15 @@ void host_adamw(float *p, const float *g, float *m, float *v, long n, float step
 	}
 }
 
+void host_dyn_scales(float *scale, float *zero, const float *lo, const float *hi, long ngroups, int kind, float qmin,
+                     float qmax, float fmax) {
+	for (long k = 0; k < ngroups; k++) {
+		float s, z;
+		dyn_scale(kind, kind == 1 ? lo[k] : 0, hi[k], qmin, qmax, fmax, &s, &z);
+		scale[k] = s;
+		zero[k] = z;
+	}
+}
+
 uint16_t host_f16_bits(float f) { return f16_bits(f); }
 float host_f16_float(uint16_t h) { return f16_float(h); }

@@ -122,6 +122,10 @@ func hostAdamW(p, g, m, v []float32, lr, b1, b2, eps, wd, bc1, bc2 float32) {
 	C.host_adamw(fp(p), fp(g), fp(m), fp(v), C.long(len(p)), C.float(step), C.float(decay), C.float(b1), C.float(b2), C.float(eps), C.float(isb2))
 }
 
+func hostDynScales(scale, zero, lo, hi []float32, ngroups int, kind int32, qmin, qmax, fmax float32) {
+	C.host_dyn_scales(fp(scale), fp(zero), fp(lo), fp(hi), C.long(ngroups), C.int(kind), C.float(qmin), C.float(qmax), C.float(fmax))
+}
+
 func hostF16Bits(f float32) uint16 { return uint16(C.host_f16_bits(C.float(f))) }
 
 func hostF16Float(h uint16) float32 { return float32(C.host_f16_float(C.uint16_t(h))) }

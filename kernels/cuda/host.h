@@ -31,5 +31,7 @@ void host_swiglu_bwd(float *dg, float *du, const float *dy, const float *g, cons
 void host_cross_entropy(const float *x, const int *t, float *dx, float *loss, long rows, int n, float gscale);
 void host_adamw(float *p, const float *g, float *m, float *v, long n, float step, float decay, float b1, float b2,
                 float eps, float isb2);
+void host_dyn_scales(float *scale, float *zero, const float *lo, const float *hi, long ngroups, int kind, float qmin,
+                     float qmax, float fmax);
 uint16_t host_f16_bits(float f);
 float host_f16_float(uint16_t h);

@@ -2,7 +2,11 @@
 
 package cuda
 
-import "qat/kernels"
+import (
+	"unsafe"
+
+	"qat/kernels"
+)
 
 // Host runs the training kernels' arithmetic (train.h, the host build) on
 // the CPU, with buffers that are plain slices; products and attention are
@@ -116,5 +120,55 @@ func (Host) AttnForward(a Attn, out, lse, q, k, v []float32) error {
 func (Host) AttnBackward(a Attn, dQ, dK, dV, dout, out, lse, delta, q, k, v []float32, fq, fk, fv bool) error {
 	c := a.cpu()
 	c.Backward(dQ, dK, dV, dout, q, k, v, make([]float32, c.BackwardScratch()), fq, fk, fv)
+	return nil
+}
+
+// Masks returns room for n mask bytes: the backends have one buffer type,
+// and a mask is a float buffer of n/4 values read as bytes.
+func (Host) Masks(n int) ([]float32, error) { return make([]float32, (n+3)/4), nil }
+
+func maskBytes(m []float32, n int) []uint8 { return unsafe.Slice((*uint8)(unsafe.Pointer(&m[0])), 4*len(m))[:n] }
+
+// DynamicScales computes the minmax scale and zero point of each group of
+// x's first n values (qat.Spec's dynamic scales; kind ScaleSym, ScaleAsym
+// or ScaleFP); lo is scratch for the asymmetric ranges.
+func (Host) DynamicScales(scale, zero, lo, x []float32, n, group int, kind int32, qmin, qmax, fmax float32) error {
+	ng := n / group
+	if kind == ScaleAsym {
+		kernels.MinMaxGroups(lo[:ng], scale[:ng], x[:n], group)
+	} else {
+		kernels.AbsMaxGroups(scale[:ng], x[:n], group)
+	}
+	hostDynScales(scale, zero, lo, scale, ng, kind, qmin, qmax, fmax)
+	return nil
+}
+
+// FakeQuantAffine is the host build of qat_fq_affine.
+func (Host) FakeQuantAffine(y, mask, x, scale, zero []float32, n, group int, qmin, qmax float32) error {
+	hostFakeQuantAffine(y[:n], maskBytes(mask, n), x[:n], scale, zero, group, qmin, qmax)
+	return nil
+}
+
+// FakeQuantFP is the host build of qat_fq_fp.
+func (Host) FakeQuantFP(y, mask, x, scale []float32, n, group int, f kernels.FPFormat) error {
+	hostFakeQuantFP(y[:n], maskBytes(mask, n), x[:n], scale, group, f)
+	return nil
+}
+
+// FakeQuantQ4_0 is the host build of qat_fq_q4_0.
+func (Host) FakeQuantQ4_0(y, mask, x []float32, n int) error {
+	hostFakeQuantQ4_0(y[:n], maskBytes(mask, n), x[:n])
+	return nil
+}
+
+// FakeQuantQ8_0 is the host build of qat_fq_q8_0.
+func (Host) FakeQuantQ8_0(y, mask, x []float32, n int) error {
+	hostFakeQuantQ8_0(y[:n], maskBytes(mask, n), x[:n])
+	return nil
+}
+
+// MaskGrad is dx += dy where mask is set.
+func (Host) MaskGrad(dx, dy, mask []float32, n int) error {
+	kernels.MaskGrad(dx[:n], dy[:n], maskBytes(mask, n))
 	return nil
 }

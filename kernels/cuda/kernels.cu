@@ -842,4 +842,17 @@ __global__ void qat_attn_dkv(float *dK, float *dV, const float *dout, const floa
 	}
 }
 
+// qat_dyn_scales: each group's dynamic scale and zero point from its
+// range (lo, hi; hi alone, the absmax, for kinds 0 and 2). scale may be
+// hi: each group is read before it is written.
+__global__ void qat_dyn_scales(float *scale, float *zero, const float *lo, const float *hi, long ngroups, int kind,
+                               float qmin, float qmax, float fmax) {
+	for (long k = gtid(); k < ngroups; k += gstride()) {
+		float l = kind == 1 ? lo[k] : 0, h = hi[k], s, z;
+		dyn_scale(kind, l, h, qmin, qmax, fmax, &s, &z);
+		scale[k] = s;
+		zero[k] = z;
+	}
+}
+
 } // extern "C"

@@ -259,3 +259,23 @@ func (d *Device) GemmChannel(y Buffer, w *ChannelDev, a *TokensDev) error {
 	return d.launch("qat_gemm_channel", gridWarps(w.Rows*a.N), threads, 0, y, w.W, w.Scale, w.Sum, a.U, a.Scale, a.Zero,
 		int32(w.Rows), int32(w.KP), int32(a.N), int32(w.Bits))
 }
+
+// Masks allocates room for n mask bytes (Host's method set: a mask is a
+// float buffer read as bytes).
+func (d *Device) Masks(n int) (Buffer, error) { return d.Floats((n + 3) / 4) }
+
+// DynamicScales computes the minmax scale and zero point of each group of
+// x's n values (qat.Spec's dynamic scales; kind ScaleSym, ScaleAsym or
+// ScaleFP); lo is scratch for the asymmetric ranges.
+func (d *Device) DynamicScales(scale, zero, lo, x Buffer, n, group int, kind int32, qmin, qmax, fmax float32) error {
+	var err error
+	if kind == ScaleAsym {
+		err = d.MinMaxGroups(lo, scale, x, n, group)
+	} else {
+		err = d.AbsMaxGroups(scale, x, n, group)
+	}
+	if err != nil {
+		return err
+	}
+	return d.launch("qat_dyn_scales", grid1(n/group), threads, 0, scale, zero, lo, scale, n/group, kind, qmin, qmax, fmax)
+}

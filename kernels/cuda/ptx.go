@@ -28,8 +28,15 @@ var Kernels = []string{
 	"qat_gemm_packed", "qat_adamw8", "qat_fq_fp", "qat_quantize_tokens", "qat_gemm_channel",
 	"qat_rmsnorm_fwd", "qat_rmsnorm_dx", "qat_rmsnorm_dw", "qat_rope", "qat_swiglu_fwd", "qat_swiglu_bwd",
 	"qat_cross_entropy", "qat_adamw", "qat_add", "qat_axpy", "qat_embedding_fwd", "qat_embedding_bwd",
-	"qat_sgemm", "qat_attn_fwd", "qat_attn_delta", "qat_attn_dq", "qat_attn_dkv",
+	"qat_sgemm", "qat_attn_fwd", "qat_attn_delta", "qat_attn_dq", "qat_attn_dkv", "qat_dyn_scales",
 }
+
+// Scale kinds of DynamicScales (qat.Spec's minmax scales).
+const (
+	ScaleSym  = 0 // symmetric int: amax / ((qmax-qmin)/2)
+	ScaleAsym = 1 // asymmetric int: the range widened to 0, a zero point
+	ScaleFP   = 2 // FP formats: amax / Max
+)
 
 // hasEntry says whether ptx defines the kernel name.
 func hasEntry(ptx, name string) bool { return strings.Contains(ptx, ".entry "+name+"(") }

@@ -317,4 +317,24 @@ QD int tok_asym_code(float v, float inv, float z) { return (int)gmin(gmax(ADD(ri
 // product d = sum_k w[r,k] (u[k] - z): s_w * s_x * float32(d).
 QD float channel_out(float sw, float sx, long long d) { return MUL(MUL(sw, sx), (float)d); }
 
+// The dynamic (minmax) scales of qat.Spec, per group from its range:
+// symmetric int s = max(amax / ((qmax-qmin)/2), 2^-23); asymmetric int over
+// the range widened to contain 0, s = max((h-l)/(qmax-qmin), 2^-23) and
+// zero point clamp(qmin - rne(l/s), qmin, qmax); FP s = max(amax/fmax,
+// 1e-12). kind: 0 symmetric int, 1 asymmetric int, 2 FP.
+QD void dyn_scale(int kind, float lo, float hi, float qmin, float qmax, float fmax, float *s, float *z) {
+	if (kind == 0) {
+		*s = gmax(DIV(hi, DIV(SUB(qmax, qmin), 2.0f)), 1.1920929e-07f);
+		*z = 0;
+	} else if (kind == 1) {
+		float l = gmin(lo, 0.0f), h = gmax(hi, 0.0f);
+		float sc = gmax(DIV(SUB(h, l), SUB(qmax, qmin)), 1.1920929e-07f);
+		*s = sc;
+		*z = gmin(gmax(SUB(qmin, rintf(DIV(l, sc))), qmin), qmax);
+	} else {
+		*s = gmax(DIV(hi, fmax), 1e-12f);
+		*z = 0;
+	}
+}
+
 #endif

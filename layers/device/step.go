@@ -13,8 +13,10 @@ import (
 	"math"
 
 	"qat/autograd"
+	"qat/kernels"
 	"qat/kernels/cuda"
 	"qat/layers"
+	"qat/qat"
 )
 
 // Backend is the op set the step is written against, with F the float
@@ -41,13 +43,39 @@ type Backend[F, I any] interface {
 	EmbeddingBwd(dw, dy F, ids I, rows, dim int) error
 	AttnForward(a cuda.Attn, out, lse, q, k, v F) error
 	AttnBackward(a cuda.Attn, dQ, dK, dV, dout, out, lse, delta, q, k, v F, fq, fk, fv bool) error
+	// fake quantization (minmax scales) and its straight-through backward
+	Masks(n int) (F, error)
+	DynamicScales(scale, zero, lo, x F, n, group int, kind int32, qmin, qmax, fmax float32) error
+	FakeQuantAffine(y, mask, x, scale, zero F, n, group int, qmin, qmax float32) error
+	FakeQuantFP(y, mask, x, scale F, n, group int, f kernels.FPFormat) error
+	FakeQuantQ4_0(y, mask, x F, n int) error
+	FakeQuantQ8_0(y, mask, x F, n int) error
+	MaskGrad(dx, dy, mask F, n int) error
 }
 
-// param is one weight on the backend with its gradient.
+// param is one weight on the backend with its gradient, and for a linear
+// its weight and input quantizers (nil: full precision).
 type param[F any] struct {
-	v    *autograd.Var
-	w, g F
+	v      *autograd.Var
+	w, g   F
+	wq, xq *fq[F]
 }
+
+// fq is a fake quantizer with minmax scales (qat.Quantizer's dynamic
+// scales, the straight-through gradient) on the backend: its output and
+// mask are kept for the backward.
+type fq[F any] struct {
+	spec              qat.Spec
+	kind              int32
+	qmin, qmax, fmax  float32
+	fp                kernels.FPFormat
+	n, group          int
+	out, mask, sc, zr F
+	lo                F
+}
+
+// fpFormats are the float formats of qat specs.
+var fpFormats = map[string]kernels.FPFormat{"fp8_e4m3": kernels.FP8E4M3, "fp8_e5m2": kernels.FP8E5M2, "fp4_e2m1": kernels.FP4E2M1}
 
 // layer holds one block's weights and the activations its backward reads.
 type layer[F any] struct {
@@ -81,26 +109,25 @@ type Step[F, I any] struct {
 	loss    F
 	// backward scratch
 	dx, dh, dxn, datt, dq, dk, dv, dqr, dkr, ds, dg, du, delta F
+	dwq, dxq                                                   F // quantized products' gradients
 	lossHost, gradHost                                         []float32
 	tg                                                         []int32
 }
 
-// New lays m out on be for B x T batches. It refuses models with
-// quantizers attached (fake quantization is not in the device step yet).
+// New lays m out on be for B x T batches. The blocks' linears may carry
+// qat quantizers with minmax scales (int grids, FP formats, Q4_0/Q8_0: the
+// presets but QQQ's two-level one); learned or searched steps (lsq, mse),
+// GWQ outliers, LR-QAT adapters and a quantized KV cache or lm_head are
+// refused.
 func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], error) {
 	c := m.Config
 	for _, l := range m.Layers {
-		for _, lin := range []*layers.Linear{l.Attn.Q, l.Attn.K, l.Attn.V, l.Attn.O, l.MLP.Gate, l.MLP.Up, l.MLP.Down} {
-			if lin.Quantized() {
-				return nil, fmt.Errorf("device step: the model has quantizers attached; the device step trains full precision only so far")
-			}
-		}
 		if l.Attn.KQuant != nil {
-			return nil, fmt.Errorf("device step: the model quantizes its KV cache; the device step trains full precision only so far")
+			return nil, fmt.Errorf("device step: the model quantizes its KV cache; the device step does not yet")
 		}
 	}
 	if m.Head != nil && m.Head.Quantized() {
-		return nil, fmt.Errorf("device step: lm_head is quantized")
+		return nil, fmt.Errorf("device step: lm_head is quantized; the device step quantizes the blocks' linears only")
 	}
 	if T > c.MaxSeq {
 		return nil, fmt.Errorf("device step: %d tokens, max sequence %d", T, c.MaxSeq)
@@ -127,6 +154,45 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 		p := param[F]{v: v, w: floats(v.Size()), g: floats(v.Size())}
 		return p
 	}
+	newFQ := func(q layers.Quantizer, row, n int) *fq[F] {
+		if q == nil || err != nil {
+			return nil
+		}
+		qq, ok := q.(*qat.Quantizer)
+		switch {
+		case !ok:
+			err = fmt.Errorf("device step: a %T quantizer (GWQ outliers, QQQ's two-level groups, LR-QAT) does not run on the device yet", q)
+			return nil
+		case qq.Scale != "minmax":
+			err = fmt.Errorf("device step: %s scales do not run on the device yet (minmax only)", qq.Scale)
+			return nil
+		}
+		f := &fq[F]{spec: qq.Spec, n: n, out: floats(n)}
+		if f.mask, err = be.Masks(n); err != nil {
+			return nil
+		}
+		switch qq.Format {
+		case "q4_0", "q8_0":
+			return f
+		case "int":
+			f.qmin, f.qmax = qq.Grid()
+			f.kind = cuda.ScaleSym
+			if !qq.Symmetric {
+				f.kind = cuda.ScaleAsym
+			}
+		default:
+			f.fp, f.kind = fpFormats[qq.Format], cuda.ScaleFP
+			f.fmax = f.fp.Max
+		}
+		f.group, err = qq.Group(row, n)
+		f.sc, f.zr, f.lo = floats(n/f.group), floats(n/f.group), floats(n/f.group)
+		return f
+	}
+	quant := func(p *param[F], l *layers.Linear, N int) {
+		in := p.v.Shape()[1]
+		p.wq = newFQ(l.WeightQuant, in, p.v.Size())
+		p.xq = newFQ(l.InputQuant, in, N*in)
+	}
 	N, d, kv, f, V := B*T, c.Dim, c.KVHeads*hd, c.FFNHidden, c.Vocab
 	s.embed, s.norm = par(m.Embed.Weight), par(m.Norm.Weight)
 	s.params = append(s.params, &s.embed)
@@ -140,10 +206,19 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 			g: floats(N * f), u: floats(N * f), s: floats(N * f),
 		})
 	}
+	maxW, maxX := 0, 0
 	for i := range s.layers {
-		l := &s.layers[i]
+		l, ml := &s.layers[i], m.Layers[i]
 		s.params = append(s.params, &l.attnNorm, &l.q, &l.k, &l.v, &l.o, &l.mlpNorm, &l.gate, &l.up, &l.down)
+		for _, pl := range []struct {
+			p *param[F]
+			l *layers.Linear
+		}{{&l.q, ml.Attn.Q}, {&l.k, ml.Attn.K}, {&l.v, ml.Attn.V}, {&l.o, ml.Attn.O}, {&l.gate, ml.MLP.Gate}, {&l.up, ml.MLP.Up}, {&l.down, ml.MLP.Down}} {
+			quant(pl.p, pl.l, N)
+			maxW, maxX = max(maxW, pl.p.v.Size()), max(maxX, N*pl.p.v.Shape()[1])
+		}
 	}
+	s.dwq, s.dxq = floats(maxW), floats(maxX)
 	s.params = append(s.params, &s.norm)
 	if m.Head != nil {
 		h := par(m.Head.Weight)
@@ -222,6 +297,33 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 	lin := func(y, x, w F, out, in int) { // y = x W^T
 		do(be.Sgemm(false, true, N, out, in, 1, x, in, w, in, 0, y, out))
 	}
+	apply := func(f *fq[F], x F) F {
+		switch f.spec.Format {
+		case "q4_0":
+			do(be.FakeQuantQ4_0(f.out, f.mask, x, f.n))
+		case "q8_0":
+			do(be.FakeQuantQ8_0(f.out, f.mask, x, f.n))
+		default:
+			do(be.DynamicScales(f.sc, f.zr, f.lo, x, f.n, f.group, f.kind, f.qmin, f.qmax, f.fmax))
+			if f.kind == cuda.ScaleFP {
+				do(be.FakeQuantFP(f.out, f.mask, x, f.sc, f.n, f.group, f.fp))
+			} else {
+				do(be.FakeQuantAffine(f.out, f.mask, x, f.sc, f.zr, f.n, f.group, f.qmin, f.qmax))
+			}
+		}
+		return f.out
+	}
+	// linq is lin through p's quantizers: y = Q(x) Q(W)^T
+	linq := func(y, x F, p *param[F], out, in int) {
+		w := p.w
+		if p.wq != nil {
+			w = apply(p.wq, p.w)
+		}
+		if p.xq != nil {
+			x = apply(p.xq, x)
+		}
+		lin(y, x, w, out, in)
+	}
 	// forward
 	x := s.xo // the embedding output, then each layer's output in turn
 	do(be.EmbeddingFwd(x, s.embed.w, s.ids, N, d))
@@ -229,19 +331,19 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 		l := &s.layers[i]
 		do(be.Copy(l.x, x, N*d))
 		do(be.RMSNormFwd(l.xn1, l.rstd1, l.x, l.attnNorm.w, N, d, float32(c.NormEps)))
-		lin(s.dq, l.xn1, l.q.w, d, d)
-		lin(s.dk, l.xn1, l.k.w, kv, d)
-		lin(l.vv, l.xn1, l.v.w, kv, d)
+		linq(s.dq, l.xn1, &l.q, d, d)
+		linq(s.dk, l.xn1, &l.k, kv, d)
+		linq(l.vv, l.xn1, &l.v, kv, d)
 		do(be.RoPE(l.qr, s.dq, s.pos, s.cos, s.sin, N, c.Heads, hd, 1, false))
 		do(be.RoPE(l.kr, s.dk, s.pos, s.cos, s.sin, N, c.KVHeads, hd, 1, false))
 		do(be.AttnForward(s.attn, l.att, l.lse, l.qr, l.kr, l.vv))
-		lin(s.datt, l.att, l.o.w, d, d)
+		linq(s.datt, l.att, &l.o, d, d)
 		do(be.Add(l.h, l.x, s.datt, N*d))
 		do(be.RMSNormFwd(l.xn2, l.rstd2, l.h, l.mlpNorm.w, N, d, float32(c.NormEps)))
-		lin(l.g, l.xn2, l.gate.w, f, d)
-		lin(l.u, l.xn2, l.up.w, f, d)
+		linq(l.g, l.xn2, &l.gate, f, d)
+		linq(l.u, l.xn2, &l.up, f, d)
 		do(be.SwiGLUFwd(l.s, l.g, l.u, N*f))
-		lin(s.dxn, l.s, l.down.w, d, f)
+		linq(s.dxn, l.s, &l.down, d, f)
 		do(be.Add(x, l.h, s.dxn, N*d))
 	}
 	do(be.RMSNormFwd(s.xf, s.rstdf, x, s.norm.w, N, d, float32(c.NormEps)))
@@ -271,31 +373,52 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 	do(be.Sgemm(true, false, V, d, N, 1, s.dlogits, V, s.xf, d, 1, headG, d))   // dW += dlogits^T xf
 	do(be.Zero(s.dx, N*d))
 	do(be.RMSNormBwd(s.dx, s.norm.g, s.dxn, x, s.norm.w, s.rstdf, N, d))
-	// linB: dx (+)= dy W, dW += dy^T x for y = x W^T
-	linB := func(dx, dW, dy, x, w F, out, in int, beta float32) {
-		do(be.Sgemm(false, false, N, in, out, 1, dy, out, w, in, beta, dx, in))
-		do(be.Sgemm(true, false, out, in, N, 1, dy, out, x, in, 1, dW, in))
+	// linB: dx (+)= dy Q(W), dW += dy^T Q(x) for y = Q(x) Q(W)^T, through
+	// the straight-through masks of p's quantizers
+	linB := func(dx F, p *param[F], dy, x F, out, in int, beta float32) {
+		w := p.w
+		if p.wq != nil {
+			w = p.wq.out
+		}
+		if p.xq != nil {
+			x = p.xq.out
+		}
+		if p.wq != nil {
+			do(be.Sgemm(true, false, out, in, N, 1, dy, out, x, in, 0, s.dwq, in))
+			do(be.MaskGrad(p.g, s.dwq, p.wq.mask, out*in))
+		} else {
+			do(be.Sgemm(true, false, out, in, N, 1, dy, out, x, in, 1, p.g, in))
+		}
+		if p.xq != nil {
+			do(be.Sgemm(false, false, N, in, out, 1, dy, out, w, in, 0, s.dxq, in))
+			if beta == 0 {
+				do(be.Zero(dx, N*in))
+			}
+			do(be.MaskGrad(dx, s.dxq, p.xq.mask, N*in))
+		} else {
+			do(be.Sgemm(false, false, N, in, out, 1, dy, out, w, in, beta, dx, in))
+		}
 	}
 	for i := len(s.layers) - 1; i >= 0; i-- {
 		l := &s.layers[i]
 		// out = h + down(swiglu(gate(xn2), up(xn2))), xn2 = norm(h)
 		do(be.Copy(s.dh, s.dx, N*d))
-		linB(s.ds, l.down.g, s.dx, l.s, l.down.w, d, f, 0)
+		linB(s.ds, &l.down, s.dx, l.s, d, f, 0)
 		do(be.Zero(s.dg, N*f))
 		do(be.Zero(s.du, N*f))
 		do(be.SwiGLUBwd(s.dg, s.du, s.ds, l.g, l.u, N*f))
-		linB(s.dxn, l.gate.g, s.dg, l.xn2, l.gate.w, f, d, 0)
-		linB(s.dxn, l.up.g, s.du, l.xn2, l.up.w, f, d, 1)
+		linB(s.dxn, &l.gate, s.dg, l.xn2, f, d, 0)
+		linB(s.dxn, &l.up, s.du, l.xn2, f, d, 1)
 		do(be.RMSNormBwd(s.dh, l.mlpNorm.g, s.dxn, l.h, l.mlpNorm.w, l.rstd2, N, d))
 		// h = x + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1))), xn1 = norm(x)
 		do(be.Copy(s.dx, s.dh, N*d))
-		linB(s.datt, l.o.g, s.dh, l.att, l.o.w, d, d, 0)
+		linB(s.datt, &l.o, s.dh, l.att, d, d, 0)
 		do(be.AttnBackward(s.attn, s.dqr, s.dkr, s.dv, s.datt, l.att, l.lse, s.delta, l.qr, l.kr, l.vv, true, true, true))
 		do(be.RoPE(s.dq, s.dqr, s.pos, s.cos, s.sin, N, c.Heads, hd, -1, false))
 		do(be.RoPE(s.dk, s.dkr, s.pos, s.cos, s.sin, N, c.KVHeads, hd, -1, false))
-		linB(s.dxn, l.q.g, s.dq, l.xn1, l.q.w, d, d, 0)
-		linB(s.dxn, l.k.g, s.dk, l.xn1, l.k.w, kv, d, 1)
-		linB(s.dxn, l.v.g, s.dv, l.xn1, l.v.w, kv, d, 1)
+		linB(s.dxn, &l.q, s.dq, l.xn1, d, d, 0)
+		linB(s.dxn, &l.k, s.dk, l.xn1, kv, d, 1)
+		linB(s.dxn, &l.v, s.dv, l.xn1, kv, d, 1)
 		do(be.RMSNormBwd(s.dx, l.attnNorm.g, s.dxn, l.x, l.attnNorm.w, l.rstd1, N, d))
 	}
 	do(be.EmbeddingBwd(s.embed.g, s.dx, s.ids, N, d))

@@ -34,7 +34,10 @@ func TestMain(m *testing.M) {
 
 func TestDeviceStep(t *testing.T) {
 	for i, c := range configs {
-		compare[cuda.Buffer, cuda.Buffer](t, dev, c, 2, c.MaxSeq, uint64(i+1), 1e-5, 1e-4)
+		compare[cuda.Buffer, cuda.Buffer](t, dev, c, "", 2, c.MaxSeq, uint64(i+1), 1e-5, 1e-4)
+	}
+	for _, p := range presets {
+		compare[cuda.Buffer, cuda.Buffer](t, dev, configs[2], p, 2, configs[2].MaxSeq, 5, 1e-5, 1e-4)
 	}
 }
 

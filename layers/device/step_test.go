@@ -8,8 +8,10 @@ import (
 	"testing"
 
 	"qat/autograd"
+	"qat/kernels"
 	"qat/kernels/cuda"
 	"qat/layers"
+	"qat/qat"
 )
 
 // configs cover tied and separate heads, GQA ratios 1, 2 and 4 and odd
@@ -23,10 +25,15 @@ var configs = []layers.Config{
 // compare runs one step of the backend and of the tape from the same
 // weights and batch: the loss within lossTol, every gradient within gradTol
 // of the largest in its tensor.
-func compare[F, I any](t *testing.T, be Backend[F, I], c layers.Config, B, T int, seed uint64, lossTol, gradTol float64) {
+func compare[F, I any](t *testing.T, be Backend[F, I], c layers.Config, preset string, B, T int, seed uint64, lossTol, gradTol float64) {
 	t.Helper()
 	m := layers.New(c)
 	m.Init(seed)
+	if preset != "" {
+		if err := qat.Prepare(m, qat.Presets[preset]); err != nil {
+			t.Fatal(err)
+		}
+	}
 	rng := rand.New(rand.NewPCG(seed, 7))
 	for _, p := range m.Params() { // norms away from 1, so their gradients matter
 		if len(p.Var.Shape()) == 1 {
@@ -93,7 +100,23 @@ func compare[F, I any](t *testing.T, be Backend[F, I], c layers.Config, B, T int
 // against the tape.
 func TestHostStep(t *testing.T) {
 	for i, c := range configs {
-		compare[[]float32, []int32](t, cuda.Host{}, c, 2, c.MaxSeq, uint64(i+1), 1e-6, 1e-5)
+		compare[[]float32, []int32](t, cuda.Host{}, c, "", 2, c.MaxSeq, uint64(i+1), 1e-6, 1e-5)
+	}
+}
+
+// presets are the QAT recipes the device step runs (minmax scales).
+var presets = []string{"w4a8", "w4a8-qqq", "w4a16-g32", "w4a4", "w8a8", "fp8"}
+
+// TestHostStepQAT: the same with fake quantization on weights and
+// activations (straight-through gradients). The tape runs kernels.Generic,
+// whose loops the host build repeats bit for bit: with the vector kernels
+// a last-bit difference before a quantizer moves a value across a
+// rounding boundary now and then, and its gradient by a whole step.
+func TestHostStepQAT(t *testing.T) {
+	defer kernels.Use(kernels.Active)
+	kernels.Use(kernels.Generic)
+	for _, p := range presets {
+		compare[[]float32, []int32](t, cuda.Host{}, configs[2], p, 2, configs[2].MaxSeq, 5, 1e-6, 1e-5)
 	}
 }
 
@@ -112,5 +135,17 @@ func TestStepRefusals(t *testing.T) {
 	}
 	if _, err := s.LossBackward([]int32{1, 2, 3}, []int32{1, 2, 3}); err == nil {
 		t.Error("3 ids for 1 x 4: no error")
+	}
+	lsq := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "lsq"}}}
+	two := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax", TwoLevel: true}}}
+	for name, rules := range map[string][]qat.Rule{"lsq": lsq, "two-level": two} {
+		m := layers.New(configs[2])
+		m.Init(1)
+		if err := qat.Prepare(m, rules); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := New[[]float32, []int32](cuda.Host{}, m, 1, 4); err == nil {
+			t.Errorf("%s quantizers: no error", name)
+		}
 	}
 }

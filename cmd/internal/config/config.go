@@ -54,8 +54,9 @@ type Train struct {
 	Engine string `yaml:"engine"`
 	// Device runs the tape engine's loss and gradients on cpu (the
 	// default) or cuda: the explicit Llama step of layers/device on the
-	// GPU, full precision only so far, in a binary built with the gpu tag
-	// (docs/cuda.md). Optimizer and checkpoints stay on the CPU.
+	// GPU, in a binary built with the gpu tag (docs/cuda.md); full
+	// precision or quantizers with minmax scales, no adapters. Optimizer
+	// and checkpoints stay on the CPU.
 	Device string `yaml:"device"`
 }
 
@@ -260,10 +261,8 @@ func (c *Config) validate() *fieldError {
 		return &fieldError{"train.device", fmt.Sprintf("%q, want cpu or cuda", t.Device)}
 	case t.Device == "cuda" && t.Engine == "gorgonia":
 		return &fieldError{"train.device", "cuda runs the tape's step, not train.engine gorgonia"}
-	case t.Device == "cuda" && len(c.QuantRules()) > 0:
-		return &fieldError{"train.device", "cuda trains full precision only so far: remove quant.preset and quant.rules, or train on the cpu"}
 	case t.Device == "cuda" && c.Lora != nil:
-		return &fieldError{"train.device", "cuda trains full precision without adapters only so far"}
+		return &fieldError{"train.device", "cuda does not train adapters (lora) yet: train them on the cpu"}
 	}
 	o := c.Optimizer
 	switch {
