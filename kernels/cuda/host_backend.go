@@ -127,7 +127,9 @@ func (Host) AttnBackward(a Attn, dQ, dK, dV, dout, out, lse, delta, q, k, v []fl
 // and a mask is a float buffer of n/4 values read as bytes.
 func (Host) Masks(n int) ([]float32, error) { return make([]float32, (n+3)/4), nil }
 
-func maskBytes(m []float32, n int) []uint8 { return unsafe.Slice((*uint8)(unsafe.Pointer(&m[0])), 4*len(m))[:n] }
+func maskBytes(m []float32, n int) []uint8 {
+	return unsafe.Slice((*uint8)(unsafe.Pointer(&m[0])), 4*len(m))[:n]
+}
 
 // DynamicScales computes the minmax scale and zero point of each group of
 // x's first n values (qat.Spec's dynamic scales; kind ScaleSym, ScaleAsym
