@@ -41,6 +41,8 @@ test: deps vet cuda-vet
 	@# The portable paths: gonum sgemm (noblas) and no cgo at all (Go kernels only).
 	$(RUNENV) $(GO) test -count=1 -tags noblas ./kernels ./autograd ./optim
 	CGO_ENABLED=0 $(GO) test -count=1 ./kernels ./autograd ./optim
+	@# The device kernels' host build against package kernels' Go loops: bit for bit, sums included.
+	$(RUNENV) $(GO) test -count=1 -tags purego ./kernels/cuda
 	@# Short fuzz runs of the file and config parsers.
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30000x ./data/safetensors
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30000x ./cmd/internal/config
