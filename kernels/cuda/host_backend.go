@@ -174,3 +174,18 @@ func (Host) MaskGrad(dx, dy, mask []float32, n int) error {
 	kernels.MaskGrad(dx[:n], dy[:n], maskBytes(mask, n))
 	return nil
 }
+
+// FakeQuantLSQ is the host build of qat_fq_lsq.
+func (Host) FakeQuantLSQ(y, mask, x, step []float32, n, group int, qn, qp float32) error {
+	hostFakeQuantLSQ(y[:n], maskBytes(mask, n), x[:n], step, group, qn, qp)
+	return nil
+}
+
+// LSQGrad is the host build of qat_lsq_grad (dx may be nil).
+func (Host) LSQGrad(dx, dstep, dy, x, step []float32, n, group int, qn, qp, gscale float32) error {
+	if dx != nil {
+		dx = dx[:n]
+	}
+	hostLSQGrad(dx, dstep, dy[:n], x[:n], step, group, qn, qp, gscale)
+	return nil
+}

@@ -51,6 +51,8 @@ type Backend[F, I any] interface {
 	FakeQuantQ4_0(y, mask, x F, n int) error
 	FakeQuantQ8_0(y, mask, x F, n int) error
 	MaskGrad(dx, dy, mask F, n int) error
+	FakeQuantLSQ(y, mask, x, step F, n, group int, qn, qp float32) error
+	LSQGrad(dx, dstep, dy, x, step F, n, group int, qn, qp, gscale float32) error
 }
 
 // param is one weight on the backend with its gradient, and for a linear
@@ -61,17 +63,21 @@ type param[F any] struct {
 	wq, xq *fq[F]
 }
 
-// fq is a fake quantizer with minmax scales (qat.Quantizer's dynamic
-// scales, the straight-through gradient) on the backend: its output and
-// mask are kept for the backward.
+// fq is a qat.Quantizer on the backend: minmax scales computed from each
+// input, mse's fixed steps and zero points, or LSQ's learned steps (whose
+// gradient goes back to the quantizer's step tensor); its input, output
+// and mask are kept for the backward.
 type fq[F any] struct {
 	spec              qat.Spec
+	q                 *qat.Quantizer
 	kind              int32
 	qmin, qmax, fmax  float32
 	fp                kernels.FPFormat
 	n, group          int
 	out, mask, sc, zr F
-	lo                F
+	lo, in            F
+	step              *param[F] // lsq: the learned steps and their gradient
+	gscale            float32
 }
 
 // fpFormats are the float formats of qat specs.
@@ -115,10 +121,11 @@ type Step[F, I any] struct {
 }
 
 // New lays m out on be for B x T batches. The blocks' linears may carry
-// qat quantizers with minmax scales (int grids, FP formats, Q4_0/Q8_0: the
-// presets but QQQ's two-level one); learned or searched steps (lsq, mse),
-// GWQ outliers, LR-QAT adapters and a quantized KV cache or lm_head are
-// refused.
+// qat quantizers: minmax scales (int grids, FP formats, Q4_0/Q8_0: every
+// preset but QQQ's two-level one), mse's fixed steps and LSQ's learned
+// ones (symmetric; their gradients go to the quantizers' step tensors, as
+// on the tape). LSQ+, GWQ outliers, two-level groups, LR-QAT adapters and
+// a quantized KV cache or lm_head are refused.
 func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], error) {
 	c := m.Config
 	for _, l := range m.Layers {
@@ -163,11 +170,14 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 		case !ok:
 			err = fmt.Errorf("device step: a %T quantizer (GWQ outliers, QQQ's two-level groups, LR-QAT) does not run on the device yet", q)
 			return nil
-		case qq.Scale != "minmax":
-			err = fmt.Errorf("device step: %s scales do not run on the device yet (minmax only)", qq.Scale)
+		case qq.Scale == "lsq" && !qq.Symmetric:
+			err = fmt.Errorf("device step: LSQ+ (asymmetric lsq) does not run on the device yet")
+			return nil
+		case qq.Scale != "minmax" && qq.Format != "int":
+			err = fmt.Errorf("device step: %s scales on %s do not run on the device", qq.Scale, qq.Format)
 			return nil
 		}
-		f := &fq[F]{spec: qq.Spec, n: n, out: floats(n)}
+		f := &fq[F]{spec: qq.Spec, q: qq, n: n, out: floats(n)}
 		if f.mask, err = be.Masks(n); err != nil {
 			return nil
 		}
@@ -186,6 +196,16 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 		}
 		f.group, err = qq.Group(row, n)
 		f.sc, f.zr, f.lo = floats(n/f.group), floats(n/f.group), floats(n/f.group)
+		if qq.Scale == "lsq" {
+			p := par(qq.Step)
+			f.step = &p
+			s.params = append(s.params, f.step)
+			g := f.group
+			if qq.Activation {
+				g = row
+			}
+			f.gscale = float32(1 / math.Sqrt(float64(g)*float64(f.qmax)))
+		}
 		return f
 	}
 	quant := func(p *param[F], l *layers.Linear, N int) {
@@ -303,6 +323,19 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 			do(be.FakeQuantQ4_0(f.out, f.mask, x, f.n))
 		case "q8_0":
 			do(be.FakeQuantQ8_0(f.out, f.mask, x, f.n))
+		case "int":
+			switch f.spec.Scale {
+			case "lsq":
+				f.in = x
+				do(be.FakeQuantLSQ(f.out, f.mask, x, f.step.w, f.n, f.group, -f.qmin, f.qmax))
+				return f.out
+			case "mse":
+				do(be.WriteFloats(f.sc, f.q.Step.Data()))
+				do(be.WriteFloats(f.zr, f.q.Zero.Data()))
+				do(be.FakeQuantAffine(f.out, f.mask, x, f.sc, f.zr, f.n, f.group, f.qmin, f.qmax))
+				return f.out
+			}
+			fallthrough
 		default:
 			do(be.DynamicScales(f.sc, f.zr, f.lo, x, f.n, f.group, f.kind, f.qmin, f.qmax, f.fmax))
 			if f.kind == cuda.ScaleFP {
@@ -373,6 +406,15 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 	do(be.Sgemm(true, false, V, d, N, 1, s.dlogits, V, s.xf, d, 1, headG, d))   // dW += dlogits^T xf
 	do(be.Zero(s.dx, N*d))
 	do(be.RMSNormBwd(s.dx, s.norm.g, s.dxn, x, s.norm.w, s.rstdf, N, d))
+	// back adds a quantizer's input gradient from its output's, dy, into
+	// dx: the straight-through mask, or LSQ's gradients (dx and the steps)
+	back := func(f *fq[F], dx, dy F) {
+		if f.step != nil {
+			do(be.LSQGrad(dx, f.step.g, dy, f.in, f.step.w, f.n, f.group, -f.qmin, f.qmax, f.gscale))
+			return
+		}
+		do(be.MaskGrad(dx, dy, f.mask, f.n))
+	}
 	// linB: dx (+)= dy Q(W), dW += dy^T Q(x) for y = Q(x) Q(W)^T, through
 	// the straight-through masks of p's quantizers
 	linB := func(dx F, p *param[F], dy, x F, out, in int, beta float32) {
@@ -385,7 +427,7 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 		}
 		if p.wq != nil {
 			do(be.Sgemm(true, false, out, in, N, 1, dy, out, x, in, 0, s.dwq, in))
-			do(be.MaskGrad(p.g, s.dwq, p.wq.mask, out*in))
+			back(p.wq, p.g, s.dwq)
 		} else {
 			do(be.Sgemm(true, false, out, in, N, 1, dy, out, x, in, 1, p.g, in))
 		}
@@ -394,7 +436,7 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 			if beta == 0 {
 				do(be.Zero(dx, N*in))
 			}
-			do(be.MaskGrad(dx, s.dxq, p.xq.mask, N*in))
+			back(p.xq, dx, s.dxq)
 		} else {
 			do(be.Sgemm(false, false, N, in, out, 1, dy, out, w, in, beta, dx, in))
 		}

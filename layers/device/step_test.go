@@ -5,6 +5,7 @@ package device
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"qat/autograd"
@@ -30,13 +31,17 @@ func compare[F, I any](t *testing.T, be Backend[F, I], c layers.Config, preset s
 	m := layers.New(c)
 	m.Init(seed)
 	if preset != "" {
-		if err := qat.Prepare(m, qat.Presets[preset]); err != nil {
+		rules, ok := qat.Presets[preset]
+		if !ok {
+			rules = steppedRules
+		}
+		if err := qat.Prepare(m, rules); err != nil {
 			t.Fatal(err)
 		}
 	}
 	rng := rand.New(rand.NewPCG(seed, 7))
 	for _, p := range m.Params() { // norms away from 1, so their gradients matter
-		if len(p.Var.Shape()) == 1 {
+		if strings.HasSuffix(p.Name, "norm.weight") {
 			for i := range p.Var.Data() {
 				p.Var.Data()[i] = 1 + 0.2*float32(rng.NormFloat64())
 			}
@@ -104,8 +109,16 @@ func TestHostStep(t *testing.T) {
 	}
 }
 
-// presets are the QAT recipes the device step runs (minmax scales).
-var presets = []string{"w4a8", "w4a8-qqq", "w4a16-g32", "w4a4", "w8a8", "fp8"}
+// presets are QAT recipes the device step runs: the minmax presets, and
+// "stepped": LSQ's learned steps on attention weights, mse's searched ones
+// on the MLP's, per-token int8 activations.
+var presets = []string{"w4a8", "w4a8-qqq", "w4a16-g32", "w4a4", "w8a8", "fp8", "stepped"}
+
+var steppedRules = []qat.Rule{
+	{Match: "model.layers.*.self_attn.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "lsq"},
+		Activations: &qat.Spec{Format: "int", Bits: 8, Symmetric: false, Granularity: "token", Scale: "minmax"}},
+	{Match: "model.layers.*.mlp.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: false, Granularity: "group", GroupSize: 32, Scale: "mse"}},
+}
 
 // TestHostStepQAT: the same with fake quantization on weights and
 // activations (straight-through gradients). The tape runs kernels.Generic,
@@ -136,9 +149,9 @@ func TestStepRefusals(t *testing.T) {
 	if _, err := s.LossBackward([]int32{1, 2, 3}, []int32{1, 2, 3}); err == nil {
 		t.Error("3 ids for 1 x 4: no error")
 	}
-	lsq := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "lsq"}}}
+	lsq := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: false, Granularity: "channel", Scale: "lsq"}}}
 	two := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax", TwoLevel: true}}}
-	for name, rules := range map[string][]qat.Rule{"lsq": lsq, "two-level": two} {
+	for name, rules := range map[string][]qat.Rule{"lsq+": lsq, "two-level": two} {
 		m := layers.New(configs[2])
 		m.Init(1)
 		if err := qat.Prepare(m, rules); err != nil {
