@@ -85,7 +85,7 @@ gpu:
 CUDA_INC = $(if $(wildcard /usr/include/cuda.h),/usr/include,$(CURDIR)/.cache/cuda/include)
 cuda-headers:
 	@if ! [ -e $(CUDA_INC)/cuda.h ]; then \
-		if ! apt-cache show nvidia-cuda-dev >/dev/null 2>&1; then \
+		if ! apt-get download --print-uris nvidia-cuda-dev >/dev/null 2>&1; then \
 			printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: non-free\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
 				> /etc/apt/sources.list.d/qat-cuda-headers.sources && apt-get update -qq; \
 		fi; \
