@@ -31,9 +31,6 @@ func (Host) WriteInts(dst, src []int32) error { copy(dst, src); return nil }
 // ReadFloats copies src into dst.
 func (Host) ReadFloats(dst, src []float32) error { copy(dst, src); return nil }
 
-// Slice is b[off : off+n].
-func (Host) Slice(b []float32, off, n int) []float32 { return b[off : off+n] }
-
 // Zero clears n values of b.
 func (Host) Zero(b []float32, n int) error { clear(b[:n]); return nil }
 

@@ -164,11 +164,6 @@ func (d *Device) WriteInts(dst Buffer, src []int32) error { return write(d, dst,
 // ReadFloats copies the start of src into dst.
 func (d *Device) ReadFloats(dst []float32, src Buffer) error { return Download(d, dst, src) }
 
-// Slice is n floats of b from float offset off.
-func (d *Device) Slice(b Buffer, off, n int) Buffer {
-	return Buffer{Ptr: b.Ptr + cu.DevicePtr(4*off), Bytes: int64(4 * n)}
-}
-
 // Zero clears n floats of b.
 func (d *Device) Zero(b Buffer, n int) error {
 	if n == 0 {

@@ -28,7 +28,6 @@ type Backend[F, I any] interface {
 	WriteFloats(dst F, src []float32) error
 	WriteInts(dst I, src []int32) error
 	ReadFloats(dst []float32, src F) error
-	Slice(b F, off, n int) F
 	Zero(b F, n int) error
 	Copy(dst, src F, n int) error
 	Sgemm(tA, tB bool, m, n, k int, alpha float32, a F, lda int, b F, ldb int, beta float32, c F, ldc int) error
@@ -68,7 +67,6 @@ type param[F any] struct {
 // gradient goes back to the quantizer's step tensor); its input, output
 // and mask are kept for the backward.
 type fq[F any] struct {
-	spec              qat.Spec
 	q                 *qat.Quantizer
 	kind              int32
 	qmin, qmax, fmax  float32
@@ -177,7 +175,7 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 			err = fmt.Errorf("device step: %s scales on %s do not run on the device", qq.Scale, qq.Format)
 			return nil
 		}
-		f := &fq[F]{spec: qq.Spec, q: qq, n: n, out: floats(n)}
+		f := &fq[F]{q: qq, n: n, out: floats(n)}
 		if f.mask, err = be.Masks(n); err != nil {
 			return nil
 		}
@@ -318,13 +316,13 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 		do(be.Sgemm(false, true, N, out, in, 1, x, in, w, in, 0, y, out))
 	}
 	apply := func(f *fq[F], x F) F {
-		switch f.spec.Format {
+		switch f.q.Format {
 		case "q4_0":
 			do(be.FakeQuantQ4_0(f.out, f.mask, x, f.n))
 		case "q8_0":
 			do(be.FakeQuantQ8_0(f.out, f.mask, x, f.n))
 		case "int":
-			switch f.spec.Scale {
+			switch f.q.Scale {
 			case "lsq":
 				f.in = x
 				do(be.FakeQuantLSQ(f.out, f.mask, x, f.step.w, f.n, f.group, -f.qmin, f.qmax))
