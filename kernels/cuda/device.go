@@ -74,40 +74,28 @@ func Open(ordinal int) (*Device, error) {
 	return d, nil
 }
 
-// bind pins the calling goroutine to its thread and makes d's context
-// current there; the caller defers the returned unpin.
-func (d *Device) bind() (func(), error) {
+// on runs the driver call f with d's context current: it pins the calling
+// goroutine to its thread for the call, and names call in f's error.
+func (d *Device) on(call string, f func() error) error {
 	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if err := cu.SetCurrentContext(d.ctx); err != nil {
-		runtime.UnlockOSThread()
-		return nil, cuErr("cuCtxSetCurrent", err)
+		return cuErr("cuCtxSetCurrent", err)
 	}
-	return runtime.UnlockOSThread, nil
+	return cuErr(call, f())
 }
 
 // Close unloads the kernels and destroys the context.
 func (d *Device) Close() error {
-	unpin, err := d.bind()
-	if err != nil {
+	if err := d.on("cuModuleUnload", d.mod.Unload); err != nil {
 		return err
 	}
-	defer unpin()
-	if err := d.mod.Unload(); err != nil {
-		return cuErr("cuModuleUnload", err)
-	}
-	return cuErr("cuCtxDestroy", d.ctx.Destroy())
+	return d.on("cuCtxDestroy", d.ctx.Destroy)
 }
 
 // Sync waits for every launched kernel to finish and returns the first
 // error a kernel raised.
-func (d *Device) Sync() error {
-	unpin, err := d.bind()
-	if err != nil {
-		return err
-	}
-	defer unpin()
-	return cuErr("cuCtxSynchronize", cu.Synchronize())
-}
+func (d *Device) Sync() error { return d.on("cuCtxSynchronize", cu.Synchronize) }
 
 // Buffer is device memory. The zero Buffer is a null pointer (the optional
 // arguments of some kernels).
@@ -118,14 +106,13 @@ type Buffer struct {
 
 // Alloc allocates bytes of device memory.
 func (d *Device) Alloc(bytes int64) (Buffer, error) {
-	unpin, err := d.bind()
+	var p cu.DevicePtr
+	err := d.on(fmt.Sprintf("cuMemAlloc(%d)", bytes), func() (err error) {
+		p, err = cu.MemAlloc(max(bytes, 1))
+		return err
+	})
 	if err != nil {
 		return Buffer{}, err
-	}
-	defer unpin()
-	p, err := cu.MemAlloc(max(bytes, 1))
-	if err != nil {
-		return Buffer{}, cuErr(fmt.Sprintf("cuMemAlloc(%d)", bytes), err)
 	}
 	return Buffer{p, bytes}, nil
 }
@@ -135,12 +122,7 @@ func (d *Device) Free(b Buffer) error {
 	if b.Ptr == 0 {
 		return nil
 	}
-	unpin, err := d.bind()
-	if err != nil {
-		return err
-	}
-	defer unpin()
-	return cuErr("cuMemFree", cu.MemFree(b.Ptr))
+	return d.on("cuMemFree", func() error { return cu.MemFree(b.Ptr) })
 }
 
 // Upload copies src into a new buffer.
@@ -169,15 +151,10 @@ func transfer[T any](d *Device, host []T, b Buffer, toDevice bool) error {
 	if n == 0 {
 		return nil
 	}
-	unpin, err := d.bind()
-	if err != nil {
-		return err
-	}
-	defer unpin()
 	if toDevice {
-		return cuErr("cuMemcpyHtoD", cu.MemcpyHtoD(b.Ptr, unsafe.Pointer(&host[0]), n))
+		return d.on("cuMemcpyHtoD", func() error { return cu.MemcpyHtoD(b.Ptr, unsafe.Pointer(&host[0]), n) })
 	}
-	return cuErr("cuMemcpyDtoH", cu.MemcpyDtoH(unsafe.Pointer(&host[0]), b.Ptr, n))
+	return d.on("cuMemcpyDtoH", func() error { return cu.MemcpyDtoH(unsafe.Pointer(&host[0]), b.Ptr, n) })
 }
 
 // launch runs kernel name on grid x block threads with shared bytes of
@@ -215,12 +192,9 @@ func (d *Device) launchGrid(name string, gx, gy, block, shared int, args ...any)
 	if gx < 1 || gy < 1 {
 		return nil // nothing to do
 	}
-	unpin, err := d.bind()
-	if err != nil {
-		return err
-	}
-	defer unpin()
-	err = f.Launch(gx, gy, 1, block, 1, 1, shared, cu.Stream{}, params)
+	err := d.on("cuLaunchKernel "+name, func() error {
+		return f.Launch(gx, gy, 1, block, 1, 1, shared, cu.Stream{}, params)
+	})
 	runtime.KeepAlive(slots)
-	return cuErr("cuLaunchKernel "+name, err)
+	return err
 }

@@ -169,10 +169,5 @@ func (d *Device) Zero(b Buffer, n int) error {
 	if n == 0 {
 		return nil
 	}
-	unpin, err := d.bind()
-	if err != nil {
-		return err
-	}
-	defer unpin()
-	return cuErr("cuMemsetD32", cu.MemsetD32(b.Ptr, 0, int64(n)))
+	return d.on("cuMemsetD32", func() error { return cu.MemsetD32(b.Ptr, 0, int64(n)) })
 }
