@@ -154,11 +154,7 @@ func TestDevicePacked(t *testing.T) {
 		for _, sh := range [][3]int{{1, 32, 1}, {7, 96, 3}, {33, 320, 8}, {64, 4096, 1}, {256, 2048, 17}} {
 			rows, k, ncols := sh[0], sh[1], sh[2]
 			nb := k / 32
-			w := make([]byte, rows*f.RowBytes(k))
-			wf := testValues(rng, rows*k, 0.02)
-			for r := 0; r < rows; r++ {
-				f.Pack(w[r*f.RowBytes(k):], wf[r*k:(r+1)*k])
-			}
+			w := packedRows(rng, f, rows, k)
 			x := blocks(rng, ncols*nb)
 			h := NewQ8Host(ncols * nb)
 			hostQuantizeQ8(h, x)

@@ -230,11 +230,7 @@ func TestHostPacked(t *testing.T) {
 		for _, sh := range [][3]int{{1, 32, 1}, {7, 96, 3}, {33, 320, 8}, {64, 1024, 2}} {
 			rows, k, ncols := sh[0], sh[1], sh[2]
 			nb := k / 32
-			w := make([]byte, rows*f.RowBytes(k))
-			wf := testValues(rng, rows*k, 0.02)
-			for r := 0; r < rows; r++ {
-				f.Pack(w[r*f.RowBytes(k):], wf[r*k:(r+1)*k])
-			}
+			w := packedRows(rng, f, rows, k)
 			x := blocks(rng, ncols*nb)
 			var a kernels.PackedQ8
 			kernels.QuantizeQ8(&a, x, ncols, k)
@@ -444,6 +440,16 @@ func randomChannel(t testing.TB, rng *rand.Rand, bits, rows, k int) *kernels.Cha
 	w, err := kernels.NewChannelInt(bits, codes, scale, rows, k)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return w
+}
+
+// packedRows is rows random rows of k values packed in format f.
+func packedRows(rng *rand.Rand, f *kernels.Format, rows, k int) []byte {
+	w := make([]byte, rows*f.RowBytes(k))
+	wf := testValues(rng, rows*k, 0.02)
+	for r := 0; r < rows; r++ {
+		f.Pack(w[r*f.RowBytes(k):], wf[r*k:(r+1)*k])
 	}
 	return w
 }
