@@ -200,6 +200,24 @@ func opCases(rng *rand.Rand) []gradCase {
 			vtol:   1e-6, gtol: 1e-5,
 		})
 	}
+	// SwiGLUCat: packed weights take the fused path, separate ones the
+	// LinearCat + SwiGLU composition.
+	for _, sh := range [][4]int{{1, 1, 1, 1}, {3, 5, 7, 1}, {13, 9, 17, 1}, {13, 9, 17, 0}, {33, 40, 19, 1}} {
+		rows, in, f, pack := sh[0], sh[1], sh[2], sh[3] == 1
+		ws := []*Var{randVar(rng, 1, f, in), randVar(rng, 1, f, in)}
+		if pack {
+			Pack(ws)
+		}
+		cs = append(cs, gradCase{
+			name:   fmt.Sprintf("SwiGLUCat %dx%d->%d packed %v", rows, in, f, pack),
+			inputs: []*Var{randVar(rng, 1, rows, in), ws[0], ws[1]},
+			run:    func(t *Tape, v []*Var) *Var { return t.SwiGLUCat(v[0], v[1], v[2]) },
+			ref: func(v [][]float64) []float64 {
+				return ref.SwiGLU(ref.Linear(v[0], v[1], rows, in, f), ref.Linear(v[0], v[2], rows, in, f))
+			},
+			vtol: 1e-5, gtol: 1e-4,
+		})
+	}
 	for _, sh := range [][4]int{{2, 5, 3, 4}, {1, 9, 2, 8}, {3, 17, 4, 2}} {
 		B, T, heads, hd := sh[0], sh[1], sh[2], sh[3]
 		theta := 10000.0

@@ -168,6 +168,9 @@ type MLP struct {
 
 // Forward applies the block.
 func (m *MLP) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
+	if !m.Gate.Quantized() && !m.Up.Quantized() {
+		return m.Down.Forward(ops, ops.SwiGLUCat(x, m.Gate.Weight, m.Up.Weight))
+	}
 	gu := linearCat(ops, x, m.Gate, m.Up)
 	return m.Down.Forward(ops, ops.SwiGLU(gu[0], gu[1]))
 }
