@@ -546,7 +546,9 @@ func (t *Tape) CrossEntropy(logits *Var, targets []int32, ignoreIndex int32) *Va
 	}
 	out := t.newVar([]int{1}, logits)
 	loss := t.scratch(rows)
-	dl := t.scratch(logits.Size())
+	dlD, dl := t.get(logits.Shape())
+	li := len(t.loose)
+	t.loose = append(t.loose, pooled{dlD, dl})
 	inv := float32(0)
 	if count > 0 {
 		inv = 1 / float32(count)
@@ -561,6 +563,18 @@ func (t *Tape) CrossEntropy(logits *Var, targets []int32, ignoreIndex int32) *Va
 	out.x[0] = float32(sum) * inv
 	t.record(out, func() {
 		if out.g == nil {
+			return
+		}
+		if logits.temp && logits.g == nil {
+			// No other gradient reached the logits: the kept gradient
+			// becomes theirs, saving a pass over (rows, vocab) values.
+			if s := out.g[0]; s != 1 {
+				kernels.For(rows, rowGrain, func(lo, hi int) {
+					kernels.Active.Scale(dl[lo*V:hi*V], dl[lo*V:hi*V], s)
+				})
+			}
+			logits.grad, logits.g = dlD, dl
+			t.loose[li] = pooled{}
 			return
 		}
 		g, first := t.gradW(logits)

@@ -265,6 +265,40 @@ func opCases(rng *rand.Rand) []gradCase {
 			vtol:   1e-5, gtol: 1e-5,
 		})
 	}
+	// Logits that are temporaries take CrossEntropy's kept gradient as
+	// their own when nothing else reached them (the backward seeded with 1
+	// and, through Scale, with 0.7); used by two losses, the second adds.
+	{
+		rows, V := 9, 13
+		tg := make([]int32, rows)
+		for i := range tg {
+			tg[i] = int32(rng.IntN(V))
+		}
+		scaled := func(v []float64, s float64) []float64 {
+			y := make([]float64, len(v))
+			for i := range v {
+				y[i] = s * v[i]
+			}
+			return y
+		}
+		cs = append(cs, gradCase{
+			name:   "CrossEntropy of a temporary",
+			inputs: []*Var{randVar(rng, 2, rows, V)},
+			run:    func(t *Tape, v []*Var) *Var { return t.CrossEntropy(t.Scale(v[0], 1.5), tg, -100) },
+			ref:    func(v [][]float64) []float64 { return ref.CrossEntropy(scaled(v[0], 1.5), tg, V, -100) },
+			vtol:   1e-5, gtol: 1e-5,
+		}, gradCase{
+			name:   "CrossEntropy of a temporary, scaled, used twice",
+			inputs: []*Var{randVar(rng, 2, rows, V)},
+			run: func(t *Tape, v []*Var) *Var {
+				y := t.Scale(v[0], 1.5)
+				a := t.CrossEntropy(y, tg, -100) // its backward runs second and adds
+				return t.Add(a, t.Scale(t.CrossEntropy(y, tg, -100), 0.7))
+			},
+			ref: func(v [][]float64) []float64 { return scaled(ref.CrossEntropy(scaled(v[0], 1.5), tg, V, -100), 1.7) },
+			vtol: 1e-5, gtol: 1e-5,
+		})
+	}
 	for _, sh := range [][3]int{{5, 3, 4}, {17, 8, 40}} {
 		V, d, n := sh[0], sh[1], sh[2]
 		ids := make([]int32, n)

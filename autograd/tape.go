@@ -19,6 +19,9 @@ type Tape struct {
 	bused  [][]uint8
 	noGrad bool
 	ints   []int32 // CrossEntropy's targets (one loss per tape step)
+	// loose are pooled tensors no Var owns yet (CrossEntropy's gradient,
+	// which its backward may hand to the logits); Reset returns them.
+	loose []pooled
 }
 
 // pooled keeps a tensor with its backing slice: Dense.Data returns an
@@ -55,6 +58,13 @@ func (t *Tape) Reset() {
 	}
 	clear(t.temps)
 	t.temps = t.temps[:0]
+	for _, p := range t.loose {
+		if p.x != nil {
+			t.put(p.d, p.x)
+		}
+	}
+	clear(t.loose)
+	t.loose = t.loose[:0]
 	for _, x := range t.sused {
 		t.sfree[len(x)] = append(t.sfree[len(x)], x)
 	}
