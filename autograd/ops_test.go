@@ -247,6 +247,35 @@ func opCases(rng *rand.Rand) []gradCase {
 			vtol:   1e-5, gtol: 1e-4,
 		})
 	}
+	// AttentionCat against Linear, RoPE and Attention composed in float64:
+	// packed weights (the fused path) and separate ones (the composition),
+	// GQA ratios 1, 2 and 4, odd lengths.
+	for _, sh := range [][7]int{{1, 1, 1, 1, 4, 3, 1}, {2, 7, 4, 4, 6, 5, 1}, {2, 9, 4, 2, 4, 7, 1}, {1, 13, 8, 2, 2, 9, 1},
+		{3, 5, 4, 1, 2, 6, 1}, {2, 9, 4, 2, 4, 7, 0}} {
+		B, T, heads, kvh, hd, d, pack := sh[0], sh[1], sh[2], sh[3], sh[4], sh[5], sh[6] == 1
+		tab := NewRoPETable(hd, 64, 10000)
+		pos := make([]int32, B*T)
+		for i := range pos {
+			pos[i] = int32(i%T + 20*(i/T%2))
+		}
+		ws := []*Var{randVar(rng, 1, heads*hd, d), randVar(rng, 1, kvh*hd, d), randVar(rng, 1, kvh*hd, d)}
+		if pack {
+			Pack(ws)
+		}
+		cs = append(cs, gradCase{
+			name:   fmt.Sprintf("AttentionCat B%d T%d H%d KV%d hd%d d%d packed %v", B, T, heads, kvh, hd, d, pack),
+			inputs: []*Var{randVar(rng, 1, B, T, d), ws[0], ws[1], ws[2]},
+			run: func(t *Tape, v []*Var) *Var {
+				return t.AttentionCat(v[0], v[1], v[2], v[3], tab, pos, heads, kvh)
+			},
+			ref: func(v [][]float64) []float64 {
+				q := ref.RoPE(ref.Linear(v[0], v[1], B*T, d, heads*hd), pos, heads, hd, 10000)
+				k := ref.RoPE(ref.Linear(v[0], v[2], B*T, d, kvh*hd), pos, kvh, hd, 10000)
+				return ref.Attention(q, k, ref.Linear(v[0], v[3], B*T, d, kvh*hd), B, T, heads, kvh, hd)
+			},
+			vtol: 1e-5, gtol: 1e-4,
+		})
+	}
 	for _, sh := range [][2]int{{1, 2}, {7, 11}, {33, 300}} {
 		rows, V := sh[0], sh[1]
 		tg := make([]int32, rows)
@@ -295,7 +324,7 @@ func opCases(rng *rand.Rand) []gradCase {
 				a := t.CrossEntropy(y, tg, -100) // its backward runs second and adds
 				return t.Add(a, t.Scale(t.CrossEntropy(y, tg, -100), 0.7))
 			},
-			ref: func(v [][]float64) []float64 { return scaled(ref.CrossEntropy(scaled(v[0], 1.5), tg, V, -100), 1.7) },
+			ref:  func(v [][]float64) []float64 { return scaled(ref.CrossEntropy(scaled(v[0], 1.5), tg, V, -100), 1.7) },
 			vtol: 1e-5, gtol: 1e-5,
 		})
 	}

@@ -10,6 +10,16 @@ package kernels
 type Attn struct {
 	B, T, Heads, KVHeads, HeadDim int
 	Scale                         float32
+	// VStride is the row stride of v and dV when they are columns of a
+	// wider matrix (the joint q/k/v product); 0 means KVHeads*HeadDim.
+	VStride int
+}
+
+func (a Attn) vStride() int {
+	if a.VStride > 0 {
+		return a.VStride
+	}
+	return a.KVHeads * a.HeadDim
 }
 
 // attnBlock is the number of query rows Attn handles per product: block
@@ -32,21 +42,21 @@ func (a Attn) BackwardScratch() int {
 // Forward writes the attention output to out.
 func (a Attn) Forward(out, q, k, v, scratch []float32) {
 	B, T, heads, hd := a.B, a.T, a.Heads, a.HeadDim
-	dq, dk := heads*hd, a.KVHeads*hd
+	dq, dk, dv := heads*hd, a.KVHeads*hd, a.vStride()
 	group := heads / a.KVHeads
 	qb := min(T, attnBlock)
 	ForBLAS(B*heads, 1, func(c, lo, hi int) {
 		s, lse := scratch[c*(qb*T+qb):c*(qb*T+qb)+qb*T], scratch[c*(qb*T+qb)+qb*T:(c+1)*(qb*T+qb)]
 		for bh := lo; bh < hi; bh++ {
 			b, h := bh/heads, bh%heads
-			qo, ko := b*T*dq+h*hd, b*T*dk+(h/group)*hd
+			qo, ko, vo := b*T*dq+h*hd, b*T*dk+(h/group)*hd, b*T*dv+(h/group)*hd
 			for i0 := 0; i0 < T; i0 += qb {
 				rows := min(qb, T-i0)
 				n := i0 + rows
 				// S = Q[i0:] K[:n]^T; P = causal softmax; O[i0:] = P V[:n]
 				SgemmSerial(false, true, rows, n, hd, 1, q[qo+i0*dq:], dq, k[ko:], dk, 0, s, n)
 				Active.CausalSoftmax(s, rows, i0, n, n, a.Scale, lse)
-				SgemmSerial(false, false, rows, hd, n, 1, s, n, v[ko:], dk, 0, out[qo+i0*dq:], dq)
+				SgemmSerial(false, false, rows, hd, n, 1, s, n, v[vo:], dv, 0, out[qo+i0*dq:], dq)
 			}
 		}
 	})
@@ -56,7 +66,7 @@ func (a Attn) Forward(out, q, k, v, scratch []float32) {
 // each is written when its first flag is set and added to otherwise.
 func (a Attn) Backward(dQ, dK, dV, dout, q, k, v, scratch []float32, fq, fk, fv bool) {
 	B, T, hd := a.B, a.T, a.HeadDim
-	dq, dk := a.Heads*hd, a.KVHeads*hd
+	dq, dk, dv := a.Heads*hd, a.KVHeads*hd, a.vStride()
 	group := a.Heads / a.KVHeads
 	qb := min(T, attnBlock)
 	betaQ := float32(1)
@@ -70,7 +80,7 @@ func (a Attn) Backward(dQ, dK, dV, dout, q, k, v, scratch []float32, fq, fk, fv 
 		p, dp, lse := w[:qb*T], w[qb*T:2*qb*T], w[2*qb*T:]
 		for bk := lo; bk < hi; bk++ {
 			b, kh := bk/a.KVHeads, bk%a.KVHeads
-			ko := b*T*dk + kh*hd
+			ko, vo := b*T*dk+kh*hd, b*T*dv+kh*hd
 			// Blocks add into parts of dK and dV: fresh ones are cleared
 			// first (this head group's rows only).
 			for j := 0; j < T && (fk || fv); j++ {
@@ -78,7 +88,7 @@ func (a Attn) Backward(dQ, dK, dV, dout, q, k, v, scratch []float32, fq, fk, fv 
 					clear(dK[ko+j*dk : ko+j*dk+hd])
 				}
 				if fv {
-					clear(dV[ko+j*dk : ko+j*dk+hd])
+					clear(dV[vo+j*dv : vo+j*dv+hd])
 				}
 			}
 			for h := kh * group; h < (kh+1)*group; h++ {
@@ -90,8 +100,8 @@ func (a Attn) Backward(dQ, dK, dV, dout, q, k, v, scratch []float32, fq, fk, fv 
 					SgemmSerial(false, true, rows, n, hd, 1, q[qi:], dq, k[ko:], dk, 0, p, n)
 					Active.CausalSoftmax(p, rows, i0, n, n, a.Scale, lse)
 					// dV[:n] += P^T dO; dP = dO V[:n]^T; dS = scale*P*(dP - rowsum(P dP))
-					SgemmSerial(true, false, n, hd, rows, 1, p, n, dout[qi:], dq, 1, dV[ko:], dk)
-					SgemmSerial(false, true, rows, n, hd, 1, dout[qi:], dq, v[ko:], dk, 0, dp, n)
+					SgemmSerial(true, false, n, hd, rows, 1, p, n, dout[qi:], dq, 1, dV[vo:], dv)
+					SgemmSerial(false, true, rows, n, hd, 1, dout[qi:], dq, v[vo:], dv, 0, dp, n)
 					Active.SoftmaxBwd(p, dp, rows, n, n, a.Scale)
 					// dQ[i0:] = dS K[:n]; dK[:n] += dS^T Q[i0:]
 					SgemmSerial(false, false, rows, hd, n, 1, dp, n, k[ko:], dk, betaQ, dQ[qi:], dq)

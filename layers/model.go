@@ -148,6 +148,9 @@ type Attention struct {
 
 // Forward: x (B, T, dim) -> (B, T, dim).
 func (a *Attention) Forward(ops autograd.Ops, x *autograd.Var, pos []int32) *autograd.Var {
+	if !a.Q.Quantized() && !a.K.Quantized() && !a.V.Quantized() && a.KQuant == nil {
+		return a.O.Forward(ops, ops.AttentionCat(x, a.Q.Weight, a.K.Weight, a.V.Weight, a.rope, pos, a.Heads, a.KVHeads))
+	}
 	qkv := linearCat(ops, x, a.Q, a.K, a.V)
 	q := ops.RoPE(qkv[0], a.rope, pos, a.Heads)
 	k := ops.RoPE(qkv[1], a.rope, pos, a.KVHeads)
