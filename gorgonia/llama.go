@@ -89,11 +89,11 @@ func RoPE(x *G.Node, r *autograd.RoPETable, seq, heads int) (*G.Node, error) {
 	}
 	op := newOp("RoPE", []*G.Node{x}, xs, nil, []bool{true},
 		func(in [][]float32, out []float32) {
-			kernels.Active.RoPE(out, in[0], pos, r.Cos, r.Sin, rows, heads, r.HeadDim, 1, false)
+			kernels.Active.RoPE(out, in[0], pos, r.Cos, r.Sin, rows, heads, r.HeadDim, xs[1], xs[1], 1, false)
 		},
 		func(_ int, _ [][]float32, _, dout, din []float32) {
 			// The rotation's transpose is the rotation by -angle.
-			kernels.Active.RoPE(din, dout, pos, r.Cos, r.Sin, rows, heads, r.HeadDim, -1, false)
+			kernels.Active.RoPE(din, dout, pos, r.Cos, r.Sin, rows, heads, r.HeadDim, xs[1], xs[1], -1, false)
 		})
 	return apply(op, x)
 }

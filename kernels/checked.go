@@ -59,9 +59,9 @@ func withChecks(raw Set) Set {
 		checkLen("SiLUBwd", x, len(dx))
 		raw.SiLUBwd(dx, dy, x)
 	}
-	s.RoPE = func(y, x []float32, pos []int32, cos, sin []float32, rows, heads, hd int, sign float32, acc bool) {
-		checkRoPE(y, x, pos, cos, sin, rows, heads, hd)
-		raw.RoPE(y, x, pos, cos, sin, rows, heads, hd, sign, acc)
+	s.RoPE = func(y, x []float32, pos []int32, cos, sin []float32, rows, heads, hd, ldy, ldx int, sign float32, acc bool) {
+		checkRoPE(y, x, pos, cos, sin, rows, heads, hd, ldy, ldx)
+		raw.RoPE(y, x, pos, cos, sin, rows, heads, hd, ldy, ldx, sign, acc)
 	}
 	s.Axpy = func(y, x []float32, a float32) {
 		checkLen("Axpy", x, len(y))

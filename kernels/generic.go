@@ -22,12 +22,17 @@ func checkTargets(t []int32, rows, n int) {
 	}
 }
 
-func checkRoPE(y, x []float32, pos []int32, cos, sin []float32, rows, heads, hd int) {
+func checkRoPE(y, x []float32, pos []int32, cos, sin []float32, rows, heads, hd, ldy, ldx int) {
 	if hd%2 != 0 {
 		panic(fmt.Sprintf("kernels: RoPE: odd head dim %d", hd))
 	}
-	checkLen("RoPE x", x, rows*heads*hd)
-	checkLen("RoPE y", y, rows*heads*hd)
+	if ldy < heads*hd || ldx < heads*hd {
+		panic(fmt.Sprintf("kernels: RoPE: row strides %d and %d under %d heads of %d", ldy, ldx, heads, hd))
+	}
+	if rows > 0 {
+		checkLen("RoPE x", x, (rows-1)*ldx+heads*hd)
+		checkLen("RoPE y", y, (rows-1)*ldy+heads*hd)
+	}
 	if len(pos) < rows {
 		panic(fmt.Sprintf("kernels: RoPE: %d positions for %d rows", len(pos), rows))
 	}
@@ -181,16 +186,17 @@ var Generic = withChecks(Set{
 		}
 	},
 	// RoPE rotates pairs (j, j+hd/2) of each head (the rotate-half layout of
-	// Hugging Face Llama) by angle pos*theta_j: x (rows, heads, hd), row r at
-	// position pos[r], cos/sin tables (maxpos, hd/2). sign -1 applies the
-	// inverse rotation (backward); acc adds into y instead of writing.
-	RoPE: func(y, x []float32, pos []int32, cos, sin []float32, rows, heads, hd int, sign float32, acc bool) {
+	// Hugging Face Llama) by angle pos*theta_j: x (rows, heads, hd) with row
+	// stride ldx (y: ldy; heads*hd when contiguous, wider for columns of a
+	// joint product), row r at position pos[r], cos/sin tables (maxpos,
+	// hd/2). sign -1 applies the inverse rotation (backward); acc adds into
+	// y instead of writing.
+	RoPE: func(y, x []float32, pos []int32, cos, sin []float32, rows, heads, hd, ldy, ldx int, sign float32, acc bool) {
 		h2 := hd / 2
 		for r := 0; r < rows; r++ {
 			c, s := cos[int(pos[r])*h2:], sin[int(pos[r])*h2:]
 			for h := 0; h < heads; h++ {
-				o := (r*heads + h) * hd
-				xr, yr := x[o:o+hd], y[o:o+hd]
+				xr, yr := x[r*ldx+h*hd:r*ldx+(h+1)*hd], y[r*ldy+h*hd:r*ldy+(h+1)*hd]
 				for j := 0; j < h2; j++ {
 					a, b := xr[j], xr[j+h2]
 					v0 := a*c[j] - sign*b*s[j]

@@ -17,7 +17,7 @@ type Set struct {
 	SwiGLUBwd     func(dg, du, dy, g, u []float32)
 	SiLUFwd       func(y, x []float32)
 	SiLUBwd       func(dx, dy, x []float32)
-	RoPE          func(y, x []float32, pos []int32, cos, sin []float32, rows, heads, hd int, sign float32, acc bool)
+	RoPE          func(y, x []float32, pos []int32, cos, sin []float32, rows, heads, hd, ldy, ldx int, sign float32, acc bool)
 	Axpy          func(y, x []float32, a float32)
 	Add           func(y, a, b []float32)
 	Scale         func(y, x []float32, a float32)

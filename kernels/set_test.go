@@ -126,10 +126,25 @@ func TestVariantsMatchGeneric(t *testing.T) {
 		x := randSlice(rng, 3*2*4)
 		for _, acc := range []bool{false, true} {
 			a, b := clone(x), clone(x)
-			g.RoPE(a, x, []int32{0, 2, 1}, tab, sn, 3, 2, 4, -1, acc)
-			s.RoPE(b, x, []int32{0, 2, 1}, tab, sn, 3, 2, 4, -1, acc)
+			g.RoPE(a, x, []int32{0, 2, 1}, tab, sn, 3, 2, 4, 8, 8, -1, acc)
+			s.RoPE(b, x, []int32{0, 2, 1}, tab, sn, 3, 2, 4, 8, 8, -1, acc)
 			if e := maxDiff(b, a); e > 1e-6 {
 				t.Errorf("%s RoPE acc=%v: %g", s.Name, acc, e)
+			}
+			// Rows with strides (x 11, y 13: columns of wider matrices)
+			// give the contiguous rows' results and leave the gaps alone.
+			xs, ys := randSlice(rng, 2*11+8), randSlice(rng, 2*13+8)
+			ys0 := clone(ys)
+			s.RoPE(ys, xs, []int32{0, 2, 1}, tab, sn, 3, 2, 4, 13, 11, 1, acc)
+			for r := 0; r < 3; r++ {
+				want := clone(ys0[r*13 : r*13+8])
+				g.RoPE(want, xs[r*11:r*11+8], []int32{int32([]int{0, 2, 1}[r])}, tab, sn, 1, 2, 4, 8, 8, 1, acc)
+				if e := maxDiff(ys[r*13:r*13+8], want); e > 1e-6 {
+					t.Errorf("%s strided RoPE acc=%v row %d: %g", s.Name, acc, r, e)
+				}
+				if r < 2 && maxDiff(ys[r*13+8:r*13+13], ys0[r*13+8:r*13+13]) != 0 {
+					t.Errorf("%s strided RoPE wrote between rows", s.Name)
+				}
 			}
 		}
 	}

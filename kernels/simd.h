@@ -12,7 +12,7 @@ void swiglu_fwd_avx512(float *y, const float *g, const float *u, long n);
 void swiglu_bwd_avx512(float *dg, float *du, const float *dy, const float *g, const float *u, long n);
 void silu_fwd_avx512(float *y, const float *x, long n);
 void silu_bwd_avx512(float *dx, const float *dy, const float *x, long n);
-void rope_avx512(float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, float sign, int acc);
+void rope_avx512(float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, long ldy, long ldx, float sign, int acc);
 void axpy_avx512(float *y, const float *x, float a, long n);
 void add_avx512(float *y, const float *a, const float *b, long n);
 void scale_avx512(float *y, const float *x, float a, long n);
@@ -38,7 +38,7 @@ void swiglu_fwd_avx2(float *y, const float *g, const float *u, long n);
 void swiglu_bwd_avx2(float *dg, float *du, const float *dy, const float *g, const float *u, long n);
 void silu_fwd_avx2(float *y, const float *x, long n);
 void silu_bwd_avx2(float *dx, const float *dy, const float *x, long n);
-void rope_avx2(float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, float sign, int acc);
+void rope_avx2(float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, long ldy, long ldx, float sign, int acc);
 void axpy_avx2(float *y, const float *x, float a, long n);
 void add_avx2(float *y, const float *a, const float *b, long n);
 void scale_avx2(float *y, const float *x, float a, long n);
@@ -66,7 +66,7 @@ typedef struct {
 	void (*swiglu_bwd)(float *dg, float *du, const float *dy, const float *g, const float *u, long n);
 	void (*silu_fwd)(float *y, const float *x, long n);
 	void (*silu_bwd)(float *dx, const float *dy, const float *x, long n);
-	void (*rope)(float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, float sign, int acc);
+	void (*rope)(float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, long ldy, long ldx, float sign, int acc);
 	void (*axpy)(float *y, const float *x, float a, long n);
 	void (*add)(float *y, const float *a, const float *b, long n);
 	void (*scale)(float *y, const float *x, float a, long n);
@@ -97,7 +97,7 @@ static inline void k_swiglu_fwd(const kern_table *kt, float *y, const float *g, 
 static inline void k_swiglu_bwd(const kern_table *kt, float *dg, float *du, const float *dy, const float *g, const float *u, long n) { kt->swiglu_bwd(dg, du, dy, g, u, n); }
 static inline void k_silu_fwd(const kern_table *kt, float *y, const float *x, long n) { kt->silu_fwd(y, x, n); }
 static inline void k_silu_bwd(const kern_table *kt, float *dx, const float *dy, const float *x, long n) { kt->silu_bwd(dx, dy, x, n); }
-static inline void k_rope(const kern_table *kt, float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, float sign, int acc) { kt->rope(y, x, pos, cs, sn, rows, heads, hd, sign, acc); }
+static inline void k_rope(const kern_table *kt, float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, long ldy, long ldx, float sign, int acc) { kt->rope(y, x, pos, cs, sn, rows, heads, hd, ldy, ldx, sign, acc); }
 static inline void k_axpy(const kern_table *kt, float *y, const float *x, float a, long n) { kt->axpy(y, x, a, n); }
 static inline void k_add(const kern_table *kt, float *y, const float *a, const float *b, long n) { kt->add(y, a, b, n); }
 static inline void k_scale(const kern_table *kt, float *y, const float *x, float a, long n) { kt->scale(y, x, a, n); }

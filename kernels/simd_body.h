@@ -169,16 +169,17 @@ void K(silu_bwd)(float *dx, const float *dy, const float *x, long n) {
 	}
 }
 
-// rope: rotate-half RoPE on rows of heads. x (rows, heads, hd), row r at
-// position pos[r]; cos/sin tables (maxpos, hd/2). sign = +1 forward, -1 gives
-// the transpose rotation used by backward. acc != 0 adds into y.
-void K(rope)(float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, float sign, int acc) {
+// rope: rotate-half RoPE on rows of heads. x (rows, heads, hd) with row
+// stride ldx (y: ldy), row r at position pos[r]; cos/sin tables (maxpos,
+// hd/2). sign = +1 forward, -1 gives the transpose rotation used by
+// backward. acc != 0 adds into y.
+void K(rope)(float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, long ldy, long ldx, float sign, int acc) {
 	long h2 = hd / 2;
 	for (long r = 0; r < rows; r++) {
 		const float *c = cs + (long)pos[r] * h2, *s = sn + (long)pos[r] * h2;
 		for (long h = 0; h < heads; h++) {
-			const float *xr = x + (r * heads + h) * hd;
-			float *yr = y + (r * heads + h) * hd;
+			const float *xr = x + r * ldx + h * hd;
+			float *yr = y + r * ldy + h * hd;
 			if (acc) {
 				for (long j = 0; j < h2; j++) {
 					float a = xr[j], b = xr[j + h2];

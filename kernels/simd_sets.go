@@ -45,8 +45,8 @@ func cSet(name string, t *C.kern_table) Set {
 		SiLUBwd: func(dx, dy, x []float32) {
 			C.k_silu_bwd(t, fp(dx), fp(dy), fp(x), C.long(len(dx)))
 		},
-		RoPE: func(y, x []float32, pos []int32, cos, sin []float32, rows, heads, hd int, sign float32, acc bool) {
-			C.k_rope(t, fp(y), fp(x), ip(pos), fp(cos), fp(sin), C.long(rows), C.long(heads), C.long(hd), C.float(sign), cbool(acc))
+		RoPE: func(y, x []float32, pos []int32, cos, sin []float32, rows, heads, hd, ldy, ldx int, sign float32, acc bool) {
+			C.k_rope(t, fp(y), fp(x), ip(pos), fp(cos), fp(sin), C.long(rows), C.long(heads), C.long(hd), C.long(ldy), C.long(ldx), C.float(sign), cbool(acc))
 		},
 		Axpy: func(y, x []float32, a float32) {
 			C.k_axpy(t, fp(y), fp(x), C.float(a), C.long(len(y)))

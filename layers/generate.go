@@ -159,8 +159,8 @@ func (d *Decoder) Step(tok int32) ([]float32, error) {
 		d.lin(d.qkv[:c.Dim], at.Q.Weight, c.Dim, c.Dim)
 		d.lin(d.qkv[c.Dim:c.Dim+kvd], at.K.Weight, kvd, c.Dim)
 		d.lin(d.qkv[c.Dim+kvd:], at.V.Weight, kvd, c.Dim)
-		ks.RoPE(d.q, d.qkv[:c.Dim], d.pos1[:], at.rope.Cos, at.rope.Sin, 1, c.Heads, hd, 1, false)
-		ks.RoPE(d.k[l][d.pos*kvd:(d.pos+1)*kvd], d.qkv[c.Dim:c.Dim+kvd], d.pos1[:], at.rope.Cos, at.rope.Sin, 1, c.KVHeads, hd, 1, false)
+		ks.RoPE(d.q, d.qkv[:c.Dim], d.pos1[:], at.rope.Cos, at.rope.Sin, 1, c.Heads, hd, c.Dim, c.Dim, 1, false)
+		ks.RoPE(d.k[l][d.pos*kvd:(d.pos+1)*kvd], d.qkv[c.Dim:c.Dim+kvd], d.pos1[:], at.rope.Cos, at.rope.Sin, 1, c.KVHeads, hd, kvd, kvd, 1, false)
 		copy(d.v[l][d.pos*kvd:(d.pos+1)*kvd], d.qkv[c.Dim+kvd:])
 		for h := 0; h < c.Heads; h++ {
 			ko := (h / group) * hd

@@ -80,7 +80,7 @@ func TestHostRoPE(t *testing.T) {
 				y1 := randn(rng, len(x), 1)
 				y2 := append([]float32(nil), y1...)
 				hostRoPE(y1, x, pos, cos, sin, rows, heads, hd, sign, acc)
-				kernels.Generic.RoPE(y2, x, pos, cos, sin, rows, heads, hd, sign, acc)
+				kernels.Generic.RoPE(y2, x, pos, cos, sin, rows, heads, hd, heads*hd, heads*hd, sign, acc)
 				sameBits(t, "rope", y1, y2)
 			}
 		}
