@@ -20,12 +20,20 @@ func Sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []fl
 	// takes its P while it is inside a C call, hands the P to a fresh
 	// thread, and drops its own polling interval back to 20 us; on a
 	// 2-core machine each of those wakeups preempts a worker. Yielding
-	// here (sgemm calls come every few ms) keeps the tick moving: tiny at
-	// 2 threads went from about 1,900 context switches and 140 ms a step
-	// to about 250 and 125 ms.
-	runtime.Gosched()
+	// before large products (a training step makes one every few ms)
+	// keeps the tick moving: tiny at 2 threads went from about 1,900
+	// context switches and 140 ms a step to about 250 and 122 ms. Small
+	// ones (decoding's vector-matrix products) skip it: there the yield
+	// costs more than the product.
+	if m*n*k >= yieldWork {
+		runtime.Gosched()
+	}
 	sgemm1(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
+
+// yieldWork is the product size (m*n*k) from which Sgemm yields first:
+// about 0.1 ms of work.
+const yieldWork = 1 << 24
 
 // SgemmSerial is Sgemm for callers that parallelise over many small
 // products themselves (attention heads): call it only inside ForBLAS, which
