@@ -513,10 +513,28 @@ func (t *Tape) Attention(q, k, v *Var, heads, kvHeads int) *Var {
 		if out.g == nil {
 			return
 		}
-		dQ, fq := t.gradW(q)
-		dK, fk := t.gradW(k)
-		dV, fv := t.gradW(v)
+		// The kernel writes or adds each gradient in its own order: an
+		// input passed twice (Attention(x, x, x)) gets its second and third
+		// gradients in scratch, added afterwards.
+		grad := func(v *Var, earlier ...*Var) ([]float32, bool, bool) {
+			for _, e := range earlier {
+				if e == v {
+					return t.scratch(v.Size()), true, true
+				}
+			}
+			g, first := t.gradW(v)
+			return g, first, false
+		}
+		dQ, fq, _ := grad(q)
+		dK, fk, kTwice := grad(k, q)
+		dV, fv, vTwice := grad(v, q, k)
 		at.Backward(dQ, dK, dV, out.g, q.x, k.x, v.x, t.scratch(at.BackwardScratch()), fq, fk, fv)
+		if kTwice {
+			kernels.Active.Axpy(k.GradData(), dK, 1)
+		}
+		if vTwice {
+			kernels.Active.Axpy(v.GradData(), dV, 1)
+		}
 	})
 	return out
 }

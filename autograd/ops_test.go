@@ -247,6 +247,17 @@ func opCases(rng *rand.Rand) []gradCase {
 			vtol:   1e-5, gtol: 1e-4,
 		})
 	}
+	// One input as query, key and value: its three gradients add up.
+	for _, sh := range [][3]int{{2, 9, 2}, {1, 70, 1}} {
+		B, T, heads := sh[0], sh[1], sh[2]
+		cs = append(cs, gradCase{
+			name:   fmt.Sprintf("Attention(x, x, x) B%d T%d H%d", B, T, heads),
+			inputs: []*Var{randVar(rng, 1, B, T, heads*4)},
+			run:    func(t *Tape, v []*Var) *Var { return t.Attention(v[0], v[0], v[0], heads, heads) },
+			ref:    func(v [][]float64) []float64 { return ref.Attention(v[0], v[0], v[0], B, T, heads, heads, 4) },
+			vtol:   1e-5, gtol: 1e-4,
+		})
+	}
 	// AttentionCat against Linear, RoPE and Attention composed in float64:
 	// packed weights (the fused path) and separate ones (the composition),
 	// GQA ratios 1, 2 and 4, odd lengths.

@@ -63,9 +63,13 @@ func (a Attn) Forward(out, q, k, v, scratch []float32) {
 }
 
 // Backward computes the gradients of q, k and v from the output's, dout;
-// each is written when its first flag is set and added to otherwise.
+// each is written when its first flag is set and added to otherwise. The
+// three must not share memory.
 func (a Attn) Backward(dQ, dK, dV, dout, q, k, v, scratch []float32, fq, fk, fv bool) {
 	B, T, hd := a.B, a.T, a.HeadDim
+	if T == 0 {
+		return
+	}
 	dq, dk, dv := a.Heads*hd, a.KVHeads*hd, a.vStride()
 	group := a.Heads / a.KVHeads
 	qb := min(T, attnBlock)
@@ -81,31 +85,32 @@ func (a Attn) Backward(dQ, dK, dV, dout, q, k, v, scratch []float32, fq, fk, fv 
 		for bk := lo; bk < hi; bk++ {
 			b, kh := bk/a.KVHeads, bk%a.KVHeads
 			ko, vo := b*T*dk+kh*hd, b*T*dv+kh*hd
-			// Blocks add into parts of dK and dV: fresh ones are cleared
-			// first (this head group's rows only).
-			for j := 0; j < T && (fk || fv); j++ {
-				if fk {
-					clear(dK[ko+j*dk : ko+j*dk+hd])
-				}
-				if fv {
-					clear(dV[vo+j*dv : vo+j*dv+hd])
-				}
-			}
 			for h := kh * group; h < (kh+1)*group; h++ {
 				qo := b*T*dq + h*hd
-				for i0 := 0; i0 < T; i0 += qb {
+				// The last query block reaches every key row: run it first,
+				// and fresh dK and dV need no clearing (its products write
+				// them with beta 0); the blocks after it add.
+				for i0 := (T - 1) / qb * qb; i0 >= 0; i0 -= qb {
 					rows := min(qb, T-i0)
 					n := i0 + rows
 					qi := qo + i0*dq
+					first := h == kh*group && n == T
+					betaK, betaV := float32(1), float32(1)
+					if first && fk {
+						betaK = 0
+					}
+					if first && fv {
+						betaV = 0
+					}
 					SgemmSerial(false, true, rows, n, hd, 1, q[qi:], dq, k[ko:], dk, 0, p, n)
 					Active.CausalSoftmax(p, rows, i0, n, n, a.Scale, lse)
 					// dV[:n] += P^T dO; dP = dO V[:n]^T; dS = scale*P*(dP - rowsum(P dP))
-					SgemmSerial(true, false, n, hd, rows, 1, p, n, dout[qi:], dq, 1, dV[vo:], dv)
+					SgemmSerial(true, false, n, hd, rows, 1, p, n, dout[qi:], dq, betaV, dV[vo:], dv)
 					SgemmSerial(false, true, rows, n, hd, 1, dout[qi:], dq, v[vo:], dv, 0, dp, n)
 					Active.SoftmaxBwd(p, dp, rows, n, n, a.Scale)
 					// dQ[i0:] = dS K[:n]; dK[:n] += dS^T Q[i0:]
 					SgemmSerial(false, false, rows, hd, n, 1, dp, n, k[ko:], dk, betaQ, dQ[qi:], dq)
-					SgemmSerial(true, false, n, hd, rows, 1, dp, n, q[qi:], dq, 1, dK[ko:], dk)
+					SgemmSerial(true, false, n, hd, rows, 1, dp, n, q[qi:], dq, betaK, dK[ko:], dk)
 				}
 			}
 		}
