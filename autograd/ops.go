@@ -247,8 +247,7 @@ func (t *Tape) SwiGLUCat(x, wg, wu *Var) *Var {
 		kernels.For(rows, rowGrain, func(lo, hi int) {
 			for r := lo; r < hi; r++ {
 				g, dg := y[2*r*f:], dy[2*r*f:2*(r+1)*f]
-				clear(dg) // SwiGLUBwd accumulates
-				kernels.Active.SwiGLUBwd(dg[:f], dg[f:], out.g[r*f:(r+1)*f], g[:f], g[f:2*f])
+				kernels.Active.SwiGLUBwd(dg[:f], dg[f:], out.g[r*f:(r+1)*f], g[:f], g[f:2*f], false)
 			}
 		})
 		t.jointBackward(x, []*Var{wg, wu}, vals, dy, rows, 2*f)
@@ -407,9 +406,26 @@ func (t *Tape) SwiGLU(gate, up *Var) *Var {
 		if out.g == nil {
 			return
 		}
-		dg, du := t.gradOrScratch(gate), t.gradOrScratch(up)
+		// Two fresh gradients are written; otherwise both are added to
+		// (gate and up the same input: one buffer, added to twice).
+		var dg, du []float32
+		acc := true
+		if gate != up {
+			var fg, fu bool
+			dg, fg = t.gradW(gate)
+			du, fu = t.gradW(up)
+			acc = !fg || !fu
+			if acc && fg {
+				clear(dg)
+			}
+			if acc && fu {
+				clear(du)
+			}
+		} else {
+			dg, du = t.gradOrScratch(gate), t.gradOrScratch(up)
+		}
 		kernels.For(len(out.x), 1<<13, func(lo, hi int) {
-			kernels.Active.SwiGLUBwd(dg[lo:hi], du[lo:hi], out.g[lo:hi], gate.x[lo:hi], up.x[lo:hi])
+			kernels.Active.SwiGLUBwd(dg[lo:hi], du[lo:hi], out.g[lo:hi], gate.x[lo:hi], up.x[lo:hi], acc)
 		})
 	})
 	return out

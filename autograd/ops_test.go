@@ -366,6 +366,32 @@ func opCases(rng *rand.Rand) []gradCase {
 		},
 		vtol: 1e-6, gtol: 1e-6,
 	})
+	// SwiGLU with gradients that are not fresh: one input used twice, and
+	// an input whose gradient another op has already written.
+	cs = append(cs, gradCase{
+		name: "SwiGLU(x, x)", inputs: []*Var{randVar(rng, 2, 4, 9)},
+		run:  func(t *Tape, v []*Var) *Var { return t.SwiGLU(v[0], v[0]) },
+		ref:  func(v [][]float64) []float64 { return ref.SwiGLU(v[0], v[0]) },
+		vtol: 1e-6, gtol: 1e-5,
+	}, gradCase{
+		name: "SwiGLU after a sibling", inputs: []*Var{randVar(rng, 2, 4, 9), randVar(rng, 1, 4, 9)},
+		run: func(t *Tape, v []*Var) *Var {
+			g := t.Scale(v[0], 1.5)
+			return t.Add(t.SwiGLU(g, t.Scale(v[1], -1)), t.Scale(g, 2))
+		},
+		ref: func(v [][]float64) []float64 {
+			g, u := make([]float64, len(v[0])), make([]float64, len(v[1]))
+			for i := range g {
+				g[i], u[i] = 1.5*v[0][i], -v[1][i]
+			}
+			y := ref.SwiGLU(g, u)
+			for i := range y {
+				y[i] += 2 * g[i]
+			}
+			return y
+		},
+		vtol: 1e-6, gtol: 1e-5,
+	})
 	// A temporary as Add's first input borrows the output's gradient buffer:
 	// check it with the temporary used again (y + 2y) and twice (y + y).
 	cs = append(cs, gradCase{

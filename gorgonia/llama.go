@@ -267,7 +267,7 @@ func SwiGLU(gate, up *G.Node) (*G.Node, error) {
 			if i == 1 {
 				dg, du = du, din
 			}
-			kernels.Active.SwiGLUBwd(dg, du, dout, in[0], in[1])
+			kernels.Active.SwiGLUBwd(dg, du, dout, in[0], in[1], true)
 		})
 	return apply(op, gate, up)
 }

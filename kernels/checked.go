@@ -43,12 +43,12 @@ func withChecks(raw Set) Set {
 		checkLen("SwiGLUFwd", u, len(y))
 		raw.SwiGLUFwd(y, g, u)
 	}
-	s.SwiGLUBwd = func(dg, du, dy, g, u []float32) {
+	s.SwiGLUBwd = func(dg, du, dy, g, u []float32, acc bool) {
 		checkLen("SwiGLUBwd", dg, len(dy))
 		checkLen("SwiGLUBwd", du, len(dy))
 		checkLen("SwiGLUBwd", g, len(dy))
 		checkLen("SwiGLUBwd", u, len(dy))
-		raw.SwiGLUBwd(dg, du, dy, g, u)
+		raw.SwiGLUBwd(dg, du, dy, g, u, acc)
 	}
 	s.SiLUFwd = func(y, x []float32) {
 		checkLen("SiLUFwd", x, len(y))

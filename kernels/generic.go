@@ -164,12 +164,18 @@ var Generic = withChecks(Set{
 			y[i] = g[i] * s * u[i]
 		}
 	},
-	// SwiGLUBwd: dg += dy*u*s*(1+g*(1-s)), du += dy*silu(g), s = sigmoid(g).
-	SwiGLUBwd: func(dg, du, dy, g, u []float32) {
+	// SwiGLUBwd: dg += dy*u*s*(1+g*(1-s)), du += dy*silu(g), s = sigmoid(g);
+	// without acc they are written instead.
+	SwiGLUBwd: func(dg, du, dy, g, u []float32, acc bool) {
 		for i := range dy {
 			s := 1 / (1 + exp32(-g[i]))
-			dg[i] += dy[i] * u[i] * s * (1 + g[i]*(1-s))
-			du[i] += dy[i] * g[i] * s
+			a, b := dy[i]*u[i]*s*(1+g[i]*(1-s)), dy[i]*g[i]*s
+			if acc {
+				dg[i] += a
+				du[i] += b
+			} else {
+				dg[i], du[i] = a, b
+			}
 		}
 	},
 	// SiLUFwd: y = x*sigmoid(x).

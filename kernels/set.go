@@ -14,7 +14,7 @@ type Set struct {
 	RMSNormFwd    func(y, rstd, x, w []float32, rows, d int, eps float32)
 	RMSNormBwd    func(dx, dw, dy, x, w, rstd []float32, rows, d int)
 	SwiGLUFwd     func(y, g, u []float32)
-	SwiGLUBwd     func(dg, du, dy, g, u []float32)
+	SwiGLUBwd     func(dg, du, dy, g, u []float32, acc bool)
 	SiLUFwd       func(y, x []float32)
 	SiLUBwd       func(dx, dy, x []float32)
 	RoPE          func(y, x []float32, pos []int32, cos, sin []float32, rows, heads, hd, ldy, ldx int, sign float32, acc bool)

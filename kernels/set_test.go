@@ -42,11 +42,13 @@ func TestVariantsMatchGeneric(t *testing.T) {
 			g.SwiGLUFwd(a, x, y)
 			s.SwiGLUFwd(b, x, y)
 			check("SwiGLUFwd", b, a, 1e-6)
-			a1, a2, b1, b2 := clone(y), clone(z), clone(y), clone(z)
-			g.SwiGLUBwd(a1, a2, z, x, y)
-			s.SwiGLUBwd(b1, b2, z, x, y)
-			check("SwiGLUBwd dg", b1, a1, 1e-6)
-			check("SwiGLUBwd du", b2, a2, 1e-6)
+			for _, acc := range []bool{true, false} {
+				a1, a2, b1, b2 := clone(y), clone(z), clone(y), clone(z)
+				g.SwiGLUBwd(a1, a2, z, x, y, acc)
+				s.SwiGLUBwd(b1, b2, z, x, y, acc)
+				check("SwiGLUBwd dg", b1, a1, 1e-6)
+				check("SwiGLUBwd du", b2, a2, 1e-6)
+			}
 			a, b = make([]float32, n), make([]float32, n)
 			g.SiLUFwd(a, x)
 			s.SiLUFwd(b, x)
@@ -185,7 +187,7 @@ func BenchmarkKernels(b *testing.B) {
 			f     func()
 		}{
 			{"SwiGLUFwd", 12, func() { s.SwiGLUFwd(z, x, y) }},
-			{"SwiGLUBwd", 28, func() { s.SwiGLUBwd(z, w, y, x, y) }},
+			{"SwiGLUBwd", 28, func() { s.SwiGLUBwd(z, w, y, x, y, true) }},
 			{"RMSNormFwd", 8, func() { s.RMSNormFwd(z, w[:1024], x, y[:1024], 1024, 1024, 1e-5) }},
 			{"RMSNormBwd", 16, func() { s.RMSNormBwd(z, w[:1024], y, x, y[:1024], w[:1024], 1024, 1024) }},
 			{"CrossEntropy", 12, func() {
@@ -213,7 +215,7 @@ func TestLengthChecks(t *testing.T) {
 				s.RMSNormFwd(make([]float32, 3), make([]float32, 2), make([]float32, 4), make([]float32, 2), 2, 2, 1e-5)
 			},
 			"SwiGLUBwd": func() {
-				s.SwiGLUBwd(make([]float32, 4), make([]float32, 3), make([]float32, 4), make([]float32, 4), make([]float32, 4))
+				s.SwiGLUBwd(make([]float32, 4), make([]float32, 3), make([]float32, 4), make([]float32, 4), make([]float32, 4), true)
 			},
 			"AdamW": func() {
 				s.AdamW(make([]float32, 4), make([]float32, 4), make([]float32, 3), make([]float32, 4), 1, 0.9, 0.9, 1e-8, 0, 1, 1)

@@ -9,7 +9,7 @@ void cross_entropy_avx512(const float *x, const int32_t *t, float *dx, float *lo
 void rmsnorm_fwd_avx512(float *y, float *rstd, const float *x, const float *w, long rows, long d, float eps);
 void rmsnorm_bwd_avx512(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd, long rows, long d);
 void swiglu_fwd_avx512(float *y, const float *g, const float *u, long n);
-void swiglu_bwd_avx512(float *dg, float *du, const float *dy, const float *g, const float *u, long n);
+void swiglu_bwd_avx512(float *dg, float *du, const float *dy, const float *g, const float *u, long n, int acc);
 void silu_fwd_avx512(float *y, const float *x, long n);
 void silu_bwd_avx512(float *dx, const float *dy, const float *x, long n);
 void rope_avx512(float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, long ldy, long ldx, float sign, int acc);
@@ -35,7 +35,7 @@ void cross_entropy_avx2(const float *x, const int32_t *t, float *dx, float *loss
 void rmsnorm_fwd_avx2(float *y, float *rstd, const float *x, const float *w, long rows, long d, float eps);
 void rmsnorm_bwd_avx2(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd, long rows, long d);
 void swiglu_fwd_avx2(float *y, const float *g, const float *u, long n);
-void swiglu_bwd_avx2(float *dg, float *du, const float *dy, const float *g, const float *u, long n);
+void swiglu_bwd_avx2(float *dg, float *du, const float *dy, const float *g, const float *u, long n, int acc);
 void silu_fwd_avx2(float *y, const float *x, long n);
 void silu_bwd_avx2(float *dx, const float *dy, const float *x, long n);
 void rope_avx2(float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, long ldy, long ldx, float sign, int acc);
@@ -63,7 +63,7 @@ typedef struct {
 	void (*rmsnorm_fwd)(float *y, float *rstd, const float *x, const float *w, long rows, long d, float eps);
 	void (*rmsnorm_bwd)(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd, long rows, long d);
 	void (*swiglu_fwd)(float *y, const float *g, const float *u, long n);
-	void (*swiglu_bwd)(float *dg, float *du, const float *dy, const float *g, const float *u, long n);
+	void (*swiglu_bwd)(float *dg, float *du, const float *dy, const float *g, const float *u, long n, int acc);
 	void (*silu_fwd)(float *y, const float *x, long n);
 	void (*silu_bwd)(float *dx, const float *dy, const float *x, long n);
 	void (*rope)(float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, long ldy, long ldx, float sign, int acc);
@@ -94,7 +94,7 @@ static inline void k_cross_entropy(const kern_table *kt, const float *x, const i
 static inline void k_rmsnorm_fwd(const kern_table *kt, float *y, float *rstd, const float *x, const float *w, long rows, long d, float eps) { kt->rmsnorm_fwd(y, rstd, x, w, rows, d, eps); }
 static inline void k_rmsnorm_bwd(const kern_table *kt, float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd, long rows, long d) { kt->rmsnorm_bwd(dx, dw, dy, x, w, rstd, rows, d); }
 static inline void k_swiglu_fwd(const kern_table *kt, float *y, const float *g, const float *u, long n) { kt->swiglu_fwd(y, g, u, n); }
-static inline void k_swiglu_bwd(const kern_table *kt, float *dg, float *du, const float *dy, const float *g, const float *u, long n) { kt->swiglu_bwd(dg, du, dy, g, u, n); }
+static inline void k_swiglu_bwd(const kern_table *kt, float *dg, float *du, const float *dy, const float *g, const float *u, long n, int acc) { kt->swiglu_bwd(dg, du, dy, g, u, n, acc); }
 static inline void k_silu_fwd(const kern_table *kt, float *y, const float *x, long n) { kt->silu_fwd(y, x, n); }
 static inline void k_silu_bwd(const kern_table *kt, float *dx, const float *dy, const float *x, long n) { kt->silu_bwd(dx, dy, x, n); }
 static inline void k_rope(const kern_table *kt, float *y, const float *x, const int32_t *pos, const float *cs, const float *sn, long rows, long heads, long hd, long ldy, long ldx, float sign, int acc) { kt->rope(y, x, pos, cs, sn, rows, heads, hd, ldy, ldx, sign, acc); }

@@ -148,13 +148,21 @@ void K(swiglu_fwd)(float *y, const float *g, const float *u, long n) {
 	}
 }
 
-// swiglu_bwd: dg += dy*u*s*(1+g*(1-s)), du += dy*silu(g).
-void K(swiglu_bwd)(float *dg, float *du, const float *dy, const float *g, const float *u, long n) {
+// swiglu_bwd: dg += dy*u*s*(1+g*(1-s)), du += dy*silu(g); with acc == 0
+// they are written instead.
+void K(swiglu_bwd)(float *dg, float *du, const float *dy, const float *g, const float *u, long n, int acc) {
+	if (acc) {
+		for (long i = 0; i < n; i++) {
+			float s = 1.0f / (1.0f + K(fexp)(-g[i]));
+			dg[i] += dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+			du[i] += dy[i] * g[i] * s;
+		}
+		return;
+	}
 	for (long i = 0; i < n; i++) {
 		float s = 1.0f / (1.0f + K(fexp)(-g[i]));
-		float si = g[i] * s;
-		dg[i] += dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
-		du[i] += dy[i] * si;
+		dg[i] = dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+		du[i] = dy[i] * g[i] * s;
 	}
 }
 

@@ -36,8 +36,8 @@ func cSet(name string, t *C.kern_table) Set {
 		SwiGLUFwd: func(y, g, u []float32) {
 			C.k_swiglu_fwd(t, fp(y), fp(g), fp(u), C.long(len(y)))
 		},
-		SwiGLUBwd: func(dg, du, dy, g, u []float32) {
-			C.k_swiglu_bwd(t, fp(dg), fp(du), fp(dy), fp(g), fp(u), C.long(len(dy)))
+		SwiGLUBwd: func(dg, du, dy, g, u []float32, acc bool) {
+			C.k_swiglu_bwd(t, fp(dg), fp(du), fp(dy), fp(g), fp(u), C.long(len(dy)), cbool(acc))
 		},
 		SiLUFwd: func(y, x []float32) {
 			C.k_silu_fwd(t, fp(y), fp(x), C.long(len(y)))

@@ -98,7 +98,7 @@ func TestHostSwiGLU(t *testing.T) {
 	dg1, du1 := randn(rng, n, 1), randn(rng, n, 1)
 	dg2, du2 := append([]float32(nil), dg1...), append([]float32(nil), du1...)
 	hostSwiGLUBwd(dg1, du1, dy, gg, u)
-	kernels.Generic.SwiGLUBwd(dg2, du2, dy, gg, u)
+	kernels.Generic.SwiGLUBwd(dg2, du2, dy, gg, u, true)
 	nearBits(t, "dg", dg1, dg2)
 	nearBits(t, "du", du1, du2)
 }

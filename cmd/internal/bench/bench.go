@@ -138,7 +138,7 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 		f     func()
 	}{
 		{"SwiGLU forward", 12 * float64(n), func() { kernels.Active.SwiGLUFwd(z, x, y) }},
-		{"SwiGLU backward", 28 * float64(n), func() { kernels.Active.SwiGLUBwd(z, u, y, x, y) }},
+		{"SwiGLU backward", 28 * float64(n), func() { kernels.Active.SwiGLUBwd(z, u, y, x, y, true) }},
 		{"RMSNorm forward", 8 * float64(rows*c.Dim), func() { kernels.Active.RMSNormFwd(z, u[:rows], x, y[:c.Dim], rows, c.Dim, 1e-5) }},
 		{"RMSNorm backward", 16 * float64(rows*c.Dim), func() {
 			kernels.Active.RMSNormBwd(z, u[:c.Dim], y, x, y[:c.Dim], u[:rows], rows, c.Dim)
