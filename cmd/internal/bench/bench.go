@@ -64,6 +64,19 @@ func timeIt(minDur time.Duration, f func()) float64 {
 	return time.Since(start).Seconds() / float64(n)
 }
 
+// timePair times a and b in alternating rounds and returns the seconds per
+// call of each one's fastest round: on a shared machine whose speed drifts,
+// a side-by-side ratio taken in one long block each would measure the
+// drift.
+func timePair(rounds int, minDur time.Duration, a, b func()) (float64, float64) {
+	ta, tb := math.Inf(1), math.Inf(1)
+	for range rounds {
+		ta = min(ta, timeIt(minDur, a))
+		tb = min(tb, timeIt(minDur, b))
+	}
+	return ta, tb
+}
+
 func randSlice(rng *rand.Rand, n int) []float32 {
 	x := make([]float32, n)
 	for i := range x {
@@ -109,12 +122,12 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 				ldb = s.k
 			}
 			fl := 2 * float64(s.m) * float64(s.n) * float64(s.k)
-			direct := fl / timeIt(200*time.Millisecond, func() {
+			td, to := timePair(4, 50*time.Millisecond, func() {
 				kernels.BackendSgemm(s.tA, s.tB, s.m, s.n, s.k, 1, a, lda, b, ldb, 0, cc, s.n)
-			}) / 1e9
-			ours := fl / timeIt(200*time.Millisecond, func() {
+			}, func() {
 				kernels.Sgemm(s.tA, s.tB, s.m, s.n, s.k, 1, a, lda, b, ldb, 0, cc, s.n)
-			}) / 1e9
+			})
+			direct, ours := fl/td/1e9, fl/to/1e9
 			name := fmt.Sprintf("%s %dx%dx%d", s.name, s.m, s.n, s.k)
 			fmt.Fprintf(w, "  %-32s %7.1f   %7.1f   %5.2f\n", name, ours, direct, ours/direct)
 			res = append(res, Result{"sgemm", name, th, ours, "GFLOP/s", direct, kernels.Backend})
