@@ -12,6 +12,7 @@ import (
 type Ops interface {
 	Embedding(table *Var, ids []int32, shape ...int) *Var
 	Linear(x, w *Var) *Var
+	LinearAdd(x, w, res *Var) *Var
 	LinearCat(x *Var, ws ...*Var) []*Var
 	MatMul(a, b *Var, transA, transB bool) *Var
 	RMSNorm(x, w *Var, eps float32) *Var
@@ -56,27 +57,33 @@ func (t *Tape) Add(a, b *Var) *Var {
 		if out.g == nil {
 			return
 		}
-		// b first, then a: a temporary a with no gradient yet takes out's
-		// gradient buffer itself (out's gradient is read by no one after
-		// this closure), saving a copy of the residual stream per Add.
-		for _, in := range [2]*Var{b, a} {
-			if in == a && a.needGrad && a.temp && a.g == nil {
-				a.grad, a.g, a.gradBorrowed = out.grad, out.g, true
-				continue
-			}
-			if in.needGrad {
-				g, first := t.gradW(in)
-				kernels.For(len(g), 1<<14, func(lo, hi int) {
-					if first {
-						copy(g[lo:hi], out.g[lo:hi])
-					} else {
-						kernels.Active.Axpy(g[lo:hi], out.g[lo:hi], 1)
-					}
-				})
-			}
-		}
+		// b first, then a: a may borrow out's gradient.
+		t.passGrad(b, out, false)
+		t.passGrad(a, out, true)
 	})
 	return out
+}
+
+// passGrad adds out's gradient into in's, for an output that is in plus
+// something. With borrow, a temporary in with no gradient yet takes out's
+// gradient buffer itself (out's gradient is read by no one after its op's
+// backward, which must call this last), saving a copy of the residual
+// stream.
+func (t *Tape) passGrad(in, out *Var, borrow bool) {
+	if borrow && in.needGrad && in.temp && in.g == nil {
+		in.grad, in.g, in.gradBorrowed = out.grad, out.g, true
+		return
+	}
+	if in.needGrad {
+		g, first := t.gradW(in)
+		kernels.For(len(g), 1<<14, func(lo, hi int) {
+			if first {
+				copy(g[lo:hi], out.g[lo:hi])
+			} else {
+				kernels.Active.Axpy(g[lo:hi], out.g[lo:hi], 1)
+			}
+		})
+	}
 }
 
 // Scale returns s*x.
@@ -103,17 +110,53 @@ func (t *Tape) Linear(x, w *Var) *Var {
 	out := t.newVar(shape, x, w)
 	kernels.Sgemm(false, true, rows, nout, nin, 1, x.x, nin, w.x, nin, 0, out.x, nout)
 	t.record(out, func() {
+		if out.g != nil {
+			t.linearBackward(x, w, out.g)
+		}
+	})
+	return out
+}
+
+// linearBackward adds the gradients of x W^T given dy: dx += dy W and
+// dW += dy^T x.
+func (t *Tape) linearBackward(x, w *Var, dy []float32) {
+	nout, nin := w.Shape()[0], w.Shape()[1]
+	rows := x.Size() / nin
+	if x.needGrad { // dx (rows,in) += dy (rows,out) W (out,in)
+		dx, first := t.gradW(x)
+		kernels.Sgemm(false, false, rows, nin, nout, 1, dy, nout, w.x, nin, beta(first), dx, nin)
+	}
+	if w.needGrad { // dW (out,in) += dy^T x
+		dw, first := t.gradW(w)
+		kernels.Sgemm(true, false, nout, nin, rows, 1, dy, nout, x.x, nin, beta(first), dw, nin)
+	}
+}
+
+// LinearAdd returns res + x W^T: a residual connection's output
+// projection as one product that adds into a copy of res, instead of
+// Linear's product into a buffer OpenBLAS clears first and then an Add
+// (forward: one pass over the residual stream less; backward: the
+// product's gradient is the output's, not a copy of it).
+func (t *Tape) LinearAdd(x, w, res *Var) *Var {
+	ws := w.Shape()
+	if len(ws) != 2 || lastDim(x) != ws[1] {
+		panic(shapeErr("LinearAdd", x.Shape(), ws))
+	}
+	nout, nin := ws[0], ws[1]
+	rows := x.Size() / nin
+	shape := append(append([]int(nil), x.Shape()[:len(x.Shape())-1]...), nout)
+	if !sameShape(shape, res.Shape()) {
+		panic(shapeErr("LinearAdd", shape, res.Shape()))
+	}
+	out := t.newVar(shape, x, w, res)
+	copy(out.x, res.x)
+	kernels.Sgemm(false, true, rows, nout, nin, 1, x.x, nin, w.x, nin, 1, out.x, nout)
+	t.record(out, func() {
 		if out.g == nil {
 			return
 		}
-		if x.needGrad { // dx (rows,in) += dy (rows,out) W (out,in)
-			dx, first := t.gradW(x)
-			kernels.Sgemm(false, false, rows, nin, nout, 1, out.g, nout, w.x, nin, beta(first), dx, nin)
-		}
-		if w.needGrad { // dW (out,in) += dy^T x
-			dw, first := t.gradW(w)
-			kernels.Sgemm(true, false, nout, nin, rows, 1, out.g, nout, x.x, nin, beta(first), dw, nin)
-		}
+		t.linearBackward(x, w, out.g)
+		t.passGrad(res, out, true) // last: res may borrow out's gradient
 	})
 	return out
 }

@@ -155,6 +155,53 @@ func opCases(rng *rand.Rand) []gradCase {
 			vtol:   1e-5, gtol: 1e-4,
 		})
 	}
+	// LinearAdd: res + x W^T, with res a second input and with res = x.
+	for _, sh := range [][3]int{{1, 1, 1}, {3, 5, 7}, {13, 9, 17}, {33, 40, 19}} {
+		rows, in, out := sh[0], sh[1], sh[2]
+		cs = append(cs, gradCase{
+			name:   fmt.Sprintf("LinearAdd %dx%d->%d", rows, in, out),
+			inputs: []*Var{randVar(rng, 1, rows, in), randVar(rng, 1, out, in), randVar(rng, 1, rows, out)},
+			run:    func(t *Tape, v []*Var) *Var { return t.LinearAdd(v[0], v[1], v[2]) },
+			ref: func(v [][]float64) []float64 {
+				y := ref.Linear(v[0], v[1], rows, in, out)
+				for i := range y {
+					y[i] += v[2][i]
+				}
+				return y
+			},
+			vtol: 1e-5, gtol: 1e-4,
+		})
+	}
+	cs = append(cs, gradCase{
+		name:   "LinearAdd(x, W, x)",
+		inputs: []*Var{randVar(rng, 1, 6, 11), randVar(rng, 1, 11, 11)},
+		run:    func(t *Tape, v []*Var) *Var { return t.LinearAdd(v[0], v[1], v[0]) },
+		ref: func(v [][]float64) []float64 {
+			y := ref.Linear(v[0], v[1], 6, 11, 11)
+			for i := range y {
+				y[i] += v[0][i]
+			}
+			return y
+		},
+		vtol: 1e-5, gtol: 1e-4,
+	}, gradCase{
+		// A temporary residual borrows the output's gradient and is then
+		// added to by its other use.
+		name:   "LinearAdd of a temporary residual",
+		inputs: []*Var{randVar(rng, 1, 6, 5), randVar(rng, 1, 7, 5), randVar(rng, 1, 6, 7)},
+		run: func(t *Tape, v []*Var) *Var {
+			r := t.Scale(v[2], 2)
+			return t.Add(t.Scale(r, 0.5), t.LinearAdd(v[0], v[1], r))
+		},
+		ref: func(v [][]float64) []float64 {
+			y := ref.Linear(v[0], v[1], 6, 5, 7)
+			for i := range y {
+				y[i] += 3 * v[2][i]
+			}
+			return y
+		},
+		vtol: 1e-5, gtol: 1e-4,
+	})
 	for _, mm := range []struct {
 		batch, ar, ac, br, bc int
 		ta, tb                bool

@@ -69,6 +69,15 @@ func (l *Linear) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
 	return l.product(ops, x, w)
 }
 
+// ForwardAdd returns res + Forward(x): with no quantizer one product that
+// adds into a copy of res (LinearAdd).
+func (l *Linear) ForwardAdd(ops autograd.Ops, x, res *autograd.Var) *autograd.Var {
+	if l.Quantized() {
+		return ops.Add(res, l.Forward(ops, x))
+	}
+	return ops.LinearAdd(x, l.Weight, res)
+}
+
 // product is x times the (quantized) weight.
 func (l *Linear) product(ops autograd.Ops, x, w *autograd.Var) *autograd.Var {
 	if f, ok := l.WeightQuant.(FusedLinear); ok {
@@ -146,10 +155,11 @@ type Attention struct {
 	*Options
 }
 
-// Forward: x (B, T, dim) -> (B, T, dim).
-func (a *Attention) Forward(ops autograd.Ops, x *autograd.Var, pos []int32) *autograd.Var {
+// Forward returns res + attention(x) for x and res (B, T, dim): the output
+// projection adds into the residual stream (Linear.ForwardAdd).
+func (a *Attention) Forward(ops autograd.Ops, x *autograd.Var, pos []int32, res *autograd.Var) *autograd.Var {
 	if !a.Q.Quantized() && !a.K.Quantized() && !a.V.Quantized() && a.KQuant == nil {
-		return a.O.Forward(ops, ops.AttentionCat(x, a.Q.Weight, a.K.Weight, a.V.Weight, a.rope, pos, a.Heads, a.KVHeads))
+		return a.O.ForwardAdd(ops, ops.AttentionCat(x, a.Q.Weight, a.K.Weight, a.V.Weight, a.rope, pos, a.Heads, a.KVHeads), res)
 	}
 	qkv := linearCat(ops, x, a.Q, a.K, a.V)
 	q := ops.RoPE(qkv[0], a.rope, pos, a.Heads)
@@ -158,7 +168,7 @@ func (a *Attention) Forward(ops autograd.Ops, x *autograd.Var, pos []int32) *aut
 	if a.KQuant != nil {
 		k, v = a.KQuant.Apply(ops, k), a.VQuant.Apply(ops, v)
 	}
-	return a.O.Forward(ops, ops.Attention(q, k, v, a.Heads, a.KVHeads))
+	return a.O.ForwardAdd(ops, ops.Attention(q, k, v, a.Heads, a.KVHeads), res)
 }
 
 // MLP is the SwiGLU feed-forward block: down(silu(gate(x)) * up(x)).
@@ -169,13 +179,14 @@ type MLP struct {
 	Down *Linear `st:"down_proj"`
 }
 
-// Forward applies the block.
-func (m *MLP) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
+// Forward returns res + mlp(x), the down projection adding into the
+// residual stream.
+func (m *MLP) Forward(ops autograd.Ops, x, res *autograd.Var) *autograd.Var {
 	if !m.Gate.Quantized() && !m.Up.Quantized() {
-		return m.Down.Forward(ops, ops.SwiGLUCat(x, m.Gate.Weight, m.Up.Weight))
+		return m.Down.ForwardAdd(ops, ops.SwiGLUCat(x, m.Gate.Weight, m.Up.Weight), res)
 	}
 	gu := linearCat(ops, x, m.Gate, m.Up)
-	return m.Down.Forward(ops, ops.SwiGLU(gu[0], gu[1]))
+	return m.Down.ForwardAdd(ops, ops.SwiGLU(gu[0], gu[1]), res)
 }
 
 // Layer is one pre-norm transformer block.
@@ -188,8 +199,8 @@ type Layer struct {
 
 // Forward: h = x + attn(norm(x)); out = h + mlp(norm(h)).
 func (l *Layer) Forward(ops autograd.Ops, x *autograd.Var, pos []int32) *autograd.Var {
-	h := ops.Add(x, l.Attn.Forward(ops, l.AttnNorm.Forward(ops, x), pos))
-	return ops.Add(h, l.MLP.Forward(ops, l.MLPNorm.Forward(ops, h)))
+	h := l.Attn.Forward(ops, l.AttnNorm.Forward(ops, x), pos, x)
+	return l.MLP.Forward(ops, l.MLPNorm.Forward(ops, h), h)
 }
 
 // Options are the hyperparameters shared by pointer between layers.
