@@ -100,13 +100,7 @@ func (t *Tape) Scale(x *Var, s float32) *Var {
 
 // Linear returns x W^T: x (..., in), w (out, in) -> (..., out).
 func (t *Tape) Linear(x, w *Var) *Var {
-	ws := w.Shape()
-	if len(ws) != 2 || lastDim(x) != ws[1] {
-		panic(shapeErr("Linear", x.Shape(), ws))
-	}
-	nout, nin := ws[0], ws[1]
-	rows := x.Size() / nin
-	shape := append(append([]int(nil), x.Shape()[:len(x.Shape())-1]...), nout)
+	rows, nin, nout, shape := linearShape("Linear", x, w)
 	out := t.newVar(shape, x, w)
 	kernels.Sgemm(false, true, rows, nout, nin, 1, x.x, nin, w.x, nin, 0, out.x, nout)
 	t.record(out, func() {
@@ -115,6 +109,18 @@ func (t *Tape) Linear(x, w *Var) *Var {
 		}
 	})
 	return out
+}
+
+// linearShape checks x (..., in) against w (out, in) for op and returns
+// the rows of x, in, out and the product's shape (..., out).
+func linearShape(op string, x, w *Var) (rows, nin, nout int, shape []int) {
+	ws := w.Shape()
+	if len(ws) != 2 || lastDim(x) != ws[1] {
+		panic(shapeErr(op, x.Shape(), ws))
+	}
+	nout, nin = ws[0], ws[1]
+	shape = append(append([]int(nil), x.Shape()[:len(x.Shape())-1]...), nout)
+	return x.Size() / nin, nin, nout, shape
 }
 
 // linearBackward adds the gradients of x W^T given dy: dx += dy W and
@@ -138,13 +144,7 @@ func (t *Tape) linearBackward(x, w *Var, dy []float32) {
 // (forward: one pass over the residual stream less; backward: the
 // product's gradient is the output's, not a copy of it).
 func (t *Tape) LinearAdd(x, w, res *Var) *Var {
-	ws := w.Shape()
-	if len(ws) != 2 || lastDim(x) != ws[1] {
-		panic(shapeErr("LinearAdd", x.Shape(), ws))
-	}
-	nout, nin := ws[0], ws[1]
-	rows := x.Size() / nin
-	shape := append(append([]int(nil), x.Shape()[:len(x.Shape())-1]...), nout)
+	rows, nin, nout, shape := linearShape("LinearAdd", x, w)
 	if !sameShape(shape, res.Shape()) {
 		panic(shapeErr("LinearAdd", shape, res.Shape()))
 	}
