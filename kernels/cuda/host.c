@@ -238,16 +238,7 @@ void host_rope(float *y, const float *x, const int *pos, const float *cosT, cons
 		for (int h = 0; h < heads; h++) {
 			long o = (r * heads + h) * hd;
 			for (int j = 0; j < h2; j++) {
-				long t = (long)pos[r] * h2 + j;
-				float v0, v1;
-				rope_pair(x[o + j], x[o + j + h2], cosT[t], sinT[t], sign, &v0, &v1);
-				if (acc) {
-					y[o + j] = ADD(y[o + j], v0);
-					y[o + j + h2] = ADD(y[o + j + h2], v1);
-				} else {
-					y[o + j] = v0;
-					y[o + j + h2] = v1;
-				}
+				rope_pair(y, x, o, j, h2, (long)pos[r] * h2 + j, cosT, sinT, sign, acc);
 			}
 		}
 	}

@@ -507,16 +507,7 @@ __global__ void qat_rope(float *y, const float *x, const int *pos, const float *
 		int j = (int)(i % h2);
 		long r = rh / heads;
 		long o = rh * hd;
-		long t = (long)pos[r] * h2 + j;
-		float v0, v1;
-		rope_pair(x[o + j], x[o + j + h2], cosT[t], sinT[t], sign, &v0, &v1);
-		if (acc) {
-			y[o + j] = ADD(y[o + j], v0);
-			y[o + j + h2] = ADD(y[o + j + h2], v1);
-		} else {
-			y[o + j] = v0;
-			y[o + j + h2] = v1;
-		}
+		rope_pair(y, x, o, j, h2, (long)pos[r] * h2 + j, cosT, sinT, sign, acc);
 	}
 }
 

@@ -34,11 +34,21 @@ QD float rms_dx(float dx, float rs, float dy, float w, float x, float c) {
 // rms_c is the row constant of RMSNorm's backward.
 QD float rms_c(float dot, float rs, int d) { return DIV(MUL(MUL(dot, rs), rs), (float)d); }
 
-// rope_pair rotates the pair (a, b) by (c, s), sign -1 for the inverse
-// rotation (RoPE's backward): a*c - sign*b*s and b*c + sign*a*s.
-QD void rope_pair(float a, float b, float c, float s, float sign, float *v0, float *v1) {
-	*v0 = SUB(MUL(a, c), MUL(MUL(sign, b), s));
-	*v1 = ADD(MUL(b, c), MUL(MUL(sign, a), s));
+// rope_pair rotates pair j of the head at x + o (half width h2), writing
+// y + o, by table entry t: a*c - sign*b*s and b*c + sign*a*s for (a, b) =
+// (x[o+j], x[o+j+h2]), sign -1 for the inverse rotation (RoPE's backward);
+// acc adds into y.
+QD void rope_pair(float *y, const float *x, long o, int j, int h2, long t, const float *cosT, const float *sinT,
+                  float sign, int acc) {
+	float a = x[o + j], b = x[o + j + h2], c = cosT[t], s = sinT[t];
+	float v0 = SUB(MUL(a, c), MUL(MUL(sign, b), s));
+	float v1 = ADD(MUL(b, c), MUL(MUL(sign, a), s));
+	if (acc) {
+		v0 = ADD(y[o + j], v0);
+		v1 = ADD(y[o + j + h2], v1);
+	}
+	y[o + j] = v0;
+	y[o + j + h2] = v1;
 }
 
 // sigmoid32 is 1/(1 + exp32(-g)).
