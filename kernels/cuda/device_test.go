@@ -190,15 +190,7 @@ func TestDeviceAdamW8(t *testing.T) {
 		must(t, err)
 		for _, n := range []int{1, 255, 256, 1000, 100003} {
 			nb := kernels.Blocks(n, block)
-			p, g := testValues(rng, n, 0.1), testValues(rng, n, 0.01)
-			m, v := make([]uint8, n), make([]uint8, n)
-			for i := range m {
-				m[i], v[i] = uint8(rng.IntN(256)), uint8(rng.IntN(256))
-			}
-			ma, va := make([]float32, nb), make([]float32, nb)
-			for k := range ma {
-				ma[k], va[k] = float32(rng.Float64()), float32(rng.Float64())
-			}
+			p, g, m, v, ma, va := adam8State(rng, n, block)
 			pb, gb, mb, vb, mab, vab := up(t, p), up(t, g), up(t, m), up(t, v), up(t, ma), up(t, va)
 			for step := 0; step < 3; step++ {
 				must(t, dev.AdamW8(pb, gb, mb, vb, mab, vab, n, ga, 1e-2, 0.9, 0.95, 1e-8, 0.1, 0.5, 0.3))

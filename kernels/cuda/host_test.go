@@ -286,21 +286,27 @@ func f16At(w []byte, f *kernels.Format, b int) float32 {
 	return float16.Frombits(uint16(w[b*f.Bytes]) | uint16(w[b*f.Bytes+1])<<8).Float32()
 }
 
+// adam8State is a random 8-bit AdamW state of n values in blocks of block:
+// parameters, gradients, moment codes and the blocks' absmaxes.
+func adam8State(rng *rand.Rand, n, block int) (p, g []float32, m, v []uint8, ma, va []float32) {
+	nb := kernels.Blocks(n, block)
+	p, g = testValues(rng, n, 0.1), testValues(rng, n, 0.01)
+	m, v = make([]uint8, n), make([]uint8, n)
+	for i := range m {
+		m[i], v[i] = uint8(rng.IntN(256)), uint8(rng.IntN(256))
+	}
+	ma, va = make([]float32, nb), make([]float32, nb)
+	for k := range ma {
+		ma[k], va[k] = float32(rng.Float64()), float32(rng.Float64())
+	}
+	return p, g, m, v, ma, va
+}
+
 func TestHostAdamW8(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	a := &kernels.Adam8{M: kernels.DynamicMap(true), V: kernels.DynamicMap(false), Block: 256}
 	for _, n := range []int{1, 255, 256, 1000, 5000} {
-		nb := kernels.Blocks(n, a.Block)
-		p := testValues(rng, n, 0.1)
-		g := testValues(rng, n, 0.01)
-		m, v := make([]uint8, n), make([]uint8, n)
-		for i := range m {
-			m[i], v[i] = uint8(rng.IntN(256)), uint8(rng.IntN(256))
-		}
-		ma, va := make([]float32, nb), make([]float32, nb)
-		for k := range ma {
-			ma[k], va[k] = float32(rng.Float64()), float32(rng.Float64())
-		}
+		p, g, m, v, ma, va := adam8State(rng, n, a.Block)
 		p2, m2, v2 := append([]float32(nil), p...), append([]uint8(nil), m...), append([]uint8(nil), v...)
 		ma2, va2 := append([]float32(nil), ma...), append([]float32(nil), va...)
 		for step := 0; step < 3; step++ {

@@ -49,13 +49,8 @@ func TestDeviceRMSNorm(t *testing.T) {
 
 func TestDeviceRoPEAndElementwise(t *testing.T) {
 	rng := rand.New(rand.NewPCG(53, 54))
-	rows, heads, hd, maxpos := 300, 4, 64, 512
-	cos, sin := randn(rng, maxpos*hd/2, 1), randn(rng, maxpos*hd/2, 1)
-	pos := make([]int32, rows)
-	for i := range pos {
-		pos[i] = int32(rng.IntN(maxpos))
-	}
-	x := randn(rng, rows*heads*hd, 1)
+	rows, heads, hd := 300, 4, 64
+	cos, sin, pos, x := ropeInputs(rng, rows, heads, hd, 512)
 	for _, sign := range []float32{1, -1} {
 		for _, acc := range []bool{false, true} {
 			y := randn(rng, len(x), 1)

@@ -64,17 +64,22 @@ func TestHostRMSNorm(t *testing.T) {
 	}
 }
 
+// ropeInputs is a random RoPE table of maxpos positions (cos, sin), a
+// position per row and x (rows, heads, hd).
+func ropeInputs(rng *rand.Rand, rows, heads, hd, maxpos int) (cos, sin []float32, pos []int32, x []float32) {
+	cos, sin = randn(rng, maxpos*hd/2, 1), randn(rng, maxpos*hd/2, 1)
+	pos = make([]int32, rows)
+	for i := range pos {
+		pos[i] = int32(rng.IntN(maxpos))
+	}
+	return cos, sin, pos, randn(rng, rows*heads*hd, 1)
+}
+
 func TestHostRoPE(t *testing.T) {
 	rng := rand.New(rand.NewPCG(43, 44))
 	for _, sh := range [][3]int{{1, 1, 2}, {5, 3, 6}, {64, 4, 64}} {
 		rows, heads, hd := sh[0], sh[1], sh[2]
-		maxpos := 100
-		cos, sin := randn(rng, maxpos*hd/2, 1), randn(rng, maxpos*hd/2, 1)
-		pos := make([]int32, rows)
-		for i := range pos {
-			pos[i] = int32(rng.IntN(maxpos))
-		}
-		x := randn(rng, rows*heads*hd, 1)
+		cos, sin, pos, x := ropeInputs(rng, rows, heads, hd, 100)
 		for _, sign := range []float32{1, -1} {
 			for _, acc := range []bool{false, true} {
 				y1 := randn(rng, len(x), 1)
