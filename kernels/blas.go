@@ -28,7 +28,7 @@ func Sgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []fl
 	// threads: the yield wakes a thread on the core its worker is using
 	// (tiny's shapes at 2 threads: 0.88-0.98 of OpenBLAS called directly
 	// with the yield, 0.97-1.01 without).
-	if m*n*k >= yieldWork && !(blasPool && !blasHeld) {
+	if m*n*k >= yieldWork && !blasThreaded() {
 		runtime.Gosched()
 	}
 	sgemm1(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)

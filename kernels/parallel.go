@@ -36,6 +36,10 @@ func ForBLAS(n, grain int, fn func(chunk, lo, hi int)) {
 	ForChunks(n, grain, fn)
 }
 
+// blasThreaded reports whether a BLAS call made now runs on OpenBLAS's own
+// worker threads (more than one thread set, outside ForBLAS).
+func blasThreaded() bool { return blasPool && !blasHeld }
+
 // SetBLASThreads sets the BLAS library's threads alone (at most
 // Threads()): decoding with packed weights makes only tiny BLAS calls
 // (attention over the cache) and runs its products on our goroutines, so
@@ -58,7 +62,7 @@ func Chunks(n, grain int) int {
 // Serial reports whether For(n, grain, ...) would run on the calling
 // goroutine alone; callers use it to skip building a closure (which
 // allocates) on that path.
-func Serial(n, grain int) bool { return Chunks(n, grain) <= 1 || (blasPool && !blasHeld) }
+func Serial(n, grain int) bool { return Chunks(n, grain) <= 1 || blasThreaded() }
 
 // For calls fn over [0,n) split into at most Threads() contiguous chunks of
 // at least grain items, in parallel, and returns when all are done.
@@ -74,7 +78,7 @@ func For(n, grain int, fn func(lo, hi int)) {
 // grain)), so callers can hand each chunk its own scratch buffer.
 func ForChunks(n, grain int, fn func(chunk, lo, hi int)) {
 	t := Chunks(n, grain)
-	if blasPool && !blasHeld {
+	if blasThreaded() {
 		// OpenBLAS's idle workers spin on the other core for ~0.1 s after
 		// each multithreaded call; a goroutine sent there only fights them
 		// (tiny, 2 threads: 198 ms/step with parallel elementwise ops,
