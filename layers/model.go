@@ -92,15 +92,22 @@ func (l *Linear) product(ops autograd.Ops, x, w *autograd.Var) *autograd.Var {
 // Quantized reports whether a quantizer is attached.
 func (l *Linear) Quantized() bool { return l.WeightQuant != nil || l.InputQuant != nil }
 
+// anyQuantized reports whether any of ls has a quantizer attached: then
+// they cannot share one full-precision product.
+func anyQuantized(ls ...*Linear) bool {
+	for _, l := range ls {
+		if l.Quantized() {
+			return true
+		}
+	}
+	return false
+}
+
 // linearCat applies linears that share an input: one joint product when
 // they are full precision (LinearCat), each through its quantizers
 // otherwise.
 func linearCat(ops autograd.Ops, x *autograd.Var, ls ...*Linear) []*autograd.Var {
-	q := false
-	for _, l := range ls {
-		q = q || l.Quantized()
-	}
-	if !q {
+	if !anyQuantized(ls...) {
 		ws := make([]*autograd.Var, len(ls))
 		for i, l := range ls {
 			ws[i] = l.Weight
@@ -158,7 +165,7 @@ type Attention struct {
 // Forward returns res + attention(x) for x and res (B, T, dim): the output
 // projection adds into the residual stream (Linear.ForwardAdd).
 func (a *Attention) Forward(ops autograd.Ops, x *autograd.Var, pos []int32, res *autograd.Var) *autograd.Var {
-	if !a.Q.Quantized() && !a.K.Quantized() && !a.V.Quantized() && a.KQuant == nil {
+	if !anyQuantized(a.Q, a.K, a.V) && a.KQuant == nil {
 		return a.O.ForwardAdd(ops, ops.AttentionCat(x, a.Q.Weight, a.K.Weight, a.V.Weight, a.rope, pos, a.Heads, a.KVHeads), res)
 	}
 	qkv := linearCat(ops, x, a.Q, a.K, a.V)
@@ -182,7 +189,7 @@ type MLP struct {
 // Forward returns res + mlp(x), the down projection adding into the
 // residual stream.
 func (m *MLP) Forward(ops autograd.Ops, x, res *autograd.Var) *autograd.Var {
-	if !m.Gate.Quantized() && !m.Up.Quantized() {
+	if !anyQuantized(m.Gate, m.Up) {
 		return m.Down.ForwardAdd(ops, ops.SwiGLUCat(x, m.Gate.Weight, m.Up.Weight), res)
 	}
 	gu := linearCat(ops, x, m.Gate, m.Up)
