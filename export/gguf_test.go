@@ -290,7 +290,7 @@ func TestPackedSafetensorsLossless(t *testing.T) {
 			t.Fatal(err)
 		}
 		dir := filepath.Join(t.TempDir(), "packed")
-		if err := PackedSafetensors(m, tok, dir); err != nil {
+		if err := PackedSafetensors(m, tok, dir, false); err != nil {
 			t.Fatal(err)
 		}
 		m2, _, err := LoadPackedSafetensors(dir)
@@ -343,7 +343,7 @@ func TestPackedSafetensorsKernels(t *testing.T) {
 			t.Fatal(err)
 		}
 		dir := filepath.Join(t.TempDir(), "packed")
-		if err := PackedSafetensors(m, tok, dir); err != nil {
+		if err := PackedSafetensors(m, tok, dir, false); err != nil {
 			t.Fatal(err)
 		}
 		m2, tok2, packed, err := LoadPackedSafetensorsKernels(dir)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"qat/autograd"
 	"qat/data/atomic"
@@ -58,12 +59,13 @@ type quantConfig struct {
 	Ignore []string               `json:"ignore"`
 }
 
-// PackedSafetensors writes m to dir as model.safetensors with its int
+// PackedSafetensors writes m to dir (replacing a directory there only
+// when qat wrote it, or with force: atomic.Dir) as model.safetensors with its int
 // weight quantizers' codes packed, config.json (the Hugging Face config
 // with quantization_config) and tokenizer.json. Every linear that has a
 // symmetric int weight quantizer of 2 to 8 bits is packed with the scales
 // its forward uses, so unpacking gives the fake-quant weights bit for bit.
-func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string) error {
+func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string, force bool) error {
 	var ts []safetensors.Tensor
 	done := map[string]bool{}
 	qc := quantConfig{Method: "compressed-tensors", Format: "pack-quantized", Groups: map[string]configGroup{}}
@@ -185,7 +187,7 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string) error {
 	}
 	cfg["quantization_config"] = qc
 	cb, _ := json.MarshalIndent(cfg, "", "  ")
-	return atomic.Dir(dir, func(tmp string) error {
+	return atomic.Dir(dir, force, func(tmp string) error {
 		if err := safetensors.Write(filepath.Join(tmp, "model.safetensors"), ts, map[string]string{"format": "pt"}); err != nil {
 			return err
 		}
@@ -215,19 +217,99 @@ func LoadPackedSafetensorsKernels(dir string) (*layers.Model, *bpe.Tokenizer, ma
 }
 
 func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer, map[*autograd.Var]layers.PackedWeight, error) {
-	c, err := layers.ReadHFConfig(filepath.Join(dir, "config.json"))
+	cfgPath := filepath.Join(dir, "config.json")
+	b, err := os.ReadFile(cfgPath)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	f, err := safetensors.Read(filepath.Join(dir, "model.safetensors"))
 	if err != nil {
 		return nil, nil, nil, err
+	}
+	m, packed, err := packedModel(b, f, kern)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: %w", dir, err)
+	}
+	tok, err := bpe.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return m, tok, packed, nil
+}
+
+// packedTensors are one packed linear's tensors, checked.
+type packedTensors struct {
+	s                 PackedScheme
+	packed, scale     safetensors.Tensor
+	idx, val          safetensors.Tensor
+	outliers          bool
+	out, in, per, wpr int
+	group             int
+}
+
+// checkPacked checks base's packed tensors in f against its weight shape
+// and scheme s: dtypes, sizes and the group layout, before anything is
+// allocated for them.
+func checkPacked(f *safetensors.File, base string, shape []int, s PackedScheme) (*packedTensors, error) {
+	if len(shape) != 2 {
+		return nil, fmt.Errorf("quantization_config target %s: %s.weight is not a matrix (shape %v): only linear weights are packed", base, base, shape)
+	}
+	p := &packedTensors{s: s, out: shape[0], in: shape[1]}
+	var ok1, ok2 bool
+	p.packed, ok1 = f.Get(base + ".weight_packed")
+	p.scale, ok2 = f.Get(base + ".weight_scale")
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("%s: weight_packed or weight_scale missing", base)
+	}
+	if s.Bits < 2 || s.Bits > 8 || 32%s.Bits != 0 {
+		return nil, fmt.Errorf("%s: num_bits %d, want 2, 4 or 8", base, s.Bits)
+	}
+	p.per = 32 / s.Bits
+	p.wpr = (p.in + p.per - 1) / p.per
+	switch s.Strategy {
+	case "channel":
+		p.group = p.in
+	case "group":
+		p.group = s.GroupSize
+	case "tensor":
+		p.group = p.out * p.in
+	default:
+		return nil, fmt.Errorf("%s: strategy %q, want channel, group or tensor", base, s.Strategy)
+	}
+	switch {
+	case p.packed.DType != "I32" || len(p.packed.Data) != 4*p.out*p.wpr:
+		return nil, fmt.Errorf("%s.weight_packed: %s of %d bytes, want I32 with %d x %d words", base, p.packed.DType, len(p.packed.Data), p.out, p.wpr)
+	case p.group <= 0 || (p.out*p.in)%p.group != 0:
+		return nil, fmt.Errorf("%s: group_size %d does not divide the %d x %d weight", base, p.group, p.out, p.in)
+	case p.scale.DType != "F32" || len(p.scale.Data) != 4*(p.out*p.in/p.group):
+		return nil, fmt.Errorf("%s.weight_scale: %s of %d bytes, want F32 with %d scales (%s groups of %d)", base, p.scale.DType, len(p.scale.Data),
+			p.out*p.in/p.group, s.Strategy, p.group)
+	}
+	if it, ok := f.Get(base + ".weight_outlier_idx"); ok {
+		vt, ok := f.Get(base + ".weight_outlier_val")
+		if !ok || it.DType != "I32" || vt.DType != "F16" || len(it.Data)/4 != len(vt.Data)/2 || len(it.Data)/4 > p.out*p.in {
+			return nil, fmt.Errorf("%s: outlier tensors: %s %v indices, %s %v values, want I32 and F16 of one length at most %d",
+				base, it.DType, it.Shape, vt.DType, vt.Shape, p.out*p.in)
+		}
+		p.idx, p.val, p.outliers = it, vt, true
+	}
+	return p, nil
+}
+
+// packedModel builds the model of a packed safetensors checkpoint from its
+// config.json and model.safetensors. The config is validated (limits
+// included) and every tensor checked against it before the model is
+// allocated; the model's memory is then bounded by the file's.
+func packedModel(cfgJSON []byte, f *safetensors.File, kern bool) (*layers.Model, map[*autograd.Var]layers.PackedWeight, error) {
+	c, err := layers.ParseHFConfig(cfgJSON)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config.json: %w", err)
 	}
 	var cfg struct {
 		Q quantConfig `json:"quantization_config"`
 	}
-	if err := json.Unmarshal(b, &cfg); err != nil || cfg.Q.Format != "pack-quantized" {
-		return nil, nil, nil, fmt.Errorf("%s: config.json has no pack-quantized quantization_config (%v)", dir, err)
+	if err := json.Unmarshal(cfgJSON, &cfg); err != nil || cfg.Q.Format != "pack-quantized" {
+		return nil, nil, fmt.Errorf("config.json has no pack-quantized quantization_config (%v)", err)
 	}
 	scheme := map[string]PackedScheme{}
 	tokenInt8 := map[string]*kernels.TokenScheme{} // targets whose inputs the integer kernels quantize
@@ -244,58 +326,57 @@ func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer
 			}
 		}
 	}
-	f, err := safetensors.Read(filepath.Join(dir, "model.safetensors"))
-	if err != nil {
-		return nil, nil, nil, err
+	// every tensor against the config, before New
+	plans := map[string]*packedTensors{}
+	for _, sh := range c.Shapes() {
+		base := strings.TrimSuffix(sh.Name, ".weight")
+		s, quantized := scheme[base]
+		if !quantized {
+			t, ok := f.Get(sh.Name)
+			if !ok {
+				return nil, nil, fmt.Errorf("tensor %s missing", sh.Name)
+			}
+			if t.DType != "F32" || fmt.Sprint(t.Shape) != fmt.Sprint(sh.Shape) {
+				return nil, nil, fmt.Errorf("tensor %s: %s %v, model wants F32 %v", sh.Name, t.DType, t.Shape, sh.Shape)
+			}
+			continue
+		}
+		p, err := checkPacked(f, base, sh.Shape, s)
+		if err != nil {
+			return nil, nil, err
+		}
+		plans[base] = p
+	}
+	for t := range scheme {
+		if plans[t] == nil {
+			return nil, nil, fmt.Errorf("quantization_config target %q names no linear of the model", t)
+		}
 	}
 	m := layers.New(c)
 	packed := map[*autograd.Var]layers.PackedWeight{}
 	packable := kern
 	var scheme0 *kernels.TokenScheme // one activation scheme for every packed input
 	for _, p := range m.Params() {
-		bad := func(format string, a ...any) error {
-			return fmt.Errorf("%s: %s: %s", dir, p.Name, fmt.Sprintf(format, a...))
-		}
-		base := p.Name[:len(p.Name)-len(".weight")]
-		s, quantized := scheme[base]
-		if !quantized {
-			t, ok := f.Get(p.Name)
-			if !ok {
-				return nil, nil, nil, bad("missing")
-			}
+		base := strings.TrimSuffix(p.Name, ".weight")
+		pt := plans[base]
+		if pt == nil {
+			t, _ := f.Get(p.Name)
 			v, err := t.F32()
-			if err != nil || len(v) != p.Var.Size() {
-				return nil, nil, nil, bad("%d values, want %d (%v)", len(v), p.Var.Size(), err)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", p.Name, err)
 			}
 			copy(p.Var.Data(), v)
 			continue
 		}
-		out, in := p.Var.Shape()[0], p.Var.Shape()[1]
-		pt, ok1 := f.Get(base + ".weight_packed")
-		st, ok2 := f.Get(base + ".weight_scale")
-		if !ok1 || !ok2 || s.Bits < 2 || s.Bits > 8 || 32%s.Bits != 0 {
-			return nil, nil, nil, bad("packed tensors or a valid num_bits missing")
-		}
-		words, err := pt.I32()
+		words, err := pt.packed.I32()
 		if err != nil {
-			return nil, nil, nil, bad("%v", err)
+			return nil, nil, fmt.Errorf("%s: %w", p.Name, err)
 		}
-		scales, err := st.F32()
+		scales, err := pt.scale.F32()
 		if err != nil {
-			return nil, nil, nil, bad("%v", err)
+			return nil, nil, fmt.Errorf("%s: %w", p.Name, err)
 		}
-		per := 32 / s.Bits
-		wpr := (in + per - 1) / per
-		group := in
-		switch s.Strategy {
-		case "group":
-			group = s.GroupSize
-		case "tensor":
-			group = out * in
-		}
-		if len(words) != out*wpr || group <= 0 || (out*in)%group != 0 || len(scales) != out*in/group {
-			return nil, nil, nil, bad("%d words and %d scales for %dx%d in %s groups of %d", len(words), len(scales), out, in, s.Strategy, group)
-		}
+		s, out, in, group, per, wpr := pt.s, pt.out, pt.in, pt.group, pt.per, pt.wpr
 		w := p.Var.Data()
 		// per-channel int4/int8 with int8 per-token inputs: the integer kernels'
 		var codes []int8
@@ -318,16 +399,16 @@ func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer
 			}
 		}
 		var sparse *kernels.Sparse
-		if it, ok := f.Get(base + ".weight_outlier_idx"); ok {
-			vt, ok2 := f.Get(base + ".weight_outlier_val")
-			idx, err1 := it.I32()
-			vals, err2 := vt.F16()
-			if !ok2 || err1 != nil || err2 != nil || len(idx) != len(vals) {
-				return nil, nil, nil, bad("outlier tensors: %d indices, %d values (%v, %v)", len(idx), len(vals), err1, err2)
+		if pt.outliers {
+			idx, err1 := pt.idx.I32()
+			vals, err2 := pt.val.F16()
+			if err1 != nil || err2 != nil {
+				return nil, nil, fmt.Errorf("%s: outlier tensors: %v, %v", p.Name, err1, err2)
 			}
+			// NewSparse range-checks the indices (increasing, inside the weight)
 			sp, err := kernels.NewSparse(out, in, idx, vals)
 			if err != nil {
-				return nil, nil, nil, bad("%v", err)
+				return nil, nil, fmt.Errorf("%s.weight_outlier_idx: %w", base, err)
 			}
 			for k, i := range idx {
 				w[i] = vals[k]
@@ -340,7 +421,7 @@ func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer
 		if codes != nil {
 			cw, err := kernels.NewChannelInt(s.Bits, codes, scales, out, in)
 			if err != nil {
-				return nil, nil, nil, bad("%v", err)
+				return nil, nil, fmt.Errorf("%s: %w", p.Name, err)
 			}
 			packed[p.Var] = layers.PackedWeight{Channel: cw, Tokens: *ts, Sparse: sparse}
 		}
@@ -351,12 +432,8 @@ func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer
 	// the activations run through the quantizers they trained with
 	if len(rules) > 0 {
 		if err := qat.Prepare(m, rules); err != nil {
-			return nil, nil, nil, fmt.Errorf("%s: input_activations: %w", dir, err)
+			return nil, nil, fmt.Errorf("input_activations: %w", err)
 		}
 	}
-	tok, err := bpe.Load(filepath.Join(dir, "tokenizer.json"))
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return m, tok, packed, nil
+	return m, packed, nil
 }

@@ -16,6 +16,7 @@ import (
 
 func exportCmd() *cobra.Command {
 	var model, format, quant, out, name string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "export",
 		Short: "Write a checkpoint as a packed model: GGUF for llama.cpp, or packed safetensors",
@@ -35,6 +36,11 @@ codes and scales of the trained quantizers (LSQ steps, mse steps or min/max),
 so unpacking gives the fake-quant weights bit for bit.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// refused before the model is read: --out must not be the input,
+			// nor, without --force, anything qat did not write
+			if err := checkOutFile(out, force, model); err != nil {
+				return err
+			}
 			m, tok, err := loadModel(model)
 			if err != nil {
 				return err
@@ -52,7 +58,7 @@ so unpacking gives the fake-quant weights bit for bit.`,
 					return fmt.Errorf("--out: %w", err)
 				}
 			case "safetensors-packed":
-				if err := export.PackedSafetensors(m, tok, out); err != nil {
+				if err := export.PackedSafetensors(m, tok, out, force); err != nil {
 					return inputf("%v", err)
 				}
 				out = filepath.Join(out, "model.safetensors")
@@ -72,6 +78,7 @@ so unpacking gives the fake-quant weights bit for bit.`,
 	cmd.Flags().StringVar(&quant, "quant", "q4_0", "q4_0, q8_0, f16 or f32")
 	cmd.Flags().StringVar(&out, "out", "", "output file (gguf) or directory (safetensors-packed)")
 	cmd.Flags().StringVar(&name, "name", "", "general.name (default: the model directory's name)")
+	forceFlag(cmd, &force)
 	cmd.MarkFlagRequired("model")
 	cmd.MarkFlagRequired("out")
 	return cmd

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 
@@ -43,17 +44,45 @@ func main() {
 		}
 	}
 	root.AddCommand(benchCmd(), dataCmd(), trainCmd(), evalCmd(), generateCmd(), ptqCmd(), exportCmd(), mergeCmd(), sweepCmd(), fitCmd())
+	defer crashReport()
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "qat:", err)
 		os.Exit(exitCode(err))
 	}
 }
 
-// exitCode is 2 for bad input (files, configs, flags), 1 otherwise.
+// crashReport turns a panic (a bug of ours, never the user's input) into
+// exit 1 with the message on stderr and the stack in a file, instead of
+// Go's exit 2, which scripts would read as bad input.
+func crashReport() {
+	r := recover()
+	if r == nil {
+		return
+	}
+	stack := debug.Stack()
+	fmt.Fprintf(os.Stderr, "qat: internal error: %v\n", r)
+	f, err := os.CreateTemp("", "qat-crash-*.txt")
+	if err == nil {
+		fmt.Fprintf(f, "qat %s\npanic: %v\n\n%s", strings.Join(os.Args[1:], " "), r, stack)
+		f.Close()
+		fmt.Fprintf(os.Stderr, "qat: the stack is in %s; please report it\n", f.Name())
+	} else {
+		os.Stderr.Write(stack)
+	}
+	os.Exit(1)
+}
+
+// exitCode is 2 for bad input (files, configs, flags), 128+n for a run
+// stopped by signal n (checkpoint written), 1 otherwise.
 func exitCode(err error) int {
 	var de *data.InputError
-	if config.IsInput(err) || errors.As(err, &de) || isUsage(err) {
+	var bad interface{ BadInput() }
+	if config.IsInput(err) || errors.As(err, &de) || errors.As(err, &bad) || isUsage(err) {
 		return 2
+	}
+	var coded interface{ ExitCode() int }
+	if errors.As(err, &coded) {
+		return coded.ExitCode()
 	}
 	return 1
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"qat/cmd/internal/train"
-	"qat/data/atomic"
 	"qat/data/bpe"
 	"qat/lora"
 	qatpkg "qat/qat"
@@ -17,6 +16,7 @@ import (
 
 func mergeCmd() *cobra.Command {
 	var model, out string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "merge",
 		Short: "Fold a checkpoint's adapters (LR-QAT, LoRA-QAT) into plain weights",
@@ -35,6 +35,11 @@ W0 + (alpha/r) A B under their weight quantizer.`,
 			if err != nil {
 				return inputf("--model: %v", err)
 			}
+			res, err := reserveOut(out, force, model)
+			if err != nil {
+				return err
+			}
+			defer res.Abort()
 			if _, err := os.Stat(filepath.Join(dir, "lora.json")); err != nil {
 				return inputf("--model %s: no lora.json: the checkpoint has no adapters", dir)
 			}
@@ -56,7 +61,7 @@ W0 + (alpha/r) A B under their weight quantizer.`,
 			if err != nil {
 				return err
 			}
-			if err := atomic.Dir(out, func(tmp string) error { return train.WriteModel(tmp, m, tok, merged) }); err != nil {
+			if err := res.Fill(func(tmp string) error { return train.WriteModel(tmp, m, tok, merged) }); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "merged the adapters of %d linear layers into %s\n", n, out)
@@ -65,5 +70,6 @@ W0 + (alpha/r) A B under their weight quantizer.`,
 	}
 	cmd.Flags().StringVar(&model, "model", "", "checkpoint directory or run out_dir with adapters")
 	cmd.Flags().StringVar(&out, "out", "", "directory to write the merged checkpoint to")
+	forceFlag(cmd, &force)
 	return cmd
 }

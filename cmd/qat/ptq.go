@@ -10,7 +10,6 @@ import (
 	"qat/autograd"
 	"qat/cmd/internal/train"
 	"qat/data"
-	"qat/data/atomic"
 	"qat/kernels"
 	qatpkg "qat/qat"
 )
@@ -22,6 +21,7 @@ func ptqCmd() *cobra.Command {
 	var actOrder bool
 	var outliers float64
 	var gwqBase string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "ptq",
 		Short: "Post-training quantization of a checkpoint (the baseline QAT has to beat)",
@@ -85,6 +85,11 @@ result is also evaluated on the validation split.`,
 			if scale == "mse" {
 				rules = withMSE(rules)
 			}
+			res, err := reserveOut(out, force, model)
+			if err != nil {
+				return err
+			}
+			defer res.Abort()
 			m, tok, err := loadModel(model)
 			if err != nil {
 				return err
@@ -158,7 +163,7 @@ result is also evaluated on the validation split.`,
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "calibrated %d activation quantizers on %d batches\n", n, calib)
 			}
-			err = atomic.Dir(out, func(tmp string) error { return train.WriteModel(tmp, m, tok, rules) })
+			err = res.Fill(func(tmp string) error { return train.WriteModel(tmp, m, tok, rules) })
 			if err != nil {
 				return fmt.Errorf("--out %s: %w", out, err)
 			}
@@ -186,6 +191,7 @@ result is also evaluated on the validation split.`,
 	cmd.Flags().IntVar(&evalBatches, "batches", 0, "evaluate on at most this many batches (0: all)")
 	cmd.Flags().IntVar(&threads, "threads", 2, "threads")
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "seed of the calibration batches")
+	forceFlag(cmd, &force)
 	cmd.MarkFlagRequired("model")
 	cmd.MarkFlagRequired("out")
 	return cmd

@@ -45,11 +45,14 @@ func trainCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r, err := train.Open(c, resume != "", cmd.OutOrStdout())
+			r, err := train.OpenWith(c, train.Options{Resume: resume != "", Overrides: sets}, cmd.OutOrStdout())
 			if err != nil {
 				return err
 			}
-			if resume == "" {
+			defer r.Close()
+			// the effective config: a fresh run's, or a resumed one's with
+			// its --set overrides, which the next resume keeps
+			if resume == "" || len(sets) > 0 {
 				b, _ := yaml.Marshal(c)
 				if err := atomic.WriteFile(filepath.Join(c.OutDir, "config.yaml"), b); err != nil {
 					return err
@@ -59,6 +62,7 @@ func trainCmd() *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "model: %d parameters (%d non-embedding), optimizer state (%s) %.1f MB, %.2f bytes per parameter; %d steps of %d x %d tokens; out %s\n",
 				total, ne, c.Optimizer.Kind, float64(r.Opt.StateBytes())/1e6, float64(r.Opt.StateBytes())/float64(total), c.Train.Steps, c.Train.Batch*c.Train.GradAccum, c.Train.Seq, c.OutDir)
 			r.AddHook(train.Progress(os.Stderr, c.Train.Steps, r.State.Step, c.Train.LogEvery))
+			defer train.HandleSignals(r, os.Stderr)()
 			return r.Loop()
 		},
 	}

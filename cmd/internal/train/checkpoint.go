@@ -2,12 +2,14 @@ package train
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
+	"qat/cmd/internal/config"
 	"qat/data"
 	"qat/data/atomic"
 	"qat/data/bpe"
@@ -24,9 +26,35 @@ type State struct {
 	Seed     uint64        `json:"seed"`
 	Tokens   int64         `json:"tokens_seen"`
 	LastLoss float64       `json:"last_loss"`
+	// What the data position means: a resumed run that reads other data,
+	// or cuts it in other batches, would not continue the same run (Open
+	// refuses such a change unless --set names it). Absent (zero) in
+	// checkpoints from before they were recorded.
+	DataDir string `json:"data_dir,omitempty"`
+	Batch   int    `json:"batch,omitempty"`
+	Seq     int    `json:"seq,omitempty"`
+	// The --set overrides given on resumes, in order.
+	Overrides []string `json:"overrides,omitempty"`
 }
 
 func ckptName(step int) string { return fmt.Sprintf("ckpt-%07d", step) }
+
+// ckptStep parses a checkpoint directory's name; ok is false for anything
+// else (temporaries, files of the user's).
+func ckptStep(name string) (int, bool) {
+	v, ok := strings.CutPrefix(name, "ckpt-")
+	if !ok || v == "" {
+		return 0, false
+	}
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' || n > 1<<40 {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}
 
 // saveCheckpoint writes out/ckpt-N (weights with Hugging Face names,
 // config.json, tokenizer.json, optimizer moments, state.json) through a
@@ -34,7 +62,10 @@ func ckptName(step int) string { return fmt.Sprintf("ckpt-%07d", step) }
 // but the newest keep checkpoints.
 func (r *Run) saveCheckpoint() error {
 	dir := filepath.Join(r.Cfg.OutDir, ckptName(r.State.Step))
-	err := atomic.Dir(dir, func(tmp string) error {
+	r.State.DataDir, r.State.Batch, r.State.Seq = r.Cfg.Data.Dir, r.Cfg.Train.Batch, r.Cfg.Train.Seq
+	// the run directory is ours and locked: a checkpoint of this step left
+	// by a killed attempt is replaced
+	err := atomic.Dir(dir, true, func(tmp string) error {
 		if err := WriteModel(tmp, r.Model, r.Tok, r.Cfg.QuantRules()); err != nil {
 			return err
 		}
@@ -56,6 +87,7 @@ func (r *Run) saveCheckpoint() error {
 	if err := atomic.WriteFile(filepath.Join(r.Cfg.OutDir, "latest"), []byte(ckptName(r.State.Step)+"\n")); err != nil {
 		return err
 	}
+	r.savedStep = r.State.Step
 	return pruneCheckpoints(r.Cfg.OutDir, r.Cfg.Train.KeepCkpts)
 }
 
@@ -80,26 +112,63 @@ func WriteModel(dir string, m *layers.Model, tok *bpe.Tokenizer, rules []qat.Rul
 	return atomic.WriteFile(filepath.Join(dir, "quant.json"), b)
 }
 
+// claimOutDir refuses to start a run in a directory that holds files qat
+// did not write: a run writes config.yaml, metrics.jsonl, loss.png and
+// `latest` there and would replace a user's files of those names.
+func claimOutDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return &config.InputError{Err: fmt.Errorf("out_dir: %w", err)}
+	}
+	if len(ents) == 0 || atomic.IsRunDir(dir) {
+		return nil
+	}
+	// a run directory from before the lock file was written
+	if _, err := os.Stat(filepath.Join(dir, "latest")); err == nil {
+		return nil
+	}
+	return &config.InputError{Err: fmt.Errorf("out_dir %s holds files that no qat run wrote: choose another out_dir", dir)}
+}
+
+// listCheckpoints returns out's checkpoint directories in step order (by
+// number: a run past step 9,999,999 has longer names).
 func listCheckpoints(out string) []string {
-	m, _ := filepath.Glob(filepath.Join(out, "ckpt-*"))
-	var dirs []string
-	for _, d := range m {
-		if st, err := os.Stat(d); err == nil && st.IsDir() && !strings.Contains(filepath.Base(d), ".") {
-			dirs = append(dirs, d)
+	ents, _ := os.ReadDir(out)
+	type ck struct {
+		dir  string
+		step int
+	}
+	var cks []ck
+	for _, e := range ents {
+		if n, ok := ckptStep(e.Name()); ok && e.IsDir() {
+			cks = append(cks, ck{filepath.Join(out, e.Name()), n})
 		}
 	}
-	sort.Strings(dirs)
+	sort.Slice(cks, func(i, j int) bool { return cks[i].step < cks[j].step })
+	dirs := make([]string, len(cks))
+	for i, c := range cks {
+		dirs[i] = c.dir
+	}
 	return dirs
 }
 
+// pruneCheckpoints removes all but the newest keep checkpoints (at least
+// one), never the one `latest` names.
 func pruneCheckpoints(out string, keep int) error {
+	latest, _ := LatestCheckpoint(out)
 	dirs := listCheckpoints(out)
-	for i := 0; i+keep < len(dirs); i++ {
+	for i := 0; i+max(keep, 1) < len(dirs); i++ {
+		if latest != "" && filepath.Clean(dirs[i]) == filepath.Clean(latest) {
+			continue
+		}
 		if err := os.RemoveAll(dirs[i]); err != nil {
 			return err
 		}
 	}
-	return nil
+	return atomic.SyncDir(out)
 }
 
 // LatestCheckpoint returns the directory out/latest names, or "" if none.
@@ -111,7 +180,11 @@ func LatestCheckpoint(out string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(out, strings.TrimSpace(string(b)))
+	name := strings.TrimSpace(string(b))
+	if _, ok := ckptStep(name); !ok {
+		return "", fmt.Errorf("%s/latest names %q, which is not a checkpoint name (ckpt-NNNNNNN)", out, name)
+	}
+	dir := filepath.Join(out, name)
 	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
 		return "", fmt.Errorf("%s/latest names %s, which is not a checkpoint: %v", out, dir, err)
 	}
@@ -165,20 +238,80 @@ func LoadModel(dir string) (*layers.Model, error) {
 	return m, nil
 }
 
-// loadCheckpoint restores weights, optimizer moments and state from dir.
-func (r *Run) loadCheckpoint(dir string) error {
+// loadCheckpoint restores weights, optimizer moments and state from dir,
+// refusing a config whose data, batch, seq or seed differ from the
+// checkpoint's unless overrides (--set key=value) name the key.
+func (r *Run) loadCheckpoint(dir string, overrides []string) error {
+	path := filepath.Join(dir, "state.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	st, err := ParseState(b)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := st.Matches(r.Cfg, overrides); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
 	if err := r.Model.Load(filepath.Join(dir, "model.safetensors")); err != nil {
 		return err
 	}
 	if err := r.Opt.Load(filepath.Join(dir, "optimizer.safetensors")); err != nil {
 		return err
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
-	if err != nil {
-		return err
+	st.Overrides = append(st.Overrides, overrides...)
+	r.State = st
+	r.State.Seed = r.Cfg.Train.Seed
+	if err := r.Loader.Seek(r.State.Data); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	if err := json.Unmarshal(b, &r.State); err != nil {
-		return fmt.Errorf("%s: state.json: %w", dir, err)
+	return nil
+}
+
+// ParseState reads a checkpoint's state.json, checking each field's range.
+func ParseState(b []byte) (State, error) {
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return State{}, err
 	}
-	return r.Loader.Seek(r.State.Data)
+	switch {
+	case st.Step < 0:
+		return State{}, fmt.Errorf("step %d is negative", st.Step)
+	case st.Data.Epoch < 0 || st.Data.Next < 0:
+		return State{}, fmt.Errorf("data_position %+v is negative", st.Data)
+	case st.Tokens < 0:
+		return State{}, fmt.Errorf("tokens_seen %d is negative", st.Tokens)
+	case st.Batch < 0 || st.Seq < 0:
+		return State{}, fmt.Errorf("batch %d or seq %d is negative", st.Batch, st.Seq)
+	}
+	return st, nil
+}
+
+// Matches checks that resuming st under cfg continues the same run: the
+// data directory, batch, seq and seed it recorded are cfg's, except where
+// an override names the key (the change is then deliberate, and recorded).
+func (st State) Matches(cfg *config.Config, overrides []string) error {
+	named := map[string]bool{}
+	for _, o := range overrides {
+		k, _, _ := strings.Cut(o, "=")
+		named[strings.TrimSpace(k)] = true
+	}
+	type field struct {
+		key      string
+		was, is  any
+		recorded bool
+	}
+	for _, f := range []field{
+		{"data.dir", st.DataDir, cfg.Data.Dir, st.DataDir != ""},
+		{"train.batch", st.Batch, cfg.Train.Batch, st.Batch != 0},
+		{"train.seq", st.Seq, cfg.Train.Seq, st.Seq != 0},
+		{"train.seed", st.Seed, cfg.Train.Seed, true},
+	} {
+		if f.recorded && f.was != f.is && !named[f.key] {
+			return &config.InputError{Err: fmt.Errorf("the checkpoint was trained with %s %v, the config now says %v: resuming would not continue the same run; pass --set %s=%v to change it deliberately",
+				f.key, f.was, f.is, f.key, f.is)}
+		}
+	}
+	return nil
 }

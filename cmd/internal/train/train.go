@@ -11,9 +11,11 @@ import (
 	"io"
 	"math"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -53,6 +55,10 @@ type Run struct {
 	curve    []point
 	hooks    []Hook
 	taps     map[string]*qat.Kurtosis
+
+	lock      *atomic.RunLock // held on Cfg.OutDir until Close
+	savedStep int             // the step of the newest checkpoint written or loaded
+	stop      chan os.Signal  // Interrupt's signal, taken by Loop
 }
 
 // StepResult is what one step measured.
@@ -91,9 +97,47 @@ func inputErr(err error) error {
 	return err
 }
 
+// Options are Open's choices beyond the config.
+type Options struct {
+	// Resume continues from out_dir's latest checkpoint (a run without one
+	// starts fresh).
+	Resume bool
+	// Overrides are the --set key=value pairs applied to the config: a
+	// resumed run may change what its checkpoint's data position depends
+	// on (data.dir, train.batch, train.seq, train.seed) only where one of
+	// them names the key.
+	Overrides []string
+}
+
 // Open prepares a run from its config: data, tokenizer, model (fresh,
 // from init_from, or, with resume, from the latest checkpoint in out_dir).
 func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
+	return OpenWith(cfg, Options{Resume: resume}, log)
+}
+
+// OpenWith is Open with Options. The run holds out_dir's exclusive lock
+// until Close (a second process gets a *atomic.BusyError); a fresh run
+// starts only in a new, empty or qat run directory.
+func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error) {
+	resume := opt.Resume
+	if err := claimOutDir(cfg.OutDir); err != nil {
+		return nil, err
+	}
+	lock, err := atomic.Lock(cfg.OutDir)
+	if err != nil {
+		var be *atomic.BusyError
+		if errors.As(err, &be) {
+			return nil, err
+		}
+		return nil, &config.InputError{Err: fmt.Errorf("out_dir: %w", err)}
+	}
+	defer func() {
+		if err != nil {
+			lock.Unlock()
+		}
+	}()
+	// temporaries of a killed attempt (half-written checkpoints)
+	atomic.CleanTemps(cfg.OutDir)
 	kernels.SetThreads(cfg.Train.Threads)
 	tok, err := bpe.Load(filepath.Join(cfg.Data.Dir, "tokenizer.json"))
 	if err != nil {
@@ -117,9 +161,6 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 	}
 	m := layers.New(cfg.Model)
 	m.Init(cfg.Train.Seed)
-	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
-		return nil, &config.InputError{Err: fmt.Errorf("out_dir: %w", err)}
-	}
 	latest, err := LatestCheckpoint(cfg.OutDir)
 	if err != nil {
 		return nil, &config.InputError{Err: err}
@@ -184,8 +225,8 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 		}
 		fmt.Fprintf(log, "%s adapters (rank %d) on %d linear layers\n", cfg.Lora.Method, cfg.Lora.Defaults().Rank, n)
 	}
-	r := &Run{Cfg: cfg, Model: m, Tok: tok, Loader: loader, Val: val, Log: log, params: m.Params(),
-		State: State{Seed: cfg.Train.Seed}, taps: taps}
+	r = &Run{Cfg: cfg, Model: m, Tok: tok, Loader: loader, Val: val, Log: log, params: m.Params(),
+		State: State{Seed: cfg.Train.Seed}, taps: taps, lock: lock, stop: make(chan os.Signal, 1)}
 	var ops []optim.Param
 	var trainable, frozen int
 	for _, p := range r.params {
@@ -219,9 +260,10 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 		fmt.Fprintf(log, "calibrated %d activation quantizers on %d batches\n", n, cfg.Quant.CalibBatches)
 	}
 	if resume && latest != "" {
-		if err := r.loadCheckpoint(latest); err != nil {
+		if err := r.loadCheckpoint(latest, opt.Overrides); err != nil {
 			return nil, &config.InputError{Err: err}
 		}
+		r.savedStep = r.State.Step
 		fmt.Fprintf(log, "resuming from %s at step %d\n", latest, r.State.Step)
 	}
 	if cfg.Train.Engine == "gorgonia" {
@@ -369,12 +411,94 @@ func (r *Run) Step() (StepResult, error) {
 // AddHook appends a hook run after every step, in order.
 func (r *Run) AddHook(h Hook) { r.hooks = append(r.hooks, h) }
 
+// Close releases the run directory's lock.
+func (r *Run) Close() error { return r.lock.Unlock() }
+
+// Interrupt asks Loop to stop after the step in progress, write a
+// checkpoint and return an *Interrupted error carrying sig. It does not
+// wait, and is safe from a signal handler's goroutine.
+func (r *Run) Interrupt(sig os.Signal) {
+	select {
+	case r.stop <- sig:
+	default:
+	}
+}
+
+// ErrInterrupted matches (errors.Is) the error Loop returns when it stopped
+// early on Interrupt, its checkpoint written.
+var ErrInterrupted = errors.New("interrupted")
+
+// Interrupted is Loop's error after an Interrupt: the run stopped at Step
+// with a checkpoint there (when a step had run), and `qat train --resume`
+// continues it exactly.
+type Interrupted struct {
+	Signal os.Signal
+	Step   int
+	Dir    string // the run directory
+}
+
+func (e *Interrupted) Error() string {
+	return fmt.Sprintf("stopped by %v at step %d; checkpoint written: qat train --resume %s continues the run", e.Signal, e.Step, e.Dir)
+}
+
+func (e *Interrupted) Is(target error) bool { return target == ErrInterrupted }
+
+// ExitCode is the shell's status for a process killed by the signal:
+// 128+n (143 for SIGTERM, 130 for SIGINT), as schedulers expect.
+func (e *Interrupted) ExitCode() int {
+	if s, ok := e.Signal.(syscall.Signal); ok {
+		return 128 + int(s)
+	}
+	return 1
+}
+
+// HandleSignals turns the first SIGTERM or SIGINT into r.Interrupt (the
+// step finishes and is checkpointed) and a second one into an immediate
+// exit, the last checkpoint intact. The returned function stops handling.
+func HandleSignals(r *Run, log io.Writer) (stop func()) {
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+	done := make(chan struct{})
+	go func() {
+		n := 0
+		for {
+			select {
+			case sig := <-ch:
+				n++
+				if n > 1 {
+					fmt.Fprintf(log, "\n%v again: exiting now; the last checkpoint is intact\n", sig)
+					os.Exit(128 + int(sig.(syscall.Signal)))
+				}
+				fmt.Fprintf(log, "\n%v: finishing step %d and writing a checkpoint (again to exit at once)\n", sig, r.State.Step+1)
+				r.Interrupt(sig)
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(done)
+	}
+}
+
 // Loop runs steps until train.steps, calling the hooks, then writes a final
-// checkpoint, evaluation and plot.
+// checkpoint, evaluation and plot. After an Interrupt it checkpoints the
+// step it finished and returns an *Interrupted.
 func (r *Run) Loop() error {
 	defer r.metrics.Close()
 	tc := r.Cfg.Train
 	for r.State.Step < tc.Steps {
+		select {
+		case sig := <-r.stop:
+			if r.State.Step > r.savedStep {
+				if err := r.saveCheckpoint(); err != nil {
+					return err
+				}
+			}
+			return &Interrupted{Signal: sig, Step: r.State.Step, Dir: r.Cfg.OutDir}
+		default:
+		}
 		s, err := r.Step()
 		if err != nil {
 			return err
