@@ -18,7 +18,7 @@ func forceFlag(cmd *cobra.Command, force *bool) {
 // directory qat did not write (unless force) and one another process is
 // writing, all as exit 2 naming the path.
 func reserveOut(out string, force bool, model string) (*atomic.Reservation, error) {
-	if err := checkOutFile(out, false, model); err != nil {
+	if err := checkOutFile(out, force, model); err != nil {
 		return nil, err
 	}
 	return atomic.Reserve(out, force)
