@@ -6,7 +6,7 @@ GO ?= go
 # forces AVX2 kernels at half speed on AVX-512 CPUs. Unset it for our runs.
 RUNENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
-.PHONY: deps build run test bench fuzz vet llamacpp-check ptx gpu cuda-headers cuda-vet cuda-test
+.PHONY: deps build run test bench fuzz faults vet llamacpp-check ptx gpu cuda-headers cuda-vet cuda-test
 
 # deps installs the system packages (OpenBLAS; PyTorch for the reference
 # test) when missing, and the Go modules.
@@ -37,7 +37,7 @@ vet:
 	@if $(GO) list -deps ./kernels | grep -E '^qat/' | grep -v '^qat/kernels$$'; then echo "kernels imports qat packages"; exit 1; fi
 
 test: deps vet cuda-vet
-	QAT_REQUIRE_TORCH=1 $(RUNENV) $(GO) test -count=1 ./...
+	QAT_REQUIRE_TORCH=1 QAT_REQUIRE_DATA=1 $(RUNENV) $(GO) test -count=1 ./...
 	@# The portable paths: gonum sgemm (noblas) and no cgo at all (Go kernels only).
 	$(RUNENV) $(GO) test -count=1 -tags noblas ./kernels ./autograd ./optim
 	CGO_ENABLED=0 $(GO) test -count=1 ./kernels ./autograd ./optim
@@ -53,6 +53,15 @@ test: deps vet cuda-vet
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30000x ./data/gguf
 	$(GO) test -run XXX -fuzz FuzzParseSpec -fuzztime 30000x ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz FuzzDecodeParquet -fuzztime 15s -parallel 1 ./cmd/internal/sweep
+	@# A short fault suite (make faults runs the whole one).
+	tools/faults.sh --sotu $(SOTU) --kills 4 --terms 3 --locks 3 --diskfull 1 --hostile 3
+
+# faults: kill -9 at 20 random steps, SIGTERM/SIGINT at 10, a second
+# process on a live run 10 times, full disks (tmpfs: needs root) during
+# checkpoints, exports and sweep tables, and 50 hostile files per format
+# (docs: README "Reliability").
+faults: build
+	tools/faults.sh --sotu $(SOTU)
 
 bench: build
 	$(RUNENV) $(GO) test -run XXX -bench . -benchtime 20x ./layers ./kernels

@@ -137,7 +137,8 @@ func hostileCases(refs []outcome) {
 		return
 	}
 	total, bad := 0, 0
-	for _, f := range formats() {
+	fs := formats()
+	for _, f := range fs {
 		var refused, accepted, faults int
 		var peak float64
 		var slowest time.Duration
@@ -154,7 +155,7 @@ func hostileCases(refs []outcome) {
 			r := qat(30*time.Second, args...)
 			peak = max(peak, r.rssMB)
 			slowest = max(slowest, r.wall)
-			msg := firstLine(lastLine(r.out))
+			msg := qatLine(r.out)
 			crashed := strings.Contains(r.out, "panic") || strings.Contains(r.out, "goroutine ") || strings.Contains(r.out, "internal error")
 			switch {
 			case r.killed:
@@ -183,7 +184,7 @@ func hostileCases(refs []outcome) {
 		fmt.Printf("== hostile %s: %d files, %d refused (exit 2), %d still valid (exit 0), %d faults; peak RSS %.0f MB, slowest %.2f s\n",
 			f.name, *hostile, refused, accepted, faults, peak, slowest.Seconds())
 	}
-	fmt.Printf("== hostile files: %d across %d formats, %d panics, timeouts, wrong exits or RSS over %d MB\n", total, len(formats()), bad, *maxRSS)
+	fmt.Printf("== hostile files: %d across %d formats, %d panics, timeouts, wrong exits or RSS over %d MB\n", total, len(fs), bad, *maxRSS)
 }
 
 func clip(s string, n int) string {
@@ -270,11 +271,13 @@ func mutateJSON(b []byte) ([]byte, string, bool) {
 	if d.Decode(&v) != nil {
 		return nil, "", false
 	}
-	var paths []string
-	var walk func(p *any, path string)
-	walk = func(p *any, path string) {
+	// every value's path: map keys (strings) and list indices (ints); a
+	// long list (a vocabulary, merges) is sampled, not walked whole
+	var paths [][]any
+	var walk func(x any, path []any)
+	walk = func(x any, path []any) {
 		paths = append(paths, path)
-		switch x := (*p).(type) {
+		switch x := x.(type) {
 		case map[string]any:
 			keys := make([]string, 0, len(x))
 			for k := range x {
@@ -282,46 +285,50 @@ func mutateJSON(b []byte) ([]byte, string, bool) {
 			}
 			sort.Strings(keys)
 			for _, k := range keys {
-				val := x[k]
-				walk(&val, path+"."+k)
-				x[k] = val
+				walk(x[k], append(path[:len(path):len(path)], k))
 			}
 		case []any:
-			// a long list (a vocabulary, merges) is sampled, not walked whole
 			for j := 0; j < len(x) && j < 8; j++ {
-				walk(&x[j], fmt.Sprintf("%s[%d]", path, j))
+				walk(x[j], append(path[:len(path):len(path)], j))
 			}
 		}
 	}
-	walk(&v, "")
+	walk(v, nil)
 	if len(paths) < 2 {
 		return nil, "", false
 	}
-	j := 1 + rng.IntN(len(paths)-1)
-	target := paths[j]
+	target := paths[1+rng.IntN(len(paths)-1)]
+	name := ""
+	for _, seg := range target {
+		if k, ok := seg.(string); ok {
+			name += "." + k
+		} else {
+			name += fmt.Sprintf("[%d]", seg)
+		}
+	}
 	var what string
 	v = setAt(v, target, func(old any) (any, bool) {
 		switch old.(type) {
 		case json.Number:
 			n := hostileNumbers[rng.IntN(len(hostileNumbers))]
-			what = fmt.Sprintf("%s = %s", target, n)
+			what = fmt.Sprintf("%s = %s", name, n)
 			return json.Number(n), true
 		case string:
 			if rng.IntN(2) == 0 {
-				what = target + " = \"../../x\""
+				what = name + " = \"../../x\""
 				return "../../x", true
 			}
-			what = target + " = a 4 MB string"
+			what = name + " = a 4 MB string"
 			return strings.Repeat("A", 4<<20), true
 		case []any:
 			if rng.IntN(2) == 0 {
-				what = target + " = []"
+				what = name + " = []"
 				return []any{}, true
 			}
-			what = target + " = [2^40, -1]"
+			what = name + " = [2^40, -1]"
 			return []any{json.Number("1099511627776"), json.Number("-1")}, true
 		default:
-			what = target + " removed"
+			what = name + " removed"
 			return nil, false
 		}
 	})
@@ -329,56 +336,56 @@ func mutateJSON(b []byte) ([]byte, string, bool) {
 	if err != nil {
 		return nil, "", false
 	}
-	return out, clip(what, 34), true
+	return out, clipLeft(what, 34), true
 }
 
-// setAt replaces (or, when f says false, removes) the value at a path
-// made by mutateJSON's walk.
-func setAt(v any, path string, f func(any) (any, bool)) any {
-	if path == "" {
+// clipLeft keeps the end of s, where a path's leaf is.
+func clipLeft(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n+3:]
+	}
+	return s
+}
+
+// setAt replaces (or, when f says false, removes) the value at path.
+func setAt(v any, path []any, f func(any) (any, bool)) any {
+	if len(path) == 0 {
 		nv, _ := f(v)
 		return nv
 	}
-	if path[0] == '.' {
-		rest := path[1:]
-		key, tail := rest, ""
-		if k := strings.IndexAny(rest, ".["); k >= 0 {
-			key, tail = rest[:k], rest[k:]
-		}
+	switch seg := path[0].(type) {
+	case string:
 		m, ok := v.(map[string]any)
 		if !ok {
 			return v
 		}
-		if tail == "" {
-			if nv, keep := f(m[key]); keep {
-				m[key] = nv
+		if len(path) == 1 {
+			if nv, keep := f(m[seg]); keep {
+				m[seg] = nv
 			} else {
-				delete(m, key)
+				delete(m, seg)
 			}
 			return m
 		}
-		m[key] = setAt(m[key], tail, f)
+		m[seg] = setAt(m[seg], path[1:], f)
 		return m
-	}
-	// [n]
-	end := strings.IndexByte(path, ']')
-	var idx int
-	fmt.Sscanf(path[1:end], "%d", &idx)
-	a, ok := v.([]any)
-	if !ok || idx >= len(a) {
-		return v
-	}
-	tail := path[end+1:]
-	if tail == "" {
-		if nv, keep := f(a[idx]); keep {
-			a[idx] = nv
-		} else {
-			a = append(a[:idx], a[idx+1:]...)
+	case int:
+		a, ok := v.([]any)
+		if !ok || seg >= len(a) {
+			return v
 		}
+		if len(path) == 1 {
+			if nv, keep := f(a[seg]); keep {
+				a[seg] = nv
+			} else {
+				a = append(a[:seg], a[seg+1:]...)
+			}
+			return a
+		}
+		a[seg] = setAt(a[seg], path[1:], f)
 		return a
 	}
-	a[idx] = setAt(a[idx], tail, f)
-	return a
+	return v
 }
 
 // mutateYAML sets a numeric field to a hostile value, or drops a line.

@@ -535,7 +535,7 @@ func diskFullCases(refs []outcome) {
 			} else {
 				good++
 				fmt.Printf("disk full #%d: checkpoint on a %.1f MB disk: exit %d (%q); %d checkpoints left, all load, latest step %d; resumed with room, identical\n",
-					i+1, float64(size)/1e6, r.code, firstLine(lastLine(r.out)), len(cks), latest)
+					i+1, float64(size)/1e6, r.code, qatLine(r.out), len(cks), latest)
 			}
 		}
 		syscall.Unmount(mnt, 0)
@@ -565,7 +565,7 @@ func diskFullCases(refs []outcome) {
 		default:
 			good++
 			fmt.Printf("disk full #%d: export --force over an earlier GGUF: exit %d (%q); the earlier file intact and loads, no temporary left\n",
-				i+1, r.code, firstLine(lastLine(r.out)))
+				i+1, r.code, qatLine(r.out))
 		}
 		syscall.Unmount(mnt, 0)
 
@@ -579,8 +579,8 @@ func diskFullCases(refs []outcome) {
 		table := filepath.Join(mnt, "results.parquet")
 		must(qat(time.Minute, "sweep", "collect", plan, "--out", table), "sweep collect")
 		before, _ = os.ReadFile(table)
-		fill(mnt, int64(len(before))/int64(2+rng.IntN(8)))
 		os.Remove(table)
+		fill(mnt, int64(rng.IntN(len(before))))
 		r = qat(time.Minute, "sweep", "collect", plan, "--out", table)
 		_, statErr := os.Stat(table)
 		leftovers, _ = filepath.Glob(filepath.Join(mnt, ".results.parquet.tmp*"))
@@ -593,15 +593,21 @@ func diskFullCases(refs []outcome) {
 			fail("disk full #%d: sweep collect left %v", i+1, leftovers)
 		default:
 			good++
-			fmt.Printf("disk full #%d: sweep collect: exit %d (%q); no partial table, no temporary\n", i+1, r.code, firstLine(lastLine(r.out)))
+			fmt.Printf("disk full #%d: sweep collect: exit %d (%q); no partial table, no temporary\n", i+1, r.code, qatLine(r.out))
 		}
 		syscall.Unmount(mnt, 0)
 	}
 	fmt.Printf("== full disk during checkpoint, export and sweep collect: %d/%d cases with 0 corrupt outputs\n", good, total)
 }
 
-func lastLine(s string) string {
+// qatLine is the error line qat printed ("qat: ..."), else the last line.
+func qatLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for _, l := range lines {
+		if strings.HasPrefix(l, "qat: ") {
+			return l
+		}
+	}
 	return lines[len(lines)-1]
 }
 
