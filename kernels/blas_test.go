@@ -4,7 +4,11 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/cpu"
 )
 
 func naiveGemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) []float64 {
@@ -127,6 +131,45 @@ func BenchmarkSgemm(b *testing.B) {
 	}
 }
 
+// TestCoreName: OpenBLAS runs the kernels OPENBLAS_CORETYPE names, or,
+// unset (as make test and make run leave it), an AVX-512 core on an
+// AVX-512 CPU: the preset Haswell halves sgemm there.
 func TestCoreName(t *testing.T) {
-	t.Logf("sgemm backend %s, core %s", Backend, CoreName())
+	core := CoreName()
+	t.Logf("sgemm backend %s, core %s", Backend, core)
+	if Backend != "openblas" {
+		if core != "pure-Go (gonum)" {
+			t.Errorf("backend %s reports core %q", Backend, core)
+		}
+		return
+	}
+	if want := os.Getenv("OPENBLAS_CORETYPE"); want != "" {
+		if !strings.EqualFold(core, want) {
+			t.Errorf("OPENBLAS_CORETYPE=%s but OpenBLAS runs %s", want, core)
+		}
+		return
+	}
+	if cpu.X86.HasAVX512F {
+		switch strings.ToLower(core) {
+		case "skylakex", "cooperlake", "sapphirerapids":
+		default:
+			t.Errorf("AVX-512 CPU, OPENBLAS_CORETYPE unset, but OpenBLAS runs %s", core)
+		}
+	}
+}
+
+// TestForChunksPanic: a panic in a parallel chunk reaches the caller's
+// goroutine (where a recover can turn it into an error report) instead of
+// ending the process from a worker.
+func TestForChunksPanic(t *testing.T) {
+	SetThreads(2)
+	defer SetThreads(1)
+	defer func() {
+		r := recover()
+		if r == nil || !strings.Contains(fmt.Sprint(r), "boom") {
+			t.Fatalf("recovered %v, want the chunk's panic", r)
+		}
+	}()
+	ForChunks(1<<16, 1, func(chunk, lo, hi int) { panic(fmt.Sprintf("boom in chunk %d", chunk)) })
+	t.Fatal("ForChunks returned")
 }

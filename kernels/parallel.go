@@ -1,8 +1,11 @@
 package kernels
 
 import (
+	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 )
 
 var (
@@ -92,14 +95,36 @@ func ForChunks(n, grain int, fn func(chunk, lo, hi int)) {
 	inRegion = true
 	defer func() { inRegion = false }()
 	var wg sync.WaitGroup
+	var crashed atomic.Pointer[workerPanic]
 	wg.Add(t - 1)
 	for i := 1; i < t; i++ {
 		lo, hi := i*n/t, (i+1)*n/t
 		go func() {
+			defer func() {
+				if r := recover(); r != nil {
+					crashed.CompareAndSwap(nil, &workerPanic{r, debug.Stack()})
+				}
+				wg.Done()
+			}()
 			fn(i, lo, hi)
-			wg.Done()
 		}()
 	}
 	fn(0, 0, n/t)
 	wg.Wait()
+	if p := crashed.Load(); p != nil {
+		// on the caller's goroutine, where the command's recover sees it
+		panic(p)
+	}
+}
+
+// workerPanic carries a chunk's panic, with its goroutine's stack, to the
+// goroutine that called ForChunks: a panic left on a worker would end the
+// process past every recover.
+type workerPanic struct {
+	value any
+	stack []byte
+}
+
+func (p *workerPanic) String() string {
+	return fmt.Sprintf("%v\n\nin a parallel chunk:\n%s", p.value, p.stack)
 }
