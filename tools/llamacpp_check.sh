@@ -23,9 +23,9 @@ fi
 [ -f runs/tiny/latest ] && [ -f runs/tiny-w4a16-g32/latest ] || { echo "needs runs/tiny (make run) and runs/tiny-w4a16-g32 (tools/results.sh)"; exit 2; }
 # the held-out text: the validation addresses (years ending in 7)
 ls ../shared/data/sotu | grep -E '^[0-9]{3}7[^0-9]' | sed 's|^|../shared/data/sotu/|' | xargs cat > "$OUT/validation.txt"
-$Q export --model runs/tiny --quant f32 --out "$OUT/tiny-f32.gguf"
-$Q export --model runs/tiny --quant q8_0 --out "$OUT/tiny-q8_0.gguf"
-$Q export --model runs/tiny-w4a16-g32 --quant q4_0 --out "$OUT/tiny-w4a16-g32-q4_0.gguf"
+$Q export --model runs/tiny --quant f32 --out "$OUT/tiny-f32.gguf" --force
+$Q export --model runs/tiny --quant q8_0 --out "$OUT/tiny-q8_0.gguf" --force
+$Q export --model runs/tiny-w4a16-g32 --quant q4_0 --out "$OUT/tiny-w4a16-g32-q4_0.gguf" --force
 head -c 100000 "$OUT/validation.txt" > "$OUT/validation-100k.txt"
 status=0
 ppl() { sed -n 's/.*perplexity \([0-9.]*\) over.*/\1/p'; }
