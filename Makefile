@@ -53,6 +53,7 @@ test: deps vet cuda-vet
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30000x ./data/gguf
 	$(GO) test -run XXX -fuzz FuzzParseSpec -fuzztime 30000x ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz FuzzDecodeParquet -fuzztime 15s -parallel 1 ./cmd/internal/sweep
+	$(GO) test -run XXX -fuzz FuzzParseState -fuzztime 30000x ./cmd/internal/train
 	@# A short fault suite (make faults runs the whole one).
 	tools/faults.sh --sotu $(SOTU) --kills 4 --terms 3 --locks 3 --diskfull 1 --hostile 3
 
@@ -78,6 +79,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 5m ./data/gguf
 	$(GO) test -run XXX -fuzz FuzzParseSpec -fuzztime 5m ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz FuzzDecodeParquet -fuzztime 5m ./cmd/internal/sweep
+	$(GO) test -run XXX -fuzz FuzzParseState -fuzztime 5m ./cmd/internal/train
 
 # The GPU side (kernels/cuda, tag gpu; docs/cuda.md). gorgonia.org/cu needs
 # cuda.h to compile and libcuda.so.1 to link and run, nothing else: kernels
