@@ -17,6 +17,7 @@ import (
 // is a matrix that takes the export's quantization.
 type tensorRef struct {
 	gguf   string
+	hf     string // the parameter's checkpoint name
 	w      []float32
 	rows   int // out dimension (ne[1]); 1 for vectors
 	cols   int // in dimension (ne[0])
@@ -25,32 +26,62 @@ type tensorRef struct {
 	lin    *layers.Linear
 }
 
-func modelTensors(m *layers.Model) []tensorRef {
-	c := m.Config
-	vec := func(name string, w []float32) tensorRef { return tensorRef{gguf: name, w: w, rows: 1, cols: len(w)} }
-	mat := func(name string, l *layers.Linear, perm int) tensorRef {
-		sh := l.Weight.Shape()
-		return tensorRef{gguf: name, w: l.Weight.Data(), rows: sh[0], cols: sh[1], matrix: true, permK: perm, lin: l}
+// dims are the tensor's GGUF dims (ne): [cols] or [cols, rows].
+func (r tensorRef) dims() []uint64 {
+	if r.rows == 1 {
+		return []uint64{uint64(r.cols)}
 	}
-	ts := []tensorRef{{gguf: "token_embd.weight", w: m.Embed.Weight.Data(), rows: c.Vocab, cols: c.Dim}}
-	for i, L := range m.Layers {
-		p := fmt.Sprintf("blk.%d.", i)
+	return []uint64{uint64(r.cols), uint64(r.rows)}
+}
+
+// ggufLayout lists the GGUF tensors of a llama of config c in file order,
+// without weights: the names, shapes and roles a file must match before
+// the model is allocated. c must be valid.
+func ggufLayout(c layers.Config) []tensorRef {
+	kv := c.HeadDim() * c.KVHeads
+	vec := func(gg, hf string) tensorRef { return tensorRef{gguf: gg, hf: hf, rows: 1, cols: c.Dim} }
+	mat := func(gg, hf string, rows, cols, perm int) tensorRef {
+		return tensorRef{gguf: gg, hf: hf, rows: rows, cols: cols, matrix: true, permK: perm}
+	}
+	ts := []tensorRef{{gguf: "token_embd.weight", hf: "model.embed_tokens.weight", rows: c.Vocab, cols: c.Dim}}
+	for i := 0; i < c.Layers; i++ {
+		p, h := fmt.Sprintf("blk.%d.", i), fmt.Sprintf("model.layers.%d.", i)
 		ts = append(ts,
-			vec(p+"attn_norm.weight", L.AttnNorm.Weight.Data()),
-			mat(p+"attn_q.weight", L.Attn.Q, c.Heads),
-			mat(p+"attn_k.weight", L.Attn.K, c.KVHeads),
-			mat(p+"attn_v.weight", L.Attn.V, 0),
-			mat(p+"attn_output.weight", L.Attn.O, 0),
-			vec(p+"ffn_norm.weight", L.MLPNorm.Weight.Data()),
-			mat(p+"ffn_gate.weight", L.MLP.Gate, 0),
-			mat(p+"ffn_up.weight", L.MLP.Up, 0),
-			mat(p+"ffn_down.weight", L.MLP.Down, 0))
+			vec(p+"attn_norm.weight", h+"input_layernorm.weight"),
+			mat(p+"attn_q.weight", h+"self_attn.q_proj.weight", c.Dim, c.Dim, c.Heads),
+			mat(p+"attn_k.weight", h+"self_attn.k_proj.weight", kv, c.Dim, c.KVHeads),
+			mat(p+"attn_v.weight", h+"self_attn.v_proj.weight", kv, c.Dim, 0),
+			mat(p+"attn_output.weight", h+"self_attn.o_proj.weight", c.Dim, c.Dim, 0),
+			vec(p+"ffn_norm.weight", h+"post_attention_layernorm.weight"),
+			mat(p+"ffn_gate.weight", h+"mlp.gate_proj.weight", c.FFNHidden, c.Dim, 0),
+			mat(p+"ffn_up.weight", h+"mlp.up_proj.weight", c.FFNHidden, c.Dim, 0),
+			mat(p+"ffn_down.weight", h+"mlp.down_proj.weight", c.Dim, c.FFNHidden, 0))
 	}
-	ts = append(ts, vec("output_norm.weight", m.Norm.Weight.Data()))
-	if m.Head != nil {
-		t := mat("output.weight", m.Head, 0)
+	ts = append(ts, vec("output_norm.weight", "model.norm.weight"))
+	if !c.Tied {
+		t := mat("output.weight", "lm_head.weight", c.Vocab, c.Dim, 0)
 		t.matrix = false // like the embedding: kept at the export's embedding type
 		ts = append(ts, t)
+	}
+	return ts
+}
+
+// modelTensors is m's ggufLayout with its weights and linears bound. A
+// linear without a float32 weight (LR-QAT) has w nil.
+func modelTensors(m *layers.Model) []tensorRef {
+	ps := m.ParamMap()
+	lins := map[string]*layers.Linear{}
+	for _, nl := range m.Linears() {
+		lins[nl.Name+".weight"] = nl.Linear
+	}
+	ts := ggufLayout(m.Config)
+	for i, t := range ts {
+		if v := ps[t.hf]; v != nil {
+			ts[i].w = v.Data()
+		}
+		if l := lins[t.hf]; l != nil {
+			ts[i].lin = l
+		}
 	}
 	return ts
 }
@@ -140,11 +171,7 @@ func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, 
 		}
 		data := make([]byte, t.rows*tf.RowBytes(t.cols))
 		tf.Pack(data, w)
-		dims := []uint64{uint64(t.cols), uint64(t.rows)}
-		if t.rows == 1 {
-			dims = dims[:1]
-		}
-		file.Tensors = append(file.Tensors, gguf.Tensor{Name: t.gguf, Dims: dims, Type: tf.GGML, Data: data})
+		file.Tensors = append(file.Tensors, gguf.Tensor{Name: t.gguf, Dims: t.dims(), Type: tf.GGML, Data: data})
 	}
 	return file, nil
 }

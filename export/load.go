@@ -1,7 +1,9 @@
 package export
 
 import (
+	"errors"
 	"fmt"
+	"math"
 
 	"qat/autograd"
 	"qat/data/bpe"
@@ -10,8 +12,16 @@ import (
 	"qat/layers"
 )
 
+// ggufKeys name, per Config field (YAML name), where a GGUF holds it.
+var ggufKeys = map[string]string{"vocab": "token_embd.weight's rows", "dim": "llama.embedding_length",
+	"layers": "llama.block_count", "heads": "llama.attention.head_count", "kv_heads": "llama.attention.head_count_kv",
+	"ffn_hidden": "llama.feed_forward_length", "max_seq": "llama.context_length", "rope_theta": "llama.rope.freq_base",
+	"norm_eps": "llama.attention.layer_norm_rms_epsilon"}
+
 // ConfigOf reads a llama GGUF's hyperparameters. u32 keys must be u32 and
-// the required ones present, as llama.cpp requires.
+// the required ones present, as llama.cpp requires. The sizes are
+// validated against the limits (layers.CurrentLimits); an error names the
+// GGUF key and the Config field.
 func ConfigOf(f *gguf.File) (layers.Config, error) {
 	var c layers.Config
 	if a, err := f.String("general.architecture"); err != nil || a != "llama" {
@@ -53,10 +63,18 @@ func ConfigOf(f *gguf.File) (layers.Config, error) {
 	if !ok || len(emb.Dims) != 2 {
 		return c, fmt.Errorf("token_embd.weight missing or not a matrix")
 	}
+	if emb.Dims[1] > math.MaxInt32 {
+		return c, fmt.Errorf("token_embd.weight: %d rows (model.vocab) exceed the limit %d (--limits vocab=N raises it)",
+			emb.Dims[1], layers.CurrentLimits().Vocab)
+	}
 	c.Vocab = int(emb.Dims[1])
 	_, untied := f.Tensor("output.weight")
 	c.Tied = !untied
 	if err := c.Validate(); err != nil {
+		var fe *layers.FieldError
+		if errors.As(err, &fe) {
+			return c, fmt.Errorf("%s (model.%s): %s", ggufKeys[fe.Field], fe.Field, fe.Msg)
+		}
 		return c, err
 	}
 	return c, nil
@@ -70,14 +88,23 @@ func LoadGGUF(path string) (*layers.Model, *bpe.Tokenizer, *gguf.File, error) {
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	tok, err := TokenizerOf(f)
+	tok, err := ggufTokenizer(m, f)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if tok.VocabSize() != m.Vocab {
-		return nil, nil, nil, fmt.Errorf("%s: %d tokens, token_embd has %d rows", path, tok.VocabSize(), m.Vocab)
-	}
 	return m, tok, f, nil
+}
+
+// ggufTokenizer reads f's vocabulary, which must have m's size.
+func ggufTokenizer(m *layers.Model, f *gguf.File) (*bpe.Tokenizer, error) {
+	tok, err := TokenizerOf(f)
+	if err != nil {
+		return nil, err
+	}
+	if tok.VocabSize() != m.Vocab {
+		return nil, fmt.Errorf("%d tokens, token_embd has %d rows", tok.VocabSize(), m.Vocab)
+	}
+	return tok, nil
 }
 
 // LoadGGUFModel reads the model of a llama GGUF without its tokenizer.
@@ -89,34 +116,46 @@ func LoadGGUFModel(path string, unpackAll bool) (*layers.Model, *gguf.File, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	bad := func(err error) (*layers.Model, *gguf.File, error) {
+	m, err := ggufModel(f, unpackAll)
+	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
+	return m, f, nil
+}
+
+// ggufModel builds the model of a parsed GGUF. The hyperparameters are
+// checked against the limits and every tensor's name, dims and type
+// against them before the model is allocated: its memory is then bounded
+// by the file's (gguf.Parse checks that each tensor's data is there).
+func ggufModel(f *gguf.File, unpackAll bool) (*layers.Model, error) {
 	c, err := ConfigOf(f)
 	if err != nil {
-		return bad(err)
+		return nil, err
 	}
-	m := layers.New(c)
-	refs := modelTensors(m)
+	refs := ggufLayout(c)
 	if len(f.Tensors) != len(refs) {
-		return bad(fmt.Errorf("%d tensors, a llama of this shape has %d", len(f.Tensors), len(refs)))
+		return nil, fmt.Errorf("%d tensors, a llama of this shape has %d", len(f.Tensors), len(refs))
 	}
 	for _, r := range refs {
 		t, ok := f.Tensor(r.gguf)
 		if !ok {
-			return bad(fmt.Errorf("tensor %s missing", r.gguf))
+			return nil, fmt.Errorf("tensor %s missing", r.gguf)
 		}
-		want := []uint64{uint64(r.cols), uint64(r.rows)}
-		if r.rows == 1 {
-			want = want[:1]
-		}
-		if fmt.Sprint(t.Dims) != fmt.Sprint(want) {
-			return bad(fmt.Errorf("tensor %s has dims %v, want %v", r.gguf, t.Dims, want))
+		if want := r.dims(); fmt.Sprint(t.Dims) != fmt.Sprint(want) {
+			return nil, fmt.Errorf("tensor %s has dims %v, want %v", r.gguf, t.Dims, want)
 		}
 		tf, ok := kernels.FormatOf(t.Type)
 		if !ok {
-			return bad(fmt.Errorf("tensor %s: ggml type %d not supported", r.gguf, t.Type))
+			return nil, fmt.Errorf("tensor %s: ggml type %d not supported", r.gguf, t.Type)
 		}
+		if len(t.Data) != r.rows*tf.RowBytes(r.cols) {
+			return nil, fmt.Errorf("tensor %s: %d bytes, %s of dims %v takes %d", r.gguf, len(t.Data), tf.Name, t.Dims, r.rows*tf.RowBytes(r.cols))
+		}
+	}
+	m := layers.New(c)
+	for _, r := range modelTensors(m) {
+		t, _ := f.Tensor(r.gguf)
+		tf, _ := kernels.FormatOf(t.Type)
 		if !unpackAll && r.lin != nil && (tf == kernels.Q4_0 || tf == kernels.Q8_0) {
 			continue
 		}
@@ -125,7 +164,7 @@ func LoadGGUFModel(path string, unpackAll bool) (*layers.Model, *gguf.File, erro
 			copy(r.w, permuteRotary(r.w, r.rows, r.cols, r.permK, true))
 		}
 	}
-	return m, f, nil
+	return m, nil
 }
 
 // TokenizerOf reads the gpt2 (byte-level BPE) vocabulary of f.

@@ -22,28 +22,39 @@ type Config struct {
 // HeadDim is Dim/Heads.
 func (c Config) HeadDim() int { return c.Dim / c.Heads }
 
-// Validate reports the first impossible value, naming its field.
-func (c Config) Validate() error {
-	pos := map[string]int{"vocab": c.Vocab, "dim": c.Dim, "layers": c.Layers, "heads": c.Heads,
-		"kv_heads": c.KVHeads, "ffn_hidden": c.FFNHidden, "max_seq": c.MaxSeq}
-	for _, k := range []string{"vocab", "dim", "layers", "heads", "kv_heads", "ffn_hidden", "max_seq"} {
-		if pos[k] <= 0 {
-			return fmt.Errorf("model.%s: %d, must be positive", k, pos[k])
+// Validate reports the first impossible value, naming its field: a
+// *FieldError for every field. Sizes over the limits (CurrentLimits) are
+// errors too, so a validated Config is safe to allocate: New's memory is
+// bounded before anything is read into it.
+func (c Config) Validate() error { return c.ValidateLimits(CurrentLimits()) }
+
+// ValidateLimits is Validate under the limits l.
+func (c Config) ValidateLimits(l Limits) error {
+	for _, f := range []struct {
+		key string
+		v   int
+	}{{"vocab", c.Vocab}, {"dim", c.Dim}, {"layers", c.Layers}, {"heads", c.Heads},
+		{"kv_heads", c.KVHeads}, {"ffn_hidden", c.FFNHidden}, {"max_seq", c.MaxSeq}} {
+		if f.v <= 0 {
+			return &FieldError{f.key, int64(f.v), fmt.Sprintf("%d, must be positive", f.v)}
 		}
+	}
+	if err := c.checkSizes(l); err != nil {
+		return err
 	}
 	switch {
 	case c.Dim%c.Heads != 0:
-		return fmt.Errorf("model.dim: %d is not a multiple of model.heads %d", c.Dim, c.Heads)
+		return &FieldError{"dim", int64(c.Dim), fmt.Sprintf("%d is not a multiple of model.heads %d", c.Dim, c.Heads)}
 	case c.HeadDim()%2 != 0:
-		return fmt.Errorf("model.dim/model.heads: head dimension %d must be even for RoPE", c.HeadDim())
+		return &FieldError{"heads", int64(c.Heads), fmt.Sprintf("%d: head dimension dim/heads = %d must be even for RoPE", c.Heads, c.HeadDim())}
 	case c.Heads%c.KVHeads != 0:
-		return fmt.Errorf("model.kv_heads: %d does not divide model.heads %d", c.KVHeads, c.Heads)
+		return &FieldError{"kv_heads", int64(c.KVHeads), fmt.Sprintf("%d does not divide model.heads %d", c.KVHeads, c.Heads)}
 	case !(c.RopeTheta > 0) || math.IsInf(c.RopeTheta, 0):
-		return fmt.Errorf("model.rope_theta: %g, must be positive", c.RopeTheta)
+		return &FieldError{"rope_theta", 0, fmt.Sprintf("%g, must be positive", c.RopeTheta)}
 	case !(c.NormEps > 0) || c.NormEps > 1:
-		return fmt.Errorf("model.norm_eps: %g, must be in (0, 1]", c.NormEps)
+		return &FieldError{"norm_eps", 0, fmt.Sprintf("%g, must be in (0, 1]", c.NormEps)}
 	}
-	return nil
+	return c.checkProducts(l)
 }
 
 // BlockAligned reports an error when a weight dimension is not a multiple

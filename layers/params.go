@@ -87,3 +87,43 @@ func (m *Model) ParamMap() map[string]*autograd.Var {
 	}
 	return out
 }
+
+// TensorShape is a parameter's checkpoint name and shape.
+type TensorShape struct {
+	Name  string
+	Shape []int
+}
+
+// Shapes lists the parameters New(c) makes, in Params' order, without
+// allocating them: loaders check a file against it before New. c must be
+// valid.
+func (c Config) Shapes() []TensorShape {
+	kv := c.HeadDim() * c.KVHeads
+	out := []TensorShape{{"model.embed_tokens.weight", []int{c.Vocab, c.Dim}}}
+	for i := 0; i < c.Layers; i++ {
+		p := "model.layers." + strconv.Itoa(i) + "."
+		out = append(out, TensorShape{p + "input_layernorm.weight", []int{c.Dim}},
+			TensorShape{p + "self_attn.q_proj.weight", []int{c.Dim, c.Dim}}, TensorShape{p + "self_attn.k_proj.weight", []int{kv, c.Dim}},
+			TensorShape{p + "self_attn.v_proj.weight", []int{kv, c.Dim}}, TensorShape{p + "self_attn.o_proj.weight", []int{c.Dim, c.Dim}},
+			TensorShape{p + "post_attention_layernorm.weight", []int{c.Dim}},
+			TensorShape{p + "mlp.gate_proj.weight", []int{c.FFNHidden, c.Dim}}, TensorShape{p + "mlp.up_proj.weight", []int{c.FFNHidden, c.Dim}},
+			TensorShape{p + "mlp.down_proj.weight", []int{c.Dim, c.FFNHidden}})
+	}
+	out = append(out, TensorShape{"model.norm.weight", []int{c.Dim}})
+	if !c.Tied {
+		out = append(out, TensorShape{"lm_head.weight", []int{c.Vocab, c.Dim}})
+	}
+	return out
+}
+
+func sameShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

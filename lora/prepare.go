@@ -2,6 +2,7 @@ package lora
 
 import (
 	"fmt"
+	"math"
 	"path"
 
 	"qat/autograd"
@@ -49,10 +50,10 @@ func (c Config) Validate(prefix string) error {
 		return fmt.Errorf("%s.method: %q, want lr-qat or lora-qat", prefix, c.Method)
 	case c.Rank < 1:
 		return fmt.Errorf("%s.rank: %d, must be at least 1", prefix, c.Rank)
-	case !(c.Alpha > 0):
-		return fmt.Errorf("%s.alpha: %g, must be positive", prefix, c.Alpha)
-	case !(c.StepLRScale > 0):
-		return fmt.Errorf("%s.step_lr_scale: %g, must be positive", prefix, c.StepLRScale)
+	case !(c.Alpha > 0) || c.Alpha > math.MaxFloat32:
+		return fmt.Errorf("%s.alpha: %g, must be positive and a finite float32", prefix, c.Alpha)
+	case !(c.StepLRScale > 0) || math.IsInf(c.StepLRScale, 0):
+		return fmt.Errorf("%s.step_lr_scale: %g, must be positive and finite", prefix, c.StepLRScale)
 	}
 	for _, t := range c.Targets {
 		if _, err := path.Match(t, ""); err != nil {

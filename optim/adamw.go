@@ -84,23 +84,13 @@ func (s *FP32Moments) Tensors(name string) []safetensors.Tensor {
 	return []safetensors.Tensor{safetensors.FromF32("m."+name, []int{len(s.M)}, s.M), safetensors.FromF32("v."+name, []int{len(s.V)}, s.V)}
 }
 
-// Load reads m.NAME and v.NAME.
+// Load reads m.NAME (finite) and v.NAME (finite, not negative: a mean
+// of squares).
 func (s *FP32Moments) Load(name string, f *safetensors.File) error {
-	for _, x := range []struct {
-		key string
-		dst []float32
-	}{{"m." + name, s.M}, {"v." + name, s.V}} {
-		t, ok := f.Get(x.key)
-		if !ok {
-			return fmt.Errorf("optimizer state %s missing", x.key)
-		}
-		v, err := t.F32()
-		if err != nil || len(v) != len(x.dst) {
-			return fmt.Errorf("optimizer state %s: %d values, want %d (%v)", x.key, len(v), len(x.dst), err)
-		}
-		copy(x.dst, v)
+	if err := loadF32(f, "m."+name, s.M, finite); err != nil {
+		return err
 	}
-	return nil
+	return loadF32(f, "v."+name, s.V, finiteNonNeg)
 }
 
 // AdamW is the optimizer over a list of parameters.
@@ -169,20 +159,28 @@ func (o *AdamW) Save(path string) error {
 	return safetensors.Write(path, ts, map[string]string{"optimizer": "adamw", "step": strconv.Itoa(o.Step)})
 }
 
-// Load restores what Save wrote.
+// Load restores what Save wrote. Every state tensor is checked (name,
+// dtype, size, values in range) against the optimizer's before it is
+// copied in; errors name the file and the tensor.
 func (o *AdamW) Load(path string) error {
 	f, err := safetensors.Read(path)
 	if err != nil {
 		return err
+	}
+	return o.load(path, f)
+}
+
+func (o *AdamW) load(path string, f *safetensors.File) error {
+	step, err := strconv.Atoi(f.Metadata["step"])
+	if err != nil || step < 0 {
+		return fmt.Errorf("%s: optimizer step %q", path, f.Metadata["step"])
 	}
 	for i, p := range o.Params {
 		if err := o.State[i].Load(p.Name, f); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}
 	}
-	if o.Step, err = strconv.Atoi(f.Metadata["step"]); err != nil || o.Step < 0 {
-		return fmt.Errorf("%s: optimizer step %q", path, f.Metadata["step"])
-	}
+	o.Step = step
 	return nil
 }
 

@@ -83,6 +83,12 @@ func (s *FP8Moments) Load(name string, f *safetensors.File) error {
 			return fmt.Errorf("%w (group size changed?)", err)
 		}
 		for i := range x.dst {
+			// a magnitude: a non-negative finite bfloat16
+			if h := binary.LittleEndian.Uint16(b[2*i:]); h >= 0x7F80 {
+				return fmt.Errorf("optimizer state %s: bfloat16 bits %#04x at %d are not a finite non-negative range", x.key, h, i)
+			}
+		}
+		for i := range x.dst {
 			x.dst[i] = binary.LittleEndian.Uint16(b[2*i:])
 		}
 	}

@@ -2,6 +2,7 @@ package optim
 
 import (
 	"fmt"
+	"math"
 
 	"qat/data/safetensors"
 	"qat/kernels"
@@ -87,7 +88,7 @@ func (s *Int8Moments) Load(name string, f *safetensors.File) error {
 		key string
 		dst []float32
 	}{{"m_absmax." + name, s.MAbs}, {"v_absmax." + name, s.VAbs}} {
-		if err := loadF32(f, x.key, x.dst); err != nil {
+		if err := loadF32(f, x.key, x.dst, finiteNonNeg); err != nil {
 			return err
 		}
 	}
@@ -106,15 +107,29 @@ func loadBytes(f *safetensors.File, key, dtype string, dst []uint8) error {
 	return nil
 }
 
-func loadF32(f *safetensors.File, key string, dst []float32) error {
-	t, ok := f.Get(key)
-	if !ok {
+// loadF32 reads key into dst: F32 with len(dst) values, each of which
+// must pass ok (checked before dst is written).
+func loadF32(f *safetensors.File, key string, dst []float32, ok func(float32) bool) error {
+	t, found := f.Get(key)
+	if !found {
 		return fmt.Errorf("optimizer state %s missing (saved with another optimizer.state?)", key)
 	}
+	if t.DType != "F32" || len(t.Data) != 4*len(dst) {
+		return fmt.Errorf("optimizer state %s: %s with %d bytes, want F32 with %d values", key, t.DType, len(t.Data), len(dst))
+	}
 	v, err := t.F32()
-	if err != nil || len(v) != len(dst) {
-		return fmt.Errorf("optimizer state %s: %d values, want %d (%v)", key, len(v), len(dst), err)
+	if err != nil {
+		return fmt.Errorf("optimizer state %s: %w", key, err)
+	}
+	for i, x := range v {
+		if !ok(x) {
+			return fmt.Errorf("optimizer state %s: value %g at %d is out of range", key, x, i)
+		}
 	}
 	copy(dst, v)
 	return nil
 }
+
+func finite(x float32) bool { return !math.IsNaN(float64(x)) && !math.IsInf(float64(x), 0) }
+
+func finiteNonNeg(x float32) bool { return finite(x) && x >= 0 }

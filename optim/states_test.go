@@ -3,10 +3,13 @@ package optim
 import (
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"qat/autograd"
+	"qat/data/safetensors"
 )
 
 func statesParams(rng *rand.Rand) []Param {
@@ -41,12 +44,29 @@ func TestStatesFactory(t *testing.T) {
 				t.Errorf("%+v: %s gets %s, want %s", c.s, ps[i].Name, got, c.kinds[i])
 			}
 		}
+		// the bytes the state of ps[1] takes on disk, from the saved file:
+		// independent of Bytes() and of the table's formula
 		n := ps[1].Var.Size()
-		if got := float64(o.State[1].Bytes()) / float64(n); math.Abs(got-c.perByte) > 1e-9 {
-			t.Errorf("%+v: %.4f bytes per parameter, want %.4f", c.s, got, c.perByte)
+		path := filepath.Join(t.TempDir(), "opt.safetensors")
+		if err := o.Save(path); err != nil {
+			t.Fatal(err)
 		}
-		if c.s.Kind != "fp32" && c.perByte > 2.1 && c.s.Block == 0 {
-			t.Errorf("%s with default blocks: %.3f bytes per parameter, over 2.1", c.s.Kind, c.perByte)
+		f, err := safetensors.Read(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		saved := 0
+		for _, ts := range f.Tensors {
+			if strings.HasSuffix(ts.Name, "."+ps[1].Name) {
+				saved += len(ts.Data)
+			}
+		}
+		perSaved := float64(saved) / float64(n)
+		if got := float64(o.State[1].Bytes()) / float64(n); math.Abs(got-perSaved) > 1e-9 || math.Abs(got-c.perByte) > 1e-9 {
+			t.Errorf("%+v: Bytes() gives %.4f bytes per parameter, the saved state %.4f, the formula %.4f", c.s, got, perSaved, c.perByte)
+		}
+		if c.s.Kind != "fp32" && perSaved > 2.1 && c.s.Block == 0 {
+			t.Errorf("%s with default blocks: %.3f bytes per parameter saved, over 2.1", c.s.Kind, perSaved)
 		}
 	}
 	for _, bad := range []States{{Kind: "int4"}, {Kind: "int8", Block: -1}, {Kind: "fp8", Block: 5000}, {Kind: "int8", FP32Match: []string{"["}}} {
@@ -120,4 +140,122 @@ func TestStatesSaveLoadExact(t *testing.T) {
 			t.Errorf("%s checkpoint loaded into %s states", kind, other.Kind)
 		}
 	}
+}
+
+// tinyStates is a small optimizer of kind for the loading tests: two
+// tensors, the second in blocks of 16.
+func tinyStates(kind string) *AdamW {
+	w, norm := autograd.NewParam(4, 12), autograd.NewParam(6)
+	s := States{Kind: kind, MinSize: 8, Block: 16}
+	return NewAdamW(DefaultAdamW, []Param{{Name: "w", Var: w, Decay: true}, {Name: "norm", Var: norm}}, s.Factory())
+}
+
+// savedStates is the file of tinyStates(kind) after two steps.
+func savedStates(t testing.TB, kind string) []byte {
+	o := tinyStates(kind)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for st := 0; st < 2; st++ {
+		for _, p := range o.Params {
+			for i := range p.Var.GradData() {
+				p.Var.GradData()[i] = float32(rng.NormFloat64())
+			}
+		}
+		o.Update(0.01)
+	}
+	path := filepath.Join(t.TempDir(), "opt.safetensors")
+	if err := o.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestLoadStateRanges: a state whose values are out of range (a negative
+// or NaN second moment, an infinite block maximum, a negative fp8 range,
+// a negative step) is an error naming the tensor, and the optimizer is
+// not changed by a refused step count.
+func TestLoadStateRanges(t *testing.T) {
+	for _, c := range []struct {
+		kind, tensor string
+		bits         []byte // little-endian value written over the tensor's first element
+		want         string
+	}{
+		{"fp32", "v.w", f32le(-1), "v.w"},
+		{"fp32", "m.w", f32le(float32(math.NaN())), "m.w"},
+		{"int8", "v_absmax.w", f32le(float32(math.Inf(1))), "v_absmax.w"},
+		{"fp8", "m_range.w", []byte{0x80, 0xbf}, "m_range.w"}, // bf16 -1
+		{"fp8", "v_range.w", []byte{0xc0, 0x7f}, "v_range.w"}, // bf16 NaN
+	} {
+		f, err := safetensors.Parse(savedStates(t, c.kind))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range f.Tensors {
+			if f.Tensors[i].Name == c.tensor {
+				f.Tensors[i].Data = append(append([]byte(nil), c.bits...), f.Tensors[i].Data[len(c.bits):]...)
+			}
+		}
+		if err := tinyStates(c.kind).load("opt.safetensors", f); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s %s = %x: error %v, want one naming %s", c.kind, c.tensor, c.bits, err, c.want)
+		}
+	}
+	f, err := safetensors.Parse(savedStates(t, "fp32"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := tinyStates("fp32")
+	if err := o.load("x", f); err != nil || o.Step != 2 {
+		t.Fatalf("the saved state: %v, step %d, want step 2", err, o.Step)
+	}
+	f.Metadata["step"] = "-3"
+	if err := o.load("x", f); err == nil || o.Step != 2 {
+		t.Errorf("step -3: error %v, step %d after it", err, o.Step)
+	}
+}
+
+func f32le(v float32) []byte {
+	b := math.Float32bits(v)
+	return []byte{byte(b), byte(b >> 8), byte(b >> 16), byte(b >> 24)}
+}
+
+// FuzzLoadState: optimizer state files of every kind, mutated, load or are
+// refused with an error; never a panic. A state that loads has only
+// in-range values.
+func FuzzLoadState(f *testing.F) {
+	kinds := []string{"fp32", "int8", "fp8"}
+	for i, k := range kinds {
+		f.Add(uint8(i), savedStates(f, k))
+	}
+	f.Fuzz(func(t *testing.T, kind uint8, b []byte) {
+		sf, err := safetensors.Parse(b)
+		if err != nil {
+			return
+		}
+		o := tinyStates(kinds[int(kind)%len(kinds)])
+		if err := o.load("fuzz.safetensors", sf); err != nil {
+			return
+		}
+		for i, st := range o.State {
+			switch s := st.(type) {
+			case *FP32Moments:
+				for j := range s.V {
+					if !finite(s.M[j]) || !finiteNonNeg(s.V[j]) {
+						t.Fatalf("%s[%d]: m %g, v %g loaded", o.Params[i].Name, j, s.M[j], s.V[j])
+					}
+				}
+			case *Int8Moments:
+				for j := range s.MAbs {
+					if !finiteNonNeg(s.MAbs[j]) || !finiteNonNeg(s.VAbs[j]) {
+						t.Fatalf("%s block %d: absmax %g, %g loaded", o.Params[i].Name, j, s.MAbs[j], s.VAbs[j])
+					}
+				}
+			}
+		}
+		if o.Step < 0 {
+			t.Fatalf("step %d loaded", o.Step)
+		}
+	})
 }

@@ -18,10 +18,12 @@ import (
 // SpQR-style, they are left out of the rest's ranges). Idx are the flat
 // indices of the kept weights, sorted; the forward is fp16(w) there and
 // Inner's fake quant of w with those weights zeroed elsewhere; gradients
-// pass straight through at the kept weights.
+// pass straight through at the kept weights. N is the weight's size:
+// indices read from a checkpoint must lie in [0, N).
 type Outliers struct {
 	Inner *Quantizer
 	Idx   []int32
+	N     int
 }
 
 // OutlierCount is how many of n weights a fraction keeps: ceil(frac*n).
@@ -89,7 +91,7 @@ func (o *Outliers) State() map[string]*autograd.Var { return o.Inner.State() }
 
 // Replica shares the indices.
 func (o *Outliers) Replica() layers.Quantizer {
-	return &Outliers{Inner: o.Inner.Replica().(*Quantizer), Idx: o.Idx}
+	return &Outliers{Inner: o.Inner.Replica().(*Quantizer), Idx: o.Idx, N: o.N}
 }
 
 // Frozen is the kept weights' indices (checkpointed as
@@ -99,15 +101,29 @@ func (o *Outliers) Frozen() map[string]safetensors.Tensor {
 	return map[string]safetensors.Tensor{"outliers": {DType: "I32", Shape: []int{len(o.Idx)}, Data: b}}
 }
 
-// LoadFrozen reads the indices back.
+// LoadFrozen reads the indices back: as many as the layer keeps, of dtype
+// I32, strictly increasing and inside the weight ([0, N)); an error names
+// the first that is not, and leaves Idx as it was.
 func (o *Outliers) LoadFrozen(key string, t safetensors.Tensor) error {
-	v, err := t.I32()
-	if err != nil || key != "outliers" || len(v) != len(o.Idx) {
-		return fmt.Errorf("outliers: %d indices (%v), want %d", len(v), err, len(o.Idx))
+	if key != "outliers" {
+		return fmt.Errorf("outliers: unknown frozen tensor %q", key)
 	}
-	for i := 1; i < len(v); i++ {
-		if v[i] <= v[i-1] {
-			return fmt.Errorf("outliers: indices not increasing at %d", i)
+	if t.DType != "I32" || len(t.Data) != 4*len(o.Idx) {
+		return fmt.Errorf("outliers: %s of %d bytes, want I32 with %d indices", t.DType, len(t.Data), len(o.Idx))
+	}
+	if o.N <= 0 {
+		return fmt.Errorf("outliers: the weight's size is unknown (Outliers.N unset): indices cannot be range-checked")
+	}
+	v, err := t.I32()
+	if err != nil {
+		return fmt.Errorf("outliers: %w", err)
+	}
+	for i, x := range v {
+		switch {
+		case x < 0 || int64(x) >= int64(o.N):
+			return fmt.Errorf("outliers: index %d at %d is outside the weight's %d values", x, i, o.N)
+		case i > 0 && x <= v[i-1]:
+			return fmt.Errorf("outliers: indices not increasing at %d (%d after %d)", i, x, v[i-1])
 		}
 	}
 	copy(o.Idx, v)

@@ -5,9 +5,11 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"qat/autograd"
+	"qat/data/safetensors"
 	"qat/layers"
 )
 
@@ -139,5 +141,75 @@ func TestOutliersCheckpoint(t *testing.T) {
 		if got[i] != want[i] {
 			t.Fatalf("index %d: %d loaded, %d saved", i, got[i], want[i])
 		}
+	}
+}
+
+// TestOutliersIndicesRangeChecked: a checkpoint whose kept-weight indices
+// leave the weight, repeat, go backwards or have another count or dtype
+// is refused naming the tensor, and the indices in memory are unchanged.
+func TestOutliersIndicesRangeChecked(t *testing.T) {
+	rules := []Rule{{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax", Outliers: 0.01}}}
+	m := layers.New(testCfg)
+	m.Init(1)
+	if err := Prepare(m, rules); err != nil {
+		t.Fatal(err)
+	}
+	const name = "model.layers.1.mlp.down_proj.weight_quant.outliers"
+	n := m.Layers[1].MLP.Down.Weight.Size()
+	dir := t.TempDir()
+	good := filepath.Join(dir, "m.safetensors")
+	if err := m.Save(good); err != nil {
+		t.Fatal(err)
+	}
+	f, err := safetensors.Read(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, _ := f.Get(name)
+	idx, _ := orig.I32()
+	k := len(idx)
+	for _, c := range []struct {
+		edit  func(v []int32) []int32
+		dtype string
+		want  string
+	}{
+		{func(v []int32) []int32 { v[k-1] = int32(n); return v }, "I32", "outside"},
+		{func(v []int32) []int32 { v[k-1] = 1 << 30; return v }, "I32", "outside"},
+		{func(v []int32) []int32 { v[0] = -1; return v }, "I32", "outside"},
+		{func(v []int32) []int32 { v[1] = v[0]; return v }, "I32", "not increasing"},
+		{func(v []int32) []int32 { return v[:k-1] }, "I32", "model wants I32"},
+		{func(v []int32) []int32 { return v }, "F32", "F32 ["},
+	} {
+		v := c.edit(append([]int32(nil), idx...))
+		var ts []safetensors.Tensor
+		for _, x := range f.Tensors {
+			if x.Name == name {
+				x = safetensors.FromI32(name, []int{len(v)}, v)
+				x.DType = c.dtype
+			}
+			ts = append(ts, x)
+		}
+		path := filepath.Join(dir, "bad.safetensors")
+		if err := safetensors.Write(path, ts, nil); err != nil {
+			t.Fatal(err)
+		}
+		m2 := layers.New(testCfg)
+		if err := Prepare(m2, rules); err != nil {
+			t.Fatal(err)
+		}
+		o := m2.Layers[1].MLP.Down.WeightQuant.(*Outliers)
+		before := append([]int32(nil), o.Idx...)
+		err := m2.Load(path)
+		if err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("indices %v...: error %v, want one naming %s: %s", v[:min(3, len(v))], err, name, c.want)
+		}
+		for i := range before {
+			if o.Idx[i] != before[i] {
+				t.Fatalf("refused indices changed Idx[%d]: %d -> %d", i, before[i], o.Idx[i])
+			}
+		}
+	}
+	if err := (&Outliers{Idx: make([]int32, 2)}).LoadFrozen("outliers", safetensors.FromI32("x", []int{2}, []int32{0, 1})); err == nil {
+		t.Error("an Outliers without N loaded indices it cannot range-check")
 	}
 }

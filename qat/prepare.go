@@ -109,15 +109,22 @@ func linears(m *layers.Model) []struct {
 	return out
 }
 
-// Prepare attaches quantizers to m by rules (torchao's prepare step). A
-// rule that matches no layer, an invalid spec, or a group size that does
-// not divide a layer's input is an error naming the rule; LSQ steps start
-// from the weights.
-func Prepare(m *layers.Model, rules []Rule) error {
-	used := make([]bool, len(rules))
+// target is a linear layer (or, with out 0, an attention module's KV
+// cache of in values per token) that rules are matched against.
+type target struct {
+	name     string
+	out, in  int
+	noWeight bool // a linear whose float32 weight LR-QAT adapters replaced
+}
+
+// plan validates rules against the linears and attention modules of a
+// model and returns, for each, the index of the rule that decides it (-1:
+// none). Its errors are Prepare's, and it allocates nothing per weight, so
+// a configuration can be checked without building its model (CheckRules).
+func plan(rules []Rule, lins, attns []target) (linRule, attnRule []int, err error) {
 	for i, r := range rules {
 		if _, err := path.Match(r.Match, "x"); err != nil {
-			return fmt.Errorf("quant.rules[%d].match %q: %v", i, r.Match, err)
+			return nil, nil, fmt.Errorf("quant.rules[%d].match %q: %v", i, r.Match, err)
 		}
 		for _, s := range []struct {
 			name string
@@ -128,84 +135,171 @@ func Prepare(m *layers.Model, rules []Rule) error {
 			}
 			path := fmt.Sprintf("quant.rules[%d].%s", i, s.name)
 			if err := s.s.Validate(path); err != nil {
-				return err
+				return nil, nil, err
 			}
 			if s.name != "weights" && s.s.Scale != "minmax" && s.s.Granularity != "tensor" {
-				return fmt.Errorf("%s.granularity: %s with %s scales: activations with fixed or learned steps use granularity tensor",
+				return nil, nil, fmt.Errorf("%s.granularity: %s with %s scales: activations with fixed or learned steps use granularity tensor",
 					path, s.s.Granularity, s.s.Scale)
 			}
 		}
 	}
-	for _, ln := range linears(m) {
+	used := make([]bool, len(rules))
+	linRule = make([]int, len(lins))
+	for k, ln := range lins {
+		linRule[k] = -1
 		for i, r := range rules {
 			if ok, _ := path.Match(r.Match, ln.name); !ok || (r.KVCache != nil && r.Weights == nil && r.Activations == nil) {
 				continue // a kv_cache-only rule says nothing about linears
 			}
-			used[i] = true
-			w := ln.l.Weight
-			out, in := w.Shape()[0], w.Shape()[1]
+			used[i], linRule[k] = true, i
+			if ln.noWeight {
+				return nil, nil, fmt.Errorf("quant.rules[%d] on %s: the layer has LR-QAT adapters instead of a float32 weight", i, ln.name)
+			}
 			if r.Weights != nil {
-				q, err := NewQuantizer(*r.Weights, in, out*in)
-				if err != nil {
-					return fmt.Errorf("quant.rules[%d].weights on %s: %v", i, ln.name, err)
-				}
-				if r.Weights.Outliers > 0 {
-					// kept weights by magnitude (GWQ's gradients replace
-					// them), left out of the steps' initial ranges
-					abs := make([]float32, w.Size())
-					for i, v := range w.Data() {
-						abs[i] = float32(math.Abs(float64(v)))
-					}
-					o := &Outliers{Inner: q, Idx: TopK(abs, OutlierCount(r.Weights.Outliers, w.Size()))}
-					wz := append([]float32(nil), w.Data()...)
-					for _, i := range o.Idx {
-						wz[i] = 0
-					}
-					q.Init(wz)
-					ln.l.WeightQuant = o
-				} else {
-					q.Init(w.Data())
-					ln.l.WeightQuant = q
-					if r.Weights.TwoLevel {
-						ln.l.WeightQuant = &TwoLevel{Inner: q}
-					}
+				if err := fits(*r.Weights, ln.in, ln.out*ln.in); err != nil {
+					return nil, nil, fmt.Errorf("quant.rules[%d].weights on %s: %v", i, ln.name, err)
 				}
 			}
 			if r.Activations != nil {
 				if r.Activations.Outliers > 0 || r.Activations.TwoLevel {
-					return fmt.Errorf("quant.rules[%d].activations: outliers and two_level are for weights", i)
+					return nil, nil, fmt.Errorf("quant.rules[%d].activations: outliers and two_level are for weights", i)
 				}
-				q, err := NewQuantizer(*r.Activations, in, in)
-				if err != nil {
-					return fmt.Errorf("quant.rules[%d].activations on %s: %v", i, ln.name, err)
+				if err := fits(*r.Activations, ln.in, ln.in); err != nil {
+					return nil, nil, fmt.Errorf("quant.rules[%d].activations on %s: %v", i, ln.name, err)
 				}
-				q.Activation = true
-				ln.l.InputQuant = q
 			}
 			break
 		}
 	}
-	for li, L := range m.Layers {
-		name := fmt.Sprintf("model.layers.%d.self_attn", li)
+	attnRule = make([]int, len(attns))
+	for k, a := range attns {
+		attnRule[k] = -1
 		for i, r := range rules {
-			if ok, _ := path.Match(r.Match, name); !ok || r.KVCache == nil {
+			if ok, _ := path.Match(r.Match, a.name); !ok || r.KVCache == nil {
 				continue
 			}
-			used[i] = true
-			row := L.Attn.KVHeads * L.Attn.HeadDim()
-			var err error
-			if L.Attn.KQuant, err = kvQuantizer(*r.KVCache, row); err == nil {
-				L.Attn.VQuant, err = kvQuantizer(*r.KVCache, row)
-			}
-			if err != nil {
-				return fmt.Errorf("quant.rules[%d].kv_cache on %s: %v", i, name, err)
+			used[i], attnRule[k] = true, i
+			if err := fits(*r.KVCache, a.in, a.in); err != nil {
+				return nil, nil, fmt.Errorf("quant.rules[%d].kv_cache on %s: %v", i, a.name, err)
 			}
 			break
 		}
 	}
 	for i, u := range used {
 		if !u {
-			return fmt.Errorf("quant.rules[%d].match %q matches no linear layer (or attention, for kv_cache)", i, rules[i].Match)
+			return nil, nil, fmt.Errorf("quant.rules[%d].match %q matches no linear layer (or attention, for kv_cache)", i, rules[i].Match)
+		}
+	}
+	return linRule, attnRule, nil
+}
+
+// fits reports whether a quantizer of spec can be built for rows of row
+// values and n in all: NewQuantizer's checks, without its allocation.
+func fits(spec Spec, row, n int) error {
+	if spec.Format == "q4_0" || spec.Format == "q8_0" {
+		if row%32 != 0 {
+			return fmt.Errorf("%s needs rows that are a multiple of 32, have %d", spec.Format, row)
+		}
+		return nil
+	}
+	_, err := spec.Group(row, n)
+	return err
+}
+
+// CheckRules reports what Prepare would report for rules on a model of
+// config c (valid), without building it: config files are checked this
+// way, whatever the model's size.
+func CheckRules(c layers.Config, rules []Rule) error {
+	var lins, attns []target
+	for _, s := range c.Shapes() {
+		if len(s.Shape) == 2 && s.Name != "model.embed_tokens.weight" {
+			lins = append(lins, target{name: strings.TrimSuffix(s.Name, ".weight"), out: s.Shape[0], in: s.Shape[1]})
+		}
+	}
+	for li := 0; li < c.Layers; li++ {
+		attns = append(attns, target{name: fmt.Sprintf("model.layers.%d.self_attn", li), in: c.KVHeads * c.HeadDim()})
+	}
+	_, _, err := plan(rules, lins, attns)
+	return err
+}
+
+// Prepare attaches quantizers to m by rules (torchao's prepare step). A
+// rule that matches no layer, an invalid spec, or a group size that does
+// not divide a layer's input is an error naming the rule, and m is left as
+// it was; LSQ steps start from the weights.
+func Prepare(m *layers.Model, rules []Rule) error {
+	lns := linears(m)
+	var lins, attns []target
+	for _, ln := range lns {
+		if ln.l.Weight == nil {
+			lins = append(lins, target{name: ln.name, noWeight: true})
+			continue
+		}
+		sh := ln.l.Weight.Shape()
+		lins = append(lins, target{name: ln.name, out: sh[0], in: sh[1]})
+	}
+	for li, L := range m.Layers {
+		attns = append(attns, target{name: fmt.Sprintf("model.layers.%d.self_attn", li), in: L.Attn.KVHeads * L.Attn.HeadDim()})
+	}
+	linRule, attnRule, err := plan(rules, lins, attns)
+	if err != nil {
+		return err
+	}
+	for k, ln := range lns {
+		if linRule[k] < 0 {
+			continue
+		}
+		i, r := linRule[k], rules[linRule[k]]
+		w := ln.l.Weight
+		out, in := w.Shape()[0], w.Shape()[1]
+		if r.Weights != nil {
+			q, err := NewQuantizer(*r.Weights, in, out*in)
+			if err != nil {
+				return fmt.Errorf("quant.rules[%d].weights on %s: %v", i, ln.name, err)
+			}
+			if r.Weights.Outliers > 0 {
+				// kept weights by magnitude (GWQ's gradients replace
+				// them), left out of the steps' initial ranges
+				abs := make([]float32, w.Size())
+				for i, v := range w.Data() {
+					abs[i] = float32(math.Abs(float64(v)))
+				}
+				o := &Outliers{Inner: q, Idx: TopK(abs, OutlierCount(r.Weights.Outliers, w.Size())), N: w.Size()}
+				wz := append([]float32(nil), w.Data()...)
+				for _, i := range o.Idx {
+					wz[i] = 0
+				}
+				q.Init(wz)
+				ln.l.WeightQuant = o
+			} else {
+				q.Init(w.Data())
+				ln.l.WeightQuant = q
+				if r.Weights.TwoLevel {
+					ln.l.WeightQuant = &TwoLevel{Inner: q}
+				}
+			}
+		}
+		if r.Activations != nil {
+			q, err := NewQuantizer(*r.Activations, in, in)
+			if err != nil {
+				return fmt.Errorf("quant.rules[%d].activations on %s: %v", i, ln.name, err)
+			}
+			q.Activation = true
+			ln.l.InputQuant = q
+		}
+	}
+	for li, L := range m.Layers {
+		if attnRule[li] < 0 {
+			continue
+		}
+		i, r := attnRule[li], rules[attnRule[li]]
+		row := attns[li].in
+		var err error
+		if L.Attn.KQuant, err = kvQuantizer(*r.KVCache, row); err == nil {
+			L.Attn.VQuant, err = kvQuantizer(*r.KVCache, row)
+		}
+		if err != nil {
+			return fmt.Errorf("quant.rules[%d].kv_cache on %s: %v", i, attns[li].name, err)
 		}
 	}
 	return nil

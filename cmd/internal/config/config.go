@@ -168,9 +168,11 @@ func Parse(name string, b []byte, overrides ...string) (*Config, error) {
 		}
 	}
 	if fe := c.validate(); fe == nil {
-		// Quantizer specs and rules are checked against the model's shapes.
+		// Quantizer specs and rules are checked against the model's shapes,
+		// without building the model (its sizes are within the limits, but
+		// a config need not fit in memory to be checked).
 		if rules := c.QuantRules(); len(rules) > 0 {
-			if err := qat.Prepare(layers.New(c.Model), rules); err != nil {
+			if err := qat.CheckRules(c.Model, rules); err != nil {
 				where := name
 				if line := lineOf(b, "quant"); line > 0 {
 					where = fmt.Sprintf("%s:%d", name, line)
@@ -218,8 +220,11 @@ func lineOf(b []byte, path string) int {
 
 func (c *Config) validate() *fieldError {
 	if err := c.Model.Validate(); err != nil {
-		msg := err.Error()
-		path, rest, _ := strings.Cut(msg, ": ")
+		var fe *layers.FieldError
+		if errors.As(err, &fe) {
+			return &fieldError{"model." + fe.Field, fe.Msg}
+		}
+		path, rest, _ := strings.Cut(err.Error(), ": ")
 		return &fieldError{path, rest}
 	}
 	t := c.Train

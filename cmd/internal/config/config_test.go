@@ -21,7 +21,7 @@ func TestReferenceConfigs(t *testing.T) {
 	}
 }
 
-func tinyYAML(t *testing.T) string {
+func tinyYAML(t testing.TB) string {
 	b, err := os.ReadFile(filepath.Join("..", "..", "..", "configs", "tiny.yaml"))
 	if err != nil {
 		t.Fatal(err)
