@@ -54,6 +54,13 @@ test: deps vet cuda-vet
 	$(GO) test -run XXX -fuzz FuzzParseSpec -fuzztime 30000x ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz FuzzDecodeParquet -fuzztime 15s -parallel 1 ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz FuzzParseState -fuzztime 30000x ./cmd/internal/train
+	$(GO) test -run XXX -fuzz '^FuzzParseHFConfig$$' -fuzztime 30000x ./layers
+	$(GO) test -run XXX -fuzz '^FuzzLoadGGUF$$' -fuzztime 30000x ./export
+	$(GO) test -run XXX -fuzz '^FuzzLoadPackedSafetensors$$' -fuzztime 30000x ./export
+	$(GO) test -run XXX -fuzz '^FuzzQuantRules$$' -fuzztime 30000x ./qat
+	$(GO) test -run XXX -fuzz '^FuzzLoraConfig$$' -fuzztime 30000x ./lora
+	$(GO) test -run XXX -fuzz '^FuzzLoadState$$' -fuzztime 30000x ./optim
+	$(GO) test -run XXX -fuzz '^FuzzSet$$' -fuzztime 30000x ./cmd/internal/config
 	@# A short fault suite (make faults runs the whole one).
 	tools/faults.sh --sotu $(SOTU) --kills 4 --terms 3 --locks 3 --diskfull 1 --hostile 3
 
@@ -80,6 +87,13 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParseSpec -fuzztime 5m ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz FuzzDecodeParquet -fuzztime 5m ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz FuzzParseState -fuzztime 5m ./cmd/internal/train
+	$(GO) test -run XXX -fuzz '^FuzzParseHFConfig$$' -fuzztime 5m ./layers
+	$(GO) test -run XXX -fuzz '^FuzzLoadGGUF$$' -fuzztime 5m ./export
+	$(GO) test -run XXX -fuzz '^FuzzLoadPackedSafetensors$$' -fuzztime 5m ./export
+	$(GO) test -run XXX -fuzz '^FuzzQuantRules$$' -fuzztime 5m ./qat
+	$(GO) test -run XXX -fuzz '^FuzzLoraConfig$$' -fuzztime 5m ./lora
+	$(GO) test -run XXX -fuzz '^FuzzLoadState$$' -fuzztime 5m ./optim
+	$(GO) test -run XXX -fuzz '^FuzzSet$$' -fuzztime 5m ./cmd/internal/config
 
 # The GPU side (kernels/cuda, tag gpu; docs/cuda.md). gorgonia.org/cu needs
 # cuda.h to compile and libcuda.so.1 to link and run, nothing else: kernels

@@ -385,7 +385,7 @@ func ApplyGPTQ(m *layers.Model, base GPTQConfig, run func() error, done func(blo
 				copy(fixed.Step.Data(), scales)
 				l.WeightQuant = fixed
 				if hasKept {
-					l.WeightQuant = &Outliers{Inner: fixed, Idx: o.Idx}
+					l.WeightQuant = &Outliers{Inner: fixed, Idx: o.Idx, N: o.N}
 				}
 				if _, ok := l.WeightQuant.(*TwoLevel); ok || q.TwoLevel {
 					l.WeightQuant = &TwoLevel{Inner: fixed}

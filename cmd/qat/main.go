@@ -13,6 +13,7 @@ import (
 
 	"qat/cmd/internal/config"
 	"qat/data"
+	"qat/layers"
 )
 
 func main() {
@@ -23,10 +24,16 @@ func main() {
 		SilenceErrors: true,
 	}
 	// --cpuprofile: where a command's time goes, for `go tool pprof`
-	var prof string
+	var prof, limits string
 	var profFile *os.File
 	root.PersistentFlags().StringVar(&prof, "cpuprofile", "", "write a CPU profile of the command to this file")
+	root.PersistentFlags().StringVar(&limits, "limits", "", "raise the size limits checked before a model is allocated: key=value,... ("+layers.LimitKeys()+")")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		l, err := layers.ParseLimits(limits)
+		if err != nil {
+			return inputf("--limits: %v", err)
+		}
+		layers.SetLimits(l)
 		if prof == "" {
 			return nil
 		}

@@ -13,6 +13,7 @@ import (
 	"qat/data"
 	"qat/data/atomic"
 	"qat/data/bpe"
+	"qat/data/safetensors"
 	"qat/layers"
 	"qat/lora"
 	"qat/qat"
@@ -211,6 +212,17 @@ func LoadModel(dir string) (*layers.Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	// the weights are checked against the config before the model is
+	// allocated: a config.json within the limits may still claim a model
+	// the file does not hold
+	path := filepath.Join(dir, "model.safetensors")
+	f, err := safetensors.Read(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := c.CheckFile(f); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	m := layers.New(c)
 	if b, err := os.ReadFile(filepath.Join(dir, "quant.json")); err == nil {
 		var rules []qat.Rule
@@ -232,7 +244,7 @@ func LoadModel(dir string) (*layers.Model, error) {
 			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "lora.json"), err)
 		}
 	}
-	if err := m.Load(filepath.Join(dir, "model.safetensors")); err != nil {
+	if err := m.LoadFrom(path, f); err != nil {
 		return nil, err
 	}
 	return m, nil
