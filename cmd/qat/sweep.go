@@ -1,12 +1,15 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -69,13 +72,19 @@ func sweepRunCmd() *cobra.Command {
 
 One entry: --index I, else the index a scheduler gives (JOB_COMPLETION_INDEX
 on Kubernetes Indexed Jobs, SLURM_ARRAY_TASK_ID in SLURM job arrays). An
-entry with a result is skipped; a killed entry resumes from its last
-checkpoint; a failure is recorded as a failed result (exit status 1).
+entry that succeeded is skipped; a stopped one resumes from its last
+checkpoint. Exit status: 0 done; 1 failed, recorded in RESULTS/ID/failure.json
+(with the attempt count), which does not count as done, so the cluster's
+retry runs the entry again; 2 bad input, or the entry is held by another
+process; 143 (130) stopped by SIGTERM (SIGINT) after writing a checkpoint,
+nothing recorded.
 
---workers K runs every entry without a result, K at a time, each in a child
-process (a crash or out-of-memory kill becomes a failed row; the others go
-on), then collects the results into results.parquet in the results
-directory (or --out).`,
+--workers K runs every entry that has not succeeded (failed ones again), K
+at a time, each in a child process (a crash or out-of-memory kill becomes a
+failure record; the others go on), then collects the results into
+results.parquet in the results directory (or --out). SIGTERM or SIGINT is
+passed to the running entries, which checkpoint; a second one kills them.
+Exit status 1 when an entry failed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p, err := loadPlan(args[0])
@@ -86,16 +95,7 @@ directory (or --out).`,
 				if workers < 1 {
 					return inputf("--workers %d: must be at least 1", workers)
 				}
-				self, err := os.Executable()
-				if err != nil {
-					return err
-				}
-				ran, failed, err := p.Pool(workers, self, []string{"sweep", "run", args[0], "--index"}, cmd.ErrOrStderr())
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "ran %d entries, %d failed; %d of %d have results\n", ran, failed, countDone(p), len(p.Entries))
-				return collect(cmd, p, out)
+				return sweepPool(cmd, p, args[0], workers, out)
 			}
 			i := index
 			if !cmd.Flags().Changed("index") {
@@ -112,11 +112,17 @@ directory (or --out).`,
 			}
 			e := p.Entries[i]
 			skipped, err := p.Run(i, cmd.OutOrStdout())
+			var fe *sweep.FailedError
 			switch {
+			case errors.As(err, &fe):
+				// exit status 1 whatever the cause (it does not unwrap):
+				// the cluster retries
+				return err
+			case err != nil:
+				// interrupted (143/130: checkpointed), busy (2)
+				return fmt.Errorf("entry %d (%s): %w", i, e.ID, err)
 			case skipped:
 				fmt.Fprintf(cmd.OutOrStdout(), "entry %d (%s): has a result, skipped\n", i, e.ID)
-			case err != nil:
-				return fmt.Errorf("entry %d (%s) failed, recorded in %s: %w", i, e.ID, p.ResultPath(i), err)
 			default:
 				fmt.Fprintf(cmd.OutOrStdout(), "entry %d (%s): done, %s\n", i, e.ID, p.ResultPath(i))
 			}
@@ -128,6 +134,55 @@ directory (or --out).`,
 	cmd.Flags().StringVar(&out, "out", "", "with --workers: the results table (default RESULTS/results.parquet)")
 	return cmd
 }
+
+// sweepPool runs the plan's entries in a local pool and collects them.
+func sweepPool(cmd *cobra.Command, p *sweep.Plan, plan string, workers int, out string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	rep, err := p.Pool(sweep.PoolOptions{Workers: workers, Self: self, Args: []string{"sweep", "run", plan, "--index"},
+		Progress: cmd.ErrOrStderr(), Signals: sigs})
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "ran %d entries: %d ok, %d failed", rep.Ran, rep.OK, rep.Failed)
+	if rep.Interrupted > 0 {
+		fmt.Fprintf(w, ", %d stopped (they resume next time)", rep.Interrupted)
+	}
+	if rep.Busy > 0 {
+		fmt.Fprintf(w, ", %d held by another process", rep.Busy)
+	}
+	fmt.Fprintf(w, "; %d of %d have results\n", countDone(p), len(p.Entries))
+	if err := collect(cmd, p, out); err != nil {
+		return err
+	}
+	switch {
+	case rep.Signal != nil:
+		sig, _ := rep.Signal.(syscall.Signal)
+		return &stoppedError{sig}
+	case rep.Failed > 0:
+		return fmt.Errorf("%d entries failed (%s): `qat sweep run %s --workers %d` runs them again",
+			rep.Failed, strings.Join(rep.FailedIDs, ", "), plan, workers)
+	case rep.Busy > 0:
+		return fmt.Errorf("%d entries are held by another process", rep.Busy)
+	}
+	return nil
+}
+
+// stoppedError is a pool stopped by a signal: exit status 128+n, as a
+// process killed by it.
+type stoppedError struct{ sig syscall.Signal }
+
+func (e *stoppedError) Error() string {
+	return fmt.Sprintf("stopped by %v; the running entries wrote checkpoints and resume when the sweep runs again", e.sig)
+}
+
+func (e *stoppedError) ExitCode() int { return 128 + int(e.sig) }
 
 func countDone(p *sweep.Plan) int {
 	n := 0
@@ -154,10 +209,16 @@ func collect(cmd *cobra.Command, p *sweep.Plan, out string) error {
 		return err
 	}
 	count := map[string]int{}
-	for _, r := range rows {
+	w := cmd.OutOrStdout()
+	for i, r := range rows {
 		count[r.Status]++
+		if r.Status == "failed" {
+			res, _, _ := p.LoadResult(i)
+			msg, _, _ := strings.Cut(r.Error, "\n")
+			fmt.Fprintf(w, "failed: %s (attempt %d): %s; see %s\n", r.ID, res.Attempts, msg, p.FailurePath(i))
+		}
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "%d rows (%d ok, %d failed, %d missing) -> %s\n", len(rows), count["ok"], count["failed"], count["missing"], out)
+	fmt.Fprintf(w, "%d rows (%d ok, %d failed, %d missing) -> %s\n", len(rows), count["ok"], count["failed"], count["missing"], out)
 	return nil
 }
 
@@ -197,17 +258,20 @@ func sweepEmitCmd() *cobra.Command {
 			if c.Plan == "" {
 				c.Plan = args[0]
 			}
-			if c.Parallelism < 1 || c.CPUs < 1 || c.Retries < 0 {
-				return inputf("--parallelism and --cpus must be at least 1, --retries at least 0")
+			if c.Parallelism < 1 || c.CPUs < 0 || c.Retries < 0 || c.Grace < 1 {
+				return inputf("--parallelism and --grace must be at least 1, --cpus and --retries at least 0")
 			}
 			var text string
 			if k8s {
 				if c.Image == "" || c.Claim == "" {
 					return inputf("--kubernetes needs --image (holding qat) and --claim (the volume with the data and results)")
 				}
-				text = p.Kubernetes(c)
+				text, err = p.Kubernetes(c)
 			} else {
-				text = p.Slurm(c)
+				text, err = p.Slurm(c)
+			}
+			if err != nil {
+				return err
 			}
 			_, err = fmt.Fprint(cmd.OutOrStdout(), text)
 			return err
@@ -218,9 +282,10 @@ func sweepEmitCmd() *cobra.Command {
 	cmd.Flags().StringVar(&c.Plan, "plan-path", "", "the plan's path as the tasks see it (default: as given)")
 	cmd.Flags().StringVar(&c.Workdir, "workdir", "/work", "the tasks' working directory (relative paths of the plan and config start there)")
 	cmd.Flags().IntVar(&c.Parallelism, "parallelism", 4, "entries running at once")
-	cmd.Flags().IntVar(&c.Retries, "retries", 2, "retries of an entry whose task died")
-	cmd.Flags().IntVar(&c.CPUs, "cpus", 2, "CPUs per entry")
-	cmd.Flags().StringVar(&c.Memory, "memory", "8Gi", "memory per entry")
+	cmd.Flags().IntVar(&c.Retries, "retries", 2, "retries of an entry that failed")
+	cmd.Flags().IntVar(&c.CPUs, "cpus", 0, "CPUs per entry (0: the largest train.threads of the entries)")
+	cmd.Flags().StringVar(&c.Memory, "memory", "", "memory per entry, as 8Gi (default: estimated from the entries' model, optimizer and batch)")
+	cmd.Flags().IntVar(&c.Grace, "grace", sweep.DefaultGrace, "seconds from SIGTERM to SIGKILL: for a step and a checkpoint")
 	cmd.Flags().StringVar(&c.Image, "image", "", "container image with the qat binary (Kubernetes)")
 	cmd.Flags().StringVar(&c.Claim, "claim", "", "persistent volume claim mounted at --workdir (Kubernetes)")
 	return cmd

@@ -1,19 +1,24 @@
 // Package sweep runs scaling-law grids: a sweep file expands into a plan
 // (a flat, deterministic list of training runs with stable ids, each QAT
 // run paired with a full-precision run at the same model size and token
-// budget), entries run one at a time (idempotent, resumable, failures
-// recorded as rows), a local pool runs a whole plan, the results collect
-// into one Parquet table, and Kubernetes Indexed Job or SLURM array
-// scripts run the same entries on a cluster.
+// budget), entries run one at a time (idempotent and resumable; a failure
+// leaves a record, not a result, so the entry runs again), a local pool
+// runs a whole plan, the results collect into one Parquet table, and
+// Kubernetes Indexed Job or Slurm array scripts run the same entries on a
+// cluster, checkpointing on SIGTERM and retrying failures.
 package sweep
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
+	"unicode"
 
 	"github.com/goccy/go-yaml"
 
@@ -131,10 +136,16 @@ func ParseSpec(path string, b []byte) (*Spec, error) {
 	if s.Results == "" {
 		s.Results = "results"
 	}
+	if err := checkTitle(s.Name); err != nil {
+		return nil, bad("name", "%v", err)
+	}
 	names := map[string]bool{}
 	for i, m := range s.Models {
-		if m.Name == "" || names[m.Name] {
-			return nil, bad(fmt.Sprintf("models[%d].name", i), "%q: missing or repeated", m.Name)
+		if err := CheckName(m.Name); err != nil {
+			return nil, bad(fmt.Sprintf("models[%d].name", i), "%v", err)
+		}
+		if names[m.Name] {
+			return nil, bad(fmt.Sprintf("models[%d].name", i), "%q: repeated", m.Name)
 		}
 		names[m.Name] = true
 	}
@@ -144,7 +155,7 @@ func ParseSpec(path string, b []byte) (*Spec, error) {
 		}
 	}
 	for i, g := range s.Groups {
-		if n, err := strconv.Atoi(g); g != "channel" && (err != nil || n < 2) {
+		if n, err := strconv.Atoi(g); g != "channel" && (err != nil || n < 2 || strconv.Itoa(n) != g) {
 			return nil, bad(fmt.Sprintf("groups[%d]", i), "%q: want a group size of at least 2 or channel", g)
 		}
 	}
@@ -201,14 +212,12 @@ func (s *Spec) Expand() (*Plan, error) {
 			}
 			c.Quant.Rules = []qat.Rule{{Match: "model.layers.*", Weights: w}}
 		}
-		c.OutDir = filepath.Join(s.Results, e.ID, "run")
-		// Validate the whole config as a file would be.
-		b, err := yaml.Marshal(c)
-		if err != nil {
-			return err
+		if err := CheckName(e.ID); err != nil {
+			return &config.InputError{Err: fmt.Errorf("sweep entry %d: id: %v", len(p.Entries), err)}
 		}
-		if _, err := config.Parse(e.ID, b); err != nil {
-			return fmt.Errorf("sweep entry %s: %w", e.ID, err)
+		c.OutDir = filepath.Join(s.Results, e.ID, "run")
+		if err := checkConfig("sweep entry "+e.ID+" config", c); err != nil {
+			return err
 		}
 		_, ne := c.Model.Params()
 		e.N, e.RowLength, e.Config = int64(ne), c.Model.Dim, c
@@ -279,24 +288,122 @@ func (p *Plan) Marshal() ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// LoadPlan reads a plan file.
+// nameRE is what an id or a model name may hold: each becomes a directory
+// and a word in emitted shell and YAML.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+
+// CheckName reports why s cannot be an entry id or a model name: it
+// becomes a directory under the results, so it is one path element of
+// letters, digits, '.', '_' and '-', and not "." or "..".
+func CheckName(s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("missing")
+	case s == "." || s == "..":
+		return fmt.Errorf("%q is not a directory name", s)
+	case !nameRE.MatchString(s):
+		return fmt.Errorf("%q: want letters, digits, '.', '_' and '-' only (%s)", s, nameRE)
+	}
+	return nil
+}
+
+// checkTitle reports why s cannot name a sweep: it is free text (job
+// names are derived from it) but one line.
+func checkTitle(s string) error {
+	if s == "" {
+		return fmt.Errorf("missing")
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("%q: control characters", s)
+		}
+	}
+	return nil
+}
+
+// checkConfig validates an entry's run config as `qat train` would read
+// it: written as YAML and parsed (field values, model sizes within
+// layers.CurrentLimits, quantizer rules against the model's shapes); name
+// heads the message.
+func checkConfig(name string, c config.Config) error {
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return &config.InputError{Err: fmt.Errorf("%s: %w", name, err)}
+	}
+	if _, err := config.Parse(name, b); err != nil {
+		// Parse names the line of the YAML it was given, which is ours,
+		// not the user's: "NAME:12: train.lr: ..." reads "NAME: train.lr: ...".
+		msg := err.Error()
+		if rest, ok := strings.CutPrefix(msg, name+":"); ok {
+			if n := len(rest) - len(strings.TrimLeft(rest, "0123456789")); n > 0 && strings.HasPrefix(rest[n:], ": ") {
+				return &config.InputError{Err: errors.New(name + rest[n:])}
+			}
+		}
+		return err
+	}
+	return nil
+}
+
+// LoadPlan reads a plan file (ParsePlan).
 func LoadPlan(path string) (*Plan, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, &config.InputError{Err: err}
 	}
+	return ParsePlan(path, b)
+}
+
+// ParsePlan decodes and checks a plan's bytes (path names it in messages
+// and is where relative results directories start): indices count from
+// 0, ids and model names are names (CheckName) and ids unique, pairs name
+// full-precision entries, and every entry's config is valid, so a bad
+// entry fails before anything runs. Errors name the entry and field.
+func ParsePlan(path string, b []byte) (*Plan, error) {
 	var p Plan
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
 		return nil, &config.InputError{Err: fmt.Errorf("%s: %w", path, err)}
 	}
-	ids := map[string]bool{}
+	if dec.More() {
+		return nil, &config.InputError{Err: fmt.Errorf("%s: data after the plan", path)}
+	}
+	bad := func(field, format string, a ...any) error {
+		return &config.InputError{Err: fmt.Errorf("%s: %s: %s", path, field, fmt.Sprintf(format, a...))}
+	}
+	if err := checkTitle(p.Name); err != nil {
+		return nil, bad("name", "%v", err)
+	}
+	if p.Results == "" {
+		return nil, bad("results", "missing")
+	}
+	kinds := map[string]string{}
 	for i, e := range p.Entries {
-		if e.Index != i || e.ID == "" || ids[e.ID] {
-			return nil, &config.InputError{Err: fmt.Errorf("%s: entries[%d]: index %d, id %q: indices must count from 0 and ids be unique", path, i, e.Index, e.ID)}
+		at := fmt.Sprintf("entries[%d]", i)
+		if err := CheckName(e.ID); err != nil {
+			return nil, bad(at+".id", "%v", err)
 		}
-		ids[e.ID] = true
+		if _, dup := kinds[e.ID]; dup {
+			return nil, bad(at+".id", "%q: repeated", e.ID)
+		}
+		kinds[e.ID] = e.Kind
+		if e.Index != i {
+			return nil, bad(at+".index", "%d, want %d (indices count from 0)", e.Index, i)
+		}
+		if err := CheckName(e.Model); err != nil {
+			return nil, bad(at+".model", "%v", err)
+		}
+		if e.Kind != "fp" && e.Kind != "qat" {
+			return nil, bad(at+".kind", "%q, want fp or qat", e.Kind)
+		}
+	}
+	for i, e := range p.Entries {
+		if e.Pair != "" && kinds[e.Pair] != "fp" {
+			return nil, bad(fmt.Sprintf("entries[%d].pair", i), "%q is not a full-precision entry of the plan", e.Pair)
+		}
+		if err := checkConfig(fmt.Sprintf("%s: entries[%d] (%s).config", path, i, e.ID), e.Config); err != nil {
+			return nil, err
+		}
 	}
 	p.dir = filepath.Dir(path)
 	return &p, nil
