@@ -52,6 +52,7 @@ test: deps vet cuda-vet
 	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 30000x -parallel 1 ./data
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30000x ./data/gguf
 	$(GO) test -run XXX -fuzz FuzzParseSpec -fuzztime 30000x ./cmd/internal/sweep
+	$(GO) test -run XXX -fuzz 'FuzzParsePlan$$' -fuzztime 30000x -parallel 1 ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz FuzzDecodeParquet -fuzztime 15s -parallel 1 ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz FuzzParseState -fuzztime 30000x ./cmd/internal/train
 	$(GO) test -run XXX -fuzz '^FuzzParseHFConfig$$' -fuzztime 30000x ./layers
@@ -85,6 +86,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 5m ./data
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 5m ./data/gguf
 	$(GO) test -run XXX -fuzz FuzzParseSpec -fuzztime 5m ./cmd/internal/sweep
+	$(GO) test -run XXX -fuzz 'FuzzParsePlan$$' -fuzztime 5m ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz FuzzDecodeParquet -fuzztime 5m ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz FuzzParseState -fuzztime 5m ./cmd/internal/train
 	$(GO) test -run XXX -fuzz '^FuzzParseHFConfig$$' -fuzztime 5m ./layers

@@ -453,22 +453,28 @@ func (e *Interrupted) ExitCode() int {
 }
 
 // HandleSignals turns the first SIGTERM or SIGINT into r.Interrupt (the
-// step finishes and is checkpointed) and a second one into an immediate
-// exit, the last checkpoint intact. The returned function stops handling.
+// step finishes and is checkpointed) and a second one, a second or more
+// later, into an immediate exit, the last checkpoint intact. The returned function stops handling.
 func HandleSignals(r *Run, log io.Writer) (stop func()) {
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
 	done := make(chan struct{})
 	go func() {
-		n := 0
+		var first time.Time
 		for {
 			select {
 			case sig := <-ch:
-				n++
-				if n > 1 {
+				// Slurm signals every process of a job and its batch script
+				// passes the signal on too: a repeat within a second is the
+				// same request
+				if !first.IsZero() && time.Since(first) < time.Second {
+					continue
+				}
+				if !first.IsZero() {
 					fmt.Fprintf(log, "\n%v again: exiting now; the last checkpoint is intact\n", sig)
 					os.Exit(128 + int(sig.(syscall.Signal)))
 				}
+				first = time.Now()
 				fmt.Fprintf(log, "\n%v: finishing step %d and writing a checkpoint (again to exit at once)\n", sig, r.State.Step+1)
 				r.Interrupt(sig)
 			case <-done:
