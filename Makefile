@@ -70,7 +70,7 @@ test: deps vet cuda-vet
 # checkpoints, exports and sweep tables, and 50 hostile files per format
 # (docs: README "Reliability").
 faults: build
-	tools/faults.sh --sotu $(SOTU)
+	tools/faults.sh --sotu $(SOTU) --report docs/faults.md --commit $$(git describe --always --dirty)
 
 bench: build
 	$(RUNENV) $(GO) test -run XXX -bench . -benchtime 20x ./layers ./kernels

@@ -181,10 +181,10 @@ func hostileCases(refs []outcome) {
 		}
 		total += *hostile
 		bad += faults
-		fmt.Printf("== hostile %s: %d files, %d refused (exit 2), %d still valid (exit 0), %d faults; peak RSS %.0f MB, slowest %.2f s\n",
+		summary("hostile %s: %d files, %d refused (exit 2), %d still valid (exit 0), %d faults; peak RSS %.0f MB, slowest %.2f s\n",
 			f.name, *hostile, refused, accepted, faults, peak, slowest.Seconds())
 	}
-	fmt.Printf("== hostile files: %d across %d formats, %d panics, timeouts, wrong exits or RSS over %d MB\n", total, len(fs), bad, *maxRSS)
+	summary("hostile files: %d across %d formats, %d panics, timeouts, wrong exits or RSS over %d MB\n", total, len(fs), bad, *maxRSS)
 }
 
 func clip(s string, n int) string {

@@ -38,7 +38,32 @@ var (
 	hostile  = flag.Int("hostile", 50, "hostile files per format")
 	seed     = flag.Uint64("seed", 0, "random seed (0: from the clock)")
 	maxRSS   = flag.Int64("max-rss-mb", 200, "peak resident memory allowed to a command given a hostile file")
+	report   = flag.String("report", "", "also write the summary lines, with the commit and settings, to this Markdown file")
+	commit   = flag.String("commit", "", "the commit under test, for the report")
 )
+
+// summaries are the per-kind figures, for the report.
+var summaries []string
+
+// summary prints a kind's figure line (prefixed ==) and keeps it.
+func summary(format string, a ...any) {
+	s := fmt.Sprintf(format, a...)
+	summaries = append(summaries, strings.TrimSuffix(s, "\n"))
+	fmt.Print("== " + s)
+}
+
+func writeReport(s uint64, took time.Duration) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Fault suite\n\nWritten by `tools/faults.sh` (make faults) at commit %s on %s, seed %d, %s; %d faults.\n\n",
+		*commit, time.Now().UTC().Format("2006-01-02"), s, took.Round(time.Second), fails)
+	fmt.Fprintf(&b, "Command: `tools/faults.sh %s`\n\n", strings.Join(os.Args[1:], " "))
+	for _, l := range summaries {
+		fmt.Fprintf(&b, "- %s\n", l)
+	}
+	if err := os.WriteFile(*report, []byte(b.String()), 0o644); err != nil {
+		fatalf("--report: %v", err)
+	}
+}
 
 var (
 	work  string
@@ -124,6 +149,9 @@ func main() {
 	diskFullCases(refs)
 	hostileCases(refs)
 	fmt.Printf("fault suite: %d faults (%s)\n", fails, time.Since(t0).Round(time.Second))
+	if *report != "" {
+		writeReport(s, time.Since(t0))
+	}
 	if fails > 0 {
 		os.RemoveAll(work)
 		os.Exit(1)
@@ -353,7 +381,7 @@ func killCases(refs []outcome) {
 		}
 		os.RemoveAll(out)
 	}
-	fmt.Printf("== kill -9 at random steps, then --resume: %d/%d bit-identical to the uninterrupted run\n", ok, *kills)
+	summary("kill -9 at random steps, then --resume: %d/%d bit-identical to the uninterrupted run\n", ok, *kills)
 }
 
 func termCases(refs []outcome) {
@@ -395,7 +423,7 @@ func termCases(refs []outcome) {
 		}
 		os.RemoveAll(out)
 	}
-	fmt.Printf("== SIGTERM/SIGINT at random steps: %d/%d checkpointed the step reached, exited 143/130 and resumed exactly\n", ok, *terms)
+	summary("SIGTERM/SIGINT at random steps: %d/%d checkpointed the step reached, exited 143/130 and resumed exactly\n", ok, *terms)
 }
 
 // lockCases: while one trainer runs, a second on the same directory (a
@@ -444,7 +472,7 @@ func lockCases() {
 		}
 		os.RemoveAll(out)
 	}
-	fmt.Printf("== a second process on a live run directory: %d/%d refused with the holder's pid\n", ok, *locks)
+	summary("a second process on a live run directory: %d/%d refused with the holder's pid\n", ok, *locks)
 }
 
 func firstLine(s string) string {
@@ -597,7 +625,7 @@ func diskFullCases(refs []outcome) {
 		}
 		syscall.Unmount(mnt, 0)
 	}
-	fmt.Printf("== full disk during checkpoint, export and sweep collect: %d/%d cases with 0 corrupt outputs\n", good, total)
+	summary("full disk during checkpoint, export and sweep collect: %d/%d cases with 0 corrupt outputs\n", good, total)
 }
 
 // qatLine is the error line qat printed ("qat: ..."), else the last line.
