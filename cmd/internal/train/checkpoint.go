@@ -220,8 +220,22 @@ func LoadModel(dir string) (*layers.Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if err := c.CheckFile(f); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	// An adapter checkpoint keeps LR-QAT layers' weights as their int8
+	// frozen base instead of .weight, so the tensors are checked after the
+	// adapters are prepared (LoadFrom); before, the file must at least
+	// hold a byte per parameter the config claims.
+	if _, err := os.Stat(filepath.Join(dir, "lora.json")); errors.Is(err, os.ErrNotExist) {
+		if err := c.CheckFile(f); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	} else {
+		var held int
+		for _, t := range f.Tensors {
+			held += len(t.Data)
+		}
+		if total, _ := c.Params(); total > held {
+			return nil, fmt.Errorf("%s: config.json describes %d parameters, the file holds %d bytes of tensors", path, total, held)
+		}
 	}
 	m := layers.New(c)
 	if b, err := os.ReadFile(filepath.Join(dir, "quant.json")); err == nil {
