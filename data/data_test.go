@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apache/arrow/go/v17/parquet"
+	"github.com/apache/arrow/go/v17/parquet/compress"
+
 	"qat/data/bpe"
 )
 
@@ -155,12 +158,21 @@ func FuzzDecodeShard(f *testing.F) {
 	}
 	f.Add(good)
 	f.Add([]byte("PAR1garbagePAR1"))
+	docs := testDocs(2, 200, 9)
+	f.Add(encodeWith(f, docs, parquet.WithCompression(compress.Codecs.Snappy)))
+	f.Add(encodeWith(f, docs, parquet.WithCompression(compress.Codecs.Zstd), parquet.WithDataPageVersion(parquet.DataPageV2)))
+	for _, c := range hostileParquet(f, 300) {
+		f.Add(c.b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		docs, err := DecodeShard(b)
-		if err == nil {
-			for _, d := range docs {
-				_ = d.Tokens
-			}
+		var docs []Doc
+		var err error
+		n := allocated(func() { docs, err = DecodeShard(b) })
+		if n > maxCaseAlloc {
+			t.Fatalf("decoding a %d-byte file allocated %d MB (%v)", len(b), n>>20, err)
+		}
+		if err == nil && len(docs) > 8*len(b)+1024 {
+			t.Fatalf("%d docs from %d bytes", len(docs), len(b))
 		}
 	})
 }
@@ -202,9 +214,18 @@ func TestPageHeader(t *testing.T) {
 			t.Fatalf("a header cut to %d bytes was accepted", n)
 		}
 	}
-	// zstd: magic, descriptor 0xA0 (4-byte content size, single segment)
-	fr := []byte{0x28, 0xb5, 0x2f, 0xfd, 0xa0, 0x00, 0x00, 0x00, 0x40}
-	if n, ok := zstdContentSize(fr); !ok || n != 1<<30 {
-		t.Fatalf("zstd content size %d, %v", n, ok)
+	// zstd: magic, descriptor 0xA0 (4-byte content size, single segment),
+	// an RLE block of 1 KiB.
+	fr := []byte{0x28, 0xb5, 0x2f, 0xfd, 0xa0, 0x00, 0x04, 0x00, 0x00, 0x03, 0x20, 0x00, 'x'}
+	if f, err := zstdFrame(fr); err != nil || !f.hasContent || f.content != 1024 || f.len != len(fr) {
+		t.Fatalf("zstd frame %+v, %v", f, err)
+	}
+	if err := checkZstd(fr, 1024); err != nil {
+		t.Fatal(err)
+	}
+	for n := 0; n < len(fr); n++ {
+		if err := checkZstd(fr[:n], 1024); err == nil {
+			t.Fatalf("a frame cut to %d bytes was accepted", n)
+		}
 	}
 }

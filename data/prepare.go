@@ -1,15 +1,18 @@
 package data
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"unicode/utf8"
 
 	"qat/data/atomic"
@@ -125,7 +128,17 @@ func Prepare(files []string, texts []string, tok *bpe.Tokenizer, outDir string, 
 	sum := sha256.Sum256(tj)
 	m := &Manifest{Tokenizer: hex.EncodeToString(sum[:]), VocabSize: tok.VocabSize(), ValidationRule: isVal.String(),
 		Splits: map[string]Split{}, TokensPerShard: tokensPerShard}
-	bos, eos := tok.ID(bpe.BOS), tok.ID(bpe.EOS)
+	if tokensPerShard < 1 || tokensPerShard > MaxTokens {
+		return nil, inputErr("tokens per shard %d, want 1 to %d", tokensPerShard, MaxTokens)
+	}
+	bos, err := tok.SpecialID(bpe.BOS)
+	if err != nil {
+		return nil, inputErr("tokenizer: %v", err)
+	}
+	eos, err := tok.SpecialID(bpe.EOS)
+	if err != nil {
+		return nil, inputErr("tokenizer: %v", err)
+	}
 	pending := map[string][]Doc{}
 	var pendingTokens = map[string]int64{}
 	flush := func(split string) error {
@@ -173,23 +186,151 @@ func Prepare(files []string, texts []string, tok *bpe.Tokenizer, outDir string, 
 		return nil, inputErr("no training documents: every file matched the validation rule %s", isVal)
 	}
 	b, _ := json.MarshalIndent(m, "", "  ")
-	return m, atomic.WriteFile(filepath.Join(outDir, "manifest.json"), b)
+	path := filepath.Join(outDir, "manifest.json")
+	// what is written must read back (a --validation rule over the
+	// limit, say, is refused here rather than at training time)
+	if _, err := ParseManifest(path, b); err != nil {
+		return nil, err
+	}
+	return m, atomic.WriteFile(path, b)
 }
 
-// ReadManifest reads dir/manifest.json.
+// Limits on a manifest.json: generous for real corpora, small enough that
+// nothing read from a hostile one makes a large allocation.
+const (
+	MaxManifestBytes = 64 << 20 // the file
+	MaxShards        = 1 << 20  // shards per split
+	MaxTokens        = 1 << 40  // tokens (and docs, bytes) per split
+	maxText          = 4096     // validation_rule, tokenizer_source
+)
+
+// ReadManifest reads and validates dir/manifest.json (ParseManifest).
 func ReadManifest(dir string) (*Manifest, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	path := filepath.Join(dir, "manifest.json")
+	fh, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, inputErr("data directory %s: no manifest.json (run qat data prepare)", dir)
 		}
 		return nil, inputErr("%v", err)
 	}
+	defer fh.Close()
+	if st, err := fh.Stat(); err == nil && st.Size() > MaxManifestBytes {
+		return nil, inputErr("%s: %d bytes, over %d bytes", path, st.Size(), MaxManifestBytes)
+	}
+	b, err := io.ReadAll(io.LimitReader(fh, MaxManifestBytes+1))
+	if err != nil {
+		return nil, inputErr("%s: %v", path, err)
+	}
+	return ParseManifest(path, b)
+}
+
+var (
+	hexSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	plainName = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
+)
+
+// ParseManifest decodes a manifest.json (path names it in errors) and
+// checks every field: known fields only, vocab_size 1 to bpe.MaxVocab,
+// counts non-negative and at most MaxTokens, at most MaxShards shards a
+// split, shard files plain names (no path separators, not "." or "..")
+// used once, checksums 64 hex digits, and split totals equal to the sums
+// of their shards'. Errors are *InputError naming the file and the field.
+func ParseManifest(path string, b []byte) (*Manifest, error) {
+	if len(b) > MaxManifestBytes {
+		return nil, inputErr("%s: over %d bytes", path, MaxManifestBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
 	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, inputErr("%s: %v", filepath.Join(dir, "manifest.json"), err)
+	if err := dec.Decode(&m); err != nil {
+		return nil, inputErr("%s: %v", path, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, inputErr("%s: data after the manifest object", path)
+	}
+	bad := func(field, format string, a ...any) error {
+		return inputErr("%s: %s: "+format, append([]any{path, field}, a...)...)
+	}
+	if !hexSHA256.MatchString(m.Tokenizer) {
+		return nil, bad("tokenizer_sha256", "%q is not 64 hex digits", m.Tokenizer)
+	}
+	if m.VocabSize < 1 || m.VocabSize > bpe.MaxVocab {
+		return nil, bad("vocab_size", "%d, want 1 to %d", m.VocabSize, bpe.MaxVocab)
+	}
+	if m.TokensPerShard < 1 || int64(m.TokensPerShard) > MaxTokens {
+		return nil, bad("tokens_per_shard", "%d, want 1 to %d", m.TokensPerShard, int64(MaxTokens))
+	}
+	if len(m.ValidationRule) > maxText || len(m.TokenizerSource) > maxText {
+		return nil, bad("validation_rule", "validation_rule and tokenizer_source are limited to %d bytes", maxText)
+	}
+	if _, err := regexp.Compile(m.ValidationRule); err != nil {
+		return nil, bad("validation_rule", "%v", err)
+	}
+	if _, ok := m.Splits["train"]; !ok {
+		return nil, bad("splits", "no train split")
+	}
+	names := make([]string, 0, len(m.Splits))
+	for name := range m.Splits {
+		names = append(names, name)
+	}
+	sort.Strings(names) // the first error is the same every time
+	files := map[string]string{}
+	for _, name := range names {
+		s := m.Splits[name]
+		field := "splits." + name
+		if len(name) > 64 || !plainName.MatchString(name) {
+			return nil, bad("splits", "split name %q is not [A-Za-z0-9._-]{1,64}", name)
+		}
+		for _, c := range []struct {
+			what string
+			v    int64
+		}{{"docs", int64(s.Docs)}, {"tokens", s.Tokens}, {"bytes", s.Bytes}} {
+			if c.v < 0 || c.v > MaxTokens {
+				return nil, bad(field+"."+c.what, "%d, want 0 to %d", c.v, int64(MaxTokens))
+			}
+		}
+		if len(s.Shards) > MaxShards {
+			return nil, bad(field+".shards", "%d shards, limit %d", len(s.Shards), MaxShards)
+		}
+		var docs, tokens int64
+		for i, sh := range s.Shards {
+			f := fmt.Sprintf("%s.shards[%d]", field, i)
+			if err := checkFileName(sh.File); err != nil {
+				return nil, bad(f+".file", "%q: %v", sh.File, err)
+			}
+			if other, dup := files[sh.File]; dup {
+				return nil, bad(f+".file", "%q is also %s", sh.File, other)
+			}
+			files[sh.File] = f
+			if !hexSHA256.MatchString(sh.SHA256) {
+				return nil, bad(f+".sha256", "%q is not 64 hex digits", sh.SHA256)
+			}
+			if sh.Docs < 0 || int64(sh.Docs) > MaxTokens || sh.Tokens < 0 || sh.Tokens > MaxTokens {
+				return nil, bad(f, "docs %d, tokens %d: want 0 to %d", sh.Docs, sh.Tokens, int64(MaxTokens))
+			}
+			docs += int64(sh.Docs)
+			tokens += sh.Tokens
+		}
+		if docs != int64(s.Docs) || tokens != s.Tokens {
+			return nil, bad(field, "docs %d and tokens %d, its shards hold %d and %d", s.Docs, s.Tokens, docs, tokens)
+		}
 	}
 	return &m, nil
+}
+
+// checkFileName accepts a plain file name: no path separators, not "." or
+// "..", no NUL, at most 255 bytes.
+func checkFileName(name string) error {
+	switch {
+	case name == "" || name == "." || name == "..":
+		return fmt.Errorf("not a file name")
+	case len(name) > 255:
+		return fmt.Errorf("over 255 bytes")
+	case strings.ContainsAny(name, "/\\\x00") || filepath.Base(name) != name || filepath.IsAbs(name) || filepath.VolumeName(name) != "":
+		return fmt.Errorf("not a plain file name (no directories)")
+	}
+	return nil
 }
 
 // Dataset is one split as a single token stream (documents back to back).
@@ -214,10 +355,18 @@ func LoadSplit(dir, split string, vocab int) (*Dataset, error) {
 		return nil, inputErr("data directory %s: tokenized with vocabulary %d, model has %d", dir, m.VocabSize, vocab)
 	}
 	ds := &Dataset{}
-	for _, sh := range s.Shards {
+	for i, sh := range s.Shards {
 		docs, err := ReadShard(filepath.Join(dir, sh.File), sh.SHA256)
 		if err != nil {
 			return nil, inputErr("%v", err)
+		}
+		var tokens int64
+		for _, d := range docs {
+			tokens += int64(len(d.Tokens))
+		}
+		if len(docs) != sh.Docs || tokens != sh.Tokens {
+			return nil, inputErr("%s: splits.%s.shards[%d] (%s): the manifest says %d docs and %d tokens, the shard holds %d and %d",
+				filepath.Join(dir, "manifest.json"), split, i, sh.File, sh.Docs, sh.Tokens, len(docs), tokens)
 		}
 		for _, d := range docs {
 			for _, t := range d.Tokens {

@@ -75,7 +75,9 @@ func WriteShard(path string, docs []Doc) (string, error) {
 }
 
 // DecodeShard parses a shard written by EncodeShard. Malformed input is an
-// error, never a panic: columns are read on this goroutine (pqarrow's
+// error, never a panic, and never an allocation the file's bytes do not
+// justify: the footer and every page are checked first (CheckFooter,
+// CheckPages); columns are read on this goroutine (pqarrow's
 // ReadTable reads them on workers, where its panics on hostile files could
 // not be recovered) and the reader's panics are turned into errors.
 func DecodeShard(b []byte) (docs []Doc, err error) {
@@ -84,6 +86,9 @@ func DecodeShard(b []byte) (docs []Doc, err error) {
 			docs, err = nil, fmt.Errorf("malformed parquet: %v", r)
 		}
 	}()
+	if err := CheckFooter(b); err != nil {
+		return nil, err
+	}
 	pf, err := file.NewParquetReader(bytes.NewReader(b))
 	if err != nil {
 		return nil, err

@@ -20,6 +20,10 @@ const (
 	PAD = "<|pad|>"
 )
 
+// MaxVocab bounds the vocabulary a tokenizer may have (4,194,304 tokens;
+// Llama 3 has 128,256): Train, Parse and FromGGUFVocab refuse more.
+const MaxVocab = 1 << 22
+
 // Tokenizer maps bytes to token ids and back.
 type Tokenizer struct {
 	// Tokens[id] is the token's bytes (specials: their text).
@@ -34,12 +38,27 @@ type Tokenizer struct {
 func pairKey(a, b int32) uint64 { return uint64(uint32(a))<<32 | uint64(uint32(b)) }
 
 // ID returns the id of a special token; it panics for an unknown name.
+// Tokenizers from Train, Parse, Load and FromGGUFVocab always have BOS and
+// EOS; for other names, or a Tokenizer built by hand, use SpecialID.
 func (t *Tokenizer) ID(special string) int32 {
-	id, ok := t.Special[special]
-	if !ok {
-		panic("bpe: no special token " + special)
+	id, err := t.SpecialID(special)
+	if err != nil {
+		panic(err.Error())
 	}
 	return id
+}
+
+// SpecialID returns the id of a special token, or an error naming the
+// token when the tokenizer lacks it or its id is outside the vocabulary.
+func (t *Tokenizer) SpecialID(special string) (int32, error) {
+	id, ok := t.Special[special]
+	if !ok {
+		return 0, fmt.Errorf("bpe: tokenizer has no special token %s", special)
+	}
+	if id < 0 || int(id) >= len(t.Tokens) {
+		return 0, fmt.Errorf("bpe: special token %s has id %d outside the vocabulary of %d", special, id, len(t.Tokens))
+	}
+	return id, nil
 }
 
 // VocabSize is the number of ids.
@@ -116,9 +135,10 @@ func (t *Tokenizer) Decode(ids []int32) (string, error) {
 	return sb.String(), nil
 }
 
-// ByteLen is the number of text bytes id stands for (0 for specials).
+// ByteLen is the number of text bytes id stands for (0 for specials and
+// ids outside the vocabulary).
 func (t *Tokenizer) ByteLen(id int32) int {
-	if int(id) >= 256+len(t.Merges) {
+	if id < 0 || int(id) >= 256+len(t.Merges) || int(id) >= len(t.Tokens) {
 		return 0
 	}
 	return len(t.Tokens[id])
@@ -130,8 +150,8 @@ func (t *Tokenizer) ByteLen(id int32) int {
 func Train(texts []string, vocabSize int) (*Tokenizer, error) {
 	specials := []string{BOS, EOS, PAD}
 	nMerges := vocabSize - 256 - len(specials)
-	if nMerges < 0 {
-		return nil, fmt.Errorf("bpe: vocabulary size %d is below the %d byte and special tokens", vocabSize, 256+len(specials))
+	if nMerges < 0 || vocabSize > MaxVocab {
+		return nil, fmt.Errorf("bpe: vocabulary size %d, want %d (the byte and special tokens) to %d", vocabSize, 256+len(specials), MaxVocab)
 	}
 	counts := map[string]int{}
 	for _, s := range texts {

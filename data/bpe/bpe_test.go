@@ -209,10 +209,22 @@ func FuzzParse(f *testing.F) {
 	tok, _ := Train([]string{"aaab abab"}, 262)
 	b, _ := tok.MarshalJSON()
 	f.Add(b)
+	for _, c := range hostileTokenizers(f) {
+		f.Add(c.b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		tok, err := Parse(b)
 		if err != nil {
 			return
+		}
+		// what parses has BOS and EOS in range
+		for _, s := range []string{BOS, EOS} {
+			if id, err := tok.SpecialID(s); err != nil || tok.ID(s) != id {
+				t.Fatalf("parsed tokenizer: %s: %v", s, err)
+			}
+		}
+		if tok.VocabSize() > MaxVocab {
+			t.Fatalf("vocabulary of %d", tok.VocabSize())
 		}
 		s := "abc 123 xyz"
 		ids := tok.Encode(nil, s)

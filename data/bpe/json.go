@@ -123,8 +123,10 @@ func (t *Tokenizer) MarshalJSON() ([]byte, error) {
 	return buf.Bytes(), err
 }
 
-// Parse reads a tokenizer.json of model type BPE with byte-level tokens.
-// Errors name what is wrong; nothing in the file can make it panic.
+// Parse reads a tokenizer.json of model type BPE with byte-level tokens,
+// at most MaxVocab of them, with the special tokens BOS and EOS among its
+// added_tokens. Errors name what is wrong; nothing in the file can make
+// it panic.
 func Parse(b []byte) (*Tokenizer, error) {
 	var f fileJSON
 	if err := json.Unmarshal(b, &f); err != nil {
@@ -136,14 +138,18 @@ func Parse(b []byte) (*Tokenizer, error) {
 	if f.PreTokenizer != nil && f.PreTokenizer.Type != "ByteLevel" {
 		return nil, fmt.Errorf("tokenizer.json: pre_tokenizer.type %q, want ByteLevel", f.PreTokenizer.Type)
 	}
+	if len(f.Model.Vocab) > MaxVocab || len(f.AddedTokens) > MaxVocab || len(f.Model.Merges) > MaxVocab {
+		return nil, fmt.Errorf("tokenizer.json: model.vocab of %d, added_tokens of %d, model.merges of %d: the limit is %d",
+			len(f.Model.Vocab), len(f.AddedTokens), len(f.Model.Merges), MaxVocab)
+	}
 	n := len(f.Model.Vocab)
 	for _, a := range f.AddedTokens {
 		if _, ok := f.Model.Vocab[a.Content]; !ok {
 			n++
 		}
 	}
-	if n < 256 || n > 1<<24 {
-		return nil, fmt.Errorf("tokenizer.json: %d tokens, want 256 to %d", n, 1<<24)
+	if n < 256 || n > MaxVocab {
+		return nil, fmt.Errorf("tokenizer.json: %d tokens, want 256 to %d", n, MaxVocab)
 	}
 	t := &Tokenizer{Tokens: make([]string, n), Special: map[string]int32{}}
 	filled := make([]bool, n)
@@ -161,9 +167,14 @@ func Parse(b []byte) (*Tokenizer, error) {
 	for _, a := range f.AddedTokens {
 		special[a.Content] = true
 		if err := set(a.ID, a.Content); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w (added_tokens)", err)
 		}
 		t.Special[a.Content] = a.ID
+	}
+	for _, s := range []string{BOS, EOS} {
+		if _, ok := t.Special[s]; !ok {
+			return nil, fmt.Errorf("tokenizer.json: added_tokens has no %s (documents are %s text %s)", s, BOS, EOS)
+		}
 	}
 	byID := map[string]int32{}
 	for tok, id := range f.Model.Vocab {
@@ -175,7 +186,7 @@ func Parse(b []byte) (*Tokenizer, error) {
 			return nil, fmt.Errorf("tokenizer.json: token %q is not byte-level", tok)
 		}
 		if err := set(id, raw); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w (model.vocab)", err)
 		}
 		byID[raw] = id
 	}
@@ -261,8 +272,12 @@ func (t *Tokenizer) GGUFVocab() (tokens, merges []string) {
 
 // FromGGUFVocab rebuilds a tokenizer from GGUFVocab's form: 256 byte
 // tokens, then one token per merge (its id 256+rank), then the control
-// tokens (types[id] == 3) as specials.
+// tokens (types[id] == 3) as specials, BOS and EOS among them; at most
+// MaxVocab tokens.
 func FromGGUFVocab(tokens, merges []string, types []int32) (*Tokenizer, error) {
+	if len(tokens) > MaxVocab || len(merges) > len(tokens) {
+		return nil, fmt.Errorf("%d tokens and %d merges: at most %d tokens and a merge per token", len(tokens), len(merges), MaxVocab)
+	}
 	t := &Tokenizer{Special: map[string]int32{}}
 	ids := map[string]int32{}
 	for id, s := range tokens {
@@ -297,6 +312,11 @@ func FromGGUFVocab(tokens, merges []string, types []int32) (*Tokenizer, error) {
 	}
 	if len(t.Tokens) != 256+len(t.Merges)+len(t.Special) {
 		return nil, fmt.Errorf("%d tokens for 256 bytes, %d merges and %d specials", len(t.Tokens), len(t.Merges), len(t.Special))
+	}
+	for _, s := range []string{BOS, EOS} {
+		if _, ok := t.Special[s]; !ok {
+			return nil, fmt.Errorf("no control token %s among the %d tokens (documents are %s text %s)", s, len(t.Tokens), BOS, EOS)
+		}
 	}
 	t.index()
 	return t, nil

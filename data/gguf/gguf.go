@@ -66,8 +66,8 @@ type KV struct {
 	Value any
 }
 
-// Array is an array value: its element type and elements ([]string,
-// []int32, []float32, []uint32 ...).
+// Array is an array value: its element type and elements, a typed slice
+// ([]string, []int32, []float32, []uint32, []uint8, []bool ...).
 type Array struct {
 	Type   uint32
 	Values any
@@ -312,10 +312,11 @@ func writeValue(b *bytes.Buffer, typ uint32, v any) error {
 				w(uint64(len(s)))
 				b.WriteString(s)
 			}
-		case []int32, []uint32, []float32, []uint8, []int8, []int64, []uint64, []float64:
+		case []int32, []uint32, []float32, []uint8, []int8, []uint16, []int16, []bool, []int64, []uint64, []float64:
 			n := uint64(reflectLen(xs))
 			if want := map[uint32]string{TypeI32: "[]int32", TypeU32: "[]uint32", TypeF32: "[]float32", TypeU8: "[]uint8",
-				TypeI8: "[]int8", TypeI64: "[]int64", TypeU64: "[]uint64", TypeF64: "[]float64"}[a.Type]; want != fmt.Sprintf("%T", xs) {
+				TypeI8: "[]int8", TypeU16: "[]uint16", TypeI16: "[]int16", TypeBool: "[]bool", TypeI64: "[]int64", TypeU64: "[]uint64",
+				TypeF64: "[]float64"}[a.Type]; want != fmt.Sprintf("%T", xs) {
 				return fmt.Errorf("array %T with element type %d", xs, a.Type)
 			}
 			w(n)
@@ -343,6 +344,12 @@ func reflectLen(xs any) int {
 	case []uint8:
 		return len(x)
 	case []int8:
+		return len(x)
+	case []uint16:
+		return len(x)
+	case []int16:
+		return len(x)
+	case []bool:
 		return len(x)
 	case []int64:
 		return len(x)
@@ -376,25 +383,42 @@ func Read(path string) (*File, error) {
 	return f, nil
 }
 
-// reader walks b with bounds checks; the first failure sticks.
+// Limits on what a file may declare; every count and length is also
+// bounded by the bytes left in the file before anything is allocated.
+const (
+	// MaxString bounds a key or string value (1 GiB).
+	MaxString = 1 << 30
+	// MaxName bounds a tensor name (ggml's GGML_MAX_NAME, counting the
+	// terminating NUL).
+	MaxName = 64
+	// MaxDims bounds a tensor's dimensions (ggml's GGML_MAX_DIMS).
+	MaxDims = 4
+)
+
+// reader walks b with bounds checks; the first failure sticks. where
+// names what is being read ("tensor \"x\"", "key \"general.name\"") for
+// errors.
 type reader struct {
-	b   []byte
-	off uint64
-	err error
+	b     []byte
+	off   uint64
+	err   error
+	where string
 }
 
 func (r *reader) fail(format string, a ...any) {
 	if r.err == nil {
-		r.err = fmt.Errorf(format+" (at byte %d)", append(a, r.off)...)
+		r.err = fmt.Errorf("gguf: %s: "+format+" (at byte %d)", append(append([]any{r.where}, a...), r.off)...)
 	}
 }
 
-func (r *reader) take(n uint64) []byte {
+func (r *reader) left() uint64 { return uint64(len(r.b)) - r.off }
+
+func (r *reader) take(what string, n uint64) []byte {
 	if r.err != nil {
 		return nil
 	}
-	if n > uint64(len(r.b))-r.off {
-		r.fail("gguf: %d bytes needed, %d left", n, uint64(len(r.b))-r.off)
+	if n > r.left() {
+		r.fail("%s: %d bytes needed, %d left", what, n, r.left())
 		return nil
 	}
 	s := r.b[r.off : r.off+n]
@@ -402,35 +426,36 @@ func (r *reader) take(n uint64) []byte {
 	return s
 }
 
-func (r *reader) u32() uint32 {
-	if s := r.take(4); s != nil {
+func (r *reader) u32(what string) uint32 {
+	if s := r.take(what, 4); s != nil {
 		return binary.LittleEndian.Uint32(s)
 	}
 	return 0
 }
 
-func (r *reader) u64() uint64 {
-	if s := r.take(8); s != nil {
+func (r *reader) u64(what string) uint64 {
+	if s := r.take(what, 8); s != nil {
 		return binary.LittleEndian.Uint64(s)
 	}
 	return 0
 }
 
-func (r *reader) str() string {
-	n := r.u64()
-	if r.err == nil && n > 1<<30 {
-		r.fail("gguf: string of %d bytes", n)
+// str reads a u64 length and the string's bytes; max bounds the length.
+func (r *reader) str(what string, max uint64) string {
+	n := r.u64(what + " length")
+	if r.err == nil && (n > max || n > r.left()) {
+		r.fail("%s length %d: limit %d, %d bytes left", what, n, max, r.left())
 		return ""
 	}
-	return string(r.take(n))
+	return string(r.take(what, n))
 }
 
 // count reads an element count and checks that at least min bytes per
 // element remain, so that no count allocates more than the file holds.
 func (r *reader) count(what string, min uint64) uint64 {
-	n := r.u64()
-	if r.err == nil && (n > uint64(len(r.b)) || n*min > uint64(len(r.b))-r.off) {
-		r.fail("gguf: %d %s cannot fit in the %d bytes left", n, what, uint64(len(r.b))-r.off)
+	n := r.u64(what)
+	if r.err == nil && n > r.left()/min {
+		r.fail("%s %d: the %d bytes left hold at most %d", what, n, r.left(), r.left()/min)
 		return 0
 	}
 	return n
@@ -440,7 +465,7 @@ var scalarSize = map[uint32]uint64{TypeU8: 1, TypeI8: 1, TypeU16: 2, TypeI16: 2,
 	TypeU64: 8, TypeI64: 8, TypeF64: 8}
 
 func (r *reader) scalar(typ uint32) any {
-	s := r.take(scalarSize[typ])
+	s := r.take("value", scalarSize[typ])
 	if s == nil {
 		return nil
 	}
@@ -462,7 +487,7 @@ func (r *reader) scalar(typ uint32) any {
 		return math.Float32frombits(le.Uint32(s))
 	case TypeBool:
 		if s[0] > 1 {
-			r.fail("gguf: bool byte %d", s[0])
+			r.fail("bool byte %d", s[0])
 		}
 		return s[0] == 1
 	case TypeU64:
@@ -474,114 +499,200 @@ func (r *reader) scalar(typ uint32) any {
 	}
 }
 
-func (r *reader) value(typ uint32, depth int) any {
+func (r *reader) value(typ uint32) any {
 	switch {
 	case typ == TypeString:
-		return r.str()
+		return r.str("string", MaxString)
 	case typ == TypeArray:
-		if depth > 0 {
-			r.fail("gguf: nested arrays")
-			return nil
-		}
-		et := r.u32()
+		et := r.u32("array type")
 		switch {
+		case r.err != nil:
+			return nil
 		case et == TypeString:
-			n := r.count("strings", 8)
+			n := r.count("array length (strings)", 8)
 			out := make([]string, 0, n)
 			for i := uint64(0); i < n && r.err == nil; i++ {
-				out = append(out, r.str())
+				out = append(out, r.str(fmt.Sprintf("element %d", i), MaxString))
 			}
 			return Array{Type: et, Values: out}
 		case scalarSize[et] > 0:
-			n := r.count("array elements", scalarSize[et])
+			n := r.count(fmt.Sprintf("array length (type %d)", et), scalarSize[et])
+			if r.err != nil {
+				return nil
+			}
 			return Array{Type: et, Values: r.scalars(et, n)}
+		case et == TypeArray:
+			r.fail("nested arrays not supported")
+			return nil
 		default:
-			r.fail("gguf: array element type %d", et)
+			r.fail("array element type %d", et)
 			return nil
 		}
 	case scalarSize[typ] > 0:
 		return r.scalar(typ)
 	}
-	r.fail("gguf: value type %d", typ)
+	r.fail("value type %d", typ)
 	return nil
 }
 
-// scalars reads n elements of a scalar type into a typed slice.
+// scalars reads n elements of a scalar type (n checked against the bytes
+// left) into a typed slice.
 func (r *reader) scalars(et uint32, n uint64) any {
+	s := r.take("array", n*scalarSize[et])
+	if s == nil {
+		return nil
+	}
+	le := binary.LittleEndian
 	switch et {
-	case TypeI32:
-		out := make([]int32, n)
+	case TypeU8:
+		return append([]uint8(nil), s...)
+	case TypeI8:
+		out := make([]int8, n)
 		for i := range out {
-			out[i] = int32(r.u32())
+			out[i] = int8(s[i])
+		}
+		return out
+	case TypeBool:
+		out := make([]bool, n)
+		for i := range out {
+			if s[i] > 1 {
+				r.fail("element %d: bool byte %d", i, s[i])
+			}
+			out[i] = s[i] == 1
+		}
+		return out
+	case TypeU16:
+		out := make([]uint16, n)
+		for i := range out {
+			out[i] = le.Uint16(s[2*i:])
+		}
+		return out
+	case TypeI16:
+		out := make([]int16, n)
+		for i := range out {
+			out[i] = int16(le.Uint16(s[2*i:]))
 		}
 		return out
 	case TypeU32:
 		out := make([]uint32, n)
 		for i := range out {
-			out[i] = r.u32()
+			out[i] = le.Uint32(s[4*i:])
+		}
+		return out
+	case TypeI32:
+		out := make([]int32, n)
+		for i := range out {
+			out[i] = int32(le.Uint32(s[4*i:]))
 		}
 		return out
 	case TypeF32:
 		out := make([]float32, n)
 		for i := range out {
-			out[i] = math.Float32frombits(r.u32())
+			out[i] = math.Float32frombits(le.Uint32(s[4*i:]))
+		}
+		return out
+	case TypeU64:
+		out := make([]uint64, n)
+		for i := range out {
+			out[i] = le.Uint64(s[8*i:])
+		}
+		return out
+	case TypeI64:
+		out := make([]int64, n)
+		for i := range out {
+			out[i] = int64(le.Uint64(s[8*i:]))
+		}
+		return out
+	default:
+		out := make([]float64, n)
+		for i := range out {
+			out[i] = math.Float64frombits(le.Uint64(s[8*i:]))
 		}
 		return out
 	}
-	out := make([]any, n)
-	for i := range out {
-		out[i] = r.scalar(et)
-	}
-	return out
 }
 
+// Smallest encodings, for bounding counts by the bytes left: a key/value
+// is a key length (8), a type (4) and at least a byte of value; a tensor
+// info a name length (8), n_dims (4), one dim (8), a type (4) and an
+// offset (8).
+const (
+	minKV         = 13
+	minTensorInfo = 32
+)
+
 // Parse decodes a GGUF v2 or v3 file held in b; tensor data alias b.
+// Every count, length, dimension and offset is checked against the file
+// before it is used: errors name the field and its value, as in
+// `gguf: tensor "blk.0.attn_q.weight": dim 1 = 1099511627776: ...`.
 func Parse(b []byte) (*File, error) {
-	r := &reader{b: b}
-	if m := r.take(4); r.err != nil || string(m) != "GGUF" {
+	r := &reader{b: b, where: "header"}
+	if m := r.take("magic", 4); r.err != nil || string(m) != "GGUF" {
 		return nil, fmt.Errorf("gguf: not a GGUF file (magic %q)", m)
 	}
-	f := &File{Version: r.u32()}
+	f := &File{Version: r.u32("version")}
 	if r.err == nil && f.Version != 2 && f.Version != 3 {
-		return nil, fmt.Errorf("gguf: version %d, want 2 or 3", f.Version)
+		return nil, fmt.Errorf("gguf: header: version %d, want 2 or 3", f.Version)
 	}
-	nt := r.count("tensors", 24)
-	nkv := r.count("key/values", 12)
-	keys := map[string]bool{}
+	nt := r.count("tensor_count", minTensorInfo)
+	nkv := r.count("metadata_kv_count", minKV)
+	keys := make(map[string]bool, nkv)
 	for i := uint64(0); i < nkv && r.err == nil; i++ {
-		k := r.str()
-		t := r.u32()
-		v := r.value(t, 0)
-		if r.err == nil && keys[k] {
-			r.fail("gguf: duplicate key %s", k)
+		r.where = fmt.Sprintf("key/value %d", i)
+		k := r.str("key", MaxString)
+		if r.err != nil {
+			break
+		}
+		r.where = fmt.Sprintf("key %q", k)
+		if keys[k] {
+			r.fail("duplicate key")
+			break
 		}
 		keys[k] = true
+		t := r.u32("value type")
+		v := r.value(t)
 		f.KVs = append(f.KVs, KV{Key: k, Type: t, Value: v})
+	}
+	if r.err != nil {
+		return nil, r.err
 	}
 	alignment := uint64(Alignment)
 	if kv, ok := f.Get("general.alignment"); ok {
 		a, ok := kv.Value.(uint32)
 		if !ok || a == 0 || a&(a-1) != 0 {
-			return nil, fmt.Errorf("gguf: general.alignment %v is not a power-of-two u32", kv.Value)
+			return nil, fmt.Errorf("gguf: key \"general.alignment\": %v of value type %d, want a power-of-two u32", kv.Value, kv.Type)
 		}
 		alignment = uint64(a)
 	}
-	names := map[string]bool{}
+	names := make(map[string]bool, nt)
+	f.Tensors = make([]Tensor, 0, nt)
 	for i := uint64(0); i < nt && r.err == nil; i++ {
-		t := Tensor{Name: r.str()}
-		nd := r.u32()
-		if r.err == nil && (nd == 0 || nd > 4) {
-			r.fail("gguf: tensor %s has %d dims", t.Name, nd)
+		r.where = fmt.Sprintf("tensor %d", i)
+		t := Tensor{Name: r.str("name", MaxName-1)}
+		if r.err != nil {
+			break
 		}
-		for j := uint32(0); j < nd && r.err == nil; j++ {
-			t.Dims = append(t.Dims, r.u64())
-		}
-		t.Type = r.u32()
-		t.Offset = r.u64()
-		if r.err == nil && names[t.Name] {
-			r.fail("gguf: duplicate tensor %s", t.Name)
+		r.where = fmt.Sprintf("tensor %q", t.Name)
+		if names[t.Name] {
+			r.fail("duplicate tensor name")
+			break
 		}
 		names[t.Name] = true
+		nd := r.u32("n_dims")
+		if r.err == nil && (nd == 0 || nd > MaxDims) {
+			r.fail("n_dims %d, want 1 to %d", nd, MaxDims)
+		}
+		for j := uint32(0); j < nd && r.err == nil; j++ {
+			d := r.u64(fmt.Sprintf("dim %d", j))
+			// No supported type packs more than 2 values a byte (Q4_0:
+			// 32 in 18), so no dim can exceed twice the file.
+			if r.err == nil && d > 2*uint64(len(b)) {
+				r.fail("dim %d = %d: more values than the %d-byte file can hold", j, d, len(b))
+			}
+			t.Dims = append(t.Dims, d)
+		}
+		t.Type = r.u32("type")
+		t.Offset = r.u64("offset")
 		f.Tensors = append(f.Tensors, t)
 	}
 	if r.err != nil {
@@ -589,38 +700,49 @@ func Parse(b []byte) (*File, error) {
 	}
 	f.DataOffset = align(r.off, alignment)
 	if f.DataOffset > uint64(len(b)) {
-		return nil, fmt.Errorf("gguf: data section at %d is past the end (%d bytes)", f.DataOffset, len(b))
+		return nil, fmt.Errorf("gguf: data section at %d (tensor infos end at %d, alignment %d) is past the end of the %d-byte file",
+			f.DataOffset, r.off, alignment, len(b))
 	}
 	data := uint64(len(b)) - f.DataOffset
-	type span struct{ lo, hi uint64 }
-	var spans []span
+	type span struct {
+		lo, hi uint64
+		name   string
+	}
+	spans := make([]span, 0, len(f.Tensors))
 	for i := range f.Tensors {
 		t := &f.Tensors[i]
+		ti, ok := TypeInfo[t.Type]
+		if !ok {
+			return nil, fmt.Errorf("gguf: tensor %q: ggml type %d not supported", t.Name, t.Type)
+		}
 		n := uint64(1)
-		for _, d := range t.Dims {
+		for j, d := range t.Dims {
 			if d != 0 && n > math.MaxUint64/d {
-				return nil, fmt.Errorf("gguf: tensor %s: dims %v overflow", t.Name, t.Dims)
+				return nil, fmt.Errorf("gguf: tensor %q: dim %d = %d: dims %v overflow", t.Name, j, d, t.Dims)
 			}
 			n *= d
 		}
+		if t.Dims[0]%uint64(ti.Block) != 0 {
+			return nil, fmt.Errorf("gguf: tensor %q: dim 0 = %d is not whole %s blocks of %d", t.Name, t.Dims[0], ti.Name, ti.Block)
+		}
 		size, err := DataSize(t.Type, n)
 		if err != nil {
-			return nil, fmt.Errorf("gguf: tensor %s: %w", t.Name, err)
+			return nil, fmt.Errorf("gguf: tensor %q: dims %v: %w", t.Name, t.Dims, err)
 		}
-		if ti := TypeInfo[t.Type]; t.Dims[0]%uint64(ti.Block) != 0 {
-			return nil, fmt.Errorf("gguf: tensor %s: ne[0] = %d is not whole %s blocks", t.Name, t.Dims[0], ti.Name)
+		if t.Offset%alignment != 0 {
+			return nil, fmt.Errorf("gguf: tensor %q: offset %d is not a multiple of the alignment %d", t.Name, t.Offset, alignment)
 		}
-		if t.Offset%alignment != 0 || t.Offset > data || size > data-t.Offset {
-			return nil, fmt.Errorf("gguf: tensor %s: %d bytes at offset %d do not fit the %d-byte data section (alignment %d)",
-				t.Name, size, t.Offset, data, alignment)
+		if t.Offset > data || size > data-t.Offset {
+			return nil, fmt.Errorf("gguf: tensor %q: %d bytes (dims %v, %s) at offset %d do not fit the %d-byte data section at byte %d",
+				t.Name, size, t.Dims, ti.Name, t.Offset, data, f.DataOffset)
 		}
-		t.Data = b[f.DataOffset+t.Offset : f.DataOffset+t.Offset+size]
-		spans = append(spans, span{t.Offset, t.Offset + size})
+		t.Data = b[f.DataOffset+t.Offset : f.DataOffset+t.Offset+size : f.DataOffset+t.Offset+size]
+		spans = append(spans, span{t.Offset, t.Offset + size, t.Name})
 	}
 	sort.Slice(spans, func(i, j int) bool { return spans[i].lo < spans[j].lo })
 	for i := 1; i < len(spans); i++ {
 		if spans[i].lo < spans[i-1].hi {
-			return nil, fmt.Errorf("gguf: tensor data overlap at offset %d", spans[i].lo)
+			return nil, fmt.Errorf("gguf: tensors %q and %q overlap at data offset %d", spans[i-1].name, spans[i].name, spans[i].lo)
 		}
 	}
 	return f, nil

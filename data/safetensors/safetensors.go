@@ -128,14 +128,24 @@ func numel(shape []int) (int64, bool) {
 	return n, true
 }
 
+type rawEntry struct {
+	DType   *string  `json:"dtype"`
+	Shape   *[]int   `json:"shape"`
+	Offsets *[]int64 `json:"data_offsets"`
+}
+
 // Parse decodes a whole file held in b; the returned tensors alias b.
+// The header length, every shape (dims non-negative, their product
+// overflow-checked) and every data_offsets pair (inside the data, exactly
+// dtype size * elements long, no two tensors overlapping) are checked;
+// errors name the tensor and the field.
 func Parse(b []byte) (*File, error) {
 	if len(b) < 8 {
 		return nil, fmt.Errorf("safetensors: %d bytes, too short for the header length", len(b))
 	}
 	hl := binary.LittleEndian.Uint64(b)
 	if hl > maxHeader || hl > uint64(len(b)-8) {
-		return nil, fmt.Errorf("safetensors: header length %d exceeds the file (%d bytes) or the %d limit", hl, len(b), maxHeader)
+		return nil, fmt.Errorf("safetensors: header length %d: the file has %d bytes after it (limit %d)", hl, len(b)-8, maxHeader)
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(b[8:8+hl], &raw); err != nil {
@@ -151,26 +161,11 @@ func Parse(b []byte) (*File, error) {
 			}
 			continue
 		}
-		var e entry
-		if err := json.Unmarshal(msg, &e); err != nil {
+		t, lo, err := entryOf(name, msg, data)
+		if err != nil {
 			return nil, fmt.Errorf("safetensors: tensor %q: %w", name, err)
 		}
-		sz, ok := DTypeSize[e.DType]
-		if !ok {
-			return nil, fmt.Errorf("safetensors: tensor %q: unknown dtype %q", name, e.DType)
-		}
-		n, ok := numel(e.Shape)
-		if !ok || n > int64(len(data))/int64(sz) {
-			return nil, fmt.Errorf("safetensors: tensor %q: shape %v does not fit in %d data bytes", name, e.Shape, len(data))
-		}
-		lo, hi := e.Offsets[0], e.Offsets[1]
-		if lo < 0 || hi < lo || hi > int64(len(data)) {
-			return nil, fmt.Errorf("safetensors: tensor %q: offsets [%d,%d) outside %d data bytes", name, lo, hi, len(data))
-		}
-		if hi-lo != n*int64(sz) {
-			return nil, fmt.Errorf("safetensors: tensor %q: %d bytes for shape %v of %s (want %d)", name, hi-lo, e.Shape, e.DType, n*int64(sz))
-		}
-		f.Tensors = append(f.Tensors, Tensor{Name: name, DType: e.DType, Shape: e.Shape, Data: data[lo:hi:hi]})
+		f.Tensors = append(f.Tensors, t)
 		los = append(los, lo)
 	}
 	idx := make([]int, len(los))
@@ -186,13 +181,54 @@ func Parse(b []byte) (*File, error) {
 		sorted[i] = f.Tensors[k]
 		if i > 0 {
 			p := idx[i-1]
-			if los[k] < los[p]+int64(len(f.Tensors[p].Data)) {
-				return nil, fmt.Errorf("safetensors: tensors %q and %q overlap", f.Tensors[p].Name, f.Tensors[k].Name)
+			if end := los[p] + int64(len(f.Tensors[p].Data)); los[k] < end {
+				return nil, fmt.Errorf("safetensors: tensors %q (data_offsets [%d, %d]) and %q (data_offsets [%d, %d]) overlap",
+					f.Tensors[p].Name, los[p], end, f.Tensors[k].Name, los[k], los[k]+int64(len(f.Tensors[k].Data)))
 			}
 		}
 	}
 	f.Tensors = sorted
 	return f, nil
+}
+
+// entryOf checks one header entry against the data section.
+func entryOf(name string, msg json.RawMessage, data []byte) (Tensor, int64, error) {
+	var e rawEntry
+	if err := json.Unmarshal(msg, &e); err != nil {
+		return Tensor{}, 0, err
+	}
+	if e.DType == nil || e.Shape == nil || e.Offsets == nil {
+		return Tensor{}, 0, fmt.Errorf("dtype, shape and data_offsets required")
+	}
+	sz, ok := DTypeSize[*e.DType]
+	if !ok {
+		return Tensor{}, 0, fmt.Errorf("dtype %q unknown", *e.DType)
+	}
+	shape := *e.Shape
+	n := int64(1)
+	for j, d := range shape {
+		if d < 0 {
+			return Tensor{}, 0, fmt.Errorf("shape %v: dim %d = %d", shape, j, d)
+		}
+		if d > 0 && n > math.MaxInt64/int64(sz)/int64(d) {
+			return Tensor{}, 0, fmt.Errorf("shape %v: dim %d = %d: the %s bytes overflow", shape, j, d, *e.DType)
+		}
+		n *= int64(d)
+	}
+	if len(*e.Offsets) != 2 {
+		return Tensor{}, 0, fmt.Errorf("data_offsets %v: want [begin, end]", *e.Offsets)
+	}
+	lo, hi := (*e.Offsets)[0], (*e.Offsets)[1]
+	if lo < 0 || hi < lo || hi > int64(len(data)) {
+		return Tensor{}, 0, fmt.Errorf("data_offsets [%d, %d] outside the %d data bytes", lo, hi, len(data))
+	}
+	if hi-lo != n*int64(sz) {
+		return Tensor{}, 0, fmt.Errorf("data_offsets [%d, %d]: %d bytes, shape %v of %s needs %d", lo, hi, hi-lo, shape, *e.DType, n*int64(sz))
+	}
+	if shape == nil {
+		shape = []int{}
+	}
+	return Tensor{Name: name, DType: *e.DType, Shape: shape, Data: data[lo:hi:hi]}, lo, nil
 }
 
 // Read parses the file at path.

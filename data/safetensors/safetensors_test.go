@@ -80,10 +80,18 @@ func FuzzParse(f *testing.F) {
 	ok, _ := Encode([]Tensor{FromF32("x", []int{2}, []float32{1, 2}), FromI32("y", []int{1}, []int32{3})}, map[string]string{"k": "v"})
 	f.Add(ok)
 	f.Add(hostile(`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}`, 8))
+	for _, c := range hostileSafetensors(f) {
+		f.Add(c.b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		file, err := Parse(b)
 		if err != nil {
 			return
+		}
+		for _, tn := range file.Tensors {
+			if n, ok := numel(tn.Shape); !ok || n*int64(DTypeSize[tn.DType]) != int64(len(tn.Data)) {
+				t.Fatalf("tensor %q: %d bytes for shape %v of %s", tn.Name, len(tn.Data), tn.Shape, tn.DType)
+			}
 		}
 		// Whatever parses re-encodes and parses to the same tensors.
 		again, err := Encode(file.Tensors, file.Metadata)
