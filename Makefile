@@ -50,6 +50,7 @@ test: deps vet cuda-vet
 	$(GO) test -run XXX -fuzz FuzzPretokenize -fuzztime 30000x ./data/bpe
 	$(GO) test -run XXX -fuzz 'FuzzParse$$' -fuzztime 30000x ./data/bpe
 	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 30000x -parallel 1 ./data
+	$(GO) test -run XXX -fuzz FuzzLoadManifest -fuzztime 30000x ./data
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30000x ./data/gguf
 	$(GO) test -run XXX -fuzz FuzzParseSpec -fuzztime 30000x ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz 'FuzzParsePlan$$' -fuzztime 30000x -parallel 1 ./cmd/internal/sweep
@@ -84,6 +85,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzPretokenize -fuzztime 5m ./data/bpe
 	$(GO) test -run XXX -fuzz 'FuzzParse$$' -fuzztime 5m ./data/bpe
 	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 5m ./data
+	$(GO) test -run XXX -fuzz FuzzLoadManifest -fuzztime 5m ./data
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 5m ./data/gguf
 	$(GO) test -run XXX -fuzz FuzzParseSpec -fuzztime 5m ./cmd/internal/sweep
 	$(GO) test -run XXX -fuzz 'FuzzParsePlan$$' -fuzztime 5m ./cmd/internal/sweep

@@ -137,11 +137,19 @@ func DecodeParquet(name string, b []byte) (rows []Row, err error) {
 			rows, err = nil, fmt.Errorf("%s: not a results table: %v", name, r)
 		}
 	}()
+	// sizes in the footer and page headers are checked before the reader
+	// allocates by them
+	if err := data.CheckFooter(b); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	pf, err := file.NewParquetReader(bytes.NewReader(b))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	defer pf.Close()
+	if err := data.CheckPages(pf, b); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
 	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
