@@ -127,13 +127,13 @@ cuda-headers:
 # cuda-vet: the device code compiles and passes vet (part of test, so it
 # cannot rot where no GPU is).
 cuda-vet: cuda-headers
-	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) vet -tags gpu ./kernels/cuda ./layers/device ./cmd/...
+	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) vet -tags gpu ./kernels/cuda ./engine/device ./cmd/...
 
 # cuda-test: builds the device tests (no OpenBLAS: the GPU machine need not
 # have it) and a GPU qat into .cache/cuda/, and says how to run them there.
 cuda-test: cuda-headers
 	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) test -c -tags gpu,noblas -o .cache/cuda/cuda.test ./kernels/cuda
-	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) test -c -tags gpu,noblas -o .cache/cuda/step.test ./layers/device
+	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) test -c -tags gpu,noblas -o .cache/cuda/step.test ./engine/device
 	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) build -tags gpu,noblas -o .cache/cuda/qat-gpu ./cmd/qat
 	@echo "on the GPU machine, from the repository root (carry .cache/cuda):"
 	@echo "  (cd kernels/cuda && ../../.cache/cuda/cuda.test -test.v) && .cache/cuda/step.test -test.v \\"

@@ -26,7 +26,10 @@ import (
 	"qat/data"
 	"qat/data/atomic"
 	"qat/data/bpe"
-	"qat/gorgonia"
+	"qat/engine"
+	"qat/engine/device"
+	_ "qat/engine/gorgonia" // registers the gorgonia engine
+	_ "qat/engine/tape"     // registers the tape engine
 	"qat/kernels"
 	"qat/layers"
 	"qat/lora"
@@ -47,9 +50,7 @@ type Run struct {
 
 	params   []layers.Param
 	vars     []*autograd.Var
-	reps     *layers.Replicas
-	graph    *gorgonia.Model // train.engine gorgonia
-	dev      deviceStep      // train.device cuda
+	eng      engine.Engine // computes each micro-batch's loss and gradients
 	ids, tgt []int32
 	metrics  *os.File
 	curve    []point
@@ -248,9 +249,6 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 	fb := frozenBytes(m)
 	fmt.Fprintf(log, "parameters: %d trainable, %d frozen float32 + %d frozen int8; bytes: weights %s, gradients %s, optimizer states %s\n",
 		trainable, frozen, fb, mib(4*(trainable+frozen)+fb), mib(4*trainable), mib(r.Opt.StateBytes()))
-	if cfg.Train.Threads > 1 && cfg.Train.Engine != "gorgonia" && cfg.Train.Device != "cuda" {
-		r.reps = layers.NewReplicas(m, cfg.Train.Threads)
-	}
 	r.ids, r.tgt = make([]int32, cfg.Train.Batch*cfg.Train.Seq), make([]int32, cfg.Train.Batch*cfg.Train.Seq)
 	if qat.NeedsCalibration(m) && !(resume && latest != "") {
 		n, err := Calibrate(m, train, cfg.Train.Batch, cfg.Train.Seq, cfg.Quant.CalibBatches, cfg.Train.Seed)
@@ -266,24 +264,21 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 		r.savedStep = r.State.Step
 		fmt.Fprintf(log, "resuming from %s at step %d\n", latest, r.State.Step)
 	}
-	if cfg.Train.Engine == "gorgonia" {
-		// The graph binds the weights' memory: built last, over the
-		// loaded, prepared and calibrated model.
-		if r.graph, err = gorgonia.New(m, cfg.Train.Batch, cfg.Train.Seq, gorgonia.Options{}); err != nil {
-			return nil, &config.InputError{Err: fmt.Errorf("train.engine gorgonia: %w", err)}
+	// The engine is built last, over the loaded, prepared and calibrated
+	// model (the Gorgonia graph binds the weights' memory).
+	name := EngineName(cfg.Train)
+	if r.eng, err = engine.New(name, m, engine.Options{Batch: cfg.Train.Batch, Seq: cfg.Train.Seq, Threads: cfg.Train.Threads}); err != nil {
+		key := "train.engine " + name // named as the config selects it
+		if name == "cuda" {
+			key = "train.device cuda"
 		}
-		if n := len(r.graph.Params()); n != len(r.vars) {
-			return nil, fmt.Errorf("train.engine gorgonia: the graph trains %d tensors, the optimizer %d", n, len(r.vars))
-		}
-		fmt.Fprintf(log, "engine: gorgonia (ExprGraph + TapeMachine, %d trained tensors)\n", len(r.vars))
+		return nil, &config.InputError{Err: fmt.Errorf("%s: %w", key, err)}
 	}
-	if cfg.Train.Device == "cuda" {
-		name, d, err := newDeviceStep(m, cfg.Train.Batch, cfg.Train.Seq)
-		if err != nil {
-			return nil, &config.InputError{Err: fmt.Errorf("train.device cuda: %w", err)}
-		}
-		r.dev = d
-		fmt.Fprintf(log, "device: %s (the step on the GPU; optimizer on the CPU)\n", name)
+	switch name {
+	case "gorgonia":
+		fmt.Fprintf(log, "engine: gorgonia (ExprGraph + TapeMachine, %d trained tensors)\n", len(r.vars))
+	case "cuda":
+		fmt.Fprintf(log, "device: %s (the step on the GPU; optimizer on the CPU)\n", device.DeviceName(r.eng))
 	}
 	if err := r.openMetrics(); err != nil {
 		return nil, err
@@ -360,30 +355,13 @@ func (r *Run) Step() (StepResult, error) {
 	tc := r.Cfg.Train
 	autograd.ZeroGrad(r.vars...)
 	var loss float64
-	tp := autograd.NewTape()
 	for a := 0; a < tc.GradAccum; a++ {
 		r.Loader.Next(r.ids, r.tgt)
-		switch {
-		case r.dev != nil:
-			l, err := r.dev.LossBackward(r.ids, r.tgt)
-			if err != nil {
-				return StepResult{Step: r.State.Step + 1}, err
-			}
-			loss += float64(l)
-		case r.graph != nil:
-			l, err := r.graph.LossBackward(r.ids, r.tgt)
-			if err != nil {
-				return StepResult{Step: r.State.Step + 1}, err
-			}
-			loss += float64(l)
-		case r.reps != nil:
-			loss += float64(r.reps.LossBackward(r.ids, r.tgt, tc.Batch, tc.Seq))
-		default:
-			l := r.Model.Loss(tp, r.ids, r.tgt, tc.Batch, tc.Seq)
-			tp.Backward(l)
-			loss += float64(l.Data()[0])
-			tp.Reset()
+		l, err := r.eng.LossBackward(r.ids, r.tgt)
+		if err != nil {
+			return StepResult{Step: r.State.Step + 1}, err
 		}
+		loss += float64(l)
 	}
 	loss /= float64(tc.GradAccum)
 	if tc.GradAccum > 1 {
@@ -411,8 +389,21 @@ func (r *Run) Step() (StepResult, error) {
 // AddHook appends a hook run after every step, in order.
 func (r *Run) AddHook(h Hook) { r.hooks = append(r.hooks, h) }
 
-// Close releases the run directory's lock.
-func (r *Run) Close() error { return r.lock.Unlock() }
+// Close releases the engine and the run directory's lock.
+func (r *Run) Close() error { return errors.Join(r.eng.Close(), r.lock.Unlock()) }
+
+// EngineName is the registered engine a run's train section selects:
+// train.device cuda runs the "cuda" engine, else train.engine ("tape" by
+// default).
+func EngineName(t config.Train) string {
+	switch {
+	case t.Device == "cuda":
+		return "cuda"
+	case t.Engine == "":
+		return "tape"
+	}
+	return t.Engine
+}
 
 // Interrupt asks Loop to stop after the step in progress, write a
 // checkpoint and return an *Interrupted error carrying sig. It does not
