@@ -8,9 +8,9 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"qat/engine/device"
 	"qat/kernels/cuda"
 	"qat/layers"
-	"qat/layers/device"
 	qatpkg "qat/qat"
 )
 
