@@ -13,6 +13,7 @@ import (
 	"qat/autograd"
 	"qat/cmd/internal/train"
 	"qat/data"
+	"qat/eval"
 	"qat/data/bpe"
 	"qat/data/gguf"
 	"qat/export"
@@ -133,7 +134,7 @@ quantizations by.`,
 					stepper = func() layers.Stepper { return layers.NewPackedDecoder(m, pw) }
 					how = kernels.PackedKernel() + " packed kernels, one token at a time"
 				}
-				ppl, n := train.ChunkPerplexity(m, tok, string(b), ctx, stepper)
+				ppl, n := eval.ChunkPerplexity(m, tok, string(b), ctx, stepper)
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: perplexity %.4f over %d tokens (chunks of %d, second halves scored, as llama-perplexity; %s)\n",
 					textPath, ppl, n, ctx, how)
 				return nil
@@ -154,7 +155,7 @@ quantizations by.`,
 					return err
 				}
 			}
-			r := train.Evaluate(m, tok, ds, batch, seq, batches)
+			r := eval.Evaluate(m, tok, ds, batch, seq, batches)
 			if kurt {
 				names := make([]string, 0, len(taps))
 				for n := range taps {
@@ -174,7 +175,7 @@ quantizations by.`,
 				if ref.Vocab != m.Vocab {
 					return inputf("--kl-divergence: reference vocabulary %d, model %d", ref.Vocab, m.Vocab)
 				}
-				k := train.CompareKL(m, ref, ds, batch, seq, batches)
+				k := eval.CompareKL(m, ref, ds, batch, seq, batches)
 				fmt.Fprintf(cmd.OutOrStdout(), "KL divergence from %s (%d tokens): mean %.5f  p99 %.5f nats  top-1 agreement %.2f%%\n",
 					klRef, k.Tokens, k.MeanKL, k.P99KL, 100*k.Top1)
 			}

@@ -7,16 +7,17 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"qat/autograd"
 	"qat/cmd/internal/train"
 	"qat/data"
+	"qat/eval"
 	"qat/kernels"
 	qatpkg "qat/qat"
+	"qat/qat/ptq"
 )
 
 func ptqCmd() *cobra.Command {
 	var method, preset, rulesPath, scale, model, out, dataDir string
-	var calib, batch, seq, evalBatches, threads int
+	var calibBatches, batch, seq, evalBatches, threads int
 	var seed uint64
 	var actOrder bool
 	var outliers float64
@@ -51,8 +52,8 @@ result is also evaluated on the validation split.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kernels.SetThreads(threads)
-			if method != "rtn" && method != "gptq" && method != "qqq" && method != "gwq" {
-				return inputf("--method %q: want rtn, gptq, qqq or gwq", method)
+			if method != ptq.RTN && method != ptq.GPTQ && method != ptq.QQQ && method != ptq.GWQ {
+				return inputf("--method %q: want %s", method, ptq.Methods)
 			}
 			if gwqBase != "rtn" && gwqBase != "gptq" {
 				return inputf("--gwq-base %q: want rtn or gptq", gwqBase)
@@ -97,71 +98,50 @@ result is also evaluated on the validation split.`,
 			if seq == 0 {
 				seq = m.MaxSeq
 			}
-			if seq < 0 || seq > m.MaxSeq || batch <= 0 || calib <= 0 {
-				return inputf("--seq %d must be in [1, %d]; --batch %d and --calib-batches %d positive", seq, m.MaxSeq, batch, calib)
+			if seq < 0 || seq > m.MaxSeq || batch <= 0 || calibBatches <= 0 {
+				return inputf("--seq %d must be in [1, %d]; --batch %d and --calib-batches %d positive", seq, m.MaxSeq, batch, calibBatches)
 			}
-			var tr *data.Dataset
-			var grads map[*autograd.Var][]float32
-			if method == "gwq" {
-				// saliency: |dL/dW| of the full-precision model's loss
-				if dataDir == "" {
-					return inputf("--data is required: calibration runs on its training split")
-				}
-				if tr, err = data.LoadSplit(dataDir, "train", m.Vocab); err != nil {
-					return err
-				}
-				if grads, err = train.LossGradients(m, tr, batch, seq, calib, seed); err != nil {
-					return err
-				}
+			if method == ptq.GWQ {
 				rules = qatpkg.WithOutliers(rules, outliers)
 			}
-			if err := qatpkg.Prepare(m, rules); err != nil {
-				return inputf("%v", err)
-			}
-			if method == "gwq" {
-				n, kept := qatpkg.SelectByGradient(m, grads)
-				if n == 0 {
-					return inputf("--method gwq: no linear has an int weight quantizer")
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "gwq: kept %d weights of %d linear layers in fp16 (the largest |dL/dW| on %d batches)\n", kept, n, calib)
-			}
+			// calibration runs on the training split, evaluation on the
+			// validation split
+			calib := ptq.Calibration{Batch: batch, Seq: seq, Batches: calibBatches, Seed: seed, Progress: cmd.ErrOrStderr()}
 			var ds *data.Dataset
 			if dataDir != "" {
+				if calib.Data, err = data.LoadSplit(dataDir, "train", m.Vocab); err != nil {
+					return err
+				}
 				if ds, err = data.LoadSplit(dataDir, "validation", m.Vocab); err != nil {
 					return err
 				}
+			} else if method != ptq.RTN {
+				return inputf("--data is required: calibration runs on its training split")
 			}
-			if (method != "rtn" && tr == nil) || (qatpkg.NeedsCalibration(m) && tr == nil) {
-				if dataDir == "" {
-					return inputf("--data is required: calibration runs on its training split")
-				}
-				if tr, err = data.LoadSplit(dataDir, "train", m.Vocab); err != nil {
-					return err
-				}
+			g := qatpkg.DefaultGPTQ
+			g.ActOrder = actOrder
+			rules, rep, err := ptq.Quantize(m, rules, ptq.Options{Method: method, GWQBase: gwqBase, GPTQ: g}, calib)
+			if err != nil {
+				return inputf("--method %s: %v", method, err)
 			}
-			if method == "gptq" || method == "qqq" || (method == "gwq" && gwqBase == "gptq") {
-				c := qatpkg.DefaultGPTQ
-				c.ActOrder = actOrder
-				smoothed, n, err := train.PostTrain(m, tr, method == "qqq", batch, seq, calib, seed, c, cmd.ErrOrStderr())
-				if err != nil {
-					return err
-				}
-				if method == "qqq" {
-					fmt.Fprintf(cmd.OutOrStdout(), "qqq: smoothed the inputs of %d linear groups\n", smoothed)
-				}
-				if n == 0 {
-					return inputf("--method %s: no linear has a symmetric int weight quantizer per channel or group", method)
-				}
-				// the quantized layers keep GPTQ's scales as fixed steps
-				rules = qatpkg.FixedWeightSteps(rules)
-				fmt.Fprintf(cmd.OutOrStdout(), "gptq: quantized %d linear layers on %d batches of %d x %d tokens\n", n, calib, batch, seq)
+			if rep.Outliers > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "gwq: kept %d weights of %d linear layers in fp16 (the largest |dL/dW| on %d batches)\n", rep.Kept, rep.Outliers, calibBatches)
+			}
+			if method == ptq.QQQ {
+				fmt.Fprintf(cmd.OutOrStdout(), "qqq: smoothed the inputs of %d linear groups\n", rep.Smoothed)
+			}
+			if rep.Quantized > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "gptq: quantized %d linear layers on %d batches of %d x %d tokens\n", rep.Quantized, calibBatches, batch, seq)
 			}
 			if qatpkg.NeedsCalibration(m) {
-				n, err := train.Calibrate(m, tr, batch, seq, calib, seed)
+				if calib.Data == nil {
+					return inputf("--data is required: calibration runs on its training split")
+				}
+				n, err := ptq.Calibrate(m, calib)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "calibrated %d activation quantizers on %d batches\n", n, calib)
+				fmt.Fprintf(cmd.OutOrStdout(), "calibrated %d activation quantizers on %d batches\n", n, calibBatches)
 			}
 			err = res.Fill(func(tmp string) error { return train.WriteModel(tmp, m, tok, rules) })
 			if err != nil {
@@ -169,7 +149,7 @@ result is also evaluated on the validation split.`,
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s\n", out)
 			if ds != nil {
-				r := train.Evaluate(m, tok, ds, batch, seq, evalBatches)
+				r := eval.Evaluate(m, tok, ds, batch, seq, evalBatches)
 				fmt.Fprintf(cmd.OutOrStdout(), "validation (%d tokens): loss %.4f  perplexity %.2f  bits per byte %.4f\n", r.Tokens, r.Loss, r.PPL, r.BPB)
 			}
 			return nil
@@ -185,7 +165,7 @@ result is also evaluated on the validation split.`,
 	cmd.Flags().StringVar(&model, "model", "", "full-precision checkpoint directory or run out_dir")
 	cmd.Flags().StringVar(&out, "out", "", "output checkpoint directory")
 	cmd.Flags().StringVar(&dataDir, "data", "", "prepared data: calibration (train split) and evaluation (validation)")
-	cmd.Flags().IntVar(&calib, "calib-batches", 8, "calibration batches")
+	cmd.Flags().IntVar(&calibBatches, "calib-batches", 8, "calibration batches")
 	cmd.Flags().IntVar(&batch, "batch", 8, "windows per batch")
 	cmd.Flags().IntVar(&seq, "seq", 0, "window length (0: the model's context)")
 	cmd.Flags().IntVar(&evalBatches, "batches", 0, "evaluate on at most this many batches (0: all)")

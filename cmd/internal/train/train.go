@@ -13,13 +13,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 
 	"qat/autograd"
 	"qat/cmd/internal/config"
@@ -27,6 +24,8 @@ import (
 	"qat/data/atomic"
 	"qat/data/bpe"
 	"qat/engine"
+	"qat/eval"
+	"qat/qat/ptq"
 	"qat/engine/device"
 	_ "qat/engine/gorgonia" // registers the gorgonia engine
 	_ "qat/engine/tape"     // registers the tape engine
@@ -186,26 +185,26 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 	// start from them (a resumed run then loads its trained steps).
 	var taps map[string]*qat.Kurtosis
 	fresh := !(resume && latest != "")
-	var grads map[*autograd.Var][]float32
-	if cfg.Quant.Init == "gwq" && fresh {
-		// GWQ's saliency: the full-precision model's loss gradients
-		if grads, err = LossGradients(m, train, cfg.Train.Batch, cfg.Train.Seq, cfg.Quant.CalibBatches, cfg.Train.Seed); err != nil {
-			return nil, err
-		}
-	}
+	calib := ptq.Calibration{Data: train, Batch: cfg.Train.Batch, Seq: cfg.Train.Seq, Batches: cfg.Quant.CalibBatches,
+		Seed: cfg.Train.Seed, Progress: log}
 	if rules := cfg.QuantRules(); len(rules) > 0 || cfg.Quant.Kurtosis.Coef > 0 {
-		if err := qat.Prepare(m, rules); err != nil {
-			return nil, &config.InputError{Err: err}
-		}
-		if grads != nil {
-			n, kept := qat.SelectByGradient(m, grads)
-			fmt.Fprintf(log, "gwq: kept %d weights of %d linear layers in fp16 (the largest |dL/dW|); QAT starts from them\n", kept, n)
-		}
 		// a post-training start (a resumed run has its trained state)
-		if init := cfg.Quant.Init; (init == "gptq" || init == "qqq") && fresh {
-			if err := ptqInit(m, cfg, train, log); err != nil {
-				return nil, err
+		if init := cfg.Quant.Init; fresh && (init == ptq.GPTQ || init == ptq.QQQ || init == ptq.GWQ) {
+			_, rep, err := ptq.Quantize(m, rules, ptq.Options{Method: init, GWQBase: ptq.RTN, GPTQ: qat.DefaultGPTQ}, calib)
+			if err != nil {
+				return nil, &config.InputError{Err: fmt.Errorf("quant.init %s: %w", init, err)}
 			}
+			switch init {
+			case ptq.GWQ:
+				fmt.Fprintf(log, "gwq: kept %d weights of %d linear layers in fp16 (the largest |dL/dW|); QAT starts from them\n", rep.Kept, rep.Outliers)
+			case ptq.QQQ:
+				fmt.Fprintf(log, "qqq: smoothed the inputs of %d linear groups\n", rep.Smoothed)
+				fallthrough
+			default:
+				fmt.Fprintf(log, "%s: quantized %d linear layers on %d batches; QAT starts from them\n", init, rep.Quantized, calib.Batches)
+			}
+		} else if err := qat.Prepare(m, rules); err != nil {
+			return nil, &config.InputError{Err: err}
 		}
 		// Every linear's input kurtosis is measured (and regularised where
 		// quant.kurtosis says) so evaluations can log it per layer.
@@ -251,7 +250,7 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 		trainable, frozen, fb, mib(4*(trainable+frozen)+fb), mib(4*trainable), mib(r.Opt.StateBytes()))
 	r.ids, r.tgt = make([]int32, cfg.Train.Batch*cfg.Train.Seq), make([]int32, cfg.Train.Batch*cfg.Train.Seq)
 	if qat.NeedsCalibration(m) && !(resume && latest != "") {
-		n, err := Calibrate(m, train, cfg.Train.Batch, cfg.Train.Seq, cfg.Quant.CalibBatches, cfg.Train.Seed)
+		n, err := ptq.Calibrate(m, calib)
 		if err != nil {
 			return nil, err
 		}
@@ -535,7 +534,7 @@ func (r *Run) evaluate(final bool) error {
 		k.ResetStats()
 		k.Idle = false // measure during evaluation only
 	}
-	res := Evaluate(r.Model, r.Tok, r.Val, tc.Batch, tc.Seq, tc.EvalBatches)
+	res := eval.Evaluate(r.Model, r.Tok, r.Val, tc.Batch, tc.Seq, tc.EvalBatches)
 	for _, k := range r.taps {
 		k.Idle = true
 	}
@@ -556,179 +555,11 @@ func (r *Run) evaluate(final bool) error {
 	}
 	fmt.Fprintf(r.Log, "step %d: %s loss %.4f, perplexity %.2f, %.3f bits per byte\n", r.State.Step, what, res.Loss, res.PPL, res.BPB)
 	if final && tc.EvalBatches > 0 && !tc.NoFinalEval {
-		full := Evaluate(r.Model, r.Tok, r.Val, tc.Batch, tc.Seq, 0)
+		full := eval.Evaluate(r.Model, r.Tok, r.Val, tc.Batch, tc.Seq, 0)
 		p.FullValLoss, p.FullValBPB = full.Loss, full.BPB
 		fmt.Fprintf(r.Log, "step %d: whole validation split loss %.4f, perplexity %.2f, %.3f bits per byte\n", r.State.Step, full.Loss, full.PPL, full.BPB)
 	}
 	return r.record(p)
-}
-
-// EvalResult is a model's quality on a dataset.
-type EvalResult struct {
-	Loss, PPL, BPB float64
-	Tokens         int
-}
-
-// Calibrate sets the steps of m's activation quantizers with mse or lsq
-// scales (qat.Calibrate) from `batches` batches of ds, drawn with a seed of
-// their own so that the training batches stay those of the seed.
-func Calibrate(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint64) (int, error) {
-	return qat.Calibrate(m, calibRun(m, ds, batch, seq, batches, seed))
-}
-
-// Evaluate computes the mean next-token loss over the dataset's windows
-// (maxBatches > 0: that many batches spread evenly over it), its perplexity,
-// and bits per byte: the summed loss in bits over the UTF-8 bytes of the
-// predicted tokens.
-func Evaluate(m *layers.Model, tok *bpe.Tokenizer, ds *data.Dataset, batch, seq, maxBatches int) EvalResult {
-	tp := autograd.NewTape()
-	tp.SetNoGrad(true)
-	var nats float64
-	var n, bytes, b int
-	total := ((len(ds.Tokens)-1)/seq + batch - 1) / batch
-	data.Sequential(ds, batch, seq, func(ids, tg []int32, k int) {
-		b++
-		// batch b-1 is taken when it is the first of its 1/maxBatches slice
-		if maxBatches > 0 && maxBatches < total && (b-1)*maxBatches/total == (b-2)*maxBatches/total && b > 1 {
-			return
-		}
-		l := m.Loss(tp, ids, tg, k, seq)
-		nats += float64(l.Data()[0]) * float64(len(tg))
-		n += len(tg)
-		for _, t := range tg {
-			bytes += tok.ByteLen(t)
-		}
-		tp.Reset()
-	})
-	res := EvalResult{Loss: nats / float64(max(n, 1)), Tokens: n}
-	res.PPL = math.Exp(res.Loss)
-	res.BPB = nats / math.Ln2 / float64(max(bytes, 1))
-	return res
-}
-
-// KLResult compares a model's next-token distributions with a reference
-// model's on the same windows: KL(reference || model) per token (mean and
-// 99th percentile, nats) and how often both put the same token first.
-type KLResult struct {
-	MeanKL, P99KL, Top1 float64
-	Tokens              int
-}
-
-// CompareKL runs both models over the dataset's windows (maxBatches > 0:
-// that many batches spread over it) and compares their distributions.
-func CompareKL(m, ref *layers.Model, ds *data.Dataset, batch, seq, maxBatches int) KLResult {
-	tp, tr := autograd.NewTape(), autograd.NewTape()
-	tp.SetNoGrad(true)
-	tr.SetNoGrad(true)
-	var kls []float64
-	agree := 0
-	V := m.Vocab
-	total := ((len(ds.Tokens)-1)/seq + batch - 1) / batch
-	b := 0
-	data.Sequential(ds, batch, seq, func(ids, _ []int32, k int) {
-		b++
-		if maxBatches > 0 && maxBatches < total && (b-1)*maxBatches/total == (b-2)*maxBatches/total && b > 1 {
-			return
-		}
-		lq := m.Forward(tp, ids, k, seq).Data()
-		lr := ref.Forward(tr, ids, k, seq).Data()
-		for r := 0; r < k*seq; r++ {
-			kl, same := klRow(lr[r*V:(r+1)*V], lq[r*V:(r+1)*V])
-			kls = append(kls, kl)
-			if same {
-				agree++
-			}
-		}
-		tp.Reset()
-		tr.Reset()
-	})
-	res := KLResult{Tokens: len(kls)}
-	if len(kls) == 0 {
-		return res
-	}
-	var sum float64
-	for _, v := range kls {
-		sum += v
-	}
-	sort.Float64s(kls)
-	res.MeanKL = sum / float64(len(kls))
-	res.P99KL = kls[min(len(kls)-1, int(math.Ceil(0.99*float64(len(kls))))-1)]
-	res.Top1 = float64(agree) / float64(len(kls))
-	return res
-}
-
-// logSumExp returns log(sum(exp(x))) in float64 and the argmax of x.
-func logSumExp(x []float32) (float64, int) {
-	mx, arg := float64(x[0]), 0
-	for i, v := range x {
-		if float64(v) > mx {
-			mx, arg = float64(v), i
-		}
-	}
-	var s float64
-	for _, v := range x {
-		s += math.Exp(float64(v) - mx)
-	}
-	return mx + math.Log(s), arg
-}
-
-// klRow returns KL(softmax(p) || softmax(q)) in float64 and whether both
-// rows have the same argmax.
-func klRow(p, q []float32) (float64, bool) {
-	lp, ap := logSumExp(p)
-	lq, aq := logSumExp(q)
-	var kl float64
-	for i := range p {
-		a := float64(p[i]) - lp
-		kl += math.Exp(a) * (a - (float64(q[i]) - lq))
-	}
-	return max(kl, 0), ap == aq
-}
-
-// ChunkPerplexity scores a text the way llama.cpp's llama-perplexity does,
-// so the two can be compared on the same file: the text is tokenized with
-// a leading BOS, cut into chunks of ctx tokens whose first token is
-// replaced by BOS, and only the second half of each chunk is scored (each
-// scored token has at least ctx/2 tokens of context). It returns the
-// perplexity and the number of scored tokens. With stepper non-nil each
-// chunk runs token by token through a fresh stepper (the packed decoder:
-// llama.cpp's one-token path) instead of one forward pass.
-func ChunkPerplexity(m *layers.Model, tok *bpe.Tokenizer, text string, ctx int, stepper func() layers.Stepper) (float64, int) {
-	ids := append([]int32{tok.ID(bpe.BOS)}, tok.Encode(nil, text)...)
-	tp := autograd.NewTape()
-	tp.SetNoGrad(true)
-	first := ctx / 2
-	var nll float64
-	count := 0
-	chunk := make([]int32, ctx)
-	for start := 0; start+ctx <= len(ids); start += ctx {
-		copy(chunk, ids[start:start+ctx])
-		chunk[0] = tok.ID(bpe.BOS)
-		V := m.Vocab
-		var logits []float32
-		var st layers.Stepper
-		if stepper == nil {
-			logits = m.Forward(tp, chunk, 1, ctx).Data()
-		} else {
-			st = stepper()
-		}
-		for j := 0; j < ctx-1; j++ {
-			var row []float32
-			if st != nil {
-				row, _ = st.Step(chunk[j])
-			} else {
-				row = logits[j*V : (j+1)*V]
-			}
-			if j < first {
-				continue
-			}
-			lse, _ := logSumExp(row)
-			nll += lse - float64(row[ids[start+j+1]])
-			count++
-		}
-		tp.Reset()
-	}
-	return math.Exp(nll / float64(max(count, 1))), count
 }
 
 // frozenBytes is the size of the quantizers' frozen tensors (LR-QAT's
@@ -744,128 +575,6 @@ func frozenBytes(m *layers.Model) int {
 }
 
 func mib(n int) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-
-// GPTQ quantizes m's symmetric int weights with GPTQ (qat.ApplyGPTQ) on
-// `batches` batches of ds, the same batches for every decoder block,
-// with a progress bar per block on w.
-func GPTQ(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint64, c qat.GPTQConfig, w io.Writer) (int, error) {
-	run := calibRun(m, ds, batch, seq, batches, seed)
-	total := len(m.Layers)
-	if m.Head != nil {
-		total++
-	}
-	bar := blockProgress(w, "gptq", total)
-	return qat.ApplyGPTQ(m, c, run, func(block int) { bar(block + 1) })
-}
-
-// Smooth applies QQQ's adaptive smoothing (qat.Smooth) with statistics
-// from `batches` batches of ds.
-func Smooth(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint64) (int, error) {
-	return qat.Smooth(m, qat.DefaultSmooth, calibRun(m, ds, batch, seq, batches, seed))
-}
-
-// calibRun returns forward passes over the same `batches` batches of ds
-// at every call.
-func calibRun(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint64) func() error {
-	ids, tg := make([]int32, batch*seq), make([]int32, batch*seq)
-	return func() error {
-		l, err := data.NewLoader(ds, batch, seq, seed^0xca11b)
-		if err != nil {
-			return err
-		}
-		tp := autograd.NewTape()
-		tp.SetNoGrad(true)
-		for b := 0; b < batches; b++ {
-			l.Next(ids, tg)
-			m.Forward(tp, ids, batch, seq)
-			tp.Reset()
-		}
-		return nil
-	}
-}
-
-// blockProgress draws a bar with ETA over n blocks when w is a terminal,
-// else prints a line per block.
-func blockProgress(w io.Writer, what string, n int) func(done int) {
-	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		bar := progressbar.NewOptions(n, progressbar.OptionSetWriter(w), progressbar.OptionShowCount(),
-			progressbar.OptionSetPredictTime(true), progressbar.OptionSetDescription(what+" blocks"),
-			progressbar.OptionSetWidth(30), progressbar.OptionOnCompletion(func() { fmt.Fprintln(w) }))
-		return func(done int) { bar.Set(done) }
-	}
-	t0 := time.Now()
-	return func(done int) {
-		el := time.Since(t0)
-		eta := time.Duration(float64(el) / float64(done) * float64(n-done))
-		fmt.Fprintf(w, "%s: block %d/%d  elapsed %s  ETA %s\n", what, done, n, el.Round(time.Second), eta.Round(time.Second))
-	}
-}
-
-// ptqInit quantizes the starting weights by quant.init (gptq, or qqq:
-// smoothing then gptq) on quant.calib_batches training batches.
-func ptqInit(m *layers.Model, cfg *config.Config, ds *data.Dataset, log io.Writer) error {
-	nb := cfg.Quant.CalibBatches
-	smoothed, n, err := PostTrain(m, ds, cfg.Quant.Init == "qqq", cfg.Train.Batch, cfg.Train.Seq, nb, cfg.Train.Seed, qat.DefaultGPTQ, log)
-	if err != nil {
-		return err
-	}
-	if cfg.Quant.Init == "qqq" {
-		fmt.Fprintf(log, "qqq: smoothed the inputs of %d linear groups\n", smoothed)
-	}
-	if n == 0 {
-		return &config.InputError{Err: fmt.Errorf("quant.init %s: no linear has a symmetric int weight quantizer per channel or group", cfg.Quant.Init)}
-	}
-	fmt.Fprintf(log, "%s: quantized %d linear layers on %d batches; QAT starts from them\n", cfg.Quant.Init, n, nb)
-	return nil
-}
-
-// PostTrain runs GPTQ on m's symmetric int weight quantizers, after QQQ's
-// smoothing when smooth is set, on `batches` batches of ds. Activation
-// steps are calibrated first where they need it, so the calibration
-// passes run the quantized model (set them again on the new weights). It
-// returns the groups smoothed and the layers quantized.
-func PostTrain(m *layers.Model, ds *data.Dataset, smooth bool, batch, seq, batches int, seed uint64, c qat.GPTQConfig, w io.Writer) (smoothed, quantized int, err error) {
-	if qat.NeedsCalibration(m) {
-		if _, err := Calibrate(m, ds, batch, seq, batches, seed); err != nil {
-			return 0, 0, err
-		}
-	}
-	if smooth {
-		if smoothed, err = Smooth(m, ds, batch, seq, batches, seed); err != nil {
-			return 0, 0, err
-		}
-	}
-	quantized, err = GPTQ(m, ds, batch, seq, batches, seed, c, w)
-	return smoothed, quantized, err
-}
-
-// LossGradients accumulates the gradients of the language-model loss over
-// `batches` training batches into m's parameters and returns a copy of
-// each linear's weight gradient (GWQ's saliency; Prepare may replace what
-// holds them).
-func LossGradients(m *layers.Model, ds *data.Dataset, batch, seq, batches int, seed uint64) (map[*autograd.Var][]float32, error) {
-	l, err := data.NewLoader(ds, batch, seq, seed^0x6a7)
-	if err != nil {
-		return nil, err
-	}
-	var vars []*autograd.Var
-	for _, p := range m.Params() {
-		vars = append(vars, p.Var)
-	}
-	autograd.ZeroGrad(vars...)
-	ids, tg := make([]int32, batch*seq), make([]int32, batch*seq)
-	tp := autograd.NewTape()
-	for b := 0; b < batches; b++ {
-		l.Next(ids, tg)
-		tp.Backward(m.Loss(tp, ids, tg, batch, seq))
-		tp.Reset()
-	}
-	grads := map[*autograd.Var][]float32{}
-	for _, nl := range m.Linears() {
-		grads[nl.Linear.Weight] = append([]float32(nil), nl.Linear.Weight.GradData()...)
-	}
-	return grads, nil
-}
 
 // Final returns the run's mean training loss over its last tenth of steps
 // (at least its last step) and its last validation loss: the whole split
