@@ -17,23 +17,22 @@ import (
 	"syscall"
 	"time"
 
-
 	"qat/autograd"
 	"qat/cmd/internal/config"
 	"qat/data"
 	"qat/data/atomic"
 	"qat/data/bpe"
 	"qat/engine"
-	"qat/eval"
-	"qat/qat/ptq"
 	"qat/engine/device"
 	_ "qat/engine/gorgonia" // registers the gorgonia engine
 	_ "qat/engine/tape"     // registers the tape engine
+	"qat/eval"
 	"qat/kernels"
 	"qat/layers"
 	"qat/lora"
 	"qat/optim"
 	"qat/qat"
+	"qat/qat/ptq"
 )
 
 // Run is one training run.
