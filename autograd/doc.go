@@ -1,5 +1,5 @@
 // Package autograd is qat's eager reverse-mode engine: a Var holds a value
-// and a gradient (gorgonia.org/tensor Dense float32), each op computes its
+// and a gradient (float32 slices and a shape), each op computes its
 // forward at once and records one backward closure on a Tape, and
 // Tape.Backward runs the closures in reverse.
 //

@@ -71,7 +71,7 @@ func (t *Tape) Add(a, b *Var) *Var {
 // stream.
 func (t *Tape) passGrad(in, out *Var, borrow bool) {
 	if borrow && in.needGrad && in.temp && in.g == nil {
-		in.grad, in.g, in.gradBorrowed = out.grad, out.g, true
+		in.g, in.gradBorrowed = out.g, true
 		return
 	}
 	if in.needGrad {
@@ -676,9 +676,9 @@ func (t *Tape) CrossEntropy(logits *Var, targets []int32, ignoreIndex int32) *Va
 	}
 	out := t.newVar([]int{1}, logits)
 	loss := t.scratch(rows)
-	dlD, dl := t.get(logits.Shape())
+	dl := t.get(logits.Size())
 	li := len(t.loose)
-	t.loose = append(t.loose, pooled{dlD, dl})
+	t.loose = append(t.loose, dl)
 	inv := float32(0)
 	if count > 0 {
 		inv = 1 / float32(count)
@@ -703,8 +703,8 @@ func (t *Tape) CrossEntropy(logits *Var, targets []int32, ignoreIndex int32) *Va
 					kernels.Active.Scale(dl[lo*V:hi*V], dl[lo*V:hi*V], s)
 				})
 			}
-			logits.grad, logits.g = dlD, dl
-			t.loose[li] = pooled{}
+			logits.g = dl
+			t.loose[li] = nil
 			return
 		}
 		g, first := t.gradW(logits)

@@ -1,17 +1,13 @@
 package autograd
 
-import (
-	"fmt"
-
-	"gorgonia.org/tensor"
-)
+import "fmt"
 
 // Tape records backward closures of the ops run on it and owns the buffers
 // of their outputs.
 type Tape struct {
 	back   []func()
 	temps  []*Var
-	free   map[int][]pooled // tensors by size
+	free   map[int][][]float32 // values and gradients by size
 	vfree  []*Var
 	sfree  map[int][][]float32 // scratch slices by size
 	sused  [][]float32
@@ -19,21 +15,14 @@ type Tape struct {
 	bused  [][]uint8
 	noGrad bool
 	ints   []int32 // CrossEntropy's targets (one loss per tape step)
-	// loose are pooled tensors no Var owns yet (CrossEntropy's gradient,
+	// loose are pooled buffers no Var owns yet (CrossEntropy's gradient,
 	// which its backward may hand to the logits); Reset returns them.
-	loose []pooled
-}
-
-// pooled keeps a tensor with its backing slice: Dense.Data returns an
-// interface, and converting it back allocates on every call.
-type pooled struct {
-	d *tensor.Dense
-	x []float32
+	loose [][]float32
 }
 
 // NewTape returns an empty tape.
 func NewTape() *Tape {
-	return &Tape{free: map[int][]pooled{}, sfree: map[int][][]float32{}, bfree: map[int][][]uint8{}}
+	return &Tape{free: map[int][][]float32{}, sfree: map[int][][]float32{}, bfree: map[int][][]uint8{}}
 }
 
 // SetNoGrad turns recording off (evaluation, generation) or back on.
@@ -49,18 +38,18 @@ func (t *Tape) Reset() {
 	clear(t.back)
 	t.back = t.back[:0]
 	for _, v := range t.temps {
-		t.put(v.Value, v.x)
-		if v.grad != nil && !v.gradBorrowed {
-			t.put(v.grad, v.g)
+		t.put(v.x)
+		if v.g != nil && !v.gradBorrowed {
+			t.put(v.g)
 		}
-		*v = Var{}
+		*v = Var{shape: v.shape[:0]} // the shape's room serves the next output
 		t.vfree = append(t.vfree, v)
 	}
 	clear(t.temps)
 	t.temps = t.temps[:0]
-	for _, p := range t.loose {
-		if p.x != nil {
-			t.put(p.d, p.x)
+	for _, x := range t.loose {
+		if x != nil {
+			t.put(x)
 		}
 	}
 	clear(t.loose)
@@ -92,24 +81,18 @@ func (t *Tape) Backward(loss *Var) {
 	}
 }
 
-func (t *Tape) get(shape []int) (*tensor.Dense, []float32) {
-	n := size(shape)
+// get returns a pooled buffer of n floats (not cleared).
+func (t *Tape) get(n int) []float32 {
 	if l := t.free[n]; len(l) > 0 {
-		p := l[len(l)-1]
+		x := l[len(l)-1]
 		t.free[n] = l[:len(l)-1]
-		if !sameShape(p.d.Shape(), shape) {
-			if err := p.d.Reshape(shape...); err != nil {
-				panic(err)
-			}
-		}
-		return p.d, p.x
+		return x
 	}
-	x := make([]float32, n)
-	return newDense(shape, x), x
+	return make([]float32, n)
 }
 
-func (t *Tape) put(d *tensor.Dense, x []float32) {
-	t.free[len(x)] = append(t.free[len(x)], pooled{d, x})
+func (t *Tape) put(x []float32) {
+	t.free[len(x)] = append(t.free[len(x)], x)
 }
 
 // newVar returns a pooled output of the given shape whose value the op must
@@ -122,7 +105,8 @@ func (t *Tape) newVar(shape []int, inputs ...*Var) *Var {
 	} else {
 		v = new(Var)
 	}
-	v.Value, v.x = t.get(shape)
+	v.shape = append(v.shape[:0], shape...)
+	v.x = t.get(size(shape))
 	v.temp = true
 	if !t.noGrad {
 		for _, in := range inputs {
@@ -155,7 +139,7 @@ func (t *Tape) grad(v *Var) []float32 {
 		if !v.temp {
 			panic("autograd: gradient of a leaf that has none")
 		}
-		v.grad, v.g = t.get(v.Shape())
+		v.g = t.get(len(v.x))
 		clear(v.g)
 	}
 	return v.GradData()
@@ -174,7 +158,7 @@ func (t *Tape) gradW(v *Var) (g []float32, first bool) {
 		if !v.temp {
 			panic("autograd: gradient of a leaf that has none")
 		}
-		v.grad, v.g = t.get(v.Shape())
+		v.g = t.get(len(v.x))
 		return v.g, true
 	}
 	if v.stale {

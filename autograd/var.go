@@ -3,15 +3,13 @@ package autograd
 import (
 	"fmt"
 	"unsafe"
-
-	"gorgonia.org/tensor"
 )
 
-// Var is a value on the tape and its gradient.
+// Var is a value on the tape and its gradient: x and g hold them row-major
+// in shape (another engine, engine/gorgonia, builds its own tensors over
+// Data and Shape).
 type Var struct {
-	// Value is the forward value.
-	Value    *tensor.Dense
-	grad     *tensor.Dense
+	shape    []int
 	x, g     []float32
 	needGrad bool
 	temp     bool // owned by a tape's pool
@@ -24,17 +22,12 @@ type Var struct {
 	stale bool
 }
 
-func newDense(shape []int, data []float32) *tensor.Dense {
-	return tensor.New(tensor.WithShape(shape...), tensor.WithBacking(data))
-}
-
 // NewParam returns a trainable leaf of the given shape, zero-filled, with a
 // gradient buffer.
 func NewParam(shape ...int) *Var {
 	n := size(shape)
-	v := &Var{needGrad: true}
+	v := &Var{shape: append([]int(nil), shape...), needGrad: true}
 	v.x, v.g = make([]float32, n), make([]float32, n)
-	v.Value, v.grad = newDense(shape, v.x), newDense(shape, v.g)
 	return v
 }
 
@@ -43,9 +36,7 @@ func NewConst(data []float32, shape ...int) *Var {
 	if len(data) != size(shape) {
 		panic(fmt.Sprintf("autograd: NewConst: %d values for shape %v", len(data), shape))
 	}
-	v := &Var{x: data}
-	v.Value = newDense(shape, data)
-	return v
+	return &Var{shape: append([]int(nil), shape...), x: data}
 }
 
 // Data returns the value's backing slice.
@@ -60,15 +51,8 @@ func (v *Var) GradData() []float32 {
 	return v.g
 }
 
-// Grad returns the gradient of the loss with respect to v as a tensor over
-// GradData, nil until a gradient reaches a temporary.
-func (v *Var) Grad() *tensor.Dense {
-	v.GradData()
-	return v.grad
-}
-
-// Shape returns the value's shape.
-func (v *Var) Shape() []int { return v.Value.Shape() }
+// Shape returns the value's shape (not a copy: callers must not change it).
+func (v *Var) Shape() []int { return v.shape }
 
 // Size is the number of elements.
 func (v *Var) Size() int { return len(v.x) }
@@ -80,7 +64,6 @@ func (v *Var) RequiresGrad() bool { return v.needGrad }
 func (v *Var) SetRequiresGrad(b bool) {
 	if b && v.g == nil {
 		v.g = make([]float32, len(v.x))
-		v.grad = newDense(v.Shape(), v.g)
 	}
 	v.needGrad = b
 }
@@ -121,10 +104,9 @@ func sameShape(a, b []int) bool {
 // zeroed gradient: data-parallel workers read one set of weights and
 // accumulate their gradients apart.
 func (v *Var) Replica() *Var {
-	r := &Var{Value: v.Value, x: v.x, needGrad: v.needGrad}
+	r := &Var{shape: v.shape, x: v.x, needGrad: v.needGrad}
 	if v.needGrad {
 		r.g = make([]float32, len(v.x))
-		r.grad = newDense(v.Shape(), r.g)
 	}
 	return r
 }
@@ -150,10 +132,8 @@ func Pack(vs []*Var) {
 			copy(vals[off:off+m], v.x)
 		}
 		v.x = vals[off : off+m : off+m]
-		v.Value = newDense(v.Shape(), v.x)
 		if v.g != nil {
 			v.g = grads[off : off+m : off+m]
-			v.grad = newDense(v.Shape(), v.g)
 			v.stale = false
 		}
 		off += m
@@ -182,7 +162,6 @@ func PackGrads(vs []*Var) {
 		m := len(v.x)
 		if v.g != nil {
 			v.g = grads[off : off+m : off+m]
-			v.grad = newDense(v.Shape(), v.g)
 			v.stale = false
 		}
 		off += m
