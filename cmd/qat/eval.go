@@ -3,82 +3,29 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"qat/autograd"
-	"qat/cmd/internal/train"
+	"qat/checkpoint"
 	"qat/data"
 	"qat/data/bpe"
-	"qat/data/gguf"
 	"qat/eval"
-	"qat/export"
 	"qat/kernels"
 	"qat/layers"
 	qatpkg "qat/qat"
 )
 
-// isPackedDir reports whether path is a packed safetensors model.
-func isPackedDir(path string) bool {
-	dir, err := train.ModelDir(path)
-	if err != nil {
-		return false
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	return err == nil && strings.Contains(string(b), `"pack-quantized"`)
-}
-
+// loadModel opens a --model argument (checkpoint.Load); any failure is
+// bad input.
 func loadModel(path string) (*layers.Model, *bpe.Tokenizer, error) {
-	if strings.HasSuffix(path, ".gguf") {
-		return loadGGUF(path)
-	}
-	dir, err := train.ModelDir(path)
+	m, err := checkpoint.Load(path)
 	if err != nil {
 		return nil, nil, inputf("--model: %v", err)
 	}
-	if isPackedDir(dir) {
-		m, tok, err := export.LoadPackedSafetensors(dir)
-		if err != nil {
-			return nil, nil, inputf("--model: %v", err)
-		}
-		return m, tok, nil
-	}
-	m, err := train.LoadModel(dir)
-	if err != nil {
-		return nil, nil, inputf("--model: %v", err)
-	}
-	tok, err := bpe.Load(filepath.Join(dir, "tokenizer.json"))
-	if err != nil {
-		return nil, nil, inputf("--model: %v", err)
-	}
-	if tok.VocabSize() != m.Vocab {
-		return nil, nil, inputf("--model %s: tokenizer has %d tokens, model %d", dir, tok.VocabSize(), m.Vocab)
-	}
-	return m, tok, nil
-}
-
-// loadPackedKernels loads a packed safetensors directory with its
-// linears packed for the per-channel integer kernels.
-func loadPackedKernels(path string) (*layers.Model, *bpe.Tokenizer, map[*autograd.Var]layers.PackedWeight, error) {
-	dir, err := train.ModelDir(path)
-	if err != nil {
-		return nil, nil, nil, inputf("--model: %v", err)
-	}
-	if !isPackedDir(dir) {
-		return nil, nil, nil, inputf("--model %s: no packed kernel for a float checkpoint: --packed runs .gguf files and packed safetensors (qat export --format safetensors-packed)", dir)
-	}
-	m, tok, pw, err := export.LoadPackedSafetensorsKernels(dir)
-	if err != nil {
-		return nil, nil, nil, inputf("--model: %v", err)
-	}
-	if pw == nil {
-		return nil, nil, nil, inputf("--model %s: no packed kernel for its quantization: --packed runs .gguf files and packed safetensors with per-channel int4/int8 weights and int8 per-token activations (w4a8, w8a8)", dir)
-	}
-	return m, tok, pw, nil
+	return m.Model, m.Tok, nil
 }
 
 func evalCmd() *cobra.Command {
@@ -121,17 +68,11 @@ quantizations by.`,
 				var stepper func() layers.Stepper
 				how := "unpacked weights"
 				if packed {
-					var pw map[*autograd.Var]layers.PackedWeight
-					if strings.HasSuffix(model, ".gguf") {
-						_, f, err := export.LoadGGUFModel(model, false)
-						if err != nil {
-							return inputf("--model: %v", err)
-						}
-						pw = export.Packed(m, f)
-					} else if m, _, pw, err = loadPackedKernels(model); err != nil {
-						return err
+					pm, err := checkpoint.LoadPacked(model)
+					if err != nil {
+						return inputf("--model: %v", err)
 					}
-					stepper = func() layers.Stepper { return layers.NewPackedDecoder(m, pw) }
+					stepper = func() layers.Stepper { return layers.NewPackedDecoder(pm.Model, pm.PackedWeights) }
 					how = kernels.PackedKernel() + " packed kernels, one token at a time"
 				}
 				ppl, n := eval.ChunkPerplexity(m, tok, string(b), ctx, stepper)
@@ -211,38 +152,28 @@ func generateCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kernels.SetThreads(threads)
-			var m *layers.Model
-			var tok *bpe.Tokenizer
+			// packed weights (GGUF; w4a8/w8a8 packed safetensors) run through
+			// the packed kernels with a key/value cache, as llama.cpp does
 			var d layers.Stepper
+			var cm *checkpoint.Model
 			var err error
-			if strings.HasSuffix(model, ".gguf") {
-				// packed weights run through the packed kernels, as llama.cpp does
-				var f *gguf.File
-				if m, f, err = export.LoadGGUFModel(model, false); err != nil {
+			packed := checkpoint.IsPacked(model)
+			if packed {
+				if cm, err = checkpoint.LoadPacked(model); err != nil && strings.HasSuffix(model, ".gguf") {
 					return inputf("--model: %v", err)
 				}
-				if tok, err = export.TokenizerOf(f); err != nil {
-					return inputf("--model %s: %v", model, err)
-				}
-				d = layers.NewPackedDecoder(m, export.Packed(m, f))
+				packed = err == nil
+			}
+			if packed {
+				d = layers.NewPackedDecoder(cm.Model, cm.PackedWeights)
 				kernels.SetBLASThreads(1) // the products run on our goroutines
 			} else {
-				// w4a8/w8a8 packed safetensors: the integer kernels with a
-				// key/value cache instead of recomputing the prefix
-				var pw map[*autograd.Var]layers.PackedWeight
-				if isPackedDir(model) {
-					m, tok, pw, _ = loadPackedKernels(model)
+				if cm, err = checkpoint.Load(model); err != nil {
+					return inputf("--model: %v", err)
 				}
-				if pw != nil {
-					d = layers.NewPackedDecoder(m, pw)
-					kernels.SetBLASThreads(1)
-				} else {
-					if m, tok, err = loadModel(model); err != nil {
-						return err
-					}
-					d = layers.NewStepper(m)
-				}
+				d = layers.NewStepper(cm.Model)
 			}
+			m, tok := cm.Model, cm.Tok
 			if temp < 0 || topK < 0 || maxTokens < 0 {
 				return inputf("--temperature, --top-k and --max-tokens must not be negative")
 			}
@@ -264,7 +195,7 @@ func generateCmd() *cobra.Command {
 			defer func() {
 				if decoded > 0 {
 					how := "float32 weights"
-					if _, ok := d.(*layers.Decoder); ok && (strings.HasSuffix(model, ".gguf") || isPackedDir(model)) {
+					if packed {
 						how = kernels.PackedKernel() + " packed kernels"
 					}
 					fmt.Fprintf(cmd.ErrOrStderr(), "decode: %d tokens in %.3f s, %.1f tokens/s (%d threads, %s)\n",

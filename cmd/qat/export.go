@@ -8,10 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"qat/data/bpe"
 	"qat/data/gguf"
 	"qat/export"
-	"qat/layers"
 )
 
 func exportCmd() *cobra.Command {
@@ -82,14 +80,4 @@ so unpacking gives the fake-quant weights bit for bit.`,
 	cmd.MarkFlagRequired("model")
 	cmd.MarkFlagRequired("out")
 	return cmd
-}
-
-// loadGGUF reads an exported (or llama.cpp-converted gpt2-vocabulary)
-// llama GGUF as a model.
-func loadGGUF(path string) (*layers.Model, *bpe.Tokenizer, error) {
-	m, tok, _, err := export.LoadGGUF(path)
-	if err != nil {
-		return nil, nil, inputf("--model: %v", err)
-	}
-	return m, tok, nil
 }

@@ -1,17 +1,12 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
-	"qat/cmd/internal/train"
-	"qat/data/bpe"
+	"qat/checkpoint"
 	"qat/lora"
-	qatpkg "qat/qat"
 )
 
 func mergeCmd() *cobra.Command {
@@ -31,37 +26,24 @@ W0 + (alpha/r) A B under their weight quantizer.`,
 			if model == "" || out == "" {
 				return inputf("--model and --out are required")
 			}
-			dir, err := train.ModelDir(model)
-			if err != nil {
-				return inputf("--model: %v", err)
-			}
 			res, err := reserveOut(out, force, model)
 			if err != nil {
 				return err
 			}
 			defer res.Abort()
-			if _, err := os.Stat(filepath.Join(dir, "lora.json")); err != nil {
-				return inputf("--model %s: no lora.json: the checkpoint has no adapters", dir)
-			}
-			m, err := train.LoadModel(dir)
+			cm, err := checkpoint.Load(model)
 			if err != nil {
 				return inputf("--model: %v", err)
 			}
-			tok, err := bpe.Load(filepath.Join(dir, "tokenizer.json"))
-			if err != nil {
-				return inputf("--model: %v", err)
+			if !cm.Adapters {
+				return inputf("--model %s: no lora.json: the checkpoint has no adapters", cm.Path)
 			}
-			var rules []qatpkg.Rule
-			if b, err := os.ReadFile(filepath.Join(dir, "quant.json")); err == nil {
-				if err := json.Unmarshal(b, &rules); err != nil {
-					return inputf("%s: %v", filepath.Join(dir, "quant.json"), err)
-				}
-			}
+			m, tok, rules := cm.Model, cm.Tok, cm.Rules
 			merged, n, err := lora.Merge(m, rules)
 			if err != nil {
 				return err
 			}
-			if err := res.Fill(func(tmp string) error { return train.WriteModel(tmp, m, tok, merged) }); err != nil {
+			if err := res.Fill(func(tmp string) error { return checkpoint.Write(tmp, m, tok, merged) }); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "merged the adapters of %d linear layers into %s\n", n, out)

@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"qat/cmd/internal/train"
+	"qat/checkpoint"
 	"qat/data/atomic"
 )
 
@@ -28,7 +28,7 @@ func reserveOut(out string, force bool, model string) (*atomic.Reservation, erro
 // it, and, unless force, anything already there that qat did not write.
 func checkOutFile(out string, force bool, model string) error {
 	inputs := []string{model}
-	if dir, err := train.ModelDir(model); err == nil {
+	if dir, err := checkpoint.Resolve(model); err == nil {
 		inputs = append(inputs, dir)
 	}
 	if err := atomic.CheckNotInput(out, inputs...); err != nil {

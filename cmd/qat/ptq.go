@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"qat/cmd/internal/train"
+	"qat/checkpoint"
 	"qat/data"
 	"qat/eval"
 	"qat/kernels"
@@ -143,7 +143,7 @@ result is also evaluated on the validation split.`,
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "calibrated %d activation quantizers on %d batches\n", n, calibBatches)
 			}
-			err = res.Fill(func(tmp string) error { return train.WriteModel(tmp, m, tok, rules) })
+			err = res.Fill(func(tmp string) error { return checkpoint.Write(tmp, m, tok, rules) })
 			if err != nil {
 				return fmt.Errorf("--out %s: %w", out, err)
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/goccy/go-yaml"
 	"github.com/schollz/progressbar/v3"
 
+	"qat/checkpoint"
 	"qat/cmd/internal/train"
 	"qat/data/atomic"
 )
@@ -126,7 +127,7 @@ func (p *Plan) Run(i int, log io.Writer) (skipped bool, err error) {
 		}()
 		c := e.Config
 		c.OutDir = filepath.Join(p.entryDir(e), "run")
-		latest, err := train.LatestCheckpoint(c.OutDir)
+		latest, err := checkpoint.Latest(c.OutDir)
 		if err != nil {
 			return err
 		}

@@ -6,17 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
+	"qat/checkpoint"
 	"qat/cmd/internal/config"
 	"qat/data"
 	"qat/data/atomic"
-	"qat/data/bpe"
-	"qat/data/safetensors"
-	"qat/layers"
-	"qat/lora"
-	"qat/qat"
 )
 
 // State is what a checkpoint holds besides weights and optimizer moments:
@@ -38,36 +33,17 @@ type State struct {
 	Overrides []string `json:"overrides,omitempty"`
 }
 
-func ckptName(step int) string { return fmt.Sprintf("ckpt-%07d", step) }
-
-// ckptStep parses a checkpoint directory's name; ok is false for anything
-// else (temporaries, files of the user's).
-func ckptStep(name string) (int, bool) {
-	v, ok := strings.CutPrefix(name, "ckpt-")
-	if !ok || v == "" {
-		return 0, false
-	}
-	n := 0
-	for _, c := range v {
-		if c < '0' || c > '9' || n > 1<<40 {
-			return 0, false
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n, true
-}
-
 // saveCheckpoint writes out/ckpt-N (weights with Hugging Face names,
 // config.json, tokenizer.json, optimizer moments, state.json) through a
 // temporary directory and rename, points out/latest at it and removes all
 // but the newest keep checkpoints.
 func (r *Run) saveCheckpoint() error {
-	dir := filepath.Join(r.Cfg.OutDir, ckptName(r.State.Step))
+	dir := filepath.Join(r.Cfg.OutDir, checkpoint.Name(r.State.Step))
 	r.State.DataDir, r.State.Batch, r.State.Seq = r.Cfg.Data.Dir, r.Cfg.Train.Batch, r.Cfg.Train.Seq
 	// the run directory is ours and locked: a checkpoint of this step left
 	// by a killed attempt is replaced
 	err := atomic.Dir(dir, true, func(tmp string) error {
-		if err := WriteModel(tmp, r.Model, r.Tok, r.Cfg.QuantRules()); err != nil {
+		if err := checkpoint.Write(tmp, r.Model, r.Tok, r.Cfg.QuantRules()); err != nil {
 			return err
 		}
 		if r.Cfg.Lora != nil {
@@ -85,32 +61,11 @@ func (r *Run) saveCheckpoint() error {
 	if err != nil {
 		return fmt.Errorf("checkpoint %s: %w", dir, err)
 	}
-	if err := atomic.WriteFile(filepath.Join(r.Cfg.OutDir, "latest"), []byte(ckptName(r.State.Step)+"\n")); err != nil {
+	if err := atomic.WriteFile(filepath.Join(r.Cfg.OutDir, "latest"), []byte(checkpoint.Name(r.State.Step)+"\n")); err != nil {
 		return err
 	}
 	r.savedStep = r.State.Step
 	return pruneCheckpoints(r.Cfg.OutDir, r.Cfg.Train.KeepCkpts)
-}
-
-// WriteModel writes what LoadModel reads into dir: model.safetensors
-// (weights and quantizer state, Hugging Face names), config.json,
-// tokenizer.json and, for a quantized model, its rules in quant.json.
-func WriteModel(dir string, m *layers.Model, tok *bpe.Tokenizer, rules []qat.Rule) error {
-	if err := m.Save(filepath.Join(dir, "model.safetensors")); err != nil {
-		return err
-	}
-	hf, _ := m.Config.HFConfig()
-	if err := atomic.WriteFile(filepath.Join(dir, "config.json"), hf); err != nil {
-		return err
-	}
-	if err := tok.Save(filepath.Join(dir, "tokenizer.json")); err != nil {
-		return err
-	}
-	if len(rules) == 0 {
-		return nil
-	}
-	b, _ := json.MarshalIndent(rules, "", "  ")
-	return atomic.WriteFile(filepath.Join(dir, "quant.json"), b)
 }
 
 // claimOutDir refuses to start a run in a directory that holds files qat
@@ -134,33 +89,11 @@ func claimOutDir(dir string) error {
 	return &config.InputError{Err: fmt.Errorf("out_dir %s holds files that no qat run wrote: choose another out_dir", dir)}
 }
 
-// listCheckpoints returns out's checkpoint directories in step order (by
-// number: a run past step 9,999,999 has longer names).
-func listCheckpoints(out string) []string {
-	ents, _ := os.ReadDir(out)
-	type ck struct {
-		dir  string
-		step int
-	}
-	var cks []ck
-	for _, e := range ents {
-		if n, ok := ckptStep(e.Name()); ok && e.IsDir() {
-			cks = append(cks, ck{filepath.Join(out, e.Name()), n})
-		}
-	}
-	sort.Slice(cks, func(i, j int) bool { return cks[i].step < cks[j].step })
-	dirs := make([]string, len(cks))
-	for i, c := range cks {
-		dirs[i] = c.dir
-	}
-	return dirs
-}
-
 // pruneCheckpoints removes all but the newest keep checkpoints (at least
 // one), never the one `latest` names.
 func pruneCheckpoints(out string, keep int) error {
-	latest, _ := LatestCheckpoint(out)
-	dirs := listCheckpoints(out)
+	latest, _ := checkpoint.Latest(out)
+	dirs := checkpoint.List(out)
 	for i := 0; i+max(keep, 1) < len(dirs); i++ {
 		if latest != "" && filepath.Clean(dirs[i]) == filepath.Clean(latest) {
 			continue
@@ -170,98 +103,6 @@ func pruneCheckpoints(out string, keep int) error {
 		}
 	}
 	return atomic.SyncDir(out)
-}
-
-// LatestCheckpoint returns the directory out/latest names, or "" if none.
-func LatestCheckpoint(out string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(out, "latest"))
-	if os.IsNotExist(err) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	name := strings.TrimSpace(string(b))
-	if _, ok := ckptStep(name); !ok {
-		return "", fmt.Errorf("%s/latest names %q, which is not a checkpoint name (ckpt-NNNNNNN)", out, name)
-	}
-	dir := filepath.Join(out, name)
-	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
-		return "", fmt.Errorf("%s/latest names %s, which is not a checkpoint: %v", out, dir, err)
-	}
-	return dir, nil
-}
-
-// ModelDir resolves a model argument: a checkpoint directory, or a run's
-// output directory whose latest checkpoint is taken.
-func ModelDir(path string) (string, error) {
-	if _, err := os.Stat(filepath.Join(path, "model.safetensors")); err == nil {
-		return path, nil
-	}
-	if d, err := LatestCheckpoint(path); err == nil && d != "" {
-		return d, nil
-	}
-	return "", fmt.Errorf("%s: neither a checkpoint (no model.safetensors) nor a run directory with checkpoints", path)
-}
-
-// LoadModel reads config.json and model.safetensors of a checkpoint, and
-// attaches its quantizers when it has a quant.json (a QAT checkpoint runs
-// fake-quantized, as it was trained).
-func LoadModel(dir string) (*layers.Model, error) {
-	c, err := layers.ReadHFConfig(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return nil, err
-	}
-	// the weights are checked against the config before the model is
-	// allocated: a config.json within the limits may still claim a model
-	// the file does not hold
-	path := filepath.Join(dir, "model.safetensors")
-	f, err := safetensors.Read(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	// An adapter checkpoint keeps LR-QAT layers' weights as their int8
-	// frozen base instead of .weight, so the tensors are checked after the
-	// adapters are prepared (LoadFrom); before, the file must at least
-	// hold a byte per parameter the config claims.
-	if _, err := os.Stat(filepath.Join(dir, "lora.json")); errors.Is(err, os.ErrNotExist) {
-		if err := c.CheckFile(f); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-	} else {
-		var held int
-		for _, t := range f.Tensors {
-			held += len(t.Data)
-		}
-		if total, _ := c.Params(); total > held {
-			return nil, fmt.Errorf("%s: config.json describes %d parameters, the file holds %d bytes of tensors", path, total, held)
-		}
-	}
-	m := layers.New(c)
-	if b, err := os.ReadFile(filepath.Join(dir, "quant.json")); err == nil {
-		var rules []qat.Rule
-		if err := json.Unmarshal(b, &rules); err != nil {
-			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "quant.json"), err)
-		}
-		if err := qat.Prepare(m, rules); err != nil {
-			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "quant.json"), err)
-		}
-	}
-	// adapters: their tensors (and LR-QAT's frozen base) come from the
-	// checkpoint below
-	if b, err := os.ReadFile(filepath.Join(dir, "lora.json")); err == nil {
-		var lc lora.Config
-		if err := json.Unmarshal(b, &lc); err != nil {
-			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "lora.json"), err)
-		}
-		if _, err := lora.Prepare(m, lc, 0); err != nil {
-			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "lora.json"), err)
-		}
-	}
-	if err := m.LoadFrom(path, f); err != nil {
-		return nil, err
-	}
-	return m, nil
 }
 
 // loadCheckpoint restores weights, optimizer moments and state from dir,

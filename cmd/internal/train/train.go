@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"qat/autograd"
+	"qat/checkpoint"
 	"qat/cmd/internal/config"
 	"qat/data"
 	"qat/data/atomic"
@@ -160,7 +161,7 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 	}
 	m := layers.New(cfg.Model)
 	m.Init(cfg.Train.Seed)
-	latest, err := LatestCheckpoint(cfg.OutDir)
+	latest, err := checkpoint.Latest(cfg.OutDir)
 	if err != nil {
 		return nil, &config.InputError{Err: err}
 	}
@@ -171,7 +172,7 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 	case latest != "":
 		return nil, &config.InputError{Err: fmt.Errorf("out_dir %s already holds checkpoints: use --resume or another out_dir", cfg.OutDir)}
 	case cfg.InitFrom != "":
-		dir, err := ModelDir(cfg.InitFrom)
+		dir, err := checkpoint.Resolve(cfg.InitFrom)
 		if err != nil {
 			return nil, &config.InputError{Err: fmt.Errorf("init_from: %w", err)}
 		}

@@ -1,0 +1,313 @@
+// Package checkpoint reads and writes models in every format qat knows,
+// so that no command sniffs formats itself: a run directory (its latest
+// checkpoint), a checkpoint directory (model.safetensors with Hugging Face
+// names, config.json, tokenizer.json, and quant.json / lora.json for QAT
+// and adapter checkpoints), a packed safetensors directory
+// (compressed-tensors' pack-quantized layout) and a GGUF file. Load opens
+// any of them; Write writes a checkpoint directory. A run directory holds
+// checkpoints named Name(step) and a file `latest` naming the newest.
+package checkpoint
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"qat/autograd"
+	"qat/data/atomic"
+	"qat/data/bpe"
+	"qat/data/safetensors"
+	"qat/export"
+	"qat/layers"
+	"qat/lora"
+	"qat/qat"
+)
+
+// Kind is a model format.
+type Kind int
+
+const (
+	Dir    Kind = iota // a checkpoint directory
+	Packed             // packed safetensors
+	GGUF               // a GGUF file
+)
+
+func (k Kind) String() string { return [...]string{"checkpoint", "packed safetensors", "GGUF"}[k] }
+
+// Model is a loaded model with what came with it.
+type Model struct {
+	*layers.Model
+	Tok  *bpe.Tokenizer
+	Path string // the checkpoint directory or file read
+	Kind Kind
+	// Rules are a checkpoint's quant.json (nil: full precision).
+	Rules []qat.Rule
+	// Adapters is set for a checkpoint with lora.json.
+	Adapters bool
+	// PackedWeights are the linears packed for the packed kernels (from
+	// LoadPacked), nil otherwise.
+	PackedWeights map[*autograd.Var]layers.PackedWeight
+}
+
+// Load opens a model: a .gguf file, or a directory Resolve accepts.
+func Load(path string) (*Model, error) {
+	if strings.HasSuffix(path, ".gguf") {
+		m, tok, _, err := export.LoadGGUF(path)
+		if err != nil {
+			return nil, err
+		}
+		return &Model{Model: m, Tok: tok, Path: path, Kind: GGUF}, nil
+	}
+	dir, err := Resolve(path)
+	if err != nil {
+		return nil, err
+	}
+	if isPacked(dir) {
+		m, tok, err := export.LoadPackedSafetensors(dir)
+		if err != nil {
+			return nil, err
+		}
+		return &Model{Model: m, Tok: tok, Path: dir, Kind: Packed}, nil
+	}
+	m, err := loadCheckpointDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := bpe.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		return nil, err
+	}
+	if tok.VocabSize() != m.Vocab {
+		return nil, fmt.Errorf("%s: tokenizer has %d tokens, model %d", dir, tok.VocabSize(), m.Vocab)
+	}
+	out := &Model{Model: m, Tok: tok, Path: dir, Kind: Dir}
+	if out.Rules, err = readRules(dir); err != nil {
+		return nil, err
+	}
+	_, err = os.Stat(filepath.Join(dir, "lora.json"))
+	out.Adapters = err == nil
+	return out, nil
+}
+
+// LoadPacked opens a model whose linears run on the packed kernels: a GGUF
+// file (its weights stay packed) or packed safetensors with per-channel
+// int4/int8 weights and int8 per-token activations (w4a8, w8a8).
+func LoadPacked(path string) (*Model, error) {
+	if strings.HasSuffix(path, ".gguf") {
+		m, f, err := export.LoadGGUFModel(path, false)
+		if err != nil {
+			return nil, err
+		}
+		tok, err := export.TokenizerOf(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return &Model{Model: m, Tok: tok, Path: path, Kind: GGUF, PackedWeights: export.Packed(m, f)}, nil
+	}
+	dir, err := Resolve(path)
+	if err != nil {
+		return nil, err
+	}
+	if !isPacked(dir) {
+		return nil, fmt.Errorf("%s: no packed kernel for a float checkpoint: packed kernels run .gguf files and packed safetensors (qat export --format safetensors-packed)", dir)
+	}
+	m, tok, pw, err := export.LoadPackedSafetensorsKernels(dir)
+	if err != nil {
+		return nil, err
+	}
+	if pw == nil {
+		return nil, fmt.Errorf("%s: no packed kernel for its quantization: packed kernels run .gguf files and packed safetensors with per-channel int4/int8 weights and int8 per-token activations (w4a8, w8a8)", dir)
+	}
+	return &Model{Model: m, Tok: tok, Path: dir, Kind: Packed, PackedWeights: pw}, nil
+}
+
+// IsPacked reports whether path is a model LoadPacked can open.
+func IsPacked(path string) bool {
+	if strings.HasSuffix(path, ".gguf") {
+		return true
+	}
+	dir, err := Resolve(path)
+	return err == nil && isPacked(dir)
+}
+
+// isPacked reports whether a checkpoint directory holds packed safetensors.
+func isPacked(dir string) bool {
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	return err == nil && strings.Contains(string(b), `"pack-quantized"`)
+}
+
+// readRules reads a checkpoint's quant.json, nil when it has none.
+func readRules(dir string) ([]qat.Rule, error) {
+	p := filepath.Join(dir, "quant.json")
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rules []qat.Rule
+	if err := json.Unmarshal(b, &rules); err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return rules, nil
+}
+
+// Name is the directory name of a run's checkpoint at step.
+func Name(step int) string { return fmt.Sprintf("ckpt-%07d", step) }
+
+// Step parses a checkpoint directory's name; ok is false for anything
+// else (temporaries, files of the user's).
+func Step(name string) (int, bool) {
+	v, ok := strings.CutPrefix(name, "ckpt-")
+	if !ok || v == "" {
+		return 0, false
+	}
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' || n > 1<<40 {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}
+
+// Write writes what Load reads into dir: model.safetensors
+// (weights and quantizer state, Hugging Face names), config.json,
+// tokenizer.json and, for a quantized model, its rules in quant.json.
+func Write(dir string, m *layers.Model, tok *bpe.Tokenizer, rules []qat.Rule) error {
+	if err := m.Save(filepath.Join(dir, "model.safetensors")); err != nil {
+		return err
+	}
+	hf, _ := m.Config.HFConfig()
+	if err := atomic.WriteFile(filepath.Join(dir, "config.json"), hf); err != nil {
+		return err
+	}
+	if err := tok.Save(filepath.Join(dir, "tokenizer.json")); err != nil {
+		return err
+	}
+	if len(rules) == 0 {
+		return nil
+	}
+	b, _ := json.MarshalIndent(rules, "", "  ")
+	return atomic.WriteFile(filepath.Join(dir, "quant.json"), b)
+}
+
+// List returns out's checkpoint directories in step order (by
+// number: a run past step 9,999,999 has longer names).
+func List(out string) []string {
+	ents, _ := os.ReadDir(out)
+	type ck struct {
+		dir  string
+		step int
+	}
+	var cks []ck
+	for _, e := range ents {
+		if n, ok := Step(e.Name()); ok && e.IsDir() {
+			cks = append(cks, ck{filepath.Join(out, e.Name()), n})
+		}
+	}
+	sort.Slice(cks, func(i, j int) bool { return cks[i].step < cks[j].step })
+	dirs := make([]string, len(cks))
+	for i, c := range cks {
+		dirs[i] = c.dir
+	}
+	return dirs
+}
+
+// Latest returns the directory out/latest names, or "" if none.
+func Latest(out string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(out, "latest"))
+	if os.IsNotExist(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	name := strings.TrimSpace(string(b))
+	if _, ok := Step(name); !ok {
+		return "", fmt.Errorf("%s/latest names %q, which is not a checkpoint name (ckpt-NNNNNNN)", out, name)
+	}
+	dir := filepath.Join(out, name)
+	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
+		return "", fmt.Errorf("%s/latest names %s, which is not a checkpoint: %v", out, dir, err)
+	}
+	return dir, nil
+}
+
+// Resolve resolves a model argument: a checkpoint directory, or a run's
+// output directory whose latest checkpoint is taken.
+func Resolve(path string) (string, error) {
+	if _, err := os.Stat(filepath.Join(path, "model.safetensors")); err == nil {
+		return path, nil
+	}
+	if d, err := Latest(path); err == nil && d != "" {
+		return d, nil
+	}
+	return "", fmt.Errorf("%s: neither a checkpoint (no model.safetensors) nor a run directory with checkpoints", path)
+}
+
+// loadCheckpointDir reads config.json and model.safetensors of a checkpoint, and
+// attaches its quantizers when it has a quant.json (a QAT checkpoint runs
+// fake-quantized, as it was trained).
+func loadCheckpointDir(dir string) (*layers.Model, error) {
+	c, err := layers.ReadHFConfig(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	// the weights are checked against the config before the model is
+	// allocated: a config.json within the limits may still claim a model
+	// the file does not hold
+	path := filepath.Join(dir, "model.safetensors")
+	f, err := safetensors.Read(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	// An adapter checkpoint keeps LR-QAT layers' weights as their int8
+	// frozen base instead of .weight, so the tensors are checked after the
+	// adapters are prepared (LoadFrom); before, the file must at least
+	// hold a byte per parameter the config claims.
+	if _, err := os.Stat(filepath.Join(dir, "lora.json")); errors.Is(err, os.ErrNotExist) {
+		if err := c.CheckFile(f); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	} else {
+		var held int
+		for _, t := range f.Tensors {
+			held += len(t.Data)
+		}
+		if total, _ := c.Params(); total > held {
+			return nil, fmt.Errorf("%s: config.json describes %d parameters, the file holds %d bytes of tensors", path, total, held)
+		}
+	}
+	m := layers.New(c)
+	if b, err := os.ReadFile(filepath.Join(dir, "quant.json")); err == nil {
+		var rules []qat.Rule
+		if err := json.Unmarshal(b, &rules); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "quant.json"), err)
+		}
+		if err := qat.Prepare(m, rules); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "quant.json"), err)
+		}
+	}
+	// adapters: their tensors (and LR-QAT's frozen base) come from the
+	// checkpoint below
+	if b, err := os.ReadFile(filepath.Join(dir, "lora.json")); err == nil {
+		var lc lora.Config
+		if err := json.Unmarshal(b, &lc); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "lora.json"), err)
+		}
+		if _, err := lora.Prepare(m, lc, 0); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "lora.json"), err)
+		}
+	}
+	if err := m.LoadFrom(path, f); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
