@@ -246,7 +246,11 @@ func Resolve(path string) (string, error) {
 	if _, err := os.Stat(filepath.Join(path, "model.safetensors")); err == nil {
 		return path, nil
 	}
-	if d, err := Latest(path); err == nil && d != "" {
+	d, err := Latest(path)
+	if err != nil {
+		return "", err // a run directory whose latest is broken: say how
+	}
+	if d != "" {
 		return d, nil
 	}
 	return "", fmt.Errorf("%s: neither a checkpoint (no model.safetensors) nor a run directory with checkpoints", path)
