@@ -10,6 +10,18 @@ import (
 	"golang.org/x/term"
 )
 
+// Every returns a hook that calls f every n steps (n > 0) and at the
+// run's last step, telling it which.
+func Every(n int, f func(r *Run, last bool) error) Hook {
+	return func(r *Run, s StepResult) error {
+		last := s.Step == r.Cfg.Train.Steps
+		if n > 0 && s.Step%n == 0 || last {
+			return f(r, last)
+		}
+		return nil
+	}
+}
+
 // Progress returns a hook that draws a progress bar with step, loss,
 // tokens/s and ETA when w is a terminal, and otherwise prints one plain
 // line every `every` steps (no carriage returns in logs).

@@ -53,7 +53,8 @@ type Run struct {
 	ids, tgt []int32
 	metrics  *os.File
 	curve    []point
-	hooks    []Hook
+	hooks    []Hook // AddHook's
+	own      []Hook // evaluation, checkpoints and plots, after the others
 	taps     map[string]*qat.Kurtosis
 
 	lock      *atomic.RunLock // held on Cfg.OutDir until Close
@@ -227,6 +228,7 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 	}
 	r = &Run{Cfg: cfg, Model: m, Tok: tok, Loader: loader, Val: val, Log: log, params: m.Params(),
 		State: State{Seed: cfg.Train.Seed}, taps: taps, lock: lock, stop: make(chan os.Signal, 1)}
+	r.own = []Hook{Every(cfg.Train.EvalEvery, (*Run).evaluate), Every(cfg.Train.CkptEvery, (*Run).checkpointAndPlot)}
 	var ops []optim.Param
 	var trainable, frozen int
 	for _, p := range r.params {
@@ -478,8 +480,10 @@ func HandleSignals(r *Run, log io.Writer) (stop func()) {
 	}
 }
 
-// Loop runs steps until train.steps, calling the hooks, then writes a final
-// checkpoint, evaluation and plot. After an Interrupt it checkpoints the
+// Loop runs steps until train.steps, calling the hooks after each: those
+// of AddHook, then the run's evaluation (every train.eval_every steps and
+// at the end) and checkpoint with its loss plot (every train.ckpt_every
+// and at the end). After an Interrupt it checkpoints the
 // step it finished and returns an *Interrupted.
 func (r *Run) Loop() error {
 	defer r.metrics.Close()
@@ -502,25 +506,30 @@ func (r *Run) Loop() error {
 		if err := r.record(point{Step: s.Step, Loss: s.Loss, LR: s.LR, GradNorm: s.GradNorm, TokensSec: s.TokensSec}); err != nil {
 			return err
 		}
+		// the caller's hooks (progress), then the run's own: evaluation,
+		// then the checkpoint and its plot
 		for _, h := range r.hooks {
 			if err := h(r, s); err != nil {
 				return err
 			}
 		}
-		last := r.State.Step == tc.Steps
-		if tc.EvalEvery > 0 && r.State.Step%tc.EvalEvery == 0 || last {
-			if err := r.evaluate(last); err != nil {
+		for _, h := range r.own {
+			if err := h(r, s); err != nil {
 				return err
 			}
 		}
-		if tc.CkptEvery > 0 && r.State.Step%tc.CkptEvery == 0 || last {
-			if err := r.saveCheckpoint(); err != nil {
-				return err
-			}
-			if err := r.plot(); err != nil {
-				fmt.Fprintf(r.Log, "warning: loss plot: %v\n", err)
-			}
-		}
+	}
+	return nil
+}
+
+// checkpointAndPlot writes a checkpoint, then the loss plot beside it (a
+// plot that fails is a warning).
+func (r *Run) checkpointAndPlot(bool) error {
+	if err := r.saveCheckpoint(); err != nil {
+		return err
+	}
+	if err := r.plot(); err != nil {
+		fmt.Fprintf(r.Log, "warning: loss plot: %v\n", err)
 	}
 	return nil
 }
