@@ -33,8 +33,10 @@ run: build
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
-	@# kernels imports nothing of ours (docs/style: arrows point down only).
+	@# kernels imports nothing of ours, and every package only packages below
+	@# it (docs/architecture.md: arrows point down only).
 	@if $(GO) list -deps ./kernels | grep -E '^qat/' | grep -v '^qat/kernels$$'; then echo "kernels imports qat packages"; exit 1; fi
+	tools/layering.sh
 
 test: deps vet cuda-vet
 	QAT_REQUIRE_TORCH=1 QAT_REQUIRE_DATA=1 $(RUNENV) $(GO) test -count=1 ./...
