@@ -14,7 +14,7 @@ OUT=runs/results
 mkdir -p "$OUT"
 [ -f runs/tiny/latest ] || { echo "run make run first (runs/tiny)"; exit 2; }
 {
-  go test ./gorgonia -run XX -bench Engines -benchtime 10x | grep Benchmark
+  go test ./engine/gorgonia -run XX -bench Engines -benchtime 10x | grep Benchmark
   for engine in tape gorgonia; do
     rm -rf /tmp/qat-engine-$engine
     /usr/bin/time -f "peak RSS %M KB" $Q train --config configs/llama-w4a8.yaml --engine $engine \
