@@ -23,8 +23,9 @@ type Engine struct {
 // New builds the tape engine for m.
 func New(m *layers.Model, o engine.Options) (engine.Engine, error) {
 	e := &Engine{m: m, o: o, tp: autograd.NewTape()}
-	if o.Threads > 1 {
-		e.reps = layers.NewReplicas(m, o.Threads)
+	// replicas split the batch by rows: more than rows would idle
+	if n := min(o.Threads, o.Batch); n > 1 {
+		e.reps = layers.NewReplicas(m, n)
 	}
 	return e, nil
 }

@@ -388,12 +388,17 @@ func setAt(v any, path []any, f func(any) (any, bool)) any {
 	return v
 }
 
+// workload keys size a job rather than describe a file: a large value is
+// a valid, large run (the --set flags cap steps), not hostile input.
+var workload = map[string]bool{"steps": true, "batch": true, "grad_accum": true, "eval_every": true,
+	"eval_batches": true, "ckpt_every": true, "keep_ckpts": true, "log_every": true, "warmup": true}
+
 // mutateYAML sets a numeric field to a hostile value, or drops a line.
 func mutateYAML(b []byte) ([]byte, string) {
 	lines := strings.Split(string(b), "\n")
 	var numeric []int
 	for j, l := range lines {
-		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) != "" {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) != "" && !workload[strings.TrimSpace(k)] {
 			v = strings.TrimSpace(v)
 			if v != "" && (v[0] >= '0' && v[0] <= '9' || v[0] == '-') {
 				numeric = append(numeric, j)

@@ -136,6 +136,10 @@ func Defaults() Config {
 	}
 }
 
+// MaxThreads bounds train.threads: every thread of the tape engine holds a
+// replica's gradients, so a mistyped count would exhaust memory.
+const MaxThreads = 1024
+
 // InputError marks errors caused by the user's files or flags (exit
 // status 2 from the CLI).
 type InputError struct{ Err error }
@@ -246,6 +250,9 @@ func (c *Config) validate() *fieldError {
 	switch {
 	case t.Seq > c.Model.MaxSeq:
 		return &fieldError{"train.seq", fmt.Sprintf("%d exceeds model.max_seq %d", t.Seq, c.Model.MaxSeq)}
+	case t.Threads > MaxThreads:
+		// each thread of the tape engine keeps a replica's gradients
+		return &fieldError{"train.threads", fmt.Sprintf("%d exceeds %d", t.Threads, MaxThreads)}
 	case t.Steps < 0:
 		return &fieldError{"train.steps", fmt.Sprintf("%d, must not be negative", t.Steps)}
 	case !(t.LR > 0) || !finite(t.LR):
