@@ -576,8 +576,10 @@ func (r *Run) evaluate(final bool) error {
 func frozenBytes(m *layers.Model) int {
 	n := 0
 	for _, nl := range m.Linears() {
-		if l, ok := nl.Linear.WeightQuant.(*lora.LRQAT); ok {
-			n += len(l.Phi)
+		if f, ok := nl.Linear.WeightQuant.(layers.FrozenState); ok {
+			for _, t := range f.Frozen() {
+				n += len(t.Data)
+			}
 		}
 	}
 	return n
