@@ -5,6 +5,7 @@ package export
 
 import (
 	"fmt"
+	"strings"
 
 	"qat/data/bpe"
 	"qat/data/gguf"
@@ -109,8 +110,17 @@ func permuteRotary[T any](w []T, rows, rowLen, heads int, inverse bool) []T {
 	return out
 }
 
-// FileTypes are general.file_type's values (llama_ftype) of the formats.
-var FileTypes = map[string]uint32{"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7}
+// ggufFormats lists the formats a GGUF's matrices can take (those with a
+// llama file type), for messages: "f32, f16, q4_0 or q8_0".
+func ggufFormats() string {
+	var names []string
+	for id := range kernels.Formats {
+		if f := kernels.Formats[id]; f.FileType >= 0 && f.Pack != nil {
+			names = append(names, f.Name)
+		}
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
 
 // GGUF builds the GGUF file of m and its tokenizer with the block matrices
 // in format quant (f32, f16, q4_0, q8_0). Embeddings, an untied output
@@ -120,12 +130,12 @@ var FileTypes = map[string]uint32{"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7}
 // exactly its fake-quant values; other matrices are quantized with
 // llama.cpp's reference rule (the post-training baseline).
 func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, error) {
-	f, ok := kernels.Formats[quant]
-	if !ok {
-		return nil, fmt.Errorf("export: quantization %q, want f32, f16, q4_0 or q8_0", quant)
+	f, err := kernels.ParseFormat(quant)
+	if err != nil || kernels.Formats[f].FileType < 0 || kernels.Formats[f].Pack == nil {
+		return nil, fmt.Errorf("export: quantization %q, want %s", quant, ggufFormats())
 	}
-	if f.Block > 1 {
-		if err := m.Config.BlockAligned(f.Block); err != nil {
+	if b := kernels.Formats[f].BlockElems; b > 1 {
+		if err := m.Config.BlockAligned(b); err != nil {
 			return nil, fmt.Errorf("export %s: %w", quant, err)
 		}
 	}
@@ -136,12 +146,12 @@ func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, 
 		if ln.Layer.Weight == nil {
 			return nil, fmt.Errorf("export %s: %s has LR-QAT adapters: qat merge the checkpoint first", quant, ln.Name)
 		}
-		if q, ok := ln.Layer.WeightQuant.(*qat.Quantizer); ok && (q.Format == "q4_0" || q.Format == "q8_0") && q.Format != quant {
+		if q, ok := ln.Layer.WeightQuant.(*qat.Quantizer); ok && kernels.Formats[q.Format].BlockElems > 1 && q.Format != f {
 			return nil, fmt.Errorf("export %s: %s was trained on the %s grid: export it as %s to keep what it learned", quant, ln.Name, q.Format, q.Format)
 		}
 	}
 	other := kernels.F32
-	if quant == "f16" {
+	if f == kernels.F16 {
 		other = kernels.F16
 	}
 	kvs, err := tokenizerKVs(tok)
@@ -152,7 +162,7 @@ func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, 
 	head := []gguf.KV{
 		{Key: "general.architecture", Type: gguf.TypeString, Value: "llama"},
 		{Key: "general.name", Type: gguf.TypeString, Value: name},
-		u32("general.file_type", int(FileTypes[quant])),
+		u32("general.file_type", kernels.Formats[f].FileType),
 		u32("general.quantization_version", 2),
 		u32("general.alignment", gguf.Alignment),
 	}
@@ -171,7 +181,7 @@ func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, 
 		}
 		data := make([]byte, t.rows*tf.RowBytes(t.cols))
 		tf.Pack(data, w)
-		file.Tensors = append(file.Tensors, gguf.Tensor{Name: t.gguf, Dims: t.dims(), Type: tf.GGML, Data: data})
+		file.Tensors = append(file.Tensors, gguf.Tensor{Name: t.gguf, Dims: t.dims(), Type: uint32(kernels.Formats[tf].GGML), Data: data})
 	}
 	return file, nil
 }

@@ -70,7 +70,7 @@ func TestGGUFLossless(t *testing.T) {
 		tied   bool
 	}{
 		{"q4_0", qat.Presets["w4a16-g32"], true},
-		{"q8_0", []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "q8_0", Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"}}}, false},
+		{"q8_0", []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: kernels.Q8_0, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"}}}, false},
 		{"f32", nil, false},
 	} {
 		m, tok := testModel(t, c.tied)
@@ -237,7 +237,7 @@ func TestGGUFWhatLlamaCppRequires(t *testing.T) {
 		t.Errorf("duplicate tokens: %v", err)
 	}
 	// a Q8_0-trained model refuses a Q4_0 export
-	if err := qat.Prepare(m, []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "q8_0", Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"}}}); err != nil {
+	if err := qat.Prepare(m, []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: kernels.Q8_0, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"}}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := GGUF(m, tok, "q4_0", "test"); err == nil {
@@ -282,7 +282,7 @@ func TestPackedDecoder(t *testing.T) {
 func TestPackedSafetensorsLossless(t *testing.T) {
 	for _, rules := range [][]qat.Rule{
 		qat.Presets["w4a8"],
-		{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "lsq"}}},
+		{{Match: "model.layers.*", Weights: &qat.Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "lsq"}}},
 		qat.Presets["w8a8"],
 	} {
 		m, tok := testModel(t, false)
@@ -322,11 +322,11 @@ func TestPackedSafetensorsLossless(t *testing.T) {
 // float32 summation order differs), with GWQ's kept values added as a
 // sparse correction. A per-group model gets no kernels.
 func TestPackedSafetensorsKernels(t *testing.T) {
-	group := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"},
+	group := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"},
 		Activations: qat.Presets["w4a8"][0].Activations}}
-	gwq := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax", Outliers: 0.01},
+	gwq := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax", Outliers: 0.01},
 		Activations: qat.Presets["w4a8"][0].Activations}}
-	qqqg := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax", TwoLevel: true},
+	qqqg := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax", TwoLevel: true},
 		Activations: qat.Presets["w4a8-qqq"][0].Activations}}
 	for _, preset := range []string{"w4a8", "w8a8", "w4a8-qqq", "qqq-g32", "gwq", "group"} {
 		m, tok := testModel(t, false)

@@ -144,18 +144,18 @@ func ggufModel(f *gguf.File, unpackAll bool) (*layers.Model, error) {
 		if want := r.dims(); fmt.Sprint(t.Dims) != fmt.Sprint(want) {
 			return nil, fmt.Errorf("tensor %s has dims %v, want %v", r.gguf, t.Dims, want)
 		}
-		tf, ok := kernels.FormatOf(t.Type)
+		tf, ok := kernels.FormatOfGGML(t.Type)
 		if !ok {
 			return nil, fmt.Errorf("tensor %s: ggml type %d not supported", r.gguf, t.Type)
 		}
 		if len(t.Data) != r.rows*tf.RowBytes(r.cols) {
-			return nil, fmt.Errorf("tensor %s: %d bytes, %s of dims %v takes %d", r.gguf, len(t.Data), tf.Name, t.Dims, r.rows*tf.RowBytes(r.cols))
+			return nil, fmt.Errorf("tensor %s: %d bytes, %s of dims %v takes %d", r.gguf, len(t.Data), tf, t.Dims, r.rows*tf.RowBytes(r.cols))
 		}
 	}
 	m := layers.New(c)
 	for _, r := range modelTensors(m) {
 		t, _ := f.Tensor(r.gguf)
-		tf, _ := kernels.FormatOf(t.Type)
+		tf, _ := kernels.FormatOfGGML(t.Type)
 		if !unpackAll && r.lin != nil && (tf == kernels.Q4_0 || tf == kernels.Q8_0) {
 			continue
 		}
@@ -215,7 +215,7 @@ func Packed(m *layers.Model, f *gguf.File) map[*autograd.Var]layers.PackedWeight
 		if !ok || r.lin == nil {
 			continue
 		}
-		tf, ok := kernels.FormatOf(t.Type)
+		tf, ok := kernels.FormatOfGGML(t.Type)
 		if !ok || (tf != kernels.Q4_0 && tf != kernels.Q8_0) {
 			continue
 		}

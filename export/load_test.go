@@ -13,6 +13,7 @@ import (
 	"qat/data/bpe"
 	"qat/data/gguf"
 	"qat/data/safetensors"
+	"qat/kernels"
 	"qat/layers"
 	"qat/qat"
 )
@@ -238,7 +239,7 @@ func TestLoadPackedBounds(t *testing.T) {
 	}
 	// outlier indices outside the weight
 	gm, gtok := fuzzModel(t, true)
-	gwq := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax", Outliers: 0.02}}}
+	gwq := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax", Outliers: 0.02}}}
 	dir := packedDir(t, gm, gtok, gwq, filepath.Join(t.TempDir(), "gwq"))
 	st := filepath.Join(dir, "model.safetensors")
 	f, err := safetensors.Read(st)
@@ -362,10 +363,10 @@ func FuzzLoadGGUF(f *testing.F) {
 // of a valid export's sizes, targets, schemes and tensor shapes reach the
 // checks after parsing.
 func FuzzLoadPackedSafetensors(f *testing.F) {
-	gwq := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax", Outliers: 0.02},
+	gwq := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax", Outliers: 0.02},
 		Activations: qat.Presets["w4a8"][0].Activations}}
 	for i, rules := range [][]qat.Rule{qat.Presets["w4a8"], qat.Presets["w8a8"], gwq,
-		{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 2, Symmetric: true, Granularity: "group", GroupSize: 16, Scale: "minmax"}}}} {
+		{{Match: "model.layers.*", Weights: &qat.Spec{Format: kernels.Int, Bits: 2, Symmetric: true, Granularity: "group", GroupSize: 16, Scale: "minmax"}}}} {
 		m, tok := fuzzModel(f, i%2 == 0)
 		dir := packedDir(f, m, tok, rules, filepath.Join(f.TempDir(), fmt.Sprint(i)))
 		cfg, err1 := os.ReadFile(filepath.Join(dir, "config.json"))

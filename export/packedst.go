@@ -149,7 +149,7 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string, force bo
 				aq = k.Inner
 			}
 			if a, ok := aq.(*qat.Quantizer); ok {
-				if a.Format != "int" || a.Granularity != "token" || a.Scale != "minmax" {
+				if a.Format != kernels.Int || a.Granularity != "token" || a.Scale != "minmax" {
 					return fmt.Errorf("export %s: activations %s/%s/%s: only dynamic per-token int activations are described in pack-quantized configs",
 						ln.Name, a.Format, a.Granularity, a.Scale)
 				}
@@ -321,7 +321,7 @@ func packedModel(cfgJSON []byte, f *safetensors.File, kern bool) (*layers.Model,
 				if a.Bits == 8 && a.Type == "int" && a.Strategy == "token" && a.Dynamic {
 					tokenInt8[t] = &kernels.TokenScheme{Symmetric: a.Symmetric, Restricted: a.Restricted}
 				}
-				rules = append(rules, qat.Rule{Match: t, Activations: &qat.Spec{Format: "int", Bits: a.Bits, Symmetric: a.Symmetric,
+				rules = append(rules, qat.Rule{Match: t, Activations: &qat.Spec{Format: kernels.Int, Bits: a.Bits, Symmetric: a.Symmetric,
 					Granularity: "token", Scale: "minmax", Restricted: a.Restricted}})
 			}
 		}

@@ -29,7 +29,7 @@ func TestEncodeE4M3(t *testing.T) {
 	}
 	vs = append(vs, 448, 460, 464, 1e6, -1e6, 0, 1.0/1024, 1.0/512, 3.0/1024)
 	for _, v := range vs {
-		got, want := E4M3Values[EncodeE4M3(v)], FP8E4M3.RoundFP(v)
+		got, want := E4M3Values[EncodeE4M3(v)], FP8E4M3.FP().RoundFP(v)
 		if got != want && !(got == 0 && want == 0) {
 			t.Fatalf("EncodeE4M3(%g) decodes to %g, RoundFP gives %g", v, got, want)
 		}
@@ -92,11 +92,11 @@ func TestDynamicRangeExpansion(t *testing.T) {
 			if u > 448*(1+1e-5) || u < 1.0/512 {
 				t.Fatalf("value %g expands to %g, outside E4M3", v, u)
 			}
-			want := FP8E4M3.RoundFP(float32(math.Copysign(u, float64(v))))
+			want := FP8E4M3.FP().RoundFP(float32(math.Copysign(u, float64(v))))
 			if got := E4M3Values[q]; got != want {
 				// allowed only next to a tie of the float64 value
-				r := float64(FP8E4M3.RoundFP(float32(u * (1 + 1e-5))))
-				l := float64(FP8E4M3.RoundFP(float32(u * (1 - 1e-5))))
+				r := float64(FP8E4M3.FP().RoundFP(float32(u * (1 + 1e-5))))
+				l := float64(FP8E4M3.FP().RoundFP(float32(u * (1 - 1e-5))))
 				if r == l {
 					t.Fatalf("x[%d] = %g: code %g, E4M3 of %g is %g", i, v, got, u, want)
 				}

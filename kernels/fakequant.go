@@ -128,22 +128,15 @@ func FakeQuantQ8_0(y []float32, mask []uint8, x []float32) {
 	}
 }
 
-// FPFormat is a small floating-point format: exponent and mantissa bits,
-// exponent bias and largest finite value.
+// FPFormat holds a small floating-point format's parameters (Formats'
+// FP field): exponent and mantissa bits, exponent bias and largest finite
+// value.
 type FPFormat struct {
-	Name       string
 	Exp, Man   int
 	Bias       int
 	Max        float32
 	Subnormals bool
 }
-
-// The floating-point formats of fake quantization.
-var (
-	FP8E4M3 = FPFormat{"fp8_e4m3", 4, 3, 7, 448, true}
-	FP8E5M2 = FPFormat{"fp8_e5m2", 5, 2, 15, 57344, true}
-	FP4E2M1 = FPFormat{"fp4_e2m1", 2, 1, 1, 6, true}
-)
 
 // RoundFP rounds v to the nearest value of format f, ties to even,
 // saturating at ±Max (NaN stays NaN). The step of v's binade comes from its

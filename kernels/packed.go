@@ -75,9 +75,9 @@ func QuantizeQ8(a *PackedQ8, x []float32, n, k int) {
 // GemmPacked computes y[c*rows + r] = sum_k W[r,k] x_c[k] for the rows of a
 // Q4_0 or Q8_0 weight (rows x k, packed rows) and the n quantized columns
 // of a, split over threads by rows.
-func GemmPacked(f *Format, w []byte, rows, k int, a *PackedQ8, y []float32) {
+func GemmPacked(f FormatID, w []byte, rows, k int, a *PackedQ8, y []float32) {
 	if f != Q4_0 && f != Q8_0 {
-		panic("kernels: GemmPacked: format " + f.Name)
+		panic("kernels: GemmPacked: format " + f.String())
 	}
 	if k != 32*a.NB || len(w) < rows*f.RowBytes(k) || len(y) < a.N*rows {
 		panic(fmt.Sprintf("kernels: GemmPacked: %d x %d weight (%d bytes), %d columns of %d blocks, %d outputs", rows, k, len(w), a.N, a.NB, len(y)))
@@ -99,8 +99,8 @@ func GemmPacked(f *Format, w []byte, rows, k int, a *PackedQ8, y []float32) {
 
 // gemmPackedGo is the reference: exact integer dot products per block,
 // scaled in float32 in the same order as the C kernels' scalar terms.
-func gemmPackedGo(f *Format, w []byte, r0, r1 int, a *PackedQ8, y []float32, ldy int) {
-	nb, bw := a.NB, f.Bytes
+func gemmPackedGo(f FormatID, w []byte, r0, r1 int, a *PackedQ8, y []float32, ldy int) {
+	nb, bw := a.NB, Formats[f].BlockBytes
 	for c := 0; c < a.N; c++ {
 		dx, c4, _, qx := a.col(c)
 		for r := r0; r < r1; r++ {
@@ -132,7 +132,7 @@ func gemmPackedGo(f *Format, w []byte, r0, r1 int, a *PackedQ8, y []float32, ldy
 // values stored + 128) and their fp16 scales (see packed.c). Repacking is
 // exact: Unpack gives the original rows back.
 type R4 struct {
-	Format  *Format
+	Format  FormatID
 	W       []byte
 	Scales  []uint16 // fp16, as in the blocks
 	Rows, K int
@@ -141,17 +141,18 @@ type R4 struct {
 // Repack repacks a Q4_0 or Q8_0 matrix of rows rows of k values; it
 // returns nil where the kernel for it is missing (no AVX-512 VNNI, another
 // format, or rows not a multiple of 4).
-func Repack(f *Format, data []byte, rows, k int) *R4 {
+func Repack(f FormatID, data []byte, rows, k int) *R4 {
 	if packedISA != 2 || !useSIMD || rows%4 != 0 || k%32 != 0 || (f != Q4_0 && f != Q8_0) {
 		return nil
 	}
 	nb := k / 32
-	r := &R4{Format: f, W: make([]byte, rows*nb*(f.Bytes-2)), Scales: make([]uint16, rows*nb), Rows: rows, K: k}
+	bb := Formats[f].BlockBytes
+	r := &R4{Format: f, W: make([]byte, rows*nb*(bb-2)), Scales: make([]uint16, rows*nb), Rows: rows, K: k}
 	for row := 0; row < rows; row++ {
 		g, i := row/4, row%4
 		for b := 0; b < nb; b++ {
-			src := data[(row*nb+b)*f.Bytes:]
-			gb := r.W[(g*nb+b)*4*(f.Bytes-2):]
+			src := data[(row*nb+b)*bb:]
+			gb := r.W[(g*nb+b)*4*(bb-2):]
 			if f == Q4_0 {
 				copy(gb[16*i:], src[2:18])
 			} else {
@@ -170,11 +171,12 @@ func Repack(f *Format, data []byte, rows, k int) *R4 {
 // Format.RowBytes(K) bytes).
 func (r *R4) Unpack(data []byte) {
 	f, nb := r.Format, r.K/32
+	bb := Formats[f].BlockBytes
 	for row := 0; row < r.Rows; row++ {
 		g, i := row/4, row%4
 		for b := 0; b < nb; b++ {
-			dst := data[(row*nb+b)*f.Bytes:]
-			gb := r.W[(g*nb+b)*4*(f.Bytes-2):]
+			dst := data[(row*nb+b)*bb:]
+			gb := r.W[(g*nb+b)*4*(bb-2):]
 			binary.LittleEndian.PutUint16(dst, r.Scales[(g*nb+b)*4+i])
 			if f == Q4_0 {
 				copy(dst[2:18], gb[16*i:16*i+16])
@@ -208,7 +210,7 @@ func GemmR4(w *R4, a *PackedQ8, y []float32) {
 	}
 	groups := w.Rows / 4
 	// about 64 KB of weights per task
-	per := max(2, (1<<16)/(4*nb*w.Format.Bytes))
+	per := max(2, (1<<16)/(4*nb*Formats[w.Format].BlockBytes))
 	if Serial(groups, per) {
 		gemmR4SIMD(w, 0, groups, a, y)
 		return

@@ -7,7 +7,7 @@ func PackedKernel() string { return "go" }
 
 func q8QuantSIMD(a *PackedQ8, c int, x []float32) bool { return false }
 
-func gemmPackedSIMD(f *Format, w []byte, r0, r1 int, a *PackedQ8, y []float32, ldy int) bool {
+func gemmPackedSIMD(f FormatID, w []byte, r0, r1 int, a *PackedQ8, y []float32, ldy int) bool {
 	return false
 }
 

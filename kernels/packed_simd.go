@@ -46,7 +46,7 @@ func q8QuantSIMD(a *PackedQ8, c int, x []float32) bool {
 	return true
 }
 
-func gemmPackedSIMD(f *Format, w []byte, r0, r1 int, a *PackedQ8, y []float32, ldy int) bool {
+func gemmPackedSIMD(f FormatID, w []byte, r0, r1 int, a *PackedQ8, y []float32, ldy int) bool {
 	if packedISA == 0 || !useSIMD || r0 >= r1 {
 		return packedISA != 0 && useSIMD
 	}

@@ -16,7 +16,7 @@ import (
 func TestGemmPacked(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2, 4))
 	defer SetThreads(1)
-	for _, f := range []*Format{Q4_0, Q8_0} {
+	for _, f := range []FormatID{Q4_0, Q8_0} {
 		for _, sh := range []struct{ rows, k, n int }{{1, 32, 1}, {13, 96, 1}, {7, 96, 3}, {33, 160, 9}, {130, 64 * 32, 2}, {64, 4096, 1}} {
 			w := make([]float32, sh.rows*sh.k)
 			for i := range w {
@@ -51,7 +51,7 @@ func TestGemmPacked(t *testing.T) {
 								mag += math.Abs(v)
 							}
 							if got := float64(y[c*sh.rows+r]); math.Abs(got-want) > 1e-5*mag+1e-6 {
-								t.Fatalf("%s %v simd=%v threads=%d: y[%d,%d] = %g, want %g (sum |terms| %g)", f.Name, sh, simd, th, c, r, got, want, mag)
+								t.Fatalf("%s %v simd=%v threads=%d: y[%d,%d] = %g, want %g (sum |terms| %g)", f, sh, simd, th, c, r, got, want, mag)
 							}
 						}
 					}
@@ -103,7 +103,7 @@ func TestQuantizeQ8(t *testing.T) {
 // n = 1, 8 and 32 columns.
 func BenchmarkGemmPacked(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 1))
-	for _, f := range []*Format{Q4_0, Q8_0} {
+	for _, f := range []FormatID{Q4_0, Q8_0} {
 		for _, rows := range []int{4096, 14336} {
 			const k = 4096
 			w := randomRows(rng, f, rows, k)
@@ -114,7 +114,7 @@ func BenchmarkGemmPacked(b *testing.B) {
 				}
 				y := make([]float32, n*rows)
 				var a PackedQ8
-				b.Run(f.Name+"/"+strconv.Itoa(rows)+"x4096/n"+strconv.Itoa(n), func(b *testing.B) {
+				b.Run(f.String()+"/"+strconv.Itoa(rows)+"x4096/n"+strconv.Itoa(n), func(b *testing.B) {
 					b.SetBytes(int64(len(w)))
 					for i := 0; i < b.N; i++ {
 						QuantizeQ8(&a, x, n, k)
@@ -134,7 +134,7 @@ func BenchmarkGemmPacked(b *testing.B) {
 func TestGemmR4(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 4))
 	defer SetThreads(1)
-	for _, f := range []*Format{Q4_0, Q8_0} {
+	for _, f := range []FormatID{Q4_0, Q8_0} {
 		for _, sh := range []struct{ rows, k, n int }{{4, 32, 1}, {12, 96, 3}, {64, 4096, 1}, {36, 14336, 2}, {20, 160, 8}, {8, 64, 11}} {
 			w := make([]float32, sh.rows*sh.k)
 			for i := range w {
@@ -151,7 +151,7 @@ func TestGemmR4(t *testing.T) {
 			back := make([]byte, len(packed))
 			r.Unpack(back)
 			if string(back) != string(packed) {
-				t.Fatalf("%s %v: Unpack(Repack(w)) != w", f.Name, sh)
+				t.Fatalf("%s %v: Unpack(Repack(w)) != w", f, sh)
 			}
 			x := make([]float32, sh.n*sh.k)
 			for i := range x {
@@ -167,7 +167,7 @@ func TestGemmR4(t *testing.T) {
 				GemmR4(r, &a, got)
 				for i := range got {
 					if math.Abs(float64(got[i]-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
-						t.Fatalf("%s %v threads %d: y[%d]: %g repacked, %g plain", f.Name, sh, th, i, got[i], want[i])
+						t.Fatalf("%s %v threads %d: y[%d]: %g repacked, %g plain", f, sh, th, i, got[i], want[i])
 					}
 				}
 			}
@@ -177,7 +177,7 @@ func TestGemmR4(t *testing.T) {
 
 func BenchmarkGemmR4(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 1))
-	for _, f := range []*Format{Q4_0, Q8_0} {
+	for _, f := range []FormatID{Q4_0, Q8_0} {
 		for _, k := range []int{4096, 14336} {
 			const rows = 4096
 			packed := randomRows(rng, f, rows, k)
@@ -192,7 +192,7 @@ func BenchmarkGemmR4(b *testing.B) {
 				}
 				y := make([]float32, n*rows)
 				var a PackedQ8
-				b.Run(f.Name+"/4096x"+strconv.Itoa(k)+"/n="+strconv.Itoa(n), func(b *testing.B) {
+				b.Run(f.String()+"/4096x"+strconv.Itoa(k)+"/n="+strconv.Itoa(n), func(b *testing.B) {
 					b.SetBytes(int64(len(packed)))
 					for i := 0; i < b.N; i++ {
 						QuantizeQ8(&a, x, n, k)
@@ -206,7 +206,7 @@ func BenchmarkGemmR4(b *testing.B) {
 }
 
 // randomRows packs rows of k standard normal values in format f.
-func randomRows(rng *rand.Rand, f *Format, rows, k int) []byte {
+func randomRows(rng *rand.Rand, f FormatID, rows, k int) []byte {
 	out := make([]byte, rows*f.RowBytes(k))
 	row := make([]float32, k)
 	for r := 0; r < rows; r++ {

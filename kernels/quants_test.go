@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/x448/float16"
@@ -26,7 +27,7 @@ func TestPackMatchesFakeQuant(t *testing.T) {
 		x[i] = 0
 	}
 	for _, c := range []struct {
-		f    *Format
+		f    FormatID
 		fake func(y []float32, mask []uint8, x []float32)
 	}{{Q4_0, FakeQuantQ4_0}, {Q8_0, FakeQuantQ8_0}} {
 		packed := make([]byte, c.f.RowBytes(n))
@@ -36,7 +37,7 @@ func TestPackMatchesFakeQuant(t *testing.T) {
 		c.fake(want, mask, x)
 		for i := range got {
 			if math.Float32bits(got[i]) != math.Float32bits(want[i]) && !(got[i] == 0 && want[i] == 0) {
-				t.Fatalf("%s: value %d unpacks to %g, fake quant %g", c.f.Name, i, got[i], want[i])
+				t.Fatalf("%s: value %d unpacks to %g, fake quant %g", c.f, i, got[i], want[i])
 			}
 		}
 	}
@@ -95,5 +96,79 @@ func TestFakeQuantQ4_0Kernel(t *testing.T) {
 		if math.Float32bits(y1[i]) != math.Float32bits(y2[i]) || m1[i] != m2[i] {
 			t.Fatalf("value %d (%g): kernel %g/%d, Go %g/%d", i, x[i], y1[i], m1[i], y2[i], m2[i])
 		}
+	}
+}
+
+// TestFormats ranges over the table: names parse back to their ids, ggml
+// ids map back, block sizes are what Pack writes, packing is idempotent
+// (unpacked values are on the grid), and Dot with the partner format
+// matches the float64 dot product of the unpacked rows.
+func TestFormats(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for id := F32; int(id) < len(Formats); id++ {
+		f := Formats[id]
+		if got, err := ParseFormat(f.Name); err != nil || got != id {
+			t.Errorf("%s: ParseFormat gives %v, %v", f.Name, got, err)
+		}
+		var back FormatID
+		if b, _ := id.MarshalText(); back.UnmarshalText(b) != nil || back != id {
+			t.Errorf("%s: text round trip gives %v", f.Name, back)
+		}
+		if f.GGML >= 0 {
+			if got, ok := FormatOfGGML(uint32(f.GGML)); !ok || got != id {
+				t.Errorf("%s: FormatOfGGML(%d) = %v, %v", f.Name, f.GGML, got, ok)
+			}
+		}
+		if f.FP.Exp > 0 && (f.FP.RoundFP(f.FP.Max) != f.FP.Max || f.FP.RoundFP(2*f.FP.Max) != f.FP.Max) {
+			t.Errorf("%s: RoundFP does not saturate at Max %g", f.Name, f.FP.Max)
+		}
+		if f.Pack == nil {
+			if f.BlockElems != 0 || f.Unpack != nil || f.Dot != nil {
+				t.Errorf("%s: a block size or codec without Pack", f.Name)
+			}
+			continue
+		}
+		const n = 32 * 12
+		if n%f.BlockElems != 0 || id.RowBytes(f.BlockElems) != f.BlockBytes {
+			t.Fatalf("%s: block of %d values in %d bytes", f.Name, f.BlockElems, f.BlockBytes)
+		}
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		p := make([]byte, id.RowBytes(n)+8) // room past the row stays untouched
+		id.Pack(p, x)
+		for _, b := range p[id.RowBytes(n):] {
+			if b != 0 {
+				t.Fatalf("%s: Pack wrote past %d bytes", f.Name, id.RowBytes(n))
+			}
+		}
+		u := make([]float32, n)
+		id.Unpack(u, p)
+		p2 := make([]byte, id.RowBytes(n))
+		id.Pack(p2, u)
+		if string(p2) != string(p[:len(p2)]) {
+			t.Errorf("%s: packing unpacked values changes them", f.Name)
+		}
+		// Dot against a row of the partner format
+		y := make([]float32, n)
+		for i := range y {
+			y[i] = float32(rng.NormFloat64())
+		}
+		py := make([]byte, f.Partner.RowBytes(n))
+		f.Partner.Pack(py, y)
+		uy := make([]float32, n)
+		f.Partner.Unpack(uy, py)
+		var want, mag float64
+		for i := range u {
+			want += float64(u[i]) * float64(uy[i])
+			mag += math.Abs(float64(u[i]) * float64(uy[i]))
+		}
+		if got := f.Dot(p[:id.RowBytes(n)], py); math.Abs(float64(got)-want) > 1e-6*mag {
+			t.Errorf("%s . %s: Dot %g, float64 %g (sum |terms| %g)", f.Name, f.Partner, got, want, mag)
+		}
+	}
+	if _, err := ParseFormat("q5_k"); err == nil || !strings.Contains(err.Error(), `"q5_k"`) {
+		t.Errorf("ParseFormat(q5_k): %v, want an error naming it", err)
 	}
 }

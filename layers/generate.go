@@ -48,7 +48,7 @@ type Decoder struct {
 // quantized per token as those recipes' activation quantizers do. One of
 // Data, R4 and Channel is set.
 type PackedWeight struct {
-	Format  *kernels.Format
+	Format  kernels.FormatID
 	Data    []byte
 	R4      *kernels.R4
 	Channel *kernels.ChannelInt

@@ -6,6 +6,7 @@ import (
 	"path"
 
 	"qat/autograd"
+	"qat/kernels"
 	"qat/layers"
 	"qat/qat"
 )
@@ -96,7 +97,7 @@ func Prepare(m *layers.Model, c Config, seed uint64) (int, error) {
 			switch c.Method {
 			case "lr-qat":
 				q, ok := l.WeightQuant.(*qat.Quantizer)
-				if !ok || q.Format != "int" || !q.Symmetric || (q.Granularity != "channel" && q.Granularity != "group") {
+				if !ok || q.Format != kernels.Int || !q.Symmetric || (q.Granularity != "channel" && q.Granularity != "group") {
 					return n, fmt.Errorf("lora.targets %q: %s: lr-qat needs a symmetric int weight quantizer per channel or group (quant rules), have %v", t, nl.Name, l.WeightQuant)
 				}
 				_, scales, group, err := q.Codes(l.Weight.Data())
@@ -158,7 +159,7 @@ func Merge(m *layers.Model, rules []qat.Rule) ([]qat.Rule, int, error) {
 			n++
 		case *LRQAT:
 			_, w := lq.Ints()
-			spec := &qat.Spec{Format: "int", Bits: lq.Bits, Symmetric: true, Granularity: "group", GroupSize: lq.Group, Scale: "lsq"}
+			spec := &qat.Spec{Format: kernels.Int, Bits: lq.Bits, Symmetric: true, Granularity: "group", GroupSize: lq.Group, Scale: "lsq"}
 			if lq.Group == lq.Cols {
 				spec.Granularity, spec.GroupSize = "channel", 0
 			}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"qat/autograd"
+	"qat/kernels"
 	"qat/layers"
 	"qat/qat"
 )
@@ -19,9 +20,9 @@ func smallModel() *layers.Model {
 
 var (
 	w4ch = []qat.Rule{{Match: "model.layers.*",
-		Weights:     &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax"},
-		Activations: &qat.Spec{Format: "int", Bits: 8, Granularity: "token", Scale: "minmax"}}}
-	w4g = []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 16, Scale: "minmax"}}}
+		Weights:     &qat.Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax"},
+		Activations: &qat.Spec{Format: kernels.Int, Bits: 8, Granularity: "token", Scale: "minmax"}}}
+	w4g = []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 16, Scale: "minmax"}}}
 )
 
 func forward(m *layers.Model, ids []int32) []float32 {

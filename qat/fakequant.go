@@ -32,9 +32,9 @@ type Quantizer struct {
 // group sizes depend on it). It fails when the group does not divide the
 // row.
 func NewQuantizer(spec Spec, row, n int) (*Quantizer, error) {
-	if spec.Format == "q4_0" || spec.Format == "q8_0" {
-		if row%32 != 0 {
-			return nil, fmt.Errorf("%s needs rows that are a multiple of 32, have %d", spec.Format, row)
+	if b := spec.block(); b > 0 {
+		if row%b != 0 {
+			return nil, fmt.Errorf("%s needs rows that are a multiple of %d, have %d", spec.Format, b, row)
 		}
 	} else if _, err := spec.Group(row, n); err != nil {
 		return nil, err
@@ -109,7 +109,7 @@ func (q *Quantizer) InitLSQ(x []float32) { q.Init(x) }
 
 func (q *Quantizer) initGroup(k int, x []float32, lo, hi float32, meanAbs float64) {
 	var qmin, qmax float32
-	if q.Format == "int" {
+	if q.Format == kernels.Int {
 		qmin, qmax = q.Grid()
 	}
 	switch {
@@ -173,7 +173,7 @@ func (q *Quantizer) Apply(t autograd.Ops, x *autograd.Var) *autograd.Var {
 	if shape[len(shape)-1] != q.row {
 		panic(fmt.Sprintf("qat: quantizer for rows of %d applied to %v", q.row, shape))
 	}
-	packed := q.Format == "q4_0" || q.Format == "q8_0"
+	packed := q.block() > 0
 	if q.cal != nil && !packed {
 		q.cal.record(x.Data())
 		return x
@@ -226,7 +226,7 @@ func data(v *autograd.Var) []float32 {
 // for n values: the dynamic scales and zero points, or LSQ+'s shifted input.
 func (q *Quantizer) ScratchSize(n int) int {
 	switch {
-	case q.Format == "q4_0", q.Format == "q8_0", q.Scale == "mse", q.Scale == "lsq" && q.Symmetric:
+	case q.block() > 0, q.Scale == "mse", q.Scale == "lsq" && q.Symmetric:
 		return 0
 	case q.Scale == "lsq":
 		return n
@@ -244,16 +244,16 @@ func (q *Quantizer) ScratchSize(n int) int {
 func (q *Quantizer) Forward(out []float32, mask []uint8, x, step, offset, scratch []float32) {
 	n := len(x)
 	switch q.Format {
-	case "q4_0":
+	case kernels.Q4_0:
 		kernels.FakeQuantQ4_0(out, mask, x)
 		return
-	case "q8_0":
+	case kernels.Q8_0:
 		kernels.FakeQuantQ8_0(out, mask, x)
 		return
 	}
 	group, _ := q.Group(q.row, n)
 	var qmin, qmax float32
-	if q.Format == "int" {
+	if q.Format == kernels.Int {
 		qmin, qmax = q.Grid()
 	}
 	switch {
@@ -270,10 +270,10 @@ func (q *Quantizer) Forward(out []float32, mask []uint8, x, step, offset, scratc
 	default:
 		scale, zero := scratch[:n/group], scratch[n/group:2*(n/group)]
 		q.dynamicScales(scale, zero, x, group)
-		if q.Format == "int" {
+		if q.Format == kernels.Int {
 			kernels.FakeQuantAffine(out, mask, x, scale, zero, group, qmin, qmax)
 		} else {
-			kernels.FakeQuantFP(out, mask, x, scale, group, q.fp())
+			kernels.FakeQuantFP(out, mask, x, scale, group, q.Format.FP())
 		}
 	}
 }
@@ -285,7 +285,7 @@ func (q *Quantizer) Forward(out []float32, mask []uint8, x, step, offset, scratc
 // dx and doffset may be nil; dstep must be given for lsq. mask, x, step
 // and scratch are Forward's.
 func (q *Quantizer) Backward(dx, dstep, doffset, dout []float32, mask []uint8, x, step, scratch []float32) {
-	if q.Scale != "lsq" || q.Format == "q4_0" || q.Format == "q8_0" {
+	if q.Scale != "lsq" || q.block() > 0 {
 		if dx != nil {
 			kernels.MaskGrad(dx, dout, mask)
 		}
@@ -293,7 +293,7 @@ func (q *Quantizer) Backward(dx, dstep, doffset, dout []float32, mask []uint8, x
 	}
 	group, _ := q.Group(q.row, len(x))
 	var qmin, qmax float32
-	if q.Format == "int" {
+	if q.Format == kernels.Int {
 		qmin, qmax = q.Grid()
 	}
 	u := x
@@ -321,7 +321,7 @@ func (q *Quantizer) gradScale(group int, qp float32) float32 {
 // fake-quant value of w[i] is float32(codes[i]) * scales[i/group], bit for
 // bit, so a packed export reproduces the trained model exactly.
 func (q *Quantizer) Codes(w []float32) (codes []int8, scales []float32, group int, err error) {
-	if q.Format != "int" || !q.Symmetric {
+	if q.Format != kernels.Int || !q.Symmetric {
 		return nil, nil, 0, fmt.Errorf("packed int export needs a symmetric int quantizer, have %s (symmetric %v)", q.Format, q.Symmetric)
 	}
 	group, err = q.Group(q.row, len(w))

@@ -1,12 +1,15 @@
 package qat
 
 import (
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"testing"
 
 	"qat/autograd"
+	"qat/kernels"
 )
 
 func randVar(rng *rand.Rand, scale float64, shape ...int) *autograd.Var {
@@ -87,7 +90,7 @@ func TestIntFakeQuantAgainstFloat64(t *testing.T) {
 	for _, bits := range []int{2, 3, 4, 8} {
 		for _, sym := range []bool{true, false} {
 			for _, gran := range []string{"tensor", "channel", "group", "token"} {
-				spec := Spec{Format: "int", Bits: bits, Symmetric: sym, Granularity: gran, GroupSize: 16, Scale: "minmax"}
+				spec := Spec{Format: kernels.Int, Bits: bits, Symmetric: sym, Granularity: gran, GroupSize: 16, Scale: "minmax"}
 				if err := spec.Validate("q"); err != nil {
 					t.Fatal(err)
 				}
@@ -121,7 +124,7 @@ func TestIntFakeQuantAgainstFloat64(t *testing.T) {
 // TestQ4_0HandComputed: a block worked out by hand from llama.cpp's
 // quantize_row_q4_0_ref.
 func TestQ4_0HandComputed(t *testing.T) {
-	spec := Spec{Format: "q4_0", Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"}
+	spec := Spec{Format: kernels.Q4_0, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"}
 	q, err := NewQuantizer(spec, 64, 64)
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +155,7 @@ func TestQ4_0HandComputed(t *testing.T) {
 }
 
 func TestQ8_0HandComputed(t *testing.T) {
-	spec := Spec{Format: "q8_0", Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"}
+	spec := Spec{Format: kernels.Q8_0, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"}
 	q, _ := NewQuantizer(spec, 32, 32)
 	x := autograd.NewParam(32)
 	// amax 127: d = 1, q = round half away from zero
@@ -202,7 +205,11 @@ func TestFPRoundingAgainstTables(t *testing.T) {
 		max       float64
 		ownValues int
 	}{{"fp8_e4m3", 4, 3, 7, true, 448, 253}, {"fp8_e5m2", 5, 2, 15, false, 57344, 247}, {"fp4_e2m1", 2, 1, 1, false, 6, 16}} {
-		f := Spec{Format: c.spec}.fp()
+		id, err := kernels.ParseFormat(c.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := id.FP()
 		tab := fpTable(c.e, c.m, c.b, c.fn)
 		if tab[len(tab)-1] != c.max {
 			t.Fatalf("%s: table max %g", c.spec, tab[len(tab)-1])
@@ -263,7 +270,7 @@ func evenMantissa(v float64, m, b int) bool {
 // surrogate (rounding residuals frozen), both with the 1/sqrt(N*Qp) scale.
 func TestLSQGradients(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	spec := Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "lsq"}
+	spec := Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "channel", Scale: "lsq"}
 	rows, row := 3, 20
 	q, err := NewQuantizer(spec, row, rows*row)
 	if err != nil {
@@ -332,22 +339,28 @@ func TestLSQGradients(t *testing.T) {
 
 func TestSpecValidation(t *testing.T) {
 	for _, s := range []Spec{
-		{Format: "int", Bits: 1, Symmetric: true, Granularity: "tensor", Scale: "minmax"},
-		{Format: "int", Bits: 9, Symmetric: true, Granularity: "tensor", Scale: "minmax"},
-		{Format: "fp8_e4m3", Symmetric: false, Granularity: "tensor", Scale: "minmax"},
-		{Format: "q4_0", Symmetric: true, Granularity: "group", GroupSize: 64, Scale: "minmax"},
-		{Format: "int", Bits: 4, Symmetric: true, Granularity: "row", Scale: "minmax"},
-		{Format: "fp8_e4m3", Symmetric: true, Granularity: "channel", Scale: "mse"},
-		{Format: "int", Bits: 4, Symmetric: false, Granularity: "token", Scale: "lsq"},
-		{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "absmax"},
-		{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 0, Scale: "minmax"},
-		{Format: "int4", Bits: 4, Symmetric: true, Granularity: "tensor", Scale: "minmax"},
+		{Format: kernels.Int, Bits: 1, Symmetric: true, Granularity: "tensor", Scale: "minmax"},
+		{Format: kernels.Int, Bits: 9, Symmetric: true, Granularity: "tensor", Scale: "minmax"},
+		{Format: kernels.FP8E4M3, Symmetric: false, Granularity: "tensor", Scale: "minmax"},
+		{Format: kernels.Q4_0, Symmetric: true, Granularity: "group", GroupSize: 64, Scale: "minmax"},
+		{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "row", Scale: "minmax"},
+		{Format: kernels.FP8E4M3, Symmetric: true, Granularity: "channel", Scale: "mse"},
+		{Format: kernels.Int, Bits: 4, Symmetric: false, Granularity: "token", Scale: "lsq"},
+		{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "channel", Scale: "absmax"},
+		{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 0, Scale: "minmax"},
+		{Format: kernels.F16, Bits: 4, Symmetric: true, Granularity: "tensor", Scale: "minmax"},
+		{Bits: 4, Symmetric: true, Granularity: "tensor", Scale: "minmax"},
 	} {
 		if err := s.Validate("quant.weights"); err == nil {
 			t.Errorf("%+v validated", s)
 		}
 	}
-	if _, err := NewQuantizer(Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 48, Scale: "minmax"}, 64, 128); err == nil {
+	// an unknown name fails where it is read, naming it
+	var s Spec
+	if err := json.Unmarshal([]byte(`{"format": "int4", "bits": 4}`), &s); err == nil || !strings.Contains(err.Error(), `"int4"`) {
+		t.Errorf("format int4: %v", err)
+	}
+	if _, err := NewQuantizer(Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 48, Scale: "minmax"}, 64, 128); err == nil {
 		t.Error("group 48 accepted for rows of 64")
 	}
 }

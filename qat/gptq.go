@@ -285,7 +285,7 @@ func (t *hessianTap) SameAs(o layers.Quantizer) bool { return o == layers.Quanti
 // GPTQTarget reports the GPTQ settings for a weight quantizer: symmetric
 // int per channel or per group.
 func GPTQTarget(q *Quantizer, base GPTQConfig) (GPTQConfig, bool) {
-	if q == nil || q.Format != "int" || !q.Symmetric || (q.Granularity != "channel" && q.Granularity != "group") {
+	if q == nil || q.Format != kernels.Int || !q.Symmetric || (q.Granularity != "channel" && q.Granularity != "group") {
 		return base, false
 	}
 	base.Bits, base.Restricted = q.Bits, q.Restricted
@@ -411,7 +411,7 @@ func sameQuant(a, b layers.Quantizer) bool {
 func FixedWeightSteps(rules []Rule) []Rule {
 	out := make([]Rule, len(rules))
 	for i, r := range rules {
-		if w := r.Weights; w != nil && w.Format == "int" && w.Symmetric && (w.Granularity == "channel" || w.Granularity == "group") {
+		if w := r.Weights; w != nil && w.Format == kernels.Int && w.Symmetric && (w.Granularity == "channel" || w.Granularity == "group") {
 			c := *w
 			c.Scale = "lsq"
 			r.Weights = &c

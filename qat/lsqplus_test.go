@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"qat/kernels"
 )
 
 // TestLSQPlusGradients: LSQ+ (learned step s and offset beta, unsigned
@@ -13,7 +15,7 @@ import (
 // values, and central differences of the surrogate in s and beta.
 func TestLSQPlusGradients(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	spec := Spec{Format: "int", Bits: 4, Symmetric: false, Granularity: "tensor", Scale: "lsq"}
+	spec := Spec{Format: kernels.Int, Bits: 4, Symmetric: false, Granularity: "tensor", Scale: "lsq"}
 	rows, row := 6, 16
 	q, err := NewQuantizer(spec, row, row)
 	if err != nil {
@@ -96,7 +98,7 @@ func TestLSQPlusGradients(t *testing.T) {
 func TestMSESearch(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	for _, sym := range []bool{true, false} {
-		spec := Spec{Format: "int", Bits: 4, Symmetric: sym, Granularity: "channel", Scale: "mse"}
+		spec := Spec{Format: kernels.Int, Bits: 4, Symmetric: sym, Granularity: "channel", Scale: "mse"}
 		rows, row := 4, 256
 		q, err := NewQuantizer(spec, row, rows*row)
 		if err != nil {

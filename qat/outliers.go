@@ -10,6 +10,7 @@ import (
 
 	"qat/autograd"
 	"qat/data/safetensors"
+	"qat/kernels"
 	"qat/layers"
 )
 
@@ -141,7 +142,7 @@ var _ layers.FrozenState = (*Outliers)(nil)
 func WithOutliers(rules []Rule, frac float64) []Rule {
 	out := make([]Rule, len(rules))
 	for i, r := range rules {
-		if w := r.Weights; w != nil && w.Format == "int" && w.Outliers == 0 {
+		if w := r.Weights; w != nil && w.Format == kernels.Int && w.Outliers == 0 {
 			c := *w
 			c.Outliers = frac
 			r.Weights = &c

@@ -10,6 +10,7 @@ import (
 
 	"qat/autograd"
 	"qat/data/safetensors"
+	"qat/kernels"
 	"qat/layers"
 )
 
@@ -55,7 +56,7 @@ func TestTopK(t *testing.T) {
 func TestOutliersApply(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2, 8))
 	const rows, cols = 6, 32
-	spec := Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 16, Scale: "minmax"}
+	spec := Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 16, Scale: "minmax"}
 	in, _ := NewQuantizer(spec, cols, rows*cols)
 	w := autograd.NewParam(rows, cols)
 	for i := range w.Data() {
@@ -112,7 +113,7 @@ func TestOutliersApply(t *testing.T) {
 // TestOutliersCheckpoint: a model with kept weights saves and loads its
 // indices.
 func TestOutliersCheckpoint(t *testing.T) {
-	rules := []Rule{{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 3, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax", Outliers: 0.01}}}
+	rules := []Rule{{Match: "model.layers.*", Weights: &Spec{Format: kernels.Int, Bits: 3, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax", Outliers: 0.01}}}
 	m := layers.New(testCfg)
 	m.Init(1)
 	if err := Prepare(m, rules); err != nil {
@@ -148,7 +149,7 @@ func TestOutliersCheckpoint(t *testing.T) {
 // leave the weight, repeat, go backwards or have another count or dtype
 // is refused naming the tensor, and the indices in memory are unchanged.
 func TestOutliersIndicesRangeChecked(t *testing.T) {
-	rules := []Rule{{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax", Outliers: 0.01}}}
+	rules := []Rule{{Match: "model.layers.*", Weights: &Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax", Outliers: 0.01}}}
 	m := layers.New(testCfg)
 	m.Init(1)
 	if err := Prepare(m, rules); err != nil {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"qat/kernels"
 	"qat/layers"
 )
 
@@ -28,7 +29,7 @@ type Rule struct {
 	KVCache     *Spec  `yaml:"kv_cache" json:"kv_cache,omitempty"`
 }
 
-func spec(format string, bits int, sym bool, gran string, group int, scale string) *Spec {
+func spec(format kernels.FormatID, bits int, sym bool, gran string, group int, scale string) *Spec {
 	return &Spec{Format: format, Bits: bits, Symmetric: sym, Granularity: gran, GroupSize: group, Scale: scale}
 }
 
@@ -41,26 +42,26 @@ func twoLevel(s *Spec) *Spec { s.TwoLevel = true; return s }
 // stays in full precision unless a rule says otherwise.
 var Presets = map[string][]Rule{
 	// llama.cpp's Q4_0 grid for weights, activations in full precision.
-	"w4a16-g32": {{Match: "model.layers.*", Weights: spec("q4_0", 4, true, "group", 32, "minmax")}},
+	"w4a16-g32": {{Match: "model.layers.*", Weights: spec(kernels.Q4_0, 4, true, "group", 32, "minmax")}},
 	// torchao's 8da4w / QQQ layout: int4 per-channel weights, int8
 	// per-token asymmetric dynamic activations.
-	"w4a8": {{Match: "model.layers.*", Weights: spec("int", 4, true, "channel", 0, "minmax"),
-		Activations: spec("int", 8, false, "token", 0, "minmax")}},
+	"w4a8": {{Match: "model.layers.*", Weights: spec(kernels.Int, 4, true, "channel", 0, "minmax"),
+		Activations: spec(kernels.Int, 8, false, "token", 0, "minmax")}},
 	// QQQ's W4A8 (arXiv 2406.09904): int4 per channel on the restricted
 	// grid [-7, 7] (s = amax/7), int8 per-token symmetric dynamic
 	// activations on [-127, 127] (s = amax/127).
-	"w4a8-qqq": {{Match: "model.layers.*", Weights: restricted(spec("int", 4, true, "channel", 0, "minmax")),
-		Activations: restricted(spec("int", 8, true, "token", 0, "minmax"))}},
+	"w4a8-qqq": {{Match: "model.layers.*", Weights: restricted(spec(kernels.Int, 4, true, "channel", 0, "minmax")),
+		Activations: restricted(spec(kernels.Int, 8, true, "token", 0, "minmax"))}},
 	// QQQ's per-group W4A8: int4 groups of 128 folded into int8 per
 	// channel (TwoLevel), the same activations.
-	"w4a8-qqq-g128": {{Match: "model.layers.*", Weights: twoLevel(spec("int", 4, true, "group", 128, "minmax")),
-		Activations: restricted(spec("int", 8, true, "token", 0, "minmax"))}},
-	"w4a4": {{Match: "model.layers.*", Weights: spec("int", 4, true, "channel", 0, "minmax"),
-		Activations: spec("int", 4, false, "token", 0, "minmax")}},
-	"w8a8": {{Match: "model.layers.*", Weights: spec("int", 8, true, "channel", 0, "minmax"),
-		Activations: spec("int", 8, false, "token", 0, "minmax")}},
-	"fp8": {{Match: "model.layers.*", Weights: spec("fp8_e4m3", 0, true, "channel", 0, "minmax"),
-		Activations: spec("fp8_e4m3", 0, true, "token", 0, "minmax")}},
+	"w4a8-qqq-g128": {{Match: "model.layers.*", Weights: twoLevel(spec(kernels.Int, 4, true, "group", 128, "minmax")),
+		Activations: restricted(spec(kernels.Int, 8, true, "token", 0, "minmax"))}},
+	"w4a4": {{Match: "model.layers.*", Weights: spec(kernels.Int, 4, true, "channel", 0, "minmax"),
+		Activations: spec(kernels.Int, 4, false, "token", 0, "minmax")}},
+	"w8a8": {{Match: "model.layers.*", Weights: spec(kernels.Int, 8, true, "channel", 0, "minmax"),
+		Activations: spec(kernels.Int, 8, false, "token", 0, "minmax")}},
+	"fp8": {{Match: "model.layers.*", Weights: spec(kernels.FP8E4M3, 0, true, "channel", 0, "minmax"),
+		Activations: spec(kernels.FP8E4M3, 0, true, "token", 0, "minmax")}},
 }
 
 func pathMatch(pattern, name string) (bool, error) { return path.Match(pattern, name) }
@@ -196,9 +197,9 @@ func plan(rules []Rule, lins, attns []target) (linRule, attnRule []int, err erro
 // fits reports whether a quantizer of spec can be built for rows of row
 // values and n in all: NewQuantizer's checks, without its allocation.
 func fits(spec Spec, row, n int) error {
-	if spec.Format == "q4_0" || spec.Format == "q8_0" {
-		if row%32 != 0 {
-			return fmt.Errorf("%s needs rows that are a multiple of 32, have %d", spec.Format, row)
+	if b := spec.block(); b > 0 {
+		if row%b != 0 {
+			return fmt.Errorf("%s needs rows that are a multiple of %d, have %d", spec.Format, b, row)
 		}
 		return nil
 	}

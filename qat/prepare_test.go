@@ -101,8 +101,8 @@ func TestPresetsTrainStep(t *testing.T) {
 // steps survive a checkpoint; a full-precision checkpoint loads into a
 // prepared model.
 func TestLSQReplicasAndCheckpoint(t *testing.T) {
-	rules := []Rule{{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "lsq"},
-		Activations: &Spec{Format: "int", Bits: 8, Symmetric: false, Granularity: "token", Scale: "minmax"}}}
+	rules := []Rule{{Match: "model.layers.*", Weights: &Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "lsq"},
+		Activations: &Spec{Format: kernels.Int, Bits: 8, Symmetric: false, Granularity: "token", Scale: "minmax"}}}
 	rng := rand.New(rand.NewPCG(3, 3))
 	m := layers.New(testCfg)
 	m.Init(5)
@@ -186,13 +186,13 @@ func TestLSQReplicasAndCheckpoint(t *testing.T) {
 func TestPrepareErrors(t *testing.T) {
 	m := layers.New(testCfg)
 	for _, rules := range [][]Rule{
-		{{Match: "model.layers.*.mlp.nothing", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax"}}},
-		{{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 40, Scale: "minmax"}}},
-		{{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 1, Symmetric: true, Granularity: "channel", Scale: "minmax"}}},
-		{{Match: "[", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax"}}},
-		{{Match: "model.layers.*", Activations: &Spec{Format: "int", Bits: 8, Symmetric: true, Granularity: "channel", Scale: "mse"}}},
-		{{Match: "model.layers.*", KVCache: &Spec{Format: "int", Bits: 8, Symmetric: true, Granularity: "group", GroupSize: 12, Scale: "minmax"}}},
-		{{Match: "model.layers.*.mlp", KVCache: &Spec{Format: "int", Bits: 8, Symmetric: true, Granularity: "token", Scale: "minmax"}}},
+		{{Match: "model.layers.*.mlp.nothing", Weights: &Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax"}}},
+		{{Match: "model.layers.*", Weights: &Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 40, Scale: "minmax"}}},
+		{{Match: "model.layers.*", Weights: &Spec{Format: kernels.Int, Bits: 1, Symmetric: true, Granularity: "channel", Scale: "minmax"}}},
+		{{Match: "[", Weights: &Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "channel", Scale: "minmax"}}},
+		{{Match: "model.layers.*", Activations: &Spec{Format: kernels.Int, Bits: 8, Symmetric: true, Granularity: "channel", Scale: "mse"}}},
+		{{Match: "model.layers.*", KVCache: &Spec{Format: kernels.Int, Bits: 8, Symmetric: true, Granularity: "group", GroupSize: 12, Scale: "minmax"}}},
+		{{Match: "model.layers.*.mlp", KVCache: &Spec{Format: kernels.Int, Bits: 8, Symmetric: true, Granularity: "token", Scale: "minmax"}}},
 	} {
 		if err := Prepare(m, rules); err == nil {
 			t.Errorf("rules %+v accepted", rules[0])
@@ -207,9 +207,9 @@ func TestPrepareErrors(t *testing.T) {
 // quantized cache.
 func TestCalibratedActivationsAndKVCache(t *testing.T) {
 	rules := []Rule{
-		{Match: "model.layers.*.self_attn", KVCache: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "tensor", Scale: "mse"}},
-		{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "mse"},
-			Activations: &Spec{Format: "int", Bits: 6, Symmetric: false, Granularity: "tensor", Scale: "lsq"}},
+		{Match: "model.layers.*.self_attn", KVCache: &Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "tensor", Scale: "mse"}},
+		{Match: "model.layers.*", Weights: &Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "channel", Scale: "mse"},
+			Activations: &Spec{Format: kernels.Int, Bits: 6, Symmetric: false, Granularity: "tensor", Scale: "lsq"}},
 	}
 	rng := rand.New(rand.NewPCG(4, 4))
 	m := layers.New(testCfg)

@@ -7,29 +7,30 @@ import (
 	"testing"
 	"time"
 
+	"qat/kernels"
 	"qat/layers"
 )
 
 // ruleCases are rule sets Prepare accepts and refuses, for testCfg.
 func ruleCases() [][]Rule {
 	int4 := func(gran string, group int) *Spec {
-		return &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: gran, GroupSize: group, Scale: "minmax"}
+		return &Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: gran, GroupSize: group, Scale: "minmax"}
 	}
 	cases := [][]Rule{
 		{{Match: "model.layers.*.mlp.nothing", Weights: int4("channel", 0)}},
 		{{Match: "model.layers.*", Weights: int4("group", 40)}},
 		{{Match: "model.layers.*", Weights: int4("group", 32)}},
 		{{Match: "model.layers.*.mlp.down_proj", Weights: int4("group", 64)}}, // 96 inputs
-		{{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 1, Symmetric: true, Granularity: "channel", Scale: "minmax"}}},
+		{{Match: "model.layers.*", Weights: &Spec{Format: kernels.Int, Bits: 1, Symmetric: true, Granularity: "channel", Scale: "minmax"}}},
 		{{Match: "[", Weights: int4("channel", 0)}},
-		{{Match: "model.layers.*", Activations: &Spec{Format: "int", Bits: 8, Symmetric: true, Granularity: "channel", Scale: "mse"}}},
-		{{Match: "model.layers.*", Activations: &Spec{Format: "int", Bits: 8, Symmetric: true, Granularity: "tensor", Scale: "lsq", Outliers: 0.1}}},
-		{{Match: "model.layers.*", KVCache: &Spec{Format: "int", Bits: 8, Symmetric: true, Granularity: "group", GroupSize: 12, Scale: "minmax"}}},
-		{{Match: "model.layers.*", KVCache: &Spec{Format: "int", Bits: 8, Symmetric: true, Granularity: "group", GroupSize: 16, Scale: "minmax"}}},
-		{{Match: "model.layers.*.mlp", KVCache: &Spec{Format: "int", Bits: 8, Symmetric: true, Granularity: "token", Scale: "minmax"}}},
-		{{Match: "lm_head", Weights: &Spec{Format: "q4_0", Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"}}},
+		{{Match: "model.layers.*", Activations: &Spec{Format: kernels.Int, Bits: 8, Symmetric: true, Granularity: "channel", Scale: "mse"}}},
+		{{Match: "model.layers.*", Activations: &Spec{Format: kernels.Int, Bits: 8, Symmetric: true, Granularity: "tensor", Scale: "lsq", Outliers: 0.1}}},
+		{{Match: "model.layers.*", KVCache: &Spec{Format: kernels.Int, Bits: 8, Symmetric: true, Granularity: "group", GroupSize: 12, Scale: "minmax"}}},
+		{{Match: "model.layers.*", KVCache: &Spec{Format: kernels.Int, Bits: 8, Symmetric: true, Granularity: "group", GroupSize: 16, Scale: "minmax"}}},
+		{{Match: "model.layers.*.mlp", KVCache: &Spec{Format: kernels.Int, Bits: 8, Symmetric: true, Granularity: "token", Scale: "minmax"}}},
+		{{Match: "lm_head", Weights: &Spec{Format: kernels.Q4_0, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax"}}},
 		{{Match: "model.layers.0.*", Weights: int4("channel", 0)}, {Match: "model.layers.0.mlp.up_proj", Weights: int4("tensor", 0)}},
-		{{Match: "model.layers.*", Weights: &Spec{Format: "int", Bits: 3, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "lsq", Outliers: 0.01}}},
+		{{Match: "model.layers.*", Weights: &Spec{Format: kernels.Int, Bits: 3, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "lsq", Outliers: 0.01}}},
 	}
 	for _, name := range []string{"w4a16-g32", "w4a8", "w4a8-qqq-g128", "w8a8", "fp8"} {
 		cases = append(cases, Presets[name])
@@ -80,7 +81,7 @@ func TestCheckRulesWithoutModel(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	bad := []Rule{{Match: "model.layers.79.mlp.down_proj", Weights: &Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 1000, Scale: "minmax"}}}
+	bad := []Rule{{Match: "model.layers.79.mlp.down_proj", Weights: &Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 1000, Scale: "minmax"}}}
 	if err := CheckRules(big, bad); err == nil || !strings.Contains(err.Error(), "model.layers.79.mlp.down_proj") || !strings.Contains(err.Error(), "28672") {
 		t.Errorf("group 1000 on a row of 28672: %v", err)
 	}

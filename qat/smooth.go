@@ -107,7 +107,7 @@ func Smooth(m *layers.Model, c SmoothConfig, run func() error) (int, error) {
 		for _, l := range g.ls {
 			w := weightQuantizer(l)
 			a, aok := l.InputQuant.(*Quantizer)
-			ok = ok && w != nil && aok && w.Format == "int" && w.Symmetric && a.Format == "int" &&
+			ok = ok && w != nil && aok && w.Format == kernels.Int && w.Symmetric && a.Format == kernels.Int &&
 				(l == g.ls[0] || l.InputQuant == g.ls[0].InputQuant || sameQuant(l.InputQuant, g.ls[0].InputQuant))
 		}
 		if !ok {

@@ -14,8 +14,9 @@ import (
 // Spec describes one quantizer; configs, checkpoints and export read it.
 type Spec struct {
 	// Format: int, q4_0, q8_0 (llama.cpp's block grids), fp8_e4m3,
-	// fp8_e5m2, fp4_e2m1.
-	Format string `yaml:"format" json:"format"`
+	// fp8_e5m2, fp4_e2m1: an entry of kernels.Formats, spelled by name in
+	// configs and quant.json (parsed once, when they are read).
+	Format kernels.FormatID `yaml:"format" json:"format"`
 	// Bits of an int format, 2 to 8.
 	Bits int `yaml:"bits" json:"bits,omitempty"`
 	// Symmetric: zero point 0 and a signed grid; else an unsigned grid
@@ -52,31 +53,31 @@ func (s Spec) Validate(path string) error {
 		return fmt.Errorf("%s.%s: %s", path, field, fmt.Sprintf(format, a...))
 	}
 	switch s.Format {
-	case "int":
+	case kernels.Int:
 		if s.Bits < 2 || s.Bits > 8 {
 			return bad("bits", "%d, must be 2 to 8", s.Bits)
 		}
-	case "q4_0", "q8_0":
-		if s.Granularity != "group" || s.GroupSize != 32 || !s.Symmetric {
-			return bad("format", "%s is llama.cpp's grid: symmetric, granularity group, group_size 32", s.Format)
+	case kernels.Q4_0, kernels.Q8_0:
+		if b := s.block(); s.Granularity != "group" || s.GroupSize != b || !s.Symmetric {
+			return bad("format", "%s is llama.cpp's grid: symmetric, granularity group, group_size %d", s.Format, b)
 		}
-	case "fp8_e4m3", "fp8_e5m2", "fp4_e2m1":
+	case kernels.FP8E4M3, kernels.FP8E5M2, kernels.FP4E2M1:
 		if !s.Symmetric {
 			return bad("symmetric", "false, but %s has no zero point", s.Format)
 		}
 	default:
-		return bad("format", "%q, want int, q4_0, q8_0, fp8_e4m3, fp8_e5m2 or fp4_e2m1", s.Format)
+		return bad("format", "%q, want int, q4_0, q8_0, fp8_e4m3, fp8_e5m2 or fp4_e2m1", s.Format.String())
 	}
 	if s.Outliers < 0 || s.Outliers >= 0.5 || math.IsNaN(s.Outliers) {
 		return bad("outliers", "%g, must be in [0, 0.5)", s.Outliers)
 	}
-	if s.Outliers > 0 && s.Format != "int" {
+	if s.Outliers > 0 && s.Format != kernels.Int {
 		return bad("outliers", "%g needs an int format", s.Outliers)
 	}
-	if s.TwoLevel && (s.Format != "int" || !s.Symmetric || s.Granularity != "group" || s.Bits > 7 || s.Outliers > 0) {
+	if s.TwoLevel && (s.Format != kernels.Int || !s.Symmetric || s.Granularity != "group" || s.Bits > 7 || s.Outliers > 0) {
 		return bad("two_level", "true needs symmetric int groups of at most 7 bits, without outliers")
 	}
-	if s.Restricted && (s.Format != "int" || !s.Symmetric) {
+	if s.Restricted && (s.Format != kernels.Int || !s.Symmetric) {
 		return bad("restricted", "true needs a symmetric int format")
 	}
 	switch s.Granularity {
@@ -91,7 +92,7 @@ func (s Spec) Validate(path string) error {
 	switch s.Scale {
 	case "minmax":
 	case "lsq", "mse":
-		if s.Format != "int" {
+		if s.Format != kernels.Int {
 			return bad("scale", "%s needs an int format (%s has its own grid)", s.Scale, s.Format)
 		}
 		if s.Granularity == "token" {
@@ -132,15 +133,13 @@ func (s Spec) Grid() (qmin, qmax float32) {
 	return 0, float32(int(1)<<s.Bits) - 1
 }
 
-// fp returns the floating-point format of an fp spec.
-func (s Spec) fp() kernels.FPFormat {
-	switch s.Format {
-	case "fp8_e4m3":
-		return kernels.FP8E4M3
-	case "fp8_e5m2":
-		return kernels.FP8E5M2
+// block is the block size of a llama.cpp grid (Q4_0, Q8_0: their own
+// scale per block, the grid's rule), 0 for the other formats.
+func (s Spec) block() int {
+	if b := kernels.Formats[s.Format].BlockElems; b > 1 {
+		return b
 	}
-	return kernels.FP4E2M1
+	return 0
 }
 
 // eps keeps scales positive on all-zero groups.
@@ -152,7 +151,7 @@ const eps = 1.1920929e-07
 // FP s = amax/Max.
 func (s Spec) dynamicScales(scale, zero, x []float32, group int) {
 	switch {
-	case s.Format == "int" && !s.Symmetric:
+	case s.Format == kernels.Int && !s.Symmetric:
 		lo, hi := zero, scale // reuse the buffers: ranges first
 		kernels.MinMaxGroups(lo, hi, x, group)
 		qmin, qmax := s.Grid()
@@ -162,7 +161,7 @@ func (s Spec) dynamicScales(scale, zero, x []float32, group int) {
 			z := qmin - float32(math.RoundToEven(float64(l/sc)))
 			scale[k], zero[k] = sc, min(max(z, qmin), qmax)
 		}
-	case s.Format == "int":
+	case s.Format == kernels.Int:
 		kernels.AbsMaxGroups(scale, x, group)
 		qmin, qmax := s.Grid()
 		for k := range scale[:len(x)/group] {
@@ -171,7 +170,7 @@ func (s Spec) dynamicScales(scale, zero, x []float32, group int) {
 		}
 	default:
 		kernels.AbsMaxGroups(scale, x, group)
-		fmax := s.fp().Max
+		fmax := s.Format.FP().Max
 		for k := range scale[:len(x)/group] {
 			scale[k] = max(scale[k]/fmax, 1e-12)
 		}

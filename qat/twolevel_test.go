@@ -8,6 +8,7 @@ import (
 	"github.com/x448/float16"
 
 	"qat/autograd"
+	"qat/kernels"
 )
 
 // TestTwoLevel: the two-level weights against the formula computed in
@@ -16,7 +17,7 @@ import (
 func TestTwoLevel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 3))
 	const rows, cols, group = 5, 64, 16
-	spec := Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: group, Scale: "minmax", TwoLevel: true}
+	spec := Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "group", GroupSize: group, Scale: "minmax", TwoLevel: true}
 	in, err := NewQuantizer(spec, cols, rows*cols)
 	if err != nil {
 		t.Fatal(err)

@@ -47,8 +47,10 @@ const (
 	GGMLBF16 uint32 = 30
 )
 
-// TypeInfo gives a ggml type's block size (values) and bytes per block.
-var TypeInfo = map[uint32]struct {
+// typeInfo gives a ggml type's block size (values) and bytes per block:
+// what the parser needs to size tensors. The formats the rest of qat packs
+// and unpacks are package kernels' table (kernels.Formats).
+var typeInfo = map[uint32]struct {
 	Name         string
 	Block, Bytes int
 }{
@@ -165,7 +167,7 @@ func (f *File) String(key string) (string, error) {
 // DataSize is the byte size of n values of ggml type typ, or an error for
 // unknown types and counts that are not whole blocks.
 func DataSize(typ uint32, n uint64) (uint64, error) {
-	ti, ok := TypeInfo[typ]
+	ti, ok := typeInfo[typ]
 	if !ok {
 		return 0, fmt.Errorf("ggml type %d not supported", typ)
 	}
@@ -214,7 +216,7 @@ func Encode(f *File) ([]byte, error) {
 		if len(t.Name) >= 64 || len(t.Dims) == 0 || len(t.Dims) > 4 {
 			return nil, fmt.Errorf("gguf: tensor %q: name under 64 bytes and 1 to 4 dims required", t.Name)
 		}
-		if ti := TypeInfo[t.Type]; ti.Block > 1 && t.Dims[0]%uint64(ti.Block) != 0 {
+		if ti := typeInfo[t.Type]; ti.Block > 1 && t.Dims[0]%uint64(ti.Block) != 0 {
 			return nil, fmt.Errorf("gguf: tensor %s: ne[0] = %d is not whole %s blocks", t.Name, t.Dims[0], ti.Name)
 		}
 		size, err := DataSize(t.Type, t.Elements())
@@ -711,7 +713,7 @@ func Parse(b []byte) (*File, error) {
 	spans := make([]span, 0, len(f.Tensors))
 	for i := range f.Tensors {
 		t := &f.Tensors[i]
-		ti, ok := TypeInfo[t.Type]
+		ti, ok := typeInfo[t.Type]
 		if !ok {
 			return nil, fmt.Errorf("gguf: tensor %q: ggml type %d not supported", t.Name, t.Type)
 		}

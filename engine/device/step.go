@@ -78,9 +78,6 @@ type fq[F any] struct {
 	gscale            float32
 }
 
-// fpFormats are the float formats of qat specs.
-var fpFormats = map[string]kernels.FPFormat{"fp8_e4m3": kernels.FP8E4M3, "fp8_e5m2": kernels.FP8E5M2, "fp4_e2m1": kernels.FP4E2M1}
-
 // layer holds one block's weights and the activations its backward reads.
 type layer[F any] struct {
 	attnNorm, q, k, v, o, mlpNorm, gate, up, down param[F]
@@ -171,7 +168,7 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 		case qq.Scale == "lsq" && !qq.Symmetric:
 			err = fmt.Errorf("device step: LSQ+ (asymmetric lsq) does not run on the device yet")
 			return nil
-		case qq.Scale != "minmax" && qq.Format != "int":
+		case qq.Scale != "minmax" && qq.Format != kernels.Int:
 			err = fmt.Errorf("device step: %s scales on %s do not run on the device", qq.Scale, qq.Format)
 			return nil
 		}
@@ -180,16 +177,16 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 			return nil
 		}
 		switch qq.Format {
-		case "q4_0", "q8_0":
+		case kernels.Q4_0, kernels.Q8_0:
 			return f
-		case "int":
+		case kernels.Int:
 			f.qmin, f.qmax = qq.Grid()
 			f.kind = cuda.ScaleSym
 			if !qq.Symmetric {
 				f.kind = cuda.ScaleAsym
 			}
 		default:
-			f.fp, f.kind = fpFormats[qq.Format], cuda.ScaleFP
+			f.fp, f.kind = qq.Format.FP(), cuda.ScaleFP
 			f.fmax = f.fp.Max
 		}
 		f.group, err = qq.Group(row, n)
@@ -317,11 +314,11 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 	}
 	apply := func(f *fq[F], x F) F {
 		switch f.q.Format {
-		case "q4_0":
+		case kernels.Q4_0:
 			do(be.FakeQuantQ4_0(f.out, f.mask, x, f.n))
-		case "q8_0":
+		case kernels.Q8_0:
 			do(be.FakeQuantQ8_0(f.out, f.mask, x, f.n))
-		case "int":
+		case kernels.Int:
 			switch f.q.Scale {
 			case "lsq":
 				f.in = x

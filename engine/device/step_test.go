@@ -115,9 +115,9 @@ func TestHostStep(t *testing.T) {
 var presets = []string{"w4a8", "w4a8-qqq", "w4a16-g32", "w4a4", "w8a8", "fp8", "stepped"}
 
 var steppedRules = []qat.Rule{
-	{Match: "model.layers.*.self_attn.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "channel", Scale: "lsq"},
-		Activations: &qat.Spec{Format: "int", Bits: 8, Symmetric: false, Granularity: "token", Scale: "minmax"}},
-	{Match: "model.layers.*.mlp.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: false, Granularity: "group", GroupSize: 32, Scale: "mse"}},
+	{Match: "model.layers.*.self_attn.*", Weights: &qat.Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "channel", Scale: "lsq"},
+		Activations: &qat.Spec{Format: kernels.Int, Bits: 8, Symmetric: false, Granularity: "token", Scale: "minmax"}},
+	{Match: "model.layers.*.mlp.*", Weights: &qat.Spec{Format: kernels.Int, Bits: 4, Symmetric: false, Granularity: "group", GroupSize: 32, Scale: "mse"}},
 }
 
 // TestHostStepQAT: the same with fake quantization on weights and
@@ -149,8 +149,8 @@ func TestStepRefusals(t *testing.T) {
 	if _, err := s.LossBackward([]int32{1, 2, 3}, []int32{1, 2, 3}); err == nil {
 		t.Error("3 ids for 1 x 4: no error")
 	}
-	lsq := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: false, Granularity: "channel", Scale: "lsq"}}}
-	two := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax", TwoLevel: true}}}
+	lsq := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: kernels.Int, Bits: 4, Symmetric: false, Granularity: "channel", Scale: "lsq"}}}
+	two := []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 32, Scale: "minmax", TwoLevel: true}}}
 	for name, rules := range map[string][]qat.Rule{"lsq+": lsq, "two-level": two} {
 		m := layers.New(configs[2])
 		m.Init(1)

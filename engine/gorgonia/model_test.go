@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"qat/autograd"
+	"qat/kernels"
 	"qat/layers"
 	"qat/optim"
 	"qat/qat"
@@ -27,7 +28,7 @@ func newModel(t testing.TB, c layers.Config, preset string, seed uint64) *layers
 	rules := qat.Presets[preset]
 	if preset == "lsq" {
 		// LSQ+ weights: learned steps and offsets take gradients.
-		rules = []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: "int", Bits: 4, Granularity: "group", GroupSize: 64, Scale: "lsq"}}}
+		rules = []qat.Rule{{Match: "model.layers.*", Weights: &qat.Spec{Format: kernels.Int, Bits: 4, Granularity: "group", GroupSize: 64, Scale: "lsq"}}}
 	}
 	if preset != "" {
 		if err := qat.Prepare(m, rules); err != nil {

@@ -9,6 +9,7 @@ import (
 	"gorgonia.org/tensor"
 
 	"qat/autograd"
+	"qat/kernels"
 	"qat/qat"
 )
 
@@ -254,22 +255,22 @@ func TestComposedMatchesFused(t *testing.T) {
 // rule and format.
 func TestFakeQuantMatchesTape(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	spec := func(format string, bits int, sym bool, gran string, group int, scale string) qat.Spec {
+	spec := func(format kernels.FormatID, bits int, sym bool, gran string, group int, scale string) qat.Spec {
 		return qat.Spec{Format: format, Bits: bits, Symmetric: sym, Granularity: gran, GroupSize: group, Scale: scale}
 	}
 	const rows, row = 6, 64
 	for _, s := range []qat.Spec{
-		spec("int", 4, true, "channel", 0, "minmax"),
-		spec("int", 8, false, "token", 0, "minmax"),
-		spec("int", 4, true, "group", 32, "minmax"),
-		spec("q4_0", 4, true, "group", 32, "minmax"),
-		spec("q8_0", 8, true, "group", 32, "minmax"),
-		spec("fp8_e4m3", 0, true, "channel", 0, "minmax"),
-		spec("int", 3, true, "group", 16, "mse"),
-		spec("int", 4, true, "channel", 0, "lsq"),
-		spec("int", 4, false, "group", 32, "lsq"),
+		spec(kernels.Int, 4, true, "channel", 0, "minmax"),
+		spec(kernels.Int, 8, false, "token", 0, "minmax"),
+		spec(kernels.Int, 4, true, "group", 32, "minmax"),
+		spec(kernels.Q4_0, 4, true, "group", 32, "minmax"),
+		spec(kernels.Q8_0, 8, true, "group", 32, "minmax"),
+		spec(kernels.FP8E4M3, 0, true, "channel", 0, "minmax"),
+		spec(kernels.Int, 3, true, "group", 16, "mse"),
+		spec(kernels.Int, 4, true, "channel", 0, "lsq"),
+		spec(kernels.Int, 4, false, "group", 32, "lsq"),
 	} {
-		name := s.Format + "/" + s.Granularity + "/" + s.Scale
+		name := s.Format.String() + "/" + s.Granularity + "/" + s.Scale
 		if !s.Symmetric {
 			name += "/asym"
 		}

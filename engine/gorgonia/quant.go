@@ -5,6 +5,7 @@ import (
 
 	G "gorgonia.org/gorgonia"
 
+	"qat/kernels"
 	"qat/qat"
 )
 
@@ -30,7 +31,7 @@ func FakeQuant(q *qat.Quantizer, x *G.Node, params ...*G.Node) (*G.Node, error) 
 	if len(params) != want {
 		return nil, fmt.Errorf("gorgonia: FakeQuant: %s quantizer takes %d parameter nodes, have %d", q.Scale, want, len(params))
 	}
-	if q.Step != nil && q.Format != "q4_0" && q.Format != "q8_0" {
+	if q.Step != nil && kernels.Formats[q.Format].BlockElems <= 1 { // Q4_0 and Q8_0 blocks have their own scales
 		group, err := q.Group(q.Row(), n)
 		if err != nil {
 			return nil, fmt.Errorf("gorgonia: FakeQuant: %w", err)

@@ -92,14 +92,14 @@ func Bench(d *Device, w io.Writer, n int) error {
 		return err
 	}
 	cases = append(cases, row{"fake quant FP8 E4M3 per channel", 9 * float64(n), 0, func() error {
-		return d.FakeQuantFP(yb, mb, xb, sb, n, n/rows, kernels.FP8E4M3)
+		return d.FakeQuantFP(yb, mb, xb, sb, n, n/rows, kernels.FP8E4M3.FP())
 	}})
 	cases = append(cases, row{"AdamW 8-bit states", 14 * float64(n), 0, func() error {
 		return d.AdamW8(db, yb, mcodes, vcodes, mab, vab, n, ga, 1e-3, 0.9, 0.95, 1e-8, 0.1, 1, 1)
 	}})
 	// packed products, 4096 x 4096 weights: decode (one column) is a read
 	// of the weights; prefill (256 columns) is integer arithmetic
-	for _, f := range []*kernels.Format{kernels.Q4_0, kernels.Q8_0} {
+	for _, f := range []kernels.FormatID{kernels.Q4_0, kernels.Q8_0} {
 		k := 4096
 		wbytes := rows * f.RowBytes(k)
 		wq := make([]byte, wbytes)
@@ -121,7 +121,7 @@ func Bench(d *Device, w io.Writer, n int) error {
 				return err
 			}
 			f, cols, a := f, cols, a
-			cases = append(cases, row{fmt.Sprintf("GEMM %s x Q8_0 %dx%d, %d columns", f.Name, rows, k, cols),
+			cases = append(cases, row{fmt.Sprintf("GEMM %s x Q8_0 %dx%d, %d columns", f, rows, k, cols),
 				float64(wbytes + cols*k*33/32), 2 * float64(rows*k*cols), func() error { return d.GemmPacked(f, yb, wb, rows, k, a) }})
 		}
 	}

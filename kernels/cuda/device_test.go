@@ -150,7 +150,7 @@ func TestDeviceBlockGrids(t *testing.T) {
 
 func TestDevicePacked(t *testing.T) {
 	rng := rand.New(rand.NewPCG(27, 28))
-	for _, f := range []*kernels.Format{kernels.Q4_0, kernels.Q8_0} {
+	for _, f := range []kernels.FormatID{kernels.Q4_0, kernels.Q8_0} {
 		for _, sh := range [][3]int{{1, 32, 1}, {7, 96, 3}, {33, 320, 8}, {64, 4096, 1}, {256, 2048, 17}} {
 			rows, k, ncols := sh[0], sh[1], sh[2]
 			nb := k / 32
@@ -175,7 +175,7 @@ func TestDevicePacked(t *testing.T) {
 			// the same float32 terms summed in double in another order
 			for i := range want {
 				if math.Abs(float64(got[i]-want[i])) > 1e-6*(1+math.Abs(float64(want[i]))) {
-					t.Fatalf("%s %v y[%d]: device %g, host %g", f.Name, sh, i, got[i], want[i])
+					t.Fatalf("%s %v y[%d]: device %g, host %g", f, sh, i, got[i], want[i])
 				}
 			}
 		}
@@ -219,7 +219,8 @@ func TestDeviceErrors(t *testing.T) {
 
 func TestDeviceFakeQuantFP(t *testing.T) {
 	rng := rand.New(rand.NewPCG(31, 32))
-	for _, f := range []kernels.FPFormat{kernels.FP8E4M3, kernels.FP8E5M2, kernels.FP4E2M1} {
+	for _, id := range []kernels.FormatID{kernels.FP8E4M3, kernels.FP8E5M2, kernels.FP4E2M1} {
+		f := id.FP()
 		for _, sh := range shapes {
 			ng, g := sh[0], sh[1]
 			n := ng * g
@@ -232,8 +233,8 @@ func TestDeviceFakeQuantFP(t *testing.T) {
 			must(t, dev.FakeQuantFP(yb, mb, up(t, x), up(t, scale), n, g, f))
 			y, m := make([]float32, n), make([]uint8, n)
 			hostFakeQuantFP(y, m, x, scale, g, f)
-			sameBits(t, f.Name+" y", down(t, make([]float32, n), yb), y)
-			sameBytes(t, f.Name+" mask", down(t, make([]uint8, n), mb), m)
+			sameBits(t, id.String()+" y", down(t, make([]float32, n), yb), y)
+			sameBytes(t, id.String()+" mask", down(t, make([]uint8, n), mb), m)
 		}
 	}
 }

@@ -57,7 +57,7 @@ func hostQuantizeQ8(a *Q8Host, x []float32) {
 	C.host_quantize_q8(fp(a.D), fp(a.C4), fp(a.C8), ip(a.Q), fp(x), C.long(len(x)/32))
 }
 
-func hostGemmPacked(f *kernels.Format, y []float32, w []byte, rows, nb int, a *Q8Host) {
+func hostGemmPacked(f kernels.FormatID, y []float32, w []byte, rows, nb int, a *Q8Host) {
 	C.host_gemm_packed(fp(y), bp(w), fp(a.D), fp(a.C4), ip(a.Q), C.int(rows), C.int(nb), C.int(len(a.D)/nb), C.int(q4(f)))
 }
 

@@ -226,7 +226,7 @@ func TestHostBlockGrids(t *testing.T) {
 
 func TestHostPacked(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
-	for _, f := range []*kernels.Format{kernels.Q4_0, kernels.Q8_0} {
+	for _, f := range []kernels.FormatID{kernels.Q4_0, kernels.Q8_0} {
 		for _, sh := range [][3]int{{1, 32, 1}, {7, 96, 3}, {33, 320, 8}, {64, 1024, 2}} {
 			rows, k, ncols := sh[0], sh[1], sh[2]
 			nb := k / 32
@@ -247,7 +247,7 @@ func TestHostPacked(t *testing.T) {
 			hostGemmPacked(f, y1, w, rows, nb, h)
 			kernels.GemmPacked(f, w, rows, k, &a, y2)
 			if cpuIsGo {
-				sameBits(t, f.Name+" y", y1, y2)
+				sameBits(t, f.String()+" y", y1, y2)
 			}
 			// Against the exact sum, both the host build and the CPU's.
 			// Both round the Q4_0 offset form (codes 0..15 and a
@@ -270,10 +270,10 @@ func TestHostPacked(t *testing.T) {
 					}
 					got, cpu := float64(y1[c*rows+r]), float64(y2[c*rows+r])
 					if math.Abs(got-exact) > 1e-6*magOff+1e-7 {
-						t.Fatalf("%s y[%d,%d]: host build %g, exact %g (offset form's sum |terms| %g)", f.Name, c, r, got, exact, magOff)
+						t.Fatalf("%s y[%d,%d]: host build %g, exact %g (offset form's sum |terms| %g)", f, c, r, got, exact, magOff)
 					}
 					if math.Abs(cpu-exact) > 1e-5*magOff+1e-6 {
-						t.Fatalf("%s y[%d,%d]: CPU %g, exact %g (offset form's sum |terms| %g)", f.Name, c, r, cpu, exact, magOff)
+						t.Fatalf("%s y[%d,%d]: CPU %g, exact %g (offset form's sum |terms| %g)", f, c, r, cpu, exact, magOff)
 					}
 				}
 			}
@@ -282,8 +282,9 @@ func TestHostPacked(t *testing.T) {
 }
 
 // f16At is the half-precision scale of packed block b.
-func f16At(w []byte, f *kernels.Format, b int) float32 {
-	return float16.Frombits(uint16(w[b*f.Bytes]) | uint16(w[b*f.Bytes+1])<<8).Float32()
+func f16At(w []byte, f kernels.FormatID, b int) float32 {
+	bb := kernels.Formats[f].BlockBytes
+	return float16.Frombits(uint16(w[b*bb]) | uint16(w[b*bb+1])<<8).Float32()
 }
 
 // adam8State is a random 8-bit AdamW state of n values in blocks of block:
@@ -338,7 +339,8 @@ func TestHostAdamW8(t *testing.T) {
 
 func TestHostFakeQuantFP(t *testing.T) {
 	rng := rand.New(rand.NewPCG(13, 14))
-	for _, f := range []kernels.FPFormat{kernels.FP8E4M3, kernels.FP8E5M2, kernels.FP4E2M1} {
+	for _, id := range []kernels.FormatID{kernels.FP8E4M3, kernels.FP8E5M2, kernels.FP4E2M1} {
+		f := id.FP()
 		for _, sh := range shapes {
 			ng, g := sh[0], sh[1]
 			n := ng * g
@@ -362,8 +364,8 @@ func TestHostFakeQuantFP(t *testing.T) {
 					y1[i], y2[i] = 0, 0 // NaN stays NaN; payloads may differ
 				}
 			}
-			sameBits(t, f.Name+" y", y1, y2)
-			sameBytes(t, f.Name+" mask", m1, m2)
+			sameBits(t, id.String()+" y", y1, y2)
+			sameBytes(t, id.String()+" mask", m1, m2)
 		}
 	}
 }
@@ -451,7 +453,7 @@ func randomChannel(t testing.TB, rng *rand.Rand, bits, rows, k int) *kernels.Cha
 }
 
 // packedRows is rows random rows of k values packed in format f.
-func packedRows(rng *rand.Rand, f *kernels.Format, rows, k int) []byte {
+func packedRows(rng *rand.Rand, f kernels.FormatID, rows, k int) []byte {
 	w := make([]byte, rows*f.RowBytes(k))
 	wf := testValues(rng, rows*k, 0.02)
 	for r := 0; r < rows; r++ {

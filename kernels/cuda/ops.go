@@ -136,9 +136,9 @@ func (d *Device) QuantizeQ8(a *Q8, x Buffer) error {
 // GemmPacked is kernels.GemmPacked on the device: y[c*rows + r] = sum_k
 // W[r,k] x_c[k] for a Q4_0 or Q8_0 weight w (rows packed rows of k values)
 // and the columns of a, one warp per output through dp4a.
-func (d *Device) GemmPacked(f *kernels.Format, y, w Buffer, rows, k int, a *Q8) error {
+func (d *Device) GemmPacked(f kernels.FormatID, y, w Buffer, rows, k int, a *Q8) error {
 	if f != kernels.Q4_0 && f != kernels.Q8_0 {
-		return fmt.Errorf("cuda: GemmPacked: format %s", f.Name)
+		return fmt.Errorf("cuda: GemmPacked: format %s", f)
 	}
 	if k != 32*a.NB || w.Bytes < int64(rows*f.RowBytes(k)) || y.Bytes < int64(4*rows*a.N) {
 		return fmt.Errorf("cuda: GemmPacked: %d x %d weight (%d bytes), %d columns of %d blocks, %d output bytes", rows, k, w.Bytes, a.N, a.NB, y.Bytes)

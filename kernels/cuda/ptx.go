@@ -73,7 +73,7 @@ func adamScalars(lr, wd, bc1, bc2 float32) (step, decay, isb2 float32) {
 	return lr / bc1, 1 - lr*wd, float32(1 / math.Sqrt(float64(bc2)))
 }
 
-func q4(f *kernels.Format) int32 {
+func q4(f kernels.FormatID) int32 {
 	if f == kernels.Q4_0 {
 		return 1
 	}
