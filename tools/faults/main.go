@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -81,22 +82,68 @@ type run struct {
 	killed bool // by the timeout
 }
 
+// qat runs bin/qat through a spawner: a second, small process of this
+// program that starts qat and reports its peak memory. Linux's ru_maxrss
+// of a child started by vfork, as Go starts every child, begins at the
+// parent's high-water mark, so measured from here every qat would seem as
+// large as this suite has ever been.
 func qat(timeout time.Duration, args ...string) run {
-	cmd := exec.Command(*bin, args...)
+	self, err := os.Executable()
+	if err != nil {
+		fatalf("%v", err)
+	}
+	cmd := exec.Command(self, append([]string{"-spawn", timeout.String(), *bin}, args...)...)
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		fatalf("%v", err)
+	}
+	cmd.ExtraFiles = []*os.File{pw}
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
-		fatalf("starting %s: %v", *bin, err)
+		fatalf("starting the spawner: %v", err)
+	}
+	pw.Close()
+	report, _ := io.ReadAll(pr)
+	pr.Close()
+	cmd.Wait()
+	r := run{out: buf.String(), wall: time.Since(t0)}
+	var rssKB int64
+	var killed int
+	if _, err := fmt.Sscan(string(report), &r.code, &rssKB, &killed); err != nil {
+		fatalf("spawner of qat %s: no report (%v)\n%s", strings.Join(args, " "), err, r.out)
+	}
+	r.rssMB, r.killed = float64(rssKB)/1024, killed == 1
+	return r
+}
+
+// spawn is the spawner's side of qat: run the command, kill it at the
+// timeout, and write "status peak-RSS-KB killed" to file descriptor 3.
+func spawn(args []string) {
+	timeout, err := time.ParseDuration(args[0])
+	if err != nil {
+		fatalf("-spawn: %v", err)
+	}
+	cmd := exec.Command(args[1], args[2:]...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		fatalf("starting %s: %v", args[1], err)
 	}
 	timer := time.AfterFunc(timeout, func() { cmd.Process.Kill() })
 	cmd.Wait()
-	r := run{out: buf.String(), wall: time.Since(t0), killed: !timer.Stop()}
-	r.code = status(cmd.ProcessState)
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.rssMB = float64(ru.Maxrss) / 1024 // kilobytes on Linux
+	killed := 0
+	if !timer.Stop() {
+		killed = 1
 	}
-	return r
+	var rss int64
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rss = ru.Maxrss // kilobytes on Linux
+	}
+	report := os.NewFile(3, "report")
+	fmt.Fprintf(report, "%d %d %d\n", status(cmd.ProcessState), rss, killed)
+	report.Close()
+	os.Exit(0)
 }
 
 func status(ps *os.ProcessState) int {
@@ -126,6 +173,9 @@ func fail(format string, a ...any) {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "-spawn" {
+		spawn(os.Args[2:])
+	}
 	flag.Parse()
 	s := *seed
 	if s == 0 {
