@@ -183,7 +183,7 @@ func withMSE(rules []qatpkg.Rule) []qatpkg.Rule {
 	out := make([]qatpkg.Rule, len(rules))
 	for i, r := range rules {
 		for _, s := range []**qatpkg.Spec{&r.Weights, &r.Activations, &r.KVCache} {
-			if *s != nil && (*s).Format == "int" && (*s).Scale == "minmax" && ((*s).Granularity == "tensor" || s == &r.Weights) {
+			if *s != nil && (*s).Format == kernels.Int && (*s).Scale == "minmax" && ((*s).Granularity == "tensor" || s == &r.Weights) {
 				c := **s
 				c.Scale = "mse"
 				*s = &c

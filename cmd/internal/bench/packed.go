@@ -46,7 +46,7 @@ func Packed(w io.Writer, o PackedOptions) error {
 	fmt.Fprintf(w, "memory: copy %.1f GB/s (1 thread, 64 MB)\n", copyGBs)
 	fmt.Fprintf(w, "packed kernel: %s (*: weights repacked in groups of four rows at load, as models load)\n\n", kernels.PackedKernel())
 	fmt.Fprintf(w, "%-5s %-12s %3s %3s  %10s %9s %9s  %14s %7s\n", "type", "weight", "n", "thr", "ours us", "GFLOP/s", "weight GB/s", "llama.cpp us", "speedup")
-	for _, f := range []*kernels.Format{kernels.Q4_0, kernels.Q8_0} {
+	for _, f := range []kernels.FormatID{kernels.Q4_0, kernels.Q8_0} {
 		for _, k := range []int{4096, 14336} {
 			const rows = 4096
 			wb := make([]byte, rows*f.RowBytes(k))
@@ -66,7 +66,7 @@ func Packed(w io.Writer, o PackedOptions) error {
 				var a kernels.PackedQ8
 				// the repacked kernel where the CPU has it, as models load
 				rep := kernels.Repack(f, wb, rows, k)
-				name := f.Name
+				name := f.String()
 				if rep != nil {
 					name += "*"
 				}
@@ -84,7 +84,7 @@ func Packed(w io.Writer, o PackedOptions) error {
 					theirs := "-"
 					speed := ""
 					if o.LlamaCpp != "" {
-						if us, err := llamaMulMat(o.LlamaCpp, f.Name, rows, n, k, th); err == nil {
+						if us, err := llamaMulMat(o.LlamaCpp, f.String(), rows, n, k, th); err == nil {
 							theirs = fmt.Sprintf("%.0f", us)
 							speed = fmt.Sprintf("%.2fx", us/(sec*1e6))
 						} else {
@@ -254,7 +254,11 @@ func llamaBench(dir, model string, tokens, threads int) (float64, error) {
 func writeSynth(path, quant string) error {
 	c := layers.Config{Vocab: 32000, Dim: 4096, Layers: 4, Heads: 32, KVHeads: 8, FFNHidden: 14336, RopeTheta: 500000,
 		NormEps: 1e-5, MaxSeq: 4096}
-	f := kernels.Formats[quant]
+	f, err := kernels.ParseFormat(quant)
+	if err != nil {
+		return err
+	}
+	ggml := uint32(kernels.Formats[f].GGML)
 	rng := rand.New(rand.NewPCG(7, 7))
 	block := func(rows, cols int) []byte {
 		b := make([]byte, rows*f.RowBytes(cols))
@@ -262,7 +266,7 @@ func writeSynth(path, quant string) error {
 			binary.LittleEndian.PutUint64(b[i:], rng.Uint64())
 		}
 		d := uint16(float16.Fromfloat32(0.01))
-		for i := 0; i < len(b); i += f.Bytes {
+		for i := 0; i < len(b); i += kernels.Formats[f].BlockBytes {
 			binary.LittleEndian.PutUint16(b[i:], d)
 		}
 		return b
@@ -290,21 +294,21 @@ func writeSynth(path, quant string) error {
 		file.Tensors = append(file.Tensors, gguf.Tensor{Name: name, Dims: dims, Type: typ, Data: data})
 	}
 	kv := c.HeadDim() * c.KVHeads
-	add("token_embd.weight", block(c.Vocab, c.Dim), f.GGML, uint64(c.Dim), uint64(c.Vocab))
+	add("token_embd.weight", block(c.Vocab, c.Dim), ggml, uint64(c.Dim), uint64(c.Vocab))
 	for i := 0; i < c.Layers; i++ {
 		p := fmt.Sprintf("blk.%d.", i)
 		add(p+"attn_norm.weight", norm(), 0, uint64(c.Dim))
-		add(p+"attn_q.weight", block(c.Dim, c.Dim), f.GGML, uint64(c.Dim), uint64(c.Dim))
-		add(p+"attn_k.weight", block(kv, c.Dim), f.GGML, uint64(c.Dim), uint64(kv))
-		add(p+"attn_v.weight", block(kv, c.Dim), f.GGML, uint64(c.Dim), uint64(kv))
-		add(p+"attn_output.weight", block(c.Dim, c.Dim), f.GGML, uint64(c.Dim), uint64(c.Dim))
+		add(p+"attn_q.weight", block(c.Dim, c.Dim), ggml, uint64(c.Dim), uint64(c.Dim))
+		add(p+"attn_k.weight", block(kv, c.Dim), ggml, uint64(c.Dim), uint64(kv))
+		add(p+"attn_v.weight", block(kv, c.Dim), ggml, uint64(c.Dim), uint64(kv))
+		add(p+"attn_output.weight", block(c.Dim, c.Dim), ggml, uint64(c.Dim), uint64(c.Dim))
 		add(p+"ffn_norm.weight", norm(), 0, uint64(c.Dim))
-		add(p+"ffn_gate.weight", block(c.FFNHidden, c.Dim), f.GGML, uint64(c.Dim), uint64(c.FFNHidden))
-		add(p+"ffn_up.weight", block(c.FFNHidden, c.Dim), f.GGML, uint64(c.Dim), uint64(c.FFNHidden))
-		add(p+"ffn_down.weight", block(c.Dim, c.FFNHidden), f.GGML, uint64(c.FFNHidden), uint64(c.Dim))
+		add(p+"ffn_gate.weight", block(c.FFNHidden, c.Dim), ggml, uint64(c.Dim), uint64(c.FFNHidden))
+		add(p+"ffn_up.weight", block(c.FFNHidden, c.Dim), ggml, uint64(c.Dim), uint64(c.FFNHidden))
+		add(p+"ffn_down.weight", block(c.Dim, c.FFNHidden), ggml, uint64(c.FFNHidden), uint64(c.Dim))
 	}
 	add("output_norm.weight", norm(), 0, uint64(c.Dim))
-	add("output.weight", block(c.Vocab, c.Dim), f.GGML, uint64(c.Dim), uint64(c.Vocab))
+	add("output.weight", block(c.Vocab, c.Dim), ggml, uint64(c.Dim), uint64(c.Vocab))
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}

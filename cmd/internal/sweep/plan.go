@@ -23,6 +23,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"qat/cmd/internal/config"
+	"qat/kernels"
 	"qat/qat"
 )
 
@@ -206,7 +207,7 @@ func (s *Spec) Expand() (*Plan, error) {
 		c.InitFrom = ""
 		c.Quant = config.Quant{CalibBatches: base.Quant.CalibBatches}
 		if e.Kind == "qat" {
-			w := &qat.Spec{Format: "int", Bits: e.Bits, Symmetric: true, Granularity: "group", GroupSize: e.Group, Scale: e.Method}
+			w := &qat.Spec{Format: kernels.Int, Bits: e.Bits, Symmetric: true, Granularity: "group", GroupSize: e.Group, Scale: e.Method}
 			if e.Group == 0 {
 				w.Granularity, w.GroupSize = "channel", 0
 			}
