@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -17,11 +16,12 @@ import (
 	"github.com/apache/arrow/go/v17/parquet/compress"
 	"github.com/apache/arrow/go/v17/parquet/file"
 	"github.com/apache/arrow/go/v17/parquet/pqarrow"
+
+	"qat/data/internal/hostile"
 )
 
-// maxCaseAlloc bounds what one hostile file may make the reader allocate
-// (the fault suite's figure is peak RSS under 200 MB per file).
-const maxCaseAlloc = 200 << 20
+// maxCaseAlloc bounds what one hostile file may make the reader allocate.
+const maxCaseAlloc = hostile.MaxAlloc
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
 
@@ -64,13 +64,7 @@ func encodeWith(t testing.TB, docs []Doc, opts ...parquet.WriterProperty) []byte
 }
 
 // allocated runs f and returns the bytes the process allocated meanwhile.
-func allocated(f func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.ReadMemStats(&a)
-	f()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
-}
+func allocated(f func()) uint64 { return hostile.Allocated(f) }
 
 // zstdBlock is a block header: last flag, type (0 raw, 1 RLE, 2
 // compressed), size.
@@ -169,6 +163,8 @@ type hostileCase struct {
 	b    []byte
 	want string // in the error ("" any error)
 }
+
+func (c hostileCase) Case() hostile.Case { return hostile.Case{Name: c.name, B: c.b, Want: c.want} }
 
 // hostileParquet builds the hostile variants of valid shards of three
 // documents of about tokens tokens each.
@@ -358,34 +354,7 @@ func hostileParquet(t testing.TB, tokens int) []hostileCase {
 // TestHostileParquet: each hostile file is an error, not a panic; the
 // error says where (a field, an offset); decoding allocates under 200 MB.
 func TestHostileParquet(t *testing.T) {
-	cases := hostileParquet(t, 40000)
-	if len(cases) < 50 {
-		t.Fatalf("%d cases", len(cases))
-	}
-	for _, c := range cases {
-		var err error
-		n := allocated(func() {
-			defer func() {
-				if r := recover(); r != nil {
-					err = fmt.Errorf("panic: %v", r)
-					t.Errorf("%s: panic %v", c.name, r)
-				}
-			}()
-			_, err = DecodeShard(c.b)
-		})
-		switch {
-		case err == nil:
-			t.Errorf("%s: decoded", c.name)
-		case !strings.Contains(err.Error(), c.want):
-			t.Errorf("%s: error %q does not say %q", c.name, err, c.want)
-		}
-		if n > maxCaseAlloc {
-			t.Errorf("%s: decoding allocated %d MB", c.name, n>>20)
-		}
-		if testing.Verbose() {
-			t.Logf("%s: %d KB allocated: %v", c.name, n>>10, err)
-		}
-	}
+	hostile.Check(t, hostile.Cases(hostileParquet(t, 40000)), 50, func(b []byte) error { _, err := DecodeShard(b); return err })
 	// Byte flips anywhere may or may not decode, but never panic or
 	// allocate without bound.
 	good, err := EncodeShard(testDocs(2, 2000, 4))

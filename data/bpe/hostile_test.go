@@ -3,9 +3,10 @@ package bpe
 import (
 	"encoding/json"
 	"fmt"
-	"runtime"
 	"strings"
 	"testing"
+
+	"qat/data/internal/hostile"
 )
 
 func small(t testing.TB) *Tokenizer {
@@ -15,14 +16,6 @@ func small(t testing.TB) *Tokenizer {
 		t.Fatal(err)
 	}
 	return tok
-}
-
-func allocated(f func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.ReadMemStats(&a)
-	f()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
 }
 
 // editJSON decodes a tokenizer.json into generic maps, edits it and
@@ -72,6 +65,8 @@ type hostileJSON struct {
 	b    []byte
 	want string
 }
+
+func (c hostileJSON) Case() hostile.Case { return hostile.Case{Name: c.name, B: c.b, Want: c.want} }
 
 func hostileTokenizers(t testing.TB) []hostileJSON {
 	good, err := small(t).MarshalJSON()
@@ -124,24 +119,7 @@ func hostileTokenizers(t testing.TB) []hostileJSON {
 // what is wrong (a missing special token by name), never panics, and cost
 // no more than their size.
 func TestHostileTokenizers(t *testing.T) {
-	for _, c := range hostileTokenizers(t) {
-		var err error
-		n := allocated(func() {
-			defer func() {
-				if r := recover(); r != nil {
-					t.Errorf("%s: panic %v", c.name, r)
-					err = fmt.Errorf("panic")
-				}
-			}()
-			_, err = Parse(c.b)
-		})
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: error %v, want one saying %q", c.name, err, c.want)
-		}
-		if n > 200<<20 {
-			t.Errorf("%s: %d MB allocated", c.name, n>>20)
-		}
-	}
+	hostile.Check(t, hostile.Cases(hostileTokenizers(t)), 0, func(b []byte) error { _, err := Parse(b); return err })
 }
 
 // TestSpecialID: SpecialID names a missing special token; ID panics only

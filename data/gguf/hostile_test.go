@@ -5,24 +5,19 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
-	"runtime"
 	"strings"
 	"testing"
-)
 
-func allocated(f func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.ReadMemStats(&a)
-	f()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
-}
+	"qat/data/internal/hostile"
+)
 
 type hostileCase struct {
 	name string
 	b    []byte
 	want string // in the error
 }
+
+func (c hostileCase) Case() hostile.Case { return hostile.Case{Name: c.name, B: c.b, Want: c.want} }
 
 // builder writes GGUF pieces by hand.
 type builder struct{ b []byte }
@@ -136,31 +131,7 @@ func hostileGGUF(t testing.TB) []hostileCase {
 // TestHostileGGUF: every hostile file is an error naming the field at
 // fault and its value, never a panic, and costs under 200 MB.
 func TestHostileGGUF(t *testing.T) {
-	cases := hostileGGUF(t)
-	if len(cases) < 50 {
-		t.Fatalf("%d cases", len(cases))
-	}
-	for _, c := range cases {
-		var err error
-		n := allocated(func() {
-			defer func() {
-				if r := recover(); r != nil {
-					t.Errorf("%s: panic %v", c.name, r)
-					err = fmt.Errorf("panic")
-				}
-			}()
-			_, err = Parse(c.b)
-		})
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: error %v, want one saying %q", c.name, err, c.want)
-		}
-		if n > 200<<20 {
-			t.Errorf("%s: %d MB allocated", c.name, n>>20)
-		}
-		if testing.Verbose() {
-			t.Logf("%s: %d KB: %v", c.name, n>>10, err)
-		}
-	}
+	hostile.Check(t, hostile.Cases(hostileGGUF(t)), 50, func(b []byte) error { _, err := Parse(b); return err })
 }
 
 // TestArraysRoundTrip: arrays of every scalar type parse as typed slices

@@ -3,23 +3,19 @@ package safetensors
 import (
 	"encoding/binary"
 	"fmt"
-	"runtime"
-	"strings"
 	"testing"
-)
 
-func allocated(f func()) uint64 {
-	var a, b runtime.MemStats
-	runtime.ReadMemStats(&a)
-	f()
-	runtime.ReadMemStats(&b)
-	return b.TotalAlloc - a.TotalAlloc
-}
+	hostilecheck "qat/data/internal/hostile"
+)
 
 type hostileCase struct {
 	name string
 	b    []byte
 	want string
+}
+
+func (c hostileCase) Case() hostilecheck.Case {
+	return hostilecheck.Case{Name: c.name, B: c.b, Want: c.want}
 }
 
 func hostileSafetensors(t testing.TB) []hostileCase {
@@ -82,29 +78,5 @@ func hostileSafetensors(t testing.TB) []hostileCase {
 // TestHostileSafetensors: every hostile file is an error naming the tensor
 // and field at fault, never a panic, and costs under 200 MB.
 func TestHostileSafetensors(t *testing.T) {
-	cases := hostileSafetensors(t)
-	if len(cases) < 50 {
-		t.Fatalf("%d cases", len(cases))
-	}
-	for _, c := range cases {
-		var err error
-		n := allocated(func() {
-			defer func() {
-				if r := recover(); r != nil {
-					t.Errorf("%s: panic %v", c.name, r)
-					err = fmt.Errorf("panic")
-				}
-			}()
-			_, err = Parse(c.b)
-		})
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: error %v, want one saying %q", c.name, err, c.want)
-		}
-		if n > 200<<20 {
-			t.Errorf("%s: %d MB allocated", c.name, n>>20)
-		}
-		if testing.Verbose() {
-			t.Logf("%s: %d KB: %v", c.name, n>>10, err)
-		}
-	}
+	hostilecheck.Check(t, hostilecheck.Cases(hostileSafetensors(t)), 50, func(b []byte) error { _, err := Parse(b); return err })
 }
