@@ -39,6 +39,16 @@ func NewConst(data []float32, shape ...int) *Var {
 	return &Var{shape: append([]int(nil), shape...), x: data}
 }
 
+// NewShape returns a Var that has a shape and no value (Data nil, Size 0):
+// a parameter of a model described without allocating it
+// (layers.Describe), whose names and shapes loaders and configuration
+// checks read before anything is sized from a file. It takes no gradient
+// and no op accepts it.
+func NewShape(shape ...int) *Var {
+	size(shape) // panics on a negative dimension
+	return &Var{shape: append([]int(nil), shape...)}
+}
+
 // Data returns the value's backing slice.
 func (v *Var) Data() []float32 { return v.x }
 

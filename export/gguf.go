@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"qat/autograd"
 	"qat/data/bpe"
 	"qat/data/gguf"
 	"qat/kernels"
@@ -18,7 +19,6 @@ import (
 // is a matrix that takes the export's quantization.
 type tensorRef struct {
 	gguf   string
-	hf     string // the parameter's checkpoint name
 	w      []float32
 	rows   int // out dimension (ne[1]); 1 for vectors
 	cols   int // in dimension (ne[0])
@@ -36,53 +36,36 @@ func (r tensorRef) dims() []uint64 {
 }
 
 // ggufLayout lists the GGUF tensors of a llama of config c in file order,
-// without weights: the names, shapes and roles a file must match before
-// the model is allocated. c must be valid.
-func ggufLayout(c layers.Config) []tensorRef {
-	kv := c.HeadDim() * c.KVHeads
-	vec := func(gg, hf string) tensorRef { return tensorRef{gguf: gg, hf: hf, rows: 1, cols: c.Dim} }
-	mat := func(gg, hf string, rows, cols, perm int) tensorRef {
-		return tensorRef{gguf: gg, hf: hf, rows: rows, cols: cols, matrix: true, permK: perm}
-	}
-	ts := []tensorRef{{gguf: "token_embd.weight", hf: "model.embed_tokens.weight", rows: c.Vocab, cols: c.Dim}}
-	for i := 0; i < c.Layers; i++ {
-		p, h := fmt.Sprintf("blk.%d.", i), fmt.Sprintf("model.layers.%d.", i)
-		ts = append(ts,
-			vec(p+"attn_norm.weight", h+"input_layernorm.weight"),
-			mat(p+"attn_q.weight", h+"self_attn.q_proj.weight", c.Dim, c.Dim, c.Heads),
-			mat(p+"attn_k.weight", h+"self_attn.k_proj.weight", kv, c.Dim, c.KVHeads),
-			mat(p+"attn_v.weight", h+"self_attn.v_proj.weight", kv, c.Dim, 0),
-			mat(p+"attn_output.weight", h+"self_attn.o_proj.weight", c.Dim, c.Dim, 0),
-			vec(p+"ffn_norm.weight", h+"post_attention_layernorm.weight"),
-			mat(p+"ffn_gate.weight", h+"mlp.gate_proj.weight", c.FFNHidden, c.Dim, 0),
-			mat(p+"ffn_up.weight", h+"mlp.up_proj.weight", c.FFNHidden, c.Dim, 0),
-			mat(p+"ffn_down.weight", h+"mlp.down_proj.weight", c.Dim, c.FFNHidden, 0))
-	}
-	ts = append(ts, vec("output_norm.weight", "model.norm.weight"))
-	if !c.Tied {
-		t := mat("output.weight", "lm_head.weight", c.Vocab, c.Dim, 0)
-		t.matrix = false // like the embedding: kept at the export's embedding type
-		ts = append(ts, t)
-	}
-	return ts
-}
+// without weights (layers.Describe): the names, shapes and roles a file
+// must match before the model is allocated. c must be valid.
+func ggufLayout(c layers.Config) []tensorRef { return layout(layers.Describe(c)) }
 
-// modelTensors is m's ggufLayout with its weights and linears bound. A
-// linear without a float32 weight (LR-QAT) has w nil.
-func modelTensors(m *layers.Model) []tensorRef {
-	ps := m.ParamMap()
-	lins := map[string]*layers.Linear{}
+// layout lists m's GGUF tensors (the parameters with GGUF names, in
+// order) with their weights and linears bound. A linear without a float32
+// weight (LR-QAT) is left out.
+func layout(m *layers.Model) []tensorRef {
+	lins := map[*autograd.Var]*layers.Linear{}
 	for _, nl := range m.Linears() {
-		lins[nl.Name+".weight"] = nl.Linear
+		if nl.Linear.Weight != nil {
+			lins[nl.Linear.Weight] = nl.Linear
+		}
 	}
-	ts := ggufLayout(m.Config)
-	for i, t := range ts {
-		if v := ps[t.hf]; v != nil {
-			ts[i].w = v.Data()
+	// llama.cpp's rotary layout: q's rows permuted by heads, k's by kv heads
+	perm := map[*autograd.Var]int{}
+	for _, l := range m.Layers {
+		perm[l.Attn.Q.Weight], perm[l.Attn.K.Weight] = m.Heads, m.KVHeads
+	}
+	var ts []tensorRef
+	for _, p := range m.Params() {
+		if p.GGUF == "" {
+			continue
 		}
-		if l := lins[t.hf]; l != nil {
-			ts[i].lin = l
+		t := tensorRef{gguf: p.GGUF, w: p.Var.Data(), rows: 1, cols: p.Var.Shape()[0], permK: perm[p.Var], lin: lins[p.Var]}
+		if sh := p.Var.Shape(); len(sh) == 2 {
+			t.rows, t.cols = sh[0], sh[1]
 		}
+		t.matrix = t.lin != nil && t.lin != m.Head // an untied head is kept at the embedding's type
+		ts = append(ts, t)
 	}
 	return ts
 }
@@ -139,14 +122,14 @@ func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, 
 			return nil, fmt.Errorf("export %s: %w", quant, err)
 		}
 	}
-	for _, ln := range qat.Linears(m) {
-		if _, ok := ln.Layer.WeightQuant.(*qat.Outliers); ok {
+	for _, ln := range m.Linears() {
+		if _, ok := ln.Linear.WeightQuant.(*qat.Outliers); ok {
 			return nil, fmt.Errorf("export %s: %s keeps fp16 outliers beside its quantized weights (GWQ): GGUF's block formats cannot hold them; export --format safetensors-packed", quant, ln.Name)
 		}
-		if ln.Layer.Weight == nil {
+		if ln.Linear.Weight == nil {
 			return nil, fmt.Errorf("export %s: %s has LR-QAT adapters: qat merge the checkpoint first", quant, ln.Name)
 		}
-		if q, ok := ln.Layer.WeightQuant.(*qat.Quantizer); ok && kernels.Formats[q.Format].BlockElems > 1 && q.Format != f {
+		if q, ok := ln.Linear.WeightQuant.(*qat.Quantizer); ok && kernels.Formats[q.Format].BlockElems > 1 && q.Format != f {
 			return nil, fmt.Errorf("export %s: %s was trained on the %s grid: export it as %s to keep what it learned", quant, ln.Name, q.Format, q.Format)
 		}
 	}
@@ -167,7 +150,7 @@ func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, 
 		u32("general.alignment", gguf.Alignment),
 	}
 	file := &gguf.File{KVs: append(append(head, LlamaKVs(m.Config)...), kvs...)}
-	for _, t := range modelTensors(m) {
+	for _, t := range layout(m) {
 		w := t.w
 		if t.permK > 0 {
 			w = permuteRotary(w, t.rows, t.cols, t.permK, false)

@@ -96,8 +96,8 @@ func TestGGUFLossless(t *testing.T) {
 		if got := tok2.Encode(nil, text[:200]); len(got) == 0 || strings.Join(strings.Fields(mustDecode(t, tok2, got)), " ") != strings.Join(strings.Fields(text[:200]), " ") {
 			t.Errorf("%s: tokenizer does not round-trip", c.quant)
 		}
-		for i, ln := range qat.Linears(m) {
-			w := ln.Layer.Weight.Data()
+		for i, ln := range m.Linears() {
+			w := ln.Linear.Weight.Data()
 			wq := append([]float32(nil), w...)
 			mask := make([]uint8, len(w))
 			switch c.quant {
@@ -109,7 +109,7 @@ func TestGGUFLossless(t *testing.T) {
 			if ln.Name == "lm_head" {
 				wq = w // kept f32
 			}
-			got := qat.Linears(m2)[i].Layer.Weight.Data()
+			got := m2.Linears()[i].Linear.Weight.Data()
 			for j := range wq {
 				if math.Float32bits(got[j]) != math.Float32bits(wq[j]) && !(got[j] == 0 && wq[j] == 0) {
 					t.Fatalf("%s %s[%d]: %g from the GGUF, %g fake-quant", c.quant, ln.Name, j, got[j], wq[j])
@@ -299,12 +299,12 @@ func TestPackedSafetensorsLossless(t *testing.T) {
 		}
 		tp := autograd.NewTape()
 		tp.SetNoGrad(true)
-		for i, ln := range qat.Linears(m) {
-			want := ln.Layer.Weight.Data()
-			if ln.Layer.WeightQuant != nil {
-				want = ln.Layer.WeightQuant.Apply(tp, ln.Layer.Weight).Data()
+		for i, ln := range m.Linears() {
+			want := ln.Linear.Weight.Data()
+			if ln.Linear.WeightQuant != nil {
+				want = ln.Linear.WeightQuant.Apply(tp, ln.Linear.Weight).Data()
 			}
-			got := qat.Linears(m2)[i].Layer.Weight.Data()
+			got := m2.Linears()[i].Linear.Weight.Data()
 			for j := range want {
 				if math.Float32bits(got[j]) != math.Float32bits(want[j]) && !(got[j] == 0 && want[j] == 0) {
 					t.Fatalf("%s %s[%d]: %g unpacked, %g fake-quant", rules[0].Weights.Format, ln.Name, j, got[j], want[j])

@@ -12,8 +12,25 @@ import (
 	"qat/layers"
 )
 
+// embedGGUF and headGGUF are the GGUF names of the token embedding and an
+// untied output matrix (the model's tags): a GGUF's vocabulary is the
+// embedding's rows, and an output matrix makes it untied.
+var embedGGUF, headGGUF = func() (string, string) {
+	m := layers.Describe(layers.Config{Vocab: 1, Dim: 1, Layers: 1, Heads: 1, KVHeads: 1, FFNHidden: 1, MaxSeq: 1})
+	var embed, head string
+	for _, p := range m.Params() {
+		switch p.Var {
+		case m.Embed.Weight:
+			embed = p.GGUF
+		case m.Head.Weight:
+			head = p.GGUF
+		}
+	}
+	return embed, head
+}()
+
 // ggufKeys name, per Config field (YAML name), where a GGUF holds it.
-var ggufKeys = map[string]string{"vocab": "token_embd.weight's rows", "dim": "llama.embedding_length",
+var ggufKeys = map[string]string{"vocab": embedGGUF + "'s rows", "dim": "llama.embedding_length",
 	"layers": "llama.block_count", "heads": "llama.attention.head_count", "kv_heads": "llama.attention.head_count_kv",
 	"ffn_hidden": "llama.feed_forward_length", "max_seq": "llama.context_length", "rope_theta": "llama.rope.freq_base",
 	"norm_eps": "llama.attention.layer_norm_rms_epsilon"}
@@ -59,16 +76,16 @@ func ConfigOf(f *gguf.File) (layers.Config, error) {
 		}
 		c.RopeTheta = float64(th)
 	}
-	emb, ok := f.Tensor("token_embd.weight")
+	emb, ok := f.Tensor(embedGGUF)
 	if !ok || len(emb.Dims) != 2 {
-		return c, fmt.Errorf("token_embd.weight missing or not a matrix")
+		return c, fmt.Errorf("%s missing or not a matrix", embedGGUF)
 	}
 	if emb.Dims[1] > math.MaxInt32 {
-		return c, fmt.Errorf("token_embd.weight: %d rows (model.vocab) exceed the limit %d (--limits vocab=N raises it)",
-			emb.Dims[1], layers.CurrentLimits().Vocab)
+		return c, fmt.Errorf("%s: %d rows (model.vocab) exceed the limit %d (--limits vocab=N raises it)",
+			embedGGUF, emb.Dims[1], layers.CurrentLimits().Vocab)
 	}
 	c.Vocab = int(emb.Dims[1])
-	_, untied := f.Tensor("output.weight")
+	_, untied := f.Tensor(headGGUF)
 	c.Tied = !untied
 	if err := c.Validate(); err != nil {
 		var fe *layers.FieldError
@@ -102,7 +119,7 @@ func ggufTokenizer(m *layers.Model, f *gguf.File) (*bpe.Tokenizer, error) {
 		return nil, err
 	}
 	if tok.VocabSize() != m.Vocab {
-		return nil, fmt.Errorf("%d tokens, token_embd has %d rows", tok.VocabSize(), m.Vocab)
+		return nil, fmt.Errorf("%d tokens, %s has %d rows", tok.VocabSize(), embedGGUF, m.Vocab)
 	}
 	return tok, nil
 }
@@ -153,7 +170,7 @@ func ggufModel(f *gguf.File, unpackAll bool) (*layers.Model, error) {
 		}
 	}
 	m := layers.New(c)
-	for _, r := range modelTensors(m) {
+	for _, r := range layout(m) {
 		t, _ := f.Tensor(r.gguf)
 		tf, _ := kernels.FormatOfGGML(t.Type)
 		if !unpackAll && r.lin != nil && (tf == kernels.Q4_0 || tf == kernels.Q8_0) {
@@ -210,7 +227,7 @@ func TokenizerOf(f *gguf.File) (*bpe.Tokenizer, error) {
 // by rows).
 func Packed(m *layers.Model, f *gguf.File) map[*autograd.Var]layers.PackedWeight {
 	out := map[*autograd.Var]layers.PackedWeight{}
-	for _, r := range modelTensors(m) {
+	for _, r := range layout(m) {
 		t, ok := f.Tensor(r.gguf)
 		if !ok || r.lin == nil {
 			continue

@@ -69,15 +69,15 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string, force bo
 	var ts []safetensors.Tensor
 	done := map[string]bool{}
 	qc := quantConfig{Method: "compressed-tensors", Format: "pack-quantized", Groups: map[string]configGroup{}}
-	for _, ln := range qat.Linears(m) {
-		if ln.Layer.Weight == nil {
+	for _, ln := range m.Linears() {
+		if ln.Linear.Weight == nil {
 			return fmt.Errorf("export %s: LR-QAT adapters: qat merge the checkpoint first", ln.Name)
 		}
-		wdata := ln.Layer.Weight.Data()
-		q, ok := ln.Layer.WeightQuant.(*qat.Quantizer)
+		wdata := ln.Linear.Weight.Data()
+		q, ok := ln.Linear.WeightQuant.(*qat.Quantizer)
 		// GWQ: the kept weights go beside the codes as indices and fp16
 		// values; their codes are 0
-		o, hasOutliers := ln.Layer.WeightQuant.(*qat.Outliers)
+		o, hasOutliers := ln.Linear.WeightQuant.(*qat.Outliers)
 		if hasOutliers {
 			q, ok = o.Inner, true
 			wdata = append([]float32(nil), wdata...)
@@ -89,7 +89,7 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string, force bo
 			ts = append(ts, safetensors.FromI32(ln.Name+".weight_outlier_idx", []int{len(o.Idx)}, o.Idx),
 				safetensors.FromF16(ln.Name+".weight_outlier_val", []int{len(vals)}, vals))
 		}
-		tl, twoLevel := ln.Layer.WeightQuant.(*qat.TwoLevel)
+		tl, twoLevel := ln.Linear.WeightQuant.(*qat.TwoLevel)
 		if twoLevel {
 			q, ok = tl.Inner, true
 		}
@@ -97,7 +97,7 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string, force bo
 			qc.Ignore = append(qc.Ignore, ln.Name)
 			continue
 		}
-		w := ln.Layer.Weight
+		w := ln.Linear.Weight
 		out, in := w.Shape()[0], w.Shape()[1]
 		var codes []int8
 		var scales []float32
@@ -144,7 +144,7 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string, force bo
 		done[ln.Name+".weight"] = true
 		scheme := PackedScheme{Bits: bits, Type: "int", Symmetric: true, Strategy: strategy, GroupSize: gs, Restricted: q.Restricted && !twoLevel}
 		var act *ActScheme
-		if aq := ln.Layer.InputQuant; aq != nil {
+		if aq := ln.Linear.InputQuant; aq != nil {
 			if k, ok := aq.(*qat.Kurtosis); ok {
 				aq = k.Inner
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 
 	"qat/data/safetensors"
@@ -33,50 +34,27 @@ type frozenTensor struct {
 // frozen lists the quantizers' frozen tensors (FrozenState), by name.
 func (m *Model) frozen() []frozenTensor {
 	var out []frozenTensor
-	for _, nl := range m.Linears() {
-		for _, q := range []struct {
-			name string
-			q    Quantizer
-		}{{nl.Name + ".weight_quant", nl.Linear.WeightQuant}, {nl.Name + ".input_quant", nl.Linear.InputQuant}} {
-			fs, ok := q.q.(FrozenState)
-			if !ok {
-				continue
-			}
-			fr := fs.Frozen()
-			keys := make([]string, 0, len(fr))
-			for k := range fr {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			for _, k := range keys {
-				t := fr[k]
-				t.Name = q.name + "." + k
-				out = append(out, frozenTensor{t, fs, k})
-			}
+	m.walk(func(n node) bool {
+		if !n.quant {
+			return !n.isVar
 		}
-	}
-	return out
-}
-
-// NamedLinear is a linear layer with its checkpoint name.
-type NamedLinear struct {
-	Name   string
-	Linear *Linear
-}
-
-// Linears lists the model's linear layers (q/k/v/o, gate/up/down per
-// layer, then an untied head) with their checkpoint names.
-func (m *Model) Linears() []NamedLinear {
-	var out []NamedLinear
-	for i, L := range m.Layers {
-		p := fmt.Sprintf("model.layers.%d.", i)
-		out = append(out, NamedLinear{p + "self_attn.q_proj", L.Attn.Q}, NamedLinear{p + "self_attn.k_proj", L.Attn.K},
-			NamedLinear{p + "self_attn.v_proj", L.Attn.V}, NamedLinear{p + "self_attn.o_proj", L.Attn.O},
-			NamedLinear{p + "mlp.gate_proj", L.MLP.Gate}, NamedLinear{p + "mlp.up_proj", L.MLP.Up}, NamedLinear{p + "mlp.down_proj", L.MLP.Down})
-	}
-	if m.Head != nil {
-		out = append(out, NamedLinear{"lm_head", m.Head})
-	}
+		fs, ok := n.v.Interface().(FrozenState)
+		if !ok {
+			return false
+		}
+		fr := fs.Frozen()
+		keys := make([]string, 0, len(fr))
+		for k := range fr {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			t := fr[k]
+			t.Name = n.name() + "." + k
+			out = append(out, frozenTensor{t, fs, k})
+		}
+		return false
+	})
 	return out
 }
 
@@ -119,7 +97,7 @@ func (m *Model) LoadFrom(name string, f *safetensors.File) error {
 		if !ok {
 			return fmt.Errorf("%s: tensor %s missing", name, fr.t.Name)
 		}
-		if t.DType != fr.t.DType || !sameShape(t.Shape, fr.t.Shape) {
+		if t.DType != fr.t.DType || !slices.Equal(t.Shape, fr.t.Shape) {
 			return fmt.Errorf("%s: tensor %s: %s %v, model wants %s %v", name, fr.t.Name, t.DType, t.Shape, fr.t.DType, fr.t.Shape)
 		}
 		if err := fr.q.LoadFrozen(fr.k, t); err != nil {
@@ -137,7 +115,7 @@ func checkTensor(t safetensors.Tensor, ok bool, name string, want []int) error {
 		return fmt.Errorf("tensor %s missing", name)
 	case t.DType != "F32":
 		return fmt.Errorf("tensor %s: dtype %s, model wants F32", name, t.DType)
-	case !sameShape(t.Shape, want):
+	case !slices.Equal(t.Shape, want):
 		return fmt.Errorf("tensor %s: shape %v, model wants %v", name, t.Shape, want)
 	}
 	return nil

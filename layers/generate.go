@@ -263,14 +263,11 @@ func NewStepper(m *Model) Stepper {
 		if l.Attn.KQuant != nil {
 			return &prefixDecoder{m: m, tape: noGradTape()}
 		}
-		for _, lin := range []*Linear{l.Attn.Q, l.Attn.K, l.Attn.V, l.Attn.O, l.MLP.Gate, l.MLP.Up, l.MLP.Down} {
-			if lin.Quantized() {
-				return &prefixDecoder{m: m, tape: noGradTape()}
-			}
-		}
 	}
-	if m.Head != nil && m.Head.Quantized() {
-		return &prefixDecoder{m: m, tape: noGradTape()}
+	for _, nl := range m.Linears() {
+		if nl.Linear.Quantized() {
+			return &prefixDecoder{m: m, tape: noGradTape()}
+		}
 	}
 	return NewDecoder(m)
 }

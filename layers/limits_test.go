@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/big"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func TestShapesMatchNew(t *testing.T) {
 			t.Fatalf("%+v: %d parameters, Shapes lists %d", c, len(ps), len(ss))
 		}
 		for i := range ps {
-			if ps[i].Name != ss[i].Name || !sameShape(ps[i].Var.Shape(), ss[i].Shape) {
+			if ps[i].Name != ss[i].Name || !slices.Equal(ps[i].Var.Shape(), ss[i].Shape) {
 				t.Errorf("%+v: parameter %d is %s %v, Shapes says %s %v", c, i, ps[i].Name, ps[i].Var.Shape(), ss[i].Name, ss[i].Shape)
 			}
 		}

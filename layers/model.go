@@ -53,7 +53,7 @@ func sameQuant(a, b Quantizer) bool {
 // Linear is a bias-free linear layer, y = x W^T, W (out, in). With
 // quantizers attached (qat.Prepare) it computes Q_in(x) Q_w(W)^T.
 type Linear struct {
-	Weight *autograd.Var `st:"weight"`
+	Weight *autograd.Var `st:"weight" gguf:"weight"`
 	// WeightQuant and InputQuant are nil for a full-precision layer; their
 	// learned state is checkpointed as NAME.weight_quant.step and so on.
 	WeightQuant Quantizer `st:"weight_quant,quant"`
@@ -135,12 +135,12 @@ func linearCat(ops autograd.Ops, x *autograd.Var, ls ...*Linear) []*autograd.Var
 
 // Embedding is a token table (vocab, dim).
 type Embedding struct {
-	Weight *autograd.Var `st:"weight"`
+	Weight *autograd.Var `st:"weight" gguf:"weight"`
 }
 
 // RMSNorm scales each row to unit root-mean-square, then by Weight.
 type RMSNorm struct {
-	Weight *autograd.Var `st:"weight"`
+	Weight *autograd.Var `st:"weight" gguf:"weight"`
 	Eps    float32
 }
 
@@ -149,12 +149,13 @@ func (n *RMSNorm) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
 	return ops.RMSNorm(x, n.Weight, n.Eps)
 }
 
-// Attention is causal grouped-query self-attention with RoPE.
+// Attention is causal grouped-query self-attention with RoPE. Q, K and V
+// read the same input (their input tag names the group).
 type Attention struct {
-	Q *Linear `st:"q_proj"`
-	K *Linear `st:"k_proj"`
-	V *Linear `st:"v_proj"`
-	O *Linear `st:"o_proj"`
+	Q *Linear `st:"q_proj" gguf:"attn_q" input:"qkv"`
+	K *Linear `st:"k_proj" gguf:"attn_k" input:"qkv"`
+	V *Linear `st:"v_proj" gguf:"attn_v" input:"qkv"`
+	O *Linear `st:"o_proj" gguf:"attn_output"`
 	// KQuant and VQuant fake-quantize the keys (after RoPE) and values,
 	// what a quantized KV cache stores; nil keeps them in full precision.
 	KQuant Quantizer `st:"k_cache_quant,quant"`
@@ -181,9 +182,9 @@ func (a *Attention) Forward(ops autograd.Ops, x *autograd.Var, pos []int32, res 
 // MLP is the SwiGLU feed-forward block: down(silu(gate(x)) * up(x)).
 // Gate and up run as one product when packed (see New).
 type MLP struct {
-	Gate *Linear `st:"gate_proj"`
-	Up   *Linear `st:"up_proj"`
-	Down *Linear `st:"down_proj"`
+	Gate *Linear `st:"gate_proj" gguf:"ffn_gate" input:"gate_up"`
+	Up   *Linear `st:"up_proj" gguf:"ffn_up" input:"gate_up"`
+	Down *Linear `st:"down_proj" gguf:"ffn_down"`
 }
 
 // Forward returns res + mlp(x), the down projection adding into the
@@ -196,12 +197,13 @@ func (m *MLP) Forward(ops autograd.Ops, x, res *autograd.Var) *autograd.Var {
 	return m.Down.ForwardAdd(ops, ops.SwiGLU(gu[0], gu[1]), res)
 }
 
-// Layer is one pre-norm transformer block.
+// Layer is one pre-norm transformer block. GGUF names the attention and
+// MLP tensors directly under the block (blk.3.attn_q).
 type Layer struct {
-	AttnNorm *RMSNorm   `st:"input_layernorm"`
-	Attn     *Attention `st:"self_attn"`
-	MLPNorm  *RMSNorm   `st:"post_attention_layernorm"`
-	MLP      *MLP       `st:"mlp"`
+	AttnNorm *RMSNorm   `st:"input_layernorm" gguf:"attn_norm"`
+	Attn     *Attention `st:"self_attn" gguf:""`
+	MLPNorm  *RMSNorm   `st:"post_attention_layernorm" gguf:"ffn_norm"`
+	MLP      *MLP       `st:"mlp" gguf:""`
 }
 
 // Forward: h = x + attn(norm(x)); out = h + mlp(norm(h)).
@@ -218,12 +220,12 @@ type Options struct {
 
 // Model is a Llama decoder.
 type Model struct {
-	Embed  *Embedding `st:"model.embed_tokens"`
-	Layers []*Layer   `st:"model.layers"`
-	Norm   *RMSNorm   `st:"model.norm"`
+	Embed  *Embedding `st:"model.embed_tokens" gguf:"token_embd"`
+	Layers []*Layer   `st:"model.layers" gguf:"blk"`
+	Norm   *RMSNorm   `st:"model.norm" gguf:"output_norm"`
 	// Head is the output projection; with tied embeddings it is nil and the
 	// embedding table serves as lm_head.
-	Head *Linear `st:"lm_head,optional"`
+	Head *Linear `st:"lm_head,optional" gguf:"output"`
 	*Options
 	pos []int32
 }
@@ -234,17 +236,40 @@ func New(c Config) *Model {
 	if err := c.Validate(); err != nil {
 		panic("layers: " + err.Error())
 	}
-	o := &Options{Config: c, rope: autograd.NewRoPETable(c.HeadDim(), c.MaxSeq, c.RopeTheta)}
-	lin := func(out, in int) *Linear { return &Linear{Weight: autograd.NewParam(out, in)} }
-	norm := func() *RMSNorm {
-		n := &RMSNorm{Weight: autograd.NewParam(c.Dim), Eps: float32(c.NormEps)}
-		for i := range n.Weight.Data() {
-			n.Weight.Data()[i] = 1
+	m := build(&Options{Config: c, rope: autograd.NewRoPETable(c.HeadDim(), c.MaxSeq, c.RopeTheta)}, autograd.NewParam)
+	for _, p := range m.Params() {
+		if len(p.Var.Shape()) == 1 { // norms start at 1
+			for i := range p.Var.Data() {
+				p.Var.Data()[i] = 1
+			}
 		}
-		return n
 	}
+	// One arena for weights and one for gradients, in checkpoint order:
+	// q/k/v and gate/up sit next to each other and run as one product each
+	// (LinearCat); the optimizer and checkpoints see flat memory.
+	vars := make([]*autograd.Var, 0, 2+9*c.Layers)
+	for _, p := range m.Params() {
+		vars = append(vars, p.Var)
+	}
+	autograd.Pack(vars)
+	return m
+}
+
+// Describe returns the model New(c) builds without its weights: every
+// parameter has its shape and no value (autograd.NewShape). Loaders check
+// files, and configurations their rules, against its names and shapes
+// before anything is allocated; it cannot run.
+func Describe(c Config) *Model {
+	return build(&Options{Config: c}, autograd.NewShape)
+}
+
+// build lays out the model of o.Config with parameters from param.
+func build(o *Options, param func(shape ...int) *autograd.Var) *Model {
+	c := o.Config
+	lin := func(out, in int) *Linear { return &Linear{Weight: param(out, in)} }
+	norm := func() *RMSNorm { return &RMSNorm{Weight: param(c.Dim), Eps: float32(c.NormEps)} }
 	kv := c.HeadDim() * c.KVHeads
-	m := &Model{Embed: &Embedding{Weight: autograd.NewParam(c.Vocab, c.Dim)}, Norm: norm(), Options: o}
+	m := &Model{Embed: &Embedding{Weight: param(c.Vocab, c.Dim)}, Norm: norm(), Options: o}
 	for i := 0; i < c.Layers; i++ {
 		m.Layers = append(m.Layers, &Layer{
 			AttnNorm: norm(),
@@ -256,14 +281,6 @@ func New(c Config) *Model {
 	if !c.Tied {
 		m.Head = lin(c.Vocab, c.Dim)
 	}
-	// One arena for weights and one for gradients, in checkpoint order:
-	// q/k/v and gate/up sit next to each other and run as one product each
-	// (LinearCat); the optimizer and checkpoints see flat memory.
-	vars := make([]*autograd.Var, 0, 2+9*c.Layers)
-	for _, p := range m.Params() {
-		vars = append(vars, p.Var)
-	}
-	autograd.Pack(vars)
 	return m
 }
 
@@ -278,21 +295,23 @@ func (m *Model) Init(seed uint64) {
 			v.Data()[i] = float32(rng.NormFloat64() * std)
 		}
 	}
+	residual := map[*autograd.Var]bool{} // the projections that add into the residual stream
+	for _, l := range m.Layers {
+		residual[l.Attn.O.Weight], residual[l.MLP.Down.Weight] = true, true
+	}
 	for _, p := range m.Params() {
 		switch {
 		case len(p.Var.Shape()) == 1:
 			for i := range p.Var.Data() {
 				p.Var.Data()[i] = 1
 			}
-		case hasSuffix(p.Name, "o_proj.weight"), hasSuffix(p.Name, "down_proj.weight"):
+		case residual[p.Var]:
 			fill(p.Var, resid)
 		default:
 			fill(p.Var, 0.02)
 		}
 	}
 }
-
-func hasSuffix(s, suf string) bool { return len(s) >= len(suf) && s[len(s)-len(suf):] == suf }
 
 // positions returns 0..T-1 repeated B times, cached.
 func (m *Model) positions(B, T int) []int32 {

@@ -59,8 +59,8 @@ func activationQuantizers(m *layers.Model) []*Quantizer {
 			out = append(out, qq)
 		}
 	}
-	for _, ln := range linears(m) {
-		add(ln.l.InputQuant)
+	for _, ln := range m.Linears() {
+		add(ln.Linear.InputQuant)
 	}
 	for _, L := range m.Layers {
 		add(L.Attn.KQuant)

@@ -306,36 +306,31 @@ func GPTQTarget(q *Quantizer, base GPTQConfig) (GPTQConfig, bool) {
 // block. It returns the number of layers quantized.
 func ApplyGPTQ(m *layers.Model, base GPTQConfig, run func() error, done func(block int)) (int, error) {
 	n := 0
-	type group struct {
-		ls   []*layers.Linear
-		name string
-	}
-	var blocks [][]group
-	for i, L := range m.Layers {
-		p := fmt.Sprintf("model.layers.%d.", i)
-		blocks = append(blocks, []group{{[]*layers.Linear{L.Attn.Q, L.Attn.K, L.Attn.V}, p + "self_attn.qkv"},
-			{[]*layers.Linear{L.Attn.O}, p + "self_attn.o_proj"}, {[]*layers.Linear{L.MLP.Gate, L.MLP.Up}, p + "mlp.gate_up"},
-			{[]*layers.Linear{L.MLP.Down}, p + "mlp.down_proj"}})
-	}
-	if m.Head != nil {
-		blocks = append(blocks, []group{{[]*layers.Linear{m.Head}, "lm_head"}})
+	// the input groups of each decoder layer, then those outside (lm_head)
+	var blocks [][]layers.InputGroup
+	groups := m.InputGroups()
+	for i, g := range groups {
+		if i == 0 || g.Layer != groups[i-1].Layer {
+			blocks = append(blocks, nil)
+		}
+		blocks[len(blocks)-1] = append(blocks[len(blocks)-1], g)
 	}
 	for bi, blk := range blocks {
 		var taps []*hessianTap
-		var targets []group
+		var targets []layers.InputGroup
 		for _, g := range blk {
 			var want bool
-			for _, l := range g.ls {
+			for _, l := range g.Linears {
 				_, ok := GPTQTarget(weightQuantizer(l), base)
 				want = want || ok
 			}
 			if !want {
 				continue
 			}
-			t := &hessianTap{Inner: g.ls[0].InputQuant, H: NewHessian(g.ls[0].Weight.Shape()[1])}
-			for _, l := range g.ls {
+			t := &hessianTap{Inner: g.Linears[0].InputQuant, H: NewHessian(g.Linears[0].Weight.Shape()[1])}
+			for _, l := range g.Linears {
 				if l.InputQuant != t.Inner && !sameQuant(l.InputQuant, t.Inner) {
-					return n, fmt.Errorf("gptq: %s: linears that share an input have different input quantizers", g.name)
+					return n, fmt.Errorf("gptq: %s: linears that share an input have different input quantizers", g.Name)
 				}
 				l.InputQuant = t
 			}
@@ -347,7 +342,7 @@ func ApplyGPTQ(m *layers.Model, base GPTQConfig, run func() error, done func(blo
 		}
 		err := run()
 		for i, g := range targets {
-			for _, l := range g.ls {
+			for _, l := range g.Linears {
 				l.InputQuant = taps[i].Inner
 			}
 		}
@@ -356,9 +351,9 @@ func ApplyGPTQ(m *layers.Model, base GPTQConfig, run func() error, done func(blo
 		}
 		for i, g := range targets {
 			if taps[i].H.N == 0 {
-				return n, fmt.Errorf("gptq: %s saw no calibration input", g.name)
+				return n, fmt.Errorf("gptq: %s saw no calibration input", g.Name)
 			}
-			for _, l := range g.ls {
+			for _, l := range g.Linears {
 				q := weightQuantizer(l)
 				c, ok := GPTQTarget(q, base)
 				if !ok {
@@ -374,7 +369,7 @@ func ApplyGPTQ(m *layers.Model, base GPTQConfig, run func() error, done func(blo
 				}
 				_, scales, err := GPTQ(l.Weight.Data(), sh[0], sh[1], taps[i].H, c)
 				if err != nil {
-					return n, fmt.Errorf("%s: %w", g.name, err)
+					return n, fmt.Errorf("%s: %w", g.Name, err)
 				}
 				spec := q.Spec
 				spec.Scale = "lsq"

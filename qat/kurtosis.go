@@ -160,10 +160,10 @@ type KurtosisConfig struct {
 // input quantizers.
 func Taps(m *layers.Model, cfg KurtosisConfig) (map[string]*Kurtosis, error) {
 	out := map[string]*Kurtosis{}
-	for _, ln := range linears(m) {
-		k := &Kurtosis{Target: cfg.Target, Inner: ln.l.InputQuant}
+	for _, ln := range m.Linears() {
+		k := &Kurtosis{Target: cfg.Target, Inner: ln.Linear.InputQuant}
 		if cfg.Coef > 0 {
-			ok, err := pathMatch(cfg.Match, ln.name)
+			ok, err := pathMatch(cfg.Match, ln.Name)
 			if err != nil {
 				return nil, err
 			}
@@ -171,8 +171,8 @@ func Taps(m *layers.Model, cfg KurtosisConfig) (map[string]*Kurtosis, error) {
 				k.Coef = cfg.Coef
 			}
 		}
-		ln.l.InputQuant = k
-		out[ln.name] = k
+		ln.Linear.InputQuant = k
+		out[ln.Name] = k
 	}
 	return out, nil
 }

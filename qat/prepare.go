@@ -76,40 +76,6 @@ func PresetNames() string {
 	return strings.Join(names, ", ")
 }
 
-// NamedLinear is a linear layer and its checkpoint name
-// (model.layers.3.self_attn.q_proj, lm_head).
-type NamedLinear struct {
-	Name  string
-	Layer *layers.Linear
-}
-
-// Linears lists the model's linear layers by name, in checkpoint order.
-func Linears(m *layers.Model) []NamedLinear {
-	var out []NamedLinear
-	for _, ln := range linears(m) {
-		out = append(out, NamedLinear{ln.name, ln.l})
-	}
-	return out
-}
-
-// linears lists the model's linear layers by name.
-func linears(m *layers.Model) []struct {
-	name string
-	l    *layers.Linear
-} {
-	var out []struct {
-		name string
-		l    *layers.Linear
-	}
-	for _, nl := range m.Linears() {
-		out = append(out, struct {
-			name string
-			l    *layers.Linear
-		}{nl.Name, nl.Linear})
-	}
-	return out
-}
-
 // target is a linear layer (or, with out 0, an attention module's KV
 // cache of in values per token) that rules are matched against.
 type target struct {
@@ -208,20 +174,28 @@ func fits(spec Spec, row, n int) error {
 }
 
 // CheckRules reports what Prepare would report for rules on a model of
-// config c (valid), without building it: config files are checked this
-// way, whatever the model's size.
+// config c (valid), without building it (layers.Describe): config files
+// are checked this way, whatever the model's size.
 func CheckRules(c layers.Config, rules []Rule) error {
-	var lins, attns []target
-	for _, s := range c.Shapes() {
-		if len(s.Shape) == 2 && s.Name != "model.embed_tokens.weight" {
-			lins = append(lins, target{name: strings.TrimSuffix(s.Name, ".weight"), out: s.Shape[0], in: s.Shape[1]})
-		}
-	}
-	for li := 0; li < c.Layers; li++ {
-		attns = append(attns, target{name: fmt.Sprintf("model.layers.%d.self_attn", li), in: c.KVHeads * c.HeadDim()})
-	}
+	lins, attns := targets(layers.Describe(c))
 	_, _, err := plan(rules, lins, attns)
 	return err
+}
+
+// targets are the linears and attention modules of m that rules match.
+func targets(m *layers.Model) (lins, attns []target) {
+	for _, nl := range m.Linears() {
+		if nl.Linear.Weight == nil {
+			lins = append(lins, target{name: nl.Name, noWeight: true})
+			continue
+		}
+		sh := nl.Linear.Weight.Shape()
+		lins = append(lins, target{name: nl.Name, out: sh[0], in: sh[1]})
+	}
+	for _, na := range m.Attentions() {
+		attns = append(attns, target{name: na.Name, in: na.Attention.KVHeads * na.Attention.HeadDim()})
+	}
+	return lins, attns
 }
 
 // Prepare attaches quantizers to m by rules (torchao's prepare step). A
@@ -229,19 +203,8 @@ func CheckRules(c layers.Config, rules []Rule) error {
 // not divide a layer's input is an error naming the rule, and m is left as
 // it was; LSQ steps start from the weights.
 func Prepare(m *layers.Model, rules []Rule) error {
-	lns := linears(m)
-	var lins, attns []target
-	for _, ln := range lns {
-		if ln.l.Weight == nil {
-			lins = append(lins, target{name: ln.name, noWeight: true})
-			continue
-		}
-		sh := ln.l.Weight.Shape()
-		lins = append(lins, target{name: ln.name, out: sh[0], in: sh[1]})
-	}
-	for li, L := range m.Layers {
-		attns = append(attns, target{name: fmt.Sprintf("model.layers.%d.self_attn", li), in: L.Attn.KVHeads * L.Attn.HeadDim()})
-	}
+	lns, nas := m.Linears(), m.Attentions()
+	lins, attns := targets(m)
 	linRule, attnRule, err := plan(rules, lins, attns)
 	if err != nil {
 		return err
@@ -251,12 +214,12 @@ func Prepare(m *layers.Model, rules []Rule) error {
 			continue
 		}
 		i, r := linRule[k], rules[linRule[k]]
-		w := ln.l.Weight
+		w := ln.Linear.Weight
 		out, in := w.Shape()[0], w.Shape()[1]
 		if r.Weights != nil {
 			q, err := NewQuantizer(*r.Weights, in, out*in)
 			if err != nil {
-				return fmt.Errorf("quant.rules[%d].weights on %s: %v", i, ln.name, err)
+				return fmt.Errorf("quant.rules[%d].weights on %s: %v", i, ln.Name, err)
 			}
 			if r.Weights.Outliers > 0 {
 				// kept weights by magnitude (GWQ's gradients replace
@@ -271,36 +234,36 @@ func Prepare(m *layers.Model, rules []Rule) error {
 					wz[i] = 0
 				}
 				q.Init(wz)
-				ln.l.WeightQuant = o
+				ln.Linear.WeightQuant = o
 			} else {
 				q.Init(w.Data())
-				ln.l.WeightQuant = q
+				ln.Linear.WeightQuant = q
 				if r.Weights.TwoLevel {
-					ln.l.WeightQuant = &TwoLevel{Inner: q}
+					ln.Linear.WeightQuant = &TwoLevel{Inner: q}
 				}
 			}
 		}
 		if r.Activations != nil {
 			q, err := NewQuantizer(*r.Activations, in, in)
 			if err != nil {
-				return fmt.Errorf("quant.rules[%d].activations on %s: %v", i, ln.name, err)
+				return fmt.Errorf("quant.rules[%d].activations on %s: %v", i, ln.Name, err)
 			}
 			q.Activation = true
-			ln.l.InputQuant = q
+			ln.Linear.InputQuant = q
 		}
 	}
-	for li, L := range m.Layers {
-		if attnRule[li] < 0 {
+	for k, na := range nas {
+		if attnRule[k] < 0 {
 			continue
 		}
-		i, r := attnRule[li], rules[attnRule[li]]
-		row := attns[li].in
+		i, r := attnRule[k], rules[attnRule[k]]
+		row, a := attns[k].in, na.Attention
 		var err error
-		if L.Attn.KQuant, err = kvQuantizer(*r.KVCache, row); err == nil {
-			L.Attn.VQuant, err = kvQuantizer(*r.KVCache, row)
+		if a.KQuant, err = kvQuantizer(*r.KVCache, row); err == nil {
+			a.VQuant, err = kvQuantizer(*r.KVCache, row)
 		}
 		if err != nil {
-			return fmt.Errorf("quant.rules[%d].kv_cache on %s: %v", i, attns[li].name, err)
+			return fmt.Errorf("quant.rules[%d].kv_cache on %s: %v", i, na.Name, err)
 		}
 	}
 	return nil

@@ -38,11 +38,11 @@ func TestPrepareQ4_0EqualsQuantizedWeights(t *testing.T) {
 	for i, p := range m.Params() {
 		copy(ref.Params()[i].Var.Data(), p.Var.Data())
 	}
-	for _, ln := range linears(ref) {
-		if ln.name == "lm_head" {
+	for _, ln := range ref.Linears() {
+		if ln.Linear == ref.Head {
 			continue
 		}
-		w := ln.l.Weight.Data()
+		w := ln.Linear.Weight.Data()
 		mask := make([]uint8, len(w))
 		kernels.FakeQuantQ4_0(w, mask, append([]float32(nil), w...))
 	}
@@ -318,9 +318,9 @@ func TestSharedInputQuantization(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !share {
-			for _, ln := range Linears(m) {
-				if ln.Layer.InputQuant != nil {
-					ln.Layer.InputQuant = noShare{ln.Layer.InputQuant}
+			for _, ln := range m.Linears() {
+				if ln.Linear.InputQuant != nil {
+					ln.Linear.InputQuant = noShare{ln.Linear.InputQuant}
 				}
 			}
 		}

@@ -70,8 +70,7 @@ func (t *smoothTap) SameAs(o layers.Quantizer) bool  { return o == layers.Quanti
 // scales fold: the RMSNorm weight before them, or the rows of the linear
 // whose output they read.
 type smoothGroup struct {
-	name string
-	ls   []*layers.Linear
+	layers.InputGroup
 	norm *layers.RMSNorm
 	prev *layers.Linear
 }
@@ -90,31 +89,42 @@ type smoothGroup struct {
 // groups smoothed (some channel scale above 1).
 func Smooth(m *layers.Model, c SmoothConfig, run func() error) (int, error) {
 	var groups []smoothGroup
-	for i, L := range m.Layers {
-		p := fmt.Sprintf("model.layers.%d.", i)
-		groups = append(groups, smoothGroup{p + "self_attn.qkv", []*layers.Linear{L.Attn.Q, L.Attn.K, L.Attn.V}, L.AttnNorm, nil},
-			smoothGroup{p + "mlp.gate_up", []*layers.Linear{L.MLP.Gate, L.MLP.Up}, L.MLPNorm, nil},
-			smoothGroup{p + "mlp.down_proj", []*layers.Linear{L.MLP.Down}, nil, L.MLP.Up})
-		if L.Attn.Heads == L.Attn.KVHeads {
-			groups = append(groups, smoothGroup{p + "self_attn.o_proj", []*layers.Linear{L.Attn.O}, nil, L.Attn.V})
+	for _, g := range m.InputGroups() {
+		if g.Layer < 0 {
+			continue // lm_head: no norm or linear before it to fold into
 		}
+		L, first := m.Layers[g.Layer], g.Linears[0]
+		sg := smoothGroup{InputGroup: g}
+		switch {
+		case first == L.Attn.Q:
+			sg.norm = L.AttnNorm
+		case first == L.MLP.Gate:
+			sg.norm = L.MLPNorm
+		case first == L.MLP.Down:
+			sg.prev = L.MLP.Up
+		case first == L.Attn.O && L.Attn.Heads == L.Attn.KVHeads:
+			sg.prev = L.Attn.V
+		default:
+			continue
+		}
+		groups = append(groups, sg)
 	}
 	var todo []smoothGroup
 	var taps []*smoothTap
 	saved := map[*layers.Linear]layers.Quantizer{}
 	for _, g := range groups {
 		ok := true
-		for _, l := range g.ls {
+		for _, l := range g.Linears {
 			w := weightQuantizer(l)
 			a, aok := l.InputQuant.(*Quantizer)
 			ok = ok && w != nil && aok && w.Format == kernels.Int && w.Symmetric && a.Format == kernels.Int &&
-				(l == g.ls[0] || l.InputQuant == g.ls[0].InputQuant || sameQuant(l.InputQuant, g.ls[0].InputQuant))
+				(l == g.Linears[0] || l.InputQuant == g.Linears[0].InputQuant || sameQuant(l.InputQuant, g.Linears[0].InputQuant))
 		}
 		if !ok {
 			continue
 		}
-		t := newSmoothTap(g.ls[0].InputQuant, g.ls[0].Weight.Shape()[1], c.Rows)
-		for _, l := range g.ls {
+		t := newSmoothTap(g.Linears[0].InputQuant, g.Linears[0].Weight.Shape()[1], c.Rows)
+		for _, l := range g.Linears {
 			saved[l] = l.InputQuant
 			l.InputQuant = t
 		}
@@ -132,14 +142,14 @@ func Smooth(m *layers.Model, c SmoothConfig, run func() error) (int, error) {
 	for i, g := range todo {
 		t := taps[i]
 		if t.n == 0 {
-			return n, fmt.Errorf("smooth: %s saw no calibration input", g.name)
+			return n, fmt.Errorf("smooth: %s saw no calibration input", g.Name)
 		}
 		s := bestSmoothing(g, t, c)
 		if s == nil {
 			continue
 		}
 		cols := t.cols
-		for _, l := range g.ls {
+		for _, l := range g.Linears {
 			w := l.Weight.Data()
 			for r := 0; r < len(w)/cols; r++ {
 				for j := 0; j < cols; j++ {
@@ -173,7 +183,7 @@ func bestSmoothing(g smoothGroup, t *smoothTap, c SmoothConfig) []float32 {
 		amax = max(amax, -t.lo[j], t.hi[j])
 	}
 	var W []float32 // the group's weights, rows stacked
-	for _, l := range g.ls {
+	for _, l := range g.Linears {
 		W = append(W, l.Weight.Data()...)
 	}
 	out := len(W) / cols
@@ -184,7 +194,7 @@ func bestSmoothing(g smoothGroup, t *smoothTap, c SmoothConfig) []float32 {
 	// the weights are scored on their minmax grid: fixed steps (lsq, mse)
 	// would be the unsmoothed weights' (GPTQ sets them afterwards)
 	minmax := map[*layers.Linear]*Quantizer{}
-	for _, l := range g.ls {
+	for _, l := range g.Linears {
 		spec := weightQuantizer(l).Spec
 		spec.Scale, spec.TwoLevel, spec.Outliers = "minmax", false, 0
 		q, err := NewQuantizer(spec, cols, l.Weight.Size())
@@ -201,9 +211,9 @@ func bestSmoothing(g smoothGroup, t *smoothTap, c SmoothConfig) []float32 {
 				xs[r*cols+j] = t.sample[r*cols+j] / s[j]
 			}
 		}
-		xq := g.ls[0].InputQuant.Apply(tp, autograd.NewConst(xs, rows, cols)).Data()
+		xq := g.Linears[0].InputQuant.Apply(tp, autograd.NewConst(xs, rows, cols)).Data()
 		off := 0
-		for _, l := range g.ls {
+		for _, l := range g.Linears {
 			n := l.Weight.Size()
 			for i := off; i < off+n; i++ {
 				ws[i] = W[i] * s[(i-off)%cols]

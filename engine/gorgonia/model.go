@@ -53,9 +53,9 @@ func (openBLAS) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []flo
 // Supported reports why m cannot be built as a Gorgonia graph, nil if it
 // can: every quantizer must be a qat.Quantizer on a linear layer.
 func Supported(m *layers.Model) error {
-	for i, l := range m.Layers {
-		if l.Attn.KQuant != nil || l.Attn.VQuant != nil {
-			return fmt.Errorf("model.layers.%d: the gorgonia engine has no KV-cache quantizers", i)
+	for _, a := range m.Attentions() {
+		if a.Attention.KQuant != nil || a.Attention.VQuant != nil {
+			return fmt.Errorf("%s: the gorgonia engine has no KV-cache quantizers", a.Name)
 		}
 	}
 	for _, nl := range m.Linears() {
