@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -355,10 +356,31 @@ func TestSpecValidation(t *testing.T) {
 			t.Errorf("%+v validated", s)
 		}
 	}
-	// an unknown name fails where it is read, naming it
+	// a name no format has is kept from the file for Validate to name
 	var s Spec
-	if err := json.Unmarshal([]byte(`{"format": "int4", "bits": 4}`), &s); err == nil || !strings.Contains(err.Error(), `"int4"`) {
+	if err := json.Unmarshal([]byte(`{"format": "int4", "bits": 4, "symmetric": true, "granularity": "tensor", "scale": "minmax"}`), &s); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Validate("quant.weights"); err == nil || !strings.Contains(err.Error(), `quant.weights.format: "int4"`) {
 		t.Errorf("format int4: %v", err)
+	}
+	// a known one decodes to its id and back to its name
+	if err := json.Unmarshal([]byte(`{"format": "q8_0", "bits": 8, "symmetric": true, "granularity": "group", "group_size": 32, "scale": "minmax"}`), &s); err != nil || s.Format != kernels.Q8_0 || s.Validate("w") != nil {
+		t.Errorf("q8_0 decodes to %+v (%v)", s, err)
+	}
+	if b, _ := json.Marshal(s); !strings.Contains(string(b), `"format":"q8_0"`) {
+		t.Errorf("q8_0 encodes as %s", b)
+	}
+	// specFile mirrors Spec field for field
+	st, ft := reflect.TypeOf(Spec{}), reflect.TypeOf(specFile{})
+	for i := 0; i < ft.NumField(); i++ {
+		f, g := ft.Field(i), st.Field(i)
+		if f.Name != g.Name || f.Tag != g.Tag || (f.Type != g.Type && f.Name != "Format") {
+			t.Errorf("specFile field %d is %s %s %q, Spec's %s %s %q", i, f.Name, f.Type, f.Tag, g.Name, g.Type, g.Tag)
+		}
+	}
+	if st.NumField() != ft.NumField()+1 {
+		t.Errorf("Spec has %d fields, specFile %d (and unknown)", st.NumField(), ft.NumField())
 	}
 	if _, err := NewQuantizer(Spec{Format: kernels.Int, Bits: 4, Symmetric: true, Granularity: "group", GroupSize: 48, Scale: "minmax"}, 64, 128); err == nil {
 		t.Error("group 48 accepted for rows of 64")

@@ -5,6 +5,7 @@
 package qat
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 
@@ -45,6 +46,54 @@ type Spec struct {
 	// TwoLevel: QQQ's per-group W4 folded into int8 per channel for an
 	// int8 GEMM (TwoLevel); symmetric int groups, weights only.
 	TwoLevel bool `yaml:"two_level" json:"two_level,omitempty"`
+	// unknown is a format name decoding did not know, kept for Validate,
+	// which reports it under the spec's path (and so the config's line:
+	// decoders place no errors of custom types).
+	unknown string
+}
+
+// specFile is Spec as files spell it: the format by name.
+type specFile struct {
+	Format      string  `yaml:"format" json:"format"`
+	Bits        int     `yaml:"bits" json:"bits,omitempty"`
+	Symmetric   bool    `yaml:"symmetric" json:"symmetric"`
+	Granularity string  `yaml:"granularity" json:"granularity"`
+	GroupSize   int     `yaml:"group_size" json:"group_size,omitempty"`
+	Scale       string  `yaml:"scale" json:"scale"`
+	Restricted  bool    `yaml:"restricted" json:"restricted,omitempty"`
+	Outliers    float64 `yaml:"outliers" json:"outliers,omitempty"`
+	TwoLevel    bool    `yaml:"two_level" json:"two_level,omitempty"`
+}
+
+// fromFile parses f's format name once; an unknown one is left for
+// Validate.
+func (s *Spec) fromFile(f specFile) {
+	*s = Spec{Bits: f.Bits, Symmetric: f.Symmetric, Granularity: f.Granularity, GroupSize: f.GroupSize, Scale: f.Scale,
+		Restricted: f.Restricted, Outliers: f.Outliers, TwoLevel: f.TwoLevel}
+	if err := s.Format.UnmarshalText([]byte(f.Format)); err != nil {
+		s.unknown = f.Format
+	}
+}
+
+// UnmarshalYAML decodes a spec from YAML (goccy/go-yaml's
+// InterfaceUnmarshaler: strict decoding and its error positions apply).
+func (s *Spec) UnmarshalYAML(unmarshal func(any) error) error {
+	var f specFile
+	if err := unmarshal(&f); err != nil {
+		return err
+	}
+	s.fromFile(f)
+	return nil
+}
+
+// UnmarshalJSON decodes a spec from JSON (quant.json).
+func (s *Spec) UnmarshalJSON(b []byte) error {
+	var f specFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return err
+	}
+	s.fromFile(f)
+	return nil
 }
 
 // Validate checks the spec on its own; path names it in messages.
@@ -66,7 +115,11 @@ func (s Spec) Validate(path string) error {
 			return bad("symmetric", "false, but %s has no zero point", s.Format)
 		}
 	default:
-		return bad("format", "%q, want int, q4_0, q8_0, fp8_e4m3, fp8_e5m2 or fp4_e2m1", s.Format.String())
+		name := s.Format.String()
+		if s.unknown != "" {
+			name = s.unknown
+		}
+		return bad("format", "%q, want int, q4_0, q8_0, fp8_e4m3, fp8_e5m2 or fp4_e2m1", name)
 	}
 	if s.Outliers < 0 || s.Outliers >= 0.5 || math.IsNaN(s.Outliers) {
 		return bad("outliers", "%g, must be in [0, 0.5)", s.Outliers)
