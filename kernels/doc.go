@@ -13,5 +13,12 @@
 // Work that calls sgemm from several goroutines at once (attention heads)
 // runs under ForBLAS, which holds OpenBLAS to one thread meanwhile.
 //
+// Number formats are one table, Formats, indexed by FormatID as ggml's type
+// traits are (quants.go): name, block size, reference pack/unpack and dot
+// product with its partner format, FP parameters, ggml type and llama file
+// type. Configs and files spell formats by name (ParseFormat); everything
+// else compares ids and reads the table. The packed products' hot loops
+// take the id and do not call through the table.
+//
 // This package imports nothing else of qat.
 package kernels
