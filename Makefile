@@ -37,6 +37,10 @@ vet:
 	@# it (docs/architecture.md: arrows point down only).
 	@if $(GO) list -deps ./kernels | grep -E '^qat/' | grep -v '^qat/kernels$$'; then echo "kernels imports qat packages"; exit 1; fi
 	tools/layering.sh
+	@# Only qat and lora know their quantizer and adapter types: the rest asks
+	@# their API (qat.Plain, qat.InputQuant, qat.WeightPacking, ...). Tests
+	@# are held to it too (qat/ptq is a package outside qat).
+	@if grep -rn --include='*.go' -E '\.\(\*(qat|lora)\.|case \*(qat|lora)\.' . | grep -v -E '^\./(qat|lora)/[^/:]*:'; then echo "type assertion on a concrete qat/lora type outside qat and lora"; exit 1; fi
 
 test: deps vet cuda-vet
 	QAT_REQUIRE_TORCH=1 QAT_REQUIRE_DATA=1 $(RUNENV) $(GO) test -count=1 ./...

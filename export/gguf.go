@@ -123,13 +123,13 @@ func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, 
 		}
 	}
 	for _, ln := range m.Linears() {
-		if _, ok := ln.Linear.WeightQuant.(*qat.Outliers); ok {
+		if qat.KeepsOutliers(ln.Linear) {
 			return nil, fmt.Errorf("export %s: %s keeps fp16 outliers beside its quantized weights (GWQ): GGUF's block formats cannot hold them; export --format safetensors-packed", quant, ln.Name)
 		}
 		if ln.Linear.Weight == nil {
 			return nil, fmt.Errorf("export %s: %s has LR-QAT adapters: qat merge the checkpoint first", quant, ln.Name)
 		}
-		if q, ok := ln.Linear.WeightQuant.(*qat.Quantizer); ok && kernels.Formats[q.Format].BlockElems > 1 && q.Format != f {
+		if q, ok := qat.Plain(ln.Linear.WeightQuant); ok && kernels.Formats[q.Format].BlockElems > 1 && q.Format != f {
 			return nil, fmt.Errorf("export %s: %s was trained on the %s grid: export it as %s to keep what it learned", quant, ln.Name, q.Format, q.Format)
 		}
 	}

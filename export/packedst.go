@@ -74,43 +74,29 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string, force bo
 			return fmt.Errorf("export %s: LR-QAT adapters: qat merge the checkpoint first", ln.Name)
 		}
 		wdata := ln.Linear.Weight.Data()
-		q, ok := ln.Linear.WeightQuant.(*qat.Quantizer)
-		// GWQ: the kept weights go beside the codes as indices and fp16
-		// values; their codes are 0
-		o, hasOutliers := ln.Linear.WeightQuant.(*qat.Outliers)
-		if hasOutliers {
-			q, ok = o.Inner, true
-			wdata = append([]float32(nil), wdata...)
-			vals := make([]float32, len(o.Idx))
-			for k, i := range o.Idx {
-				vals[k] = wdata[i]
-				wdata[i] = 0
-			}
-			ts = append(ts, safetensors.FromI32(ln.Name+".weight_outlier_idx", []int{len(o.Idx)}, o.Idx),
-				safetensors.FromF16(ln.Name+".weight_outlier_val", []int{len(vals)}, vals))
-		}
-		tl, twoLevel := ln.Linear.WeightQuant.(*qat.TwoLevel)
-		if twoLevel {
-			q, ok = tl.Inner, true
-		}
+		pk, ok := qat.WeightPacking(ln.Linear)
 		if !ok {
 			qc.Ignore = append(qc.Ignore, ln.Name)
 			continue
 		}
+		// GWQ: the kept weights go beside the codes as indices and fp16
+		// values; their codes are 0
+		if idx := pk.Outliers; pk.KeepsOutliers {
+			wdata = append([]float32(nil), wdata...)
+			vals := make([]float32, len(idx))
+			for k, i := range idx {
+				vals[k] = wdata[i]
+				wdata[i] = 0
+			}
+			ts = append(ts, safetensors.FromI32(ln.Name+".weight_outlier_idx", []int{len(idx)}, idx),
+				safetensors.FromF16(ln.Name+".weight_outlier_val", []int{len(vals)}, vals))
+		}
+		q, twoLevel := pk.Grid, pk.TwoLevel()
 		w := ln.Linear.Weight
 		out, in := w.Shape()[0], w.Shape()[1]
-		var codes []int8
-		var scales []float32
-		var group int
-		var err error
-		bits := q.Bits
-		if twoLevel {
-			// QQQ's per-group W4 is int8 per channel once folded
-			tp := autograd.NewTape()
-			tp.SetNoGrad(true)
-			codes, scales = tl.Int8(wdata, tl.Inner.Apply(tp, w).Data())
-			group, bits = in, 8
-		} else if codes, scales, group, err = q.Codes(wdata); err != nil {
+		// QQQ's per-group W4 is int8 per channel once folded
+		codes, scales, group, bits, err := pk.Codes(w, wdata)
+		if err != nil {
 			return fmt.Errorf("export %s: %w", ln.Name, err)
 		}
 		if 32%bits != 0 {
@@ -144,11 +130,8 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string, force bo
 		done[ln.Name+".weight"] = true
 		scheme := PackedScheme{Bits: bits, Type: "int", Symmetric: true, Strategy: strategy, GroupSize: gs, Restricted: q.Restricted && !twoLevel}
 		var act *ActScheme
-		if aq := ln.Linear.InputQuant; aq != nil {
-			if k, ok := aq.(*qat.Kurtosis); ok {
-				aq = k.Inner
-			}
-			if a, ok := aq.(*qat.Quantizer); ok {
+		if aq := qat.InputQuant(ln.Linear); aq != nil {
+			if a, ok := qat.Plain(aq); ok {
 				if a.Format != kernels.Int || a.Granularity != "token" || a.Scale != "minmax" {
 					return fmt.Errorf("export %s: activations %s/%s/%s: only dynamic per-token int activations are described in pack-quantized configs",
 						ln.Name, a.Format, a.Granularity, a.Scale)

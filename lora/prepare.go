@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"path"
+	"strings"
 
 	"qat/autograd"
 	"qat/kernels"
@@ -130,6 +131,17 @@ func Prepare(m *layers.Model, c Config, seed uint64) (int, error) {
 // the quantizers' tensors (adapters, LR-QAT scales, activation steps) do;
 // embeddings, norms and frozen base weights do not.
 func Trainable(p layers.Param) bool { return p.Quant }
+
+// LRScale is the optimizer's learning-rate scale of p (0: the base rate):
+// LR-QAT's scales ("<linear>.weight_quant.step") train at StepLRScale
+// times the base rate. The rule is by name, as it was in the train loop, so
+// it also covers the LSQ steps of linears no target took.
+func (c Config) LRScale(p layers.Param) float64 {
+	if c.Method == "lr-qat" && strings.HasSuffix(p.Name, ".weight_quant.step") {
+		return c.Defaults().StepLRScale
+	}
+	return 0
+}
 
 // Merge folds the adapters of m into plain weights, so the model computes
 // the same logits bit for bit with no adapters and exports like any QAT

@@ -160,7 +160,7 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 		if q == nil || err != nil {
 			return nil
 		}
-		qq, ok := q.(*qat.Quantizer)
+		qq, ok := qat.Plain(q)
 		switch {
 		case !ok:
 			err = fmt.Errorf("device step: a %T quantizer (GWQ outliers, QQQ's two-level groups, LR-QAT) does not run on the device yet", q)

@@ -59,14 +59,14 @@ func Supported(m *layers.Model) error {
 		}
 	}
 	for _, nl := range m.Linears() {
-		if k, ok := nl.Linear.InputQuant.(*qat.Kurtosis); ok && k.Coef != 0 {
+		if qat.Regularised(nl.Linear) {
 			return fmt.Errorf("%s: the gorgonia engine has no kurtosis regularisation", nl.Name)
 		}
 		for what, q := range map[string]layers.Quantizer{"weight_quant": nl.Linear.WeightQuant, "input_quant": inputQuant(nl.Linear)} {
 			if q == nil {
 				continue
 			}
-			if _, ok := q.(*qat.Quantizer); !ok {
+			if _, ok := qat.Plain(q); !ok {
 				return fmt.Errorf("%s.%s: the gorgonia engine runs qat fake-quant quantizers only, not %T (LR-QAT, LoRA, outliers)", nl.Name, what, q)
 			}
 		}
@@ -144,19 +144,14 @@ func New(m *layers.Model, B, T int, o Options) (*Model, error) {
 // inputQuant is l's input quantizer, seen through a kurtosis tap that only
 // measures (qat.Taps puts one on every linear; evaluation on the tape
 // reads them).
-func inputQuant(l *layers.Linear) layers.Quantizer {
-	if k, ok := l.InputQuant.(*qat.Kurtosis); ok {
-		return k.Inner
-	}
-	return l.InputQuant
-}
+func inputQuant(l *layers.Linear) layers.Quantizer { return qat.InputQuant(l) }
 
 // trained reports whether a quantizer tensor of m is trained (lsq steps
 // and offsets; mse steps are fixed).
 func trained(m *layers.Model, v *autograd.Var) bool {
 	for _, nl := range m.Linears() {
 		for _, lq := range []layers.Quantizer{nl.Linear.WeightQuant, inputQuant(nl.Linear)} {
-			if q, ok := lq.(*qat.Quantizer); ok && q.Scale == "lsq" && (q.Step == v || q.Offset == v) {
+			if q, ok := qat.Plain(lq); ok && q.Scale == "lsq" && (q.Step == v || q.Offset == v) {
 				return true
 			}
 		}
@@ -276,10 +271,10 @@ func (b *builder) linear(l *layers.Linear, x *G.Node) *G.Node {
 		return nil
 	}
 	w := b.nodes[l.Weight]
-	if q, ok := inputQuant(l).(*qat.Quantizer); ok {
+	if q, ok := qat.Plain(inputQuant(l)); ok {
 		x = b.do(FakeQuant(q, x, b.quantParams(q)...))
 	}
-	if q, ok := l.WeightQuant.(*qat.Quantizer); ok {
+	if q, ok := qat.Plain(l.WeightQuant); ok {
 		w = b.do(FakeQuant(q, w, b.quantParams(q)...))
 	}
 	return b.matmulT(x, w)

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -213,9 +212,7 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 			return nil, &config.InputError{Err: fmt.Errorf("quant.kurtosis.match: %w", err)}
 		}
 		// training steps do not measure (before the replicas copy the taps)
-		for _, k := range taps {
-			k.Idle = true
-		}
+		qat.Measure(taps, false)
 	}
 	// Adapters go on last: LR-QAT takes its grid and initial scales from
 	// the weight quantizers, and its frozen base from the loaded weights.
@@ -238,8 +235,8 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 			continue
 		}
 		op := optim.Param{Name: p.Name, Var: p.Var, Decay: len(p.Var.Shape()) > 1 && !p.Quant}
-		if cfg.Lora != nil && cfg.Lora.Method == "lr-qat" && strings.HasSuffix(p.Name, ".weight_quant.step") {
-			op.LRScale = cfg.Lora.Defaults().StepLRScale
+		if cfg.Lora != nil {
+			op.LRScale = cfg.Lora.LRScale(p)
 		}
 		ops = append(ops, op)
 		r.vars = append(r.vars, p.Var)
@@ -541,12 +538,10 @@ func (r *Run) evaluate(final bool) error {
 	tc := r.Cfg.Train
 	for _, k := range r.taps {
 		k.ResetStats()
-		k.Idle = false // measure during evaluation only
 	}
+	qat.Measure(r.taps, true) // measure during evaluation only
 	res := eval.Evaluate(r.Model, r.Tok, r.Val, tc.Batch, tc.Seq, tc.EvalBatches)
-	for _, k := range r.taps {
-		k.Idle = true
-	}
+	qat.Measure(r.taps, false)
 	p := point{Step: r.State.Step, ValLoss: res.Loss, ValPPL: res.PPL, ValBPB: res.BPB}
 	if len(r.taps) > 0 {
 		p.Kurtosis = map[string]float64{}
