@@ -130,7 +130,7 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string, force bo
 		done[ln.Name+".weight"] = true
 		scheme := PackedScheme{Bits: bits, Type: "int", Symmetric: true, Strategy: strategy, GroupSize: gs, Restricted: q.Restricted && !twoLevel}
 		var act *ActScheme
-		if aq := qat.InputQuant(ln.Linear); aq != nil {
+		if aq := ln.Linear.InputQuant; aq != nil {
 			if a, ok := qat.Plain(aq); ok {
 				if a.Format != kernels.Int || a.Granularity != "token" || a.Scale != "minmax" {
 					return fmt.Errorf("export %s: activations %s/%s/%s: only dynamic per-token int activations are described in pack-quantized configs",

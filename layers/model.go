@@ -45,6 +45,19 @@ type FrozenState interface {
 	LoadFrozen(key string, t safetensors.Tensor) error
 }
 
+// Observer watches a linear's input before its input quantizer (package
+// qat's kurtosis, GPTQ Hessian and smoothing statistics): Observe returns x
+// itself, or a new Var equal to x when it adds a gradient of its own in
+// backward (the kurtosis penalty). Observers measure; they never change
+// the value, so they are not quantizers.
+type Observer interface {
+	Observe(ops autograd.Ops, x *autograd.Var) *autograd.Var
+	// Replica returns the observer a data-parallel worker uses: a copy
+	// with its own statistics, or the observer itself when it is only
+	// run on one model.
+	Replica() Observer
+}
+
 func sameQuant(a, b Quantizer) bool {
 	s, ok := a.(InputSharer)
 	return ok && b != nil && s.SameAs(b)
@@ -58,11 +71,15 @@ type Linear struct {
 	// learned state is checkpointed as NAME.weight_quant.step and so on.
 	WeightQuant Quantizer `st:"weight_quant,quant"`
 	InputQuant  Quantizer `st:"input_quant,quant"`
+	// Observers see the input, in order, before InputQuant; they hold no
+	// checkpointed state (qat attaches and detaches them).
+	Observers []Observer
 }
 
 // Forward applies the layer.
 func (l *Linear) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
 	w := l.Weight
+	x = l.observe(ops, x)
 	if l.InputQuant != nil {
 		x = l.InputQuant.Apply(ops, x)
 	}
@@ -78,6 +95,14 @@ func (l *Linear) ForwardAdd(ops autograd.Ops, x, res *autograd.Var) *autograd.Va
 	return ops.LinearAdd(x, l.Weight, res)
 }
 
+// observe runs the observers on x.
+func (l *Linear) observe(ops autograd.Ops, x *autograd.Var) *autograd.Var {
+	for _, o := range l.Observers {
+		x = o.Observe(ops, x)
+	}
+	return x
+}
+
 // product is x times the (quantized) weight.
 func (l *Linear) product(ops autograd.Ops, x, w *autograd.Var) *autograd.Var {
 	if f, ok := l.WeightQuant.(FusedLinear); ok {
@@ -89,8 +114,11 @@ func (l *Linear) product(ops autograd.Ops, x, w *autograd.Var) *autograd.Var {
 	return ops.Linear(x, w)
 }
 
-// Quantized reports whether a quantizer is attached.
-func (l *Linear) Quantized() bool { return l.WeightQuant != nil || l.InputQuant != nil }
+// Quantized reports whether a quantizer or an observer is attached: then
+// the layer is not one plain product.
+func (l *Linear) Quantized() bool {
+	return l.WeightQuant != nil || l.InputQuant != nil || len(l.Observers) > 0
+}
 
 // anyQuantized reports whether any of ls has a quantizer attached: then
 // they cannot share one full-precision product.
@@ -115,16 +143,17 @@ func linearCat(ops autograd.Ops, x *autograd.Var, ls ...*Linear) []*autograd.Var
 		return ops.LinearCat(x, ws...)
 	}
 	out := make([]*autograd.Var, len(ls))
-	var xq *autograd.Var // ls[0]'s quantized input
+	var xq *autograd.Var // ls[0]'s quantized input, when its observers passed x through
 	for i, l := range ls {
-		xi := x
+		xo := l.observe(ops, x)
+		xi := xo
 		switch {
 		case l.InputQuant == nil:
-		case i > 0 && xq != nil && sameQuant(l.InputQuant, ls[0].InputQuant):
+		case i > 0 && xq != nil && xo == x && sameQuant(l.InputQuant, ls[0].InputQuant):
 			xi = xq
 		default:
-			xi = l.InputQuant.Apply(ops, x)
-			if i == 0 {
+			xi = l.InputQuant.Apply(ops, xo)
+			if i == 0 && xo == x {
 				xq = xi
 			}
 		}

@@ -45,6 +45,8 @@ func NewReplicas(m *Model, n int) *Replicas {
 	return r
 }
 
+var observersType = reflect.TypeOf([]Observer(nil))
+
 // replicate copies the structure under a pointer, giving every tagged
 // parameter its own gradient (Var.Replica) and sharing everything else.
 func replicate(v reflect.Value) reflect.Value {
@@ -56,6 +58,15 @@ func replicate(v reflect.Value) reflect.Value {
 		r := reflect.New(quantType).Elem()
 		r.Set(reflect.ValueOf(v.Interface().(Quantizer).Replica()))
 		return r
+	case v.Type() == observersType:
+		if v.IsNil() {
+			return v
+		}
+		n := reflect.MakeSlice(observersType, v.Len(), v.Len())
+		for i := 0; i < v.Len(); i++ {
+			n.Index(i).Set(reflect.ValueOf(v.Index(i).Interface().(Observer).Replica()))
+		}
+		return n
 	case v.Type() == varType:
 		if v.IsNil() {
 			return v
@@ -68,7 +79,7 @@ func replicate(v reflect.Value) reflect.Value {
 		n.Elem().Set(v.Elem())
 		t := v.Elem().Type()
 		for i := 0; i < t.NumField(); i++ {
-			if _, ok := t.Field(i).Tag.Lookup("st"); ok {
+			if _, ok := t.Field(i).Tag.Lookup("st"); ok || t.Field(i).Type == observersType {
 				n.Elem().Field(i).Set(replicate(v.Elem().Field(i)))
 			}
 		}

@@ -54,3 +54,59 @@ func TestReplicasMatchOneTape(t *testing.T) {
 	}
 	kernels.SetThreads(1)
 }
+
+// countObserver counts the rows it sees; its replicas count their own.
+type countObserver struct {
+	rows     int
+	replicas *[]*countObserver
+}
+
+func (o *countObserver) Observe(_ autograd.Ops, x *autograd.Var) *autograd.Var {
+	o.rows += x.Size() / x.Shape()[len(x.Shape())-1]
+	return x
+}
+
+func (o *countObserver) Replica() Observer {
+	r := &countObserver{replicas: o.replicas}
+	*o.replicas = append(*o.replicas, r)
+	return r
+}
+
+// TestReplicasCopyObservers: every worker observes through its own replica
+// of each linear's observers (no statistics shared between goroutines),
+// and together they see every row of the batch.
+func TestReplicasCopyObservers(t *testing.T) {
+	c := Config{Vocab: 97, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, FFNHidden: 64, RopeTheta: 10000, NormEps: 1e-5, Tied: true, MaxSeq: 16}
+	m := New(c)
+	m.Init(5)
+	var reps []*countObserver
+	master := map[*countObserver]bool{}
+	lins := m.Linears()
+	for _, nl := range lins {
+		o := &countObserver{replicas: &reps}
+		master[o] = true
+		nl.Linear.Observers = []Observer{o}
+	}
+	rng := rand.New(rand.NewPCG(8, 8))
+	B, T := 4, 8
+	r := NewReplicas(m, 2)
+	r.LossBackward(randomTokens(rng, B*T, c.Vocab), randomTokens(rng, B*T, c.Vocab), B, T)
+	if len(reps) != 2*len(lins) {
+		t.Fatalf("%d observer replicas, want %d", len(reps), 2*len(lins))
+	}
+	var rows int
+	for _, o := range reps {
+		if master[o] {
+			t.Fatal("a worker shares the model's observer")
+		}
+		rows += o.rows
+	}
+	for o := range master {
+		if o.rows != 0 {
+			t.Fatal("the model's observer ran in a worker")
+		}
+	}
+	if want := B * T * len(lins); rows != want {
+		t.Errorf("replicas observed %d rows, want %d", rows, want)
+	}
+}

@@ -52,9 +52,6 @@ func (c *calibration) record(x []float32) {
 func activationQuantizers(m *layers.Model) []*Quantizer {
 	var out []*Quantizer
 	add := func(q layers.Quantizer) {
-		if k, ok := q.(*Kurtosis); ok {
-			q = k.Inner // a kurtosis tap wraps the quantizer
-		}
 		if qq, ok := q.(*Quantizer); ok && qq.Activation && qq.Step != nil {
 			out = append(out, qq)
 		}

@@ -7,8 +7,8 @@ import (
 	"qat/layers"
 )
 
-// Kurtosis is a layer's input tap: it passes the activation through
-// unchanged (then through Inner, the input quantizer, if any), measures the
+// Kurtosis is a layer's input observer (layers.Observer): it passes the
+// activation through unchanged (to the input quantizer, if any), measures the
 // kurtosis of each row (K = mean(d^4)/(mean(d^2)+eps)^2, d = x - mean(x):
 // Gaussian 3, uniform 1.8), and with Coef > 0 regularises it: backward adds
 // the gradient of Coef * mean over rows of (K_row - Target)^2 (activation
@@ -17,11 +17,10 @@ import (
 // is per row, so it splits over data-parallel replicas exactly.
 type Kurtosis struct {
 	Coef, Target float64
-	Inner        layers.Quantizer
-	// Idle skips the measurement of a tap that does not regularise (Coef
-	// 0): training turns it on between evaluations, so that logging the
-	// kurtosis costs nothing in the training step.
-	Idle bool
+	// idle skips the measurement of a tap that does not regularise (Coef
+	// 0): training turns it on between evaluations (Measure), so that
+	// logging the kurtosis costs nothing in the training step.
+	idle bool
 	// Sum and N accumulate the mean row kurtosis of every forward, for
 	// logging; ResetStats clears them.
 	Sum float64
@@ -30,12 +29,9 @@ type Kurtosis struct {
 
 const kurtEps = 1e-6
 
-// Apply implements layers.Quantizer.
-func (k *Kurtosis) Apply(ops autograd.Ops, x *autograd.Var) *autograd.Var {
-	if k.Idle && k.Coef == 0 {
-		if k.Inner != nil {
-			return k.Inner.Apply(ops, x)
-		}
+// Observe implements layers.Observer.
+func (k *Kurtosis) Observe(ops autograd.Ops, x *autograd.Var) *autograd.Var {
+	if k.idle && k.Coef == 0 {
 		return x
 	}
 	shape := x.Shape()
@@ -67,9 +63,6 @@ func (k *Kurtosis) Apply(ops autograd.Ops, x *autograd.Var) *autograd.Var {
 			addKurtosisGrad(dx[r*d:(r+1)*d], x.Data()[r*d:(r+1)*d], c)
 		}
 	})
-	if k.Inner != nil {
-		return k.Inner.Apply(ops, y)
-	}
 	return y
 }
 
@@ -117,22 +110,10 @@ func addKurtosisGrad(dx, x []float32, c float64) {
 	}
 }
 
-// State is the inner quantizer's.
-func (k *Kurtosis) State() map[string]*autograd.Var {
-	if k.Inner == nil {
-		return nil
-	}
-	return k.Inner.State()
-}
-
-// Replica copies the tap (with its own statistics) around the inner
-// quantizer's replica.
-func (k *Kurtosis) Replica() layers.Quantizer {
+// Replica copies the tap, with its own statistics.
+func (k *Kurtosis) Replica() layers.Observer {
 	r := *k
 	r.Sum, r.N = 0, 0
-	if k.Inner != nil {
-		r.Inner = k.Inner.Replica()
-	}
 	return &r
 }
 
@@ -154,14 +135,13 @@ type KurtosisConfig struct {
 	Match  string  `yaml:"match" json:"match"`
 }
 
-// Taps attaches a Kurtosis tap to the input of every linear layer (taps
-// measure; those matching cfg.Match, with cfg.Coef > 0, also regularise)
-// and returns them by layer name. Call it after Prepare: the taps wrap the
-// input quantizers.
+// Taps attaches a Kurtosis observer to the input of every linear layer
+// (taps measure; those matching cfg.Match, with cfg.Coef > 0, also
+// regularise) and returns them by layer name.
 func Taps(m *layers.Model, cfg KurtosisConfig) (map[string]*Kurtosis, error) {
 	out := map[string]*Kurtosis{}
 	for _, ln := range m.Linears() {
-		k := &Kurtosis{Target: cfg.Target, Inner: ln.Linear.InputQuant}
+		k := &Kurtosis{Target: cfg.Target}
 		if cfg.Coef > 0 {
 			ok, err := pathMatch(cfg.Match, ln.Name)
 			if err != nil {
@@ -171,18 +151,8 @@ func Taps(m *layers.Model, cfg KurtosisConfig) (map[string]*Kurtosis, error) {
 				k.Coef = cfg.Coef
 			}
 		}
-		ln.Linear.InputQuant = k
+		ln.Linear.Observers = append(ln.Linear.Observers, k)
 		out[ln.Name] = k
 	}
 	return out, nil
-}
-
-// SameAs: an idle tap that does not regularise is its inner quantizer.
-func (k *Kurtosis) SameAs(o layers.Quantizer) bool {
-	p, ok := o.(*Kurtosis)
-	if !ok || !k.Idle || !p.Idle || k.Coef != 0 || p.Coef != 0 || k.Inner == nil || p.Inner == nil {
-		return false
-	}
-	s, ok := k.Inner.(layers.InputSharer)
-	return ok && s.SameAs(p.Inner)
 }

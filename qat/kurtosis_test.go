@@ -21,7 +21,7 @@ func TestKurtosisGradient(t *testing.T) {
 	x.Data()[4] = 6 // an outlier: high kurtosis
 	k := &Kurtosis{Coef: 0.3, Target: 1.8}
 	tp := autograd.NewTape()
-	y := k.Apply(tp, x)
+	y := k.Observe(tp, x)
 	for i, v := range y.Data() {
 		if v != x.Data()[i] {
 			t.Fatal("the tap changed the activation")

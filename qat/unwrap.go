@@ -17,27 +17,22 @@ func Plain(q layers.Quantizer) (p *Quantizer, ok bool) {
 	return p, ok
 }
 
-// InputQuant is l's input quantizer seen through a kurtosis tap (Taps puts
-// one on every linear): the quantizer the product's input passes.
-func InputQuant(l *layers.Linear) layers.Quantizer {
-	if k, ok := l.InputQuant.(*Kurtosis); ok {
-		return k.Inner
-	}
-	return l.InputQuant
-}
-
 // Regularised reports whether l's input carries a kurtosis penalty
 // (a tap with Coef != 0), which adds to the gradient.
 func Regularised(l *layers.Linear) bool {
-	k, ok := l.InputQuant.(*Kurtosis)
-	return ok && k.Coef != 0
+	for _, o := range l.Observers {
+		if k, ok := o.(*Kurtosis); ok && k.Coef != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Measure turns the measuring of every tap on (evaluation) or off
 // (training steps: a tap that does not regularise then costs nothing).
 func Measure(taps map[string]*Kurtosis, on bool) {
 	for _, k := range taps {
-		k.Idle = !on
+		k.idle = !on
 	}
 }
 

@@ -62,7 +62,7 @@ func Supported(m *layers.Model) error {
 		if qat.Regularised(nl.Linear) {
 			return fmt.Errorf("%s: the gorgonia engine has no kurtosis regularisation", nl.Name)
 		}
-		for what, q := range map[string]layers.Quantizer{"weight_quant": nl.Linear.WeightQuant, "input_quant": inputQuant(nl.Linear)} {
+		for what, q := range map[string]layers.Quantizer{"weight_quant": nl.Linear.WeightQuant, "input_quant": nl.Linear.InputQuant} {
 			if q == nil {
 				continue
 			}
@@ -141,16 +141,11 @@ func New(m *layers.Model, B, T int, o Options) (*Model, error) {
 	return e, nil
 }
 
-// inputQuant is l's input quantizer, seen through a kurtosis tap that only
-// measures (qat.Taps puts one on every linear; evaluation on the tape
-// reads them).
-func inputQuant(l *layers.Linear) layers.Quantizer { return qat.InputQuant(l) }
-
 // trained reports whether a quantizer tensor of m is trained (lsq steps
 // and offsets; mse steps are fixed).
 func trained(m *layers.Model, v *autograd.Var) bool {
 	for _, nl := range m.Linears() {
-		for _, lq := range []layers.Quantizer{nl.Linear.WeightQuant, inputQuant(nl.Linear)} {
+		for _, lq := range []layers.Quantizer{nl.Linear.WeightQuant, nl.Linear.InputQuant} {
 			if q, ok := qat.Plain(lq); ok && q.Scale == "lsq" && (q.Step == v || q.Offset == v) {
 				return true
 			}
@@ -271,7 +266,7 @@ func (b *builder) linear(l *layers.Linear, x *G.Node) *G.Node {
 		return nil
 	}
 	w := b.nodes[l.Weight]
-	if q, ok := qat.Plain(inputQuant(l)); ok {
+	if q, ok := qat.Plain(l.InputQuant); ok {
 		x = b.do(FakeQuant(q, x, b.quantParams(q)...))
 	}
 	if q, ok := qat.Plain(l.WeightQuant); ok {
