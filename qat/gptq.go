@@ -260,27 +260,28 @@ func GPTQ(w []float32, rows, cols int, h *Hessian, c GPTQConfig) ([]int8, []floa
 	return codes, sc, nil
 }
 
-// hessianTap records the inputs of the linears it sits on (one tap for
-// linears that share an input: q/k/v, gate/up) into a Hessian, then
-// applies their input quantizer.
+// hessianTap records a linear's inputs into a Hessian: an observer on the
+// first linear of an input group (q/k/v, gate/up), whose input the others
+// share.
 type hessianTap struct {
-	Inner layers.Quantizer
-	H     *Hessian
+	H *Hessian
 }
 
-func (t *hessianTap) Apply(ops autograd.Ops, x *autograd.Var) *autograd.Var {
+func (t *hessianTap) Observe(_ autograd.Ops, x *autograd.Var) *autograd.Var {
 	t.H.Add(x.Data(), x.Size()/t.H.Cols)
-	if t.Inner != nil {
-		return t.Inner.Apply(ops, x)
-	}
 	return x
 }
 
-func (t *hessianTap) State() map[string]*autograd.Var { return nil }
-func (t *hessianTap) Replica() layers.Quantizer       { return t }
+// Replica is the tap itself: calibration runs on one model.
+func (t *hessianTap) Replica() layers.Observer { return t }
 
-// SameAs: linears sharing the tap take their input through it once.
-func (t *hessianTap) SameAs(o layers.Quantizer) bool { return o == layers.Quantizer(t) }
+// observe attaches o to l's observers and returns the function that
+// detaches it.
+func observe(l *layers.Linear, o layers.Observer) (detach func()) {
+	saved := l.Observers
+	l.Observers = append(saved[:len(saved):len(saved)], o)
+	return func() { l.Observers = saved }
+}
 
 // GPTQTarget reports the GPTQ settings for a weight quantizer: symmetric
 // int per channel or per group.
@@ -317,6 +318,7 @@ func ApplyGPTQ(m *layers.Model, base GPTQConfig, run func() error, done func(blo
 	}
 	for bi, blk := range blocks {
 		var taps []*hessianTap
+		var detach []func()
 		var targets []layers.InputGroup
 		for _, g := range blk {
 			var want bool
@@ -327,13 +329,17 @@ func ApplyGPTQ(m *layers.Model, base GPTQConfig, run func() error, done func(blo
 			if !want {
 				continue
 			}
-			t := &hessianTap{Inner: g.Linears[0].InputQuant, H: NewHessian(g.Linears[0].Weight.Shape()[1])}
+			first := g.Linears[0]
 			for _, l := range g.Linears {
-				if l.InputQuant != t.Inner && !sameQuant(l.InputQuant, t.Inner) {
+				if l.InputQuant != first.InputQuant && !sameQuant(l.InputQuant, first.InputQuant) {
+					for i := len(detach) - 1; i >= 0; i-- {
+						detach[i]()
+					}
 					return n, fmt.Errorf("gptq: %s: linears that share an input have different input quantizers", g.Name)
 				}
-				l.InputQuant = t
 			}
+			t := &hessianTap{H: NewHessian(first.Weight.Shape()[1])}
+			detach = append(detach, observe(first, t))
 			taps = append(taps, t)
 			targets = append(targets, g)
 		}
@@ -341,10 +347,8 @@ func ApplyGPTQ(m *layers.Model, base GPTQConfig, run func() error, done func(blo
 			continue
 		}
 		err := run()
-		for i, g := range targets {
-			for _, l := range g.Linears {
-				l.InputQuant = taps[i].Inner
-			}
+		for i := len(detach) - 1; i >= 0; i-- {
+			detach[i]()
 		}
 		if err != nil {
 			return n, err

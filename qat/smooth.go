@@ -21,9 +21,8 @@ type SmoothConfig struct {
 var DefaultSmooth = SmoothConfig{Steps: 100, Rows: 512}
 
 // smoothTap keeps the per-channel range of a linear input and a reservoir
-// sample of its rows, then applies the input quantizer.
+// sample of its rows: an observer on the first linear of an input group.
 type smoothTap struct {
-	Inner    layers.Quantizer
 	lo, hi   []float32
 	sample   []float32
 	cols     int
@@ -31,15 +30,15 @@ type smoothTap struct {
 	rngState uint64
 }
 
-func newSmoothTap(inner layers.Quantizer, cols, rows int) *smoothTap {
-	t := &smoothTap{Inner: inner, lo: make([]float32, cols), hi: make([]float32, cols), cols: cols, max: rows, rngState: 0x5eed}
+func newSmoothTap(cols, rows int) *smoothTap {
+	t := &smoothTap{lo: make([]float32, cols), hi: make([]float32, cols), cols: cols, max: rows, rngState: 0x5eed}
 	for j := range t.lo {
 		t.lo[j], t.hi[j] = float32(math.Inf(1)), float32(math.Inf(-1))
 	}
 	return t
 }
 
-func (t *smoothTap) Apply(ops autograd.Ops, x *autograd.Var) *autograd.Var {
+func (t *smoothTap) Observe(_ autograd.Ops, x *autograd.Var) *autograd.Var {
 	d := x.Data()
 	for r := 0; r < len(d)/t.cols; r++ {
 		row := d[r*t.cols : (r+1)*t.cols]
@@ -56,15 +55,11 @@ func (t *smoothTap) Apply(ops autograd.Ops, x *autograd.Var) *autograd.Var {
 			copy(t.sample[k*t.cols:], row)
 		}
 	}
-	if t.Inner != nil {
-		return t.Inner.Apply(ops, x)
-	}
 	return x
 }
 
-func (t *smoothTap) State() map[string]*autograd.Var { return nil }
-func (t *smoothTap) Replica() layers.Quantizer       { return t }
-func (t *smoothTap) SameAs(o layers.Quantizer) bool  { return o == layers.Quantizer(t) }
+// Replica is the tap itself: calibration runs on one model.
+func (t *smoothTap) Replica() layers.Observer { return t }
 
 // smoothGroup is linears that share an input, and where the inverse
 // scales fold: the RMSNorm weight before them, or the rows of the linear
@@ -111,7 +106,7 @@ func Smooth(m *layers.Model, c SmoothConfig, run func() error) (int, error) {
 	}
 	var todo []smoothGroup
 	var taps []*smoothTap
-	saved := map[*layers.Linear]layers.Quantizer{}
+	var detach []func()
 	for _, g := range groups {
 		ok := true
 		for _, l := range g.Linears {
@@ -123,17 +118,14 @@ func Smooth(m *layers.Model, c SmoothConfig, run func() error) (int, error) {
 		if !ok {
 			continue
 		}
-		t := newSmoothTap(g.Linears[0].InputQuant, g.Linears[0].Weight.Shape()[1], c.Rows)
-		for _, l := range g.Linears {
-			saved[l] = l.InputQuant
-			l.InputQuant = t
-		}
+		t := newSmoothTap(g.Linears[0].Weight.Shape()[1], c.Rows)
+		detach = append(detach, observe(g.Linears[0], t))
 		todo = append(todo, g)
 		taps = append(taps, t)
 	}
 	err := run()
-	for l, q := range saved {
-		l.InputQuant = q
+	for i := len(detach) - 1; i >= 0; i-- {
+		detach[i]()
 	}
 	if err != nil {
 		return 0, err
