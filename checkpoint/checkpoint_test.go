@@ -1,6 +1,8 @@
 package checkpoint
 
 import (
+	"encoding/binary"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -158,5 +160,34 @@ func TestResolve(t *testing.T) {
 		if _, ok := Step(bad); ok {
 			t.Errorf("Step(%s) accepted", bad)
 		}
+	}
+}
+
+// TestLoadsFixtures: checkpoints of every kind written before the redesign
+// (testdata/v1, with the logits the loaders of that commit computed) load
+// today with the same logits, bit for bit.
+func TestLoadsFixtures(t *testing.T) {
+	for _, name := range []string{"fp32", "w4a8", "lrqat", "gptq", "gwq", "packed", "model.gguf"} {
+		p := filepath.Join("testdata", "v1", name)
+		m, err := Load(p)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		b, err := os.ReadFile(p + ".logits")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := make([]float32, len(b)/4)
+		for i := range want {
+			want[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		}
+		ids := make([]int32, 16)
+		for i := range ids {
+			ids[i] = int32(i*37) % int32(m.Vocab)
+		}
+		tp := autograd.NewTape()
+		tp.SetNoGrad(true)
+		same(t, name, m.Forward(tp, ids, 1, 16).Data(), want)
 	}
 }
