@@ -29,17 +29,22 @@ type InputSharer interface {
 	SameAs(q Quantizer) bool
 }
 
-// FusedLinear is implemented by weight quantizers that compute the whole
-// product x W_hat^T themselves (LR-QAT: the layer keeps no float32 weight,
-// and W_hat is rebuilt from frozen integers and adapters inside the op,
-// never kept on the tape). Linear.Forward calls it instead of Apply.
-type FusedLinear interface {
-	Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var
+// Adapter wraps a linear (package lora: LoRA-QAT, LR-QAT): it computes the
+// layer's whole product from the input x and the layer's weight w (nil
+// when the adapter keeps the base weight itself, as LR-QAT's frozen
+// integers), with its own quantization of the adapted weight.
+type Adapter interface {
+	Product(ops autograd.Ops, x, w *autograd.Var) *autograd.Var
+	// State returns the adapter's trained tensors by name ("lora_a").
+	State() map[string]*autograd.Var
+	// Replica returns a copy for a data-parallel worker, as
+	// Quantizer.Replica.
+	Replica() Adapter
 }
 
-// FrozenState is implemented by quantizers that hold frozen tensors of
-// their own (LR-QAT's int8 base weight): checkpointed with the model as
-// NAME.weight_quant.KEY in their own dtype, never trained.
+// FrozenState is implemented by quantizers and adapters that hold frozen
+// tensors of their own (LR-QAT's int8 base weight): checkpointed with the
+// model as NAME.weight_quant.KEY in their own dtype, never trained.
 type FrozenState interface {
 	Frozen() map[string]safetensors.Tensor
 	LoadFrozen(key string, t safetensors.Tensor) error
@@ -70,7 +75,12 @@ type Linear struct {
 	// WeightQuant and InputQuant are nil for a full-precision layer; their
 	// learned state is checkpointed as NAME.weight_quant.step and so on.
 	WeightQuant Quantizer `st:"weight_quant,quant"`
-	InputQuant  Quantizer `st:"input_quant,quant"`
+	// Adapter, when set, computes the product (WeightQuant is then nil).
+	// Its state keeps the checkpoint names it had when adapters were
+	// weight quantizers (NAME.weight_quant.lora_a), so checkpoints from
+	// before read unchanged.
+	Adapter    Adapter   `st:"weight_quant,quant"`
+	InputQuant Quantizer `st:"input_quant,quant"`
 	// Observers see the input, in order, before InputQuant; they hold no
 	// checkpointed state (qat attaches and detaches them).
 	Observers []Observer
@@ -105,8 +115,8 @@ func (l *Linear) observe(ops autograd.Ops, x *autograd.Var) *autograd.Var {
 
 // product is x times the (quantized) weight.
 func (l *Linear) product(ops autograd.Ops, x, w *autograd.Var) *autograd.Var {
-	if f, ok := l.WeightQuant.(FusedLinear); ok {
-		return f.Forward(ops, x)
+	if l.Adapter != nil {
+		return l.Adapter.Product(ops, x, w)
 	}
 	if l.WeightQuant != nil {
 		w = l.WeightQuant.Apply(ops, w)
@@ -114,10 +124,10 @@ func (l *Linear) product(ops autograd.Ops, x, w *autograd.Var) *autograd.Var {
 	return ops.Linear(x, w)
 }
 
-// Quantized reports whether a quantizer or an observer is attached: then
-// the layer is not one plain product.
+// Quantized reports whether a quantizer, an adapter or an observer is
+// attached: then the layer is not one plain product.
 func (l *Linear) Quantized() bool {
-	return l.WeightQuant != nil || l.InputQuant != nil || len(l.Observers) > 0
+	return l.WeightQuant != nil || l.Adapter != nil || l.InputQuant != nil || len(l.Observers) > 0
 }
 
 // anyQuantized reports whether any of ls has a quantizer attached: then

@@ -33,6 +33,7 @@ type Param struct {
 var (
 	varType       = reflect.TypeOf((*autograd.Var)(nil))
 	quantType     = reflect.TypeOf((*Quantizer)(nil)).Elem()
+	adapterType   = reflect.TypeOf((*Adapter)(nil)).Elem()
 	linearType    = reflect.TypeOf((*Linear)(nil))
 	attentionType = reflect.TypeOf((*Attention)(nil))
 )
@@ -64,7 +65,7 @@ func fieldsOf(t reflect.Type) []tagField {
 		name, _, _ := strings.Cut(tag, ",")
 		g, inGGUF := f.Tag.Lookup("gguf")
 		fs = append(fs, tagField{index: i, st: name, gguf: g, inGGUF: inGGUF, input: f.Tag.Get("input"), kind: f.Type.Kind(),
-			isVar: f.Type == varType, quant: f.Type == quantType})
+			isVar: f.Type == varType, quant: f.Type == quantType || f.Type == adapterType})
 	}
 	tagFields.Store(t, fs)
 	return fs
@@ -181,7 +182,9 @@ func (m *Model) Params() []Param {
 		switch {
 		case n.quant:
 			if !n.v.IsNil() {
-				st := n.v.Interface().(Quantizer).State()
+				st := n.v.Interface().(interface {
+					State() map[string]*autograd.Var
+				}).State()
 				keys := make([]string, 0, len(st))
 				for k := range st {
 					keys = append(keys, k)

@@ -58,6 +58,13 @@ func replicate(v reflect.Value) reflect.Value {
 		r := reflect.New(quantType).Elem()
 		r.Set(reflect.ValueOf(v.Interface().(Quantizer).Replica()))
 		return r
+	case v.Type() == adapterType:
+		if v.IsNil() {
+			return v
+		}
+		r := reflect.New(adapterType).Elem()
+		r.Set(reflect.ValueOf(v.Interface().(Adapter).Replica()))
+		return r
 	case v.Type() == observersType:
 		if v.IsNil() {
 			return v

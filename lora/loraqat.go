@@ -30,6 +30,11 @@ func NewLoRAQAT(inner layers.Quantizer, rows, cols, rank int, alpha float32, see
 	return l
 }
 
+// Product implements layers.Adapter: x Q(W0 + (alpha/r) A B)^T.
+func (l *LoRAQAT) Product(ops autograd.Ops, x, w *autograd.Var) *autograd.Var {
+	return ops.Linear(x, l.Apply(ops, w))
+}
+
 // Apply returns Q(W0 + (alpha/r) A B) on the tape.
 func (l *LoRAQAT) Apply(ops autograd.Ops, w *autograd.Var) *autograd.Var {
 	w = ops.Add(w, ops.Scale(ops.MatMul(l.A, l.B, false, false), l.Scale))
@@ -52,7 +57,7 @@ func (l *LoRAQAT) State() map[string]*autograd.Var {
 
 // Replica gives the adapters (and the inner quantizer) their own
 // gradients.
-func (l *LoRAQAT) Replica() layers.Quantizer {
+func (l *LoRAQAT) Replica() layers.Adapter {
 	r := *l
 	r.A, r.B = l.A.Replica(), l.B.Replica()
 	if l.Inner != nil {
@@ -60,3 +65,5 @@ func (l *LoRAQAT) Replica() layers.Quantizer {
 	}
 	return &r
 }
+
+var _ layers.Adapter = (*LoRAQAT)(nil)

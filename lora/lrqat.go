@@ -26,7 +26,7 @@ import (
 // weight in int8 fixed point (b integer bits, 8-b fractional), A (rows, r)
 // and B (r, cols) the trained low-rank factors, and s the trained scale
 // (one per row, or per group of inputs), initialised to s0. It computes
-// the layer's whole product (layers.FusedLinear): W_hat is built in a
+// the layer's whole product (a layers.Adapter): W_hat is built in a
 // pooled buffer for the product and rebuilt in backward, so no float32
 // copy of any weight lives longer than one layer's product.
 type LRQAT struct {
@@ -150,6 +150,11 @@ func (l *LRQAT) backWeight(G []float32, q []int8, m []uint8, dA, dB, ds []float3
 // pooled buffer, and in backward rebuilds it for dx and the adapters'
 // gradients (the reference checkpoints W_hat the same way).
 func (l *LRQAT) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
+	return l.Product(ops, x, nil)
+}
+
+// Product implements layers.Adapter: Forward; the layer keeps no weight.
+func (l *LRQAT) Product(ops autograd.Ops, x, _ *autograd.Var) *autograd.Var {
 	sh := x.Shape()
 	if sh[len(sh)-1] != l.Cols {
 		panic(fmt.Sprintf("lora: LR-QAT linear of %d inputs applied to %v", l.Cols, sh))
@@ -212,14 +217,14 @@ func (l *LRQAT) LoadFrozen(key string, t safetensors.Tensor) error {
 
 // Replica shares the base weight and the trained values; the trained
 // tensors get their own gradients.
-func (l *LRQAT) Replica() layers.Quantizer {
+func (l *LRQAT) Replica() layers.Adapter {
 	r := *l
 	r.A, r.B, r.Step = l.A.Replica(), l.B.Replica(), l.Step.Replica()
 	return &r
 }
 
 var (
-	_ layers.FusedLinear = (*LRQAT)(nil)
+	_ layers.Adapter     = (*LRQAT)(nil)
 	_ layers.FrozenState = (*LRQAT)(nil)
 )
 

@@ -110,12 +110,12 @@ func Prepare(m *layers.Model, c Config, seed uint64) (int, error) {
 					return n, fmt.Errorf("%s: %w", nl.Name, err)
 				}
 				autograd.Release(l.Weight)
-				l.Weight, l.WeightQuant = nil, lq
+				l.Weight, l.WeightQuant, l.Adapter = nil, nil, lq
 			case "lora-qat":
-				if _, done := l.WeightQuant.(*LoRAQAT); done {
+				if l.Adapter != nil {
 					continue
 				}
-				l.WeightQuant = NewLoRAQAT(l.WeightQuant, rows, cols, rank, float32(c.Alpha), seed+uint64(i))
+				l.WeightQuant, l.Adapter = nil, NewLoRAQAT(l.WeightQuant, rows, cols, rank, float32(c.Alpha), seed+uint64(i))
 				l.Weight.SetRequiresGrad(false)
 			}
 			n++
@@ -161,12 +161,12 @@ func Merge(m *layers.Model, rules []qat.Rule) ([]qat.Rule, int, error) {
 	tp := autograd.NewTape()
 	tp.SetNoGrad(true)
 	for _, nl := range m.Linears() {
-		switch lq := nl.Linear.WeightQuant.(type) {
+		switch lq := nl.Linear.Adapter.(type) {
 		case *LoRAQAT:
 			w := tp.Add(nl.Linear.Weight, tp.Scale(tp.MatMul(lq.A, lq.B, false, false), lq.Scale))
 			copy(nl.Linear.Weight.Data(), w.Data())
 			nl.Linear.Weight.SetRequiresGrad(true)
-			nl.Linear.WeightQuant = lq.Inner
+			nl.Linear.WeightQuant, nl.Linear.Adapter = lq.Inner, nil
 			tp.Reset()
 			n++
 		case *LRQAT:
@@ -177,7 +177,7 @@ func Merge(m *layers.Model, rules []qat.Rule) ([]qat.Rule, int, error) {
 			}
 			v := autograd.NewParam(lq.Rows, lq.Cols)
 			copy(v.Data(), w)
-			nl.Linear.Weight, nl.Linear.WeightQuant = v, nil
+			nl.Linear.Weight, nl.Linear.WeightQuant, nl.Linear.Adapter = v, nil, nil
 			r := qat.Rule{Match: nl.Name, Weights: spec}
 			if err := qat.Prepare(m, []qat.Rule{r}); err != nil {
 				return nil, n, err

@@ -72,7 +72,7 @@ func TestMergeExact(t *testing.T) {
 			t.Fatalf("%s: merged %d layers: %v", tc.c.Method, n, err)
 		}
 		for _, nl := range m.Linears() {
-			switch nl.Linear.WeightQuant.(type) {
+			switch nl.Linear.Adapter.(type) {
 			case *LRQAT, *LoRAQAT:
 				t.Fatalf("%s: %s still has adapters", tc.c.Method, nl.Name)
 			}

@@ -205,6 +205,9 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 	}
 	quant := func(p *param[F], l *layers.Linear, N int) {
 		in := p.v.Shape()[1]
+		if l.Adapter != nil && err == nil {
+			err = fmt.Errorf("device step: a %T quantizer (GWQ outliers, QQQ's two-level groups, LR-QAT) does not run on the device yet", l.Adapter)
+		}
 		p.wq = newFQ(l.WeightQuant, in, p.v.Size())
 		p.xq = newFQ(l.InputQuant, in, N*in)
 		if len(l.Observers) > 0 && err == nil {

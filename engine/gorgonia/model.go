@@ -62,6 +62,9 @@ func Supported(m *layers.Model) error {
 		if qat.Regularised(nl.Linear) {
 			return fmt.Errorf("%s: the gorgonia engine has no kurtosis regularisation", nl.Name)
 		}
+		if a := nl.Linear.Adapter; a != nil {
+			return fmt.Errorf("%s.weight_quant: the gorgonia engine runs qat fake-quant quantizers only, not %T (LR-QAT, LoRA, outliers)", nl.Name, a)
+		}
 		for what, q := range map[string]layers.Quantizer{"weight_quant": nl.Linear.WeightQuant, "input_quant": nl.Linear.InputQuant} {
 			if q == nil {
 				continue

@@ -566,14 +566,16 @@ func (r *Run) evaluate(final bool) error {
 	return r.record(p)
 }
 
-// frozenBytes is the size of the quantizers' frozen tensors (LR-QAT's
-// int8 base weights).
+// frozenBytes is the size of the quantizers' and adapters' frozen tensors
+// (LR-QAT's int8 base weights).
 func frozenBytes(m *layers.Model) int {
 	n := 0
 	for _, nl := range m.Linears() {
-		if f, ok := nl.Linear.WeightQuant.(layers.FrozenState); ok {
-			for _, t := range f.Frozen() {
-				n += len(t.Data)
+		for _, q := range []any{nl.Linear.WeightQuant, nl.Linear.Adapter} {
+			if f, ok := q.(layers.FrozenState); ok {
+				for _, t := range f.Frozen() {
+					n += len(t.Data)
+				}
 			}
 		}
 	}
