@@ -65,13 +65,13 @@ func (c Config) Validate(prefix string) error {
 	return nil
 }
 
-// Prepare attaches adapters to the target linears of m (after
-// qat.Prepare, whose weight quantizers say the grid). lr-qat replaces
+// Prepare attaches adapters (Linear.Adapter) to the target linears of m
+// (after qat.Prepare, whose weight quantizers say the grid). lr-qat takes
 // each target's weight quantizer (symmetric int, per channel or per group)
-// by an LRQAT built from the current weights and that quantizer's scales,
-// then drops the float32 weight (Linear.Weight becomes nil and its memory
-// is released). lora-qat wraps the weight quantizer (or none) around W0 +
-// (alpha/r) A B and freezes W0. It returns how many linears it adapted;
+// into an LRQAT built from the current weights and that quantizer's
+// scales, then drops the float32 weight (Linear.Weight becomes nil and its
+// memory is released). lora-qat takes the weight quantizer (or none) into
+// a LoRAQAT, which applies it to W0 + (alpha/r) A B, and freezes W0. It returns how many linears it adapted;
 // a target glob that matches none, or a target without a usable weight
 // quantizer (lr-qat), is an error naming it.
 func Prepare(m *layers.Model, c Config, seed uint64) (int, error) {
