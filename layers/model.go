@@ -50,8 +50,9 @@ type FrozenState interface {
 	LoadFrozen(key string, t safetensors.Tensor) error
 }
 
-// Observer watches a linear's input before its input quantizer (package
-// qat's kurtosis, GPTQ Hessian and smoothing statistics): Observe returns x
+// Observer watches a linear's input before its input quantizer, or its
+// output (package qat's kurtosis, GPTQ Hessian and smoothing statistics;
+// arXiv 2404.03605 regularises the outputs' kurtosis): Observe returns x
 // itself, or a new Var equal to x when it adds a gradient of its own in
 // backward (the kurtosis penalty). Observers measure; they never change
 // the value, so they are not quantizers.
@@ -81,9 +82,11 @@ type Linear struct {
 	// before read unchanged.
 	Adapter    Adapter   `st:"weight_quant,quant"`
 	InputQuant Quantizer `st:"input_quant,quant"`
-	// Observers see the input, in order, before InputQuant; they hold no
-	// checkpointed state (qat attaches and detaches them).
-	Observers []Observer
+	// Observers see the input, in order, before InputQuant, and
+	// OutputObservers the product; they hold no checkpointed state (qat
+	// attaches and detaches them).
+	Observers       []Observer
+	OutputObservers []Observer
 }
 
 // Forward applies the layer.
@@ -93,7 +96,7 @@ func (l *Linear) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
 	if l.InputQuant != nil {
 		x = l.InputQuant.Apply(ops, x)
 	}
-	return l.product(ops, x, w)
+	return l.observeOut(ops, l.product(ops, x, w))
 }
 
 // ForwardAdd returns res + Forward(x): with no quantizer one product that
@@ -113,6 +116,14 @@ func (l *Linear) observe(ops autograd.Ops, x *autograd.Var) *autograd.Var {
 	return x
 }
 
+// observeOut runs the output observers on the product y.
+func (l *Linear) observeOut(ops autograd.Ops, y *autograd.Var) *autograd.Var {
+	for _, o := range l.OutputObservers {
+		y = o.Observe(ops, y)
+	}
+	return y
+}
+
 // product is x times the (quantized) weight.
 func (l *Linear) product(ops autograd.Ops, x, w *autograd.Var) *autograd.Var {
 	if l.Adapter != nil {
@@ -127,7 +138,7 @@ func (l *Linear) product(ops autograd.Ops, x, w *autograd.Var) *autograd.Var {
 // Quantized reports whether a quantizer, an adapter or an observer is
 // attached: then the layer is not one plain product.
 func (l *Linear) Quantized() bool {
-	return l.WeightQuant != nil || l.Adapter != nil || l.InputQuant != nil || len(l.Observers) > 0
+	return l.WeightQuant != nil || l.Adapter != nil || l.InputQuant != nil || len(l.Observers) > 0 || len(l.OutputObservers) > 0
 }
 
 // anyQuantized reports whether any of ls has a quantizer attached: then
@@ -167,7 +178,7 @@ func linearCat(ops autograd.Ops, x *autograd.Var, ls ...*Linear) []*autograd.Var
 				xq = xi
 			}
 		}
-		out[i] = l.product(ops, xi, l.Weight)
+		out[i] = l.observeOut(ops, l.product(ops, xi, l.Weight))
 	}
 	return out
 }

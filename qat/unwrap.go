@@ -17,10 +17,10 @@ func Plain(q layers.Quantizer) (p *Quantizer, ok bool) {
 	return p, ok
 }
 
-// Regularised reports whether l's input carries a kurtosis penalty
-// (a tap with Coef != 0), which adds to the gradient.
+// Regularised reports whether l's input or output carries a kurtosis
+// penalty (a tap with Coef != 0), which adds to the gradient.
 func Regularised(l *layers.Linear) bool {
-	for _, o := range l.Observers {
+	for _, o := range append(l.Observers[:len(l.Observers):len(l.Observers)], l.OutputObservers...) {
 		if k, ok := o.(*Kurtosis); ok && k.Coef != 0 {
 			return true
 		}

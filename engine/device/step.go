@@ -210,8 +210,8 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 		}
 		p.wq = newFQ(l.WeightQuant, in, p.v.Size())
 		p.xq = newFQ(l.InputQuant, in, N*in)
-		if len(l.Observers) > 0 && err == nil {
-			err = fmt.Errorf("device step: input observers (kurtosis taps) do not run on the device yet")
+		if len(l.Observers)+len(l.OutputObservers) > 0 && err == nil {
+			err = fmt.Errorf("device step: observers (kurtosis taps) do not run on the device yet")
 		}
 	}
 	N, d, kv, f, V := B*T, c.Dim, c.KVHeads*hd, c.FFNHidden, c.Vocab
