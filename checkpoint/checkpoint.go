@@ -73,7 +73,7 @@ func Load(path string) (*Model, error) {
 		}
 		return &Model{Model: m, Tok: tok, Path: dir, Kind: Packed}, nil
 	}
-	m, err := loadCheckpointDir(dir)
+	m, rules, adapters, err := loadCheckpointDir(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -84,13 +84,7 @@ func Load(path string) (*Model, error) {
 	if tok.VocabSize() != m.Vocab {
 		return nil, fmt.Errorf("%s: tokenizer has %d tokens, model %d", dir, tok.VocabSize(), m.Vocab)
 	}
-	out := &Model{Model: m, Tok: tok, Path: dir, Kind: Dir}
-	if out.Rules, err = readRules(dir); err != nil {
-		return nil, err
-	}
-	_, err = os.Stat(filepath.Join(dir, "lora.json"))
-	out.Adapters = err == nil
-	return out, nil
+	return &Model{Model: m, Tok: tok, Path: dir, Kind: Dir, Rules: rules, Adapters: adapters}, nil
 }
 
 // LoadPacked opens a model whose linears run on the packed kernels: a GGUF
@@ -259,10 +253,10 @@ func Resolve(path string) (string, error) {
 // loadCheckpointDir reads config.json and model.safetensors of a checkpoint, and
 // attaches its quantizers when it has a quant.json (a QAT checkpoint runs
 // fake-quantized, as it was trained).
-func loadCheckpointDir(dir string) (*layers.Model, error) {
+func loadCheckpointDir(dir string) (m *layers.Model, rules []qat.Rule, adapters bool, err error) {
 	c, err := layers.ReadHFConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
-		return nil, err
+		return nil, nil, false, err
 	}
 	// the weights are checked against the config before the model is
 	// allocated: a config.json within the limits may still claim a model
@@ -270,15 +264,18 @@ func loadCheckpointDir(dir string) (*layers.Model, error) {
 	path := filepath.Join(dir, "model.safetensors")
 	f, err := safetensors.Read(path)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, false, fmt.Errorf("%s: %w", path, err)
 	}
 	// An adapter checkpoint keeps LR-QAT layers' weights as their int8
 	// frozen base instead of .weight, so the tensors are checked after the
 	// adapters are prepared (LoadFrom); before, the file must at least
 	// hold a byte per parameter the config claims.
-	if _, err := os.Stat(filepath.Join(dir, "lora.json")); errors.Is(err, os.ErrNotExist) {
+	loraPath := filepath.Join(dir, "lora.json")
+	lb, err := os.ReadFile(loraPath)
+	adapters = err == nil
+	if !adapters {
 		if err := c.CheckFile(f); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, nil, false, fmt.Errorf("%s: %w", path, err)
 		}
 	} else {
 		var held int
@@ -286,32 +283,31 @@ func loadCheckpointDir(dir string) (*layers.Model, error) {
 			held += len(t.Data)
 		}
 		if total, _ := c.Params(); total > held {
-			return nil, fmt.Errorf("%s: config.json describes %d parameters, the file holds %d bytes of tensors", path, total, held)
+			return nil, nil, false, fmt.Errorf("%s: config.json describes %d parameters, the file holds %d bytes of tensors", path, total, held)
 		}
 	}
-	m := layers.New(c)
-	if b, err := os.ReadFile(filepath.Join(dir, "quant.json")); err == nil {
-		var rules []qat.Rule
-		if err := json.Unmarshal(b, &rules); err != nil {
-			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "quant.json"), err)
-		}
+	if rules, err = readRules(dir); err != nil {
+		return nil, nil, false, err
+	}
+	m = layers.New(c)
+	if rules != nil {
 		if err := qat.Prepare(m, rules); err != nil {
-			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "quant.json"), err)
+			return nil, nil, false, fmt.Errorf("%s: %w", filepath.Join(dir, "quant.json"), err)
 		}
 	}
 	// adapters: their tensors (and LR-QAT's frozen base) come from the
 	// checkpoint below
-	if b, err := os.ReadFile(filepath.Join(dir, "lora.json")); err == nil {
+	if adapters {
 		var lc lora.Config
-		if err := json.Unmarshal(b, &lc); err != nil {
-			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "lora.json"), err)
+		if err := json.Unmarshal(lb, &lc); err != nil {
+			return nil, nil, false, fmt.Errorf("%s: %w", loraPath, err)
 		}
 		if _, err := lora.Prepare(m, lc, 0); err != nil {
-			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "lora.json"), err)
+			return nil, nil, false, fmt.Errorf("%s: %w", loraPath, err)
 		}
 	}
 	if err := m.LoadFrom(path, f); err != nil {
-		return nil, err
+		return nil, nil, false, err
 	}
-	return m, nil
+	return m, rules, adapters, nil
 }
