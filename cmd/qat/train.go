@@ -62,7 +62,7 @@ func trainCmd() *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "model: %d parameters (%d non-embedding), optimizer state (%s) %.1f MB, %.2f bytes per parameter; %d steps of %d x %d tokens; out %s\n",
 				total, ne, c.Optimizer.Kind, float64(r.Opt.StateBytes())/1e6, float64(r.Opt.StateBytes())/float64(total), c.Train.Steps, c.Train.Batch*c.Train.GradAccum, c.Train.Seq, c.OutDir)
 			r.AddHook(train.Progress(os.Stderr, c.Train.Steps, r.State.Step, c.Train.LogEvery))
-			defer train.HandleSignals(r, os.Stderr)()
+			defer train.HandleSignals(r, os.Stderr, true)()
 			return r.Loop()
 		},
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -144,7 +143,7 @@ func (p *Plan) Run(i int, log io.Writer) (skipped bool, err error) {
 		}
 		start := r.State.Step
 		r.AddHook(train.Progress(log, c.Train.Steps, start, c.Train.LogEvery))
-		defer handleSignals(r, log)()
+		defer train.HandleSignals(r, log, false)()
 		if err := r.Loop(); err != nil {
 			return err
 		}
@@ -175,38 +174,6 @@ func (p *Plan) Run(i int, log io.Writer) (skipped bool, err error) {
 		return false, fmt.Errorf("entry %d (%s) failed: %v; recording it: %w", i, e.ID, err, werr)
 	}
 	return false, &FailedError{Index: i, ID: e.ID, Attempts: attempts, Record: p.FailurePath(i), Err: err}
-}
-
-// handleSignals turns the first SIGTERM or SIGINT into r.Interrupt (the
-// step finishes and is checkpointed). Repeats are logged and ignored: a
-// scheduler may deliver one stop twice (Slurm signals every process of a
-// preempted job, and the batch script forwards its own), and its grace
-// period ends in SIGKILL anyway. The returned function stops handling.
-func handleSignals(r *train.Run, log io.Writer) (stop func()) {
-	ch := make(chan os.Signal, 4)
-	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
-	done := make(chan struct{})
-	go func() {
-		stopping := false
-		for {
-			select {
-			case sig := <-ch:
-				if stopping {
-					fmt.Fprintf(log, "\n%v again: already stopping after this step\n", sig)
-					continue
-				}
-				stopping = true
-				fmt.Fprintf(log, "\n%v: finishing the step and writing a checkpoint\n", sig)
-				r.Interrupt(sig)
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() {
-		signal.Stop(ch)
-		close(done)
-	}
 }
 
 // failedAttempts is the attempt count of entry i's failure record, 0

@@ -442,9 +442,13 @@ func (e *Interrupted) ExitCode() int {
 }
 
 // HandleSignals turns the first SIGTERM or SIGINT into r.Interrupt (the
-// step finishes and is checkpointed) and a second one, a second or more
-// later, into an immediate exit, the last checkpoint intact. The returned function stops handling.
-func HandleSignals(r *Run, log io.Writer) (stop func()) {
+// step finishes and is checkpointed). With exitOnRepeat, a second signal a
+// second or more later exits at once, the last checkpoint intact (a person
+// at a terminal); without, repeats are logged and ignored (a scheduler's
+// grace period ends in SIGKILL anyway). A repeat within a second is always
+// the same request: Slurm signals every process of a job and its batch
+// script passes the signal on too. The returned function stops handling.
+func HandleSignals(r *Run, log io.Writer, exitOnRepeat bool) (stop func()) {
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
 	done := make(chan struct{})
@@ -453,10 +457,8 @@ func HandleSignals(r *Run, log io.Writer) (stop func()) {
 		for {
 			select {
 			case sig := <-ch:
-				// Slurm signals every process of a job and its batch script
-				// passes the signal on too: a repeat within a second is the
-				// same request
-				if !first.IsZero() && time.Since(first) < time.Second {
+				if !first.IsZero() && (!exitOnRepeat || time.Since(first) < time.Second) {
+					fmt.Fprintf(log, "\n%v again: already stopping after this step\n", sig)
 					continue
 				}
 				if !first.IsZero() {
@@ -464,7 +466,11 @@ func HandleSignals(r *Run, log io.Writer) (stop func()) {
 					os.Exit(128 + int(sig.(syscall.Signal)))
 				}
 				first = time.Now()
-				fmt.Fprintf(log, "\n%v: finishing step %d and writing a checkpoint (again to exit at once)\n", sig, r.State.Step+1)
+				if exitOnRepeat {
+					fmt.Fprintf(log, "\n%v: finishing step %d and writing a checkpoint (again to exit at once)\n", sig, r.State.Step+1)
+				} else {
+					fmt.Fprintf(log, "\n%v: finishing the step and writing a checkpoint\n", sig)
+				}
 				r.Interrupt(sig)
 			case <-done:
 				return
