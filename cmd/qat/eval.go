@@ -44,8 +44,18 @@ quantizations by.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kernels.SetThreads(threads)
-			m, tok, err := loadModel(model)
-			if err != nil {
+			// --packed --text decodes through the packed kernels: the model
+			// is read once, packed
+			var pm *checkpoint.Model
+			var m *layers.Model
+			var tok *bpe.Tokenizer
+			var err error
+			if packed && textPath != "" {
+				if pm, err = checkpoint.LoadPacked(model); err != nil {
+					return inputf("--model: %v", err)
+				}
+				m, tok = pm.Model, pm.Tok
+			} else if m, tok, err = loadModel(model); err != nil {
 				return err
 			}
 			if preset != "" {
@@ -67,11 +77,7 @@ quantizations by.`,
 				}
 				var stepper func() layers.Stepper
 				how := "unpacked weights"
-				if packed {
-					pm, err := checkpoint.LoadPacked(model)
-					if err != nil {
-						return inputf("--model: %v", err)
-					}
+				if pm != nil {
 					stepper = func() layers.Stepper { return layers.NewPackedDecoder(pm.Model, pm.PackedWeights) }
 					how = kernels.PackedKernel() + " packed kernels, one token at a time"
 				}
