@@ -262,9 +262,9 @@ func loadCheckpointDir(dir string) (m *layers.Model, rules []qat.Rule, adapters 
 	// allocated: a config.json within the limits may still claim a model
 	// the file does not hold
 	path := filepath.Join(dir, "model.safetensors")
-	f, err := safetensors.Read(path)
+	f, err := safetensors.Read(path) // its errors name the file
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("%s: %w", path, err)
+		return nil, nil, false, err
 	}
 	// An adapter checkpoint keeps LR-QAT layers' weights as their int8
 	// frozen base instead of .weight, so the tensors are checked after the
