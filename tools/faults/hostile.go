@@ -131,7 +131,8 @@ func formats() []format {
 
 // hostileCases feeds every format `hostile` mutated files. Each command
 // must accept the file (exit 0) or refuse it as bad input (exit 2, naming
-// something), within 30 s and the memory limit, and never panic.
+// something) within 30 s, a refusal within the memory limit, and never
+// panic.
 func hostileCases(refs []outcome) {
 	if *hostile == 0 {
 		return
@@ -164,7 +165,9 @@ func hostileCases(refs []outcome) {
 			case crashed:
 				faults++
 				fail("%s #%02d (%s): crashed, exit %d\n%s", f.name, i+1, what, r.code, r.out)
-			case r.rssMB > float64(*maxRSS):
+			// the bound is on refusing: an input still valid (a config of a
+			// larger model within the limits) is a job, its memory its own
+			case r.rssMB > float64(*maxRSS) && r.code != 0:
 				faults++
 				fail("%s #%02d (%s): peak RSS %.0f MB", f.name, i+1, what, r.rssMB)
 			case r.code == 2:
