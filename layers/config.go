@@ -17,10 +17,37 @@ type Config struct {
 	NormEps   float64 `yaml:"norm_eps" json:"rms_norm_eps"`
 	Tied      bool    `yaml:"tied_embeddings" json:"tie_word_embeddings"`
 	MaxSeq    int     `yaml:"max_seq" json:"max_position_embeddings"`
+	// HeadDimension is the width of one attention head when it is not
+	// Dim/Heads (Llama 3.2 and Mistral-Nemo style: q_proj is
+	// (heads*head_dim, dim)); 0 means Dim/Heads.
+	HeadDimension int `yaml:"head_dim,omitempty" json:"head_dim,omitempty"`
+	// QKVBias adds a bias to q_proj, k_proj and v_proj (Qwen2).
+	QKVBias bool `yaml:"qkv_bias,omitempty" json:"-"`
+	// RopeScaling rescales RoPE's frequencies for long contexts; the zero
+	// value is plain RoPE.
+	RopeScaling RopeScaling `yaml:"rope_scaling,omitempty" json:"-"`
 }
 
-// HeadDim is Dim/Heads.
-func (c Config) HeadDim() int { return c.Dim / c.Heads }
+// RopeScaling is Hugging Face's rope_scaling of type "llama3" (Llama 3.1
+// and 3.2): wavelengths longer than OriginalMax/LowFreqFactor are divided
+// by Factor, shorter than OriginalMax/HighFreqFactor kept, and the band
+// between interpolated (docs: layers.RopeFreqs). Type "" is none.
+type RopeScaling struct {
+	Type           string  `yaml:"type,omitempty"`
+	Factor         float64 `yaml:"factor,omitempty"`
+	LowFreqFactor  float64 `yaml:"low_freq_factor,omitempty"`
+	HighFreqFactor float64 `yaml:"high_freq_factor,omitempty"`
+	OriginalMax    int     `yaml:"original_max_position_embeddings,omitempty"`
+}
+
+// HeadDim is the width of one attention head: HeadDimension when set,
+// else Dim/Heads.
+func (c Config) HeadDim() int {
+	if c.HeadDimension > 0 {
+		return c.HeadDimension
+	}
+	return c.Dim / c.Heads
+}
 
 // Validate reports the first impossible value, naming its field: a
 // *FieldError for every field. Sizes over the limits (CurrentLimits) are
@@ -43,10 +70,12 @@ func (c Config) ValidateLimits(l Limits) error {
 		return err
 	}
 	switch {
-	case c.Dim%c.Heads != 0:
+	case c.HeadDimension < 0:
+		return &FieldError{"head_dim", int64(c.HeadDimension), fmt.Sprintf("%d, must be positive (or 0: dim/heads)", c.HeadDimension)}
+	case c.HeadDimension == 0 && c.Dim%c.Heads != 0:
 		return &FieldError{"dim", int64(c.Dim), fmt.Sprintf("%d is not a multiple of model.heads %d", c.Dim, c.Heads)}
 	case c.HeadDim()%2 != 0:
-		return &FieldError{"heads", int64(c.Heads), fmt.Sprintf("%d: head dimension dim/heads = %d must be even for RoPE", c.Heads, c.HeadDim())}
+		return &FieldError{"heads", int64(c.Heads), fmt.Sprintf("%d: head dimension %d must be even for RoPE", c.Heads, c.HeadDim())}
 	case c.Heads%c.KVHeads != 0:
 		return &FieldError{"kv_heads", int64(c.KVHeads), fmt.Sprintf("%d does not divide model.heads %d", c.KVHeads, c.Heads)}
 	case !(c.RopeTheta > 0) || math.IsInf(c.RopeTheta, 0):
@@ -83,7 +112,11 @@ var (
 // out the token embedding and an untied lm_head.
 func (c Config) Params() (total, nonEmbedding int) {
 	kv := c.HeadDim() * c.KVHeads
-	block := 2*c.Dim*c.Dim + 2*c.Dim*kv + 3*c.Dim*c.FFNHidden + 2*c.Dim
+	q := c.HeadDim() * c.Heads
+	block := 2*c.Dim*q + 2*c.Dim*kv + 3*c.Dim*c.FFNHidden + 2*c.Dim
+	if c.QKVBias {
+		block += q + 2*kv
+	}
 	nonEmbedding = c.Layers*block + c.Dim
 	total = nonEmbedding + c.Vocab*c.Dim
 	if !c.Tied {

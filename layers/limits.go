@@ -186,7 +186,11 @@ func (c Config) checkedParams() (uint64, bool) {
 	u := func(v int) uint64 { return uint64(v) }
 	dim := u(c.Dim)
 	kv := mul(u(c.HeadDim()), u(c.KVHeads))
-	block := add(add(add(mul(2, mul(dim, dim)), mul(2, mul(dim, kv))), mul(3, mul(dim, u(c.FFNHidden)))), mul(2, dim))
+	q := mul(u(c.HeadDim()), u(c.Heads))
+	block := add(add(add(mul(2, mul(dim, q)), mul(2, mul(dim, kv))), mul(3, mul(dim, u(c.FFNHidden)))), mul(2, dim))
+	if c.QKVBias {
+		block = add(block, add(q, mul(2, kv)))
+	}
 	total := add(mul(u(c.Layers), block), dim)
 	emb := mul(u(c.Vocab), dim)
 	total = add(total, emb)
@@ -203,7 +207,8 @@ func (c Config) checkSizes(l Limits) error {
 		v     int
 		limit int64
 	}{{"vocab", c.Vocab, l.Vocab}, {"dim", c.Dim, l.Dim}, {"layers", c.Layers, l.Layers}, {"heads", c.Heads, l.Heads},
-		{"kv_heads", c.KVHeads, l.KVHeads}, {"ffn_hidden", c.FFNHidden, l.FFN}, {"max_seq", c.MaxSeq, l.Seq}} {
+		{"kv_heads", c.KVHeads, l.KVHeads}, {"ffn_hidden", c.FFNHidden, l.FFN}, {"max_seq", c.MaxSeq, l.Seq},
+		{"head_dim", c.HeadDimension, l.HeadDim}} {
 		if int64(f.v) > f.limit {
 			return &FieldError{f.key, int64(f.v), fmt.Sprintf("%d exceeds the limit %d (--limits %s=N raises it)", f.v, f.limit, f.key)}
 		}
@@ -216,13 +221,13 @@ func (c Config) checkSizes(l Limits) error {
 // the products are checked for overflow since limits may be raised
 // without bound.
 func (c Config) checkProducts(l Limits) error {
-	if hd := int64(c.Dim / c.Heads); hd > l.HeadDim {
-		return &FieldError{"heads", int64(c.Heads), fmt.Sprintf("%d: head dimension dim/heads = %d exceeds the limit %d (--limits head_dim=N raises it)",
+	if hd := int64(c.HeadDim()); hd > l.HeadDim {
+		return &FieldError{"heads", int64(c.Heads), fmt.Sprintf("%d: head dimension %d exceeds the limit %d (--limits head_dim=N raises it)",
 			c.Heads, hd, l.HeadDim)}
 	}
-	if hi, lo := bits.Mul64(uint64(c.MaxSeq), uint64(c.Dim/c.Heads)); hi != 0 || lo > uint64(l.Rope) {
+	if hi, lo := bits.Mul64(uint64(c.MaxSeq), uint64(c.HeadDim())); hi != 0 || lo > uint64(l.Rope) {
 		return &FieldError{"max_seq", int64(c.MaxSeq), fmt.Sprintf("%d: the RoPE tables' max_seq x head_dim = %d x %d entries exceed the limit %d (--limits rope=N raises it)",
-			c.MaxSeq, c.MaxSeq, c.Dim/c.Heads, l.Rope)}
+			c.MaxSeq, c.MaxSeq, c.HeadDim(), l.Rope)}
 	}
 	n, ok := c.checkedParams()
 	if !ok || n > uint64(l.Params) {
