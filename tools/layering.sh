@@ -10,10 +10,11 @@ declare -A level=(
   [qat/data]=2 [qat/layers]=2 [qat/optim]=2
   [qat/qat]=3 [qat/engine]=3 [qat/eval]=3
   [qat/lora]=4 [qat/qat/ptq]=4 [qat/export]=4 [qat/engine/tape]=4 [qat/engine/gorgonia]=4 [qat/engine/device]=4
-  [qat/checkpoint]=5 [qat/cmd/internal/config]=5 [qat/cmd/internal/bench]=5
-  [qat/cmd/internal/train]=6
-  [qat/cmd/internal/sweep]=7
-  [qat/cmd/qat]=8
+  [qat/checkpoint]=5 [qat/cmd/internal/bench]=5
+  [qat/cmd/internal/config]=6
+  [qat/cmd/internal/train]=7
+  [qat/cmd/internal/sweep]=8
+  [qat/cmd/qat]=9
 )
 status=0
 while read -r pkg imports; do

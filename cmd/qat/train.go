@@ -33,7 +33,7 @@ func trainCmd() *cobra.Command {
 			case resume != "" && cfgPath != "":
 				return inputf("give --config or --resume, not both: a resumed run keeps the config it started with")
 			case resume != "":
-				c, err = config.Load(filepath.Join(resume, "config.yaml"), sets...)
+				c, err = config.LoadSaved(filepath.Join(resume, "config.yaml"), sets...)
 				if err == nil && c.OutDir != resume {
 					c.OutDir = resume // the directory may have moved
 				}

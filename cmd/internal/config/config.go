@@ -98,8 +98,15 @@ type Config struct {
 	Quant     Quant         `yaml:"quant"`
 	// Lora adds low-rank adapters (LR-QAT or LoRA + QAT); nil: none.
 	Lora     *lora.Config `yaml:"lora"`
-	OutDir   string       `yaml:"out_dir"`
-	InitFrom string       `yaml:"init_from"`
+	OutDir string `yaml:"out_dir"`
+	// InitFrom starts training from a model: a Hugging Face model
+	// directory, a checkpoint or a run directory. Its config.json gives
+	// the architecture (modelFromInit).
+	InitFrom string `yaml:"init_from"`
+
+	// resumed: the config a run saved, whose model section is already the
+	// checkpoint's (init_from need not exist any more).
+	resumed bool
 }
 
 // QuantRules returns the rules of the quant section, nil when the run is
@@ -162,7 +169,12 @@ type fieldError struct {
 // Parse decodes b over Defaults, applies overrides ("train.lr=1e-3", as
 // torchtune's key=value arguments) and validates; name is used in messages.
 func Parse(name string, b []byte, overrides ...string) (*Config, error) {
+	return parse(name, b, false, overrides...)
+}
+
+func parse(name string, b []byte, resumed bool, overrides ...string) (*Config, error) {
 	c := Defaults()
+	c.resumed = resumed
 	if err := Unmarshal(name, b, &c); err != nil {
 		return nil, err
 	}
@@ -171,7 +183,14 @@ func Parse(name string, b []byte, overrides ...string) (*Config, error) {
 			return nil, &InputError{fmt.Errorf("--set %s: %w", o, err)}
 		}
 	}
-	if fe := c.validate(); fe == nil {
+	var fe *fieldError
+	if c.InitFrom != "" && !c.resumed {
+		fe = c.modelFromInit(modelKeys(b, overrides))
+	}
+	if fe == nil {
+		fe = c.validate()
+	}
+	if fe == nil {
 		// Quantizer specs and rules are checked against the model's shapes,
 		// without building the model (its sizes are within the limits, but
 		// a config need not fit in memory to be checked).
@@ -389,4 +408,15 @@ func Load(path string, overrides ...string) (*Config, error) {
 		return nil, &InputError{err}
 	}
 	return Parse(path, b, overrides...)
+}
+
+// LoadSaved reads the config.yaml a run saved: its model section is the
+// one the run was built with, so init_from is not read again (the
+// directory it named may be gone; the run resumes from its checkpoints).
+func LoadSaved(path string, overrides ...string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &InputError{err}
+	}
+	return parse(path, b, true, overrides...)
 }

@@ -143,7 +143,10 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 	if err != nil {
 		return nil, &config.InputError{Err: fmt.Errorf("data.dir: %w", err)}
 	}
-	if tok.VocabSize() != cfg.Model.Vocab {
+	// Hugging Face models often pad the embedding past the tokenizer
+	// (Qwen2: 151,936 rows for 151,665 tokens): more rows are fine, fewer
+	// would leave ids without one.
+	if tok.VocabSize() > cfg.Model.Vocab || (cfg.InitFrom == "" && tok.VocabSize() != cfg.Model.Vocab) {
 		return nil, &config.InputError{Err: fmt.Errorf("model.vocab %d does not match the tokenizer of %s (%d tokens)",
 			cfg.Model.Vocab, cfg.Data.Dir, tok.VocabSize())}
 	}

@@ -1,0 +1,87 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+
+	"github.com/goccy/go-yaml"
+
+	"qat/checkpoint"
+	"qat/layers"
+)
+
+// modelFromInit takes the architecture of a fine-tune from init_from's
+// config.json (a Hugging Face model directory, a checkpoint or a run
+// directory), as torchtune takes it from the checkpoint: the model
+// section may be left out. Keys the section (or a --set model.KEY) does
+// give must agree with the checkpoint, except max_seq, which may be lower
+// (a shorter training context needs smaller RoPE tables and changes no
+// weight). given are the keys set, by their YAML names.
+func (c *Config) modelFromInit(given map[string]bool) *fieldError {
+	path, err := initConfigPath(c.InitFrom)
+	if err != nil {
+		return &fieldError{"init_from", err.Error()}
+	}
+	hf, err := layers.ReadHFConfig(path)
+	if err != nil {
+		return &fieldError{"init_from", err.Error()}
+	}
+	want := reflect.ValueOf(hf)
+	have := reflect.ValueOf(&c.Model).Elem()
+	t := want.Type()
+	for i := 0; i < t.NumField(); i++ {
+		key, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if !given[key] {
+			have.Field(i).Set(want.Field(i))
+			continue
+		}
+		if key == "max_seq" && c.Model.MaxSeq <= hf.MaxSeq {
+			continue
+		}
+		if !reflect.DeepEqual(have.Field(i).Interface(), want.Field(i).Interface()) {
+			msg := fmt.Sprintf("%v, but init_from's %s has %v", have.Field(i).Interface(), path, want.Field(i).Interface())
+			if key == "max_seq" {
+				msg += " (max_seq may be lower, not higher)"
+			}
+			return &fieldError{"model." + key, msg + ": leave model." + key + " out to take the checkpoint's"}
+		}
+	}
+	return nil
+}
+
+// initConfigPath is the config.json that describes init_from's model.
+func initConfigPath(p string) (string, error) {
+	if _, err := os.Stat(filepath.Join(p, "config.json")); err == nil {
+		return filepath.Join(p, "config.json"), nil
+	}
+	d, err := checkpoint.Resolve(p)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(d, "config.json"), nil
+}
+
+// modelKeys returns the keys the YAML's model section and the --set
+// overrides give, by their YAML names.
+func modelKeys(b []byte, overrides []string) map[string]bool {
+	var raw struct {
+		Model map[string]any `yaml:"model"`
+	}
+	given := map[string]bool{}
+	if yaml.Unmarshal(b, &raw) == nil {
+		for k := range raw.Model {
+			given[k] = true
+		}
+	}
+	for _, o := range overrides {
+		k, _, _ := strings.Cut(o, "=")
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(k), "model."); ok {
+			k, _, _ := strings.Cut(rest, ".")
+			given[k] = true
+		}
+	}
+	return given
+}
