@@ -31,7 +31,7 @@ type Config struct {
 // RopeScaling is Hugging Face's rope_scaling of type "llama3" (Llama 3.1
 // and 3.2): wavelengths longer than OriginalMax/LowFreqFactor are divided
 // by Factor, shorter than OriginalMax/HighFreqFactor kept, and the band
-// between interpolated (docs: layers.RopeFreqs). Type "" is none.
+// between interpolated (Config.RopeFreqs). Type "" is none.
 type RopeScaling struct {
 	Type           string  `yaml:"type,omitempty"`
 	Factor         float64 `yaml:"factor,omitempty"`
@@ -83,6 +83,9 @@ func (c Config) ValidateLimits(l Limits) error {
 	case !(c.NormEps > 0) || c.NormEps > 1:
 		return &FieldError{"norm_eps", 0, fmt.Sprintf("%g, must be in (0, 1]", c.NormEps)}
 	}
+	if err := c.RopeScaling.validate(); err != nil {
+		return err
+	}
 	return c.checkProducts(l)
 }
 
@@ -93,7 +96,8 @@ func (c Config) BlockAligned(block int) error {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"vocab", c.Vocab}, {"dim", c.Dim}, {"ffn_hidden", c.FFNHidden}, {"dim/heads*kv_heads", c.HeadDim() * c.KVHeads}} {
+	}{{"vocab", c.Vocab}, {"dim", c.Dim}, {"ffn_hidden", c.FFNHidden}, {"dim/heads*kv_heads", c.HeadDim() * c.KVHeads},
+		{"head_dim*heads", c.HeadDim() * c.Heads}} {
 		if f.v%block != 0 {
 			return fmt.Errorf("model.%s: %d is not a multiple of the quantization block %d", f.name, f.v, block)
 		}

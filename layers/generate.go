@@ -17,8 +17,8 @@ type Decoder struct {
 	m       *Model
 	k, v    [][]float32 // per layer: (MaxSeq, kvHeads*hd)
 	pos     int
-	x, h, a []float32 // residual, normed, attention out (dim)
-	q       []float32
+	x, h    []float32 // residual, normed (dim)
+	a, q    []float32 // attention out, rotated queries (heads*head_dim)
 	qkv     []float32
 	gu, act []float32
 	scores  []float32
@@ -115,9 +115,9 @@ func (d *Decoder) lin(y []float32, w *autograd.Var, out, in int) {
 // NewDecoder returns an empty cache for m.
 func NewDecoder(m *Model) *Decoder {
 	c := m.Config
-	kv := c.HeadDim() * c.KVHeads
-	d := &Decoder{m: m, x: make([]float32, c.Dim), h: make([]float32, c.Dim), a: make([]float32, c.Dim),
-		q: make([]float32, c.Dim), qkv: make([]float32, c.Dim+2*kv), gu: make([]float32, 2*c.FFNHidden),
+	kv, qd := c.HeadDim()*c.KVHeads, c.HeadDim()*c.Heads
+	d := &Decoder{m: m, x: make([]float32, c.Dim), h: make([]float32, c.Dim), a: make([]float32, qd),
+		q: make([]float32, qd), qkv: make([]float32, qd+2*kv), gu: make([]float32, 2*c.FFNHidden),
 		act: make([]float32, c.FFNHidden), scores: make([]float32, c.MaxSeq), lse: make([]float32, 1),
 		logits: make([]float32, c.Vocab), tmp: make([]float32, c.Dim)}
 	for range m.Layers {
@@ -129,6 +129,14 @@ func NewDecoder(m *Model) *Decoder {
 
 // Pos is the number of tokens consumed.
 func (d *Decoder) Pos() int { return d.pos }
+
+// addBias1 adds a linear's bias (nil: none) to its product y, in float32
+// as the model's biases stay (packed weights keep them unquantized).
+func addBias1(y []float32, b *autograd.Var) {
+	if b != nil {
+		kernels.Active.Axpy(y, b.Data(), 1)
+	}
+}
 
 // linear1 computes y = x W^T for one row.
 func linear1(y, x, w []float32, out, in int) {
@@ -145,7 +153,7 @@ func (d *Decoder) Step(tok int32) ([]float32, error) {
 	if tok < 0 || int(tok) >= c.Vocab {
 		return nil, fmt.Errorf("token id %d outside vocabulary of %d", tok, c.Vocab)
 	}
-	hd, kvd := c.HeadDim(), c.HeadDim()*c.KVHeads
+	hd, kvd, qd := c.HeadDim(), c.HeadDim()*c.KVHeads, c.HeadDim()*c.Heads
 	group := c.Heads / c.KVHeads
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	ks := kernels.Active
@@ -156,12 +164,16 @@ func (d *Decoder) Step(tok int32) ([]float32, error) {
 		ks.RMSNormFwd(d.h, d.lse, d.x, L.AttnNorm.Weight.Data(), 1, c.Dim, L.AttnNorm.Eps)
 		at := L.Attn
 		d.input(d.h)
-		d.lin(d.qkv[:c.Dim], at.Q.Weight, c.Dim, c.Dim)
-		d.lin(d.qkv[c.Dim:c.Dim+kvd], at.K.Weight, kvd, c.Dim)
-		d.lin(d.qkv[c.Dim+kvd:], at.V.Weight, kvd, c.Dim)
-		ks.RoPE(d.q, d.qkv[:c.Dim], d.pos1[:], at.rope.Cos, at.rope.Sin, 1, c.Heads, hd, c.Dim, c.Dim, 1, false)
-		ks.RoPE(d.k[l][d.pos*kvd:(d.pos+1)*kvd], d.qkv[c.Dim:c.Dim+kvd], d.pos1[:], at.rope.Cos, at.rope.Sin, 1, c.KVHeads, hd, kvd, kvd, 1, false)
-		copy(d.v[l][d.pos*kvd:(d.pos+1)*kvd], d.qkv[c.Dim+kvd:])
+		q, k, v := d.qkv[:qd], d.qkv[qd:qd+kvd], d.qkv[qd+kvd:]
+		d.lin(q, at.Q.Weight, qd, c.Dim)
+		d.lin(k, at.K.Weight, kvd, c.Dim)
+		d.lin(v, at.V.Weight, kvd, c.Dim)
+		addBias1(q, at.Q.Bias)
+		addBias1(k, at.K.Bias)
+		addBias1(v, at.V.Bias)
+		ks.RoPE(d.q, q, d.pos1[:], at.rope.Cos, at.rope.Sin, 1, c.Heads, hd, qd, qd, 1, false)
+		ks.RoPE(d.k[l][d.pos*kvd:(d.pos+1)*kvd], k, d.pos1[:], at.rope.Cos, at.rope.Sin, 1, c.KVHeads, hd, kvd, kvd, 1, false)
+		copy(d.v[l][d.pos*kvd:(d.pos+1)*kvd], v)
 		for h := 0; h < c.Heads; h++ {
 			ko := (h / group) * hd
 			// scores over the n cached keys, softmax, weighted sum of values
@@ -170,7 +182,7 @@ func (d *Decoder) Step(tok int32) ([]float32, error) {
 			kernels.Sgemm(false, false, 1, hd, n, 1, d.scores, n, d.v[l][ko:], kvd, 0, d.a[h*hd:], hd)
 		}
 		d.input(d.a)
-		d.lin(d.tmp, at.O.Weight, c.Dim, c.Dim)
+		d.lin(d.tmp, at.O.Weight, c.Dim, qd)
 		ks.Axpy(d.x, d.tmp, 1)
 		ks.RMSNormFwd(d.h, d.lse, d.x, L.MLPNorm.Weight.Data(), 1, c.Dim, L.MLPNorm.Eps)
 		d.input(d.h)

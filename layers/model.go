@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 
 	"qat/autograd"
 	"qat/data/safetensors"
@@ -69,10 +70,15 @@ func sameQuant(a, b Quantizer) bool {
 	return ok && b != nil && s.SameAs(b)
 }
 
-// Linear is a bias-free linear layer, y = x W^T, W (out, in). With
-// quantizers attached (qat.Prepare) it computes Q_in(x) Q_w(W)^T.
+// Linear is a linear layer, y = x W^T (+ b), W (out, in), the bias b
+// (out) only where the architecture has one (Qwen2's q/k/v). With
+// quantizers attached (qat.Prepare) it computes Q_in(x) Q_w(W)^T + b: the
+// bias stays in full precision, as torchao's fake-quantized linears keep
+// it.
 type Linear struct {
 	Weight *autograd.Var `st:"weight" gguf:"weight"`
+	// Bias is nil for a bias-free layer (every Llama linear).
+	Bias *autograd.Var `st:"bias" gguf:"bias"`
 	// WeightQuant and InputQuant are nil for a full-precision layer; their
 	// learned state is checkpointed as NAME.weight_quant.step and so on.
 	WeightQuant Quantizer `st:"weight_quant,quant"`
@@ -96,16 +102,55 @@ func (l *Linear) Forward(ops autograd.Ops, x *autograd.Var) *autograd.Var {
 	if l.InputQuant != nil {
 		x = l.InputQuant.Apply(ops, x)
 	}
-	return l.observeOut(ops, l.product(ops, x, w))
+	return l.observeOut(ops, l.addBias(ops, l.product(ops, x, w)))
 }
 
-// ForwardAdd returns res + Forward(x): with no quantizer one product that
-// adds into a copy of res (LinearAdd).
+// ForwardAdd returns res + Forward(x): with no quantizer and no bias one
+// product that adds into a copy of res (LinearAdd).
 func (l *Linear) ForwardAdd(ops autograd.Ops, x, res *autograd.Var) *autograd.Var {
-	if l.Quantized() {
+	if l.Quantized() || l.Bias != nil {
 		return ops.Add(res, l.Forward(ops, x))
 	}
 	return ops.LinearAdd(x, l.Weight, res)
+}
+
+// addBias returns y + Bias broadcast over y's rows, or y itself for a
+// bias-free layer. The bias's gradient is the column sum of y's.
+func (l *Linear) addBias(ops autograd.Ops, y *autograd.Var) *autograd.Var {
+	if l.Bias == nil {
+		return y
+	}
+	return AddBias(ops, y, l.Bias)
+}
+
+// AddBias returns y + b for y (..., n) and b (n), b added to every row.
+func AddBias(ops autograd.Ops, y, b *autograd.Var) *autograd.Var {
+	n := b.Size()
+	if len(b.Shape()) != 1 || y.Size()%n != 0 || y.Shape()[len(y.Shape())-1] != n {
+		panic(fmt.Sprintf("layers: AddBias: y %v, bias %v", y.Shape(), b.Shape()))
+	}
+	yv, bv := y.Data(), b.Data()
+	return ops.Custom(y.Shape(), []*autograd.Var{y, b}, func(out []float32) {
+		for r := 0; r < len(out); r += n {
+			o, yr := out[r:r+n], yv[r:r+n]
+			for j := range o {
+				o[j] = yr[j] + bv[j]
+			}
+		}
+	}, func(dout []float32, dins [][]float32) {
+		if dy := dins[0]; dy != nil {
+			for i, g := range dout {
+				dy[i] += g
+			}
+		}
+		if db := dins[1]; db != nil {
+			for r := 0; r < len(dout); r += n {
+				for j, g := range dout[r : r+n] {
+					db[j] += g
+				}
+			}
+		}
+	})
 }
 
 // observe runs the observers on x.
@@ -161,7 +206,11 @@ func linearCat(ops autograd.Ops, x *autograd.Var, ls ...*Linear) []*autograd.Var
 		for i, l := range ls {
 			ws[i] = l.Weight
 		}
-		return ops.LinearCat(x, ws...)
+		out := ops.LinearCat(x, ws...)
+		for i, l := range ls {
+			out[i] = l.addBias(ops, out[i])
+		}
+		return out
 	}
 	out := make([]*autograd.Var, len(ls))
 	var xq *autograd.Var // ls[0]'s quantized input, when its observers passed x through
@@ -178,7 +227,7 @@ func linearCat(ops autograd.Ops, x *autograd.Var, ls ...*Linear) []*autograd.Var
 				xq = xi
 			}
 		}
-		out[i] = l.observeOut(ops, l.product(ops, xi, l.Weight))
+		out[i] = l.observeOut(ops, l.addBias(ops, l.product(ops, xi, l.Weight)))
 	}
 	return out
 }
@@ -214,9 +263,11 @@ type Attention struct {
 }
 
 // Forward returns res + attention(x) for x and res (B, T, dim): the output
-// projection adds into the residual stream (Linear.ForwardAdd).
+// projection adds into the residual stream (Linear.ForwardAdd). q is
+// (B, T, heads*head_dim), k and v (B, T, kv_heads*head_dim); head_dim
+// need not be dim/heads.
 func (a *Attention) Forward(ops autograd.Ops, x *autograd.Var, pos []int32, res *autograd.Var) *autograd.Var {
-	if !anyQuantized(a.Q, a.K, a.V) && a.KQuant == nil {
+	if !anyQuantized(a.Q, a.K, a.V) && a.KQuant == nil && !a.QKVBias {
 		return a.O.ForwardAdd(ops, ops.AttentionCat(x, a.Q.Weight, a.K.Weight, a.V.Weight, a.rope, pos, a.Heads, a.KVHeads), res)
 	}
 	qkv := linearCat(ops, x, a.Q, a.K, a.V)
@@ -262,7 +313,8 @@ func (l *Layer) Forward(ops autograd.Ops, x *autograd.Var, pos []int32) *autogra
 	return l.MLP.Forward(ops, l.MLPNorm.Forward(ops, h), h)
 }
 
-// Options are the hyperparameters shared by pointer between layers.
+// Options are the hyperparameters shared by pointer between layers; rope
+// is Config.RoPE's table (scaled RoPE included).
 type Options struct {
 	Config
 	rope *autograd.RoPETable
@@ -286,9 +338,9 @@ func New(c Config) *Model {
 	if err := c.Validate(); err != nil {
 		panic("layers: " + err.Error())
 	}
-	m := build(&Options{Config: c, rope: autograd.NewRoPETable(c.HeadDim(), c.MaxSeq, c.RopeTheta)}, autograd.NewParam)
+	m := build(&Options{Config: c, rope: c.RoPE()}, autograd.NewParam)
 	for _, p := range m.Params() {
-		if len(p.Var.Shape()) == 1 { // norms start at 1
+		if len(p.Var.Shape()) == 1 && !isBias(p.Name) { // norms start at 1, biases at 0
 			for i := range p.Var.Data() {
 				p.Var.Data()[i] = 1
 			}
@@ -297,12 +349,27 @@ func New(c Config) *Model {
 	// One arena for weights and one for gradients, in checkpoint order:
 	// q/k/v and gate/up sit next to each other and run as one product each
 	// (LinearCat); the optimizer and checkpoints see flat memory.
-	vars := make([]*autograd.Var, 0, 2+9*c.Layers)
-	for _, p := range m.Params() {
+	autograd.Pack(packOrder(m.Params()))
+	return m
+}
+
+// isBias reports whether the parameter named name is a linear's bias.
+func isBias(name string) bool { return strings.HasSuffix(name, ".bias") }
+
+// packOrder is the parameters in the order of their memory: Params'
+// order with the biases moved to the end, so q/k/v's weights stay
+// adjacent (one joint product) when q/k/v carry biases.
+func packOrder(ps []Param) []*autograd.Var {
+	vars := make([]*autograd.Var, 0, len(ps))
+	var biases []*autograd.Var
+	for _, p := range ps {
+		if isBias(p.Name) {
+			biases = append(biases, p.Var)
+			continue
+		}
 		vars = append(vars, p.Var)
 	}
-	autograd.Pack(vars)
-	return m
+	return append(vars, biases...)
 }
 
 // Describe returns the model New(c) builds without its weights: every
@@ -317,13 +384,20 @@ func Describe(c Config) *Model {
 func build(o *Options, param func(shape ...int) *autograd.Var) *Model {
 	c := o.Config
 	lin := func(out, in int) *Linear { return &Linear{Weight: param(out, in)} }
+	biased := func(out, in int) *Linear {
+		l := lin(out, in)
+		if c.QKVBias {
+			l.Bias = param(out)
+		}
+		return l
+	}
 	norm := func() *RMSNorm { return &RMSNorm{Weight: param(c.Dim), Eps: float32(c.NormEps)} }
-	kv := c.HeadDim() * c.KVHeads
+	kv, q := c.HeadDim()*c.KVHeads, c.HeadDim()*c.Heads
 	m := &Model{Embed: &Embedding{Weight: param(c.Vocab, c.Dim)}, Norm: norm(), Options: o}
 	for i := 0; i < c.Layers; i++ {
 		m.Layers = append(m.Layers, &Layer{
 			AttnNorm: norm(),
-			Attn:     &Attention{Q: lin(c.Dim, c.Dim), K: lin(kv, c.Dim), V: lin(kv, c.Dim), O: lin(c.Dim, c.Dim), Options: o},
+			Attn:     &Attention{Q: biased(q, c.Dim), K: biased(kv, c.Dim), V: biased(kv, c.Dim), O: lin(c.Dim, q), Options: o},
 			MLPNorm:  norm(),
 			MLP:      &MLP{Gate: lin(c.FFNHidden, c.Dim), Up: lin(c.FFNHidden, c.Dim), Down: lin(c.Dim, c.FFNHidden)},
 		})
@@ -336,7 +410,8 @@ func build(o *Options, param func(shape ...int) *autograd.Var) *Model {
 
 // Init draws every matrix from N(0, 0.02^2), the residual output projections
 // (o_proj, down_proj) from N(0, (0.02/sqrt(2*layers))^2) as GPT-2 does so the
-// residual stream's variance does not grow with depth; norms are 1.
+// residual stream's variance does not grow with depth; norms are 1, biases
+// 0.
 func (m *Model) Init(seed uint64) {
 	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
 	resid := 0.02 / math.Sqrt(2*float64(m.Config.Layers))
@@ -351,6 +426,8 @@ func (m *Model) Init(seed uint64) {
 	}
 	for _, p := range m.Params() {
 		switch {
+		case isBias(p.Name):
+			clear(p.Var.Data()) // as transformers initialises them
 		case len(p.Var.Shape()) == 1:
 			for i := range p.Var.Data() {
 				p.Var.Data()[i] = 1

@@ -35,11 +35,7 @@ func NewReplicas(m *Model, n int) *Replicas {
 		r.workers = append(r.workers, w)
 		r.tapes = append(r.tapes, autograd.NewTape())
 		ps := w.Params()
-		vars := make([]*autograd.Var, len(ps))
-		for i, p := range ps {
-			vars[i] = p.Var
-		}
-		autograd.PackGrads(vars) // adjacent gradients, as in the model
+		autograd.PackGrads(packOrder(ps)) // adjacent gradients, as in the model
 		r.params = append(r.params, ps)
 	}
 	return r
