@@ -66,6 +66,12 @@ type quantConfig struct {
 // symmetric int weight quantizer of 2 to 8 bits is packed with the scales
 // its forward uses, so unpacking gives the fake-quant weights bit for bit.
 func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string, force bool) error {
+	return atomic.Dir(dir, force, func(tmp string) error { return PackedSafetensorsInto(m, tok, tmp) })
+}
+
+// PackedSafetensorsInto is PackedSafetensors writing into dir, an empty
+// directory the caller made (an atomic.Reservation's).
+func PackedSafetensorsInto(m *layers.Model, tok *bpe.Tokenizer, dir string) error {
 	var ts []safetensors.Tensor
 	done := map[string]bool{}
 	qc := quantConfig{Method: "compressed-tensors", Format: "pack-quantized", Groups: map[string]configGroup{}}
@@ -170,15 +176,13 @@ func PackedSafetensors(m *layers.Model, tok *bpe.Tokenizer, dir string, force bo
 	}
 	cfg["quantization_config"] = qc
 	cb, _ := json.MarshalIndent(cfg, "", "  ")
-	return atomic.Dir(dir, force, func(tmp string) error {
-		if err := safetensors.Write(filepath.Join(tmp, "model.safetensors"), ts, map[string]string{"format": "pt"}); err != nil {
-			return err
-		}
-		if err := atomic.WriteFile(filepath.Join(tmp, "config.json"), cb); err != nil {
-			return err
-		}
-		return tok.Save(filepath.Join(tmp, "tokenizer.json"))
-	})
+	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, map[string]string{"format": "pt"}); err != nil {
+		return err
+	}
+	if err := atomic.WriteFile(filepath.Join(dir, "config.json"), cb); err != nil {
+		return err
+	}
+	return tok.Save(filepath.Join(dir, "tokenizer.json"))
 }
 
 // LoadPackedSafetensors reads what PackedSafetensors wrote into a model

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,12 +14,29 @@ import (
 )
 
 func exportCmd() *cobra.Command {
-	var model, format, quant, out, name string
+	var model, format, quant, out, name, dtype, shard string
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "export",
-		Short: "Write a checkpoint as a packed model: GGUF for llama.cpp, or packed safetensors",
-		Long: `Write a checkpoint as a packed model.
+		Short: "Write a checkpoint for inference: transformers, vLLM (compressed-tensors), llama.cpp (GGUF)",
+		Long: `Write a checkpoint for an inference engine.
+
+--format hf --out DIR [--dtype bf16|f32] [--max-shard-size 5GB] writes a
+directory transformers loads as is (AutoModelForCausalLM.from_pretrained):
+config.json, generation_config.json, the tokenizer and the weights, split
+into model-00001-of-0000N.safetensors shards with
+model.safetensors.index.json past --max-shard-size. Quantized linears are
+written as their fake-quant weights, so transformers computes with the
+weights the model trained with (bf16 rounds them to nearest even).
+Activation quantizers have no Hugging Face form: the linears that had them
+are listed; --format compressed-tensors keeps them.
+
+--format compressed-tensors --out DIR writes what vLLM runs as trained:
+int4/int8 weight-only presets as pack-quantized (WNA16), w8a8 as
+int-quantized (int8 weights, dynamic per-token int8 activations), fp8 as
+float-quantized (float8_e4m3fn weights, dynamic per-token activations). A
+model whose quantizers vLLM has no kernel for is refused, naming the
+nearest preset it runs.
 
 --format gguf --quant q4_0|q8_0|f16|f32 writes a GGUF v3 file that llama.cpp
 and ollama load. Block matrices take --quant; embeddings, an untied output
@@ -29,22 +47,42 @@ quantized with llama.cpp's reference rule (the post-training baseline).
 
 --format safetensors-packed --out DIR writes the int weight quantizers'
 codes packed into int32 words with their scales (compressed-tensors'
-pack-quantized layout, scheme in config.json's quantization_config): the
-codes and scales of the trained quantizers (LSQ steps, mse steps or min/max),
-so unpacking gives the fake-quant weights bit for bit.`,
+pack-quantized layout, with qat's extensions: restricted grids, GWQ's
+outliers), which qat eval --packed runs: unpacking gives the fake-quant
+weights bit for bit.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// refused before the model is read: --out must not be the input,
-			// nor, without --force, anything qat did not write
-			if err := checkOutFile(out, force, model); err != nil {
-				return err
-			}
-			m, tok, err := loadModel(model)
-			if err != nil {
-				return err
-			}
+			// every flag checked before the model is read
+			var maxShard int64
 			switch format {
-			case "gguf":
+			case "hf":
+				if _, err := export.ParseDType(dtype); err != nil {
+					return inputf("--dtype: %v", err)
+				}
+				var err error
+				if maxShard, err = export.ParseShardSize(shard); err != nil {
+					return inputf("--max-shard-size: %v", err)
+				}
+			case "compressed-tensors", "gguf", "safetensors-packed":
+				if cmd.Flags().Changed("dtype") || cmd.Flags().Changed("max-shard-size") {
+					return inputf("--dtype and --max-shard-size are for --format hf")
+				}
+			default:
+				return inputf("--format %q: want hf, compressed-tensors, gguf or safetensors-packed", format)
+			}
+			if cmd.Flags().Changed("quant") && format != "gguf" {
+				return inputf("--quant is for --format gguf (--format %s keeps the trained quantizers)", format)
+			}
+			if format == "gguf" {
+				// refused before the model is read: --out must not be the
+				// input, nor, without --force, anything qat did not write
+				if err := checkOutFile(out, force, model); err != nil {
+					return err
+				}
+				m, tok, err := loadModel(model)
+				if err != nil {
+					return err
+				}
 				if name == "" {
 					name = filepath.Base(strings.TrimSuffix(model, "/"))
 				}
@@ -55,29 +93,82 @@ so unpacking gives the fake-quant weights bit for bit.`,
 				if err := gguf.Write(out, f); err != nil {
 					return fmt.Errorf("--out: %w", err)
 				}
-			case "safetensors-packed":
-				if err := export.PackedSafetensors(m, tok, out, force); err != nil {
-					return inputf("%v", err)
+				st, _ := os.Stat(out)
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (gguf, %s, %.1f MB)\n", out, quant, float64(st.Size())/1e6)
+				return nil
+			}
+			// a directory: claimed before the model is read (the input, a
+			// directory qat did not write, one being written: exit 2)
+			res, err := reserveOut(out, force, model)
+			if err != nil {
+				return err
+			}
+			defer res.Abort()
+			m, tok, err := loadModel(model)
+			if err != nil {
+				return err
+			}
+			switch format {
+			case "hf":
+				var r *export.HFResult
+				err = res.Fill(func(tmp string) error {
+					var err error
+					r, err = export.HFInto(m, tok, tmp, export.HFOptions{DType: dtype, MaxShardSize: maxShard})
+					return err
+				})
+				if err != nil {
+					return exportErr(err)
 				}
-				out = filepath.Join(out, "model.safetensors")
-			default:
-				return inputf("--format %q: want gguf or safetensors-packed", format)
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (hf, %s, %d weight file(s), %.1f MB)\n", out, dtype, len(r.Files), float64(r.Bytes)/1e6)
+				if len(r.ActQuant) > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "note: %d linears quantized their inputs in training (%s, ...): transformers runs them on full-precision activations; --format compressed-tensors keeps them for vLLM\n",
+						len(r.ActQuant), r.ActQuant[0])
+				}
+			case "compressed-tensors":
+				var r *export.CTResult
+				err = res.Fill(func(tmp string) error {
+					var err error
+					r, err = export.CompressedTensorsInto(m, tok, tmp)
+					return err
+				})
+				if err != nil {
+					return exportErr(err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (compressed-tensors, %s, %.1f MB)\n", out, strings.Join(r.Formats, ", "), float64(r.Bytes)/1e6)
+			case "safetensors-packed":
+				if err := res.Fill(func(tmp string) error { return export.PackedSafetensorsInto(m, tok, tmp) }); err != nil {
+					return exportErr(err)
+				}
+				st, _ := os.Stat(filepath.Join(out, "model.safetensors"))
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (safetensors-packed, %.1f MB)\n", filepath.Join(out, "model.safetensors"), float64(st.Size())/1e6)
 			}
-			st, _ := os.Stat(out)
-			if format == "gguf" {
-				format += ", " + quant
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (%s, %.1f MB)\n", out, format, float64(st.Size())/1e6)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&model, "model", "", "checkpoint directory or run out_dir")
-	cmd.Flags().StringVar(&format, "format", "gguf", "gguf or safetensors-packed")
-	cmd.Flags().StringVar(&quant, "quant", "q4_0", "q4_0, q8_0, f16 or f32")
-	cmd.Flags().StringVar(&out, "out", "", "output file (gguf) or directory (safetensors-packed)")
-	cmd.Flags().StringVar(&name, "name", "", "general.name (default: the model directory's name)")
+	cmd.Flags().StringVar(&format, "format", "gguf", "hf, compressed-tensors, gguf or safetensors-packed")
+	cmd.Flags().StringVar(&quant, "quant", "q4_0", "gguf only: q4_0, q8_0, f16 or f32")
+	cmd.Flags().StringVar(&dtype, "dtype", "bf16", "hf only: bf16 or f32")
+	cmd.Flags().StringVar(&shard, "max-shard-size", "5GB", "hf only: the largest weight file (5GB = 5*10^9 bytes, 2GiB = 2*2^30)")
+	cmd.Flags().StringVar(&out, "out", "", "output file (gguf) or directory (the others)")
+	cmd.Flags().StringVar(&name, "name", "", "gguf only: general.name (default: the model directory's name)")
 	forceFlag(cmd, &force)
 	cmd.MarkFlagRequired("model")
 	cmd.MarkFlagRequired("out")
 	return cmd
+}
+
+// exportErr is an export's error: the model's (a quantizer the format
+// cannot hold, adapters not merged) are the user's to fix (exit 2), an
+// I/O failure is not.
+func exportErr(err error) error {
+	var bad interface{ BadInput() }
+	var pe *os.PathError
+	switch {
+	case errors.As(err, &bad):
+		return err
+	case errors.As(err, &pe):
+		return fmt.Errorf("--out: %w", err)
+	}
+	return inputf("%v", err)
 }

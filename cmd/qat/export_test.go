@@ -1,0 +1,87 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"qat/checkpoint"
+	"qat/data/bpe"
+	"qat/layers"
+	qq "qat/qat"
+)
+
+// exportCheckpoint writes a small checkpoint prepared with preset ("" for
+// full precision) and returns its directory.
+func exportCheckpoint(t *testing.T, preset string) string {
+	t.Helper()
+	text := strings.Repeat("We the people of the United States, in order to form a more perfect Union. ", 20)
+	tok, err := bpe.Train([]string{text}, 288)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := layers.New(layers.Config{Vocab: tok.VocabSize(), Dim: 64, Layers: 1, Heads: 2, KVHeads: 1, FFNHidden: 128, RopeTheta: 10000,
+		NormEps: 1e-5, Tied: true, MaxSeq: 32})
+	m.Init(5)
+	var rules []qq.Rule
+	if preset != "" {
+		rules = qq.Presets[preset]
+		if err := qq.Prepare(m, rules); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "ckpt-"+preset)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkpoint.Write(dir, m, tok, rules); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestExportFlags: bad flags are exit 2 naming the flag, before the model
+// is read (the model path does not exist); good ones write the directory.
+func TestExportFlags(t *testing.T) {
+	tmp := t.TempDir()
+	missing := filepath.Join(tmp, "no-such-model")
+	out := filepath.Join(tmp, "out")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--format", "onnx"}, "--format"},
+		{[]string{"--format", "hf", "--dtype", "f16"}, "--dtype"},
+		{[]string{"--format", "hf", "--max-shard-size", "5XB"}, "--max-shard-size"},
+		{[]string{"--format", "hf", "--max-shard-size", "0"}, "--max-shard-size"},
+		{[]string{"--format", "hf", "--quant", "q8_0"}, "--quant"},
+		{[]string{"--format", "compressed-tensors", "--dtype", "f32"}, "--dtype"},
+		{[]string{"--format", "gguf", "--max-shard-size", "1GB"}, "--max-shard-size"},
+	} {
+		msg, code := qat(t, append([]string{"export", "--model", missing, "--out", out}, c.args...)...)
+		if code != 2 || !strings.Contains(msg, c.want) {
+			t.Errorf("%v: exit %d, want 2 naming %s\n%s", c.args, code, c.want, msg)
+		}
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("a refused export wrote %s", out)
+	}
+	ck := exportCheckpoint(t, "w4a16-g32")
+	msg, code := qat(t, "export", "--model", ck, "--format", "hf", "--out", out, "--max-shard-size", "20KB")
+	if code != 0 {
+		t.Fatalf("hf export: %d\n%s", code, msg)
+	}
+	for _, f := range []string{"config.json", "generation_config.json", "tokenizer.json", "model.safetensors.index.json", "model-00006-of-00006.safetensors"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("%s: %v\n%s", f, err, msg)
+		}
+	}
+	// its own output is replaced
+	if msg, code := qat(t, "export", "--model", ck, "--format", "hf", "--out", out, "--dtype", "f32"); code != 0 {
+		t.Fatalf("hf export again: %d\n%s", code, msg)
+	}
+	if _, err := os.Stat(filepath.Join(out, "model.safetensors")); err != nil {
+		t.Errorf("the second export did not replace the first: %v", err)
+	}
+}

@@ -1,0 +1,363 @@
+package export
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"qat/autograd"
+	"qat/data/atomic"
+	"qat/data/bpe"
+	"qat/data/safetensors"
+	"qat/layers"
+)
+
+// HFOptions are the choices of a Hugging Face export.
+type HFOptions struct {
+	// DType of the floating-point tensors: "bf16" (round to nearest even
+	// from f32, as torch's .to(torch.bfloat16)) or "f32" (exact).
+	DType string
+	// MaxShardSize in bytes: the weights are split into shards of at most
+	// this size (a tensor larger than it gets a shard of its own), with
+	// model.safetensors.index.json, when they exceed it. 0: one file.
+	MaxShardSize int64
+	// Force replaces an existing directory qat did not write.
+	Force bool
+}
+
+// HFResult says what an HF export wrote.
+type HFResult struct {
+	Files []string // the weight files, in order
+	Bytes int64    // the tensors' total size (the index's metadata.total_size)
+	// ActQuant names the linears whose input quantizers the Hugging Face
+	// format cannot describe: transformers runs them on full-precision
+	// activations (--format compressed-tensors keeps them for vLLM).
+	ActQuant []string
+}
+
+// hfDTypes are the dtypes an HF export writes: safetensors' name and
+// config.json's torch_dtype.
+var hfDTypes = map[string][2]string{"bf16": {"BF16", "bfloat16"}, "f32": {"F32", "float32"}}
+
+// ParseShardSize reads a shard size as huggingface_hub's parse_size_to_int
+// does: an integer with a unit, KB/MB/GB/TB decimal (5GB = 5*10^9) and
+// KiB/MiB/GiB/TiB binary, or a plain number of bytes.
+func ParseShardSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"TIB", 1 << 40}, {"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10},
+		{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	u := strings.ToUpper(strings.TrimSpace(s))
+	mult := 1.0
+	for _, x := range units {
+		if strings.HasSuffix(u, x.suffix) {
+			u, mult = strings.TrimSpace(strings.TrimSuffix(u, x.suffix)), x.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(u, 64)
+	if err != nil || !(v > 0) || v*mult > 1<<62 {
+		return 0, fmt.Errorf("%q: want a positive size such as 5GB, 500MB or 2GiB", s)
+	}
+	return int64(v * mult), nil
+}
+
+// BF16 rounds f32 values to bfloat16 bits, to nearest with ties to even
+// (what torch's .to(torch.bfloat16) does); NaNs stay NaNs (quiet, sign
+// kept), infinities and values rounding past the largest finite bf16 are
+// infinities.
+func BF16(v []float32) []uint16 {
+	out := make([]uint16, len(v))
+	for i, f := range v {
+		b := math.Float32bits(f)
+		if f != f {
+			out[i] = uint16(b>>16) | 0x40
+			continue
+		}
+		// adding 0x7fff plus the kept part's lowest bit carries into the
+		// kept part exactly when the dropped half is above one half, or
+		// exactly one half and the kept part odd
+		out[i] = uint16((b + 0x7fff + (b>>16)&1) >> 16)
+	}
+	return out
+}
+
+// dequantizedWeights are the weights of m as its forward uses them: each
+// linear's weight through its weight quantizer (fake-quant values, GWQ's
+// kept weights included). A linear with adapters has no single weight and
+// is refused: merge it first.
+func dequantizedWeights(m *layers.Model) (map[*autograd.Var][]float32, []string, error) {
+	out := map[*autograd.Var][]float32{}
+	var act []string
+	tp := autograd.NewTape()
+	tp.SetNoGrad(true)
+	for _, ln := range m.Linears() {
+		l := ln.Linear
+		if l.Weight == nil || l.Adapter != nil {
+			return nil, nil, fmt.Errorf("export %s: the layer has adapters (LoRA-QAT or LR-QAT): qat merge the checkpoint first", ln.Name)
+		}
+		if l.InputQuant != nil {
+			act = append(act, ln.Name)
+		}
+		if l.WeightQuant == nil {
+			continue
+		}
+		out[l.Weight] = l.WeightQuant.Apply(tp, l.Weight).Data()
+	}
+	return out, act, nil
+}
+
+// hfTensors are m's tensors as transformers names and reads them, weights
+// dequantized, in dtype (safetensors' name). Quantizer state is left out:
+// the dequantized weights hold what it did.
+func hfTensors(m *layers.Model, dtype string) ([]safetensors.Tensor, []string, error) {
+	deq, act, err := dequantizedWeights(m)
+	if err != nil {
+		return nil, nil, err
+	}
+	var ts []safetensors.Tensor
+	for _, p := range m.Params() {
+		if p.Quant {
+			continue
+		}
+		v := p.Var.Data()
+		if d, ok := deq[p.Var]; ok {
+			v = d
+		}
+		shape := append([]int(nil), p.Var.Shape()...)
+		switch dtype {
+		case "F32":
+			ts = append(ts, safetensors.FromF32(p.Name, shape, v))
+		case "BF16":
+			bits := BF16(v)
+			data := make([]byte, 2*len(bits))
+			for i, b := range bits {
+				data[2*i], data[2*i+1] = byte(b), byte(b>>8)
+			}
+			ts = append(ts, safetensors.Tensor{Name: p.Name, DType: "BF16", Shape: shape, Data: data})
+		default:
+			return nil, nil, fmt.Errorf("export: dtype %q", dtype)
+		}
+	}
+	return ts, act, nil
+}
+
+// shardNames is Hugging Face's naming of n shards: model.safetensors for
+// one, model-00001-of-00002.safetensors and so on for more.
+func shardNames(n int) []string {
+	if n == 1 {
+		return []string{"model.safetensors"}
+	}
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("model-%05d-of-%05d.safetensors", i+1, n)
+	}
+	return names
+}
+
+// splitShards splits ts, in order, as huggingface_hub's
+// split_state_dict_into_shards does: a tensor goes to the current shard
+// unless it would take it past max, then a new shard starts; a tensor
+// larger than max gets a shard of its own. max 0 is one shard.
+func splitShards(ts []safetensors.Tensor, max int64) [][]safetensors.Tensor {
+	var shards [][]safetensors.Tensor
+	var cur []safetensors.Tensor
+	var size int64
+	for _, t := range ts {
+		n := int64(len(t.Data))
+		if max > 0 && n > max {
+			shards = append(shards, []safetensors.Tensor{t})
+			continue
+		}
+		if max > 0 && len(cur) > 0 && size+n > max {
+			shards = append(shards, cur)
+			cur, size = nil, 0
+		}
+		cur = append(cur, t)
+		size += n
+	}
+	if len(cur) > 0 || len(shards) == 0 {
+		shards = append(shards, cur)
+	}
+	return shards
+}
+
+// hfIndex is model.safetensors.index.json.
+type hfIndex struct {
+	Metadata  map[string]int64  `json:"metadata"`
+	WeightMap map[string]string `json:"weight_map"`
+}
+
+// specialIDs are the tokenizer's bos and eos ids (the eos the stop ids
+// when it has several) and its pad id, -1 when it has none.
+func specialIDs(tok *bpe.Tokenizer) (bos int32, eos []int32, pad int32, err error) {
+	if bos, err = tok.SpecialID(bpe.BOS); err != nil {
+		return 0, nil, 0, err
+	}
+	e, err := tok.SpecialID(bpe.EOS)
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	pad = -1
+	if p, err := tok.SpecialID(bpe.PAD); err == nil {
+		pad = p
+	}
+	return bos, []int32{e}, pad, nil
+}
+
+// hfConfigJSON is config.json of m for transformers: layers' HFConfig
+// with torch_dtype and the tokenizer's bos/eos/pad ids, plus extra keys
+// (quantization_config).
+func hfConfigJSON(m *layers.Model, tok *bpe.Tokenizer, torchDType string, extra map[string]any) ([]byte, error) {
+	hf, err := m.Config.HFConfig()
+	if err != nil {
+		return nil, err
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(hf, &cfg); err != nil {
+		return nil, err
+	}
+	bos, eos, pad, err := specialIDs(tok)
+	if err != nil {
+		return nil, err
+	}
+	cfg["torch_dtype"] = torchDType
+	cfg["bos_token_id"] = bos
+	cfg["eos_token_id"] = idOrList(eos)
+	if pad >= 0 {
+		cfg["pad_token_id"] = pad
+	}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	return json.MarshalIndent(cfg, "", "  ")
+}
+
+// idOrList is one id as a number, several as a list (transformers takes
+// either for eos_token_id).
+func idOrList(ids []int32) any {
+	if len(ids) == 1 {
+		return ids[0]
+	}
+	return ids
+}
+
+// generationConfigJSON is generation_config.json as transformers'
+// GenerationConfig.save_pretrained writes it: only the values that differ
+// from its defaults (greedy decoding is the default, so do_sample false
+// and temperature are not written), the token ids.
+func generationConfigJSON(tok *bpe.Tokenizer) ([]byte, error) {
+	bos, eos, pad, err := specialIDs(tok)
+	if err != nil {
+		return nil, err
+	}
+	g := map[string]any{"bos_token_id": bos, "eos_token_id": idOrList(eos)}
+	if pad >= 0 {
+		g["pad_token_id"] = pad
+	}
+	return json.MarshalIndent(g, "", "  ")
+}
+
+// writeTokenizer writes the tokenizer's files into dir: tokenizer.json
+// and, when the tokenizer writes them, its companions
+// (tokenizer_config.json, special_tokens_map.json).
+func writeTokenizer(tok *bpe.Tokenizer, dir string) error {
+	if w, ok := any(tok).(interface{ WriteFiles(string) error }); ok {
+		return w.WriteFiles(dir)
+	}
+	return tok.Save(filepath.Join(dir, "tokenizer.json"))
+}
+
+// ParseDType checks an HF export's dtype (bf16 or f32) and returns its
+// safetensors name.
+func ParseDType(d string) (string, error) {
+	dt, ok := hfDTypes[d]
+	if !ok {
+		return "", fmt.Errorf("%q, want bf16 or f32", d)
+	}
+	return dt[0], nil
+}
+
+// HF writes m to dir as a Hugging Face checkpoint that transformers loads
+// as is (AutoModelForCausalLM.from_pretrained(dir)): config.json,
+// generation_config.json, the tokenizer's files and the weights in
+// o.DType, sharded past o.MaxShardSize with model.safetensors.index.json.
+// Quantized linears are written as their fake-quant weights: transformers
+// computes with the weights the model trained with. Activation quantizers
+// have no Hugging Face form: HFResult.ActQuant names those linears. dir is
+// replaced only when qat wrote it, or with o.Force (atomic.Dir).
+func HF(m *layers.Model, tok *bpe.Tokenizer, dir string, o HFOptions) (*HFResult, error) {
+	var res *HFResult
+	err := atomic.Dir(dir, o.Force, func(tmp string) error {
+		var err error
+		res, err = HFInto(m, tok, tmp, o)
+		return err
+	})
+	return res, err
+}
+
+// HFInto is HF writing into dir, an empty directory the caller made (an
+// atomic.Reservation's).
+func HFInto(m *layers.Model, tok *bpe.Tokenizer, dir string, o HFOptions) (*HFResult, error) {
+	dt, ok := hfDTypes[o.DType]
+	if !ok {
+		return nil, fmt.Errorf("dtype %q, want bf16 or f32", o.DType)
+	}
+	ts, act, err := hfTensors(m, dt[0])
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := hfConfigJSON(m, tok, dt[1], nil)
+	if err != nil {
+		return nil, err
+	}
+	gen, err := generationConfigJSON(tok)
+	if err != nil {
+		return nil, err
+	}
+	res := &HFResult{ActQuant: act}
+	if res.Files, res.Bytes, err = writeShards(dir, ts, o.MaxShardSize); err != nil {
+		return nil, err
+	}
+	if err := atomic.WriteFile(filepath.Join(dir, "config.json"), cfg); err != nil {
+		return nil, err
+	}
+	if err := atomic.WriteFile(filepath.Join(dir, "generation_config.json"), gen); err != nil {
+		return nil, err
+	}
+	return res, writeTokenizer(tok, dir)
+}
+
+// writeShards writes ts into dir as safetensors shards of at most max bytes
+// of tensor data (HF naming), with model.safetensors.index.json when there
+// are several, and returns the file names and the data's total size.
+func writeShards(dir string, ts []safetensors.Tensor, max int64) ([]string, int64, error) {
+	shards := splitShards(ts, max)
+	names := shardNames(len(shards))
+	idx := hfIndex{Metadata: map[string]int64{"total_size": 0}, WeightMap: map[string]string{}}
+	var total int64
+	for i, sh := range shards {
+		for _, t := range sh {
+			total += int64(len(t.Data))
+			idx.WeightMap[t.Name] = names[i]
+		}
+		if err := safetensors.Write(filepath.Join(dir, names[i]), sh, map[string]string{"format": "pt"}); err != nil {
+			return nil, 0, err
+		}
+	}
+	idx.Metadata["total_size"] = total
+	if len(shards) > 1 {
+		b, err := json.MarshalIndent(idx, "", "  ")
+		if err != nil {
+			return nil, 0, err
+		}
+		if err := atomic.WriteFile(filepath.Join(dir, "model.safetensors.index.json"), b); err != nil {
+			return nil, 0, err
+		}
+	}
+	return names, total, nil
+}
