@@ -161,6 +161,13 @@ func Smooth(m *layers.Model, c SmoothConfig, run func() error) (int, error) {
 					w[j*in+k] /= v
 				}
 			}
+			// a biased v_proj (Qwen2): its output row j is scaled by
+			// 1/s[j], bias included, so o_proj's input is exactly x/s
+			if b := g.prev.Bias; b != nil {
+				for j, v := range s {
+					b.Data()[j] /= v
+				}
+			}
 		}
 		n++
 	}

@@ -12,11 +12,31 @@ import (
 // TestSmoothKeepsFunction: QQQ smoothing on a model with outlier input
 // channels smooths every group (q/k/v, o, gate/up, down), leaves the
 // full-precision logits unchanged (1e-5 relative), and lowers the
-// quantized model's error against full precision.
+// quantized model's error against full precision; with q/k/v biases and
+// head_dim != dim/heads (Qwen2 style) too, v_proj's bias scaled with its
+// rows.
 func TestSmoothKeepsFunction(t *testing.T) {
-	c := layers.Config{Vocab: 64, Dim: 64, Layers: 2, Heads: 4, KVHeads: 4, FFNHidden: 128, RopeTheta: 10000, NormEps: 1e-5, Tied: true, MaxSeq: 32}
+	for _, c := range []layers.Config{
+		{Vocab: 64, Dim: 64, Layers: 2, Heads: 4, KVHeads: 4, FFNHidden: 128, RopeTheta: 10000, NormEps: 1e-5, Tied: true, MaxSeq: 32},
+		{Vocab: 64, Dim: 64, Layers: 2, Heads: 4, KVHeads: 4, HeadDimension: 32, QKVBias: true, FFNHidden: 128, RopeTheta: 10000, NormEps: 1e-5, Tied: true, MaxSeq: 32},
+	} {
+		smoothKeepsFunction(t, c)
+	}
+}
+
+func smoothKeepsFunction(t *testing.T, c layers.Config) {
 	fp := layers.New(c)
 	fp.Init(5)
+	brng := rand.New(rand.NewPCG(3, 3))
+	for _, L := range fp.Layers {
+		for _, l := range []*layers.Linear{L.Attn.Q, L.Attn.K, L.Attn.V} {
+			if l.Bias != nil {
+				for i := range l.Bias.Data() {
+					l.Bias.Data()[i] = float32(0.5 * brng.NormFloat64())
+				}
+			}
+		}
+	}
 	// outlier channels, as trained models have
 	for _, L := range fp.Layers {
 		L.AttnNorm.Weight.Data()[3] = 25
@@ -66,7 +86,7 @@ func TestSmoothKeepsFunction(t *testing.T) {
 		den += float64(want[i]) * float64(want[i])
 	}
 	if rel := math.Sqrt(num / den); rel > 1e-5 {
-		t.Fatalf("smoothing changed the full-precision logits by %.3g (relative RMS)", rel)
+		t.Fatalf("head_dim %d, bias %v: smoothing changed the full-precision logits by %.3g (relative RMS)", c.HeadDim(), c.QKVBias, rel)
 	}
 	errOf := func(l []float32) float64 {
 		var e float64
