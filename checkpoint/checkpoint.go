@@ -2,7 +2,10 @@
 // so that no command sniffs formats itself: a run directory (its latest
 // checkpoint), a checkpoint directory (model.safetensors with Hugging Face
 // names, config.json, tokenizer.json, and quant.json / lora.json for QAT
-// and adapter checkpoints), a packed safetensors directory
+// and adapter checkpoints), a Hugging Face model directory as downloaded
+// (config.json of a Llama, Mistral or Qwen2; model.safetensors or shards
+// under model.safetensors.index.json, in F32, F16 or BF16;
+// tokenizer.json), a packed safetensors directory
 // (compressed-tensors' pack-quantized layout) and a GGUF file. Load opens
 // any of them; Write writes a checkpoint directory. A run directory holds
 // checkpoints named Name(step) and a file `latest` naming the newest.
@@ -34,9 +37,12 @@ const (
 	Dir    Kind = iota // a checkpoint directory
 	Packed             // packed safetensors
 	GGUF               // a GGUF file
+	HF                 // a Hugging Face model directory (IsHF)
 )
 
-func (k Kind) String() string { return [...]string{"checkpoint", "packed safetensors", "GGUF"}[k] }
+func (k Kind) String() string {
+	return [...]string{"checkpoint", "packed safetensors", "GGUF", "Hugging Face model"}[k]
+}
 
 // Model is a loaded model with what came with it.
 type Model struct {
@@ -72,6 +78,12 @@ func Load(path string) (*Model, error) {
 			return nil, err
 		}
 		return &Model{Model: m, Tok: tok, Path: dir, Kind: Packed}, nil
+	}
+	if tp := filepath.Join(dir, "tokenizer.json"); !exists(tp) {
+		return nil, &layers.InputError{Err: fmt.Errorf("%s: %s is missing", dir, tp)}
+	}
+	if IsHF(dir) {
+		return loadHF(dir)
 	}
 	m, rules, adapters, err := loadCheckpointDir(dir)
 	if err != nil {
@@ -234,10 +246,11 @@ func Latest(out string) (string, error) {
 	return dir, nil
 }
 
-// Resolve resolves a model argument: a checkpoint directory, or a run's
-// output directory whose latest checkpoint is taken.
+// Resolve resolves a model argument: a checkpoint directory (a Hugging
+// Face model directory, sharded or not, is one), or a run's output
+// directory whose latest checkpoint is taken.
 func Resolve(path string) (string, error) {
-	if _, err := os.Stat(filepath.Join(path, "model.safetensors")); err == nil {
+	if weightsPath(path) != "" {
 		return path, nil
 	}
 	d, err := Latest(path)
@@ -247,7 +260,128 @@ func Resolve(path string) (string, error) {
 	if d != "" {
 		return d, nil
 	}
+	if exists(filepath.Join(path, "config.json")) {
+		// a model directory short of its weights: name what is missing
+		return "", &layers.InputError{Err: fmt.Errorf("%s: config.json but no weights: %s (or %s) is missing",
+			path, filepath.Join(path, "model.safetensors"), filepath.Join(path, safetensors.IndexName))}
+	}
 	return "", fmt.Errorf("%s: neither a checkpoint (no model.safetensors) nor a run directory with checkpoints", path)
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// weightsPath is a checkpoint directory's weights: model.safetensors,
+// else the index of a sharded checkpoint (transformers' order), "" when
+// neither is there.
+func weightsPath(dir string) string {
+	for _, name := range []string{"model.safetensors", safetensors.IndexName} {
+		if p := filepath.Join(dir, name); exists(p) {
+			return p
+		}
+	}
+	return ""
+}
+
+// openWeights maps a checkpoint directory's weights (model.safetensors,
+// or every shard of model.safetensors.index.json), checked against their
+// headers and index before any tensor is read; the caller Closes it. path
+// is what errors name: the file, or the index.
+func openWeights(dir string) (f *safetensors.File, path string, err error) {
+	path = weightsPath(dir)
+	switch {
+	case path == "":
+		return nil, "", &layers.InputError{Err: fmt.Errorf("%s: %s (or %s) is missing", dir, "model.safetensors", safetensors.IndexName)}
+	case strings.HasSuffix(path, safetensors.IndexName):
+		f, err = safetensors.OpenSharded(path)
+	default:
+		f, err = safetensors.Open(path)
+	}
+	return f, path, err // the errors name the file
+}
+
+// qatMarkers are the files qat writes beside a checkpoint's weights and
+// Hugging Face never does: a QAT or adapter checkpoint, a run's
+// checkpoint, a run directory.
+var qatMarkers = []string{"quant.json", "lora.json", "state.json", "latest"}
+
+// IsHF reports whether dir is a Hugging Face model directory as
+// downloaded: config.json, weights (model.safetensors or
+// model.safetensors.index.json) and tokenizer.json, and none of the files
+// qat writes beside its own checkpoints (quant.json, lora.json,
+// state.json, latest) nor packed weights. A float checkpoint qat wrote
+// without them is one too, and loads the same way.
+func IsHF(dir string) bool {
+	if !exists(filepath.Join(dir, "config.json")) || !exists(filepath.Join(dir, "tokenizer.json")) || weightsPath(dir) == "" {
+		return false
+	}
+	for _, m := range qatMarkers {
+		if exists(filepath.Join(dir, m)) {
+			return false
+		}
+	}
+	return !isPacked(dir)
+}
+
+// HFConfig reads a float model directory's config.json
+// (layers.ReadHFConfig): the architecture a fine-tune from it builds. A
+// missing config.json is an error naming it, and so is a
+// quantization_config (GPTQ, AWQ, bitsandbytes checkpoints store integers
+// this loader does not read; qat's own packed exports load through Load).
+func HFConfig(dir string) (layers.Config, error) {
+	p := filepath.Join(dir, "config.json")
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return layers.Config{}, &layers.InputError{Err: fmt.Errorf("%s: not a model directory: %s is missing", dir, p)}
+	}
+	if err != nil {
+		return layers.Config{}, err
+	}
+	var q struct {
+		Q json.RawMessage `json:"quantization_config"`
+	}
+	if json.Unmarshal(b, &q) == nil && len(q.Q) > 0 && string(q.Q) != "null" {
+		return layers.Config{}, &layers.InputError{Err: fmt.Errorf("%s: quantization_config: a quantized checkpoint; qat imports float weights (F32, F16, BF16)", p)}
+	}
+	c, err := layers.ParseHFConfig(b)
+	if err != nil {
+		return c, &layers.InputError{Err: fmt.Errorf("%s: %w", p, err)}
+	}
+	return c, nil
+}
+
+// loadHF loads a Hugging Face model directory: its config.json (refused
+// unless the model computes what transformers does), its weights mapped
+// and converted to float32 tensor by tensor, and its tokenizer. The
+// tokenizer may have fewer tokens than the embedding has rows (Qwen2 pads
+// its vocabulary), never more.
+func loadHF(dir string) (*Model, error) {
+	c, err := HFConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := bpe.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		return nil, err
+	}
+	if tok.VocabSize() > c.Vocab {
+		return nil, &layers.InputError{Err: fmt.Errorf("%s: tokenizer has %d tokens, more than config.json's vocab_size %d", dir, tok.VocabSize(), c.Vocab)}
+	}
+	f, path, err := openWeights(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if err := c.CheckFile(f); err != nil {
+		return nil, &layers.InputError{Err: fmt.Errorf("%s: %w", path, err)}
+	}
+	m := layers.New(c)
+	if err := m.LoadFrom(path, f); err != nil {
+		return nil, err
+	}
+	return &Model{Model: m, Tok: tok, Path: dir, Kind: HF}, nil
 }
 
 // loadCheckpointDir reads config.json and model.safetensors of a checkpoint, and
@@ -261,11 +395,11 @@ func loadCheckpointDir(dir string) (m *layers.Model, rules []qat.Rule, adapters 
 	// the weights are checked against the config before the model is
 	// allocated: a config.json within the limits may still claim a model
 	// the file does not hold
-	path := filepath.Join(dir, "model.safetensors")
-	f, err := safetensors.Read(path) // its errors name the file
+	f, path, err := openWeights(dir) // its errors name the file
 	if err != nil {
 		return nil, nil, false, err
 	}
+	defer f.Close()
 	// An adapter checkpoint keeps LR-QAT layers' weights as their int8
 	// frozen base instead of .weight, so the tensors are checked after the
 	// adapters are prepared (LoadFrom); before, the file must at least

@@ -29,6 +29,8 @@ type Tensor struct {
 type File struct {
 	Tensors  []Tensor // in data order
 	Metadata map[string]string
+	maps     [][]byte          // Open's and OpenSharded's mappings (Close)
+	src      map[string]string // tensor -> shard path (OpenSharded)
 }
 
 // DTypeSize is the byte size of each supported dtype.
@@ -239,7 +241,7 @@ func Read(path string) (*File, error) {
 	}
 	f, err := Parse(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, &InputError{fmt.Errorf("%s: %w", path, err)}
 	}
 	return f, nil
 }
