@@ -97,8 +97,8 @@ type Config struct {
 	Optimizer Optimizer     `yaml:"optimizer"`
 	Quant     Quant         `yaml:"quant"`
 	// Lora adds low-rank adapters (LR-QAT or LoRA + QAT); nil: none.
-	Lora     *lora.Config `yaml:"lora"`
-	OutDir string `yaml:"out_dir"`
+	Lora   *lora.Config `yaml:"lora"`
+	OutDir string       `yaml:"out_dir"`
 	// InitFrom starts training from a model: a Hugging Face model
 	// directory, a checkpoint or a run directory. Its config.json gives
 	// the architecture (modelFromInit).

@@ -10,7 +10,6 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"qat/checkpoint"
-	"qat/layers"
 )
 
 // modelFromInit takes the architecture of a fine-tune from init_from's
@@ -21,14 +20,15 @@ import (
 // (a shorter training context needs smaller RoPE tables and changes no
 // weight). given are the keys set, by their YAML names.
 func (c *Config) modelFromInit(given map[string]bool) *fieldError {
-	path, err := initConfigPath(c.InitFrom)
+	dir, err := initDir(c.InitFrom)
 	if err != nil {
 		return &fieldError{"init_from", err.Error()}
 	}
-	hf, err := layers.ReadHFConfig(path)
+	hf, err := checkpoint.HFConfig(dir)
 	if err != nil {
 		return &fieldError{"init_from", err.Error()}
 	}
+	path := filepath.Join(dir, "config.json")
 	want := reflect.ValueOf(hf)
 	have := reflect.ValueOf(&c.Model).Elem()
 	t := want.Type()
@@ -52,16 +52,14 @@ func (c *Config) modelFromInit(given map[string]bool) *fieldError {
 	return nil
 }
 
-// initConfigPath is the config.json that describes init_from's model.
-func initConfigPath(p string) (string, error) {
+// initDir is the directory whose config.json describes init_from's
+// model: init_from itself (a Hugging Face directory or a checkpoint), or
+// a run directory's latest checkpoint.
+func initDir(p string) (string, error) {
 	if _, err := os.Stat(filepath.Join(p, "config.json")); err == nil {
-		return filepath.Join(p, "config.json"), nil
+		return p, nil
 	}
-	d, err := checkpoint.Resolve(p)
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(d, "config.json"), nil
+	return checkpoint.Resolve(p)
 }
 
 // modelKeys returns the keys the YAML's model section and the --set

@@ -179,7 +179,7 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 		if err != nil {
 			return nil, &config.InputError{Err: fmt.Errorf("init_from: %w", err)}
 		}
-		if err := m.Load(filepath.Join(dir, "model.safetensors")); err != nil {
+		if err := checkpoint.LoadWeights(dir, m); err != nil {
 			return nil, &config.InputError{Err: fmt.Errorf("init_from: %w", err)}
 		}
 		fmt.Fprintf(log, "initialised from %s\n", dir)
