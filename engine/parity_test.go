@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"qat/autograd"
@@ -17,8 +18,35 @@ import (
 // through the seam the training loop uses, gives the tape's loss and
 // gradients on the same batch (fp32, and fake-quantized at w4a8 where the
 // engine supports it: an engine that does not must say so when built).
+//
+// The Hugging Face features run too: llama3 rope_scaling on every engine,
+// and a model with head_dim != dim/heads, q/k/v biases and rope_scaling on
+// the tape and gorgonia, while the device step refuses it naming the field.
 func TestEnginesAgree(t *testing.T) {
-	c := layers.Config{Vocab: 64, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, FFNHidden: 64, RopeTheta: 1e4, NormEps: 1e-5, Tied: true, MaxSeq: 16}
+	scaled := layers.RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMax: 16}
+	for _, tc := range []struct {
+		c layers.Config
+		// refuse: the engines that must not run c, with what their error names
+		refuse map[string]string
+	}{
+		{c: layers.Config{Vocab: 64, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, FFNHidden: 64, RopeTheta: 1e4, NormEps: 1e-5, Tied: true, MaxSeq: 16}},
+		{c: layers.Config{Vocab: 64, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, FFNHidden: 64, RopeTheta: 1e4, NormEps: 1e-5, Tied: true, MaxSeq: 16,
+			RopeScaling: scaled}},
+		{c: layers.Config{Vocab: 64, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, HeadDimension: 16, QKVBias: true, FFNHidden: 64, RopeTheta: 1e4,
+			NormEps: 1e-5, Tied: false, MaxSeq: 16, RopeScaling: scaled},
+			refuse: map[string]string{"cuda-host": "head_dim"}},
+		{c: layers.Config{Vocab: 64, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, QKVBias: true, FFNHidden: 64, RopeTheta: 1e4,
+			NormEps: 1e-5, Tied: true, MaxSeq: 16},
+			refuse: map[string]string{"cuda-host": "qkv_bias"}},
+	} {
+		enginesAgree(t, tc.c, tc.refuse)
+	}
+	if _, err := engine.New("no-such", nil, engine.Options{}); err == nil {
+		t.Error("an unknown engine was built")
+	}
+}
+
+func enginesAgree(t *testing.T, c layers.Config, refuse map[string]string) {
 	const B, T = 4, 16
 	ids, tg := make([]int32, B*T), make([]int32, B*T)
 	for i := range ids {
@@ -27,6 +55,20 @@ func TestEnginesAgree(t *testing.T) {
 	for _, preset := range []string{"", "w4a8"} {
 		m := layers.New(c)
 		m.Init(2)
+		for _, p := range m.Params() { // biases start at 0; give them values
+			if strings.HasSuffix(p.Name, ".bias") {
+				for i := range p.Var.Data() {
+					p.Var.Data()[i] = float32(i%7) * 0.1
+				}
+			}
+		}
+		for _, l := range m.Layers { // scores that depend on the positions' angles: an engine with another RoPE differs
+			for _, w := range []*autograd.Var{l.Attn.Q.Weight, l.Attn.K.Weight} {
+				for i := range w.Data() {
+					w.Data()[i] *= 30
+				}
+			}
+		}
 		if preset != "" {
 			if err := qat.Prepare(m, qat.Presets[preset]); err != nil {
 				t.Fatal(err)
@@ -63,6 +105,12 @@ func TestEnginesAgree(t *testing.T) {
 			tol     float64
 		}{{"tape", 2, 1e-5}, {"gorgonia", 1, 1e-4}, {"cuda-host", 1, 1e-4}} {
 			loss, got, err := run(e.name, e.threads)
+			if field, ok := refuse[e.name]; ok {
+				if err == nil || !strings.Contains(err.Error(), field) {
+					t.Errorf("%s ran %+v or refused it without naming %s: %v", e.name, c, field, err)
+				}
+				continue
+			}
 			if err != nil {
 				if preset == "" {
 					t.Errorf("%s: %v", e.name, err)
@@ -84,10 +132,8 @@ func TestEnginesAgree(t *testing.T) {
 			if worst > 100*e.tol {
 				t.Errorf("%s %s x%d: gradients differ from the tape's by %.2g relative", preset, e.name, e.threads, worst)
 			}
-			t.Logf("%-5s %-9s x%d: loss %.6f (tape %.6f), worst gradient difference %.2g", preset, e.name, e.threads, loss, wantLoss, worst)
+			t.Logf("head_dim %d bias %v rope %q %-5s %-9s x%d: loss %.6f (tape %.6f), worst gradient difference %.2g",
+				c.HeadDim(), c.QKVBias, c.RopeScaling.Type, preset, e.name, e.threads, loss, wantLoss, worst)
 		}
-	}
-	if _, err := engine.New("no-such", nil, engine.Options{}); err == nil {
-		t.Error("an unknown engine was built")
 	}
 }

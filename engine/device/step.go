@@ -120,7 +120,8 @@ type Step[F, I any] struct {
 // preset but QQQ's two-level one), mse's fixed steps and LSQ's learned
 // ones (symmetric; their gradients go to the quantizers' step tensors, as
 // on the tape). LSQ+, GWQ outliers, two-level groups, LR-QAT adapters and
-// a quantized KV cache or lm_head are refused.
+// a quantized KV cache or lm_head are refused, and so are head_dim !=
+// dim/heads and q/k/v biases (rope_scaling runs: its table is the model's).
 func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], error) {
 	c := m.Config
 	for _, l := range m.Layers {
@@ -133,6 +134,14 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 	}
 	if T > c.MaxSeq {
 		return nil, fmt.Errorf("device step: %d tokens, max sequence %d", T, c.MaxSeq)
+	}
+	// the step's buffers and kernels take q and the attention output as
+	// wide as the residual stream, and its linears have no bias
+	if c.HeadDim()*c.Heads != c.Dim {
+		return nil, fmt.Errorf("device step: model.head_dim %d x heads %d is not dim %d; the device step needs head_dim = dim/heads", c.HeadDim(), c.Heads, c.Dim)
+	}
+	if c.QKVBias {
+		return nil, fmt.Errorf("device step: model.qkv_bias: the device step has no q/k/v biases yet")
 	}
 	hd := c.HeadDim()
 	s := &Step[F, I]{be: be, m: m, c: c, B: B, T: T,
@@ -247,7 +256,7 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 		s.params = append(s.params, s.head)
 	}
 	s.ids, s.tgt, s.pos = ints(N), ints(N), ints(N)
-	rope := autograd.NewRoPETable(hd, c.MaxSeq, c.RopeTheta)
+	rope := c.RoPE() // scaled RoPE (rope_scaling) included
 	s.cos, s.sin = floats(len(rope.Cos)), floats(len(rope.Sin))
 	s.xo = floats(N * d)
 	s.xf, s.rstdf, s.logits, s.dlogits, s.loss = floats(N*d), floats(N), floats(N*V), floats(N*V), floats(N)

@@ -74,6 +74,37 @@ func RMSNorm(x, w *G.Node, eps float32) (*G.Node, error) {
 	return apply(op, x, w)
 }
 
+// BiasAdd is x + b for x (rows, n) and b (n), b added to every row (the
+// q/k/v biases of Qwen2); b's gradient is the column sum of dout.
+func BiasAdd(x, b *G.Node) (*G.Node, error) {
+	xs, bs := x.Shape(), b.Shape()
+	if len(xs) != 2 || bs.TotalSize() != xs[1] || len(bs) != 1 {
+		return nil, fmt.Errorf("gorgonia: BiasAdd: x %v, bias %v", xs, bs)
+	}
+	n := xs[1]
+	op := newOp("BiasAdd", []*G.Node{x, b}, xs, nil, []bool{true, true},
+		func(in [][]float32, out []float32) {
+			for r := 0; r < len(out); r += n {
+				for j := range n {
+					out[r+j] = in[0][r+j] + in[1][j]
+				}
+			}
+		},
+		func(i int, _ [][]float32, _, dout, din []float32) {
+			if i == 0 {
+				copy(din, dout)
+				return
+			}
+			clear(din)
+			for r := 0; r < len(dout); r += n {
+				for j := range n {
+					din[j] += dout[r+j]
+				}
+			}
+		})
+	return apply(op, x, b)
+}
+
 // RoPE rotates each of the heads of x (batch*seq, heads*hd), row r at
 // position r % seq, by the table's angles (rotate-half, as Hugging Face's
 // Llama).

@@ -123,7 +123,7 @@ func New(m *layers.Model, B, T int, o Options) (*Model, error) {
 	e.targets = G.NewVector(e.g, tensor.Float32, G.WithShape(B*T), G.WithName("targets"),
 		G.WithValue(tensor.New(tensor.WithShape(B*T), tensor.WithBacking(e.tgtBuf))))
 	b := &builder{m: m, nodes: nodes, B: B, T: T, composed: o.Composed,
-		rope: autograd.NewRoPETable(m.HeadDim(), m.MaxSeq, m.RopeTheta)}
+		rope: m.Config.RoPE()}
 	logits := b.forward(e.ids)
 	if b.err != nil {
 		return nil, b.err
@@ -263,7 +263,7 @@ func (b *builder) matmulT(x, w *G.Node) *G.Node {
 	return b.do(G.Mul(x, b.do(G.Transpose(w))))
 }
 
-// linear is Q_in(x) Q_w(W)^T with the layer's quantizers.
+// linear is Q_in(x) Q_w(W)^T (+ b) with the layer's quantizers and bias.
 func (b *builder) linear(l *layers.Linear, x *G.Node) *G.Node {
 	if b.err != nil {
 		return nil
@@ -275,7 +275,11 @@ func (b *builder) linear(l *layers.Linear, x *G.Node) *G.Node {
 	if q, ok := qat.Plain(l.WeightQuant); ok {
 		w = b.do(FakeQuant(q, w, b.quantParams(q)...))
 	}
-	return b.matmulT(x, w)
+	y := b.matmulT(x, w)
+	if l.Bias != nil && b.err == nil {
+		y = b.do(BiasAdd(y, b.nodes[l.Bias]))
+	}
+	return y
 }
 
 func (b *builder) quantParams(q *qat.Quantizer) []*G.Node {
