@@ -330,6 +330,11 @@ func parseHFConfig(b []byte) (Config, error) {
 			c.KVHeads = c.Heads
 		}
 	}
+	if c.HeadDimension%2 != 0 {
+		// Validate would name num_attention_heads, which sets the width
+		// only when head_dim is not given
+		return Config{}, fmt.Errorf("head_dim %d: must be even for RoPE", c.HeadDimension)
+	}
 	if c.HeadDimension > 0 && c.Heads > 0 && c.HeadDimension*c.Heads == c.Dim {
 		c.HeadDimension = 0 // head_dim as hidden_size/heads: the default, one spelling of it
 	}
