@@ -66,7 +66,8 @@ func (l *Loader) Seek(p Position) error {
 }
 
 // Next fills ids and targets (batch*seq each) with the next batch; an epoch
-// that cannot fill a whole batch ends early and the next one starts.
+// that cannot fill a whole batch ends early and the next one starts. A
+// target the dataset's mask leaves out is IgnoreTarget.
 func (l *Loader) Next(ids, targets []int32) {
 	if l.next+l.batch > len(l.perm) {
 		l.epoch++
@@ -76,13 +77,28 @@ func (l *Loader) Next(ids, targets []int32) {
 	for b := 0; b < l.batch; b++ {
 		w := int(l.perm[l.next+b]) * l.seq
 		copy(ids[b*l.seq:(b+1)*l.seq], l.ds.Tokens[w:w+l.seq])
-		copy(targets[b*l.seq:(b+1)*l.seq], l.ds.Tokens[w+1:w+l.seq+1])
+		fillTargets(targets[b*l.seq:(b+1)*l.seq], l.ds, w+1)
 	}
 	l.next += l.batch
 }
 
+// fillTargets copies ds.Tokens[from:] into dst, IgnoreTarget where the
+// mask is 0.
+func fillTargets(dst []int32, ds *Dataset, from int) {
+	copy(dst, ds.Tokens[from:from+len(dst)])
+	if ds.Mask == nil {
+		return
+	}
+	for i, b := range ds.Mask[from : from+len(dst)] {
+		if b == 0 {
+			dst[i] = IgnoreTarget
+		}
+	}
+}
+
 // Sequential visits every window once in order (evaluation): fn gets ids
-// and targets of up to batch windows at a time and how many windows it got.
+// and targets of up to batch windows at a time and how many windows it got
+// (targets the mask leaves out are IgnoreTarget).
 func Sequential(ds *Dataset, batch, seq int, fn func(ids, targets []int32, n int)) {
 	n := (len(ds.Tokens) - 1) / seq
 	ids, tg := make([]int32, batch*seq), make([]int32, batch*seq)
@@ -91,7 +107,7 @@ func Sequential(ds *Dataset, batch, seq int, fn func(ids, targets []int32, n int
 		for b := 0; b < k; b++ {
 			o := (w + b) * seq
 			copy(ids[b*seq:(b+1)*seq], ds.Tokens[o:o+seq])
-			copy(tg[b*seq:(b+1)*seq], ds.Tokens[o+1:o+seq+1])
+			fillTargets(tg[b*seq:(b+1)*seq], ds, o+1)
 		}
 		fn(ids[:k*seq], tg[:k*seq], k)
 	}

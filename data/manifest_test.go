@@ -109,6 +109,17 @@ func hostileManifests(t testing.TB) []manifestCase {
 		{"shards not a list", `manifest.json: json: cannot unmarshal`, func(m map[string]any) {
 			m["splits"].(map[string]any)["train"].(map[string]any)["shards"] = "x"
 		}},
+		{"targets without loss_mask", `splits.train.targets: 5, with 700 tokens and loss_mask false`, func(m map[string]any) {
+			m["splits"].(map[string]any)["train"].(map[string]any)["targets"] = 5
+		}},
+		{"targets over tokens", `splits.train.targets: 701, with 700 tokens and loss_mask true`, func(m map[string]any) {
+			m["loss_mask"] = true
+			m["splits"].(map[string]any)["train"].(map[string]any)["targets"] = 701
+		}},
+		{"targets negative", `splits.train.targets: -1`, func(m map[string]any) {
+			m["loss_mask"] = true
+			m["splits"].(map[string]any)["train"].(map[string]any)["targets"] = -1
+		}},
 	} {
 		cs = append(cs, manifestCase{c.name, editManifest(t, c.edit), c.want})
 	}

@@ -35,14 +35,19 @@ type Manifest struct {
 	Splits          map[string]Split `json:"splits"`
 	TokensPerShard  int              `json:"tokens_per_shard"`
 	TokenizerSource string           `json:"tokenizer_source,omitempty"`
+	// LossMask says the shards carry a mask: only the assistant's replies
+	// count in the loss (conversations). Manifests before it have none.
+	LossMask bool `json:"loss_mask,omitempty"`
 }
 
 // Split lists one split's shards and totals.
 type Split struct {
-	Docs   int     `json:"docs"`
-	Tokens int64   `json:"tokens"`
-	Bytes  int64   `json:"bytes"`
-	Shards []Shard `json:"shards"`
+	Docs   int   `json:"docs"`
+	Tokens int64 `json:"tokens"`
+	Bytes  int64 `json:"bytes"`
+	// Targets counts the tokens the mask lets count (loss_mask only).
+	Targets int64   `json:"targets,omitempty"`
+	Shards  []Shard `json:"shards"`
 }
 
 // Shard is one Parquet file of a split.
@@ -58,8 +63,8 @@ type Shard struct {
 // addresses) are validation, the rest training.
 var ValidationYear7 = regexp.MustCompile(`^\d{3}7[^0-9]`)
 
-// Sources expands inputs (files, or directories whose *.txt files are
-// taken) into a sorted list of text files.
+// Sources expands inputs (files, or directories whose *.txt, *.jsonl and
+// *.parquet files are taken) into a sorted list of files.
 func Sources(inputs []string) ([]string, error) {
 	var files []string
 	for _, in := range inputs {
@@ -71,39 +76,31 @@ func Sources(inputs []string) ([]string, error) {
 			files = append(files, in)
 			continue
 		}
-		m, _ := filepath.Glob(filepath.Join(in, "*.txt"))
-		if len(m) == 0 {
-			return nil, inputErr("input %s: no *.txt files", in)
+		n := len(files)
+		for _, ext := range inputExts {
+			m, _ := filepath.Glob(filepath.Join(in, "*"+ext))
+			files = append(files, m...)
 		}
-		files = append(files, m...)
+		if len(files) == n {
+			return nil, inputErr("input %s: no *.txt, *.jsonl or *.parquet files", in)
+		}
 	}
 	sort.Strings(files)
 	return files, nil
 }
 
-// ReadTexts reads the files, rejecting text that is not UTF-8 and an
-// empty corpus.
+// ReadTexts reads the files as text, rejecting text that is not UTF-8 and
+// an empty corpus.
 func ReadTexts(files []string) ([]string, error) {
 	var texts []string
 	total := 0
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		t, err := readText(f)
 		if err != nil {
-			return nil, inputErr("%v", err)
+			return nil, err
 		}
-		if !utf8.Valid(b) {
-			off := 0
-			for off < len(b) {
-				r, n := utf8.DecodeRune(b[off:])
-				if r == utf8.RuneError && n <= 1 {
-					break
-				}
-				off += n
-			}
-			return nil, inputErr("%s: not UTF-8 text (invalid byte 0x%02x at offset %d)", f, b[off], off)
-		}
-		texts = append(texts, string(b))
-		total += len(b)
+		texts = append(texts, t)
+		total += len(t)
 	}
 	if total == 0 {
 		return nil, inputErr("corpus %v is empty", files)
@@ -111,34 +108,118 @@ func ReadTexts(files []string) ([]string, error) {
 	return texts, nil
 }
 
+// readText reads a file that must be UTF-8 text.
+func readText(f string) (string, error) {
+	b, err := os.ReadFile(f)
+	if err != nil {
+		return "", inputErr("%v", err)
+	}
+	if !utf8.Valid(b) {
+		off := 0
+		for off < len(b) {
+			r, n := utf8.DecodeRune(b[off:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			off += n
+		}
+		return "", inputErr("%s: not UTF-8 text (invalid byte 0x%02x at offset %d)", f, b[off], off)
+	}
+	return string(b), nil
+}
+
 // Prepare tokenizes files into train and validation shards in outDir and
 // writes manifest.json and tokenizer.json there. Each document becomes
 // <|bos|> text <|eos|>; isVal decides the split from the file name.
 func Prepare(files []string, texts []string, tok *bpe.Tokenizer, outDir string, isVal *regexp.Regexp, tokensPerShard int) (*Manifest, error) {
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
-		return nil, inputErr("output %s: %v", outDir, err)
-	}
-	tj, err := tok.MarshalJSON()
+	v, err := OwnVocab(tok)
 	if err != nil {
 		return nil, err
 	}
-	if err := atomic.WriteFile(filepath.Join(outDir, "tokenizer.json"), tj); err != nil {
-		return nil, err
+	in := make([]Input, len(files))
+	for i, f := range files {
+		in[i] = Input{File: f, Name: filepath.Base(f), Text: texts[i]}
 	}
-	sum := sha256.Sum256(tj)
-	m := &Manifest{Tokenizer: hex.EncodeToString(sum[:]), VocabSize: tok.VocabSize(), ValidationRule: isVal.String(),
-		Splits: map[string]Split{}, TokensPerShard: tokensPerShard}
+	return PrepareInputs(in, v, outDir, isVal, tokensPerShard)
+}
+
+// PrepareInputs tokenizes documents into train and validation shards in
+// outDir (isVal matches a document's file's base name) and writes
+// manifest.json and v's files (tokenizer.json, ...) there.
+//
+// A text becomes BOS text EOS (each where v has one). A conversation
+// becomes its chat template's render, tokenized in pieces cut at the
+// assistant's replies (chat.Template.Spans), each piece on its own, so a
+// token never straddles a reply's edge; its mask is 1 on the replies'
+// tokens (with the end-of-turn token) and 0 elsewhere, and the manifest
+// says loss_mask: training and evaluation count only the masked-in
+// targets. With the real templates and tokenizers the pieces tokenize to
+// the whole render's tokens (data/chat's tests check it).
+func PrepareInputs(inputs []Input, v *Vocab, outDir string, isVal *regexp.Regexp, tokensPerShard int) (*Manifest, error) {
 	if tokensPerShard < 1 || tokensPerShard > MaxTokens {
 		return nil, inputErr("tokens per shard %d, want 1 to %d", tokensPerShard, MaxTokens)
 	}
-	bos, err := tok.SpecialID(bpe.BOS)
-	if err != nil {
-		return nil, inputErr("tokenizer: %v", err)
+	tj, ok := v.Files["tokenizer.json"]
+	if !ok {
+		return nil, fmt.Errorf("data: Vocab without tokenizer.json")
 	}
-	eos, err := tok.SpecialID(bpe.EOS)
-	if err != nil {
-		return nil, inputErr("tokenizer: %v", err)
+	// tokenize first: a bad conversation fails before anything is written
+	docs := make([]Doc, len(inputs))
+	masked := false
+	for i, in := range inputs {
+		d := Doc{ID: int32(i), Name: in.Name}
+		if in.Messages == nil {
+			if v.BOS >= 0 {
+				d.Tokens = append(d.Tokens, v.BOS)
+			}
+			d.Tokens = v.Encode(d.Tokens, in.Text)
+			if v.EOS >= 0 {
+				d.Tokens = append(d.Tokens, v.EOS)
+			}
+			d.Bytes = int64(len(in.Text))
+		} else {
+			if v.Template == nil {
+				return nil, inputErr("%s: a conversation, and the tokenizer has no chat template (give --tokenizer a model directory whose tokenizer_config.json has chat_template)", in.Name)
+			}
+			text, spans, err := v.Template.Spans(in.Messages, v.Specials)
+			if err != nil {
+				return nil, inputErr("%s: %v", in.Name, err)
+			}
+			at := 0
+			piece := func(end int, bit uint8) {
+				n := len(d.Tokens)
+				d.Tokens = v.Encode(d.Tokens, text[at:end])
+				for range len(d.Tokens) - n {
+					d.Mask = append(d.Mask, bit)
+				}
+				at = end
+			}
+			for _, s := range spans {
+				piece(s.Start, 0)
+				piece(s.End, 1)
+			}
+			piece(len(text), 0)
+			d.Bytes = int64(len(text))
+			masked = true
+		}
+		docs[i] = d
 	}
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return nil, inputErr("output %s: %v", outDir, err)
+	}
+	names := make([]string, 0, len(v.Files))
+	for name := range v.Files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := atomic.WriteFile(filepath.Join(outDir, name), v.Files[name]); err != nil {
+			return nil, err
+		}
+	}
+	sum := sha256.Sum256(tj)
+	m := &Manifest{Tokenizer: hex.EncodeToString(sum[:]), VocabSize: v.Size, ValidationRule: isVal.String(),
+		Splits: map[string]Split{}, TokensPerShard: tokensPerShard, LossMask: masked}
 	pending := map[string][]Doc{}
 	var pendingTokens = map[string]int64{}
 	flush := func(split string) error {
@@ -157,19 +238,26 @@ func Prepare(files []string, texts []string, tok *bpe.Tokenizer, outDir string, 
 		pending[split], pendingTokens[split] = nil, 0
 		return nil
 	}
-	for i, f := range files {
+	for i, d := range docs {
 		split := "train"
-		if isVal.MatchString(filepath.Base(f)) {
+		if isVal.MatchString(filepath.Base(inputs[i].File)) {
 			split = "validation"
 		}
-		ids := append([]int32{bos}, tok.Encode(nil, texts[i])...)
-		ids = append(ids, eos)
-		pending[split] = append(pending[split], Doc{ID: int32(i), Name: filepath.Base(f), Bytes: int64(len(texts[i])), Tokens: ids})
-		pendingTokens[split] += int64(len(ids))
+		if masked && d.Mask == nil { // a text among conversations: every target counts
+			d.Mask = make([]uint8, len(d.Tokens))
+			for j := range d.Mask {
+				d.Mask[j] = 1
+			}
+		}
+		pending[split] = append(pending[split], d)
+		pendingTokens[split] += int64(len(d.Tokens))
 		s := m.Splits[split]
 		s.Docs++
-		s.Tokens += int64(len(ids))
-		s.Bytes += int64(len(texts[i]))
+		s.Tokens += int64(len(d.Tokens))
+		s.Bytes += d.Bytes
+		for _, b := range d.Mask {
+			s.Targets += int64(b)
+		}
 		m.Splits[split] = s
 		if pendingTokens[split] >= int64(tokensPerShard) {
 			if err := flush(split); err != nil {
@@ -184,6 +272,9 @@ func Prepare(files []string, texts []string, tok *bpe.Tokenizer, outDir string, 
 	}
 	if m.Splits["train"].Docs == 0 {
 		return nil, inputErr("no training documents: every file matched the validation rule %s", isVal)
+	}
+	if masked && m.Splits["train"].Targets == 0 {
+		return nil, inputErr("no assistant replies in the training documents: the loss would count no token")
 	}
 	b, _ := json.MarshalIndent(m, "", "  ")
 	path := filepath.Join(outDir, "manifest.json")
@@ -285,10 +376,13 @@ func ParseManifest(path string, b []byte) (*Manifest, error) {
 		for _, c := range []struct {
 			what string
 			v    int64
-		}{{"docs", int64(s.Docs)}, {"tokens", s.Tokens}, {"bytes", s.Bytes}} {
+		}{{"docs", int64(s.Docs)}, {"tokens", s.Tokens}, {"bytes", s.Bytes}, {"targets", s.Targets}} {
 			if c.v < 0 || c.v > MaxTokens {
 				return nil, bad(field+"."+c.what, "%d, want 0 to %d", c.v, int64(MaxTokens))
 			}
+		}
+		if s.Targets > s.Tokens || s.Targets > 0 && !m.LossMask {
+			return nil, bad(field+".targets", "%d, with %d tokens and loss_mask %t", s.Targets, s.Tokens, m.LossMask)
 		}
 		if len(s.Shards) > MaxShards {
 			return nil, bad(field+".shards", "%d shards, limit %d", len(s.Shards), MaxShards)
@@ -336,12 +430,17 @@ func checkFileName(name string) error {
 // Dataset is one split as a single token stream (documents back to back).
 type Dataset struct {
 	Tokens []int32
-	Bytes  int64 // UTF-8 bytes of the documents' text
-	Docs   int
+	// Mask, when not nil, says which tokens count as targets (1) and which
+	// do not (0: outside the assistant's replies); len(Tokens) long.
+	Mask  []uint8
+	Bytes int64 // UTF-8 bytes of the documents' text
+	Docs  int
 }
 
 // LoadSplit reads and verifies every shard of a split, checking that all
-// token ids are below vocab.
+// token ids are below vocab. A manifest with loss_mask gives a Dataset
+// with a Mask, and every shard must carry one; shards from before masks
+// read as unmasked.
 func LoadSplit(dir, split string, vocab int) (*Dataset, error) {
 	m, err := ReadManifest(dir)
 	if err != nil {
@@ -355,6 +454,7 @@ func LoadSplit(dir, split string, vocab int) (*Dataset, error) {
 		return nil, inputErr("data directory %s: tokenized with vocabulary %d, model has %d", dir, m.VocabSize, vocab)
 	}
 	ds := &Dataset{}
+	var targets int64
 	for i, sh := range s.Shards {
 		docs, err := ReadShard(filepath.Join(dir, sh.File), sh.SHA256)
 		if err != nil {
@@ -374,10 +474,22 @@ func LoadSplit(dir, split string, vocab int) (*Dataset, error) {
 					return nil, inputErr("%s: token id %d outside vocabulary %d", sh.File, t, vocab)
 				}
 			}
+			if (d.Mask != nil) != m.LossMask {
+				return nil, inputErr("%s: document %q has a mask %t, the manifest says loss_mask %t", sh.File, d.Name, d.Mask != nil, m.LossMask)
+			}
+			if m.LossMask {
+				for _, b := range d.Mask {
+					targets += int64(b)
+				}
+				ds.Mask = append(ds.Mask, d.Mask...)
+			}
 			ds.Tokens = append(ds.Tokens, d.Tokens...)
 			ds.Bytes += d.Bytes
 			ds.Docs++
 		}
+	}
+	if targets != s.Targets {
+		return nil, inputErr("%s: splits.%s.targets: the manifest says %d, the shards' masks hold %d", filepath.Join(dir, "manifest.json"), split, s.Targets, targets)
 	}
 	return ds, nil
 }

@@ -24,7 +24,11 @@ type Doc struct {
 	ID     int32   // position of the source file in sorted order
 	Name   string  // source file name
 	Bytes  int64   // UTF-8 bytes of the text
-	Tokens []int32 // <|bos|> text <|eos|>
+	Tokens []int32 // <|bos|> text <|eos|>, or a rendered conversation
+	// Mask is 1 where a token counts as a target, 0 where it does not;
+	// nil in shards without a mask column (text only, or written before
+	// masks), else as long as Tokens.
+	Mask []uint8
 }
 
 // ShardSchema is the Arrow schema of token shards.
@@ -35,9 +39,27 @@ var ShardSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "tokens", Type: arrow.ListOf(arrow.PrimitiveTypes.Int32)},
 }, nil)
 
-// EncodeShard returns docs as a zstd-compressed Parquet file.
+// MaskedShardSchema is ShardSchema with a fifth column, the loss mask (a
+// list of 0/1 bytes per document, as long as its tokens).
+var MaskedShardSchema = arrow.NewSchema(append(ShardSchema.Fields(),
+	arrow.Field{Name: "mask", Type: arrow.ListOf(arrow.PrimitiveTypes.Uint8)}), nil)
+
+// EncodeShard returns docs as a zstd-compressed Parquet file; the mask
+// column is written when a document has a mask (then all must, each as
+// long as its tokens), so text-only shards are as before masks.
 func EncodeShard(docs []Doc) ([]byte, error) {
-	b := array.NewRecordBuilder(memory.DefaultAllocator, ShardSchema)
+	schema := ShardSchema
+	for _, d := range docs {
+		if d.Mask != nil {
+			schema = MaskedShardSchema
+		}
+	}
+	for i, d := range docs {
+		if schema == MaskedShardSchema && len(d.Mask) != len(d.Tokens) {
+			return nil, fmt.Errorf("doc %d (%s): mask of %d for %d tokens", i, d.Name, len(d.Mask), len(d.Tokens))
+		}
+	}
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
 	defer b.Release()
 	ids := b.Field(0).(*array.Int32Builder)
 	names := b.Field(1).(*array.StringBuilder)
@@ -50,10 +72,15 @@ func EncodeShard(docs []Doc) ([]byte, error) {
 		nbytes.Append(d.Bytes)
 		toks.Append(true)
 		vals.AppendValues(d.Tokens, nil)
+		if schema == MaskedShardSchema {
+			ml := b.Field(4).(*array.ListBuilder)
+			ml.Append(true)
+			ml.ValueBuilder().(*array.Uint8Builder).AppendValues(d.Mask, nil)
+		}
 	}
 	rec := b.NewRecord()
 	defer rec.Release()
-	tbl := array.NewTableFromRecords(ShardSchema, []arrow.Record{rec})
+	tbl := array.NewTableFromRecords(schema, []arrow.Record{rec})
 	defer tbl.Release()
 	var buf bytes.Buffer
 	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd))
@@ -102,10 +129,14 @@ func DecodeShard(b []byte) (docs []Doc, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if sc.NumFields() != len(ShardSchema.Fields()) {
-		return nil, fmt.Errorf("%d columns, want %d (%v)", sc.NumFields(), len(ShardSchema.Fields()), ShardSchema)
+	want := ShardSchema
+	if sc.NumFields() == len(MaskedShardSchema.Fields()) {
+		want = MaskedShardSchema
 	}
-	for i, f := range ShardSchema.Fields() {
+	if sc.NumFields() != len(want.Fields()) {
+		return nil, fmt.Errorf("%d columns, want %d (%v) or %d with a mask", sc.NumFields(), len(ShardSchema.Fields()), ShardSchema, len(MaskedShardSchema.Fields()))
+	}
+	for i, f := range want.Fields() {
 		g := sc.Field(i)
 		if g.Name != f.Name || g.Type.ID() != f.Type.ID() {
 			return nil, fmt.Errorf("column %d is %s %s, want %s %s", i, g.Name, g.Type, f.Name, f.Type)
@@ -121,7 +152,7 @@ func DecodeShard(b []byte) (docs []Doc, err error) {
 	if err := CheckPages(pf, b); err != nil {
 		return nil, err
 	}
-	cols := make([]arrow.Array, 4)
+	cols := make([]arrow.Array, len(want.Fields()))
 	for i := range cols {
 		cr, err := fr.GetColumn(context.Background(), i)
 		if err != nil {
@@ -153,14 +184,37 @@ func DecodeShard(b []byte) (docs []Doc, err error) {
 	if !ok {
 		return nil, fmt.Errorf("tokens hold %s, want int32", toks.ListValues().DataType())
 	}
+	var mask *array.List
+	var mvals *array.Uint8
+	if len(cols) == 5 {
+		if mask, ok = cols[4].(*array.List); ok {
+			mvals, ok = mask.ListValues().(*array.Uint8)
+		}
+		if !ok {
+			return nil, fmt.Errorf("mask column holds %s, want list<uint8>", cols[4].DataType())
+		}
+	}
 	offs := toks.Offsets()
 	for i := 0; i < int(rows); i++ {
 		lo, hi := offs[i], offs[i+1]
 		if lo < 0 || hi < lo || int(hi) > vals.Len() {
 			return nil, fmt.Errorf("row %d: token offsets [%d,%d) outside %d values", i, lo, hi, vals.Len())
 		}
-		docs = append(docs, Doc{ID: ids.Value(i), Name: names.Value(i), Bytes: nbytes.Value(i),
-			Tokens: append([]int32(nil), vals.Int32Values()[lo:hi]...)})
+		d := Doc{ID: ids.Value(i), Name: names.Value(i), Bytes: nbytes.Value(i),
+			Tokens: append([]int32(nil), vals.Int32Values()[lo:hi]...)}
+		if mask != nil {
+			ml, mh := mask.Offsets()[i], mask.Offsets()[i+1]
+			if ml < 0 || mh < ml || int(mh) > mvals.Len() || mh-ml != hi-lo {
+				return nil, fmt.Errorf("row %d: mask offsets [%d,%d) for %d tokens (%d values)", i, ml, mh, hi-lo, mvals.Len())
+			}
+			d.Mask = append(make([]uint8, 0, mh-ml), mvals.Uint8Values()[ml:mh]...)
+			for j, b := range d.Mask {
+				if b > 1 {
+					return nil, fmt.Errorf("row %d: mask[%d] is %d, want 0 or 1", i, j, b)
+				}
+			}
+		}
+		docs = append(docs, d)
 	}
 	return docs, nil
 }

@@ -25,7 +25,8 @@ type Result struct {
 // Evaluate computes the mean next-token loss over the dataset's windows
 // (maxBatches > 0: that many batches spread evenly over it), its perplexity,
 // and bits per byte: the summed loss in bits over the UTF-8 bytes of the
-// predicted tokens.
+// predicted tokens. Targets a masked dataset leaves out (data.IgnoreTarget)
+// count nowhere: Tokens is the number of targets that counted.
 func Evaluate(m *layers.Model, tok *bpe.Tokenizer, ds *data.Dataset, batch, seq, maxBatches int) Result {
 	tp := autograd.NewTape()
 	tp.SetNoGrad(true)
@@ -38,12 +39,22 @@ func Evaluate(m *layers.Model, tok *bpe.Tokenizer, ds *data.Dataset, batch, seq,
 		if maxBatches > 0 && maxBatches < total && (b-1)*maxBatches/total == (b-2)*maxBatches/total && b > 1 {
 			return
 		}
-		l := m.Loss(tp, ids, tg, k, seq)
-		nats += float64(l.Data()[0]) * float64(len(tg))
-		n += len(tg)
+		// the loss is the mean over the targets that count (a masked
+		// dataset leaves out all but the assistant's replies), so it is
+		// weighted by their number, and only their bytes are predicted
+		counted := 0
 		for _, t := range tg {
-			bytes += tok.ByteLen(t)
+			if t != layers.IgnoreIndex {
+				counted++
+				bytes += tok.ByteLen(t)
+			}
 		}
+		if counted == 0 {
+			return
+		}
+		l := m.Loss(tp, ids, tg, k, seq)
+		nats += float64(l.Data()[0]) * float64(counted)
+		n += counted
 		tp.Reset()
 	})
 	res := Result{Loss: nats / float64(max(n, 1)), Tokens: n}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"time"
 
@@ -9,6 +11,7 @@ import (
 
 	"qat/data"
 	"qat/data/bpe"
+	"qat/data/chat"
 )
 
 func dataCmd() *cobra.Command {
@@ -35,23 +38,34 @@ func dataCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			texts, err := data.ReadTexts(files)
+			docs, err := data.ReadInputs(files)
 			if err != nil {
 				return err
 			}
-			var tok *bpe.Tokenizer
 			t0 := time.Now()
+			var v *data.Vocab
 			if tokPath != "" {
-				if tok, err = bpe.Load(tokPath); err != nil {
-					return inputf("--tokenizer: %v", err)
+				if v, err = loadVocab(tokPath); err != nil {
+					return err
 				}
 			} else {
-				if tok, err = bpe.Train(texts, vocab); err != nil {
+				var texts []string
+				for _, d := range docs {
+					texts = append(texts, d.Text)
+					for _, m := range d.Messages {
+						texts = append(texts, m.Content)
+					}
+				}
+				tok, err := bpe.Train(texts, vocab)
+				if err != nil {
 					return inputf("--vocab: %v", err)
+				}
+				if v, err = data.OwnVocab(tok); err != nil {
+					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "trained a %d-token BPE tokenizer on %d files in %s\n", vocab, len(files), time.Since(t0).Round(time.Millisecond))
 			}
-			m, err := data.Prepare(files, texts, tok, out, rule, shardTokens)
+			m, err := data.PrepareInputs(docs, v, out, rule, shardTokens)
 			if err != nil {
 				return err
 			}
@@ -59,17 +73,57 @@ func dataCmd() *cobra.Command {
 				sp := m.Splits[s]
 				fmt.Fprintf(cmd.OutOrStdout(), "%-10s %4d documents, %9d tokens, %9d bytes (%.2f bytes/token), %d shard(s)\n",
 					s, sp.Docs, sp.Tokens, sp.Bytes, float64(sp.Bytes)/float64(max(sp.Tokens, 1)), len(sp.Shards))
+				if m.LossMask {
+					fmt.Fprintf(cmd.OutOrStdout(), "%-10s %9d of the tokens are the assistant's (the loss counts only these)\n", "", sp.Targets)
+				}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (manifest.json, tokenizer.json, shards) in %s\n", out, time.Since(t0).Round(time.Millisecond))
 			return nil
 		},
 	}
-	prep.Flags().StringSliceVar(&inputs, "input", []string{"../shared/data/sotu"}, "text files or directories of *.txt")
-	prep.Flags().StringVar(&tokPath, "tokenizer", "", "tokenizer.json to use (default: train one on the input)")
+	prep.Flags().StringSliceVar(&inputs, "input", []string{"../shared/data/sotu"}, "files or directories of *.txt, *.jsonl (text or messages per line), *.parquet (a text column)")
+	prep.Flags().StringVar(&tokPath, "tokenizer", "", "tokenizer.json to use, or a Hugging Face model directory (tokenizer.json, tokenizer_config.json with its chat template) (default: train one on the input)")
 	prep.Flags().IntVar(&vocab, "vocab", 4096, "vocabulary size of a trained tokenizer")
 	prep.Flags().StringVar(&out, "out", "", "output directory")
 	prep.Flags().StringVar(&valRule, "validation", data.ValidationYear7.String(), "file names matching this go regexp are validation")
 	prep.Flags().IntVar(&shardTokens, "shard-tokens", 1<<20, "tokens per Parquet shard")
 	cmd.AddCommand(prep)
 	return cmd
+}
+
+// loadVocab opens --tokenizer: a tokenizer.json (documents framed by its
+// <|bos|> and <|eos|>, no chat template), or a model directory whose
+// tokenizer_config.json gives the bos/eos tokens and the chat template.
+func loadVocab(path string) (*data.Vocab, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, inputf("--tokenizer: %v", err)
+	}
+	if !st.IsDir() {
+		tok, err := bpe.Load(path)
+		if err != nil {
+			return nil, inputf("--tokenizer: %v", err)
+		}
+		return data.OwnVocab(tok)
+	}
+	tjPath := filepath.Join(path, "tokenizer.json")
+	tok, err := bpe.Load(tjPath)
+	if err != nil {
+		return nil, inputf("--tokenizer: %v", err)
+	}
+	tj, err := os.ReadFile(tjPath)
+	if err != nil {
+		return nil, inputf("--tokenizer: %v", err)
+	}
+	cfg, err := data.ReadTokenizerConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	var tmpl *chat.Template
+	if cfg.ChatTemplate != "" {
+		if tmpl, err = chat.Compile(cfg.ChatTemplate, cfg.BOS, cfg.EOS); err != nil {
+			return nil, inputf("--tokenizer: %s: %v", filepath.Join(path, "tokenizer_config.json"), err)
+		}
+	}
+	return data.NewVocab(tok, cfg.BOS, cfg.EOS, tmpl, tj, cfg.Raw)
 }
