@@ -12,9 +12,29 @@ import (
 	"qat/qat"
 )
 
-func smallModel() *layers.Model {
-	m := layers.New(layers.Config{Vocab: 50, Dim: 32, Layers: 2, Heads: 2, KVHeads: 1, FFNHidden: 64, RopeTheta: 10000, NormEps: 1e-5, MaxSeq: 16})
+var (
+	small = layers.Config{Vocab: 50, Dim: 32, Layers: 2, Heads: 2, KVHeads: 1, FFNHidden: 64, RopeTheta: 10000, NormEps: 1e-5, MaxSeq: 16}
+	// hfSmall has q and o_proj's input wider than the residual (head_dim
+	// 32 on dim 32, 2 heads) and q/k/v biases, as Llama 3.2 and Qwen2
+	hfSmall = layers.Config{Vocab: 50, Dim: 32, Layers: 2, Heads: 2, KVHeads: 1, HeadDimension: 32, QKVBias: true, FFNHidden: 64,
+		RopeTheta: 10000, NormEps: 1e-5, MaxSeq: 16}
+)
+
+func smallModel() *layers.Model { return modelOf(small) }
+
+// modelOf is an initialised model of c, biases away from 0.
+func modelOf(c layers.Config) *layers.Model {
+	m := layers.New(c)
 	m.Init(3)
+	for _, l := range m.Layers {
+		for _, lin := range []*layers.Linear{l.Attn.Q, l.Attn.K, l.Attn.V} {
+			if lin.Bias != nil {
+				for i := range lin.Bias.Data() {
+					lin.Bias.Data()[i] = float32(i%5) * 0.2
+				}
+			}
+		}
+	}
 	return m
 }
 
@@ -53,13 +73,20 @@ func adapt(t *testing.T, m *layers.Model, rules []qat.Rule, c Config) {
 // TestMergeExact: merged models (LR-QAT per channel and per group,
 // LoRA-QAT) compute the adapted model's logits bit for bit, with no
 // adapters left; LR-QAT layers keep no float32 weight before merging.
+// Also with head_dim != dim/heads and q/k/v biases.
 func TestMergeExact(t *testing.T) {
+	for _, c := range []layers.Config{small, hfSmall} {
+		mergeExact(t, c)
+	}
+}
+
+func mergeExact(t *testing.T, mc layers.Config) {
 	ids := []int32{1, 5, 9, 2, 7, 3, 11, 4}
 	for _, tc := range []struct {
 		rules []qat.Rule
 		c     Config
 	}{{w4ch, Config{Method: "lr-qat", Rank: 4, Alpha: 4}}, {w4g, Config{Method: "lr-qat", Rank: 4, Alpha: 4}}, {w4ch, Config{Method: "lora-qat", Rank: 4, Alpha: 8}}} {
-		m := smallModel()
+		m := modelOf(mc)
 		adapt(t, m, tc.rules, tc.c)
 		for _, nl := range m.Linears() {
 			if tc.c.Method == "lr-qat" && nl.Name != "lm_head" && nl.Linear.Weight != nil {
@@ -89,7 +116,7 @@ func TestMergeExact(t *testing.T) {
 		if err := m.Save(path); err != nil {
 			t.Fatal(err)
 		}
-		m2 := smallModel()
+		m2 := modelOf(mc)
 		if err := qat.Prepare(m2, rules); err != nil {
 			t.Fatal(err)
 		}
