@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 
@@ -352,11 +353,9 @@ func HFConfig(dir string) (layers.Config, error) {
 	return c, nil
 }
 
-// loadHF loads a Hugging Face model directory: its config.json (refused
-// unless the model computes what transformers does), its weights mapped
-// and converted to float32 tensor by tensor, and its tokenizer. The
-// tokenizer may have fewer tokens than the embedding has rows (Qwen2 pads
-// its vocabulary), never more.
+// loadHF loads a Hugging Face model directory: its model (LoadHFModel)
+// and its tokenizer, which may have fewer tokens than the embedding has
+// rows (Qwen2 pads its vocabulary), never more.
 func loadHF(dir string) (*Model, error) {
 	c, err := HFConfig(dir)
 	if err != nil {
@@ -369,6 +368,25 @@ func loadHF(dir string) (*Model, error) {
 	if tok.VocabSize() > c.Vocab {
 		return nil, &layers.InputError{Err: fmt.Errorf("%s: tokenizer has %d tokens, more than config.json's vocab_size %d", dir, tok.VocabSize(), c.Vocab)}
 	}
+	m, err := LoadHFModel(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Model{Model: m, Tok: tok, Path: dir, Kind: HF}, nil
+}
+
+// LoadHFModel loads the model of a Hugging Face model directory, without
+// its tokenizer: config.json (HFConfig: refused unless the model computes
+// what transformers does), then the weights, mapped (one file or every
+// shard of the index) and checked against the config before the model is
+// allocated, then converted to float32 tensor by tensor, each tensor's
+// file pages released once read: the peak memory is the float32 model
+// plus about one tensor of the file.
+func LoadHFModel(dir string) (*layers.Model, error) {
+	c, err := HFConfig(dir)
+	if err != nil {
+		return nil, err
+	}
 	f, path, err := openWeights(dir)
 	if err != nil {
 		return nil, err
@@ -377,11 +395,24 @@ func loadHF(dir string) (*Model, error) {
 	if err := c.CheckFile(f); err != nil {
 		return nil, &layers.InputError{Err: fmt.Errorf("%s: %w", path, err)}
 	}
-	m := layers.New(c)
+	m := newModel(c)
 	if err := m.LoadFrom(path, f); err != nil {
 		return nil, err
 	}
-	return &Model{Model: m, Tok: tok, Path: dir, Kind: HF}, nil
+	return m, nil
+}
+
+// newModel is layers.New(c) with the memory it leaves behind returned to
+// the OS before the weights are read in: New builds each parameter, then
+// packs them into one arena, and reading the discarded per-parameter
+// slices (autograd.Pack copies only those that are not zero) made them
+// resident, a second float32 model that would stay until the runtime's
+// background scavenger gets to it. Loading then peaks at the model plus
+// about one tensor of the file, not twice the model (TestImportRSS).
+func newModel(c layers.Config) *layers.Model {
+	m := layers.New(c)
+	debug.FreeOSMemory()
+	return m
 }
 
 // loadCheckpointDir reads config.json and model.safetensors of a checkpoint, and
@@ -423,7 +454,7 @@ func loadCheckpointDir(dir string) (m *layers.Model, rules []qat.Rule, adapters 
 	if rules, err = readRules(dir); err != nil {
 		return nil, nil, false, err
 	}
-	m = layers.New(c)
+	m = newModel(c)
 	if rules != nil {
 		if err := qat.Prepare(m, rules); err != nil {
 			return nil, nil, false, fmt.Errorf("%s: %w", filepath.Join(dir, "quant.json"), err)
