@@ -4,6 +4,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"qat/autograd"
+	"qat/layers"
 )
 
 // obq is an independent float64 GPTQ: the unblocked optimal-brain
@@ -251,5 +254,37 @@ func TestGPTQKeep(t *testing.T) {
 		t.Fatalf("output error %g keeping the outliers, %g without", ek, eg)
 	} else {
 		t.Logf("output error %.4g keeping 2 weights, %.4g without", ek, eg)
+	}
+}
+
+// TestApplyGPTQHFFeatures: GPTQ runs on every block linear of a model with
+// head_dim != dim/heads (o_proj's input 128 wide on a 64-wide residual)
+// and q/k/v biases, each Hessian as wide as its layer's input, and the
+// quantized model's loss stays near the full-precision one.
+func TestApplyGPTQHFFeatures(t *testing.T) {
+	c := testCfg
+	c.HeadDimension, c.QKVBias = 32, true
+	m := layers.New(c)
+	m.Init(3)
+	rng := rand.New(rand.NewPCG(5, 5))
+	ids, tg := tokens(rng, 64, c.Vocab), tokens(rng, 64, c.Vocab)
+	loss := func() float64 {
+		tp := autograd.NewTape()
+		tp.SetNoGrad(true)
+		return float64(m.Loss(tp, ids, tg, 4, 16).Data()[0])
+	}
+	fp := loss()
+	if err := Prepare(m, Presets["w4a8"]); err != nil {
+		t.Fatal(err)
+	}
+	n, err := ApplyGPTQ(m, GPTQConfig{Bits: 4, Damp: 0.01, BlockSize: 32}, func() error { loss(); return nil }, func(int) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 7*c.Layers {
+		t.Fatalf("GPTQ quantized %d layers, want %d", n, 7*c.Layers)
+	}
+	if q := loss(); math.IsNaN(q) || math.Abs(q-fp) > 0.05*fp {
+		t.Fatalf("loss %g after GPTQ, %g in full precision", q, fp)
 	}
 }

@@ -67,11 +67,21 @@ func TestPrepareQ4_0EqualsQuantizedWeights(t *testing.T) {
 }
 
 // TestPresetsTrainStep: every preset gives a finite loss near ln(vocab) at
-// initialisation and finite gradients on every weight.
+// initialisation and finite gradients on every weight, on a Llama and on a
+// model with head_dim != dim/heads, q/k/v biases and llama3 rope_scaling.
 func TestPresetsTrainStep(t *testing.T) {
+	hf := testCfg
+	hf.HeadDimension, hf.QKVBias = 32, true
+	hf.RopeScaling = layers.RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMax: 16}
+	for _, base := range []layers.Config{testCfg, hf} {
+		presetsTrainStep(t, base)
+	}
+}
+
+func presetsTrainStep(t *testing.T, base layers.Config) {
 	for name, rules := range Presets {
 		rng := rand.New(rand.NewPCG(2, 2))
-		cfg := testCfg
+		cfg := base
 		if name == "w4a8-qqq-g128" { // groups of 128 need rows that long
 			cfg.Dim, cfg.FFNHidden = 128, 256
 		}
