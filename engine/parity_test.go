@@ -51,6 +51,9 @@ func enginesAgree(t *testing.T, c layers.Config, refuse map[string]string) {
 	ids, tg := make([]int32, B*T), make([]int32, B*T)
 	for i := range ids {
 		ids[i], tg[i] = int32(i*7%c.Vocab), int32((i*7+3)%c.Vocab)
+		if i%5 == 2 { // masked chat data: targets outside the replies do not count
+			tg[i] = layers.IgnoreIndex
+		}
 	}
 	for _, preset := range []string{"", "w4a8"} {
 		m := layers.New(c)
