@@ -377,6 +377,25 @@ func FuzzLoadPackedSafetensors(f *testing.F) {
 		f.Add(cfg, st, []byte{})
 		f.Add(cfg, st, []byte{uint8(i), 7, 1, 0, 0, 0, 1, 2, 0, 0, 0, 0})
 	}
+	// compressed-tensors exports: int-quantized, float-quantized,
+	// pack-quantized with bf16 tensors
+	for i, rules := range [][]qat.Rule{qat.Presets["w8a8"], qat.Presets["fp8"], qat.Presets["w4a16-g32"]} {
+		m, tok := fuzzModel(f, i%2 == 0)
+		if err := qat.Prepare(m, rules); err != nil {
+			f.Fatal(err)
+		}
+		dir := filepath.Join(f.TempDir(), fmt.Sprint("ct", i))
+		if _, err := CompressedTensors(m, tok, dir, CTOptions{DType: []string{"f32", "bf16"}[i%2]}); err != nil {
+			f.Fatal(err)
+		}
+		cfg, err1 := os.ReadFile(filepath.Join(dir, "config.json"))
+		st, err2 := os.ReadFile(filepath.Join(dir, "model.safetensors"))
+		if err1 != nil || err2 != nil {
+			f.Fatal(err1, err2)
+		}
+		f.Add(cfg, st, []byte{})
+		f.Add(cfg, st, []byte{uint8(i), 9, 1, 0, 0, 0, 3, 2, 0, 0, 0, 0})
+	}
 	keys := []string{"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
 		"intermediate_size", "max_position_embeddings"}
 	targets := []string{"model.norm", "lm_head", "model.embed_tokens", "model.layers.0.input_layernorm", "model.layers.0.mlp.down_proj",

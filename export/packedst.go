@@ -1,10 +1,15 @@
 package export
 
 import (
+	"cmp"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"qat/autograd"
@@ -50,6 +55,9 @@ type configGroup struct {
 	Weights PackedScheme `json:"weights"`
 	Input   *ActScheme   `json:"input_activations,omitempty"`
 	Targets []string     `json:"targets"`
+	// Format is the group's compression format (compressed-tensors
+	// exports); "" means the config's.
+	Format string `json:"format,omitempty"`
 }
 
 type quantConfig struct {
@@ -57,6 +65,9 @@ type quantConfig struct {
 	Format string                 `json:"format"`
 	Groups map[string]configGroup `json:"config_groups"`
 	Ignore []string               `json:"ignore"`
+	// Status is "compressed" in compressed-tensors exports, whose
+	// symmetric int8 activations are vLLM's [-127, 127] grid.
+	Status string `json:"quantization_status,omitempty"`
 }
 
 // PackedSafetensors writes m to dir (replacing a directory there only
@@ -154,7 +165,7 @@ func PackedSafetensorsInto(m *layers.Model, tok *bpe.Tokenizer, dir string) erro
 			}
 		}
 		if !found {
-			qc.Groups[fmt.Sprintf("group_%d", len(qc.Groups))] = configGroup{scheme, act, []string{ln.Name}}
+			qc.Groups[fmt.Sprintf("group_%d", len(qc.Groups))] = configGroup{Weights: scheme, Input: act, Targets: []string{ln.Name}}
 		}
 	}
 	if len(qc.Groups) == 0 {
@@ -209,7 +220,7 @@ func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	f, err := safetensors.Read(filepath.Join(dir, "model.safetensors"))
+	f, err := readWeights(dir)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -224,9 +235,71 @@ func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer
 	return m, tok, packed, nil
 }
 
+// maxShards bounds the shards an index may name (a 1 TB model in 5 GB
+// shards has 200).
+const maxShards = 4096
+
+// readWeights reads dir's model.safetensors, or the shards its
+// model.safetensors.index.json names, as one file: every tensor in the
+// shard the index says, none twice.
+func readWeights(dir string) (*safetensors.File, error) {
+	ip := filepath.Join(dir, "model.safetensors.index.json")
+	ib, err := os.ReadFile(ip)
+	if errors.Is(err, os.ErrNotExist) {
+		return safetensors.Read(filepath.Join(dir, "model.safetensors"))
+	}
+	if err != nil {
+		return nil, err
+	}
+	var idx hfIndex
+	if err := json.Unmarshal(ib, &idx); err != nil {
+		return nil, fmt.Errorf("%s: %w", ip, err)
+	}
+	var files []string
+	for _, fn := range idx.WeightMap {
+		if !slices.Contains(files, fn) {
+			files = append(files, fn)
+		}
+		if len(files) > maxShards {
+			return nil, fmt.Errorf("%s: weight_map names more than %d files", ip, maxShards)
+		}
+	}
+	slices.Sort(files)
+	all := &safetensors.File{Metadata: map[string]string{}}
+	seen := map[string]string{}
+	for _, fn := range files {
+		if fn != filepath.Base(fn) || !strings.HasSuffix(fn, ".safetensors") {
+			return nil, fmt.Errorf("%s: weight_map file %q: want a .safetensors file beside the index", ip, fn)
+		}
+		sf, err := safetensors.Read(filepath.Join(dir, fn))
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range sf.Tensors {
+			if prev, dup := seen[t.Name]; dup {
+				return nil, fmt.Errorf("%s: tensor %s is in %s and %s", ip, t.Name, prev, fn)
+			}
+			if idx.WeightMap[t.Name] != fn {
+				return nil, fmt.Errorf("%s: tensor %s is in %s, weight_map says %q", ip, t.Name, fn, idx.WeightMap[t.Name])
+			}
+			seen[t.Name] = fn
+			all.Tensors = append(all.Tensors, t)
+		}
+	}
+	for name, fn := range idx.WeightMap {
+		if seen[name] == "" {
+			return nil, fmt.Errorf("%s: weight_map puts %s in %s, which does not hold it", ip, name, fn)
+		}
+	}
+	return all, nil
+}
+
 // packedTensors are one packed linear's tensors, checked.
 type packedTensors struct {
-	s                 PackedScheme
+	s PackedScheme
+	// format: pack-quantized (packed holds weight_packed), int-quantized
+	// (packed holds the int8 weight) or float-quantized (fp8 e4m3 bytes)
+	format            string
 	packed, scale     safetensors.Tensor
 	idx, val          safetensors.Tensor
 	outliers          bool
@@ -234,25 +307,59 @@ type packedTensors struct {
 	group             int
 }
 
-// checkPacked checks base's packed tensors in f against its weight shape
-// and scheme s: dtypes, sizes and the group layout, before anything is
-// allocated for them.
-func checkPacked(f *safetensors.File, base string, shape []int, s PackedScheme) (*packedTensors, error) {
+// floatDTypes are the dtypes read as floats: unquantized tensors and
+// scales (compressed-tensors writes scales in the model's dtype).
+var floatDTypes = []string{"F32", "BF16", "F16"}
+
+// floats reads t (one of floatDTypes) as float32; bf16 and f16 widen
+// exactly.
+func floats(t safetensors.Tensor) ([]float32, error) {
+	switch t.DType {
+	case "BF16":
+		v := make([]float32, len(t.Data)/2)
+		for i := range v {
+			v[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(t.Data[2*i:])) << 16)
+		}
+		return v, nil
+	case "F16":
+		return t.F16()
+	}
+	return t.F32()
+}
+
+// checkPacked checks base's quantized tensors in f against its weight
+// shape, scheme s and compression format: dtypes, sizes and the group
+// layout, before anything is allocated for them.
+func checkPacked(f *safetensors.File, base string, shape []int, s PackedScheme, format string) (*packedTensors, error) {
 	if len(shape) != 2 {
 		return nil, fmt.Errorf("quantization_config target %s: %s.weight is not a matrix (shape %v): only linear weights are packed", base, base, shape)
 	}
-	p := &packedTensors{s: s, out: shape[0], in: shape[1]}
+	p := &packedTensors{s: s, format: format, out: shape[0], in: shape[1]}
 	var ok1, ok2 bool
-	p.packed, ok1 = f.Get(base + ".weight_packed")
+	codeName := base + ".weight_packed"
+	if format != ctPacked {
+		codeName = base + ".weight"
+	}
+	p.packed, ok1 = f.Get(codeName)
 	p.scale, ok2 = f.Get(base + ".weight_scale")
 	if !ok1 || !ok2 {
-		return nil, fmt.Errorf("%s: weight_packed or weight_scale missing", base)
+		return nil, fmt.Errorf("%s: %s or weight_scale missing", base, strings.TrimPrefix(codeName, base+"."))
 	}
-	if s.Bits < 2 || s.Bits > 8 || 32%s.Bits != 0 {
+	switch {
+	case format == ctFloat && (s.Type != "float" || s.Bits != 8):
+		return nil, fmt.Errorf("%s: %s with %s num_bits %d, want float 8 (fp8 e4m3)", base, format, s.Type, s.Bits)
+	case format != ctFloat && s.Type != "int":
+		return nil, fmt.Errorf("%s: %s with type %q, want int", base, format, s.Type)
+	case format == ctPacked && (s.Bits < 2 || s.Bits > 8 || 32%s.Bits != 0):
 		return nil, fmt.Errorf("%s: num_bits %d, want 2, 4 or 8", base, s.Bits)
+	case format == ctInt && (s.Bits < 2 || s.Bits > 8):
+		return nil, fmt.Errorf("%s: num_bits %d, want 2 to 8", base, s.Bits)
 	}
-	p.per = 32 / s.Bits
-	p.wpr = (p.in + p.per - 1) / p.per
+	p.per, p.wpr = 1, p.in
+	if format == ctPacked {
+		p.per = 32 / s.Bits
+		p.wpr = (p.in + p.per - 1) / p.per
+	}
 	switch s.Strategy {
 	case "channel":
 		p.group = p.in
@@ -263,12 +370,14 @@ func checkPacked(f *safetensors.File, base string, shape []int, s PackedScheme) 
 	default:
 		return nil, fmt.Errorf("%s: strategy %q, want channel, group or tensor", base, s.Strategy)
 	}
+	want := map[string]string{ctPacked: "I32", ctInt: "I8", ctFloat: "F8_E4M3"}[format]
+	if p.packed.DType != want || len(p.packed.Data) != safetensors.DTypeSize[want]*p.out*p.wpr {
+		return nil, fmt.Errorf("%s: %s of %d bytes, want %s with %d x %d values", codeName, p.packed.DType, len(p.packed.Data), want, p.out, p.wpr)
+	}
 	switch {
-	case p.packed.DType != "I32" || len(p.packed.Data) != 4*p.out*p.wpr:
-		return nil, fmt.Errorf("%s.weight_packed: %s of %d bytes, want I32 with %d x %d words", base, p.packed.DType, len(p.packed.Data), p.out, p.wpr)
 	case p.group <= 0 || (p.out*p.in)%p.group != 0:
 		return nil, fmt.Errorf("%s: group_size %d does not divide the %d x %d weight", base, p.group, p.out, p.in)
-	case p.scale.DType != "F32" || len(p.scale.Data) != 4*(p.out*p.in/p.group):
+	case !slices.Contains(floatDTypes, p.scale.DType) || len(p.scale.Data) != safetensors.DTypeSize[p.scale.DType]*(p.out*p.in/p.group):
 		return nil, fmt.Errorf("%s.weight_scale: %s of %d bytes, want F32 with %d scales (%s groups of %d)", base, p.scale.DType, len(p.scale.Data),
 			p.out*p.in/p.group, s.Strategy, p.group)
 	}
@@ -283,10 +392,14 @@ func checkPacked(f *safetensors.File, base string, shape []int, s PackedScheme) 
 	return p, nil
 }
 
-// packedModel builds the model of a packed safetensors checkpoint from its
-// config.json and model.safetensors. The config is validated (limits
-// included) and every tensor checked against it before the model is
-// allocated; the model's memory is then bounded by the file's.
+// packedFormats are the compression formats the reader takes.
+var packedFormats = []string{ctPacked, ctInt, ctFloat, ctMixed}
+
+// packedModel builds the model of a packed safetensors checkpoint (qat's
+// safetensors-packed or a compressed-tensors export) from its
+// config.json and weights. The config is validated (limits included) and
+// every tensor checked against it before the model is allocated; the
+// model's memory is then bounded by the file's.
 func packedModel(cfgJSON []byte, f *safetensors.File, kern bool) (*layers.Model, map[*autograd.Var]layers.PackedWeight, error) {
 	c, err := layers.ParseHFConfig(cfgJSON)
 	if err != nil {
@@ -295,22 +408,43 @@ func packedModel(cfgJSON []byte, f *safetensors.File, kern bool) (*layers.Model,
 	var cfg struct {
 		Q quantConfig `json:"quantization_config"`
 	}
-	if err := json.Unmarshal(cfgJSON, &cfg); err != nil || cfg.Q.Format != "pack-quantized" {
-		return nil, nil, fmt.Errorf("config.json has no pack-quantized quantization_config (%v)", err)
+	if err := json.Unmarshal(cfgJSON, &cfg); err != nil || !slices.Contains(packedFormats, cfg.Q.Format) {
+		return nil, nil, fmt.Errorf("config.json has no pack-quantized, int-quantized or float-quantized quantization_config (format %q, %v)", cfg.Q.Format, err)
 	}
+	ct := cfg.Q.Status == "compressed"
 	scheme := map[string]PackedScheme{}
+	format := map[string]string{}
 	tokenInt8 := map[string]*kernels.TokenScheme{} // targets whose inputs the integer kernels quantize
 	var rules []qat.Rule
-	for _, g := range cfg.Q.Groups {
+	for _, gname := range sortedKeys(cfg.Q.Groups) {
+		g := cfg.Q.Groups[gname]
+		gf := cmp.Or(g.Format, cfg.Q.Format)
+		if gf == ctMixed || !slices.Contains(packedFormats, gf) {
+			return nil, nil, fmt.Errorf("quantization_config.config_groups.%s.format %q, want %s, %s or %s", gname, gf, ctPacked, ctInt, ctFloat)
+		}
 		for _, t := range g.Targets {
-			scheme[t] = g.Weights
-			if a := g.Input; a != nil {
-				if a.Bits == 8 && a.Type == "int" && a.Strategy == "token" && a.Dynamic {
-					tokenInt8[t] = &kernels.TokenScheme{Symmetric: a.Symmetric, Restricted: a.Restricted}
-				}
-				rules = append(rules, qat.Rule{Match: t, Activations: &qat.Spec{Format: kernels.Int, Bits: a.Bits, Symmetric: a.Symmetric,
-					Granularity: "token", Scale: "minmax", Restricted: a.Restricted}})
+			if _, dup := scheme[t]; dup {
+				return nil, nil, fmt.Errorf("quantization_config target %q is in two config groups", t)
 			}
+			scheme[t], format[t] = g.Weights, gf
+			a := g.Input
+			if a == nil {
+				continue
+			}
+			if a.Strategy != "token" || !a.Dynamic {
+				return nil, nil, fmt.Errorf("quantization_config.config_groups.%s.input_activations: strategy %q dynamic %v, want dynamic per-token", gname, a.Strategy, a.Dynamic)
+			}
+			spec := &qat.Spec{Format: kernels.Int, Bits: a.Bits, Symmetric: a.Symmetric, Granularity: "token", Scale: "minmax",
+				Restricted: a.Restricted || (ct && a.Symmetric)}
+			switch {
+			case a.Type == "float" && a.Bits == 8:
+				spec = &qat.Spec{Format: kernels.FP8E4M3, Symmetric: true, Granularity: "token", Scale: "minmax"}
+			case a.Type != "int":
+				return nil, nil, fmt.Errorf("quantization_config.config_groups.%s.input_activations: type %q num_bits %d, want int or float 8", gname, a.Type, a.Bits)
+			case a.Bits == 8:
+				tokenInt8[t] = &kernels.TokenScheme{Symmetric: spec.Symmetric, Restricted: spec.Restricted}
+			}
+			rules = append(rules, qat.Rule{Match: t, Activations: spec})
 		}
 	}
 	// every tensor against the config, before New
@@ -323,12 +457,16 @@ func packedModel(cfgJSON []byte, f *safetensors.File, kern bool) (*layers.Model,
 			if !ok {
 				return nil, nil, fmt.Errorf("tensor %s missing", sh.Name)
 			}
-			if t.DType != "F32" || fmt.Sprint(t.Shape) != fmt.Sprint(sh.Shape) {
-				return nil, nil, fmt.Errorf("tensor %s: %s %v, model wants F32 %v", sh.Name, t.DType, t.Shape, sh.Shape)
+			if !slices.Contains(floatDTypes, t.DType) || fmt.Sprint(t.Shape) != fmt.Sprint(sh.Shape) {
+				want := "F32"
+				if slices.Contains(floatDTypes, t.DType) {
+					want = t.DType
+				}
+				return nil, nil, fmt.Errorf("tensor %s: %s %v, model wants %s %v", sh.Name, t.DType, t.Shape, want, sh.Shape)
 			}
 			continue
 		}
-		p, err := checkPacked(f, base, sh.Shape, s)
+		p, err := checkPacked(f, base, sh.Shape, s, format[base])
 		if err != nil {
 			return nil, nil, err
 		}
@@ -348,42 +486,46 @@ func packedModel(cfgJSON []byte, f *safetensors.File, kern bool) (*layers.Model,
 		pt := plans[base]
 		if pt == nil {
 			t, _ := f.Get(p.Name)
-			v, err := t.F32()
+			v, err := floats(t)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", p.Name, err)
 			}
 			copy(p.Var.Data(), v)
 			continue
 		}
-		words, err := pt.packed.I32()
+		scales, err := floats(pt.scale)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", p.Name, err)
 		}
-		scales, err := pt.scale.F32()
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", p.Name, err)
-		}
-		s, out, in, group, per, wpr := pt.s, pt.out, pt.in, pt.group, pt.per, pt.wpr
+		s, out, in, group := pt.s, pt.out, pt.in, pt.group
 		w := p.Var.Data()
-		// per-channel int4/int8 with int8 per-token inputs: the integer kernels'
-		var codes []int8
-		ts := tokenInt8[base]
-		if kern && packable && s.Strategy == "channel" && (s.Bits == 4 || s.Bits == 8) && ts != nil && out%4 == 0 &&
-			(scheme0 == nil || *scheme0 == *ts) {
-			scheme0 = ts
-			codes = make([]int8, out*in)
-		} else {
+		if pt.format == ctFloat {
+			for i, b := range pt.packed.Data {
+				w[i] = decodeE4M3(b) * scales[i/group]
+			}
 			packable = false
+			continue
 		}
-		for r := 0; r < out; r++ {
-			for i := 0; i < in; i++ {
-				u := (uint32(words[r*wpr+i/per]) >> (s.Bits * (i % per))) & (1<<s.Bits - 1)
-				code := int32(u) - int32(1)<<(s.Bits-1)
-				w[r*in+i] = float32(code) * scales[(r*in+i)/group]
-				if codes != nil {
-					codes[r*in+i] = int8(code)
+		codes := make([]int8, out*in)
+		if pt.format == ctInt {
+			for i, b := range pt.packed.Data {
+				codes[i] = int8(b)
+			}
+		} else {
+			words, err := pt.packed.I32()
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", p.Name, err)
+			}
+			per, wpr := pt.per, pt.wpr
+			for r := 0; r < out; r++ {
+				for i := 0; i < in; i++ {
+					u := (uint32(words[r*wpr+i/per]) >> (s.Bits * (i % per))) & (1<<s.Bits - 1)
+					codes[r*in+i] = int8(int32(u) - int32(1)<<(s.Bits-1))
 				}
 			}
+		}
+		for i, c := range codes {
+			w[i] = float32(c) * scales[i/group]
 		}
 		var sparse *kernels.Sparse
 		if pt.outliers {
@@ -399,18 +541,26 @@ func packedModel(cfgJSON []byte, f *safetensors.File, kern bool) (*layers.Model,
 			}
 			for k, i := range idx {
 				w[i] = vals[k]
-				if codes != nil {
-					codes[i] = 0 // the dense part is 0 where the kept values are
-				}
+				codes[i] = 0 // the dense part is 0 where the kept values are
 			}
 			sparse = sp
 		}
-		if codes != nil {
-			cw, err := kernels.NewChannelInt(s.Bits, codes, scales, out, in)
+		// per-channel int4/int8 with int8 per-token inputs: the integer kernels'
+		ts := tokenInt8[base]
+		bits := s.Bits
+		if pt.format == ctInt {
+			bits = 8 // int8 storage: the codes fit the int8 kernels whatever grid they trained on
+		}
+		if kern && packable && s.Strategy == "channel" && (bits == 4 || bits == 8) && ts != nil && out%4 == 0 &&
+			(scheme0 == nil || *scheme0 == *ts) {
+			scheme0 = ts
+			cw, err := kernels.NewChannelInt(bits, codes, scales, out, in)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%s: %w", p.Name, err)
 			}
 			packed[p.Var] = layers.PackedWeight{Channel: cw, Tokens: *ts, Sparse: sparse}
+		} else {
+			packable = false
 		}
 	}
 	if !kern || !packable {
@@ -423,4 +573,20 @@ func packedModel(cfgJSON []byte, f *safetensors.File, kern bool) (*layers.Model,
 		}
 	}
 	return m, packed, nil
+}
+
+// decodeE4M3 is the value of an fp8 e4m3fn byte (NaN for 0x7f and 0xff).
+func decodeE4M3(b byte) float32 {
+	sign := float32(1)
+	if b&0x80 != 0 {
+		sign = -1
+	}
+	e, man := int(b>>3&15), float64(b&7)
+	switch {
+	case e == 15 && man == 7:
+		return float32(math.NaN())
+	case e == 0:
+		return sign * float32(math.Ldexp(man/8, -6))
+	}
+	return sign * float32(math.Ldexp(1+man/8, e-7))
 }

@@ -31,12 +31,18 @@ weights the model trained with (bf16 rounds them to nearest even).
 Activation quantizers have no Hugging Face form: the linears that had them
 are listed; --format compressed-tensors keeps them.
 
---format compressed-tensors --out DIR writes what vLLM runs as trained:
-int4/int8 weight-only presets as pack-quantized (WNA16), w8a8 as
-int-quantized (int8 weights, dynamic per-token int8 activations), fp8 as
-float-quantized (float8_e4m3fn weights, dynamic per-token activations). A
-model whose quantizers vLLM has no kernel for is refused, naming the
-nearest preset it runs.
+--format compressed-tensors --out DIR [--dtype bf16|f32] [--max-shard-size 5GB]
+writes what vLLM runs as trained (quantization_config in config.json, the
+codes and float32 scales of the trained quantizers): int4/int8 weight-only
+models (w4a16-g32, int channels or groups of 32/64/128) as pack-quantized
+(vLLM's WNA16); int weights per channel with dynamic per-token int8
+activations (w8a8, and w4a8, w4a8-qqq, w4a8-qqq-g128 as their exact int8
+codes) as int-quantized (W8A8 int8); fp8 as float-quantized (float8_e4m3fn
+weights, dynamic per-token fp8 activations or none). --dtype is that of the
+other tensors. A model vLLM has no kernel for (w4a4, GWQ outliers, int2,
+other group sizes, a quantized KV cache) is refused, naming the nearest
+preset it runs. An untied quantized lm_head is written as its fake-quant
+weight (vLLM computes the head unquantized).
 
 --format gguf --quant q4_0|q8_0|f16|f32 writes a GGUF v3 file that llama.cpp
 and ollama load. Block matrices take --quant; embeddings, an untied output
@@ -55,7 +61,7 @@ weights bit for bit.`,
 			// every flag checked before the model is read
 			var maxShard int64
 			switch format {
-			case "hf":
+			case "hf", "compressed-tensors":
 				if _, err := export.ParseDType(dtype); err != nil {
 					return inputf("--dtype: %v", err)
 				}
@@ -63,9 +69,9 @@ weights bit for bit.`,
 				if maxShard, err = export.ParseShardSize(shard); err != nil {
 					return inputf("--max-shard-size: %v", err)
 				}
-			case "compressed-tensors", "gguf", "safetensors-packed":
+			case "gguf", "safetensors-packed":
 				if cmd.Flags().Changed("dtype") || cmd.Flags().Changed("max-shard-size") {
-					return inputf("--dtype and --max-shard-size are for --format hf")
+					return inputf("--dtype and --max-shard-size are for --format hf and compressed-tensors")
 				}
 			default:
 				return inputf("--format %q: want hf, compressed-tensors, gguf or safetensors-packed", format)
@@ -128,13 +134,16 @@ weights bit for bit.`,
 				var r *export.CTResult
 				err = res.Fill(func(tmp string) error {
 					var err error
-					r, err = export.CompressedTensorsInto(m, tok, tmp)
+					r, err = export.CompressedTensorsInto(m, tok, tmp, export.CTOptions{DType: dtype, MaxShardSize: maxShard})
 					return err
 				})
 				if err != nil {
 					return exportErr(err)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (compressed-tensors, %s, %.1f MB)\n", out, strings.Join(r.Formats, ", "), float64(r.Bytes)/1e6)
+				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (compressed-tensors, %s, %d weight file(s), %.1f MB)\n", out, strings.Join(r.Formats, ", "), len(r.Files), float64(r.Bytes)/1e6)
+				if len(r.Dequantized) > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "note: %s written as its fake-quant weights: vLLM computes the head unquantized\n", strings.Join(r.Dequantized, ", "))
+				}
 			case "safetensors-packed":
 				if err := res.Fill(func(tmp string) error { return export.PackedSafetensorsInto(m, tok, tmp) }); err != nil {
 					return exportErr(err)
@@ -148,8 +157,8 @@ weights bit for bit.`,
 	cmd.Flags().StringVar(&model, "model", "", "checkpoint directory or run out_dir")
 	cmd.Flags().StringVar(&format, "format", "gguf", "hf, compressed-tensors, gguf or safetensors-packed")
 	cmd.Flags().StringVar(&quant, "quant", "q4_0", "gguf only: q4_0, q8_0, f16 or f32")
-	cmd.Flags().StringVar(&dtype, "dtype", "bf16", "hf only: bf16 or f32")
-	cmd.Flags().StringVar(&shard, "max-shard-size", "5GB", "hf only: the largest weight file (5GB = 5*10^9 bytes, 2GiB = 2*2^30)")
+	cmd.Flags().StringVar(&dtype, "dtype", "bf16", "hf and compressed-tensors: bf16 or f32 (compressed-tensors: the unquantized tensors; scales stay float32)")
+	cmd.Flags().StringVar(&shard, "max-shard-size", "5GB", "hf and compressed-tensors: the largest weight file (5GB = 5*10^9 bytes, 2GiB = 2*2^30)")
 	cmd.Flags().StringVar(&out, "out", "", "output file (gguf) or directory (the others)")
 	cmd.Flags().StringVar(&name, "name", "", "gguf only: general.name (default: the model directory's name)")
 	forceFlag(cmd, &force)

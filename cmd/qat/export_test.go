@@ -56,7 +56,7 @@ func TestExportFlags(t *testing.T) {
 		{[]string{"--format", "hf", "--max-shard-size", "5XB"}, "--max-shard-size"},
 		{[]string{"--format", "hf", "--max-shard-size", "0"}, "--max-shard-size"},
 		{[]string{"--format", "hf", "--quant", "q8_0"}, "--quant"},
-		{[]string{"--format", "compressed-tensors", "--dtype", "f32"}, "--dtype"},
+		{[]string{"--format", "compressed-tensors", "--dtype", "f16"}, "--dtype"},
 		{[]string{"--format", "gguf", "--max-shard-size", "1GB"}, "--max-shard-size"},
 	} {
 		msg, code := qat(t, append([]string{"export", "--model", missing, "--out", out}, c.args...)...)
@@ -83,5 +83,19 @@ func TestExportFlags(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, "model.safetensors")); err != nil {
 		t.Errorf("the second export did not replace the first: %v", err)
+	}
+	// compressed-tensors: a preset vLLM runs, and one it does not (exit 2
+	// naming the nearest it runs)
+	ct := filepath.Join(tmp, "ct")
+	if msg, code := qat(t, "export", "--model", exportCheckpoint(t, "w8a8"), "--format", "compressed-tensors", "--out", ct); code != 0 ||
+		!strings.Contains(msg, "int-quantized") {
+		t.Fatalf("compressed-tensors export: %d\n%s", code, msg)
+	}
+	msg, code = qat(t, "export", "--model", exportCheckpoint(t, "w4a4"), "--format", "compressed-tensors", "--out", filepath.Join(tmp, "ct4"))
+	if code != 2 || !strings.Contains(msg, "nearest is w8a8") {
+		t.Errorf("w4a4 to compressed-tensors: exit %d, want 2 naming w8a8\n%s", code, msg)
+	}
+	if _, err := os.Stat(filepath.Join(tmp, "ct4")); err == nil {
+		t.Errorf("a refused export left its directory")
 	}
 }
