@@ -42,8 +42,10 @@ var inputExts = []string{".txt", ".jsonl", ".parquet"}
 const (
 	// MaxLineBytes bounds one JSON Lines record (64 MiB).
 	MaxLineBytes = 64 << 20
-	// MaxMessages bounds the messages of one conversation.
-	MaxMessages = 1 << 16
+	// MaxMessages bounds the messages of one conversation: finding the
+	// replies renders the conversation twice per assistant message, so
+	// the work grows with the square of its length.
+	MaxMessages = 1024
 )
 
 // ReadInputs reads the files (Sources) by extension: .txt is one text,

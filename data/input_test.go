@@ -262,3 +262,45 @@ func TestReadInputsMixed(t *testing.T) {
 		t.Fatalf("documents %+v", docs)
 	}
 }
+
+// FuzzTokenizerConfig: any tokenizer_config.json is read or refused with an
+// *InputError naming it, never a panic.
+func FuzzTokenizerConfig(f *testing.F) {
+	f.Add([]byte(`{"bos_token": "<s>", "eos_token": {"content": "</s>"}, "chat_template": "{{ messages }}"}`))
+	f.Add([]byte(`{"chat_template": [{"name": "default", "template": "x"}, {"name": "tool_use", "template": "y"}]}`))
+	f.Add([]byte(`{"bos_token": null, "chat_template": [{"name": "rag"}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadTokenizerConfig(dir); err != nil {
+			var ie *InputError
+			if !errors.As(err, &ie) || !strings.Contains(err.Error(), "tokenizer_config.json") {
+				t.Fatalf("error %v is not an InputError naming the file", err)
+			}
+		}
+	})
+}
+
+func TestTokenizerConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, s string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("tokenizer_config.json", `{"bos_token": {"content": "<s>", "lstrip": false}, "eos_token": "</s>", "chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}`)
+	c, err := ReadTokenizerConfig(dir)
+	if err != nil || c.BOS != "<s>" || c.EOS != "</s>" || c.ChatTemplate != "D" {
+		t.Fatalf("%+v, %v", c, err)
+	}
+	write("chat_template.jinja", "J") // transformers >= 4.43 keeps it beside the config
+	if c, err = ReadTokenizerConfig(dir); err != nil || c.ChatTemplate != "J" {
+		t.Fatalf("%+v, %v", c, err)
+	}
+	write("tokenizer_config.json", `{"bos_token": 5}`)
+	if _, err = ReadTokenizerConfig(dir); err == nil || !strings.Contains(err.Error(), "bos_token") {
+		t.Fatalf("bos_token 5: %v", err)
+	}
+}

@@ -124,6 +124,9 @@ type TokenizerConfig struct {
 func ReadTokenizerConfig(dir string) (*TokenizerConfig, error) {
 	path := filepath.Join(dir, "tokenizer_config.json")
 	b, err := readBounded(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, inputErr("%v", err)
+	}
 	if err != nil {
 		return nil, err
 	}
