@@ -41,9 +41,8 @@ type Vocab struct {
 // MaxConfigBytes bounds a tokenizer_config.json or chat_template.jinja.
 const MaxConfigBytes = 16 << 20
 
-// NewVocab wraps a tokenizer: special-token texts in the text are split
-// out first and the pieces between encoded, as Hugging Face tokenizers do
-// with added tokens. bos and eos are the texts of the tokens that frame a
+// NewVocab wraps a tokenizer: special-token texts in the text become their
+// ids, as Hugging Face tokenizers do with added tokens. bos and eos are the texts of the tokens that frame a
 // text document ("" for none); tmpl may be nil. tokJSON is tokenizer.json
 // as written beside the shards, config the tokenizer_config.json (nil for
 // none).
@@ -76,6 +75,19 @@ func NewVocab(tok *bpe.Tokenizer, bos, eos string, tmpl *chat.Template, tokJSON,
 		a, b := v.Specials[i], v.Specials[j]
 		return len(a) > len(b) || len(a) == len(b) && a < b
 	})
+	// An imported tokenizer matches its added tokens in the text itself
+	// (with their lstrip/rstrip rules, as Hugging Face does); qat's own
+	// encode them as text, so for those they are split out here.
+	native := true
+	for text, id := range ids {
+		if e := tok.Encode(nil, text); len(e) != 1 || e[0] != id {
+			native = false
+		}
+	}
+	if native {
+		v.Encode = tok.Encode
+		return v, nil
+	}
 	specials := v.Specials
 	v.Encode = func(dst []int32, text string) []int32 {
 		for text != "" {

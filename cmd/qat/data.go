@@ -125,5 +125,20 @@ func loadVocab(path string) (*data.Vocab, error) {
 			return nil, inputf("--tokenizer: %s: %v", filepath.Join(path, "tokenizer_config.json"), err)
 		}
 	}
-	return data.NewVocab(tok, cfg.BOS, cfg.EOS, tmpl, tj, cfg.Raw)
+	v, err := data.NewVocab(tok, cfg.BOS, cfg.EOS, tmpl, tj, cfg.Raw)
+	if err != nil {
+		return nil, err
+	}
+	// the data directory is a tokenizer directory too: what generation
+	// and the template need comes along
+	for _, name := range []string{"generation_config.json", "chat_template.jinja"} {
+		p := filepath.Join(path, name)
+		if st, err := os.Stat(p); err != nil || st.Size() > data.MaxConfigBytes {
+			continue
+		}
+		if b, err := os.ReadFile(p); err == nil {
+			v.Files[name] = b
+		}
+	}
+	return v, nil
 }

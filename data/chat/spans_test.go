@@ -69,7 +69,7 @@ func handSpans(name, text string) []Span {
 // TestSpansOfRealTemplates checks the reply spans of every conversation
 // under the Llama 3 and Qwen3 templates against handSpans, and that
 // tokenizing the text cut at the spans' ends gives the tokens of the whole
-// text (the real tokenizers, in @huggingface/tokenizers via tools/tokref),
+// text (the real tokenizers, in @lenml/tokenizers via tools/chatref),
 // so the mask lines up with the tokens the model sees at inference.
 func TestSpansOfRealTemplates(t *testing.T) {
 	needNode(t)
@@ -101,7 +101,7 @@ func TestSpansOfRealTemplates(t *testing.T) {
 			}
 			cuts = append(cuts, cut)
 		}
-		ids := tokref(t, name, texts)
+		ids := refEncode(t, name, texts)
 		k := 0
 		for ci, cut := range cuts {
 			whole := ids[k]
@@ -118,27 +118,22 @@ func TestSpansOfRealTemplates(t *testing.T) {
 	}
 }
 
-// tokref encodes texts with a real tokenizer (no special tokens added).
-func tokref(t *testing.T, name string, texts []string) [][]int32 {
+// refEncode tokenizes texts with a real tokenizer in @lenml/tokenizers
+// (tools/chatref), adding no special tokens.
+func refEncode(t *testing.T, name string, texts []string) [][]int32 {
 	t.Helper()
 	in, _ := json.Marshal(texts)
-	cmd := exec.Command("node", filepath.Join(repo, "tools/tokref/tokref.mjs"), "encode", filepath.Join(repo, ".cache/tokref", name))
+	cmd := exec.Command("node", filepath.Join(repo, "tools/chatref/chatref.mjs"), "encode", filepath.Join(repo, ".cache/tokref", name))
 	cmd.Stdin = bytes.NewReader(in)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("tokref: %v\n%s", err, stderr.String())
+		t.Fatalf("chatref encode: %v\n%s", err, stderr.String())
 	}
-	var res []struct {
-		Plain []int32 `json:"plain"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil || len(res) != len(texts) {
-		t.Fatalf("tokref: %d results for %d texts (%v)", len(res), len(texts), err)
-	}
-	ids := make([][]int32, len(res))
-	for i, r := range res {
-		ids[i] = r.Plain
+	var ids [][]int32
+	if err := json.Unmarshal(out, &ids); err != nil || len(ids) != len(texts) {
+		t.Fatalf("chatref encode: %d results for %d texts (%v)", len(ids), len(texts), err)
 	}
 	return ids
 }

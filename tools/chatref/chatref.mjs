@@ -7,6 +7,13 @@
 //     prints the array of results: {text} or {error} when rendering throws
 //     (raise_exception, a syntax error).
 //
+//   node tools/chatref/chatref.mjs encode DIR < texts.json > ids.json
+//     tokenizes each string of the JSON array on stdin with the tokenizer of
+//     DIR (tokenizer.json, tokenizer_config.json) in @lenml/tokenizers (a
+//     port of transformers.js's tokenizers, independent of the
+//     @huggingface/tokenizers port data/bpe's tests use), adding no special
+//     tokens, and prints the array of id arrays.
+//
 //   node tools/chatref/chatref.mjs template DIR
 //     prints DIR/tokenizer_config.json's chat_template (a string, or the
 //     "default" entry of a list of named templates), as JSON.
@@ -39,6 +46,15 @@ if (cmd === "render") {
     }
   }
   process.stdout.write(JSON.stringify(out));
+} else if (cmd === "encode") {
+  if (!arg) die("encode DIR");
+  const { TokenizerLoader } = await import(pathToFileURL(path.join(nm, "@lenml", "tokenizers", "dist", "main.mjs")).href);
+  const tok = TokenizerLoader.fromPreTrained({
+    tokenizerJSON: JSON.parse(fs.readFileSync(path.join(arg, "tokenizer.json"), "utf8")),
+    tokenizerConfig: JSON.parse(fs.readFileSync(path.join(arg, "tokenizer_config.json"), "utf8")),
+  });
+  const texts = JSON.parse(fs.readFileSync(0, "utf8"));
+  process.stdout.write(JSON.stringify(texts.map((t) => Array.from(tok.encode(t, { add_special_tokens: false })))));
 } else if (cmd === "template") {
   if (!arg) die("template DIR");
   const cfg = JSON.parse(fs.readFileSync(path.join(arg, "tokenizer_config.json"), "utf8"));
@@ -47,5 +63,5 @@ if (cmd === "render") {
   if (typeof t !== "string") die(arg + ": no chat_template");
   process.stdout.write(JSON.stringify(t));
 } else {
-  die("usage: chatref.mjs render < cases.json | template DIR");
+  die("usage: chatref.mjs render < cases.json | encode DIR < texts.json | template DIR");
 }
