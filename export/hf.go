@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -32,9 +33,10 @@ type HFOptions struct {
 type HFResult struct {
 	Files []string // the weight files, in order
 	Bytes int64    // the tensors' total size (the index's metadata.total_size)
-	// ActQuant names the linears whose input quantizers the Hugging Face
-	// format cannot describe: transformers runs them on full-precision
-	// activations (--format compressed-tensors keeps them for vLLM).
+	// ActQuant names the linears whose input quantizers, and the attention
+	// modules whose KV-cache quantizers, the Hugging Face format cannot
+	// describe: transformers runs them on full-precision activations
+	// (--format compressed-tensors keeps the linears' for vLLM).
 	ActQuant []string
 }
 
@@ -95,6 +97,11 @@ func dequantizedWeights(m *layers.Model) (map[*autograd.Var][]float32, []string,
 	var act []string
 	tp := autograd.NewTape()
 	tp.SetNoGrad(true)
+	for _, a := range m.Attentions() {
+		if a.Attention.KQuant != nil || a.Attention.VQuant != nil {
+			act = append(act, a.Name+" (KV cache)")
+		}
+	}
 	for _, ln := range m.Linears() {
 		l := ln.Linear
 		if l.Weight == nil || l.Adapter != nil {
@@ -192,21 +199,44 @@ type hfIndex struct {
 	WeightMap map[string]string `json:"weight_map"`
 }
 
-// specialIDs are the tokenizer's bos and eos ids (the eos the stop ids
-// when it has several) and its pad id, -1 when it has none.
-func specialIDs(tok *bpe.Tokenizer) (bos int32, eos []int32, pad int32, err error) {
-	if bos, err = tok.SpecialID(bpe.BOS); err != nil {
-		return 0, nil, 0, err
+// roles is what data/bpe's tokenizers say of their special tokens (an
+// imported tokenizer's tokenizer_config.json and generation_config.json):
+// asserted, so that export builds against a tokenizer without them and
+// falls back to qat's own specials.
+type roles interface {
+	BOS() (int32, error)
+	EOS() (int32, error)
+	PAD() (int32, error)
+	StopIDs() []int32
+}
+
+// specialIDs are the tokenizer's bos and eos ids, the ids that stop
+// generation (eos first) and its pad id; -1 for a role it lacks (Qwen's
+// tokenizers have no bos).
+func specialIDs(tok *bpe.Tokenizer) (bos, eos int32, stop []int32, pad int32) {
+	get := func(name string) int32 {
+		id, err := tok.SpecialID(name)
+		if err != nil {
+			return -1
+		}
+		return id
 	}
-	e, err := tok.SpecialID(bpe.EOS)
-	if err != nil {
-		return 0, nil, 0, err
+	bos, eos, pad = get(bpe.BOS), get(bpe.EOS), get(bpe.PAD)
+	if r, ok := any(tok).(roles); ok {
+		one := func(f func() (int32, error)) int32 {
+			id, err := f()
+			if err != nil {
+				return -1
+			}
+			return id
+		}
+		bos, eos, pad = one(r.BOS), one(r.EOS), one(r.PAD)
+		stop = r.StopIDs()
 	}
-	pad = -1
-	if p, err := tok.SpecialID(bpe.PAD); err == nil {
-		pad = p
+	if eos >= 0 && !slices.Contains(stop, eos) {
+		stop = append([]int32{eos}, stop...)
 	}
-	return bos, []int32{e}, pad, nil
+	return bos, eos, stop, pad
 }
 
 // hfConfigJSON is config.json of m for transformers: layers' HFConfig
@@ -221,15 +251,12 @@ func hfConfigJSON(m *layers.Model, tok *bpe.Tokenizer, torchDType string, extra 
 	if err := json.Unmarshal(hf, &cfg); err != nil {
 		return nil, err
 	}
-	bos, eos, pad, err := specialIDs(tok)
-	if err != nil {
-		return nil, err
-	}
+	bos, eos, _, pad := specialIDs(tok)
 	cfg["torch_dtype"] = torchDType
-	cfg["bos_token_id"] = bos
-	cfg["eos_token_id"] = idOrList(eos)
-	if pad >= 0 {
-		cfg["pad_token_id"] = pad
+	for k, id := range map[string]int32{"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad} {
+		if id >= 0 {
+			cfg[k] = id
+		}
 	}
 	for k, v := range extra {
 		cfg[k] = v
@@ -249,13 +276,18 @@ func idOrList(ids []int32) any {
 // generationConfigJSON is generation_config.json as transformers'
 // GenerationConfig.save_pretrained writes it: only the values that differ
 // from its defaults (greedy decoding is the default, so do_sample false
-// and temperature are not written), the token ids.
+// and temperature are not written): the token ids, eos_token_id the list
+// of stop ids when there are several (Llama 3's <|eot_id|> beside
+// <|end_of_text|>).
 func generationConfigJSON(tok *bpe.Tokenizer) ([]byte, error) {
-	bos, eos, pad, err := specialIDs(tok)
-	if err != nil {
-		return nil, err
+	bos, _, stop, pad := specialIDs(tok)
+	g := map[string]any{}
+	if bos >= 0 {
+		g["bos_token_id"] = bos
 	}
-	g := map[string]any{"bos_token_id": bos, "eos_token_id": idOrList(eos)}
+	if len(stop) > 0 {
+		g["eos_token_id"] = idOrList(stop)
+	}
 	if pad >= 0 {
 		g["pad_token_id"] = pad
 	}

@@ -148,7 +148,8 @@ func TestHFRoundTrip(t *testing.T) {
 		rules []qat.Rule
 		tied  bool
 	}{{"none", nil, true}, {"w4a16-g32", qat.Presets["w4a16-g32"], false}, {"fp8", qat.Presets["fp8"], true},
-		{"qqq-g128", goldenRulesOf(t, "qqq-g128"), false}, {"lsq-group", goldenRulesOf(t, "lsq-group"), false}, {"gwq", gwq, true}} {
+		{"qqq-g128", goldenRulesOf(t, "qqq-g128"), false}, {"lsq-group", goldenRulesOf(t, "lsq-group"), false}, {"gwq", gwq, true},
+		{"kv", []qat.Rule{{Match: "model.layers.*", Weights: gwq[0].Weights, KVCache: &qat.Spec{Format: kernels.Int, Bits: 8, Symmetric: true, Granularity: "token", Scale: "minmax"}}}, false}} {
 		t.Run(c.name, func(t *testing.T) {
 			m, tok := testModel(t, c.tied)
 			if c.rules != nil {
@@ -183,7 +184,11 @@ func TestHFRoundTrip(t *testing.T) {
 				copy(p.Var.Data(), vals[p.Name])
 			}
 			ids := tok.Encode(nil, text[:60])
-			if c.name != "fp8" && c.name != "qqq-g128" { // these quantize activations too
+			quantizesActs := c.name == "fp8" || c.name == "qqq-g128" || c.name == "kv"
+			if quantizesActs != (len(res.ActQuant) > 0) {
+				t.Errorf("activation and KV quantizers reported: %v", res.ActQuant)
+			}
+			if !quantizesActs {
 				a, b := logits(fresh, ids), logits(m, ids)
 				var worst float64
 				for i := range a {
@@ -193,8 +198,6 @@ func TestHFRoundTrip(t *testing.T) {
 				if worst > 1e-5 {
 					t.Errorf("the exported model's logits differ from the trained model's by %g", worst)
 				}
-			} else if len(res.ActQuant) == 0 {
-				t.Errorf("activation quantizers not reported")
 			}
 		})
 	}
@@ -394,6 +397,20 @@ func TestHFRefusals(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(user, "notes.txt")); err != nil || string(b) != "mine" {
 		t.Errorf("the user's file: %q, %v", b, err)
 	}
+	// adapters compute the product themselves: no single weight to write
+	am, atok := testModel(t, false)
+	am.Layers[0].MLP.Up.Adapter = fakeAdapter{}
+	for _, f := range []func() error{
+		func() error { _, err := HF(am, atok, filepath.Join(dir, "a"), HFOptions{DType: "f32"}); return err },
+		func() error {
+			_, err := CompressedTensors(am, atok, filepath.Join(dir, "b"), CTOptions{DType: "f32"})
+			return err
+		},
+	} {
+		if err := f(); err == nil || !strings.Contains(err.Error(), "model.layers.0.mlp.up_proj") || !strings.Contains(err.Error(), "qat merge") {
+			t.Errorf("a model with adapters: %v", err)
+		}
+	}
 	for _, s := range []string{"", "0", "-5GB", "5XB", "GB", "1e30TB"} {
 		if _, err := ParseShardSize(s); err == nil {
 			t.Errorf("shard size %q accepted", s)
@@ -443,4 +460,82 @@ func requireTorch(t *testing.T) {
 		}
 		t.Skip("python3-torch not installed")
 	}
+}
+
+// fakeAdapter stands for LoRA-QAT's adapters (package lora is beside
+// export, not below it).
+type fakeAdapter struct{}
+
+func (fakeAdapter) Product(ops autograd.Ops, x, w *autograd.Var) *autograd.Var { return nil }
+func (fakeAdapter) State() map[string]*autograd.Var                            { return nil }
+func (fakeAdapter) Replica() layers.Adapter                                    { return fakeAdapter{} }
+
+// TestReadWeightsIndex: a sharded export reads back through its index;
+// an index that names a path outside the directory, a shard that does not
+// hold what it says, or a tensor in two shards is refused naming it.
+func TestReadWeightsIndex(t *testing.T) {
+	m, tok := testModel(t, false)
+	if err := qat.Prepare(m, qat.Presets["w8a8"]); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Join(t.TempDir(), "ct")
+	if _, err := CompressedTensors(m, tok, base, CTOptions{DType: "bf16", MaxShardSize: 20000}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadPackedSafetensors(base); err != nil {
+		t.Fatalf("the unedited export: %v", err)
+	}
+	ip := filepath.Join(base, "model.safetensors.index.json")
+	orig, err := os.ReadFile(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx hfIndex
+	if err := json.Unmarshal(orig, &idx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		edit func(wm map[string]string)
+		want string
+	}{
+		{"a path outside", func(wm map[string]string) { wm["model.norm.weight"] = "../model-00001-of-00002.safetensors" }, `weight_map["model.norm.weight"] = "../model-00001-of-00002.safetensors"`},
+		{"not safetensors", func(wm map[string]string) { wm["model.norm.weight"] = "config.json" }, `"config.json": want a .safetensors file`},
+		{"the wrong shard", func(wm map[string]string) { wm["model.norm.weight"] = wm["model.embed_tokens.weight"] }, "tensor model.norm.weight is in model-"},
+		{"a tensor no shard holds", func(wm map[string]string) { wm["model.extra.weight"] = wm["model.norm.weight"] }, "weight_map puts model.extra.weight in"},
+		{"empty", func(wm map[string]string) { clear(wm) }, "weight_map is empty"},
+	} {
+		wm := map[string]string{}
+		for k, v := range idx.WeightMap {
+			wm[k] = v
+		}
+		c.edit(wm)
+		b, _ := json.Marshal(hfIndex{Metadata: idx.Metadata, WeightMap: wm})
+		if err := os.WriteFile(ip, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		refuseQuickly(t, c.name, func() error { _, _, err := LoadPackedSafetensors(base); return err }, c.want, "model.safetensors.index.json")
+	}
+}
+
+// FuzzParseIndex: any index is refused or names at most maxShards
+// distinct .safetensors files without a path, sorted.
+func FuzzParseIndex(f *testing.F) {
+	f.Add([]byte(`{"metadata":{"total_size":10},"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00002-of-00002.safetensors"}}`))
+	f.Add([]byte(`{"weight_map":{"a":"../x.safetensors"}}`))
+	f.Add([]byte(`{"weight_map":{}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		idx, files, err := parseIndex(b)
+		if err != nil {
+			return
+		}
+		if len(files) == 0 || len(files) > maxShards || !slices.IsSorted(files) || len(idx.WeightMap) == 0 {
+			t.Fatalf("files %v", files)
+		}
+		for i, fn := range files {
+			if fn != filepath.Base(fn) || !strings.HasSuffix(fn, ".safetensors") || (i > 0 && files[i-1] == fn) {
+				t.Fatalf("file %q", fn)
+			}
+		}
+	})
 }

@@ -239,6 +239,33 @@ func loadPackedSafetensors(dir string, kern bool) (*layers.Model, *bpe.Tokenizer
 // shards has 200).
 const maxShards = 4096
 
+// parseIndex reads model.safetensors.index.json: its weight_map and the
+// files it names, sorted; each must be a .safetensors file beside the
+// index (no path), at most maxShards of them.
+func parseIndex(b []byte) (*hfIndex, []string, error) {
+	var idx hfIndex
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return nil, nil, err
+	}
+	if len(idx.WeightMap) == 0 {
+		return nil, nil, fmt.Errorf("weight_map is empty")
+	}
+	var files []string
+	for name, fn := range idx.WeightMap {
+		if fn != filepath.Base(fn) || !strings.HasSuffix(fn, ".safetensors") || fn == ".safetensors" {
+			return nil, nil, fmt.Errorf("weight_map[%q] = %q: want a .safetensors file beside the index", name, fn)
+		}
+		if !slices.Contains(files, fn) {
+			if len(files) == maxShards {
+				return nil, nil, fmt.Errorf("weight_map names more than %d files", maxShards)
+			}
+			files = append(files, fn)
+		}
+	}
+	slices.Sort(files)
+	return &idx, files, nil
+}
+
 // readWeights reads dir's model.safetensors, or the shards its
 // model.safetensors.index.json names, as one file: every tensor in the
 // shard the index says, none twice.
@@ -251,26 +278,13 @@ func readWeights(dir string) (*safetensors.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	var idx hfIndex
-	if err := json.Unmarshal(ib, &idx); err != nil {
+	idx, files, err := parseIndex(ib)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ip, err)
 	}
-	var files []string
-	for _, fn := range idx.WeightMap {
-		if !slices.Contains(files, fn) {
-			files = append(files, fn)
-		}
-		if len(files) > maxShards {
-			return nil, fmt.Errorf("%s: weight_map names more than %d files", ip, maxShards)
-		}
-	}
-	slices.Sort(files)
 	all := &safetensors.File{Metadata: map[string]string{}}
 	seen := map[string]string{}
 	for _, fn := range files {
-		if fn != filepath.Base(fn) || !strings.HasSuffix(fn, ".safetensors") {
-			return nil, fmt.Errorf("%s: weight_map file %q: want a .safetensors file beside the index", ip, fn)
-		}
 		sf, err := safetensors.Read(filepath.Join(dir, fn))
 		if err != nil {
 			return nil, err

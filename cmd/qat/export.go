@@ -127,7 +127,7 @@ weights bit for bit.`,
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (hf, %s, %d weight file(s), %.1f MB)\n", out, dtype, len(r.Files), float64(r.Bytes)/1e6)
 				if len(r.ActQuant) > 0 {
-					fmt.Fprintf(cmd.OutOrStdout(), "note: %d linears quantized their inputs in training (%s, ...): transformers runs them on full-precision activations; --format compressed-tensors keeps them for vLLM\n",
+					fmt.Fprintf(cmd.OutOrStdout(), "note: %d layers quantized their inputs or KV cache in training (%s, ...): transformers runs them on full-precision activations; --format compressed-tensors keeps the linears' for vLLM\n",
 						len(r.ActQuant), r.ActQuant[0])
 				}
 			case "compressed-tensors":
