@@ -1,9 +1,11 @@
-// Package bpe is a byte-level BPE tokenizer in the GPT-2 style: text is
-// split by GPT-2's pre-tokenizer pattern, each piece is a sequence of bytes,
-// and learned merges join adjacent tokens by rank. It trains on a corpus and
-// reads and writes the Hugging Face tokenizer.json format (model type BPE,
-// ByteLevel pre-tokenizer), which Python's tokenizers and llama.cpp's gpt2
-// vocabulary load.
+// Package bpe is the BPE tokenizers qat uses: its own byte-level BPE in the
+// GPT-2 style (text split by GPT-2's pre-tokenizer pattern, each piece a
+// sequence of bytes, learned merges joining adjacent tokens by rank), which
+// it trains on a corpus, and Hugging Face tokenizer.json files of model type
+// BPE as Llama 2/Mistral (SentencePiece-style, byte fallback), Llama 3,
+// Qwen2/3 and GPT-2 ship them: normalizers, pre-tokenizers, added tokens,
+// post-processor and decoder as the tokenizers library runs them, with
+// bos/eos from tokenizer_config.json and generation_config.json.
 package bpe
 
 import (
@@ -13,7 +15,10 @@ import (
 	"strings"
 )
 
-// Special tokens, appended after the merges.
+// Special tokens of qat's own tokenizers, appended after the merges. As
+// arguments of ID and SpecialID they are roles too: BOS, EOS and PAD
+// resolve to the ids tokenizer_config.json / generation_config.json name
+// for an imported tokenizer (whose tokens have other names).
 const (
 	BOS = "<|bos|>"
 	EOS = "<|eos|>"
@@ -26,13 +31,22 @@ const MaxVocab = 1 << 22
 
 // Tokenizer maps bytes to token ids and back.
 type Tokenizer struct {
-	// Tokens[id] is the token's bytes (specials: their text).
+	// Tokens[id] is the token's bytes (specials: their text); for an
+	// imported tokenizer, the bytes it decodes to in the middle of a text
+	// (Metaspace's ▁ a space, <0x41> the byte 0x41).
 	Tokens []string
-	// Merges[r] is the pair of ids merged at rank r into id 256+r.
-	Merges  [][2]int32
+	// Merges[r] is the pair of ids merged at rank r: into id 256+r for
+	// qat's own tokenizers, into the token their texts make for imported
+	// ones.
+	Merges [][2]int32
+	// Special maps special tokens' texts to their ids (for imported
+	// tokenizers: the added tokens marked special).
 	Special map[string]int32
 	ranks   map[uint64]int32 // pair -> rank
 	cache   map[string][]int32
+
+	hf   *hfTokenizer // nil for qat's own format
+	conf config       // bos/eos/pad, chat template, original files
 }
 
 func pairKey(a, b int32) uint64 { return uint64(uint32(a))<<32 | uint64(uint32(b)) }
@@ -51,6 +65,16 @@ func (t *Tokenizer) ID(special string) int32 {
 // SpecialID returns the id of a special token, or an error naming the
 // token when the tokenizer lacks it or its id is outside the vocabulary.
 func (t *Tokenizer) SpecialID(special string) (int32, error) {
+	if t.hf != nil || t.conf.set {
+		switch special {
+		case BOS:
+			return t.BOS()
+		case EOS:
+			return t.EOS()
+		case PAD:
+			return t.PAD()
+		}
+	}
 	id, ok := t.Special[special]
 	if !ok {
 		return 0, fmt.Errorf("bpe: tokenizer has no special token %s", special)
@@ -61,7 +85,8 @@ func (t *Tokenizer) SpecialID(special string) (int32, error) {
 	return id, nil
 }
 
-// VocabSize is the number of ids.
+// VocabSize is the number of ids: the largest id of the model's
+// vocabulary and the added tokens, plus one.
 func (t *Tokenizer) VocabSize() int { return len(t.Tokens) }
 
 func (t *Tokenizer) index() {
@@ -72,9 +97,15 @@ func (t *Tokenizer) index() {
 	t.cache = map[string][]int32{}
 }
 
-// Encode appends the ids of text to dst. Special-token strings in text are
-// encoded as ordinary text: specials are only ever inserted by the caller.
+// Encode appends the ids of text to dst, as Hugging Face's
+// encode(text, add_special_tokens=False): for an imported tokenizer, added
+// tokens in text are matched first. For qat's own tokenizers,
+// special-token strings in text are encoded as ordinary text: specials are
+// only ever inserted by the caller.
 func (t *Tokenizer) Encode(dst []int32, text string) []int32 {
+	if t.hf != nil {
+		return t.hf.encode(dst, text)
+	}
 	Pretokenize(text, func(p string) {
 		if ids, ok := t.cache[p]; ok {
 			dst = append(dst, ids...)
@@ -120,8 +151,14 @@ func (t *Tokenizer) encodePiece(p string) []int32 {
 	return ids
 }
 
-// Decode returns the bytes of ids; special tokens decode to nothing.
+// Decode returns the text of ids. For an imported tokenizer it is Hugging
+// Face's decode(ids, skip_special_tokens=False) without the clean-up of
+// spaces before punctuation (so that decode(encode(x)) == x); for qat's own
+// tokenizers, the bytes of ids, special tokens decoding to nothing.
 func (t *Tokenizer) Decode(ids []int32) (string, error) {
+	if t.hf != nil {
+		return t.hf.decode(ids)
+	}
 	var sb strings.Builder
 	for _, id := range ids {
 		if id < 0 || int(id) >= len(t.Tokens) {
@@ -138,6 +175,12 @@ func (t *Tokenizer) Decode(ids []int32) (string, error) {
 // ByteLen is the number of text bytes id stands for (0 for specials and
 // ids outside the vocabulary).
 func (t *Tokenizer) ByteLen(id int32) int {
+	if t.hf != nil {
+		if id < 0 || int(id) >= len(t.Tokens) || t.hf.isSpecial(id) {
+			return 0
+		}
+		return len(t.Tokens[id])
+	}
 	if id < 0 || int(id) >= 256+len(t.Merges) || int(id) >= len(t.Tokens) {
 		return 0
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 
@@ -123,15 +122,10 @@ func (t *Tokenizer) MarshalJSON() ([]byte, error) {
 	return buf.Bytes(), err
 }
 
-// Parse reads a tokenizer.json of model type BPE with byte-level tokens,
-// at most MaxVocab of them, with the special tokens BOS and EOS among its
-// added_tokens. Errors name what is wrong; nothing in the file can make
-// it panic.
-func Parse(b []byte) (*Tokenizer, error) {
-	var f fileJSON
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("tokenizer.json: %w", err)
-	}
+// parseOwn reads qat's own tokenizer.json (see isOwn): model type BPE with
+// byte-level tokens in byte order, at most MaxVocab of them, with the
+// special tokens BOS and EOS among its added_tokens.
+func parseOwn(f *fileJSON) (*Tokenizer, error) {
 	if f.Model.Type != "BPE" {
 		return nil, fmt.Errorf("tokenizer.json: model.type %q, want BPE", f.Model.Type)
 	}
@@ -223,19 +217,6 @@ func Parse(b []byte) (*Tokenizer, error) {
 		}
 	}
 	t.index()
-	return t, nil
-}
-
-// Load reads a tokenizer.json file.
-func Load(path string) (*Tokenizer, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	t, err := Parse(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
 	return t, nil
 }
 
