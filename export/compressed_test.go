@@ -421,6 +421,45 @@ func TestCompressedTensorsReadBack(t *testing.T) {
 	}
 }
 
+// TestCompressedTensorsQwen2: a model with q/k/v biases, head_dim and
+// rope_scaling exports with Qwen2's config (HFConfigWith) and its biases
+// as float tensors beside the codes, and reads back.
+func TestCompressedTensorsQwen2(t *testing.T) {
+	m, tok := ctModel(t, true)
+	cfg := m.Config
+	cfg.QKVBias, cfg.HeadDimension = true, 64
+	cfg.RopeScaling = layers.RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMax: 16}
+	m = layers.New(cfg)
+	m.Init(4)
+	if err := qat.Prepare(m, qat.Presets["w4a8-qqq"]); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "ct")
+	if _, err := CompressedTensors(m, tok, dir, CTOptions{DType: "f32"}); err != nil {
+		t.Fatal(err)
+	}
+	m2, _, err := LoadPackedSafetensors(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2.Config != m.Config {
+		t.Errorf("config %+v, want %+v", m2.Config, m.Config)
+	}
+	want := fakeQuantWeights(t, m)
+	for _, p := range m2.Params() {
+		if !p.Quant && !slices.Equal(p.Var.Data(), want[p.Name]) {
+			t.Errorf("%s differs", p.Name)
+		}
+	}
+	sf, err := readWeights(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, ok := sf.Get("model.layers.0.self_attn.q_proj.bias"); !ok || b.DType != "F32" {
+		t.Errorf("q_proj.bias: %v %v", ok, b.DType)
+	}
+}
+
 // isTarget reports whether param name is a quantized linear's weight in
 // m (written as codes, exact in any dtype).
 func isTarget(m *layers.Model, name string) bool {

@@ -239,29 +239,23 @@ func specialIDs(tok *bpe.Tokenizer) (bos, eos int32, stop []int32, pad int32) {
 	return bos, eos, stop, pad
 }
 
-// hfConfigJSON is config.json of m for transformers: layers' HFConfig
-// with torch_dtype and the tokenizer's bos/eos/pad ids, plus extra keys
-// (quantization_config).
+// hfConfigJSON is config.json of m for transformers and vLLM: layers'
+// HFConfigWith (the architecture's keys: Qwen2 for q/k/v biases, head_dim,
+// rope_scaling) with torch_dtype, the tokenizer's bos/eos/pad ids (keys
+// of roles it lacks removed) and extra keys (quantization_config).
 func hfConfigJSON(m *layers.Model, tok *bpe.Tokenizer, torchDType string, extra map[string]any) ([]byte, error) {
-	hf, err := m.Config.HFConfig()
-	if err != nil {
-		return nil, err
-	}
-	var cfg map[string]any
-	if err := json.Unmarshal(hf, &cfg); err != nil {
-		return nil, err
-	}
 	bos, eos, _, pad := specialIDs(tok)
-	cfg["torch_dtype"] = torchDType
+	keys := map[string]any{"torch_dtype": torchDType}
 	for k, id := range map[string]int32{"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad} {
+		keys[k] = nil
 		if id >= 0 {
-			cfg[k] = id
+			keys[k] = id
 		}
 	}
 	for k, v := range extra {
-		cfg[k] = v
+		keys[k] = v
 	}
-	return json.MarshalIndent(cfg, "", "  ")
+	return m.Config.HFConfigWith(keys)
 }
 
 // idOrList is one id as a number, several as a list (transformers takes

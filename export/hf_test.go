@@ -149,9 +149,17 @@ func TestHFRoundTrip(t *testing.T) {
 		tied  bool
 	}{{"none", nil, true}, {"w4a16-g32", qat.Presets["w4a16-g32"], false}, {"fp8", qat.Presets["fp8"], true},
 		{"qqq-g128", goldenRulesOf(t, "qqq-g128"), false}, {"lsq-group", goldenRulesOf(t, "lsq-group"), false}, {"gwq", gwq, true},
+		{"qwen2", qat.Presets["w4a16-g32"], false},
 		{"kv", []qat.Rule{{Match: "model.layers.*", Weights: gwq[0].Weights, KVCache: &qat.Spec{Format: kernels.Int, Bits: 8, Symmetric: true, Granularity: "token", Scale: "minmax"}}}, false}} {
 		t.Run(c.name, func(t *testing.T) {
 			m, tok := testModel(t, c.tied)
+			if c.name == "qwen2" { // the architecture's keys: biases, head_dim, rope_scaling
+				cfg := m.Config
+				cfg.QKVBias, cfg.HeadDimension = true, 64
+				cfg.RopeScaling = layers.RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMax: 16}
+				m = layers.New(cfg)
+				m.Init(9)
+			}
 			if c.rules != nil {
 				if err := qat.Prepare(m, c.rules); err != nil {
 					t.Fatal(err)
