@@ -106,12 +106,14 @@ func loadVocab(path string) (*data.Vocab, error) {
 		}
 		return data.OwnVocab(tok)
 	}
-	tjPath := filepath.Join(path, "tokenizer.json")
-	tok, err := bpe.Load(tjPath)
+	// a Hugging Face tokenizer, or one of ours saved beside a
+	// tokenizer_config.json; the config is read here for both (bpe reads
+	// an imported one's too), so chat data works with either
+	tok, err := bpe.LoadDir(path)
 	if err != nil {
 		return nil, inputf("--tokenizer: %v", err)
 	}
-	tj, err := os.ReadFile(tjPath)
+	tj, err := os.ReadFile(filepath.Join(path, "tokenizer.json"))
 	if err != nil {
 		return nil, inputf("--tokenizer: %v", err)
 	}
