@@ -263,8 +263,12 @@ func Resolve(path string) (string, error) {
 	}
 	if exists(filepath.Join(path, "config.json")) {
 		// a model directory short of its weights: name what is missing
-		return "", &layers.InputError{Err: fmt.Errorf("%s: config.json but no weights: %s (or %s) is missing",
-			path, filepath.Join(path, "model.safetensors"), filepath.Join(path, safetensors.IndexName))}
+		hint := ""
+		if exists(filepath.Join(path, "pytorch_model.bin")) || exists(filepath.Join(path, "pytorch_model.bin.index.json")) {
+			hint = " (pytorch_model.bin, a pickle, is not read: save the model with safe_serialization=True)"
+		}
+		return "", &layers.InputError{Err: fmt.Errorf("%s: config.json but no weights: %s (or %s) is missing%s",
+			path, filepath.Join(path, "model.safetensors"), filepath.Join(path, safetensors.IndexName), hint)}
 	}
 	return "", fmt.Errorf("%s: neither a checkpoint (no model.safetensors) nor a run directory with checkpoints", path)
 }

@@ -19,7 +19,8 @@ import (
 // tokenizer.json and its weights as BF16, in one model.safetensors
 // (shards 1) or split round-robin over shards files under
 // model.safetensors.index.json, plus a rotary_emb.inv_freq buffer as old
-// transformers saved it (unused, to be ignored).
+// transformers saved it and, for a tied model, lm_head.weight (unused, to
+// be ignored).
 func writeHF(t *testing.T, dir string, m *layers.Model, tok *bpe.Tokenizer, shards int) {
 	t.Helper()
 	os.MkdirAll(dir, 0o755)
@@ -31,6 +32,10 @@ func writeHF(t *testing.T, dir string, m *layers.Model, tok *bpe.Tokenizer, shar
 		ts = append(ts, safetensors.FromBF16(p.Name, p.Var.Shape(), p.Var.Data()))
 	}
 	ts = append(ts, safetensors.FromF32("model.layers.0.self_attn.rotary_emb.inv_freq", []int{2}, []float32{1, 0.01}))
+	if m.Tied {
+		// some tied checkpoints carry the head anyway: unused, ignored
+		ts = append(ts, safetensors.FromBF16("lm_head.weight", m.Embed.Weight.Shape(), m.Embed.Weight.Data()))
+	}
 	if shards == 1 {
 		must(t, safetensors.Write(filepath.Join(dir, "model.safetensors"), ts, map[string]string{"format": "pt"}))
 		return
