@@ -267,7 +267,7 @@ type Attention struct {
 // (B, T, heads*head_dim), k and v (B, T, kv_heads*head_dim); head_dim
 // need not be dim/heads.
 func (a *Attention) Forward(ops autograd.Ops, x *autograd.Var, pos []int32, res *autograd.Var) *autograd.Var {
-	if !anyQuantized(a.Q, a.K, a.V) && a.KQuant == nil && !a.QKVBias {
+	if !anyQuantized(a.Q, a.K, a.V) && a.KQuant == nil && a.Q.Bias == nil && a.K.Bias == nil && a.V.Bias == nil {
 		return a.O.ForwardAdd(ops, ops.AttentionCat(x, a.Q.Weight, a.K.Weight, a.V.Weight, a.rope, pos, a.Heads, a.KVHeads), res)
 	}
 	qkv := linearCat(ops, x, a.Q, a.K, a.V)

@@ -46,8 +46,10 @@ func (c Config) RopeFreqs() []float64 {
 			llama = f / factor
 		}
 		if !(wave < highWave) && !(wave > lowWave) {
-			smooth := ((1/wave)*old - low) / (high - low)
-			llama = (1-smooth)*llama/factor + smooth*llama
+			smooth := (float32((1/wave)*old) - low) / (high - low)
+			// the conversions keep each product rounded on its own (no
+			// fused multiply-add), as torch's elementwise ops are
+			llama = float32((1-smooth)*llama/factor) + float32(smooth*llama)
 		}
 		out[j] = float64(llama)
 	}
