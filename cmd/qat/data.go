@@ -49,12 +49,14 @@ func dataCmd() *cobra.Command {
 					return err
 				}
 			} else {
+				for _, d := range docs {
+					if d.Messages != nil {
+						return inputf("%s: a conversation needs the model's chat template: give --tokenizer a model directory (tokenizer.json, tokenizer_config.json with chat_template)", d.Name)
+					}
+				}
 				var texts []string
 				for _, d := range docs {
 					texts = append(texts, d.Text)
-					for _, m := range d.Messages {
-						texts = append(texts, m.Content)
-					}
 				}
 				tok, err := bpe.Train(texts, vocab)
 				if err != nil {

@@ -54,12 +54,20 @@ type Template struct {
 // Llama 3.1's, with its tool-calling prose, is under 10 KB).
 const MaxTemplateBytes = 1 << 20
 
-// MaxRenderBytes bounds what one conversation may render to.
+// MaxRenderBytes bounds what one conversation may render to. The bound is
+// checked on the result: a template is code from the model directory,
+// trusted as its weights are, and one that loops over range(10**10) runs
+// out of time or memory before it.
 const MaxRenderBytes = 256 << 20
 
 // Compile parses a chat template. bos and eos are the tokenizer's
 // bos_token and eos_token texts ("" when it has none).
-func Compile(src, bos, eos string) (*Template, error) {
+func Compile(src, bos, eos string) (tmpl *Template, err error) {
+	defer func() {
+		if r := recover(); r != nil { // the engine's, on a malformed template
+			tmpl, err = nil, fmt.Errorf("chat template: %v", r)
+		}
+	}()
 	if len(src) > MaxTemplateBytes {
 		return nil, fmt.Errorf("chat template of %d bytes, limit %d", len(src), MaxTemplateBytes)
 	}
@@ -72,7 +80,12 @@ func Compile(src, bos, eos string) (*Template, error) {
 
 // Render returns the template's text for msgs, ending with the assistant's
 // header when addGenerationPrompt (and the template honours it).
-func (t *Template) Render(msgs []Message, addGenerationPrompt bool) (string, error) {
+func (t *Template) Render(msgs []Message, addGenerationPrompt bool) (out string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = "", fmt.Errorf("chat template: %v", r)
+		}
+	}()
 	list := make([]any, len(msgs))
 	for i, m := range msgs {
 		list[i] = map[string]any{"role": m.Role, "content": m.Content}

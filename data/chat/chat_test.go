@@ -231,3 +231,25 @@ func TestConstructsRender(t *testing.T) {
 	}
 	compare(t, cases, got)
 }
+
+// FuzzTemplate: any template source compiles or is an error, and renders
+// a conversation or is an error, never a panic.
+func FuzzTemplate(f *testing.F) {
+	for _, c := range constructs {
+		f.Add(c)
+	}
+	f.Add(`{% for m in messages %}{{ m.content[::-1] | tojson }}{% endfor %}`)
+	f.Add(`{{ messages[0].content.split()[5] }}{% set x = namespace() %}{{ x.y.z }}`)
+	f.Fuzz(func(t *testing.T, src string) {
+		if strings.Contains(src, "range") { // a template's loops are bounded by its author, not here
+			return
+		}
+		tmpl, err := Compile(src, "<s>", "</s>")
+		if err != nil {
+			return
+		}
+		if _, _, err := tmpl.Spans(conversations[1], []string{"</s>"}); err != nil {
+			return
+		}
+	})
+}
