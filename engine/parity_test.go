@@ -19,9 +19,9 @@ import (
 // gradients on the same batch (fp32, and fake-quantized at w4a8 where the
 // engine supports it: an engine that does not must say so when built).
 //
-// The Hugging Face features run too: llama3 rope_scaling on every engine,
-// and a model with head_dim != dim/heads, q/k/v biases and rope_scaling on
-// the tape and gorgonia, while the device step refuses it naming the field.
+// The Hugging Face features run too: llama3 rope_scaling and head_dim !=
+// dim/heads on every engine, q/k/v biases on the tape and gorgonia, while
+// the device step refuses them naming the field.
 func TestEnginesAgree(t *testing.T) {
 	scaled := layers.RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMax: 16}
 	for _, tc := range []struct {
@@ -34,7 +34,9 @@ func TestEnginesAgree(t *testing.T) {
 			RopeScaling: scaled}},
 		{c: layers.Config{Vocab: 64, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, HeadDimension: 16, QKVBias: true, FFNHidden: 64, RopeTheta: 1e4,
 			NormEps: 1e-5, Tied: false, MaxSeq: 16, RopeScaling: scaled},
-			refuse: map[string]string{"cuda-host": "head_dim"}},
+			refuse: map[string]string{"cuda-host": "qkv_bias"}},
+		{c: layers.Config{Vocab: 64, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, HeadDimension: 16, FFNHidden: 64, RopeTheta: 1e4,
+			NormEps: 1e-5, Tied: false, MaxSeq: 16, RopeScaling: scaled}},
 		{c: layers.Config{Vocab: 64, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, QKVBias: true, FFNHidden: 64, RopeTheta: 1e4,
 			NormEps: 1e-5, Tied: true, MaxSeq: 16},
 			refuse: map[string]string{"cuda-host": "qkv_bias"}},

@@ -120,8 +120,8 @@ type Step[F, I any] struct {
 // preset but QQQ's two-level one), mse's fixed steps and LSQ's learned
 // ones (symmetric; their gradients go to the quantizers' step tensors, as
 // on the tape). LSQ+, GWQ outliers, two-level groups, LR-QAT adapters and
-// a quantized KV cache or lm_head are refused, and so are head_dim !=
-// dim/heads and q/k/v biases (rope_scaling runs: its table is the model's).
+// a quantized KV cache or lm_head are refused, and so are q/k/v biases
+// (head_dim != dim/heads and rope_scaling run: the table is the model's).
 func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], error) {
 	c := m.Config
 	for _, l := range m.Layers {
@@ -134,11 +134,6 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 	}
 	if T > c.MaxSeq {
 		return nil, fmt.Errorf("device step: %d tokens, max sequence %d", T, c.MaxSeq)
-	}
-	// the step's buffers and kernels take q and the attention output as
-	// wide as the residual stream, and its linears have no bias
-	if c.HeadDim()*c.Heads != c.Dim {
-		return nil, fmt.Errorf("device step: model.head_dim %d x heads %d is not dim %d; the device step needs head_dim = dim/heads", c.HeadDim(), c.Heads, c.Dim)
 	}
 	if c.QKVBias {
 		return nil, fmt.Errorf("device step: model.qkv_bias: the device step has no q/k/v biases yet")
@@ -224,6 +219,7 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 		}
 	}
 	N, d, kv, f, V := B*T, c.Dim, c.KVHeads*hd, c.FFNHidden, c.Vocab
+	qd := c.Heads * hd // q and the attention output: head_dim need not be dim/heads
 	s.embed, s.norm = par(m.Embed.Weight), par(m.Norm.Weight)
 	s.params = append(s.params, &s.embed)
 	for _, l := range m.Layers {
@@ -231,8 +227,8 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 			attnNorm: par(l.AttnNorm.Weight), q: par(l.Attn.Q.Weight), k: par(l.Attn.K.Weight), v: par(l.Attn.V.Weight),
 			o: par(l.Attn.O.Weight), mlpNorm: par(l.MLPNorm.Weight), gate: par(l.MLP.Gate.Weight), up: par(l.MLP.Up.Weight),
 			down: par(l.MLP.Down.Weight),
-			x:    floats(N * d), xn1: floats(N * d), rstd1: floats(N), qr: floats(N * d), kr: floats(N * kv), vv: floats(N * kv),
-			att: floats(N * d), lse: floats(B * c.Heads * T), h: floats(N * d), xn2: floats(N * d), rstd2: floats(N),
+			x:    floats(N * d), xn1: floats(N * d), rstd1: floats(N), qr: floats(N * qd), kr: floats(N * kv), vv: floats(N * kv),
+			att: floats(N * qd), lse: floats(B * c.Heads * T), h: floats(N * d), xn2: floats(N * d), rstd2: floats(N),
 			g: floats(N * f), u: floats(N * f), s: floats(N * f),
 		})
 	}
@@ -260,8 +256,8 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 	s.cos, s.sin = floats(len(rope.Cos)), floats(len(rope.Sin))
 	s.xo = floats(N * d)
 	s.xf, s.rstdf, s.logits, s.dlogits, s.loss = floats(N*d), floats(N), floats(N*V), floats(N*V), floats(N)
-	s.dx, s.dh, s.dxn, s.datt = floats(N*d), floats(N*d), floats(N*d), floats(N*d)
-	s.dq, s.dk, s.dv, s.dqr, s.dkr = floats(N*d), floats(N*kv), floats(N*kv), floats(N*d), floats(N*kv)
+	s.dx, s.dh, s.dxn, s.datt = floats(N*d), floats(N*d), floats(N*d), floats(N*max(d, qd)) // datt: o_proj's output and input
+	s.dq, s.dk, s.dv, s.dqr, s.dkr = floats(N*qd), floats(N*kv), floats(N*kv), floats(N*qd), floats(N*kv)
 	s.ds, s.dg, s.du, s.delta = floats(N*f), floats(N*f), floats(N*f), floats(B*c.Heads*T)
 	if err != nil {
 		return nil, err
@@ -291,7 +287,7 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 	be, c := s.be, s.c
 	B, T := s.B, s.T
 	N, d, hd, f, V := B*T, c.Dim, c.HeadDim(), c.FFNHidden, c.Vocab
-	kv := c.KVHeads * hd
+	kv, qd := c.KVHeads*hd, c.Heads*hd
 	if len(ids) != N || len(targets) != N {
 		return 0, fmt.Errorf("device step: %d ids and %d targets for %d x %d", len(ids), len(targets), B, T)
 	}
@@ -374,13 +370,13 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 		l := &s.layers[i]
 		do(be.Copy(l.x, x, N*d))
 		do(be.RMSNormFwd(l.xn1, l.rstd1, l.x, l.attnNorm.w, N, d, float32(c.NormEps)))
-		linq(s.dq, l.xn1, &l.q, d, d)
+		linq(s.dq, l.xn1, &l.q, qd, d)
 		linq(s.dk, l.xn1, &l.k, kv, d)
 		linq(l.vv, l.xn1, &l.v, kv, d)
 		do(be.RoPE(l.qr, s.dq, s.pos, s.cos, s.sin, N, c.Heads, hd, 1, false))
 		do(be.RoPE(l.kr, s.dk, s.pos, s.cos, s.sin, N, c.KVHeads, hd, 1, false))
 		do(be.AttnForward(s.attn, l.att, l.lse, l.qr, l.kr, l.vv))
-		linq(s.datt, l.att, &l.o, d, d)
+		linq(s.datt, l.att, &l.o, d, qd)
 		do(be.Add(l.h, l.x, s.datt, N*d))
 		do(be.RMSNormFwd(l.xn2, l.rstd2, l.h, l.mlpNorm.w, N, d, float32(c.NormEps)))
 		linq(l.g, l.xn2, &l.gate, f, d)
@@ -464,11 +460,11 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 		do(be.RMSNormBwd(s.dh, l.mlpNorm.g, s.dxn, l.h, l.mlpNorm.w, l.rstd2, N, d))
 		// h = x + o(attn(rope(q(xn1)), rope(k(xn1)), v(xn1))), xn1 = norm(x)
 		do(be.Copy(s.dx, s.dh, N*d))
-		linB(s.datt, &l.o, s.dh, l.att, d, d, 0)
+		linB(s.datt, &l.o, s.dh, l.att, d, qd, 0)
 		do(be.AttnBackward(s.attn, s.dqr, s.dkr, s.dv, s.datt, l.att, l.lse, s.delta, l.qr, l.kr, l.vv, true, true, true))
 		do(be.RoPE(s.dq, s.dqr, s.pos, s.cos, s.sin, N, c.Heads, hd, -1, false))
 		do(be.RoPE(s.dk, s.dkr, s.pos, s.cos, s.sin, N, c.KVHeads, hd, -1, false))
-		linB(s.dxn, &l.q, s.dq, l.xn1, d, d, 0)
+		linB(s.dxn, &l.q, s.dq, l.xn1, qd, d, 0)
 		linB(s.dxn, &l.k, s.dk, l.xn1, kv, d, 1)
 		linB(s.dxn, &l.v, s.dv, l.xn1, kv, d, 1)
 		do(be.RMSNormBwd(s.dx, l.attnNorm.g, s.dxn, l.x, l.attnNorm.w, l.rstd1, N, d))
