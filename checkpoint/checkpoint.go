@@ -365,7 +365,7 @@ func loadHF(dir string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := bpe.Load(filepath.Join(dir, "tokenizer.json"))
+	tok, err := bpe.LoadDir(dir) // tokenizer.json with its tokenizer_config.json, generation_config.json
 	if err != nil {
 		return nil, err
 	}

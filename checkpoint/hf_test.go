@@ -26,7 +26,9 @@ func writeHF(t *testing.T, dir string, m *layers.Model, tok *bpe.Tokenizer, shar
 	os.MkdirAll(dir, 0o755)
 	hf, _ := m.Config.HFConfigWith(map[string]any{"torch_dtype": "bfloat16"})
 	must(t, os.WriteFile(filepath.Join(dir, "config.json"), hf, 0o644))
-	must(t, tok.Save(filepath.Join(dir, "tokenizer.json")))
+	if tok != nil { // nil: the caller puts the tokenizer files
+		must(t, tok.Save(filepath.Join(dir, "tokenizer.json")))
+	}
 	var ts []safetensors.Tensor
 	for _, p := range m.Params() {
 		ts = append(ts, safetensors.FromBF16(p.Name, p.Var.Shape(), p.Var.Data()))
@@ -212,5 +214,59 @@ func TestLoadHFRefusals(t *testing.T) {
 	}
 	if _, err := HFConfig(t.TempDir()); err == nil || !strings.Contains(err.Error(), "config.json is missing") {
 		t.Errorf("HFConfig of an empty directory: %v", err)
+	}
+}
+
+// realTokenizer is Llama 2's tokenizer directory as tools/tokref extracts
+// it (make npm-deps); without it the test skips, unless
+// QAT_REQUIRE_NODE=1, which makes its absence fail.
+func realTokenizer(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join("..", ".cache", "tokref", "llama2")
+	if _, err := os.Stat(filepath.Join(dir, "tokenizer_config.json")); err != nil {
+		if os.Getenv("QAT_REQUIRE_NODE") == "1" {
+			t.Fatalf("QAT_REQUIRE_NODE=1 but %s is missing (make npm-deps): %v", dir, err)
+		}
+		t.Skipf("%s missing (make npm-deps)", dir)
+	}
+	return dir
+}
+
+// TestLoadHFRealTokenizer: a Hugging Face directory with Llama 2's real
+// tokenizer files loads with that tokenizer (bpe.LoadDir: the same ids
+// as reading the files directly); an embedding with more rows than the
+// tokenizer has tokens (Qwen2 pads its vocabulary) loads, one with fewer
+// is refused naming both counts.
+func TestLoadHFRealTokenizer(t *testing.T) {
+	src := realTokenizer(t)
+	ref, err := bpe.LoadDir(src)
+	must(t, err)
+	want := ref.Encode(nil, "The state of the union is strong.")
+	for _, c := range []struct {
+		vocab int
+		err   string
+	}{{ref.VocabSize(), ""}, {ref.VocabSize() + 64, ""}, {ref.VocabSize() - 1, "more than config.json's vocab_size"}} {
+		dir := filepath.Join(t.TempDir(), "hf")
+		m := layers.New(layers.Config{Vocab: c.vocab, Dim: 8, Layers: 1, Heads: 2, KVHeads: 1, FFNHidden: 16, RopeTheta: 1e4, NormEps: 1e-5, MaxSeq: 16})
+		m.Init(1)
+		writeHF(t, dir, m, nil, 2)
+		for _, f := range []string{"tokenizer.json", "tokenizer_config.json"} { // the files as published
+			b, err := os.ReadFile(filepath.Join(src, f))
+			must(t, err)
+			must(t, os.WriteFile(filepath.Join(dir, f), b, 0o644))
+		}
+		got, err := Load(dir)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) || !strings.Contains(err.Error(), fmt.Sprint(c.vocab)) {
+				t.Errorf("vocab %d: %v, want an error saying %q", c.vocab, err, c.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("vocab %d: %v", c.vocab, err)
+		}
+		if ids := got.Tok.Encode(nil, "The state of the union is strong."); fmt.Sprint(ids) != fmt.Sprint(want) {
+			t.Errorf("vocab %d: the loaded tokenizer encodes %v, the files %v", c.vocab, ids, want)
+		}
 	}
 }
