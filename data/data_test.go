@@ -157,6 +157,11 @@ func FuzzDecodeShard(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(good)
+	masked, err := EncodeShard([]Doc{{ID: 1, Name: "c", Bytes: 4, Tokens: []int32{5, 6, 7}, Mask: []uint8{0, 1, 1}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(masked)
 	f.Add([]byte("PAR1garbagePAR1"))
 	docs := testDocs(2, 200, 9)
 	f.Add(encodeWith(f, docs, parquet.WithCompression(compress.Codecs.Snappy)))
