@@ -81,6 +81,8 @@ type fq[F any] struct {
 // layer holds one block's weights and the activations its backward reads.
 type layer[F any] struct {
 	attnNorm, q, k, v, o, mlpNorm, gate, up, down param[F]
+	// bq, bk, bv are q/k/v's biases (Qwen2), nil without
+	bq, bk, bv *param[F]
 
 	x, xn1, rstd1, qr, kr, vv, att, lse, h, xn2, rstd2, g, u, s F
 }
@@ -100,6 +102,7 @@ type Step[F, I any] struct {
 	ids     I
 	tgt     I
 	pos     I
+	ones    F // N ones: biases broadcast and summed by rank-one products
 	cos     F
 	sin     F
 	xo      F // the running activation: the last layer's output
@@ -120,8 +123,8 @@ type Step[F, I any] struct {
 // preset but QQQ's two-level one), mse's fixed steps and LSQ's learned
 // ones (symmetric; their gradients go to the quantizers' step tensors, as
 // on the tape). LSQ+, GWQ outliers, two-level groups, LR-QAT adapters and
-// a quantized KV cache or lm_head are refused, and so are q/k/v biases
-// (head_dim != dim/heads and rope_scaling run: the table is the model's).
+// a quantized KV cache or lm_head are refused. head_dim != dim/heads, q/k/v
+// biases and rope_scaling run (the RoPE table is the model's).
 func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], error) {
 	c := m.Config
 	for _, l := range m.Layers {
@@ -134,9 +137,6 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 	}
 	if T > c.MaxSeq {
 		return nil, fmt.Errorf("device step: %d tokens, max sequence %d", T, c.MaxSeq)
-	}
-	if c.QKVBias {
-		return nil, fmt.Errorf("device step: model.qkv_bias: the device step has no q/k/v biases yet")
 	}
 	hd := c.HeadDim()
 	s := &Step[F, I]{be: be, m: m, c: c, B: B, T: T,
@@ -236,6 +236,16 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 	for i := range s.layers {
 		l, ml := &s.layers[i], m.Layers[i]
 		s.params = append(s.params, &l.attnNorm, &l.q, &l.k, &l.v, &l.o, &l.mlpNorm, &l.gate, &l.up, &l.down)
+		for _, b := range []struct {
+			p **param[F]
+			v *autograd.Var
+		}{{&l.bq, ml.Attn.Q.Bias}, {&l.bk, ml.Attn.K.Bias}, {&l.bv, ml.Attn.V.Bias}} {
+			if b.v != nil {
+				p := par(b.v)
+				*b.p = &p
+				s.params = append(s.params, &p)
+			}
+		}
 		for _, pl := range []struct {
 			p *param[F]
 			l *layers.Linear
@@ -252,6 +262,7 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 		s.params = append(s.params, s.head)
 	}
 	s.ids, s.tgt, s.pos = ints(N), ints(N), ints(N)
+	s.ones = floats(N)
 	rope := c.RoPE() // scaled RoPE (rope_scaling) included
 	s.cos, s.sin = floats(len(rope.Cos)), floats(len(rope.Sin))
 	s.xo = floats(N * d)
@@ -267,6 +278,13 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 		pos[i] = int32(i % T)
 	}
 	if err := be.WriteInts(s.pos, pos); err != nil {
+		return nil, err
+	}
+	ones := make([]float32, N)
+	for i := range ones {
+		ones[i] = 1
+	}
+	if err := be.WriteFloats(s.ones, ones); err != nil {
 		return nil, err
 	}
 	if err := be.WriteFloats(s.cos, rope.Cos); err != nil {
@@ -363,6 +381,18 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 		}
 		lin(y, x, w, out, in)
 	}
+	// bias adds b to every row of y (N, out), a rank-one product with the
+	// ones; biasB adds its gradient, the column sums of dy
+	bias := func(y F, b *param[F], out int) {
+		if b != nil {
+			do(be.Sgemm(false, false, N, out, 1, 1, s.ones, 1, b.w, out, 1, y, out))
+		}
+	}
+	biasB := func(b *param[F], dy F, out int) {
+		if b != nil {
+			do(be.Sgemm(true, false, 1, out, N, 1, s.ones, 1, dy, out, 1, b.g, out))
+		}
+	}
 	// forward
 	x := s.xo // the embedding output, then each layer's output in turn
 	do(be.EmbeddingFwd(x, s.embed.w, s.ids, N, d))
@@ -373,6 +403,9 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 		linq(s.dq, l.xn1, &l.q, qd, d)
 		linq(s.dk, l.xn1, &l.k, kv, d)
 		linq(l.vv, l.xn1, &l.v, kv, d)
+		bias(s.dq, l.bq, qd)
+		bias(s.dk, l.bk, kv)
+		bias(l.vv, l.bv, kv)
 		do(be.RoPE(l.qr, s.dq, s.pos, s.cos, s.sin, N, c.Heads, hd, 1, false))
 		do(be.RoPE(l.kr, s.dk, s.pos, s.cos, s.sin, N, c.KVHeads, hd, 1, false))
 		do(be.AttnForward(s.attn, l.att, l.lse, l.qr, l.kr, l.vv))
@@ -464,6 +497,9 @@ func (s *Step[F, I]) LossBackward(ids, targets []int32) (float32, error) {
 		do(be.AttnBackward(s.attn, s.dqr, s.dkr, s.dv, s.datt, l.att, l.lse, s.delta, l.qr, l.kr, l.vv, true, true, true))
 		do(be.RoPE(s.dq, s.dqr, s.pos, s.cos, s.sin, N, c.Heads, hd, -1, false))
 		do(be.RoPE(s.dk, s.dkr, s.pos, s.cos, s.sin, N, c.KVHeads, hd, -1, false))
+		biasB(l.bq, s.dq, qd)
+		biasB(l.bk, s.dk, kv)
+		biasB(l.bv, s.dv, kv)
 		linB(s.dxn, &l.q, s.dq, l.xn1, qd, d, 0)
 		linB(s.dxn, &l.k, s.dk, l.xn1, kv, d, 1)
 		linB(s.dxn, &l.v, s.dv, l.xn1, kv, d, 1)
