@@ -396,6 +396,11 @@ type CTResult struct {
 	Formats []string // the compression formats of its config groups
 	Files   []string
 	Bytes   int64
+	// RoundedScales of Scales are the weight-only (pack-quantized) scales
+	// that are not values of the model's dtype: vLLM's WNA16 kernels
+	// compute with them rounded to it. Q4_0 and Q8_0's scales are float16
+	// values (exact with --dtype f16).
+	Scales, RoundedScales int
 	// Dequantized names quantized linears vLLM computes unquantized (an
 	// untied lm_head: vLLM's head takes no quantization method), written
 	// as their fake-quant weights.
@@ -445,6 +450,17 @@ func compressedTensors(m *layers.Model, dtype string) ([]safetensors.Tensor, *ct
 		}
 		schemes[ln.Name] = cl
 		done[ln.Linear.Weight] = cl.tensors
+		if cl.format == ctPacked && dtype != "F32" {
+			// vLLM's weight-only kernels take the scales in the model's
+			// dtype (the other schemes keep them float32)
+			sc, _ := cl.tensors[1].F32()
+			res.Scales += len(sc)
+			for _, x := range sc {
+				if t, _ := floatTensor("", []int{1}, []float32{x}, dtype); !slices.Equal(mustFloats(t), []float32{x}) {
+					res.RoundedScales++
+				}
+			}
+		}
 		var key *ctScheme
 		for _, k := range sortedKeys(cfg.ConfigGroups) {
 			g := cfg.ConfigGroups[k]
@@ -504,23 +520,21 @@ func compressedTensors(m *layers.Model, dtype string) ([]safetensors.Tensor, *ct
 		if d, ok := deq[p.Var]; ok {
 			v = d
 		}
-		ts = append(ts, floatTensor(p.Name, p.Var.Shape(), v, dtype))
+		t, err := floatTensor(p.Name, p.Var.Shape(), v, dtype)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		ts = append(ts, t)
 	}
 	return ts, cfg, res, nil
 }
 
-// floatTensor is v in dtype (F32, or BF16 rounded to nearest even).
-func floatTensor(name string, shape []int, v []float32, dtype string) safetensors.Tensor {
-	shape = append([]int(nil), shape...)
-	if dtype == "F32" {
-		return safetensors.FromF32(name, shape, v)
+func mustFloats(t safetensors.Tensor) []float32 {
+	v, err := floats(t)
+	if err != nil {
+		panic(err)
 	}
-	bits := BF16(v)
-	data := make([]byte, 2*len(bits))
-	for i, b := range bits {
-		binary.LittleEndian.PutUint16(data[2*i:], b)
-	}
-	return safetensors.Tensor{Name: name, DType: "BF16", Shape: shape, Data: data}
+	return v
 }
 
 func actPtr(cl *ctLinear) *ctArgs {
@@ -580,7 +594,7 @@ func CompressedTensors(m *layers.Model, tok *bpe.Tokenizer, dir string, o CTOpti
 func CompressedTensorsInto(m *layers.Model, tok *bpe.Tokenizer, dir string, o CTOptions) (*CTResult, error) {
 	dt, ok := hfDTypes[o.DType]
 	if !ok {
-		return nil, fmt.Errorf("dtype %q, want bf16 or f32", o.DType)
+		return nil, fmt.Errorf("dtype %q, want bf16, f16 or f32", o.DType)
 	}
 	ts, qc, res, err := compressedTensors(m, dt[0])
 	if err != nil {

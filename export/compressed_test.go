@@ -421,6 +421,29 @@ func TestCompressedTensorsReadBack(t *testing.T) {
 	}
 }
 
+// TestCompressedTensorsRoundedScales: the weight-only scales vLLM would
+// round to the model's dtype are counted: none for Q4_0's fp16 scales at
+// f16, some at bf16 and for minmax int scales.
+func TestCompressedTensorsRoundedScales(t *testing.T) {
+	for _, c := range []struct {
+		rules   []qat.Rule
+		dtype   string
+		rounded bool
+	}{{qat.Presets["w4a16-g32"], "f16", false}, {qat.Presets["w4a16-g32"], "bf16", true}, {rule(intSpec(4, "channel", 0), nil), "bf16", true}} {
+		m, tok := ctModel(t, true)
+		if err := qat.Prepare(m, c.rules); err != nil {
+			t.Fatal(err)
+		}
+		res, err := CompressedTensors(m, tok, filepath.Join(t.TempDir(), "ct"), CTOptions{DType: c.dtype})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Scales == 0 || (res.RoundedScales > 0) != c.rounded {
+			t.Errorf("%s at %s: %d of %d scales rounded", c.rules[0].Weights.Format, c.dtype, res.RoundedScales, res.Scales)
+		}
+	}
+}
+
 // TestCompressedTensorsQwen2: a model with q/k/v biases, head_dim and
 // rope_scaling exports with Qwen2's config (HFConfigWith) and its biases
 // as float tensors beside the codes, and reads back.

@@ -1,6 +1,7 @@
 package export
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -8,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/x448/float16"
 
 	"qat/autograd"
 	"qat/data/atomic"
@@ -18,8 +21,9 @@ import (
 
 // HFOptions are the choices of a Hugging Face export.
 type HFOptions struct {
-	// DType of the floating-point tensors: "bf16" (round to nearest even
-	// from f32, as torch's .to(torch.bfloat16)) or "f32" (exact).
+	// DType of the floating-point tensors: "bf16" or "f16" (round to
+	// nearest even from f32, as torch's .to(torch.bfloat16)) or "f32"
+	// (exact).
 	DType string
 	// MaxShardSize in bytes: the weights are split into shards of at most
 	// this size (a tensor larger than it gets a shard of its own), with
@@ -42,7 +46,34 @@ type HFResult struct {
 
 // hfDTypes are the dtypes an HF export writes: safetensors' name and
 // config.json's torch_dtype.
-var hfDTypes = map[string][2]string{"bf16": {"BF16", "bfloat16"}, "f32": {"F32", "float32"}}
+var hfDTypes = map[string][2]string{"bf16": {"BF16", "bfloat16"}, "f16": {"F16", "float16"}, "f32": {"F32", "float32"}}
+
+// floatTensor is v in dtype: F32, BF16 (rounded to nearest even) or F16
+// (rounded to nearest even; a finite value past f16's range is an error
+// naming the tensor, not an infinity in the file).
+func floatTensor(name string, shape []int, v []float32, dtype string) (safetensors.Tensor, error) {
+	shape = append([]int(nil), shape...)
+	switch dtype {
+	case "F32":
+		return safetensors.FromF32(name, shape, v), nil
+	case "F16":
+		t := safetensors.FromF16(name, shape, v)
+		for i, x := range v {
+			if h := float16.Frombits(binary.LittleEndian.Uint16(t.Data[2*i:])); h.IsInf(0) && !math.IsInf(float64(x), 0) {
+				return t, fmt.Errorf("export %s: value %d, %g, is past float16's range (65504): export bf16 or f32", name, i, x)
+			}
+		}
+		return t, nil
+	case "BF16":
+		bits := BF16(v)
+		data := make([]byte, 2*len(bits))
+		for i, b := range bits {
+			binary.LittleEndian.PutUint16(data[2*i:], b)
+		}
+		return safetensors.Tensor{Name: name, DType: "BF16", Shape: shape, Data: data}, nil
+	}
+	return safetensors.Tensor{}, fmt.Errorf("export: dtype %q", dtype)
+}
 
 // ParseShardSize reads a shard size as huggingface_hub's parse_size_to_int
 // does: an integer with a unit, KB/MB/GB/TB decimal (5GB = 5*10^9) and
@@ -135,20 +166,11 @@ func hfTensors(m *layers.Model, dtype string) ([]safetensors.Tensor, []string, e
 		if d, ok := deq[p.Var]; ok {
 			v = d
 		}
-		shape := append([]int(nil), p.Var.Shape()...)
-		switch dtype {
-		case "F32":
-			ts = append(ts, safetensors.FromF32(p.Name, shape, v))
-		case "BF16":
-			bits := BF16(v)
-			data := make([]byte, 2*len(bits))
-			for i, b := range bits {
-				data[2*i], data[2*i+1] = byte(b), byte(b>>8)
-			}
-			ts = append(ts, safetensors.Tensor{Name: p.Name, DType: "BF16", Shape: shape, Data: data})
-		default:
-			return nil, nil, fmt.Errorf("export: dtype %q", dtype)
+		t, err := floatTensor(p.Name, p.Var.Shape(), v, dtype)
+		if err != nil {
+			return nil, nil, err
 		}
+		ts = append(ts, t)
 	}
 	return ts, act, nil
 }
@@ -298,12 +320,12 @@ func writeTokenizer(tok *bpe.Tokenizer, dir string) error {
 	return tok.Save(filepath.Join(dir, "tokenizer.json"))
 }
 
-// ParseDType checks an HF export's dtype (bf16 or f32) and returns its
+// ParseDType checks an HF export's dtype (bf16, f16 or f32) and returns its
 // safetensors name.
 func ParseDType(d string) (string, error) {
 	dt, ok := hfDTypes[d]
 	if !ok {
-		return "", fmt.Errorf("%q, want bf16 or f32", d)
+		return "", fmt.Errorf("%q, want bf16, f16 or f32", d)
 	}
 	return dt[0], nil
 }
@@ -331,7 +353,7 @@ func HF(m *layers.Model, tok *bpe.Tokenizer, dir string, o HFOptions) (*HFResult
 func HFInto(m *layers.Model, tok *bpe.Tokenizer, dir string, o HFOptions) (*HFResult, error) {
 	dt, ok := hfDTypes[o.DType]
 	if !ok {
-		return nil, fmt.Errorf("dtype %q, want bf16 or f32", o.DType)
+		return nil, fmt.Errorf("dtype %q, want bf16, f16 or f32", o.DType)
 	}
 	ts, act, err := hfTensors(m, dt[0])
 	if err != nil {

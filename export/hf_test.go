@@ -389,8 +389,8 @@ func TestHFConfigFiles(t *testing.T) {
 func TestHFRefusals(t *testing.T) {
 	m, tok := testModel(t, false)
 	dir := t.TempDir()
-	if _, err := HF(m, tok, filepath.Join(dir, "x"), HFOptions{DType: "f16"}); err == nil || !strings.Contains(err.Error(), `dtype "f16"`) {
-		t.Errorf("dtype f16: %v", err)
+	if _, err := HF(m, tok, filepath.Join(dir, "x"), HFOptions{DType: "f8"}); err == nil || !strings.Contains(err.Error(), `dtype "f8"`) {
+		t.Errorf("dtype f8: %v", err)
 	}
 	user := filepath.Join(dir, "user")
 	if err := os.MkdirAll(user, 0o755); err != nil {
@@ -404,6 +404,12 @@ func TestHFRefusals(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(user, "notes.txt")); err != nil || string(b) != "mine" {
 		t.Errorf("the user's file: %q, %v", b, err)
+	}
+	// a weight past float16's range
+	big, btok := testModel(t, true)
+	big.Norm.Weight.Data()[3] = 1e5
+	if _, err := HF(big, btok, filepath.Join(dir, "big"), HFOptions{DType: "f16"}); err == nil || !strings.Contains(err.Error(), "model.norm.weight") {
+		t.Errorf("1e5 as f16: %v", err)
 	}
 	// adapters compute the product themselves: no single weight to write
 	am, atok := testModel(t, false)
@@ -431,8 +437,9 @@ func TestHFRefusals(t *testing.T) {
 	}
 }
 
-// TestHFTorchBF16: torch reads the bf16 export and its values are torch's
-// own rounding of the f32 export (x.to(torch.bfloat16)), tensor by tensor.
+// TestHFTorchBF16: torch reads the bf16 and f16 exports and their values
+// are torch's own rounding of the f32 export (x.to(torch.bfloat16),
+// x.to(torch.float16)), tensor by tensor.
 // Without torch it skips, unless QAT_REQUIRE_TORCH=1.
 func TestHFTorchBF16(t *testing.T) {
 	requireTorch(t)
@@ -447,7 +454,10 @@ func TestHFTorchBF16(t *testing.T) {
 	if _, err := HF(m, tok, filepath.Join(dir, "bf16"), HFOptions{DType: "bf16", MaxShardSize: 30000}); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(torchPython, "testdata/hf_bf16_check.py", filepath.Join(dir, "f32"), filepath.Join(dir, "bf16")).CombinedOutput()
+	if _, err := HF(m, tok, filepath.Join(dir, "f16"), HFOptions{DType: "f16"}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(torchPython, "testdata/hf_bf16_check.py", filepath.Join(dir, "f32"), filepath.Join(dir, "bf16"), filepath.Join(dir, "f16")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("hf_bf16_check.py: %v\n%s", err, out)
 	}

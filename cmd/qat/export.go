@@ -21,17 +21,17 @@ func exportCmd() *cobra.Command {
 		Short: "Write a checkpoint for inference: transformers, vLLM (compressed-tensors), llama.cpp (GGUF)",
 		Long: `Write a checkpoint for an inference engine.
 
---format hf --out DIR [--dtype bf16|f32] [--max-shard-size 5GB] writes a
+--format hf --out DIR [--dtype bf16|f16|f32] [--max-shard-size 5GB] writes a
 directory transformers loads as is (AutoModelForCausalLM.from_pretrained):
 config.json, generation_config.json, the tokenizer and the weights, split
 into model-00001-of-0000N.safetensors shards with
 model.safetensors.index.json past --max-shard-size. Quantized linears are
 written as their fake-quant weights, so transformers computes with the
-weights the model trained with (bf16 rounds them to nearest even).
+weights the model trained with (bf16 and f16 round them to nearest even).
 Activation quantizers have no Hugging Face form: the linears that had them
 are listed; --format compressed-tensors keeps them.
 
---format compressed-tensors --out DIR [--dtype bf16|f32] [--max-shard-size 5GB]
+--format compressed-tensors --out DIR [--dtype bf16|f16|f32] [--max-shard-size 5GB]
 writes what vLLM runs as trained (quantization_config in config.json, the
 codes and float32 scales of the trained quantizers): int4/int8 weight-only
 models (w4a16-g32, int channels or groups of 32/64/128) as pack-quantized
@@ -141,6 +141,10 @@ weights bit for bit.`,
 					return exportErr(err)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (compressed-tensors, %s, %d weight file(s), %.1f MB)\n", out, strings.Join(r.Formats, ", "), len(r.Files), float64(r.Bytes)/1e6)
+				if r.RoundedScales > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "note: %d of %d weight-only scales are not %s values: vLLM's WNA16 kernels compute with them rounded to it (Q4_0/Q8_0 scales are exact with --dtype f16)\n",
+						r.RoundedScales, r.Scales, dtype)
+				}
 				if len(r.Dequantized) > 0 {
 					fmt.Fprintf(cmd.OutOrStdout(), "note: %s written as its fake-quant weights: vLLM computes the head unquantized\n", strings.Join(r.Dequantized, ", "))
 				}
@@ -157,7 +161,7 @@ weights bit for bit.`,
 	cmd.Flags().StringVar(&model, "model", "", "checkpoint directory or run out_dir")
 	cmd.Flags().StringVar(&format, "format", "gguf", "hf, compressed-tensors, gguf or safetensors-packed")
 	cmd.Flags().StringVar(&quant, "quant", "q4_0", "gguf only: q4_0, q8_0, f16 or f32")
-	cmd.Flags().StringVar(&dtype, "dtype", "bf16", "hf and compressed-tensors: bf16 or f32 (compressed-tensors: the unquantized tensors; scales stay float32)")
+	cmd.Flags().StringVar(&dtype, "dtype", "bf16", "hf and compressed-tensors: bf16, f16 or f32 (compressed-tensors: the unquantized tensors and vLLM's compute dtype; scales are float32)")
 	cmd.Flags().StringVar(&shard, "max-shard-size", "5GB", "hf and compressed-tensors: the largest weight file (5GB = 5*10^9 bytes, 2GiB = 2*2^30)")
 	cmd.Flags().StringVar(&out, "out", "", "output file (gguf) or directory (the others)")
 	cmd.Flags().StringVar(&name, "name", "", "gguf only: general.name (default: the model directory's name)")

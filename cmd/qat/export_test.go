@@ -52,11 +52,11 @@ func TestExportFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"--format", "onnx"}, "--format"},
-		{[]string{"--format", "hf", "--dtype", "f16"}, "--dtype"},
+		{[]string{"--format", "hf", "--dtype", "fp16"}, "--dtype"},
 		{[]string{"--format", "hf", "--max-shard-size", "5XB"}, "--max-shard-size"},
 		{[]string{"--format", "hf", "--max-shard-size", "0"}, "--max-shard-size"},
 		{[]string{"--format", "hf", "--quant", "q8_0"}, "--quant"},
-		{[]string{"--format", "compressed-tensors", "--dtype", "f16"}, "--dtype"},
+		{[]string{"--format", "compressed-tensors", "--dtype", "int8"}, "--dtype"},
 		{[]string{"--format", "gguf", "--max-shard-size", "1GB"}, "--max-shard-size"},
 	} {
 		msg, code := qat(t, append([]string{"export", "--model", missing, "--out", out}, c.args...)...)

@@ -1,11 +1,11 @@
-"""Checks a bf16 Hugging Face export against torch's own rounding.
+"""Checks bf16 and f16 Hugging Face exports against torch's own rounding.
 
-argv: the f32 export's directory, the bf16 export's directory. Both are
-read with a safetensors reader written here (the header's JSON and the
-data's offsets), the bf16 one through its model.safetensors.index.json when
-it has one. Every bf16 tensor must equal torch.tensor(f32).to(torch.bfloat16)
-bit for bit (torch rounds to nearest, ties to even). Exits non-zero naming
-the first tensor that differs.
+argv: the f32 export's directory, then bf16 or f16 exports' directories.
+All are read with a safetensors reader written here (the header's JSON and
+the data's offsets), through model.safetensors.index.json when there is
+one. Every tensor must equal torch.tensor(f32).to(its dtype) bit for bit
+(torch rounds to nearest, ties to even). Exits non-zero naming the first
+tensor that differs.
 """
 import json
 import os
@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16}
+DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
 
 def read_safetensors(path):
@@ -52,16 +52,17 @@ def read_dir(d):
 
 
 f32, _ = read_dir(sys.argv[1])
-bf16, shards = read_dir(sys.argv[2])
-assert set(f32) == set(bf16), set(f32) ^ set(bf16)
-n = 0
-for name, t in f32.items():
-    want = t.to(torch.bfloat16)
-    got = bf16[name]
-    if got.dtype != torch.bfloat16 or got.shape != want.shape:
-        sys.exit(f"{name}: {got.dtype} {tuple(got.shape)}, want bfloat16 {tuple(want.shape)}")
-    if not torch.equal(got.view(torch.int16), want.view(torch.int16)):
-        bad = (got.view(torch.int16) != want.view(torch.int16)).nonzero()[0].tolist()
-        sys.exit(f"{name}{bad}: {got[tuple(bad)].item()} , torch rounds {t[tuple(bad)].item()} to {want[tuple(bad)].item()}")
-    n += t.numel()
-print(f"{len(f32)} tensors, {n} values in {shards} shards: torch's bf16 rounding bit for bit")
+for d in sys.argv[2:]:
+    low, shards = read_dir(d)
+    assert set(f32) == set(low), set(f32) ^ set(low)
+    n = 0
+    for name, t in f32.items():
+        got = low[name]
+        want = t.to(got.dtype)
+        if got.dtype not in (torch.bfloat16, torch.float16) or got.shape != want.shape:
+            sys.exit(f"{d}: {name}: {got.dtype} {tuple(got.shape)}, want bfloat16 or float16 {tuple(want.shape)}")
+        if not torch.equal(got.view(torch.int16), want.view(torch.int16)):
+            bad = (got.view(torch.int16) != want.view(torch.int16)).nonzero()[0].tolist()
+            sys.exit(f"{d}: {name}{bad}: {got[tuple(bad)].item()}, torch rounds {t[tuple(bad)].item()} to {want[tuple(bad)].item()}")
+        n += t.numel()
+    print(f"{d}: {len(f32)} tensors, {n} values in {shards} shards: torch's {got.dtype} rounding bit for bit")
