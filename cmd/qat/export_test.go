@@ -84,6 +84,25 @@ func TestExportFlags(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "model.safetensors")); err != nil {
 		t.Errorf("the second export did not replace the first: %v", err)
 	}
+	// a directory qat did not write, and the input itself, are refused
+	// (exit 2 naming the path) and left as they were
+	user := filepath.Join(tmp, "mine")
+	os.MkdirAll(user, 0o755)
+	os.WriteFile(filepath.Join(user, "notes.txt"), []byte("mine"), 0o644)
+	for _, args := range [][]string{{"--out", user}, {"--out", ck, "--force"}, {"--out", filepath.Dir(ck), "--force"}} {
+		for _, f := range []string{"hf", "compressed-tensors"} {
+			msg, code := qat(t, append([]string{"export", "--model", ck, "--format", f}, args...)...)
+			if code != 2 || !strings.Contains(msg, filepath.Clean(args[1])) {
+				t.Errorf("%s %v: exit %d, want 2 naming %s\n%s", f, args, code, args[1], msg)
+			}
+		}
+	}
+	if b, _ := os.ReadFile(filepath.Join(user, "notes.txt")); string(b) != "mine" {
+		t.Errorf("the user's directory changed")
+	}
+	if _, err := os.Stat(filepath.Join(ck, "model.safetensors")); err != nil {
+		t.Errorf("the input changed: %v", err)
+	}
 	// compressed-tensors: a preset vLLM runs, and one it does not (exit 2
 	// naming the nearest it runs)
 	ct := filepath.Join(tmp, "ct")
