@@ -141,10 +141,13 @@ func IsPacked(path string) bool {
 	return err == nil && isPacked(dir)
 }
 
-// isPacked reports whether a checkpoint directory holds packed safetensors.
+// isPacked reports whether a checkpoint directory holds packed safetensors
+// (qat's safetensors-packed, or a compressed-tensors export: int8 and fp8
+// weights too).
 func isPacked(dir string) bool {
 	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	return err == nil && strings.Contains(string(b), `"pack-quantized"`)
+	return err == nil && (strings.Contains(string(b), `"pack-quantized"`) || strings.Contains(string(b), `"int-quantized"`) ||
+		strings.Contains(string(b), `"float-quantized"`))
 }
 
 // readRules reads a checkpoint's quant.json, nil when it has none.

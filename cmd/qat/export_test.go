@@ -118,3 +118,47 @@ func TestExportFlags(t *testing.T) {
 		t.Errorf("a refused export left its directory")
 	}
 }
+
+// TestExportEval: the checkpoint and its exports score the same text alike:
+// weight-only w4a16-g32 through --format hf and compressed-tensors (f32:
+// the fake-quant weights exactly); w8a8 through compressed-tensors,
+// read back with its activation quantizers (and on the integer kernels,
+// --packed), as the checkpoint and safetensors-packed.
+func TestExportEval(t *testing.T) {
+	tmp := t.TempDir()
+	text := filepath.Join(tmp, "text.txt")
+	os.WriteFile(text, []byte(strings.Repeat("We the people of the United States, in order to form a more perfect Union. ", 12)), 0o644)
+	ppl := func(model string, args ...string) string {
+		msg, code := qat(t, append([]string{"eval", "--model", model, "--text", text, "--ctx", "32"}, args...)...)
+		i := strings.Index(msg, "perplexity ")
+		if code != 0 || i < 0 {
+			t.Fatalf("eval %s %v: %d\n%s", model, args, code, msg)
+		}
+		return strings.Fields(msg[i:])[1]
+	}
+	for _, c := range []struct {
+		preset  string
+		formats []string
+	}{{"w4a16-g32", []string{"hf", "compressed-tensors"}}, {"w8a8", []string{"compressed-tensors", "safetensors-packed"}}} {
+		ck := exportCheckpoint(t, c.preset)
+		want := ppl(ck)
+		for _, f := range c.formats {
+			out := filepath.Join(tmp, c.preset+"-"+f)
+			args := []string{"export", "--model", ck, "--format", f, "--out", out}
+			if f != "safetensors-packed" {
+				args = append(args, "--dtype", "f32")
+			}
+			if msg, code := qat(t, args...); code != 0 {
+				t.Fatalf("%v: %d\n%s", args, code, msg)
+			}
+			if got := ppl(out); got != want {
+				t.Errorf("%s as %s: perplexity %s, the checkpoint's %s", c.preset, f, got, want)
+			}
+			if c.preset == "w8a8" {
+				if got := ppl(out, "--packed"); got != want {
+					t.Errorf("%s as %s on the integer kernels: perplexity %s, the checkpoint's %s", c.preset, f, got, want)
+				}
+			}
+		}
+	}
+}
