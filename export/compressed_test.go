@@ -608,3 +608,72 @@ func TestCompressedTensorsTorch(t *testing.T) {
 	}
 	t.Logf("%s", out)
 }
+
+// TestCompressedTensorsTargets: a compressed-tensors config written as
+// llm-compressor writes it (targets ["Linear"] with ignore ["lm_head"], or
+// "re:" expressions) reads back as the exact names do; asymmetric weights
+// and activation ordering, which qat does not read, are refused naming
+// the group.
+func TestCompressedTensorsTargets(t *testing.T) {
+	m, tok := ctModel(t, false)
+	if err := qat.Prepare(m, qat.Presets["w8a8"]); err != nil {
+		t.Fatal(err)
+	}
+	base := filepath.Join(t.TempDir(), "ct")
+	if _, err := CompressedTensors(m, tok, base, CTOptions{DType: "f32"}); err != nil {
+		t.Fatal(err)
+	}
+	want := fakeQuantWeights(t, m)
+	group := func(cfg map[string]any) map[string]any {
+		return cfg["quantization_config"].(map[string]any)["config_groups"].(map[string]any)["group_0"].(map[string]any)
+	}
+	for _, c := range []struct {
+		name string
+		edit func(cfg map[string]any)
+		want string // "" reads back
+	}{
+		{"Linear", func(cfg map[string]any) {
+			group(cfg)["targets"] = []any{"Linear"}
+			cfg["quantization_config"].(map[string]any)["ignore"] = []any{"lm_head"}
+		}, ""},
+		{"re:", func(cfg map[string]any) {
+			group(cfg)["targets"] = []any{"re:.*_proj$"}
+			cfg["quantization_config"].(map[string]any)["ignore"] = []any{"re:lm_.*"}
+		}, ""},
+		{"Linear without ignore", func(cfg map[string]any) {
+			group(cfg)["targets"] = []any{"Linear"}
+			cfg["quantization_config"].(map[string]any)["ignore"] = []any{}
+		}, "lm_head: weight or weight_scale missing"},
+		{"bad expression", func(cfg map[string]any) { group(cfg)["targets"] = []any{"re:(("} }, `targets "re:(("`},
+		{"asymmetric", func(cfg map[string]any) { group(cfg)["weights"].(map[string]any)["symmetric"] = false }, "config_groups.group_0.weights: symmetric false"},
+		{"actorder", func(cfg map[string]any) { group(cfg)["weights"].(map[string]any)["actorder"] = "group" }, "actorder group"},
+	} {
+		dir := filepath.Join(t.TempDir(), "edited")
+		os.MkdirAll(dir, 0o755)
+		for _, f := range []string{"config.json", "model.safetensors", "tokenizer.json"} {
+			b, err := os.ReadFile(filepath.Join(base, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			os.WriteFile(filepath.Join(dir, f), b, 0o644)
+		}
+		editConfig(t, dir, c.edit)
+		if c.want != "" {
+			refuseQuickly(t, c.name, func() error { _, _, err := LoadPackedSafetensors(dir); return err }, c.want)
+			continue
+		}
+		m2, _, err := LoadPackedSafetensors(dir)
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		for _, p := range m2.Params() {
+			if !p.Quant && !slices.Equal(p.Var.Data(), want[p.Name]) {
+				t.Errorf("%s: %s differs", c.name, p.Name)
+			}
+		}
+		if m2.Layers[0].MLP.Down.InputQuant == nil || m2.Head.InputQuant != nil {
+			t.Errorf("%s: activation quantizers on down_proj %v, lm_head %v", c.name, m2.Layers[0].MLP.Down.InputQuant != nil, m2.Head.InputQuant != nil)
+		}
+	}
+}

@@ -399,7 +399,7 @@ func FuzzLoadPackedSafetensors(f *testing.F) {
 	keys := []string{"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
 		"intermediate_size", "max_position_embeddings"}
 	targets := []string{"model.norm", "lm_head", "model.embed_tokens", "model.layers.0.input_layernorm", "model.layers.0.mlp.down_proj",
-		"model.layers.1.self_attn.q_proj", "model.layers.*", "["}
+		"model.layers.1.self_attn.q_proj", "model.layers.*", "[", "Linear", "re:.*_proj$", "re:(("}
 	f.Fuzz(func(t *testing.T, cfg, st, eb []byte) {
 		prev := layers.SetLimits(fuzzLimits)
 		defer layers.SetLimits(prev)

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -37,6 +38,9 @@ type PackedScheme struct {
 	GroupSize int    `json:"group_size,omitempty"`
 	// Restricted: codes in [-(2^(b-1)-1), 2^(b-1)-1] (QQQ's per-channel W4).
 	Restricted bool `json:"restricted,omitempty"`
+	// Actorder is compressed-tensors' activation ordering (GPTQ's
+	// weight_g_idx), which qat does not read; never written.
+	Actorder *string `json:"actorder,omitempty"`
 }
 
 // ActScheme describes dynamic activation quantization (compressed-tensors'
@@ -430,13 +434,25 @@ func packedModel(cfgJSON []byte, f *safetensors.File, kern bool) (*layers.Model,
 	format := map[string]string{}
 	tokenInt8 := map[string]*kernels.TokenScheme{} // targets whose inputs the integer kernels quantize
 	var rules []qat.Rule
+	targets, err := resolveTargets(c, cfg.Q)
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, gname := range sortedKeys(cfg.Q.Groups) {
 		g := cfg.Q.Groups[gname]
 		gf := cmp.Or(g.Format, cfg.Q.Format)
 		if gf == ctMixed || !slices.Contains(packedFormats, gf) {
 			return nil, nil, fmt.Errorf("quantization_config.config_groups.%s.format %q, want %s, %s or %s", gname, gf, ctPacked, ctInt, ctFloat)
 		}
-		for _, t := range g.Targets {
+		if w := g.Weights; !w.Symmetric || w.Actorder != nil {
+			ao := "null"
+			if w.Actorder != nil {
+				ao = *w.Actorder
+			}
+			return nil, nil, fmt.Errorf("quantization_config.config_groups.%s.weights: symmetric %v, actorder %s: qat reads symmetric weights without activation ordering (no weight_zero_point, weight_g_idx)",
+				gname, w.Symmetric, ao)
+		}
+		for _, t := range targets[gname] {
 			if _, dup := scheme[t]; dup {
 				return nil, nil, fmt.Errorf("quantization_config target %q is in two config groups", t)
 			}
@@ -587,6 +603,109 @@ func packedModel(cfgJSON []byte, f *safetensors.File, kern bool) (*layers.Model,
 		}
 	}
 	return m, packed, nil
+}
+
+// maxTargets bounds a config group's targets (every linear of a model at
+// the limits, with room).
+const maxTargets = 1 << 20
+
+// resolveTargets lists, per config group, the linears of a model of config
+// c it quantizes, as vLLM's find_matched_target matches them: a target is
+// a linear's name, "re:" and a regular expression matched from the start
+// of the name (Python's re.match), or "Linear" (every linear); a name
+// matches the first group whose target says it by name or expression,
+// else one saying "Linear". Names in ignore (or matching its "re:"
+// entries) are left out. qat's own exports name every linear; other
+// compressed-tensors checkpoints (llm-compressor's) say "Linear" with
+// ignore ["lm_head"]. Exact names that match no linear are errors.
+func resolveTargets(c layers.Config, q quantConfig) (map[string][]string, error) {
+	// the linears' names, only for "Linear" and "re:" (qat's exports name
+	// every target: the model is not laid out for them)
+	var names []string
+	needNames := false
+	for _, g := range q.Groups {
+		for _, t := range g.Targets {
+			needNames = needNames || t == "Linear" || strings.HasPrefix(t, "re:")
+		}
+	}
+	for _, p := range q.Ignore {
+		needNames = needNames || strings.HasPrefix(p, "re:")
+	}
+	if needNames {
+		for _, ln := range layers.Describe(c).Linears() {
+			names = append(names, ln.Name)
+		}
+	}
+	matcher := func(where, pat string) (func(string) bool, error) {
+		if rx, ok := strings.CutPrefix(pat, "re:"); ok {
+			re, err := regexp.Compile("^(?:" + rx + ")")
+			if err != nil {
+				return nil, fmt.Errorf("%s %q: %v", where, pat, err)
+			}
+			return re.MatchString, nil
+		}
+		return func(n string) bool { return n == pat }, nil
+	}
+	var ignore []func(string) bool
+	for _, p := range q.Ignore {
+		m, err := matcher("quantization_config.ignore", p)
+		if err != nil {
+			return nil, err
+		}
+		ignore = append(ignore, m)
+	}
+	out := map[string][]string{}
+	byName := map[string]string{} // linear -> group, by name or expression
+	byClass := map[string]string{}
+	for _, gname := range sortedKeys(q.Groups) {
+		g := q.Groups[gname]
+		if len(g.Targets) > maxTargets {
+			return nil, fmt.Errorf("quantization_config.config_groups.%s: %d targets, more than %d", gname, len(g.Targets), maxTargets)
+		}
+		for _, t := range g.Targets {
+			if t == "Linear" {
+				for _, n := range names {
+					if byClass[n] == "" {
+						byClass[n] = gname
+					}
+				}
+				continue
+			}
+			if !strings.HasPrefix(t, "re:") {
+				// a name: checked against the model's tensors later (it
+				// may name no linear, or a tensor that is not one)
+				if prev := byName[t]; prev != "" && prev != gname {
+					return nil, fmt.Errorf("quantization_config target %q is in two config groups", t)
+				}
+				byName[t] = gname
+				continue
+			}
+			m, err := matcher("quantization_config.config_groups."+gname+".targets", t)
+			if err != nil {
+				return nil, err
+			}
+			for _, n := range names {
+				if m(n) {
+					if prev := byName[n]; prev != "" && prev != gname {
+						return nil, fmt.Errorf("quantization_config target %q is in two config groups", n)
+					}
+					byName[n] = gname
+				}
+			}
+		}
+	}
+	ignored := func(n string) bool { return slices.ContainsFunc(ignore, func(m func(string) bool) bool { return m(n) }) }
+	for _, n := range sortedKeys(byName) {
+		if !ignored(n) {
+			out[byName[n]] = append(out[byName[n]], n)
+		}
+	}
+	for _, n := range names {
+		if g := byClass[n]; g != "" && byName[n] == "" && !ignored(n) {
+			out[g] = append(out[g], n)
+		}
+	}
+	return out, nil
 }
 
 // decodeE4M3 is the value of an fp8 e4m3fn byte (NaN for 0x7f and 0xff).
