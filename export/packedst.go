@@ -694,7 +694,9 @@ func resolveTargets(c layers.Config, q quantConfig) (map[string][]string, error)
 			}
 		}
 	}
-	ignored := func(n string) bool { return slices.ContainsFunc(ignore, func(m func(string) bool) bool { return m(n) }) }
+	ignored := func(n string) bool {
+		return slices.ContainsFunc(ignore, func(m func(string) bool) bool { return m(n) })
+	}
 	for _, n := range sortedKeys(byName) {
 		if !ignored(n) {
 			out[byName[n]] = append(out[byName[n]], n)
