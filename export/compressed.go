@@ -413,7 +413,7 @@ type CTResult struct {
 type CTOptions = HFOptions
 
 // compressedTensors builds the tensors and quantization_config of m.
-func compressedTensors(m *layers.Model, dtype string) ([]safetensors.Tensor, *ctConfig, *CTResult, error) {
+func compressedTensors(m *layers.Model, dtype string) ([]lazyTensor, *ctConfig, *CTResult, error) {
 	res := &CTResult{}
 	cfg := &ctConfig{ConfigGroups: map[string]*ctScheme{}, QuantMethod: "compressed-tensors", QuantizationStatus: "compressed", Ignore: []string{}}
 	for _, a := range m.Attentions() {
@@ -422,7 +422,7 @@ func compressedTensors(m *layers.Model, dtype string) ([]safetensors.Tensor, *ct
 		}
 	}
 	done := map[*autograd.Var][]safetensors.Tensor{}
-	deq := map[*autograd.Var][]float32{}
+	deq := map[*autograd.Var]*layers.Linear{} // a head written as its fake-quant weight
 	schemes := map[string]*ctLinear{}
 	for _, ln := range m.Linears() {
 		if ln.Linear == m.Head {
@@ -432,9 +432,7 @@ func compressedTensors(m *layers.Model, dtype string) ([]safetensors.Tensor, *ct
 				return nil, nil, nil, refusal(ln.Name, "vLLM does not quantize the head's activations", "a preset that leaves lm_head alone (every preset does)")
 			}
 			if ln.Linear.WeightQuant != nil {
-				tp := autograd.NewTape()
-				tp.SetNoGrad(true)
-				deq[ln.Linear.Weight] = ln.Linear.WeightQuant.Apply(tp, ln.Linear.Weight).Data()
+				deq[ln.Linear.Weight] = ln.Linear
 				res.Dequantized = append(res.Dequantized, ln.Name)
 			}
 			cfg.Ignore = append(cfg.Ignore, ln.Name)
@@ -507,24 +505,22 @@ func compressedTensors(m *layers.Model, dtype string) ([]safetensors.Tensor, *ct
 	if len(formats) > 1 {
 		cfg.Format = ctMixed
 	}
-	var ts []safetensors.Tensor
+	var ts []lazyTensor
 	for _, p := range m.Params() {
 		if p.Quant {
 			continue
 		}
 		if t, ok := done[p.Var]; ok {
-			ts = append(ts, t...)
+			for _, x := range t {
+				ts = append(ts, eager(x))
+			}
 			continue
 		}
-		v := p.Var.Data()
-		if d, ok := deq[p.Var]; ok {
-			v = d
+		v := p.Var.Data
+		if l, ok := deq[p.Var]; ok {
+			v = func() []float32 { return fakeQuant(l) }
 		}
-		t, err := floatTensor(p.Name, p.Var.Shape(), v, dtype)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		ts = append(ts, t)
+		ts = append(ts, floatLazy(p.Name, p.Var.Shape(), p.Var.Size(), dtype, v))
 	}
 	return ts, cfg, res, nil
 }

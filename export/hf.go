@@ -119,20 +119,49 @@ func BF16(v []float32) []uint16 {
 	return out
 }
 
-// dequantizedWeights are the weights of m as its forward uses them: each
-// linear's weight through its weight quantizer (fake-quant values, GWQ's
-// kept weights included). A linear with adapters has no single weight and
-// is refused: merge it first.
-func dequantizedWeights(m *layers.Model) (map[*autograd.Var][]float32, []string, error) {
-	out := map[*autograd.Var][]float32{}
-	var act []string
+// lazyTensor is a tensor of an export made when its shard is written, so
+// an export holds the model and one shard, not a second copy of the model
+// (an 8B model's dequantized f32 weights are 32 GB).
+type lazyTensor struct {
+	name  string
+	bytes int64
+	make  func() (safetensors.Tensor, error)
+}
+
+// eager wraps a tensor already made.
+func eager(t safetensors.Tensor) lazyTensor {
+	return lazyTensor{t.Name, int64(len(t.Data)), func() (safetensors.Tensor, error) { return t, nil }}
+}
+
+// floatLazy is v() in dtype, made when written.
+func floatLazy(name string, shape []int, n int, dtype string, v func() []float32) lazyTensor {
+	size := map[string]int64{"F32": 4, "BF16": 2, "F16": 2}[dtype]
+	return lazyTensor{name, size * int64(n), func() (safetensors.Tensor, error) { return floatTensor(name, shape, v(), dtype) }}
+}
+
+// fakeQuant is l's weight through its weight quantizer: the values its
+// forward computes with (GWQ's kept weights included).
+func fakeQuant(l *layers.Linear) []float32 {
 	tp := autograd.NewTape()
 	tp.SetNoGrad(true)
+	return l.WeightQuant.Apply(tp, l.Weight).Data()
+}
+
+// hfTensors are m's tensors as transformers names and reads them, in
+// dtype (safetensors' name): quantized linears' weights as their
+// fake-quant values, quantizer state left out (the values hold what it
+// did). act names the linears with input quantizers and the attention
+// modules with KV-cache quantizers, which the format cannot describe. A
+// linear with adapters has no single weight and is refused: merge it
+// first.
+func hfTensors(m *layers.Model, dtype string) ([]lazyTensor, []string, error) {
+	var act []string
 	for _, a := range m.Attentions() {
 		if a.Attention.KQuant != nil || a.Attention.VQuant != nil {
 			act = append(act, a.Name+" (KV cache)")
 		}
 	}
+	quantized := map[*autograd.Var]*layers.Linear{}
 	for _, ln := range m.Linears() {
 		l := ln.Linear
 		if l.Weight == nil || l.Adapter != nil {
@@ -141,36 +170,20 @@ func dequantizedWeights(m *layers.Model) (map[*autograd.Var][]float32, []string,
 		if l.InputQuant != nil {
 			act = append(act, ln.Name)
 		}
-		if l.WeightQuant == nil {
-			continue
+		if l.WeightQuant != nil {
+			quantized[l.Weight] = l
 		}
-		out[l.Weight] = l.WeightQuant.Apply(tp, l.Weight).Data()
 	}
-	return out, act, nil
-}
-
-// hfTensors are m's tensors as transformers names and reads them, weights
-// dequantized, in dtype (safetensors' name). Quantizer state is left out:
-// the dequantized weights hold what it did.
-func hfTensors(m *layers.Model, dtype string) ([]safetensors.Tensor, []string, error) {
-	deq, act, err := dequantizedWeights(m)
-	if err != nil {
-		return nil, nil, err
-	}
-	var ts []safetensors.Tensor
+	var ts []lazyTensor
 	for _, p := range m.Params() {
 		if p.Quant {
 			continue
 		}
-		v := p.Var.Data()
-		if d, ok := deq[p.Var]; ok {
-			v = d
+		v := p.Var.Data
+		if l, ok := quantized[p.Var]; ok {
+			v = func() []float32 { return fakeQuant(l) }
 		}
-		t, err := floatTensor(p.Name, p.Var.Shape(), v, dtype)
-		if err != nil {
-			return nil, nil, err
-		}
-		ts = append(ts, t)
+		ts = append(ts, floatLazy(p.Name, p.Var.Shape(), p.Var.Size(), dtype, v))
 	}
 	return ts, act, nil
 }
@@ -191,15 +204,16 @@ func shardNames(n int) []string {
 // splitShards splits ts, in order, as huggingface_hub's
 // split_state_dict_into_shards does: a tensor goes to the current shard
 // unless it would take it past max, then a new shard starts; a tensor
-// larger than max gets a shard of its own. max 0 is one shard.
-func splitShards(ts []safetensors.Tensor, max int64) [][]safetensors.Tensor {
-	var shards [][]safetensors.Tensor
-	var cur []safetensors.Tensor
+// larger than max gets a shard of its own (ahead of the one being
+// filled). max 0 is one shard.
+func splitShards(ts []lazyTensor, max int64) [][]lazyTensor {
+	var shards [][]lazyTensor
+	var cur []lazyTensor
 	var size int64
 	for _, t := range ts {
-		n := int64(len(t.Data))
+		n := t.bytes
 		if max > 0 && n > max {
-			shards = append(shards, []safetensors.Tensor{t})
+			shards = append(shards, []lazyTensor{t})
 			continue
 		}
 		if max > 0 && len(cur) > 0 && size+n > max {
@@ -382,18 +396,28 @@ func HFInto(m *layers.Model, tok *bpe.Tokenizer, dir string, o HFOptions) (*HFRe
 
 // writeShards writes ts into dir as safetensors shards of at most max bytes
 // of tensor data (HF naming), with model.safetensors.index.json when there
-// are several, and returns the file names and the data's total size.
-func writeShards(dir string, ts []safetensors.Tensor, max int64) ([]string, int64, error) {
+// are several, and returns the file names and the data's total size. Each
+// shard's tensors are made as it is written.
+func writeShards(dir string, ts []lazyTensor, max int64) ([]string, int64, error) {
 	shards := splitShards(ts, max)
 	names := shardNames(len(shards))
 	idx := hfIndex{Metadata: map[string]int64{"total_size": 0}, WeightMap: map[string]string{}}
 	var total int64
 	for i, sh := range shards {
-		for _, t := range sh {
-			total += int64(len(t.Data))
+		made := make([]safetensors.Tensor, len(sh))
+		for k, lt := range sh {
+			t, err := lt.make()
+			if err != nil {
+				return nil, 0, err
+			}
+			if int64(len(t.Data)) != lt.bytes {
+				return nil, 0, fmt.Errorf("export %s: %d bytes, sized %d", t.Name, len(t.Data), lt.bytes)
+			}
+			made[k] = t
+			total += lt.bytes
 			idx.WeightMap[t.Name] = names[i]
 		}
-		if err := safetensors.Write(filepath.Join(dir, names[i]), sh, map[string]string{"format": "pt"}); err != nil {
+		if err := safetensors.Write(filepath.Join(dir, names[i]), made, map[string]string{"format": "pt"}); err != nil {
 			return nil, 0, err
 		}
 	}
