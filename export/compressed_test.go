@@ -677,3 +677,37 @@ func TestCompressedTensorsTargets(t *testing.T) {
 		}
 	}
 }
+
+// TestExportsDeterministic: exporting a model twice writes the same bytes
+// (config groups, index and headers in a fixed order).
+func TestExportsDeterministic(t *testing.T) {
+	m, tok := ctModel(t, false)
+	if err := qat.Prepare(m, ctCases[len(ctCases)-1].rules); err != nil { // mixed: several groups
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for i := 0; i < 2; i++ {
+		if _, err := CompressedTensors(m, tok, filepath.Join(dir, fmt.Sprint("ct", i)), CTOptions{DType: "bf16", MaxShardSize: 40000}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := HF(m, tok, filepath.Join(dir, fmt.Sprint("hf", i)), HFOptions{DType: "bf16", MaxShardSize: 40000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"ct", "hf"} {
+		es, err := os.ReadDir(filepath.Join(dir, f+"0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range es {
+			if e.Name() == ".qat-output" || strings.HasPrefix(e.Name(), ".") {
+				continue
+			}
+			a, _ := os.ReadFile(filepath.Join(dir, f+"0", e.Name()))
+			b, _ := os.ReadFile(filepath.Join(dir, f+"1", e.Name()))
+			if string(a) != string(b) {
+				t.Errorf("%s/%s differs between two exports", f, e.Name())
+			}
+		}
+	}
+}
