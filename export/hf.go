@@ -235,40 +235,21 @@ type hfIndex struct {
 	WeightMap map[string]string `json:"weight_map"`
 }
 
-// roles is what data/bpe's tokenizers say of their special tokens (an
-// imported tokenizer's tokenizer_config.json and generation_config.json):
-// asserted, so that export builds against a tokenizer without them and
-// falls back to qat's own specials.
-type roles interface {
-	BOS() (int32, error)
-	EOS() (int32, error)
-	PAD() (int32, error)
-	StopIDs() []int32
-}
-
-// specialIDs are the tokenizer's bos and eos ids, the ids that stop
-// generation (eos first) and its pad id; -1 for a role it lacks (Qwen's
-// tokenizers have no bos).
+// specialIDs are the tokenizer's bos and eos ids (an imported tokenizer's
+// tokenizer_config.json and generation_config.json say them; qat's own
+// have <|bos|> and <|eos|>), the ids that stop generation (eos among
+// them) and its pad id; -1 for a role it lacks (Qwen's tokenizers have no
+// bos).
 func specialIDs(tok *bpe.Tokenizer) (bos, eos int32, stop []int32, pad int32) {
-	get := func(name string) int32 {
-		id, err := tok.SpecialID(name)
+	one := func(f func() (int32, error)) int32 {
+		id, err := f()
 		if err != nil {
 			return -1
 		}
 		return id
 	}
-	bos, eos, pad = get(bpe.BOS), get(bpe.EOS), get(bpe.PAD)
-	if r, ok := any(tok).(roles); ok {
-		one := func(f func() (int32, error)) int32 {
-			id, err := f()
-			if err != nil {
-				return -1
-			}
-			return id
-		}
-		bos, eos, pad = one(r.BOS), one(r.EOS), one(r.PAD)
-		stop = r.StopIDs()
-	}
+	bos, eos, pad = one(tok.BOS), one(tok.EOS), one(tok.PAD)
+	stop = tok.StopIDs()
 	if eos >= 0 && !slices.Contains(stop, eos) {
 		stop = append([]int32{eos}, stop...)
 	}
@@ -280,6 +261,10 @@ func specialIDs(tok *bpe.Tokenizer) (bos, eos int32, stop []int32, pad int32) {
 // rope_scaling) with torch_dtype, the tokenizer's bos/eos/pad ids (keys
 // of roles it lacks removed) and extra keys (quantization_config).
 func hfConfigJSON(m *layers.Model, tok *bpe.Tokenizer, torchDType string, extra map[string]any) ([]byte, error) {
+	if tok.VocabSize() > m.Vocab {
+		// transformers would index past the embedding
+		return nil, fmt.Errorf("export: the tokenizer has %d tokens, more than the model's vocab_size %d", tok.VocabSize(), m.Vocab)
+	}
 	bos, eos, _, pad := specialIDs(tok)
 	keys := map[string]any{"torch_dtype": torchDType}
 	for k, id := range map[string]int32{"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad} {
@@ -324,15 +309,10 @@ func generationConfigJSON(tok *bpe.Tokenizer) ([]byte, error) {
 	return json.MarshalIndent(g, "", "  ")
 }
 
-// writeTokenizer writes the tokenizer's files into dir: tokenizer.json
-// and, when the tokenizer writes them, its companions
-// (tokenizer_config.json, special_tokens_map.json).
-func writeTokenizer(tok *bpe.Tokenizer, dir string) error {
-	if w, ok := any(tok).(interface{ WriteFiles(string) error }); ok {
-		return w.WriteFiles(dir)
-	}
-	return tok.Save(filepath.Join(dir, "tokenizer.json"))
-}
+// writeTokenizer writes the tokenizer's files into dir: tokenizer.json and
+// tokenizer_config.json (an imported tokenizer's as they were read, its
+// chat template too).
+func writeTokenizer(tok *bpe.Tokenizer, dir string) error { return tok.WriteFiles(dir) }
 
 // ParseDType checks an HF export's dtype (bf16, f16 or f32) and returns its
 // safetensors name.

@@ -375,12 +375,72 @@ func TestHFConfigFiles(t *testing.T) {
 	if p, ok := tok.Special[bpe.PAD]; ok && (gen["pad_token_id"] != float64(p) || cfg["pad_token_id"] != float64(p)) {
 		t.Errorf("pad_token_id %v / %v, want %d", cfg["pad_token_id"], gen["pad_token_id"], p)
 	}
-	tk, err := bpe.Load(filepath.Join(dir, "tokenizer.json"))
+	tk, err := bpe.LoadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(tk.Encode(nil, text[:80]), tok.Encode(nil, text[:80])) {
 		t.Errorf("tokenizer.json encodes differently")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tokenizer_config.json")); err != nil {
+		t.Errorf("tokenizer_config.json: %v", err)
+	}
+}
+
+// TestHFStopIDs: Llama 2's real tokenizer files with a
+// generation_config.json listing two stop ids (as Llama 3's
+// <|end_of_text|> and <|eot_id|>): the export's generation_config.json
+// lists them, config.json has the eos, and the tokenizer's own
+// tokenizer_config.json goes along. Without the files (make npm-deps) it
+// skips, unless QAT_REQUIRE_NODE=1.
+func TestHFStopIDs(t *testing.T) {
+	src := filepath.Join("..", ".cache", "tokref", "llama2")
+	if _, err := os.Stat(filepath.Join(src, "tokenizer_config.json")); err != nil {
+		if os.Getenv("QAT_REQUIRE_NODE") == "1" {
+			t.Fatalf("QAT_REQUIRE_NODE=1 but %s is missing (make npm-deps): %v", src, err)
+		}
+		t.Skipf("%s missing (make npm-deps)", src)
+	}
+	dir := filepath.Join(t.TempDir(), "tok")
+	os.MkdirAll(dir, 0o755)
+	for _, f := range []string{"tokenizer.json", "tokenizer_config.json"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, f), b, 0o644)
+	}
+	stops := []int32{2, 13}
+	gb, _ := json.Marshal(map[string]any{"bos_token_id": 1, "eos_token_id": stops})
+	os.WriteFile(filepath.Join(dir, "generation_config.json"), gb, 0o644)
+	tok, err := bpe.LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := layers.New(layers.Config{Vocab: tok.VocabSize(), Dim: 32, Layers: 1, Heads: 2, KVHeads: 2, FFNHidden: 64, RopeTheta: 10000, NormEps: 1e-5, Tied: true, MaxSeq: 16})
+	out := filepath.Join(t.TempDir(), "hf")
+	if _, err := HF(m, tok, out, HFOptions{DType: "bf16"}); err != nil {
+		t.Fatal(err)
+	}
+	var gen, cfg map[string]any
+	for f, dst := range map[string]*map[string]any{"config.json": &cfg, "generation_config.json": &gen} {
+		b, err := os.ReadFile(filepath.Join(out, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fmt.Sprint(gen["eos_token_id"]) != fmt.Sprint(stops) || cfg["eos_token_id"] != 2.0 || cfg["bos_token_id"] != 1.0 || gen["bos_token_id"] != 1.0 {
+		t.Errorf("stop ids %v: generation_config.json %v, config.json bos %v eos %v", stops, gen, cfg["bos_token_id"], cfg["eos_token_id"])
+	}
+	for _, f := range []string{"tokenizer.json", "tokenizer_config.json"} {
+		a, _ := os.ReadFile(filepath.Join(dir, f))
+		b, err := os.ReadFile(filepath.Join(out, f))
+		if err != nil || string(a) != string(b) {
+			t.Errorf("%s is not the tokenizer's own (%v)", f, err)
+		}
 	}
 }
 
@@ -404,6 +464,11 @@ func TestHFRefusals(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(user, "notes.txt")); err != nil || string(b) != "mine" {
 		t.Errorf("the user's file: %q, %v", b, err)
+	}
+	// a tokenizer larger than the embedding
+	small := layers.New(layers.Config{Vocab: tok.VocabSize() - 1, Dim: 32, Layers: 1, Heads: 2, KVHeads: 2, FFNHidden: 64, RopeTheta: 10000, NormEps: 1e-5, Tied: true, MaxSeq: 16})
+	if _, err := HF(small, tok, filepath.Join(dir, "small"), HFOptions{DType: "f32"}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d tokens, more than the model's vocab_size %d", tok.VocabSize(), tok.VocabSize()-1)) {
+		t.Errorf("a tokenizer larger than the model: %v", err)
 	}
 	// a weight past float16's range
 	big, btok := testModel(t, true)
