@@ -197,7 +197,7 @@ func PackedSafetensorsInto(m *layers.Model, tok *bpe.Tokenizer, dir string) erro
 	if err := atomic.WriteFile(filepath.Join(dir, "config.json"), cb); err != nil {
 		return err
 	}
-	return tok.Save(filepath.Join(dir, "tokenizer.json"))
+	return writeTokenizer(tok, dir)
 }
 
 // LoadPackedSafetensors reads what PackedSafetensors wrote into a model
