@@ -15,7 +15,7 @@ import (
 // whole prefix.
 type Decoder struct {
 	m       *Model
-	k, v    [][]float32 // per layer: (MaxSeq, kvHeads*hd)
+	k, v    [][]float32 // per layer: (positions so far, kvHeads*hd), grown as tokens come (grow)
 	pos     int
 	x, h    []float32 // residual, normed (dim)
 	a, q    []float32 // attention out, rotated queries (heads*head_dim)
@@ -120,11 +120,29 @@ func NewDecoder(m *Model) *Decoder {
 		q: make([]float32, qd), qkv: make([]float32, qd+2*kv), gu: make([]float32, 2*c.FFNHidden),
 		act: make([]float32, c.FFNHidden), scores: make([]float32, c.MaxSeq), lse: make([]float32, 1),
 		logits: make([]float32, c.Vocab), tmp: make([]float32, c.Dim)}
-	for range m.Layers {
-		d.k = append(d.k, make([]float32, c.MaxSeq*kv))
-		d.v = append(d.v, make([]float32, c.MaxSeq*kv))
-	}
+	d.k, d.v = make([][]float32, len(m.Layers)), make([][]float32, len(m.Layers))
+	d.grow(min(c.MaxSeq, 256))
 	return d
+}
+
+// grow makes room in the cache for rows positions. The cache grows with
+// the text rather than being sized for MaxSeq up front: an imported Llama
+// 3.2 1B has a 131072-token context, whose full cache would take 8.6 GB.
+func (d *Decoder) grow(rows int) {
+	c := d.m.Config
+	kv := c.HeadDim() * c.KVHeads
+	if len(d.k) > 0 && len(d.k[0]) >= rows*kv {
+		return
+	}
+	if len(d.k) > 0 {
+		rows = min(c.MaxSeq, max(rows, 2*len(d.k[0])/kv))
+	}
+	for l := range d.k {
+		k, v := make([]float32, rows*kv), make([]float32, rows*kv)
+		copy(k, d.k[l])
+		copy(v, d.v[l])
+		d.k[l], d.v[l] = k, v
+	}
 }
 
 // Pos is the number of tokens consumed.
@@ -160,6 +178,7 @@ func (d *Decoder) Step(tok int32) ([]float32, error) {
 	copy(d.x, d.m.Embed.Weight.Data()[int(tok)*c.Dim:])
 	d.pos1[0] = int32(d.pos)
 	n := d.pos + 1
+	d.grow(n)
 	for l, L := range d.m.Layers {
 		ks.RMSNormFwd(d.h, d.lse, d.x, L.AttnNorm.Weight.Data(), 1, c.Dim, L.AttnNorm.Eps)
 		at := L.Attn

@@ -94,3 +94,35 @@ func TestSampler(t *testing.T) {
 		}
 	}
 }
+
+// TestDecoderCacheGrows: the cache starts at 256 positions and grows; the
+// logits past the first growth still equal the full forward pass's.
+func TestDecoderCacheGrows(t *testing.T) {
+	c := Config{Vocab: 19, Dim: 16, Layers: 1, Heads: 2, KVHeads: 1, HeadDimension: 12, QKVBias: true, FFNHidden: 16, RopeTheta: 10000,
+		NormEps: 1e-5, Tied: true, MaxSeq: 600}
+	m := New(c)
+	m.Init(4)
+	T := 300
+	ids := randomTokens(rand.New(rand.NewPCG(6, 6)), T, c.Vocab)
+	tp := autograd.NewTape()
+	tp.SetNoGrad(true)
+	full := m.Forward(tp, ids, 1, T).Data()
+	d := NewDecoder(m)
+	if got := len(d.k[0]) / (c.HeadDim() * c.KVHeads); got != 256 {
+		t.Fatalf("the cache starts with %d positions, want 256", got)
+	}
+	for p := 0; p < T; p++ {
+		lg, err := d.Step(ids[p])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, v := range lg {
+			if math.Abs(float64(v-full[p*c.Vocab+j])) > 1e-4 {
+				t.Fatalf("position %d: cached logit %d is %g, forward %g", p, j, v, full[p*c.Vocab+j])
+			}
+		}
+	}
+	if got := len(d.k[0]) / (c.HeadDim() * c.KVHeads); got != 512 {
+		t.Errorf("the cache holds %d positions after %d tokens, want 512", got, T)
+	}
+}
