@@ -187,36 +187,10 @@ func LlamaKVs(c layers.Config) []gguf.KV {
 	}
 }
 
-// tokenizerKVs describes tok as llama.cpp's gpt2 (byte-level BPE)
-// vocabulary: tokens in GPT-2's byte-to-unicode alphabet, merges by rank,
-// the GPT-2 pre-tokenizer, specials as control tokens.
+// tokenizerKVs describes tok as llama.cpp's vocabulary: byte-level BPE
+// as gpt2 with the pre-tokenizer convert_hf_to_gguf.py names, SentencePiece
+// style as llama with scores and token types; bos/eos/add_bos from the
+// tokenizer's configs (vocab.go).
 func tokenizerKVs(tok *bpe.Tokenizer) ([]gguf.KV, error) {
-	tokens, merges := tok.GGUFVocab()
-	seen := make(map[string]int, len(tokens))
-	types := make([]int32, len(tokens))
-	for i, s := range tokens {
-		if j, dup := seen[s]; dup {
-			return nil, fmt.Errorf("export: tokens %d and %d are both %q (llama.cpp aborts on duplicate tokens)", j, i, s)
-		}
-		seen[s] = i
-		types[i] = 1 // normal
-	}
-	for _, id := range tok.Special {
-		types[id] = 3 // control
-	}
-	kvs := []gguf.KV{
-		{Key: "tokenizer.ggml.model", Type: gguf.TypeString, Value: "gpt2"},
-		{Key: "tokenizer.ggml.pre", Type: gguf.TypeString, Value: "gpt-2"},
-		{Key: "tokenizer.ggml.tokens", Type: gguf.TypeArray, Value: gguf.Array{Type: gguf.TypeString, Values: tokens}},
-		{Key: "tokenizer.ggml.token_type", Type: gguf.TypeArray, Value: gguf.Array{Type: gguf.TypeI32, Values: types}},
-		{Key: "tokenizer.ggml.merges", Type: gguf.TypeArray, Value: gguf.Array{Type: gguf.TypeString, Values: merges}},
-	}
-	for _, sp := range [...]struct{ key, name string }{{"tokenizer.ggml.bos_token_id", bpe.BOS},
-		{"tokenizer.ggml.eos_token_id", bpe.EOS}, {"tokenizer.ggml.padding_token_id", bpe.PAD}} {
-		if id, ok := tok.Special[sp.name]; ok {
-			kvs = append(kvs, gguf.KV{Key: sp.key, Type: gguf.TypeU32, Value: uint32(id)})
-		}
-	}
-	kvs = append(kvs, gguf.KV{Key: "tokenizer.ggml.add_bos_token", Type: gguf.TypeBool, Value: true})
-	return kvs, nil
+	return vocabKVs(tok)
 }

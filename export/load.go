@@ -184,41 +184,11 @@ func ggufModel(f *gguf.File, unpackAll bool) (*layers.Model, error) {
 	return m, nil
 }
 
-// TokenizerOf reads the gpt2 (byte-level BPE) vocabulary of f.
+// TokenizerOf reads the vocabulary of f (gpt2 or llama, vocab.go): the
+// tokenizer.json it carries when qat wrote it from an imported tokenizer,
+// else the tokenizer llama.cpp's keys describe.
 func TokenizerOf(f *gguf.File) (*bpe.Tokenizer, error) {
-	if m, err := f.String("tokenizer.ggml.model"); err != nil || m != "gpt2" {
-		return nil, fmt.Errorf("tokenizer.ggml.model %q: only gpt2 (byte-level BPE) vocabularies are read (%v)", m, err)
-	}
-	arr := func(key string) (gguf.Array, error) {
-		kv, ok := f.Get(key)
-		a, isArr := kv.Value.(gguf.Array)
-		if !ok || !isArr {
-			return gguf.Array{}, fmt.Errorf("%s missing or not an array", key)
-		}
-		return a, nil
-	}
-	ta, err := arr("tokenizer.ggml.tokens")
-	if err != nil {
-		return nil, err
-	}
-	ma, err := arr("tokenizer.ggml.merges")
-	if err != nil {
-		return nil, err
-	}
-	tokens, ok1 := ta.Values.([]string)
-	merges, ok2 := ma.Values.([]string)
-	if !ok1 || !ok2 {
-		return nil, fmt.Errorf("tokenizer.ggml.tokens and merges must be string arrays")
-	}
-	var types []int32
-	if tt, err := arr("tokenizer.ggml.token_type"); err == nil {
-		types, _ = tt.Values.([]int32)
-	}
-	tok, err := bpe.FromGGUFVocab(tokens, merges, types)
-	if err != nil {
-		return nil, fmt.Errorf("tokenizer: %w", err)
-	}
-	return tok, nil
+	return vocabOf(f, true)
 }
 
 // Packed returns the block matrices of f stored in Q4_0 or Q8_0 as packed

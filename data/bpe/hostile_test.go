@@ -165,21 +165,21 @@ func TestSpecialID(t *testing.T) {
 // EOS, or over MaxVocab, with an error naming it.
 func TestGGUFVocabBounds(t *testing.T) {
 	tok := small(t)
-	tokens, merges := tok.GGUFVocab()
-	types := make([]int32, len(tokens))
-	for _, id := range tok.Special {
-		types[id] = 3
+	v, err := tok.GGUFVocab()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := FromGGUFVocab(tokens, merges, types); err != nil {
+	if _, err := FromGGUFVocab(v); err != nil {
 		t.Fatal(err)
 	}
 	bos := tok.ID(BOS)
-	noBOS := append(append([]string(nil), tokens[:bos]...), tokens[bos+1:]...)
-	noTypes := append(append([]int32(nil), types[:bos]...), types[bos+1:]...)
-	if _, err := FromGGUFVocab(noBOS, merges, noTypes); err == nil || !strings.Contains(err.Error(), "no control token <|bos|>") {
+	noBOS := *v
+	noBOS.Tokens = append(append([]string(nil), v.Tokens[:bos]...), v.Tokens[bos+1:]...)
+	noBOS.Types = append(append([]int32(nil), v.Types[:bos]...), v.Types[bos+1:]...)
+	if _, err := fromOwnGGUF(&noBOS); err == nil || !strings.Contains(err.Error(), "no control token <|bos|>") {
 		t.Errorf("no BOS: %v", err)
 	}
-	if _, err := FromGGUFVocab(make([]string, MaxVocab+1), nil, nil); err == nil || !strings.Contains(err.Error(), fmt.Sprint(MaxVocab)) {
+	if _, err := FromGGUFVocab(&Vocab{Model: "gpt2", Tokens: make([]string, MaxVocab+1)}); err == nil || !strings.Contains(err.Error(), fmt.Sprint(MaxVocab)) {
 		t.Errorf("MaxVocab+1 tokens: %v", err)
 	}
 	if _, err := Train([]string{"x"}, MaxVocab+1); err == nil {
