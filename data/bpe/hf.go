@@ -354,6 +354,12 @@ func (h *hfTokenizer) tokenBytes(id int32) string {
 			return string([]byte{c})
 		}
 	}
+	for _, d := range h.dec {
+		if _, ok := d.(byteLevelDecoder); ok {
+			// the token's own bytes: a piece of a character is not U+FFFD
+			return string(appendByteLevel(nil, s))
+		}
+	}
 	toks := []string{s}
 	for _, d := range h.dec {
 		toks = d.apply(toks, h, true)

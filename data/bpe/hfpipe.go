@@ -446,6 +446,45 @@ type decoder interface {
 	apply(toks []string, h *hfTokenizer, mid bool) []string
 }
 
+// byteLevelDecoder turns byte-level text back to bytes; added tokens stay
+// as they are and split the byte runs, as the reference implementation
+// does.
+type byteLevelDecoder struct{}
+
+func (byteLevelDecoder) apply(toks []string, h *hfTokenizer, _ bool) []string {
+	var out []string
+	var run []byte
+	flush := func() {
+		if len(run) > 0 {
+			out = append(out, lossyUTF8(run))
+			run = run[:0]
+		}
+	}
+	for _, t := range toks {
+		if _, ok := h.addedContent(t); ok {
+			flush()
+			out = append(out, t)
+			continue
+		}
+		run = appendByteLevel(run, t)
+	}
+	flush()
+	return out
+}
+
+// appendByteLevel appends the bytes of a byte-level token (a character
+// outside GPT-2's alphabet stands for itself).
+func appendByteLevel(dst []byte, t string) []byte {
+	for _, r := range t {
+		if b, ok := runeToByte[r]; ok {
+			dst = append(dst, b)
+		} else {
+			dst = utf8.AppendRune(dst, r)
+		}
+	}
+	return dst
+}
+
 type decFunc func(toks []string, h *hfTokenizer, mid bool) []string
 
 func (f decFunc) apply(toks []string, h *hfTokenizer, mid bool) []string { return f(toks, h, mid) }
@@ -473,34 +512,7 @@ func parseDecoder(c component, path string, depth int) ([]decoder, error) {
 		}
 		return out, nil
 	case "ByteLevel":
-		// Byte-level text back to bytes; added tokens stay as they are and
-		// split the byte runs, as the reference implementation does.
-		return []decoder{decFunc(func(toks []string, h *hfTokenizer, _ bool) []string {
-			var out []string
-			var run []byte
-			flush := func() {
-				if len(run) > 0 {
-					out = append(out, lossyUTF8(run))
-					run = run[:0]
-				}
-			}
-			for _, t := range toks {
-				if _, ok := h.addedContent(t); ok {
-					flush()
-					out = append(out, t)
-					continue
-				}
-				for _, r := range t {
-					if b, ok := runeToByte[r]; ok {
-						run = append(run, b)
-					} else {
-						run = utf8.AppendRune(run, r)
-					}
-				}
-			}
-			flush()
-			return out
-		})}, nil
+		return []decoder{byteLevelDecoder{}}, nil
 	case "Metaspace":
 		replacement, scheme := "▁", "always"
 		if err := c.get(path, "replacement", &replacement); err != nil {
