@@ -50,10 +50,18 @@ func layout(m *layers.Model) []tensorRef {
 			lins[nl.Linear.Weight] = nl.Linear
 		}
 	}
-	// llama.cpp's rotary layout: q's rows permuted by heads, k's by kv heads
+	// llama.cpp's rotary layout for its llama architecture: q's rows (and
+	// bias) permuted by heads, k's by kv heads. Its qwen2 architecture
+	// rotates halves as transformers does (NEOX RoPE): no permutation.
 	perm := map[*autograd.Var]int{}
 	for _, l := range m.Layers {
+		if ggufArch(m.Config) != "llama" {
+			break
+		}
 		perm[l.Attn.Q.Weight], perm[l.Attn.K.Weight] = m.Heads, m.KVHeads
+		if l.Attn.Q.Bias != nil {
+			perm[l.Attn.Q.Bias], perm[l.Attn.K.Bias] = m.Heads, m.KVHeads
+		}
 	}
 	var ts []tensorRef
 	for _, p := range m.Params() {
@@ -143,7 +151,7 @@ func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, 
 	}
 	u32 := func(k string, v int) gguf.KV { return gguf.KV{Key: k, Type: gguf.TypeU32, Value: uint32(v)} }
 	head := []gguf.KV{
-		{Key: "general.architecture", Type: gguf.TypeString, Value: "llama"},
+		{Key: "general.architecture", Type: gguf.TypeString, Value: ggufArch(m.Config)},
 		{Key: "general.name", Type: gguf.TypeString, Value: name},
 		u32("general.file_type", kernels.Formats[f].FileType),
 		u32("general.quantization_version", 2),
@@ -153,7 +161,7 @@ func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, 
 	for _, t := range layout(m) {
 		w := t.w
 		if t.permK > 0 {
-			w = permuteRotary(w, t.rows, t.cols, t.permK, false)
+			w = permuteRotary(w, t.permRows(), t.permRowLen(), t.permK, false)
 		}
 		tf := other
 		switch {
@@ -166,25 +174,47 @@ func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, 
 		tf.Pack(data, w)
 		file.Tensors = append(file.Tensors, gguf.Tensor{Name: t.gguf, Dims: t.dims(), Type: uint32(kernels.Formats[tf].GGML), Data: data})
 	}
+	if rf := ropeFreqs(m.Config); rf != nil {
+		file.Tensors = append(file.Tensors, *rf)
+	}
 	return file, nil
 }
 
-// LlamaKVs are the llama.* hyperparameter keys of c, typed as llama.cpp
-// reads them (u32 counts, f32 rope base and norm epsilon).
+// LlamaKVs are the hyperparameter keys of c under its llama.cpp
+// architecture's prefix (llama.*, qwen2.*), typed as llama.cpp reads them
+// (u32 counts, f32 rope base and norm epsilon). A head_dim other than
+// dim/heads is key_length and value_length, as convert_hf_to_gguf.py
+// writes it; llama3 rope_scaling is the rope_freqs tensor (ropeFreqs) plus
+// qat.rope_scaling.* keys that let qat read its parameters back.
 func LlamaKVs(c layers.Config) []gguf.KV {
-	u32 := func(k string, v int) gguf.KV { return gguf.KV{Key: k, Type: gguf.TypeU32, Value: uint32(v)} }
-	return []gguf.KV{
-		u32("llama.context_length", c.MaxSeq),
-		u32("llama.embedding_length", c.Dim),
-		u32("llama.block_count", c.Layers),
-		u32("llama.feed_forward_length", c.FFNHidden),
-		u32("llama.attention.head_count", c.Heads),
-		u32("llama.attention.head_count_kv", c.KVHeads),
-		u32("llama.rope.dimension_count", c.HeadDim()),
-		u32("llama.vocab_size", c.Vocab),
-		{Key: "llama.rope.freq_base", Type: gguf.TypeF32, Value: float32(c.RopeTheta)},
-		{Key: "llama.attention.layer_norm_rms_epsilon", Type: gguf.TypeF32, Value: float32(c.NormEps)},
+	a := ggufArch(c)
+	u32 := func(k string, v int) gguf.KV { return gguf.KV{Key: a + "." + k, Type: gguf.TypeU32, Value: uint32(v)} }
+	f32 := func(k string, v float64) gguf.KV {
+		return gguf.KV{Key: a + "." + k, Type: gguf.TypeF32, Value: float32(v)}
 	}
+	kvs := []gguf.KV{
+		u32("context_length", c.MaxSeq),
+		u32("embedding_length", c.Dim),
+		u32("block_count", c.Layers),
+		u32("feed_forward_length", c.FFNHidden),
+		u32("attention.head_count", c.Heads),
+		u32("attention.head_count_kv", c.KVHeads),
+		u32("rope.dimension_count", c.HeadDim()),
+		u32("vocab_size", c.Vocab),
+		f32("rope.freq_base", c.RopeTheta),
+		f32("attention.layer_norm_rms_epsilon", c.NormEps),
+	}
+	if c.HeadDimension > 0 {
+		kvs = append(kvs, u32("attention.key_length", c.HeadDim()), u32("attention.value_length", c.HeadDim()))
+	}
+	if rs := c.RopeScaling; rs.Type != "" {
+		kvs = append(kvs, gguf.KV{Key: "qat.rope_scaling.type", Type: gguf.TypeString, Value: rs.Type},
+			gguf.KV{Key: "qat.rope_scaling.factor", Type: gguf.TypeF32, Value: float32(rs.Factor)},
+			gguf.KV{Key: "qat.rope_scaling.low_freq_factor", Type: gguf.TypeF32, Value: float32(rs.LowFreqFactor)},
+			gguf.KV{Key: "qat.rope_scaling.high_freq_factor", Type: gguf.TypeF32, Value: float32(rs.HighFreqFactor)},
+			gguf.KV{Key: "qat.rope_scaling.original_max_position_embeddings", Type: gguf.TypeU32, Value: uint32(rs.OriginalMax)})
+	}
+	return kvs
 }
 
 // tokenizerKVs describes tok as llama.cpp's vocabulary: byte-level BPE

@@ -29,48 +29,61 @@ var embedGGUF, headGGUF = func() (string, string) {
 	return embed, head
 }()
 
-// ggufKeys name, per Config field (YAML name), where a GGUF holds it.
-var ggufKeys = map[string]string{"vocab": embedGGUF + "'s rows", "dim": "llama.embedding_length",
-	"layers": "llama.block_count", "heads": "llama.attention.head_count", "kv_heads": "llama.attention.head_count_kv",
-	"ffn_hidden": "llama.feed_forward_length", "max_seq": "llama.context_length", "rope_theta": "llama.rope.freq_base",
-	"norm_eps": "llama.attention.layer_norm_rms_epsilon"}
+// ggufKeys name, per Config field (YAML name), where a GGUF holds it
+// (under the architecture's prefix).
+var ggufKeys = map[string]string{"vocab": embedGGUF + "'s rows", "dim": "embedding_length",
+	"layers": "block_count", "heads": "attention.head_count", "kv_heads": "attention.head_count_kv",
+	"ffn_hidden": "feed_forward_length", "max_seq": "context_length", "rope_theta": "rope.freq_base",
+	"norm_eps": "attention.layer_norm_rms_epsilon", "head_dim": "attention.key_length"}
 
-// ConfigOf reads a llama GGUF's hyperparameters. u32 keys must be u32 and
-// the required ones present, as llama.cpp requires. The sizes are
+// ConfigOf reads a llama or qwen2 GGUF's hyperparameters. u32 keys must be
+// u32 and the required ones present, as llama.cpp requires. The sizes are
 // validated against the limits (layers.CurrentLimits); an error names the
 // GGUF key and the Config field.
 func ConfigOf(f *gguf.File) (layers.Config, error) {
 	var c layers.Config
-	if a, err := f.String("general.architecture"); err != nil || a != "llama" {
-		return c, fmt.Errorf("general.architecture %q, want llama (%v)", a, err)
+	a, err := f.String("general.architecture")
+	if err != nil || (a != "llama" && a != "qwen2") {
+		return c, fmt.Errorf("general.architecture %q, want llama or qwen2 (%v)", a, err)
 	}
+	c.QKVBias = a == "qwen2"
 	for _, k := range []struct {
 		key string
 		dst *int
-	}{{"llama.context_length", &c.MaxSeq}, {"llama.embedding_length", &c.Dim}, {"llama.block_count", &c.Layers},
-		{"llama.feed_forward_length", &c.FFNHidden}, {"llama.attention.head_count", &c.Heads}} {
-		v, err := f.U32(k.key)
+	}{{"context_length", &c.MaxSeq}, {"embedding_length", &c.Dim}, {"block_count", &c.Layers},
+		{"feed_forward_length", &c.FFNHidden}, {"attention.head_count", &c.Heads}} {
+		v, err := f.U32(a + "." + k.key)
 		if err != nil {
 			return c, err
 		}
 		*k.dst = int(v)
 	}
-	c.KVHeads = c.Heads
-	if _, ok := f.Get("llama.attention.head_count_kv"); ok {
-		v, err := f.U32("llama.attention.head_count_kv")
-		if err != nil {
-			return c, err
+	optU32 := func(key string, dst *int) error {
+		if _, ok := f.Get(key); !ok {
+			return nil
 		}
-		c.KVHeads = int(v)
+		v, err := f.U32(key)
+		*dst = int(v)
+		return err
 	}
-	eps, err := f.F32("llama.attention.layer_norm_rms_epsilon")
+	c.KVHeads = c.Heads
+	if err := optU32(a+".attention.head_count_kv", &c.KVHeads); err != nil {
+		return c, err
+	}
+	if err := optU32(a+".attention.key_length", &c.HeadDimension); err != nil {
+		return c, err
+	}
+	if c.Heads > 0 && c.HeadDimension*c.Heads == c.Dim {
+		c.HeadDimension = 0 // the default, as a Config from config.json has it
+	}
+	eps, err := f.F32(a + ".attention.layer_norm_rms_epsilon")
 	if err != nil {
 		return c, err
 	}
 	c.NormEps = float64(eps)
 	c.RopeTheta = 10000
-	if _, ok := f.Get("llama.rope.freq_base"); ok {
-		th, err := f.F32("llama.rope.freq_base")
+	if _, ok := f.Get(a + ".rope.freq_base"); ok {
+		th, err := f.F32(a + ".rope.freq_base")
 		if err != nil {
 			return c, err
 		}
@@ -90,8 +103,16 @@ func ConfigOf(f *gguf.File) (layers.Config, error) {
 	if err := c.Validate(); err != nil {
 		var fe *layers.FieldError
 		if errors.As(err, &fe) {
-			return c, fmt.Errorf("%s (model.%s): %s", ggufKeys[fe.Field], fe.Field, fe.Msg)
+			key := ggufKeys[fe.Field]
+			if fe.Field != "vocab" {
+				key = a + "." + key
+			}
+			return c, fmt.Errorf("%s (model.%s): %s", key, fe.Field, fe.Msg)
 		}
+		return c, err
+	}
+	// after the sizes are known valid: its factors are computed from them
+	if err := ropeScalingOf(f, &c); err != nil {
 		return c, err
 	}
 	return c, nil
@@ -150,7 +171,11 @@ func ggufModel(f *gguf.File, unpackAll bool) (*layers.Model, error) {
 		return nil, err
 	}
 	refs := ggufLayout(c)
-	if len(f.Tensors) != len(refs) {
+	extra := 0
+	if c.RopeScaling.Type != "" {
+		extra = 1 // rope_freqs, checked by ropeScalingOf
+	}
+	if len(f.Tensors) != len(refs)+extra {
 		return nil, fmt.Errorf("%d tensors, a llama of this shape has %d", len(f.Tensors), len(refs))
 	}
 	for _, r := range refs {
@@ -178,7 +203,7 @@ func ggufModel(f *gguf.File, unpackAll bool) (*layers.Model, error) {
 		}
 		tf.Unpack(r.w, t.Data)
 		if r.permK > 0 {
-			copy(r.w, permuteRotary(r.w, r.rows, r.cols, r.permK, true))
+			copy(r.w, permuteRotary(r.w, r.permRows(), r.permRowLen(), r.permK, true))
 		}
 	}
 	return m, nil
