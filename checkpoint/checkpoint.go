@@ -80,6 +80,11 @@ func Load(path string) (*Model, error) {
 		}
 		return &Model{Model: m, Tok: tok, Path: dir, Kind: Packed}, nil
 	}
+	// the config first: an impossible model is named before anything
+	// else is looked for
+	if _, err := layers.ReadHFConfig(filepath.Join(dir, "config.json")); err != nil {
+		return nil, &layers.InputError{Err: err}
+	}
 	if tp := filepath.Join(dir, "tokenizer.json"); !exists(tp) {
 		return nil, &layers.InputError{Err: fmt.Errorf("%s: %s is missing", dir, tp)}
 	}
