@@ -84,7 +84,8 @@ func FuzzSet(f *testing.F) {
 	b := []byte(tinyYAML(f))
 	for _, s := range [][2]string{{"train.lr=1e-3", "model.dim=512"}, {"model.dim=100000000", ""}, {"quant.preset=w4a8", "model.heads=8"},
 		{"optimizer.state=int8", "optimizer.block=64"}, {"quant.init=gwq", "quant.preset=w4a8"}, {"model.tied_embeddings=false", "train.seed=3"},
-		{"quant.preset=w4a16-g32", "model.ffn_hidden=700"}, {"lora.rank=4", "train=1"}} {
+		{"quant.preset=w4a16-g32", "model.ffn_hidden=700"}, {"lora.rank=4", "train=1"},
+		{"=false", "model.=1"}} {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, a, b2 string) {

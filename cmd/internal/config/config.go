@@ -343,8 +343,12 @@ func (c *Config) validate() *fieldError {
 // inlined structs too.
 func field(v reflect.Value, name string) (reflect.Value, bool) {
 	for i := 0; i < v.NumField(); i++ {
-		tag := strings.Split(v.Type().Field(i).Tag.Get("yaml"), ",")
-		if tag[0] == name {
+		sf := v.Type().Field(i)
+		if !sf.IsExported() || sf.Tag.Get("yaml") == "-" {
+			continue // not a key: reflect could not set it anyway
+		}
+		tag := strings.Split(sf.Tag.Get("yaml"), ",")
+		if tag[0] == name && name != "" {
 			return v.Field(i), true
 		}
 		if tag[0] == "" && len(tag) > 1 && tag[1] == "inline" {
