@@ -44,6 +44,7 @@ type config struct {
 	chatTemplate           string
 	templateFile           bool   // chat_template.jinja, not tokenizer_config.json
 	tokJSON, tokConfig     []byte // the files as read, for WriteFiles
+	genConfig              []byte
 }
 
 // maxConfig bounds tokenizer_config.json and generation_config.json (real
@@ -255,6 +256,7 @@ func (t *Tokenizer) readConfigs(dir string) error {
 		if err := json.Unmarshal(gb, &gc); err != nil {
 			return fmt.Errorf("%s: %w", gpath, err)
 		}
+		t.conf.genConfig = gb
 		ids := func(name string, raw json.RawMessage) ([]int32, error) {
 			raw = bytes.TrimSpace(raw)
 			if len(raw) == 0 || string(raw) == "null" {
@@ -445,7 +447,9 @@ func (t *Tokenizer) EncodeSpecial(dst []int32, text string) []int32 {
 
 // WriteFiles writes tokenizer.json and tokenizer_config.json into dir
 // (an imported tokenizer's files as they were read; chat_template.jinja
-// too when the template came from one).
+// too when the template came from one, and generation_config.json when
+// one was read: its stop ids and the model's sampling defaults travel
+// with every checkpoint and export).
 func (t *Tokenizer) WriteFiles(dir string) error {
 	tj := t.conf.tokJSON
 	if tj == nil {
@@ -483,6 +487,11 @@ func (t *Tokenizer) WriteFiles(dir string) error {
 	}
 	if err := atomic.WriteFile(filepath.Join(dir, "tokenizer_config.json"), tc); err != nil {
 		return err
+	}
+	if t.conf.genConfig != nil {
+		if err := atomic.WriteFile(filepath.Join(dir, "generation_config.json"), t.conf.genConfig); err != nil {
+			return err
+		}
 	}
 	if t.conf.templateFile {
 		return atomic.WriteFile(filepath.Join(dir, "chat_template.jinja"), []byte(t.conf.chatTemplate))

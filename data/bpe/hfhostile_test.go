@@ -171,12 +171,19 @@ func TestConfigs(t *testing.T) {
 	if err := tok.WriteFiles(out); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"tokenizer.json", "tokenizer_config.json"} {
+	for _, f := range []string{"tokenizer.json", "tokenizer_config.json", "generation_config.json"} {
 		a, _ := os.ReadFile(filepath.Join(dir, f))
 		b, _ := os.ReadFile(filepath.Join(out, f))
 		if string(a) != string(b) {
 			t.Errorf("WriteFiles: %s is not the file read", f)
 		}
+	}
+	// a checkpoint's tokenizer (written by WriteFiles, loaded again) keeps
+	// the stop ids
+	if again, err := LoadDir(out); err != nil {
+		t.Error(err)
+	} else if !slices.Equal(again.StopIDs(), []int32{8, 6}) {
+		t.Errorf("written and loaded again: stop ids %v", again.StopIDs())
 	}
 	for _, c := range []struct{ file, body, want string }{
 		{"tokenizer_config.json", `{"bos_token": "<nope>"}`, `tokenizer_config.json: bos_token "<nope>" is not a token`},
