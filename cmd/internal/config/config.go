@@ -183,6 +183,11 @@ func parse(name string, b []byte, resumed bool, overrides ...string) (*Config, e
 			return nil, &InputError{fmt.Errorf("--set %s: %w", o, err)}
 		}
 	}
+	// train.min_lr left out is a tenth of train.lr, so a fine-tune that
+	// lowers lr (1e-5 for a pretrained model) needs no min_lr.
+	if !trainKeyGiven(b, overrides, "min_lr") {
+		c.Train.MinLR = c.Train.LR / 10
+	}
 	var fe *fieldError
 	if c.InitFrom != "" && !c.resumed {
 		fe = c.modelFromInit(modelKeys(b, overrides))

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,4 +113,34 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("accepted an invalid config")
 		}
 	})
+}
+
+// TestMinLRDefault: min_lr left out is a tenth of lr (a fine-tune at
+// lr 1e-5 is valid without it); given, it is kept and checked.
+func TestMinLRDefault(t *testing.T) {
+	var lines []string
+	for _, l := range strings.Split(tinyYAML(t), "\n") {
+		if !strings.Contains(l, "min_lr:") {
+			lines = append(lines, l)
+		}
+	}
+	base := strings.Join(lines, "\n")
+	for _, c := range []struct {
+		set  []string
+		want float64
+	}{{[]string{"train.lr=2e-3"}, 2e-4}, {[]string{"train.lr=1e-5"}, 1e-6}, {[]string{"train.lr=1e-5", "train.min_lr=0"}, 0}} {
+		cfg, err := Parse("t.yaml", []byte(base), c.set...)
+		if err != nil {
+			t.Fatalf("%v: %v", c.set, err)
+		}
+		if math.Abs(cfg.Train.MinLR-c.want) > 1e-12*c.want {
+			t.Errorf("%v: min_lr %g, want %g", c.set, cfg.Train.MinLR, c.want)
+		}
+	}
+	if cfg, err := Parse("t.yaml", []byte(tinyYAML(t)), "train.lr=1e-2"); err != nil || cfg.Train.MinLR == 1e-3 {
+		t.Errorf("tiny.yaml's own min_lr replaced: %v %v", cfg, err)
+	}
+	if _, err := Parse("t.yaml", []byte(base), "train.lr=1e-5", "train.min_lr=1e-4"); err == nil || !strings.Contains(err.Error(), "train.min_lr") {
+		t.Errorf("min_lr above lr: %v", err)
+	}
 }

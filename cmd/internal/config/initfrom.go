@@ -64,6 +64,24 @@ func initDir(p string) (string, error) {
 
 // modelKeys returns the keys the YAML's model section and the --set
 // overrides give, by their YAML names.
+// trainKeyGiven says whether the train section or an override sets key.
+func trainKeyGiven(b []byte, overrides []string, key string) bool {
+	var raw struct {
+		Train map[string]any `yaml:"train"`
+	}
+	if yaml.Unmarshal(b, &raw) == nil {
+		if _, ok := raw.Train[key]; ok {
+			return true
+		}
+	}
+	for _, o := range overrides {
+		if k, _, _ := strings.Cut(o, "="); strings.TrimSpace(k) == "train."+key {
+			return true
+		}
+	}
+	return false
+}
+
 func modelKeys(b []byte, overrides []string) map[string]bool {
 	var raw struct {
 		Model map[string]any `yaml:"model"`
