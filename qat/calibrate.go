@@ -48,11 +48,12 @@ func (c *calibration) record(x []float32) {
 }
 
 // activationQuantizers lists the quantizers of m whose steps come from
-// data: activation quantizers with mse or lsq scales.
+// data: activation quantizers with mse, lsq or clip scales, except those
+// whose trained state a post-training quantization keeps (KeepInputs).
 func activationQuantizers(m *layers.Model) []*Quantizer {
 	var out []*Quantizer
 	add := func(q layers.Quantizer) {
-		if qq, ok := q.(*Quantizer); ok && qq.Activation && qq.Step != nil {
+		if qq, ok := q.(*Quantizer); ok && qq.Activation && qq.Fixed() && !qq.kept {
 			out = append(out, qq)
 		}
 	}
@@ -71,7 +72,8 @@ func activationQuantizers(m *layers.Model) []*Quantizer {
 func NeedsCalibration(m *layers.Model) bool { return len(activationQuantizers(m)) > 0 }
 
 // Calibrate sets the steps of m's data-calibrated activation quantizers
-// (mse: the MSE search; lsq: LSQ's mean-|x| or LSQ+'s min/max init) from
+// (mse: the MSE search; lsq: LSQ's mean-|x| or LSQ+'s min/max init; clip:
+// the clip values at the min and max) from
 // the inputs they see while run makes forward passes. While it runs those
 // quantizers pass values through unchanged, so each sees the inputs of the
 // model quantized up to it but not by itself. It returns the number of
@@ -93,6 +95,10 @@ func Calibrate(m *layers.Model, run func() error) (int, error) {
 		c := q.cal
 		if c.n == 0 {
 			return 0, fmt.Errorf("qat: calibration fed no values to an activation quantizer")
+		}
+		if q.Scale == "clip" {
+			q.initClip(c.lo, c.hi)
+			continue
 		}
 		// Activations with steps have granularity tensor: one step.
 		q.initGroup(0, c.sample, c.lo, c.hi, c.sumAbs/float64(c.n))

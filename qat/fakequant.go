@@ -20,9 +20,15 @@ type Quantizer struct {
 	Offset *autograd.Var
 	// Zero is the integer zero point of mse scales (0 when symmetric).
 	Zero *autograd.Var
+	// ClipLo and ClipHi are the learned clip values of clip scales (one
+	// each: granularity tensor), set by Calibrate, trained with the model.
+	ClipLo, ClipHi *autograd.Var
 	// Activation marks an input quantizer (steps from calibration data).
 	Activation bool
-	row        int
+	// kept marks trained state that a post-training quantization keeps
+	// (KeepInputs): Calibrate leaves it as it is.
+	kept bool
+	row  int
 	// cal records inputs while Calibrate runs.
 	cal *calibration
 }
@@ -49,15 +55,19 @@ func NewQuantizer(spec Spec, row, n int) (*Quantizer, error) {
 		}
 	case "mse":
 		q.Step, q.Zero = autograd.NewParam(n/g), autograd.NewParam(n/g)
+	case "clip":
+		q.ClipLo, q.ClipHi = autograd.NewParam(1), autograd.NewParam(1)
 	}
 	return q, nil
 }
 
 // State returns the steps (and offsets or zero points) of lsq and mse
-// quantizers. mse's get no gradient, so training leaves them as found.
+// quantizers, and the clip values of clip ones (clip_lo, clip_hi). mse's
+// get no gradient, so training leaves them as found.
 func (q *Quantizer) State() map[string]*autograd.Var {
 	st := map[string]*autograd.Var{}
-	for name, v := range map[string]*autograd.Var{"step": q.Step, "offset": q.Offset, "zero": q.Zero} {
+	for name, v := range map[string]*autograd.Var{"step": q.Step, "offset": q.Offset, "zero": q.Zero,
+		"clip_lo": q.ClipLo, "clip_hi": q.ClipHi} {
 		if v != nil {
 			st[name] = v
 		}
@@ -71,7 +81,7 @@ func (q *Quantizer) State() map[string]*autograd.Var {
 // Replica shares the state's values and gives it its own gradient.
 func (q *Quantizer) Replica() layers.Quantizer {
 	r := *q
-	for _, v := range []**autograd.Var{&r.Step, &r.Offset, &r.Zero} {
+	for _, v := range []**autograd.Var{&r.Step, &r.Offset, &r.Zero, &r.ClipLo, &r.ClipHi} {
 		if *v != nil {
 			*v = (*v).Replica()
 		}
@@ -79,9 +89,10 @@ func (q *Quantizer) Replica() layers.Quantizer {
 	return &r
 }
 
-// Fixed reports whether the quantizer has steps that must be set before
-// use (lsq and mse scales), by Init from a weight or Calibrate from data.
-func (q *Quantizer) Fixed() bool { return q.Step != nil }
+// Fixed reports whether the quantizer has steps or clip values that must
+// be set before use (lsq, mse and clip scales), by Init from a weight or
+// Calibrate from data.
+func (q *Quantizer) Fixed() bool { return q.Step != nil || q.ClipLo != nil }
 
 // Init sets the steps from x, a weight (at Prepare) or calibration data
 // (activations; then x is a sample, lo and hi its full range): LSQ's
@@ -178,6 +189,9 @@ func (q *Quantizer) Apply(t autograd.Ops, x *autograd.Var) *autograd.Var {
 		q.cal.record(x.Data())
 		return x
 	}
+	if q.Scale == "clip" {
+		return q.applyClip(t, x)
+	}
 	if q.Step != nil && !packed {
 		group, _ := q.Group(q.row, n)
 		if q.Step.Size() != n/group {
@@ -241,8 +255,13 @@ func (q *Quantizer) ScratchSize(n int) int {
 // other scales are q's own (mse) or computed from x. scratch
 // (ScratchSize(len(x))) must be kept unchanged until Backward. The tape
 // (Apply) and the Gorgonia engine (package qat/gorgonia) both call it.
+// Clip scales have their own pair (ClipForward, ClipBackward): their
+// gradients go to the clip values, which these signatures do not carry.
 func (q *Quantizer) Forward(out []float32, mask []uint8, x, step, offset, scratch []float32) {
 	n := len(x)
+	if q.Scale == "clip" {
+		panic("qat: Forward of a clip quantizer: its op is ClipForward (the tape's Apply)")
+	}
 	switch q.Format {
 	case kernels.Q4_0:
 		kernels.FakeQuantQ4_0(out, mask, x)
@@ -285,6 +304,9 @@ func (q *Quantizer) Forward(out []float32, mask []uint8, x, step, offset, scratc
 // dx and doffset may be nil; dstep must be given for lsq. mask, x, step
 // and scratch are Forward's.
 func (q *Quantizer) Backward(dx, dstep, doffset, dout []float32, mask []uint8, x, step, scratch []float32) {
+	if q.Scale == "clip" {
+		panic("qat: Backward of a clip quantizer: its op is ClipBackward (the tape's Apply)")
+	}
 	if q.Scale != "lsq" || q.block() > 0 {
 		if dx != nil {
 			kernels.MaskGrad(dx, dout, mask)
@@ -359,11 +381,11 @@ func (q *Quantizer) codes(w, scales []float32, group int) ([]int8, []float32, in
 }
 
 // SameAs reports whether o is a quantizer with the same spec and dynamic
-// scales (no steps): it then computes the same function of the same input
-// (layers.InputSharer).
+// scales (no steps, no clip values): it then computes the same function of
+// the same input (layers.InputSharer).
 func (q *Quantizer) SameAs(o layers.Quantizer) bool {
 	p, ok := o.(*Quantizer)
-	return ok && p.Spec == q.Spec && q.Step == nil && p.Step == nil && p.row == q.row && q.cal == nil && p.cal == nil
+	return ok && p.Spec == q.Spec && !q.Fixed() && !p.Fixed() && p.row == q.row && q.cal == nil && p.cal == nil
 }
 
 // Row is the length of the rows q quantizes (groups never cross one).

@@ -329,15 +329,11 @@ func ApplyGPTQ(m *layers.Model, base GPTQConfig, run func() error, done func(blo
 			if !want {
 				continue
 			}
+			// The tap sees the input before any input quantizer (GPTQ's
+			// Hessian of the full-precision input), so the linears of a
+			// group share it whatever their input quantizers: learned
+			// clip values differ from q to k to v.
 			first := g.Linears[0]
-			for _, l := range g.Linears {
-				if l.InputQuant != first.InputQuant && !sameQuant(l.InputQuant, first.InputQuant) {
-					for i := len(detach) - 1; i >= 0; i-- {
-						detach[i]()
-					}
-					return n, fmt.Errorf("gptq: %s: linears that share an input have different input quantizers", g.Name)
-				}
-			}
 			t := &hessianTap{H: NewHessian(first.Weight.Shape()[1])}
 			detach = append(detach, observe(first, t))
 			taps = append(taps, t)

@@ -1,15 +1,18 @@
 package qat
 
 import (
+	"fmt"
 	"math"
 
 	"qat/autograd"
 	"qat/layers"
 )
 
-// Kurtosis is a layer's input observer (layers.Observer): it passes the
-// activation through unchanged (to the input quantizer, if any), measures the
-// kurtosis of each row (K = mean(d^4)/(mean(d^2)+eps)^2, d = x - mean(x):
+// Kurtosis is an observer (layers.Observer) of a linear layer's input or of
+// its output (KurtosisConfig.On): it passes the activation through
+// unchanged (an input to the input quantizer, if any; an output, the
+// product plus bias, to what follows), measures the kurtosis of each row
+// (a token: over the input features, or over the output features) (K = mean(d^4)/(mean(d^2)+eps)^2, d = x - mean(x):
 // Gaussian 3, uniform 1.8), and with Coef > 0 regularises it: backward adds
 // the gradient of Coef * mean over rows of (K_row - Target)^2 (activation
 // kurtosis regularisation, docs/algorithms.md section 5), which pulls
@@ -128,17 +131,45 @@ func (k *Kurtosis) Mean() float64 {
 // ResetStats clears the accumulated kurtosis.
 func (k *Kurtosis) ResetStats() { k.Sum, k.N = 0, 0 }
 
-// KurtosisConfig selects the layers whose input kurtosis is regularised.
+// KurtosisConfig selects the layers whose activation kurtosis is
+// regularised, and where.
 type KurtosisConfig struct {
 	Coef   float64 `yaml:"coef" json:"coef"`
 	Target float64 `yaml:"target" json:"target"`
 	Match  string  `yaml:"match" json:"match"`
+	// On is where the taps sit: "input" (the default, "" too) measures and
+	// regularises each linear's input before its input quantizer;
+	// "output" its product (arXiv 2404.03605: penalising the outputs'
+	// kurtosis keeps the model from moving the outliers that input
+	// quantization removes into the weights).
+	On string `yaml:"on" json:"on,omitempty"`
 }
 
-// Taps attaches a Kurtosis observer to the input of every linear layer
-// (taps measure; those matching cfg.Match, with cfg.Coef > 0, also
-// regularise) and returns them by layer name.
+// Kurtosis tap placements (KurtosisConfig.On).
+const (
+	KurtosisOnInput  = "input"
+	KurtosisOnOutput = "output"
+)
+
+// Output reports whether the taps sit on the linears' outputs.
+func (c KurtosisConfig) Output() bool { return c.On == KurtosisOnOutput }
+
+// Validate checks On; path names the config section in messages.
+func (c KurtosisConfig) Validate(path string) error {
+	if c.On != "" && c.On != KurtosisOnInput && c.On != KurtosisOnOutput {
+		return fmt.Errorf("%s.on: %q, want input or output", path, c.On)
+	}
+	return nil
+}
+
+// Taps attaches a Kurtosis observer to the input, or with cfg.On output
+// to the output, of every linear layer (taps measure; those matching
+// cfg.Match, with cfg.Coef > 0, also regularise) and returns them by layer
+// name.
 func Taps(m *layers.Model, cfg KurtosisConfig) (map[string]*Kurtosis, error) {
+	if err := cfg.Validate("quant.kurtosis"); err != nil {
+		return nil, err
+	}
 	out := map[string]*Kurtosis{}
 	for _, ln := range m.Linears() {
 		k := &Kurtosis{Target: cfg.Target}
@@ -151,7 +182,11 @@ func Taps(m *layers.Model, cfg KurtosisConfig) (map[string]*Kurtosis, error) {
 				k.Coef = cfg.Coef
 			}
 		}
-		ln.Linear.Observers = append(ln.Linear.Observers, k)
+		if cfg.Output() {
+			ln.Linear.OutputObservers = append(ln.Linear.OutputObservers, k)
+		} else {
+			ln.Linear.Observers = append(ln.Linear.Observers, k)
+		}
 		out[ln.Name] = k
 	}
 	return out, nil

@@ -104,6 +104,9 @@ func plan(rules []Rule, lins, attns []target) (linRule, attnRule []int, err erro
 			if err := s.s.Validate(path); err != nil {
 				return nil, nil, err
 			}
+			if s.name != "activations" && s.s.Scale == "clip" {
+				return nil, nil, fmt.Errorf("%s.scale: clip is for linear inputs (activations): learned clip values of a layer's input", path)
+			}
 			if s.name != "weights" && s.s.Scale != "minmax" && s.s.Granularity != "tensor" {
 				return nil, nil, fmt.Errorf("%s.granularity: %s with %s scales: activations with fixed or learned steps use granularity tensor",
 					path, s.s.Granularity, s.s.Scale)
@@ -276,4 +279,88 @@ func kvQuantizer(s Spec, row int) (layers.Quantizer, error) {
 	}
 	q.Activation = true
 	return q, nil
+}
+
+// Detach removes every quantizer from m (weights, inputs, KV cache), so
+// that a post-training quantization of a QAT checkpoint starts from its
+// full-precision weights and its rules alone describe the result.
+// Adapters and observers stay.
+func Detach(m *layers.Model) {
+	for _, ln := range m.Linears() {
+		ln.Linear.WeightQuant, ln.Linear.InputQuant = nil, nil
+	}
+	for _, na := range m.Attentions() {
+		na.Attention.KQuant, na.Attention.VQuant = nil, nil
+	}
+}
+
+// TrainedInputs returns m's input quantizers that hold trained state
+// (learned clip values, LSQ steps and offsets, searched steps), by linear
+// name.
+func TrainedInputs(m *layers.Model) map[string]*Quantizer {
+	out := map[string]*Quantizer{}
+	for _, ln := range m.Linears() {
+		if q, ok := ln.Linear.InputQuant.(*Quantizer); ok && q.Fixed() {
+			out[ln.Name] = q
+		}
+	}
+	return out
+}
+
+// KeepInputs attaches the input quantizers kept (TrainedInputs of the
+// model before Prepare) to the linears of m they came from, in place of
+// what rules attached there, and marks them so Calibrate leaves their
+// trained state as it is. It returns the number attached.
+func KeepInputs(m *layers.Model, kept map[string]*Quantizer) (int, error) {
+	n := 0
+	for _, ln := range m.Linears() {
+		q, ok := kept[ln.Name]
+		if !ok {
+			continue
+		}
+		if ln.Linear.Weight != nil && ln.Linear.Weight.Shape()[1] != q.row {
+			return 0, fmt.Errorf("kept input quantizer of %s has rows of %d, the layer reads %d", ln.Name, q.row, ln.Linear.Weight.Shape()[1])
+		}
+		q.kept = true
+		ln.Linear.InputQuant = q
+		n++
+	}
+	if n != len(kept) {
+		return 0, fmt.Errorf("%d kept input quantizers, %d of them on linears of the model", len(kept), n)
+	}
+	return n, nil
+}
+
+// KeptRules returns rules that describe m after Prepare(rules) and
+// KeepInputs(kept), for its quant.json: one rule per quantized linear,
+// matching its exact name, with the weights spec rules gave it and the
+// kept input spec (else rules' activations), and one per attention with a
+// KV-cache spec. A glob cannot say "these weights, but the inputs each
+// layer trained", so the layers are named one by one.
+func KeptRules(m *layers.Model, rules []Rule, kept map[string]*Quantizer) ([]Rule, error) {
+	lins, attns := targets(m)
+	linRule, attnRule, err := plan(rules, lins, attns)
+	if err != nil {
+		return nil, err
+	}
+	var out []Rule
+	for k, ln := range lins {
+		r := Rule{Match: ln.name}
+		if i := linRule[k]; i >= 0 {
+			r.Weights, r.Activations = rules[i].Weights, rules[i].Activations
+		}
+		if q, ok := kept[ln.name]; ok {
+			s := q.Spec
+			r.Activations = &s
+		}
+		if r.Weights != nil || r.Activations != nil {
+			out = append(out, r)
+		}
+	}
+	for k, a := range attns {
+		if i := attnRule[k]; i >= 0 {
+			out = append(out, Rule{Match: a.name, KVCache: rules[i].KVCache})
+		}
+	}
+	return out, nil
 }

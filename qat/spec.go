@@ -31,9 +31,11 @@ type Spec struct {
 	// gradient); mse (fixed steps from a search over clipping ratios that
 	// minimises the squared error, on the weight at Prepare or on
 	// calibration batches for activations; int only); lsq (a learned
-	// step per group, LSQ; asymmetric adds LSQ+'s learned offset).
-	// Activations with fixed or learned steps (mse, lsq) use granularity
-	// tensor: one step for every token.
+	// step per group, LSQ; asymmetric adds LSQ+'s learned offset); clip
+	// (two learned clip values lo < hi per layer input, arXiv 2404.03605:
+	// int, asymmetric, granularity tensor, activations only; clip.go).
+	// Activations with fixed or learned steps (mse, lsq, clip) use
+	// granularity tensor: one step for every token.
 	Scale string `yaml:"scale" json:"scale"`
 	// Restricted: a symmetric int grid without its most negative value,
 	// [-(2^(b-1)-1), 2^(b-1)-1], so s = amax/(2^(b-1)-1) (QQQ's
@@ -151,8 +153,19 @@ func (s Spec) Validate(path string) error {
 		if s.Granularity == "token" {
 			return bad("scale", "%s steps are fixed; per-token scales are dynamic (use minmax)", s.Scale)
 		}
+	case "clip":
+		switch {
+		case s.Format != kernels.Int:
+			return bad("scale", "clip needs an int format (%s has its own grid)", s.Format)
+		case s.Symmetric:
+			return bad("symmetric", "true, but clip learns both ends of the range (symmetric: false)")
+		case s.Restricted:
+			return bad("restricted", "true, but clip's grid is its own 2^bits levels between the clip values")
+		case s.Granularity != "tensor":
+			return bad("granularity", "%q, but clip learns one pair of clip values per tensor (granularity: tensor)", s.Granularity)
+		}
 	default:
-		return bad("scale", "%q, want minmax, mse or lsq", s.Scale)
+		return bad("scale", "%q, want minmax, mse, lsq or clip", s.Scale)
 	}
 	return nil
 }

@@ -22,7 +22,7 @@ func ptqCmd() *cobra.Command {
 	var actOrder bool
 	var outliers float64
 	var gwqBase string
-	var force bool
+	var force, keepActs bool
 	cmd := &cobra.Command{
 		Use:   "ptq",
 		Short: "Post-training quantization of a checkpoint (the baseline QAT has to beat)",
@@ -48,7 +48,13 @@ GPTQ (--gwq-base gptq), the kept values left out of its ranges. --scale minmax k
 activations) with steps found by a search over clipping ratios that
 minimises the squared error. Activation steps are calibrated on
 --calib-batches batches of the training split of --data; with --data the
-result is also evaluated on the validation split.`,
+result is also evaluated on the validation split.
+
+A checkpoint trained with quantizers (a QAT run) is quantized from its
+full-precision weights: its own quantizers are replaced by the preset's,
+or with --keep-activations its trained input quantizers (learned clip
+values, arXiv 2404.03605; LSQ steps) are kept as trained and only the
+weights (and linears it had no input quantizer on) take the preset's.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kernels.SetThreads(threads)
@@ -120,9 +126,19 @@ result is also evaluated on the validation split.`,
 			}
 			g := qatpkg.DefaultGPTQ
 			g.ActOrder = actOrder
-			rules, rep, err := ptq.Quantize(m, rules, ptq.Options{Method: method, GWQBase: gwqBase, GPTQ: g}, calib)
+			trained := len(qatpkg.TrainedInputs(m))
+			if keepActs && trained == 0 {
+				return inputf("--keep-activations: %s has no trained input quantizers (learned clip values or steps)", model)
+			}
+			rules, rep, err := ptq.Quantize(m, rules, ptq.Options{Method: method, GWQBase: gwqBase, GPTQ: g, KeepInputs: keepActs}, calib)
 			if err != nil {
 				return inputf("--method %s: %v", method, err)
+			}
+			switch {
+			case rep.Inputs > 0:
+				fmt.Fprintf(cmd.OutOrStdout(), "kept the trained input quantizers of %d linear layers\n", rep.Inputs)
+			case trained > 0:
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: the trained input quantizers of %d linear layers were replaced by the preset's (--keep-activations keeps them)\n", trained)
 			}
 			if rep.Outliers > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "gwq: kept %d weights of %d linear layers in fp16 (the largest |dL/dW| on %d batches)\n", rep.Kept, rep.Outliers, calibBatches)
@@ -171,6 +187,7 @@ result is also evaluated on the validation split.`,
 	cmd.Flags().IntVar(&evalBatches, "batches", 0, "evaluate on at most this many batches (0: all)")
 	cmd.Flags().IntVar(&threads, "threads", 2, "threads")
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "seed of the calibration batches")
+	cmd.Flags().BoolVar(&keepActs, "keep-activations", false, "keep the checkpoint's trained input quantizers (learned clip values, LSQ steps) instead of the preset's activations")
 	forceFlag(cmd, &force)
 	cmd.MarkFlagRequired("model")
 	cmd.MarkFlagRequired("out")

@@ -169,6 +169,9 @@ func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], er
 		case !ok:
 			err = fmt.Errorf("device step: a %T quantizer (GWQ outliers, QQQ's two-level groups, LR-QAT) does not run on the device yet", q)
 			return nil
+		case qq.Scale == "clip":
+			err = fmt.Errorf("device step: learned clip values (scale: clip) do not run on the device yet: train on the cpu")
+			return nil
 		case qq.Scale == "lsq" && !qq.Symmetric:
 			err = fmt.Errorf("device step: LSQ+ (asymmetric lsq) does not run on the device yet")
 			return nil

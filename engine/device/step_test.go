@@ -161,4 +161,14 @@ func TestStepRefusals(t *testing.T) {
 			t.Errorf("%s quantizers: no error", name)
 		}
 	}
+	// learned clip values: refused by name, not run as dynamic scales
+	clip := []qat.Rule{{Match: "model.layers.*", Activations: &qat.Spec{Format: kernels.Int, Bits: 4, Granularity: "tensor", Scale: "clip"}}}
+	m = layers.New(configs[2])
+	m.Init(1)
+	if err := qat.Prepare(m, clip); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New[[]float32, []int32](cuda.Host{}, m, 1, 4); err == nil || !strings.Contains(err.Error(), "scale: clip") {
+		t.Errorf("clip input quantizers: %v, want a refusal naming scale: clip", err)
+	}
 }

@@ -69,8 +69,12 @@ func Supported(m *layers.Model) error {
 			if q == nil {
 				continue
 			}
-			if _, ok := qat.Plain(q); !ok {
+			p, ok := qat.Plain(q)
+			if !ok {
 				return fmt.Errorf("%s.%s: the gorgonia engine runs qat fake-quant quantizers only, not %T (LR-QAT, LoRA, outliers)", nl.Name, what, q)
+			}
+			if p.Scale == "clip" {
+				return fmt.Errorf("%s.%s: the gorgonia engine has no learned clip values (scale: clip): train on the tape engine", nl.Name, what)
 			}
 		}
 		if nl.Linear.Weight == nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"qat/autograd"
@@ -203,5 +204,26 @@ func TestTenStepsParity(t *testing.T) {
 			t.Errorf("%q: ten steps did not train: %v", preset, curves[0])
 		}
 		t.Logf("%q: tape %.4f -> %.4f, gorgonia %.4f -> %.4f", preset, curves[0][0], curves[0][9], curves[1][0], curves[1][9])
+	}
+}
+
+// TestClipRefused: learned clip values (scale: clip) have no Gorgonia op;
+// the engine refuses them at New, naming the layer and the scale, rather
+// than running its fake-quant op, which has no clip gradients.
+func TestClipRefused(t *testing.T) {
+	c := layers.Config{Vocab: 64, Dim: 32, Layers: 1, Heads: 2, KVHeads: 2, FFNHidden: 48, RopeTheta: 10000, NormEps: 1e-5, Tied: true, MaxSeq: 8}
+	m := layers.New(c)
+	m.Init(1)
+	clip := &qat.Spec{Format: kernels.Int, Bits: 4, Granularity: "tensor", Scale: "clip"}
+	if err := qat.Prepare(m, []qat.Rule{{Match: "model.layers.*", Activations: clip}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(m, 1, 4, Options{})
+	if err == nil || !strings.Contains(err.Error(), "input_quant") || !strings.Contains(err.Error(), "scale: clip") {
+		t.Errorf("clip input quantizers: %v, want a refusal naming input_quant and scale: clip", err)
+	}
+	q, _ := qat.Plain(m.Layers[0].Attn.Q.InputQuant)
+	if _, err := FakeQuant(q, nil, nil); err == nil {
+		t.Error("FakeQuant of a clip quantizer: no error")
 	}
 }

@@ -16,6 +16,11 @@ import (
 // (asymmetric), its offset: they take LSQ's gradients. Other quantizers
 // take no params (mse steps are fixed, minmax ones computed from x).
 func FakeQuant(q *qat.Quantizer, x *G.Node, params ...*G.Node) (*G.Node, error) {
+	if q.Scale == "clip" {
+		// its gradients go to the clip values, which Forward/Backward do
+		// not carry (qat.ClipForward, ClipBackward)
+		return nil, fmt.Errorf("gorgonia: FakeQuant: learned clip values (scale: clip) run on the tape only")
+	}
 	shape := x.Shape()
 	if len(shape) == 0 || shape[len(shape)-1] != q.Row() {
 		return nil, fmt.Errorf("gorgonia: FakeQuant: quantizer for rows of %d applied to %v", q.Row(), shape)

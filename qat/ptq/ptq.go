@@ -50,6 +50,12 @@ type Options struct {
 	// GWQBase is how GWQ rounds the rest: RTN or GPTQ.
 	GWQBase string
 	GPTQ    qat.GPTQConfig
+	// KeepInputs keeps the model's trained input quantizers (learned clip
+	// values or steps, as a checkpoint trained with them has) instead of
+	// the rules' activations: the weights are quantized, the inputs stay
+	// as trained (arXiv 2404.03605's PTQ of the weights after QAT of the
+	// activations).
+	KeepInputs bool
 }
 
 // Report is what Quantize did.
@@ -58,15 +64,30 @@ type Report struct {
 	Quantized int // GPTQ: linear layers rounded column by column
 	Outliers  int // GWQ: linear layers that keep fp16 outliers
 	Kept      int // GWQ: weights kept in fp16
+	Inputs    int // KeepInputs: trained input quantizers kept
 }
 
 // Quantize attaches rules to m (qat.Prepare) and rounds its weights by the
 // method; activation steps that need calibration are set first where the
 // method's own statistics need the quantized model (call Calibrate again
-// after, on the final weights). It returns the rules to save with the
-// result: GPTQ's scales become fixed steps.
+// after, on the final weights). Quantizers m already has (a QAT
+// checkpoint's) are removed first, or with o.KeepInputs its trained input
+// quantizers are kept. It returns the rules to save with the result:
+// GPTQ's scales become fixed steps; kept inputs are named layer by layer.
 func Quantize(m *layers.Model, rules []qat.Rule, o Options, c Calibration) ([]qat.Rule, Report, error) {
 	var rep Report
+	var kept map[string]*qat.Quantizer
+	if o.KeepInputs {
+		if o.Method == QQQ {
+			// smoothing rescales the inputs the kept quantizers were
+			// trained on
+			return nil, rep, fmt.Errorf("keep inputs: qqq smooths the inputs, which the trained input quantizers were not trained on")
+		}
+		if kept = qat.TrainedInputs(m); len(kept) == 0 {
+			return nil, rep, fmt.Errorf("keep inputs: the model has no trained input quantizers (learned clip values or steps)")
+		}
+	}
+	qat.Detach(m)
 	var grads map[*autograd.Var][]float32
 	if o.Method == GWQ {
 		// saliency: |dL/dW| of the full-precision model's loss
@@ -84,6 +105,13 @@ func Quantize(m *layers.Model, rules []qat.Rule, o Options, c Calibration) ([]qa
 			return nil, rep, fmt.Errorf("gwq: no linear has an int weight quantizer")
 		}
 	}
+	if kept != nil {
+		// before GPTQ: its statistics come from the inputs as trained
+		var err error
+		if rep.Inputs, err = qat.KeepInputs(m, kept); err != nil {
+			return nil, rep, err
+		}
+	}
 	if o.Method == GPTQ || o.Method == QQQ || (o.Method == GWQ && o.GWQBase == GPTQ) {
 		var err error
 		if rep.Smoothed, rep.Quantized, err = PostTrain(m, o.Method == QQQ, o.GPTQ, c); err != nil {
@@ -94,6 +122,12 @@ func Quantize(m *layers.Model, rules []qat.Rule, o Options, c Calibration) ([]qa
 		}
 		// the quantized layers keep GPTQ's scales as fixed steps
 		rules = qat.FixedWeightSteps(rules)
+	}
+	if kept != nil {
+		var err error
+		if rules, err = qat.KeptRules(m, rules, kept); err != nil {
+			return nil, rep, err
+		}
 	}
 	return rules, rep, nil
 }

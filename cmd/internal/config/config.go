@@ -329,7 +329,9 @@ func (c *Config) validate() *fieldError {
 	case c.Quant.Kurtosis.Coef < 0 || math.IsNaN(c.Quant.Kurtosis.Coef):
 		return &fieldError{"quant.kurtosis.coef", fmt.Sprintf("%g, must not be negative", c.Quant.Kurtosis.Coef)}
 	case c.Quant.Kurtosis.Coef > 0 && c.Quant.Kurtosis.Match == "":
-		return &fieldError{"quant.kurtosis.match", "missing: a glob of the linear layers whose input kurtosis is regularised"}
+		return &fieldError{"quant.kurtosis.match", "missing: a glob of the linear layers whose input (or output, with on: output) kurtosis is regularised"}
+	case c.Quant.Kurtosis.Validate("quant.kurtosis") != nil:
+		return &fieldError{"quant.kurtosis.on", fmt.Sprintf("%q, want input or output", c.Quant.Kurtosis.On)}
 	case c.Lora != nil && c.Lora.Defaults().Validate("lora") != nil:
 		path, rest, _ := strings.Cut(c.Lora.Defaults().Validate("lora").Error(), ": ")
 		return &fieldError{path, rest}

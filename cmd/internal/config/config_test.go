@@ -55,6 +55,7 @@ func TestBadConfigs(t *testing.T) {
 		{"  beta2: 0.95\n", "  beta2: 0.95\n  state: int4\n", "optimizer.state", "state"},
 		{"  beta2: 0.95\n", "  beta2: 0.95\n  state: int8\n  block: 9000\n", "optimizer.block", "block"},
 		{"  beta2: 0.95\n", "  beta2: 0.95\n  fp32_states: [\"[\"]\n", "optimizer.fp32_states", "fp32_states"},
+		{"out_dir: runs/tiny\n", "quant:\n  kurtosis:\n    on: sideways\nout_dir: runs/tiny\n", "quant.kurtosis.on", "on"},
 	} {
 		b := strings.Replace(base, c.old, c.edit, 1)
 		if b == base {
@@ -142,5 +143,41 @@ func TestMinLRDefault(t *testing.T) {
 	}
 	if _, err := Parse("t.yaml", []byte(base), "train.lr=1e-5", "train.min_lr=1e-4"); err == nil || !strings.Contains(err.Error(), "train.min_lr") {
 		t.Errorf("min_lr above lr: %v", err)
+	}
+}
+
+// TestActRegConfigs: the activation-regularization recipe's configs
+// (arXiv 2404.03605) parse to what they say: from scratch, learned clip
+// values on every block linear's input, no weight quantizers, and the
+// kurtosis penalty on the outputs. Configs without quant.kurtosis.on keep
+// the taps on the inputs.
+func TestActRegConfigs(t *testing.T) {
+	for _, name := range []string{"tiny-w4a4-actreg", "small-w4a4-actreg"} {
+		c, err := Load(filepath.Join("..", "..", "..", "configs", name+".yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules := c.QuantRules()
+		k := c.Quant.Kurtosis
+		if c.InitFrom != "" || len(rules) != 1 || rules[0].Match != "model.layers.*" || rules[0].Weights != nil ||
+			rules[0].Activations == nil || rules[0].Activations.Scale != "clip" || rules[0].Activations.Bits != 4 {
+			t.Errorf("%s: init_from %q, rules %+v: want learned clip values on every block linear's input from scratch, weights unquantized", name, c.InitFrom, rules)
+		}
+		if !k.Output() || !(k.Coef > 0) || k.Match != "model.layers.*" {
+			t.Errorf("%s: kurtosis %+v, want a penalty on every block linear's output", name, k)
+		}
+	}
+	// its init_from (runs/tiny) need not exist here: the file is parsed
+	// for its quant section only
+	b, err := os.ReadFile(filepath.Join("..", "..", "..", "configs", "llama-w4a4-kurtosis.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c Config
+	if err := Unmarshal("llama-w4a4-kurtosis.yaml", b, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Quant.Kurtosis.Output() || c.Quant.Kurtosis.On != "" {
+		t.Errorf("llama-w4a4-kurtosis.yaml: on %q, want the input taps it had", c.Quant.Kurtosis.On)
 	}
 }
