@@ -10,14 +10,15 @@ import (
 // TestGemmChannel: the per-channel integer product (this CPU's kernel and
 // the Go loop) against a float64 product of the dequantized weights and
 // activations, for int4 and int8 codes, inputs that are not a multiple of
-// 32, 1 to 11 tokens (tiles of 8 and a remainder), 1 and 2 threads. The
-// integer sums are exact; one float32 rounding of the sum and two scale
+// 32, 1 to 11 tokens (tiles of 8 and a remainder), more tokens than one
+// pass over the weights takes (tokenChunk: 20 at 14336 inputs), 1 and 2
+// threads. The integer sums are exact; one float32 rounding of the sum and two scale
 // products bound the difference.
 func TestGemmChannel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 3))
 	defer SetThreads(1)
 	for _, bits := range []int{4, 8} {
-		for _, sh := range []struct{ rows, k, n int }{{4, 32, 1}, {8, 40, 3}, {12, 688, 2}, {64, 4096, 1}, {20, 160, 9}, {8, 96, 11}} {
+		for _, sh := range []struct{ rows, k, n int }{{4, 32, 1}, {8, 40, 3}, {12, 688, 2}, {64, 4096, 1}, {20, 160, 9}, {8, 96, 11}, {8, 14336, 20}} {
 			lim := 1 << (bits - 1)
 			codes := make([]int8, sh.rows*sh.k)
 			for i := range codes {
