@@ -107,7 +107,8 @@ func Load(path string) (*Model, error) {
 
 // LoadPacked opens a model whose linears run on the packed kernels: a GGUF
 // file (its weights stay packed) or packed safetensors with per-channel
-// int4/int8 weights and int8 per-token activations (w4a8, w8a8).
+// int4/int8 weights and int8 per-token activations (w4a8, w8a8), or int4
+// weights and 4-bit per-token activations (w4a4).
 func LoadPacked(path string) (*Model, error) {
 	if strings.HasSuffix(path, ".gguf") {
 		m, f, err := export.LoadGGUFModel(path, false)
@@ -132,7 +133,7 @@ func LoadPacked(path string) (*Model, error) {
 		return nil, err
 	}
 	if pw == nil {
-		return nil, fmt.Errorf("%s: no packed kernel for its quantization: packed kernels run .gguf files and packed safetensors with per-channel int4/int8 weights and int8 per-token activations (w4a8, w8a8)", dir)
+		return nil, fmt.Errorf("%s: no packed kernel for its quantization: packed kernels run .gguf files and packed safetensors with per-channel int4/int8 weights and int8 per-token activations (w4a8, w8a8) or int4 weights and 4-bit per-token activations (w4a4)", dir)
 	}
 	return &Model{Model: m, Tok: tok, Path: dir, Kind: Packed, PackedWeights: pw}, nil
 }

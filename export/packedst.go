@@ -210,10 +210,11 @@ func LoadPackedSafetensors(dir string) (*layers.Model, *bpe.Tokenizer, error) {
 // LoadPackedSafetensorsKernels loads dir as LoadPackedSafetensors does and
 // also returns its linears packed for the per-channel integer kernels
 // (kernels.ChannelInt) when every quantized linear has per-channel int4
-// or int8 weights and int8 asymmetric per-token activations (the w4a8 and
-// w8a8 recipes) and a multiple of 4 rows: layers.NewPackedDecoder then
-// computes what the fake-quant model computes, with a key/value cache.
-// Otherwise the map is nil.
+// or int8 weights and int8 per-token activations (the w4a8 and w8a8
+// recipes), or int4 weights and 4-bit per-token activations (w4a4), one
+// activation scheme for all, and a multiple of 4 rows:
+// layers.NewPackedDecoder then computes what the fake-quant model
+// computes, with a key/value cache. Otherwise the map is nil.
 func LoadPackedSafetensorsKernels(dir string) (*layers.Model, *bpe.Tokenizer, map[*autograd.Var]layers.PackedWeight, error) {
 	return loadPackedSafetensors(dir, true)
 }
@@ -432,7 +433,7 @@ func packedModel(cfgJSON []byte, f *safetensors.File, kern bool) (*layers.Model,
 	ct := cfg.Q.Status == "compressed"
 	scheme := map[string]PackedScheme{}
 	format := map[string]string{}
-	tokenInt8 := map[string]*kernels.TokenScheme{} // targets whose inputs the integer kernels quantize
+	tokenInt := map[string]*kernels.TokenScheme{} // targets whose inputs the integer kernels quantize (8 or 4 bits)
 	var rules []qat.Rule
 	targets, err := resolveTargets(c, cfg.Q)
 	if err != nil {
@@ -472,7 +473,10 @@ func packedModel(cfgJSON []byte, f *safetensors.File, kern bool) (*layers.Model,
 			case a.Type != "int":
 				return nil, nil, fmt.Errorf("quantization_config.config_groups.%s.input_activations: type %q num_bits %d, want int or float 8", gname, a.Type, a.Bits)
 			case a.Bits == 8:
-				tokenInt8[t] = &kernels.TokenScheme{Symmetric: spec.Symmetric, Restricted: spec.Restricted}
+				tokenInt[t] = &kernels.TokenScheme{Symmetric: spec.Symmetric, Restricted: spec.Restricted}
+			case a.Bits == 4:
+				// W4A4: GemmChannel4 on 4-bit codes, with int4 weights
+				tokenInt[t] = &kernels.TokenScheme{Symmetric: spec.Symmetric, Restricted: spec.Restricted, Bits: 4}
 			}
 			rules = append(rules, qat.Rule{Match: t, Activations: spec})
 		}
@@ -575,14 +579,15 @@ func packedModel(cfgJSON []byte, f *safetensors.File, kern bool) (*layers.Model,
 			}
 			sparse = sp
 		}
-		// per-channel int4/int8 with int8 per-token inputs: the integer kernels'
-		ts := tokenInt8[base]
+		// per-channel int4/int8 with int8 per-token inputs, or int4 with
+		// 4-bit per-token inputs: the integer kernels'
+		ts := tokenInt[base]
 		bits := s.Bits
 		if pt.format == ctInt {
 			bits = 8 // int8 storage: the codes fit the int8 kernels whatever grid they trained on
 		}
 		if kern && packable && s.Strategy == "channel" && (bits == 4 || bits == 8) && ts != nil && out%4 == 0 &&
-			(scheme0 == nil || *scheme0 == *ts) {
+			(ts.Bits != 4 || bits == 4) && (scheme0 == nil || *scheme0 == *ts) {
 			scheme0 = ts
 			cw, err := kernels.NewChannelInt(bits, codes, scales, out, in)
 			if err != nil {

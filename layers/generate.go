@@ -33,6 +33,7 @@ type Decoder struct {
 	cur    []float32
 	qa     kernels.PackedQ8
 	ta     kernels.TokenU8
+	t4     kernels.TokenU4 // the 4-bit codes of W4A4 (scheme.Bits 4)
 	// blocks, tokens: some packed weights take Q8_0 blocks (qa), some
 	// per-token codes (ta)
 	blocks, tokens bool
@@ -44,15 +45,17 @@ type Decoder struct {
 // PackedWeight is a weight matrix in a packed block format: rows of
 // Format.RowBytes(in) bytes in the model's row order (Data), or the same
 // repacked for the CPU's kernel (R4, kernels.Repack); or per-channel
-// integer codes (Channel: the w4a8 and w8a8 recipes), whose inputs are
-// quantized per token as those recipes' activation quantizers do. One of
-// Data, R4 and Channel is set.
+// integer codes (Channel: the w4a8, w8a8 and w4a4 recipes), whose inputs
+// are quantized per token as those recipes' activation quantizers do. One
+// of Data, R4 and Channel is set.
 type PackedWeight struct {
 	Format  kernels.FormatID
 	Data    []byte
 	R4      *kernels.R4
 	Channel *kernels.ChannelInt
-	// Tokens is how Channel's inputs are quantized.
+	// Tokens is how Channel's inputs are quantized: Bits 4 runs
+	// kernels.GemmChannel4 on 4-bit codes (int4 Channel only), otherwise
+	// kernels.GemmChannel on 8-bit codes.
 	Tokens kernels.TokenScheme
 	// Sparse holds values kept beside Channel's codes (GWQ's outliers),
 	// applied to the dequantized input.
@@ -66,6 +69,11 @@ func NewPackedDecoder(m *Model, packed map[*autograd.Var]PackedWeight) *Decoder 
 	d.packed = packed
 	for _, p := range packed {
 		if p.Channel != nil {
+			// one quantized input row serves every product (the decoder
+			// quantizes each input once)
+			if d.tokens && d.scheme != p.Tokens {
+				panic(fmt.Sprintf("layers: NewPackedDecoder: activation schemes %+v and %+v in one model", d.scheme, p.Tokens))
+			}
 			d.tokens, d.scheme = true, p.Tokens
 		} else {
 			d.blocks = true
@@ -81,7 +89,11 @@ func (d *Decoder) input(x []float32) {
 		kernels.QuantizeQ8(&d.qa, x, 1, len(x))
 	}
 	if d.tokens {
-		d.scheme.Quantize(&d.ta, x, 1, len(x))
+		if d.scheme.Bits == 4 {
+			d.scheme.Quantize4(&d.t4, x, 1, len(x))
+		} else {
+			d.scheme.Quantize(&d.ta, x, 1, len(x))
+		}
 		d.deq = false
 	}
 }
@@ -90,14 +102,22 @@ func (d *Decoder) input(x []float32) {
 func (d *Decoder) lin(y []float32, w *autograd.Var, out, in int) {
 	if p, ok := d.packed[w]; ok {
 		if p.Channel != nil {
-			kernels.GemmChannel(p.Channel, &d.ta, y)
+			if d.scheme.Bits == 4 {
+				kernels.GemmChannel4(p.Channel, &d.t4, y)
+			} else {
+				kernels.GemmChannel(p.Channel, &d.ta, y)
+			}
 			if p.Sparse != nil {
 				if !d.deq {
-					if cap(d.xhat) < d.ta.K {
-						d.xhat = make([]float32, d.ta.K)
+					if cap(d.xhat) < in {
+						d.xhat = make([]float32, in)
 					}
-					d.xhat = d.xhat[:d.ta.K]
-					d.ta.Dequantize(d.xhat, 0)
+					d.xhat = d.xhat[:in]
+					if d.scheme.Bits == 4 {
+						d.t4.Dequantize(d.xhat, 0)
+					} else {
+						d.ta.Dequantize(d.xhat, 0)
+					}
 					d.deq = true
 				}
 				p.Sparse.AddTo(y, d.xhat, 1)
