@@ -14,6 +14,7 @@ import (
 
 	"github.com/x448/float16"
 
+	"qat/autograd"
 	"qat/data/gguf"
 	"qat/export"
 	"qat/kernels"
@@ -157,6 +158,9 @@ func Packed(w io.Writer, o PackedOptions) error {
 			}
 		}
 	}
+	if err := packedW4A4(w, o, rng); err != nil {
+		return err
+	}
 	kernels.SetThreads(1)
 	// decoding
 	var models []string
@@ -172,6 +176,11 @@ func Packed(w io.Writer, o PackedOptions) error {
 		}
 	}
 	models = append(models, o.GGUFs...)
+	if o.Synth != "" {
+		if err := decodeW4A4(w, o); err != nil {
+			return err
+		}
+	}
 	if len(models) > 0 {
 		fmt.Fprintf(w, "\ndecode (%d tokens after one, tokens/s)\n%-40s %3s %10s %12s %8s\n", o.Tokens, "model", "thr", "ours", "llama-bench", "ratio")
 	}
@@ -321,4 +330,125 @@ func ones(n int) []float32 {
 		x[i] = 1
 	}
 	return x
+}
+
+// packedW4A4 measures the W4A4 kernel (GemmChannel4: int4 per-channel
+// weights, 4-bit per-token activations) beside the W4A8 kernel
+// (GemmChannel on the same int4 weights, 8-bit activations) at the
+// shapes of the per-channel rows, quantization included, in alternating
+// rounds (timePair) so that the ratio is not the machine's drift. GB/s
+// counts the weight bytes (both read the same); tokens/s is n per call.
+func packedW4A4(w io.Writer, o PackedOptions, rng *rand.Rand) error {
+	fmt.Fprintf(w, "\nW4A4 beside W4A8: the same int4 per-channel weights, activations quantized per token to 4 bits (GemmChannel4) or 8 (GemmChannel); alternating rounds, best of 3\n")
+	fmt.Fprintf(w, "%-12s %3s %3s  %9s %8s %10s  %9s %8s %10s  %7s\n", "weight", "n", "thr", "w4a8 us", "GB/s", "tokens/s", "w4a4 us", "GB/s", "tokens/s", "a4/a8")
+	for _, k := range []int{4096, 14336} {
+		const rows = 4096
+		codes := make([]int8, rows*k)
+		for i := range codes {
+			codes[i] = int8(rng.IntN(16) - 8)
+		}
+		scale := make([]float32, rows)
+		for i := range scale {
+			scale[i] = 0.01
+		}
+		cw, err := kernels.NewChannelInt(4, codes, scale, rows, k)
+		if err != nil {
+			return err
+		}
+		for _, n := range []int{1, 8, 32, 256} {
+			x := make([]float32, n*k)
+			for i := range x {
+				x[i] = float32(rng.NormFloat64())
+			}
+			y := make([]float32, n*rows)
+			var a8 kernels.TokenU8
+			var a4 kernels.TokenU4
+			for _, th := range o.Threads {
+				kernels.SetThreads(th)
+				kernels.SetBLASThreads(1)
+				t8, t4 := timePair(3, 300*time.Millisecond, func() {
+					kernels.QuantizeTokens(&a8, x, n, k)
+					kernels.GemmChannel(cw, &a8, y)
+				}, func() {
+					kernels.TokenScheme{Bits: 4}.Quantize4(&a4, x, n, k)
+					kernels.GemmChannel4(cw, &a4, y)
+				})
+				gb := float64(len(cw.W)) / 1e9
+				fmt.Fprintf(w, "%-12s %3d %3d  %9.0f %8.1f %10.0f  %9.0f %8.1f %10.0f  %6.2fx\n", fmt.Sprintf("%dx%d", rows, k), n, th,
+					t8*1e6, gb/t8, float64(n)/t8, t4*1e6, gb/t4, float64(n)/t4, t8/t4)
+			}
+		}
+	}
+	kernels.SetThreads(1)
+	return nil
+}
+
+// decodeW4A4 decodes with a synthetic 4-layer Llama-3-8B-shaped model
+// (writeSynth's shape) whose every linear, the head included, holds the
+// same random int4 per-channel codes, once with 8-bit and once with 4-bit
+// per-token activations (the w4a8 and w4a4 packed decoders), alternating
+// passes of o.Tokens tokens. The model is made in memory (its unused
+// float32 linears take 4.5 GB while it runs).
+func decodeW4A4(w io.Writer, o PackedOptions) error {
+	c := layers.Config{Vocab: 32000, Dim: 4096, Layers: 4, Heads: 32, KVHeads: 8, FFNHidden: 14336, RopeTheta: 500000,
+		NormEps: 1e-5, MaxSeq: 4096}
+	m := layers.New(c)
+	rng := rand.New(rand.NewPCG(7, 8))
+	emb := m.Embed.Weight.Data()
+	for i := range emb {
+		emb[i] = float32(rng.NormFloat64())
+	}
+	p8, p4 := map[*autograd.Var]layers.PackedWeight{}, map[*autograd.Var]layers.PackedWeight{}
+	for _, nl := range m.Linears() {
+		sh := nl.Linear.Weight.Shape()
+		rows, k := sh[0], sh[1]
+		codes := make([]int8, rows*k)
+		for i := range codes {
+			codes[i] = int8(rng.IntN(16) - 8)
+		}
+		scale := make([]float32, rows)
+		for i := range scale {
+			scale[i] = 0.01
+		}
+		cw, err := kernels.NewChannelInt(4, codes, scale, rows, k)
+		if err != nil {
+			return fmt.Errorf("%s: %w", nl.Name, err)
+		}
+		p8[nl.Linear.Weight] = layers.PackedWeight{Channel: cw}
+		p4[nl.Linear.Weight] = layers.PackedWeight{Channel: cw, Tokens: kernels.TokenScheme{Bits: 4}}
+	}
+	fmt.Fprintf(w, "\ndecode, every linear int4 per channel (4-layer Llama-3-8B shape, head included; %d tokens after one, tokens/s, best of 2 alternating passes)\n", o.Tokens)
+	fmt.Fprintf(w, "%3s %10s %10s %7s\n", "thr", "w4a8", "w4a4", "a4/a8")
+	pass := func(packed map[*autograd.Var]layers.PackedWeight) (float64, error) {
+		d := layers.NewPackedDecoder(m, packed)
+		if _, err := d.Step(0); err != nil {
+			return 0, err
+		}
+		t0 := time.Now()
+		for i := 0; i < o.Tokens && d.Pos() < m.MaxSeq; i++ {
+			if _, err := d.Step(int32(1 + i%(m.Vocab-1))); err != nil {
+				return 0, err
+			}
+		}
+		return float64(o.Tokens) / time.Since(t0).Seconds(), nil
+	}
+	for _, th := range o.Threads {
+		kernels.SetThreads(th)
+		kernels.SetBLASThreads(1) // as qat generate does for packed models
+		var best8, best4 float64
+		for range 2 {
+			t8, err := pass(p8)
+			if err != nil {
+				return err
+			}
+			t4, err := pass(p4)
+			if err != nil {
+				return err
+			}
+			best8, best4 = max(best8, t8), max(best4, t4)
+		}
+		fmt.Fprintf(w, "%3d %10.2f %10.2f %6.2fx\n", th, best8, best4, best4/best8)
+	}
+	kernels.SetThreads(1)
+	return nil
 }
