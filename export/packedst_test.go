@@ -2,6 +2,8 @@ package export
 
 import (
 	"encoding/json"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -148,5 +150,62 @@ func TestPackedSafetensorsW4A4(t *testing.T) {
 			}
 			t.Logf("%d positions: largest relative RMS difference %.2g (kernel %s)", len(rels), worst, kernels.PackedKernel())
 		})
+	}
+}
+
+// TestW4A4ClipInputs: the static grid of learned clip values (qat's clip
+// scale) through the W4A4 kernel. kernels.QuantizeClip4's codes u are
+// qat.ClipForward's levels (lo + u*step is its output bit for bit), and
+// GemmChannel4 on them, every row with the same scale and its non-integer
+// zero point, gives the product of the int4 weights and ClipForward's
+// values within float32 rounding: what a packed linear with a clip input
+// quantizer would compute.
+func TestW4A4ClipInputs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	const rows, k, n = 12, 200, 5
+	x := make([]float32, n*k)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64() * 1.5)
+	}
+	codes := make([]int8, rows*k)
+	for i := range codes {
+		codes[i] = int8(rng.IntN(16) - 8)
+	}
+	scale := make([]float32, rows)
+	for i := range scale {
+		scale[i] = float32(0.05 + rng.Float64())
+	}
+	w, err := kernels.NewChannelInt(4, codes, scale, rows, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ lo, hi float32 }{{-1.7, 2.3}, {-0.4, 3.1}, {0.2, 1.9}} {
+		fq := make([]float32, n*k)
+		qat.ClipForward(fq, make([]uint8, n*k), x, c.lo, c.hi, 4)
+		var a kernels.TokenU4
+		kernels.QuantizeClip4(&a, x, n, k, c.lo, c.hi)
+		step := (c.hi - c.lo) / 15
+		for r := 0; r < n; r++ {
+			for j := 0; j < k; j++ {
+				if v := c.lo + float32(a.U[r*a.KP+j])*step; v != fq[r*k+j] {
+					t.Fatalf("clip [%g, %g] x[%d,%d] = %g: code %d is %g, ClipForward %g", c.lo, c.hi, r, j, x[r*k+j], a.U[r*a.KP+j], v, fq[r*k+j])
+				}
+			}
+		}
+		y := make([]float32, n*rows)
+		kernels.GemmChannel4(w, &a, y)
+		for tok := 0; tok < n; tok++ {
+			for r := 0; r < rows; r++ {
+				var want, mag float64
+				for j := 0; j < k; j++ {
+					v := float64(codes[r*k+j]) * float64(scale[r]) * float64(fq[tok*k+j])
+					want += v
+					mag += math.Abs(v)
+				}
+				if got := float64(y[tok*rows+r]); math.Abs(got-want) > 1e-6*mag {
+					t.Fatalf("clip [%g, %g] y[%d,%d] = %g, ClipForward's values give %g (sum |terms| %g)", c.lo, c.hi, tok, r, got, want, mag)
+				}
+			}
+		}
 	}
 }
