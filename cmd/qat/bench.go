@@ -53,7 +53,7 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().StringVar(&jsonOut, "json", "", "also write results as JSON lines to this file")
 	cmd.Flags().StringVar(&device, "device", "cpu", "cpu, or cuda: the device kernels beside a device copy (a GPU build)")
 	cmd.Flags().IntVar(&values, "values", 1<<26, "--device cuda: values of the elementwise kernels")
-	cmd.AddCommand(benchPackedCmd(), benchImportCmd())
+	cmd.AddCommand(benchPackedCmd(), benchImportCmd(), benchFinetuneCmd())
 	return cmd
 }
 
