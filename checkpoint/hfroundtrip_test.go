@@ -58,12 +58,14 @@ type roundTripCase struct {
 // (hf_fixture.py logits: config.json by its Hugging Face keys, strict
 // state-dict loading), gives our model's logits:
 //   - the imported model in f32, one model.safetensors, and in bf16 split
-//     into shards at a small --max-shard-size;
+//     into shards at a small --max-shard-size (the fixture's weights are
+//     bf16 values: this case checks the shards, the next the rounding);
 //   - the model after QAT training steps with weight quantizers (LSQ
 //     int4 channels on the MLPs, Q4_0 groups on attention, int8 lm_head
 //     when untied): f32 gives the fake-quant model's logits; bf16 sharded
 //     those of the fake-quant weights rounded to bfloat16 (rounded here,
-//     in float64), which differ from the f32 ones;
+//     in float64), which differ from the f32 ones, and f16 those rounded
+//     to float16;
 //   - a w4a8 model with an int8 KV cache: activation and KV quantizers
 //     have no Hugging Face form, so the export computes the model with
 //     its quantized weights and full-precision activations (what
@@ -207,6 +209,8 @@ func roundTripCases(t *testing.T, src *layers.Model, ids []int32, B, T int, writ
 		other: map[string][]float32{"the imported model": imported, "the quantized model before training": untrained}})
 	add(&roundTripCase{name: "qat-bf16-sharded", m: trained, opt: sharded, want: forwardLogits(roundBF16(fakeQuantModel(t, trained)), ids, B, T),
 		other: map[string][]float32{"the unrounded fake-quant weights": qatLogits}})
+	add(&roundTripCase{name: "qat-f16", m: trained, opt: export.HFOptions{DType: "f16"}, want: forwardLogits(roundF16(fakeQuantModel(t, trained)), ids, B, T),
+		other: map[string][]float32{"the unrounded fake-quant weights": qatLogits}})
 
 	// w4a8 with an int8 KV cache: the export keeps the weights' fake
 	// quantization and drops the activations'
@@ -249,7 +253,7 @@ func checkFiles(t *testing.T, c *roundTripCase) {
 	b, err := os.ReadFile(filepath.Join(c.dir, "config.json"))
 	must(t, err)
 	must(t, json.Unmarshal(b, &cfg))
-	if want := map[string]string{"f32": "float32", "bf16": "bfloat16"}[c.opt.DType]; cfg["torch_dtype"] != want {
+	if want := map[string]string{"f32": "float32", "bf16": "bfloat16", "f16": "float16"}[c.opt.DType]; cfg["torch_dtype"] != want {
 		t.Errorf("torch_dtype %v, want %s", cfg["torch_dtype"], want)
 	}
 	for _, r := range []struct {
@@ -511,6 +515,22 @@ func roundBF16(m *layers.Model) *layers.Model {
 		v := p.Var.Data()
 		for i, x := range v {
 			v[i] = bf16(x)
+		}
+	}
+	return m
+}
+
+// roundF16 rounds m's parameters to float16 in place, in float64: to
+// the nearest multiple of the spacing of float16 values at x's binade
+// (2^(e-10) for 2^e <= |x|, 2^-24 among the subnormals), ties to even
+// (the fixtures' weights are far inside float16's range).
+func roundF16(m *layers.Model) *layers.Model {
+	for _, p := range m.Params() {
+		v := p.Var.Data()
+		for i, x := range v {
+			_, e := math.Frexp(float64(x)) // |x| in [2^(e-1), 2^e)
+			ulp := math.Ldexp(1, max(e-1, -14)-10)
+			v[i] = float32(math.RoundToEven(float64(x)/ulp) * ulp)
 		}
 	}
 	return m
