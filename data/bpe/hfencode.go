@@ -112,6 +112,20 @@ func (m *matcher) split(s string, out []section) []section {
 	return out
 }
 
+// validUTF8 is s with each byte that is not part of a valid UTF-8
+// sequence replaced by U+FFFD (s itself when it is valid).
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for _, r := range s {
+		b.WriteRune(r) // a bad byte ranges as utf8.RuneError, one byte wide
+	}
+	return b.String()
+}
+
 func (h *hfTokenizer) addedByID(id int32) *addedTok { return &h.added[h.addedAt[id]] }
 
 // addedContent is the id of the added token whose text is s.
@@ -121,6 +135,11 @@ func (h *hfTokenizer) addedContent(s string) (int32, bool) {
 }
 
 func (h *hfTokenizer) encode(dst []int32, text string) []int32 {
+	// Hugging Face tokenizers take str, never invalid UTF-8 (Python's
+	// bytes.decode(errors="replace") puts U+FFFD for each bad byte); the
+	// regex pre-tokenizers count runes and would cut a bad byte's
+	// replacement apart.
+	text = validUTF8(text)
 	secs := h.raw.split(text, nil)
 	for i, sec := range secs {
 		if sec.id >= 0 {

@@ -2,6 +2,7 @@ package bpe
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -77,11 +78,21 @@ func fuzzSentencePiece(t testing.TB) *Tokenizer {
 // length.
 func FuzzHFEncodeRoundTrip(f *testing.F) {
 	toks := []*Tokenizer{fuzzByteLevel(f), fuzzSentencePiece(f)}
-	for _, s := range []string{"the quick brown fox", " é\n\n  x", "<|begin_of_text|>the", "<s> </s>", "😀 12345 it's", "\x00\t\r\n"} {
+	for _, s := range []string{"the quick brown fox", " é\n\n  x", "<|begin_of_text|>the", "<s> </s>", "😀 12345 it's", "\x00\t\r\n", "ab\xff\xfecd é\xe2\x82"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if !utf8.ValidString(s) || !norm.NFC.IsNormalString(s) {
+		if !utf8.ValidString(s) {
+			// invalid UTF-8 (a --text file, a --prompt) encodes as
+			// Python's errors="replace" decoding of it would, no panic
+			for i, tok := range toks {
+				if got, want := tok.Encode(nil, s), tok.Encode(nil, validUTF8(s)); !slices.Equal(got, want) {
+					t.Fatalf("tokenizer %d: %q encodes to %v, its replacement to %v", i, s, got, want)
+				}
+			}
+			return
+		}
+		if !norm.NFC.IsNormalString(s) {
 			return
 		}
 		for i, tok := range toks {
