@@ -85,7 +85,8 @@ type point struct {
 	// The whole validation split, at the end of a run.
 	FullValLoss float64 `json:"full_val_loss,omitempty"`
 	FullValBPB  float64 `json:"full_val_bpb,omitempty"`
-	// Mean input kurtosis of each linear layer over the evaluation.
+	// Mean kurtosis of each linear layer's input (or, with
+	// quant.kurtosis.on: output, its product) over the evaluation.
 	Kurtosis map[string]float64 `json:"kurtosis,omitempty"`
 }
 
@@ -209,8 +210,9 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 		} else if err := qat.Prepare(m, rules); err != nil {
 			return nil, &config.InputError{Err: err}
 		}
-		// Every linear's input kurtosis is measured (and regularised where
-		// quant.kurtosis says) so evaluations can log it per layer.
+		// Every linear's input (or output: quant.kurtosis.on) kurtosis is
+		// measured, and regularised where quant.kurtosis says, so
+		// evaluations can log it per layer.
 		if taps, err = qat.Taps(m, cfg.Quant.Kurtosis); err != nil {
 			return nil, &config.InputError{Err: fmt.Errorf("quant.kurtosis.match: %w", err)}
 		}
@@ -560,7 +562,11 @@ func (r *Run) evaluate(final bool) error {
 			sum += k.Mean()
 			mx = math.Max(mx, k.Mean())
 		}
-		fmt.Fprintf(r.Log, "step %d: linear input kurtosis mean %.2f, max %.2f\n", r.State.Step, sum/float64(len(r.taps)), mx)
+		where := "input"
+		if r.Cfg.Quant.Kurtosis.Output() {
+			where = "output"
+		}
+		fmt.Fprintf(r.Log, "step %d: linear %s kurtosis mean %.2f, max %.2f\n", r.State.Step, where, sum/float64(len(r.taps)), mx)
 	}
 	what := "validation"
 	if tc.EvalBatches > 0 {
