@@ -21,31 +21,10 @@ import (
 // transformers models, within 1e-3 of each tensor's largest value.
 // Without torch it skips, unless QAT_REQUIRE_TORCH=1 (make test sets it).
 func TestHFReferenceImport(t *testing.T) {
-	const python = "/usr/bin/python3" // Debian's, where apt's python3-torch lives
-	if err := exec.Command(python, "-c", "import torch, numpy").Run(); err != nil {
-		if os.Getenv("QAT_REQUIRE_TORCH") == "1" {
-			t.Fatalf("QAT_REQUIRE_TORCH=1 but %s cannot import torch: %v", python, err)
-		}
-		t.Skip("python3-torch not installed")
-	}
 	dir := t.TempDir()
-	archs := []struct{ arch, tokenizer string }{{"llama2", "llama2"}, {"llama3", "llama3"}, {"mistral", "llama2"}, {"qwen2", "qwen3"}}
-	args := []string{"../tools/hf_fixture.py", dir}
-	for _, a := range archs {
-		tok := filepath.Join("..", ".cache", "tokref", a.tokenizer)
-		if _, err := os.Stat(filepath.Join(tok, "tokenizer.json")); err != nil {
-			t.Logf("%s: no %s tokenizer (make npm-deps); a byte-level one sets the vocabulary", a.arch, a.tokenizer)
-			args = append(args, a.arch)
-			continue
-		}
-		args = append(args, a.arch+"="+tok)
-	}
-	out, err := exec.Command(python, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("hf_fixture.py: %v\n%s", err, out)
-	}
+	out := writeHFFixtures(t, dir)
 	t.Logf("%s", out)
-	for _, a := range archs {
+	for _, a := range hfArchs {
 		t.Run(a.arch, func(t *testing.T) {
 			d := filepath.Join(dir, a.arch)
 			if !IsHF(d) {
@@ -113,4 +92,39 @@ func checkAgainstReference(t *testing.T, m *layers.Model, path string) {
 	}
 	t.Logf("vocab %d, head_dim %d, bias %v, rope_scaling %q, tied %v: max diff / scale %.2g",
 		m.Vocab, m.HeadDim(), m.QKVBias, m.RopeScaling.Type, m.Tied, worstAll)
+}
+
+// hfPython is Debian's python3, where apt's python3-torch lives.
+const hfPython = "/usr/bin/python3"
+
+// hfArchs are the fixture architectures and the real tokenizers
+// (.cache/tokref, from make npm-deps) they are written with.
+var hfArchs = []struct{ arch, tokenizer string }{{"llama2", "llama2"}, {"llama3", "llama3"}, {"mistral", "llama2"}, {"qwen2", "qwen3"}}
+
+// writeHFFixtures runs tools/hf_fixture.py for every hfArchs entry into
+// dir/ARCH and returns its output. Without torch the test skips, unless
+// QAT_REQUIRE_TORCH=1 (make test sets it).
+func writeHFFixtures(t *testing.T, dir string) []byte {
+	t.Helper()
+	if err := exec.Command(hfPython, "-c", "import torch, numpy").Run(); err != nil {
+		if os.Getenv("QAT_REQUIRE_TORCH") == "1" {
+			t.Fatalf("QAT_REQUIRE_TORCH=1 but %s cannot import torch: %v", hfPython, err)
+		}
+		t.Skip("python3-torch not installed")
+	}
+	args := []string{"../tools/hf_fixture.py", dir}
+	for _, a := range hfArchs {
+		tok := filepath.Join("..", ".cache", "tokref", a.tokenizer)
+		if _, err := os.Stat(filepath.Join(tok, "tokenizer.json")); err != nil {
+			t.Logf("%s: no %s tokenizer (make npm-deps); a byte-level one sets the vocabulary", a.arch, a.tokenizer)
+			args = append(args, a.arch)
+			continue
+		}
+		args = append(args, a.arch+"="+tok)
+	}
+	out, err := exec.Command(hfPython, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("hf_fixture.py: %v\n%s", err, out)
+	}
+	return out
 }

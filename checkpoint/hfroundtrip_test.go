@@ -82,34 +82,14 @@ type roundTripCase struct {
 // the index does not name each fail it, naming what is wrong.
 // Without torch it skips, unless QAT_REQUIRE_TORCH=1 (make test sets it).
 func TestHFExportReadBack(t *testing.T) {
-	const python = "/usr/bin/python3" // Debian's, where apt's python3-torch lives
-	if err := exec.Command(python, "-c", "import torch, numpy").Run(); err != nil {
-		if os.Getenv("QAT_REQUIRE_TORCH") == "1" {
-			t.Fatalf("QAT_REQUIRE_TORCH=1 but %s cannot import torch: %v", python, err)
-		}
-		t.Skip("python3-torch not installed")
-	}
 	root := t.TempDir()
 	fixtures := filepath.Join(root, "fixtures")
-	archs := []struct{ arch, tokenizer string }{{"llama2", "llama2"}, {"llama3", "llama3"}, {"mistral", "llama2"}, {"qwen2", "qwen3"}}
-	args := []string{"../tools/hf_fixture.py", fixtures}
-	for _, a := range archs {
-		tok := filepath.Join("..", ".cache", "tokref", a.tokenizer)
-		if _, err := os.Stat(filepath.Join(tok, "tokenizer.json")); err != nil {
-			t.Logf("%s: no %s tokenizer (make npm-deps); a byte-level one sets the vocabulary", a.arch, a.tokenizer)
-			args = append(args, a.arch)
-			continue
-		}
-		args = append(args, a.arch+"="+tok)
-	}
-	if out, err := exec.Command(python, args...).CombinedOutput(); err != nil {
-		t.Fatalf("hf_fixture.py: %v\n%s", err, out)
-	}
+	writeHFFixtures(t, fixtures)
 
 	var pyArgs []string // hf_fixture.py logits DIR IDS OUT triples
 	outOf := func(dir string) string { return dir + ".logits.safetensors" }
 	cases := map[string][]*roundTripCase{}
-	for _, a := range archs {
+	for _, a := range hfArchs {
 		fx := filepath.Join(fixtures, a.arch)
 		ref := filepath.Join(fx, "reference.safetensors")
 		// the fixture itself, read by the same loader: its tokenizer's
@@ -132,12 +112,12 @@ func TestHFExportReadBack(t *testing.T) {
 		// most of it Llama 3's and Qwen's 128k and 152k vocabularies
 		debug.FreeOSMemory()
 	}
-	out, err := exec.Command(python, append([]string{"../tools/hf_fixture.py", "logits"}, pyArgs...)...).CombinedOutput()
+	out, err := exec.Command(hfPython, append([]string{"../tools/hf_fixture.py", "logits"}, pyArgs...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("hf_fixture.py logits: %v\n%s", err, out)
 	}
 
-	for _, a := range archs {
+	for _, a := range hfArchs {
 		t.Run(a.arch, func(t *testing.T) {
 			fx := filepath.Join(fixtures, a.arch)
 			fixtureIDs := pyIDs(t, outOf(fx))
@@ -169,7 +149,7 @@ func TestHFExportReadBack(t *testing.T) {
 		})
 	}
 
-	t.Run("strict", func(t *testing.T) { checkStrictLoader(t, python, root, cases["llama2"], outOf) })
+	t.Run("strict", func(t *testing.T) { checkStrictLoader(t, hfPython, root, cases["llama2"], outOf) })
 }
 
 // roundTripCases are the exports of src (imported from a fixture) that
@@ -328,7 +308,7 @@ func checkStrictLoader(t *testing.T, python, root string, cs []*roundTripCase, o
 		e.edit(dir)
 		args = append(args, dir, ref, outOf(dir))
 	}
-	out, err := exec.Command(python, append([]string{"../tools/hf_fixture.py", "logits"}, args...)...).CombinedOutput()
+	out, err := exec.Command(hfPython, append([]string{"../tools/hf_fixture.py", "logits"}, args...)...).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
 		t.Errorf("hf_fixture.py logits on the edited directories: %v, want exit status 2\n%s", err, out)
 	}
