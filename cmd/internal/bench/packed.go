@@ -125,15 +125,7 @@ func Packed(w io.Writer, o PackedOptions) error {
 	for _, bits := range []int{4, 8} {
 		for _, k := range []int{4096, 14336} {
 			const rows = 4096
-			codes := make([]int8, rows*k)
-			for i := range codes {
-				codes[i] = int8(rng.IntN(1<<bits) - 1<<(bits-1))
-			}
-			scale := make([]float32, rows)
-			for i := range scale {
-				scale[i] = 0.01
-			}
-			cw, err := kernels.NewChannelInt(bits, codes, scale, rows, k)
+			cw, err := randomChannel(rng, bits, rows, k)
 			if err != nil {
 				return err
 			}
@@ -324,6 +316,20 @@ func writeSynth(path, quant string) error {
 	return gguf.Write(path, file)
 }
 
+// randomChannel is a rows x k per-channel int weight of uniformly random
+// codes on the bits grid, every row's step 0.01.
+func randomChannel(rng *rand.Rand, bits, rows, k int) (*kernels.ChannelInt, error) {
+	codes := make([]int8, rows*k)
+	for i := range codes {
+		codes[i] = int8(rng.IntN(1<<bits) - 1<<(bits-1))
+	}
+	scale := make([]float32, rows)
+	for i := range scale {
+		scale[i] = 0.01
+	}
+	return kernels.NewChannelInt(bits, codes, scale, rows, k)
+}
+
 func ones(n int) []float32 {
 	x := make([]float32, n)
 	for i := range x {
@@ -343,15 +349,7 @@ func packedW4A4(w io.Writer, o PackedOptions, rng *rand.Rand) error {
 	fmt.Fprintf(w, "%-12s %3s %3s  %9s %8s %10s  %9s %8s %10s  %7s\n", "weight", "n", "thr", "w4a8 us", "GB/s", "tokens/s", "w4a4 us", "GB/s", "tokens/s", "a4/a8")
 	for _, k := range []int{4096, 14336} {
 		const rows = 4096
-		codes := make([]int8, rows*k)
-		for i := range codes {
-			codes[i] = int8(rng.IntN(16) - 8)
-		}
-		scale := make([]float32, rows)
-		for i := range scale {
-			scale[i] = 0.01
-		}
-		cw, err := kernels.NewChannelInt(4, codes, scale, rows, k)
+		cw, err := randomChannel(rng, 4, rows, k)
 		if err != nil {
 			return err
 		}
@@ -402,15 +400,7 @@ func decodeW4A4(w io.Writer, o PackedOptions) error {
 	for _, nl := range m.Linears() {
 		sh := nl.Linear.Weight.Shape()
 		rows, k := sh[0], sh[1]
-		codes := make([]int8, rows*k)
-		for i := range codes {
-			codes[i] = int8(rng.IntN(16) - 8)
-		}
-		scale := make([]float32, rows)
-		for i := range scale {
-			scale[i] = 0.01
-		}
-		cw, err := kernels.NewChannelInt(4, codes, scale, rows, k)
+		cw, err := randomChannel(rng, 4, rows, k)
 		if err != nil {
 			return fmt.Errorf("%s: %w", nl.Name, err)
 		}
