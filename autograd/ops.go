@@ -22,6 +22,7 @@ type Ops interface {
 	SwiGLU(gate, up *Var) *Var
 	SwiGLUCat(x, gate, up *Var) *Var
 	SiLU(x *Var) *Var
+	Hadamard(x *Var, h *kernels.Hadamard) *Var
 	Add(a, b *Var) *Var
 	Scale(x *Var, s float32) *Var
 	CrossEntropy(logits *Var, targets []int32, ignoreIndex int32) *Var
