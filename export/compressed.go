@@ -414,6 +414,9 @@ type CTOptions = HFOptions
 
 // compressedTensors builds the tensors and quantization_config of m.
 func compressedTensors(m *layers.Model, dtype string) ([]lazyTensor, *ctConfig, *CTResult, error) {
+	if err := rotatedRefusal(m, "compressed-tensors", "vLLM"); err != nil {
+		return nil, nil, nil, err
+	}
 	res := &CTResult{}
 	cfg := &ctConfig{ConfigGroups: map[string]*ctScheme{}, QuantMethod: "compressed-tensors", QuantizationStatus: "compressed", Ignore: []string{}}
 	for _, a := range m.Attentions() {

@@ -125,6 +125,9 @@ func GGUF(m *layers.Model, tok *bpe.Tokenizer, quant, name string) (*gguf.File, 
 	if err != nil || kernels.Formats[f].FileType < 0 || kernels.Formats[f].Pack == nil {
 		return nil, fmt.Errorf("export: quantization %q, want %s", quant, ggufFormats())
 	}
+	if err := rotatedRefusal(m, "GGUF", "llama.cpp"); err != nil {
+		return nil, err
+	}
 	if b := kernels.Formats[f].BlockElems; b > 1 {
 		if err := m.Config.BlockAligned(b); err != nil {
 			return nil, fmt.Errorf("export %s: %w", quant, err)

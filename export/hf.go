@@ -16,6 +16,7 @@ import (
 	"qat/data/atomic"
 	"qat/data/bpe"
 	"qat/data/safetensors"
+	"qat/kernels"
 	"qat/layers"
 )
 
@@ -174,6 +175,20 @@ func hfTensors(m *layers.Model, dtype string) ([]lazyTensor, []string, error) {
 			quantized[l.Weight] = l
 		}
 	}
+	// a rotated model's down_proj reads its input through the online
+	// transform H, which transformers does not apply: W H^T folds it back
+	// (exact in float; the format has no activation quantizer to keep it
+	// for)
+	online, err := m.Config.DownTransform()
+	if err != nil {
+		return nil, nil, err
+	}
+	downs := map[*autograd.Var]bool{}
+	if online != nil {
+		for _, l := range m.Layers {
+			downs[l.MLP.Down.Weight] = true
+		}
+	}
 	var ts []lazyTensor
 	for _, p := range m.Params() {
 		if p.Quant {
@@ -183,9 +198,33 @@ func hfTensors(m *layers.Model, dtype string) ([]lazyTensor, []string, error) {
 		if l, ok := quantized[p.Var]; ok {
 			v = func() []float32 { return fakeQuant(l) }
 		}
+		if downs[p.Var] {
+			w := v
+			v = func() []float32 { return unrotate(w(), online) }
+		}
 		ts = append(ts, floatLazy(p.Name, p.Var.Shape(), p.Var.Size(), dtype, v))
 	}
 	return ts, act, nil
+}
+
+// unrotate returns w (out, h.N) times H^T: each row through h.ApplyT64 in
+// float64, rounded once.
+func unrotate(w []float32, h *kernels.Hadamard) []float32 {
+	out := make([]float32, len(w))
+	n := h.N
+	kernels.For(len(w)/n, max(1, 1<<14/n), func(lo, hi int) {
+		r := make([]float64, n)
+		for i := lo; i < hi; i++ {
+			for k, x := range w[i*n : (i+1)*n] {
+				r[k] = float64(x)
+			}
+			h.ApplyT64(r)
+			for k, x := range r {
+				out[i*n+k] = float32(x)
+			}
+		}
+	})
+	return out
 }
 
 // shardNames is Hugging Face's naming of n shards: model.safetensors for
@@ -330,7 +369,10 @@ func ParseDType(d string) (string, error) {
 // o.DType, sharded past o.MaxShardSize with model.safetensors.index.json.
 // Quantized linears are written as their fake-quant weights: transformers
 // computes with the weights the model trained with. Activation quantizers
-// have no Hugging Face form: HFResult.ActQuant names those linears. dir is
+// have no Hugging Face form: HFResult.ActQuant names those linears. A
+// rotated model's online transform of the down_proj input is folded back
+// into down_proj (W H^T) and config.json leaves qat_down_hadamard out:
+// the residual rotation needs nothing at run time. dir is
 // replaced only when qat wrote it, or with o.Force (atomic.Dir).
 func HF(m *layers.Model, tok *bpe.Tokenizer, dir string, o HFOptions) (*HFResult, error) {
 	var res *HFResult
@@ -353,7 +395,8 @@ func HFInto(m *layers.Model, tok *bpe.Tokenizer, dir string, o HFOptions) (*HFRe
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := hfConfigJSON(m, tok, dt[1], nil)
+	// hfTensors folded a rotated model's online transform into down_proj
+	cfg, err := hfConfigJSON(m, tok, dt[1], map[string]any{"qat_down_hadamard": nil})
 	if err != nil {
 		return nil, err
 	}
@@ -412,4 +455,17 @@ func writeShards(dir string, ts []lazyTensor, max int64) ([]string, int64, error
 		}
 	}
 	return names, total, nil
+}
+
+// rotatedRefusal refuses a rotated model (layers.Config.DownHadamard) for
+// a format whose runtime cannot apply the online Hadamard transform of
+// the down_proj input: folding it back into down_proj would change the
+// weights that were quantized, so the format could not hold them as
+// trained.
+func rotatedRefusal(m *layers.Model, format, runtime string) error {
+	if m.DownHadamard == "" {
+		return nil
+	}
+	return fmt.Errorf("export %s: the model is rotated (qat_down_hadamard %q): %s has no online Hadamard transform of the down_proj input, and folding it back would change the quantized down_proj weights; export --format safetensors-packed (qat's packed kernels apply it) or --format hf (float weights, the transform folded back)",
+		format, m.DownHadamard, runtime)
 }

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strings"
 
 	"qat/data/safetensors"
 )
@@ -173,7 +174,9 @@ func (c Config) HFConfig() ([]byte, error) { return c.HFConfigWith(nil) }
 // q/k/v biases, LlamaForCausalLM (llama) otherwise, with head_dim,
 // rope_scaling (llama3) and the bias flags written so ParseHFConfig reads
 // c back exactly, and transformers, vLLM and llama.cpp's converter build
-// the same model. extra adds or replaces keys (bos_token_id,
+// the same model. A rotated model's online transform is written as
+// qat_down_hadamard, which only qat reads: exports for other runtimes
+// fold it away or refuse the model. extra adds or replaces keys (bos_token_id,
 // eos_token_id, torch_dtype: the exporter's); a value of nil removes a
 // key.
 func (c Config) HFConfigWith(extra map[string]any) ([]byte, error) {
@@ -194,6 +197,9 @@ func (c Config) HFConfigWith(extra map[string]any) ([]byte, error) {
 		m["architectures"], m["model_type"] = []string{"Qwen2ForCausalLM"}, "qwen2"
 		m["use_sliding_window"], m["sliding_window"] = false, nil
 		delete(m, "attention_bias")
+	}
+	if c.DownHadamard != "" {
+		m["qat_down_hadamard"] = c.DownHadamard
 	}
 	if c.RopeScaling.Type != "" {
 		m["rope_scaling"] = map[string]any{"rope_type": c.RopeScaling.Type, "factor": c.RopeScaling.Factor,
@@ -248,7 +254,8 @@ var hfArchitectures = map[string]string{
 // checkpoint.HFConfig). head_dim equal to hidden_size/num_attention_heads
 // reads as HeadDimension 0 (the one spelling of the default), so HFConfig
 // writes head_dim only when it differs and a config round-trips exactly.
-// Every error is an *InputError.
+// qat_down_hadamard (qat's rotated models: Config.DownHadamard) is read
+// and checked like the other keys. Every error is an *InputError.
 func ParseHFConfig(b []byte) (Config, error) {
 	c, err := parseHFConfig(b)
 	if err != nil {
@@ -483,8 +490,9 @@ func clip(v json.RawMessage) string {
 func jsonKey(field string) string {
 	t := reflect.TypeOf(Config{})
 	for i := 0; i < t.NumField(); i++ {
-		if t.Field(i).Tag.Get("yaml") == field {
-			return t.Field(i).Tag.Get("json")
+		if y, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); y == field {
+			j, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+			return j
 		}
 	}
 	return field

@@ -3,6 +3,8 @@ package layers
 import (
 	"fmt"
 	"math"
+
+	"qat/kernels"
 )
 
 // Config holds a Llama model's hyperparameters.
@@ -26,6 +28,36 @@ type Config struct {
 	// RopeScaling rescales RoPE's frequencies for long contexts; the zero
 	// value is plain RoPE.
 	RopeScaling RopeScaling `yaml:"rope_scaling,omitempty" json:"-"`
+	// DownHadamard is the online transform of a rotated model (package
+	// qat/rotate, QuaRot): each MLP's SwiGLU output goes through
+	// x -> x H/sqrt(ffn_hidden) before down_proj, whose weight carries
+	// H's transpose, so the down_proj input's outliers are spread before
+	// its observers and input quantizer see it. "full" is
+	// kernels.NewHadamard(ffn_hidden), "block" kernels.NewBlockHadamard,
+	// "" none. config.json keeps it as qat_down_hadamard, a key
+	// transformers does not know: a Hugging Face export folds H back into
+	// down_proj and leaves the key out.
+	DownHadamard string `yaml:"down_hadamard,omitempty" json:"qat_down_hadamard,omitempty"`
+}
+
+// Down-projection transforms (Config.DownHadamard).
+const (
+	DownFull  = "full"
+	DownBlock = "block"
+)
+
+// DownTransform returns the online transform of the down_proj input that
+// c.DownHadamard names, nil for none.
+func (c Config) DownTransform() (*kernels.Hadamard, error) {
+	switch c.DownHadamard {
+	case "":
+		return nil, nil
+	case DownFull:
+		return kernels.NewHadamard(c.FFNHidden)
+	case DownBlock:
+		return kernels.NewBlockHadamard(c.FFNHidden)
+	}
+	return nil, fmt.Errorf("down_hadamard %q, want %s, %s or none", c.DownHadamard, DownFull, DownBlock)
 }
 
 // RopeScaling is Hugging Face's rope_scaling of type "llama3" (Llama 3.1
@@ -85,6 +117,15 @@ func (c Config) ValidateLimits(l Limits) error {
 	}
 	if err := c.RopeScaling.validate(); err != nil {
 		return err
+	}
+	switch c.DownHadamard {
+	case "", DownBlock:
+	case DownFull:
+		if !kernels.HadamardSupported(c.FFNHidden) {
+			return &FieldError{"down_hadamard", 0, fmt.Sprintf("%s: no Hadamard matrix of size ffn_hidden %d is known (%s: the block-diagonal one)", DownFull, c.FFNHidden, DownBlock)}
+		}
+	default:
+		return &FieldError{"down_hadamard", 0, fmt.Sprintf("%q, want %s, %s or none (set by a rotation: quant.rotate, qat ptq --rotate)", c.DownHadamard, DownFull, DownBlock)}
 	}
 	return c.checkProducts(l)
 }

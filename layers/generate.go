@@ -228,6 +228,11 @@ func (d *Decoder) Step(tok int32) ([]float32, error) {
 		d.lin(d.gu[:c.FFNHidden], L.MLP.Gate.Weight, c.FFNHidden, c.Dim)
 		d.lin(d.gu[c.FFNHidden:], L.MLP.Up.Weight, c.FFNHidden, c.Dim)
 		ks.SwiGLUFwd(d.act, d.gu[:c.FFNHidden], d.gu[c.FFNHidden:])
+		if L.MLP.Online != nil {
+			// a rotated model: down_proj reads the transformed row, which
+			// the packed kernels quantize (d.input)
+			L.MLP.Online.Apply(d.act)
+		}
 		d.input(d.act)
 		d.lin(d.tmp, L.MLP.Down.Weight, c.Dim, c.FFNHidden)
 		ks.Axpy(d.x, d.tmp, 1)

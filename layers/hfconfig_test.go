@@ -98,6 +98,8 @@ func TestHFConfigRoundTrip(t *testing.T) {
 		func(c *Config) { c.HeadDimension = 32 },
 		func(c *Config) { c.QKVBias = true },
 		func(c *Config) { c.Tied = true },
+		func(c *Config) { c.DownHadamard = DownFull },
+		func(c *Config) { c.DownHadamard = DownBlock },
 		func(c *Config) {
 			c.RopeScaling = RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMax: 16}
 		},
@@ -172,6 +174,8 @@ func TestHFConfigRefusals(t *testing.T) {
 		{mistral, map[string]any{"sliding_window": "big"}, []string{"sliding_window", "big"}},
 		{qwen, map[string]any{"use_sliding_window": true}, []string{"use_sliding_window", "true"}},
 		{qwen, map[string]any{"architectures": []string{"LlamaForCausalLM"}}, []string{"architectures", "Qwen2ForCausalLM"}},
+		{llama, map[string]any{"qat_down_hadamard": "spin"}, []string{"qat_down_hadamard", "spin"}},
+		{llama, map[string]any{"qat_down_hadamard": 1}, []string{"qat_down_hadamard"}},
 	} {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(c.base), &m); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"qat/autograd"
 	"qat/data/safetensors"
+	"qat/kernels"
 )
 
 // Quantizer fake-quantizes a tensor on the tape (package qat implements
@@ -286,16 +287,28 @@ type MLP struct {
 	Gate *Linear `st:"gate_proj" gguf:"ffn_gate" input:"gate_up"`
 	Up   *Linear `st:"up_proj" gguf:"ffn_up" input:"gate_up"`
 	Down *Linear `st:"down_proj" gguf:"ffn_down"`
+	// Online is a rotated model's transform of the down_proj input
+	// (Config.DownHadamard), nil for none: down(H(silu(gate(x)) * up(x))).
+	// It holds no state, so replicas share it.
+	Online *kernels.Hadamard
 }
 
 // Forward returns res + mlp(x), the down projection adding into the
 // residual stream.
 func (m *MLP) Forward(ops autograd.Ops, x, res *autograd.Var) *autograd.Var {
+	var act *autograd.Var
 	if !anyQuantized(m.Gate, m.Up) {
-		return m.Down.ForwardAdd(ops, ops.SwiGLUCat(x, m.Gate.Weight, m.Up.Weight), res)
+		act = ops.SwiGLUCat(x, m.Gate.Weight, m.Up.Weight)
+	} else {
+		gu := linearCat(ops, x, m.Gate, m.Up)
+		act = ops.SwiGLU(gu[0], gu[1])
 	}
-	gu := linearCat(ops, x, m.Gate, m.Up)
-	return m.Down.ForwardAdd(ops, ops.SwiGLU(gu[0], gu[1]), res)
+	if m.Online != nil {
+		// before down_proj's observers and input quantizer: they see
+		// (and quantize) the rotated input
+		act = ops.Hadamard(act, m.Online)
+	}
+	return m.Down.ForwardAdd(ops, act, res)
 }
 
 // Layer is one pre-norm transformer block. GGUF names the attention and
@@ -320,6 +333,40 @@ type Options struct {
 	rope *autograd.RoPETable
 }
 
+// SetDownHadamard gives the model the online transform of the down_proj
+// input that kind names (Config.DownHadamard: "full", "block", or "" for
+// none) and records it in its config, so checkpoints and exports carry
+// it. Package qat/rotate calls it after folding the transform's inverse
+// into the down_proj weights.
+func (m *Model) SetDownHadamard(kind string) error {
+	c := m.Config
+	c.DownHadamard = kind
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	h, err := c.DownTransform()
+	if err != nil {
+		return err
+	}
+	m.Options.Config.DownHadamard = kind
+	for _, l := range m.Layers {
+		l.MLP.Online = h
+	}
+	return nil
+}
+
+// Untie gives a tied model its own lm_head, a copy of the embedding table,
+// and records Tied false: the two can then differ (a rotation folds the
+// final norm into the head only). An untied model is left as it is.
+func (m *Model) Untie() {
+	if m.Head != nil {
+		return
+	}
+	m.Head = &Linear{Weight: autograd.NewParam(m.Vocab, m.Dim)}
+	copy(m.Head.Weight.Data(), m.Embed.Weight.Data())
+	m.Options.Config.Tied = false
+}
+
 // Model is a Llama decoder.
 type Model struct {
 	Embed  *Embedding `st:"model.embed_tokens" gguf:"token_embd"`
@@ -339,6 +386,13 @@ func New(c Config) *Model {
 		panic("layers: " + err.Error())
 	}
 	m := build(&Options{Config: c, rope: c.RoPE()}, autograd.NewParam)
+	if h, err := c.DownTransform(); err != nil {
+		panic("layers: " + err.Error()) // Validate checked it
+	} else {
+		for _, l := range m.Layers {
+			l.MLP.Online = h
+		}
+	}
 	for _, p := range m.Params() {
 		if len(p.Var.Shape()) == 1 && !isBias(p.Name) { // norms start at 1, biases at 0
 			for i := range p.Var.Data() {

@@ -37,7 +37,11 @@ func refLoss(c Config, w map[string][]float64, ids, targets []int32, B, T int) f
 		h = ref.RMSNorm(x, w[p+"post_attention_layernorm.weight"], N, d, c.NormEps)
 		g := ref.Linear(h, w[p+"mlp.gate_proj.weight"], N, d, c.FFNHidden)
 		u := ref.Linear(h, w[p+"mlp.up_proj.weight"], N, d, c.FFNHidden)
-		x = add(x, ref.Linear(ref.SwiGLU(g, u), w[p+"mlp.down_proj.weight"], N, c.FFNHidden, d))
+		act := ref.SwiGLU(g, u)
+		if c.DownHadamard != "" {
+			act = hadamardRows(c, act)
+		}
+		x = add(x, ref.Linear(act, w[p+"mlp.down_proj.weight"], N, c.FFNHidden, d))
 	}
 	x = ref.RMSNorm(x, w["model.norm.weight"], N, d, c.NormEps)
 	head := w["lm_head.weight"]
@@ -45,6 +49,25 @@ func refLoss(c Config, w map[string][]float64, ids, targets []int32, B, T int) f
 		head = w["model.embed_tokens.weight"]
 	}
 	return ref.CrossEntropy(ref.Linear(x, head, N, d, c.Vocab), targets, c.Vocab, IgnoreIndex)[0]
+}
+
+// hadamardRows is each row of x (length ffn_hidden) times the online
+// transform's matrix (kernels.Hadamard.Matrix, in float64).
+func hadamardRows(c Config, x []float64) []float64 {
+	h, err := c.DownTransform()
+	if err != nil {
+		panic(err)
+	}
+	n, hm := c.FFNHidden, h.Matrix()
+	y := make([]float64, len(x))
+	for r := 0; r < len(x); r += n {
+		for i, v := range x[r : r+n] {
+			for j := 0; j < n; j++ {
+				y[r+j] += v * hm[i*n+j]
+			}
+		}
+	}
+	return y
 }
 
 func itoa(i int) string {
@@ -65,10 +88,14 @@ func randomTokens(rng *rand.Rand, n, vocab int) []int32 {
 // TestModelGradientsFiniteDifferences: the gradient of the whole model's
 // loss with respect to a sample of every parameter tensor matches central
 // differences of the float64 reference model. Norm weights are perturbed
-// away from 1 and GQA is on so that no path is trivial.
+// away from 1 and GQA is on so that no path is trivial. One model has a
+// rotated model's online transform of the down_proj input (24 = 12 x 2,
+// Paley), one the block-diagonal transform (40: 5 blocks of 8).
 func TestModelGradientsFiniteDifferences(t *testing.T) {
 	for _, c := range []Config{
 		{Vocab: 37, Dim: 16, Layers: 2, Heads: 4, KVHeads: 2, FFNHidden: 24, RopeTheta: 10000, NormEps: 1e-5, Tied: true, MaxSeq: 16},
+		{Vocab: 37, Dim: 16, Layers: 2, Heads: 4, KVHeads: 2, FFNHidden: 24, RopeTheta: 10000, NormEps: 1e-5, MaxSeq: 16, DownHadamard: DownFull},
+		{Vocab: 29, Dim: 24, Layers: 1, Heads: 2, KVHeads: 1, FFNHidden: 40, RopeTheta: 500000, NormEps: 1e-6, MaxSeq: 8, DownHadamard: DownBlock},
 		{Vocab: 29, Dim: 24, Layers: 1, Heads: 2, KVHeads: 1, FFNHidden: 40, RopeTheta: 500000, NormEps: 1e-6, Tied: false, MaxSeq: 8},
 		Tiny,
 	} {
@@ -197,6 +224,9 @@ func TestConfigValidate(t *testing.T) {
 		{Vocab: 10, Dim: 32, Layers: 1, Heads: 4, KVHeads: 3, FFNHidden: 8, RopeTheta: 1e4, NormEps: 1e-5, MaxSeq: 8},
 		{Vocab: 10, Dim: 32, Layers: 1, Heads: 4, KVHeads: 4, FFNHidden: 8, RopeTheta: -1, NormEps: 1e-5, MaxSeq: 8},
 		{Vocab: 10, Dim: 12, Layers: 1, Heads: 4, KVHeads: 4, FFNHidden: 8, RopeTheta: 1e4, NormEps: 1e-5, MaxSeq: 8},
+		// no Hadamard matrix of 172 = 43 x 4 (block is the one there is)
+		{Vocab: 10, Dim: 32, Layers: 1, Heads: 4, KVHeads: 4, FFNHidden: 172, RopeTheta: 1e4, NormEps: 1e-5, MaxSeq: 8, DownHadamard: DownFull},
+		{Vocab: 10, Dim: 32, Layers: 1, Heads: 4, KVHeads: 4, FFNHidden: 48, RopeTheta: 1e4, NormEps: 1e-5, MaxSeq: 8, DownHadamard: "hadamard"},
 	} {
 		if err := c.Validate(); err == nil {
 			t.Errorf("case %d: %+v validated", i, c)

@@ -23,6 +23,8 @@ func ptqCmd() *cobra.Command {
 	var outliers float64
 	var gwqBase string
 	var force, keepActs bool
+	var rotateKind string
+	var rotateSeed uint64
 	cmd := &cobra.Command{
 		Use:   "ptq",
 		Short: "Post-training quantization of a checkpoint (the baseline QAT has to beat)",
@@ -54,7 +56,17 @@ A checkpoint trained with quantizers (a QAT run) is quantized from its
 full-precision weights: its own quantizers are replaced by the preset's,
 or with --keep-activations its trained input quantizers (learned clip
 values, arXiv 2404.03605; LSQ steps) are kept as trained and only the
-weights (and linears it had no input quantizer on) take the preset's.`,
+weights (and linears it had no input quantizer on) take the preset's.
+
+--rotate hadamard (QuaRot, arXiv 2404.00456) rotates the full-precision
+model before anything else, so RTN and GPTQ quantize the rotated weights
+and calibrate on the rotated activations: RMSNorm weights are folded into
+the linears that read them, a tied head is untied, the residual stream
+is rotated by a Hadamard matrix with random signs (--rotate-seed), and
+down_proj's input gets an online Hadamard transform that the checkpoint
+records (qat_down_hadamard in config.json) and every runner applies. The
+logits in full precision are unchanged; outlier channels are spread
+before quantization.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kernels.SetThreads(threads)
@@ -66,6 +78,18 @@ weights (and linears it had no input quantizer on) take the preset's.`,
 			}
 			if !(outliers > 0 && outliers < 0.5) {
 				return inputf("--outliers %g: want a fraction in (0, 0.5)", outliers)
+			}
+			if rotateKind != "" && rotateKind != ptq.Hadamard {
+				return inputf("--rotate %q: want %s (or leave it out)", rotateKind, ptq.Hadamard)
+			}
+			if rotateKind != "" && keepActs {
+				return inputf("--rotate with --keep-activations: the trained input quantizers saw the unrotated inputs")
+			}
+			if rotateKind != "" && method == ptq.QQQ {
+				return inputf("--rotate with --method qqq: QQQ's smoothing of down_proj's input folds into up_proj, which the online Hadamard transform separates from it; use rtn or gptq")
+			}
+			if cmd.Flags().Changed("rotate-seed") && rotateKind == "" {
+				return inputf("--rotate-seed without --rotate hadamard")
 			}
 			if scale != "minmax" && scale != "mse" {
 				return inputf("--scale %q: want minmax or mse", scale)
@@ -130,9 +154,21 @@ weights (and linears it had no input quantizer on) take the preset's.`,
 			if keepActs && trained == 0 {
 				return inputf("--keep-activations: %s has no trained input quantizers (learned clip values or steps)", model)
 			}
-			rules, rep, err := ptq.Quantize(m, rules, ptq.Options{Method: method, GWQBase: gwqBase, GPTQ: g, KeepInputs: keepActs}, calib)
+			if rotateKind != "" && m.DownHadamard != "" {
+				return inputf("--rotate: %s is rotated already (qat_down_hadamard %q in its config.json)", model, m.DownHadamard)
+			}
+			rules, rep, err := ptq.Quantize(m, rules, ptq.Options{Method: method, GWQBase: gwqBase, GPTQ: g, KeepInputs: keepActs,
+				Rotate: rotateKind, RotateSeed: rotateSeed}, calib)
 			if err != nil {
 				return inputf("--method %s: %v", method, err)
+			}
+			if r := rep.Rotation; r != nil {
+				untied := ""
+				if r.Untied {
+					untied = "; the tied head was untied"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "rotated: residual stream by %s, down_proj input by the %s Hadamard transform of size %d%s\n",
+					r.Residual, r.Online, m.FFNHidden, untied)
 			}
 			switch {
 			case rep.Inputs > 0:
@@ -187,6 +223,8 @@ weights (and linears it had no input quantizer on) take the preset's.`,
 	cmd.Flags().IntVar(&evalBatches, "batches", 0, "evaluate on at most this many batches (0: all)")
 	cmd.Flags().IntVar(&threads, "threads", 2, "threads")
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "seed of the calibration batches")
+	cmd.Flags().StringVar(&rotateKind, "rotate", "", "hadamard: rotate the model before quantizing it (QuaRot: residual stream and down_proj input)")
+	cmd.Flags().Uint64Var(&rotateSeed, "rotate-seed", 1, "--rotate: seed of the residual rotation's random signs")
 	cmd.Flags().BoolVar(&keepActs, "keep-activations", false, "keep the checkpoint's trained input quantizers (learned clip values, LSQ steps) instead of the preset's activations")
 	forceFlag(cmd, &force)
 	cmd.MarkFlagRequired("model")

@@ -123,10 +123,14 @@ type Step[F, I any] struct {
 // preset but QQQ's two-level one), mse's fixed steps and LSQ's learned
 // ones (symmetric; their gradients go to the quantizers' step tensors, as
 // on the tape). LSQ+, GWQ outliers, two-level groups, LR-QAT adapters and
-// a quantized KV cache or lm_head are refused. head_dim != dim/heads, q/k/v
+// a quantized KV cache or lm_head are refused, and so is a rotated
+// model's online transform (Config.DownHadamard). head_dim != dim/heads, q/k/v
 // biases and rope_scaling run (the RoPE table is the model's).
 func New[F, I any](be Backend[F, I], m *layers.Model, B, T int) (*Step[F, I], error) {
 	c := m.Config
+	if c.DownHadamard != "" {
+		return nil, fmt.Errorf("device step: model.down_hadamard %s: the device step has no online Hadamard transform of the down_proj input (a rotated model) yet: train on the cpu", c.DownHadamard)
+	}
 	for _, l := range m.Layers {
 		if l.Attn.KQuant != nil {
 			return nil, fmt.Errorf("device step: the model quantizes its KV cache; the device step does not yet")

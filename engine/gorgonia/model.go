@@ -53,6 +53,9 @@ func (openBLAS) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []flo
 // Supported reports why m cannot be built as a Gorgonia graph, nil if it
 // can: every quantizer must be a qat.Quantizer on a linear layer.
 func Supported(m *layers.Model) error {
+	if m.DownHadamard != "" {
+		return fmt.Errorf("model.down_hadamard %s: the gorgonia engine has no online Hadamard transform of the down_proj input (a rotated model): train on the tape engine", m.DownHadamard)
+	}
 	for _, a := range m.Attentions() {
 		if a.Attention.KQuant != nil || a.Attention.VQuant != nil {
 			return fmt.Errorf("%s: the gorgonia engine has no KV-cache quantizers", a.Name)

@@ -19,6 +19,7 @@ import (
 	"qat/data"
 	"qat/layers"
 	"qat/qat"
+	"qat/qat/rotate"
 )
 
 // Calibration is where statistics come from: Batches batches of Batch
@@ -56,7 +57,15 @@ type Options struct {
 	// as trained (arXiv 2404.03605's PTQ of the weights after QAT of the
 	// activations).
 	KeepInputs bool
+	// Rotate, when "hadamard", rotates the full-precision model first
+	// (rotate.Hadamard, signs from RotateSeed), so every method quantizes
+	// the rotated weights and calibrates on the rotated activations.
+	Rotate     string
+	RotateSeed uint64
 }
+
+// Hadamard is Options.Rotate's one rotation.
+const Hadamard = "hadamard"
 
 // Report is what Quantize did.
 type Report struct {
@@ -65,6 +74,8 @@ type Report struct {
 	Outliers  int // GWQ: linear layers that keep fp16 outliers
 	Kept      int // GWQ: weights kept in fp16
 	Inputs    int // KeepInputs: trained input quantizers kept
+	// Rotation is what Options.Rotate did, nil when it was not asked.
+	Rotation *rotate.Report
 }
 
 // Quantize attaches rules to m (qat.Prepare) and rounds its weights by the
@@ -72,11 +83,24 @@ type Report struct {
 // method's own statistics need the quantized model (call Calibrate again
 // after, on the final weights). Quantizers m already has (a QAT
 // checkpoint's) are removed first, or with o.KeepInputs its trained input
-// quantizers are kept. It returns the rules to save with the result:
+// quantizers are kept. With o.Rotate the full-precision model is rotated
+// after its own quantizers are removed and before anything else (a
+// rotated model cannot be smoothed by QQQ). It returns the rules to save with the result:
 // GPTQ's scales become fixed steps; kept inputs are named layer by layer.
 func Quantize(m *layers.Model, rules []qat.Rule, o Options, c Calibration) ([]qat.Rule, Report, error) {
 	var rep Report
 	var kept map[string]*qat.Quantizer
+	switch {
+	case o.Rotate != "" && o.Rotate != Hadamard:
+		return nil, rep, fmt.Errorf("rotate %q: want %s", o.Rotate, Hadamard)
+	case o.Rotate != "" && o.KeepInputs:
+		// the kept quantizers were trained on the unrotated inputs
+		return nil, rep, fmt.Errorf("keep inputs: the trained input quantizers saw the unrotated inputs; a rotation changes them")
+	case o.Method == QQQ && (o.Rotate != "" || m.DownHadamard != ""):
+		// smoothing folds down_proj's input scales into up_proj's rows,
+		// and the online transform between them mixes those channels
+		return nil, rep, fmt.Errorf("qqq: its smoothing of down_proj's input folds into up_proj, which a rotated model's online Hadamard transform separates from it: use rtn or gptq")
+	}
 	if o.KeepInputs {
 		if o.Method == QQQ {
 			// smoothing rescales the inputs the kept quantizers were
@@ -88,6 +112,13 @@ func Quantize(m *layers.Model, rules []qat.Rule, o Options, c Calibration) ([]qa
 		}
 	}
 	qat.Detach(m)
+	if o.Rotate != "" {
+		r, err := rotate.Hadamard(m, o.RotateSeed, c.Progress)
+		if err != nil {
+			return nil, rep, fmt.Errorf("rotate: %w", err)
+		}
+		rep.Rotation = &r
+	}
 	var grads map[*autograd.Var][]float32
 	if o.Method == GWQ {
 		// saliency: |dL/dW| of the full-precision model's loss

@@ -87,6 +87,11 @@ type Quant struct {
 	// kept in fp16 unless the rules give a fraction). gptq and qqq keep
 	// their scales as learned steps.
 	Init string `yaml:"init"`
+	// Rotate rotates the init_from model before its quantizers are
+	// attached and calibrated: "hadamard" (QuaRot: package qat/rotate,
+	// the residual stream's signs from train.seed), "" none. A resumed
+	// run's checkpoint is rotated already and is not rotated again.
+	Rotate string `yaml:"rotate"`
 }
 
 // Config is a run configuration.
@@ -324,6 +329,19 @@ func (c *Config) validate() *fieldError {
 		return &fieldError{"quant.preset", fmt.Sprintf("%q, want one of %s", c.Quant.Preset, qat.PresetNames())}
 	case c.Quant.Init != "" && c.Quant.Init != "rtn" && c.Quant.Init != "gptq" && c.Quant.Init != "qqq" && c.Quant.Init != "gwq":
 		return &fieldError{"quant.init", fmt.Sprintf("%q, want rtn, gptq, qqq or gwq", c.Quant.Init)}
+	case c.Quant.Rotate != "" && c.Quant.Rotate != "hadamard":
+		return &fieldError{"quant.rotate", fmt.Sprintf("%q, want hadamard (or leave it out)", c.Quant.Rotate)}
+	case c.Quant.Rotate != "" && c.InitFrom == "":
+		// a rotation preserves a trained model's function while it
+		// spreads the outlier channels training grew; random weights have
+		// none, and training from scratch would grow them in any basis
+		return &fieldError{"quant.rotate", "rotates a trained model: set init_from (a model trained from scratch has no outliers to spread yet)"}
+	case c.Quant.Rotate != "" && c.Model.DownHadamard != "" && !c.resumed:
+		return &fieldError{"quant.rotate", fmt.Sprintf("init_from %s is rotated already (qat_down_hadamard %q): leave quant.rotate out", c.InitFrom, c.Model.DownHadamard)}
+	case c.Quant.Rotate != "" && c.Quant.Init == "qqq":
+		return &fieldError{"quant.init", "qqq smooths down_proj's input into up_proj, which quant.rotate's online Hadamard transform separates from it: use rtn or gptq"}
+	case c.Model.DownHadamard != "" && c.InitFrom == "" && !c.resumed:
+		return &fieldError{"model.down_hadamard", "is set by a rotation (quant.rotate, qat ptq --rotate) of a trained model, not by hand"}
 	case c.Quant.CalibBatches < 1:
 		return &fieldError{"quant.calib_batches", fmt.Sprintf("%d, must be at least 1", c.Quant.CalibBatches)}
 	case c.Quant.Kurtosis.Coef < 0 || math.IsNaN(c.Quant.Kurtosis.Coef):

@@ -33,6 +33,7 @@ import (
 	"qat/optim"
 	"qat/qat"
 	"qat/qat/ptq"
+	"qat/qat/rotate"
 )
 
 // Run is one training run.
@@ -163,19 +164,35 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 	if err != nil {
 		return nil, inputErr(err)
 	}
-	m := layers.New(cfg.Model)
-	m.Init(cfg.Train.Seed)
 	latest, err := checkpoint.Latest(cfg.OutDir)
 	if err != nil {
 		return nil, &config.InputError{Err: err}
 	}
+	// quant.rotate: a fresh run rotates init_from's model, which is built
+	// as init_from has it (a run whose config.yaml already records the
+	// rotated model, resumed before its first checkpoint, starts over from
+	// init_from too); a resumed run loads its rotated checkpoint
+	rotateNow := cfg.Quant.Rotate != "" && !(resume && latest != "") && cfg.InitFrom != ""
+	mc := cfg.Model
+	if rotateNow {
+		if mc, err = unrotated(cfg); err != nil {
+			return nil, &config.InputError{Err: fmt.Errorf("init_from: %w", err)}
+		}
+	}
+	m := layers.New(mc)
+	m.Init(cfg.Train.Seed)
 	switch {
 	case resume && latest != "":
-	case resume:
-		fmt.Fprintf(log, "no checkpoint in %s: starting fresh\n", cfg.OutDir)
 	case latest != "":
 		return nil, &config.InputError{Err: fmt.Errorf("out_dir %s already holds checkpoints: use --resume or another out_dir", cfg.OutDir)}
+	case resume && cfg.InitFrom == "":
+		fmt.Fprintf(log, "no checkpoint in %s: starting fresh\n", cfg.OutDir)
 	case cfg.InitFrom != "":
+		// a fresh run, or a resumed one killed before its first
+		// checkpoint, which starts as the fresh run did
+		if resume {
+			fmt.Fprintf(log, "no checkpoint in %s: starting fresh\n", cfg.OutDir)
+		}
 		dir, err := checkpoint.Resolve(cfg.InitFrom)
 		if err != nil {
 			return nil, &config.InputError{Err: fmt.Errorf("init_from: %w", err)}
@@ -184,6 +201,21 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 			return nil, &config.InputError{Err: fmt.Errorf("init_from: %w", err)}
 		}
 		fmt.Fprintf(log, "initialised from %s\n", dir)
+		if rotateNow {
+			rep, err := rotate.Hadamard(m, cfg.Train.Seed, log)
+			if err != nil {
+				return nil, &config.InputError{Err: fmt.Errorf("quant.rotate: %w", err)}
+			}
+			// the run's model is the rotated one: its config.yaml, and
+			// so a resume, builds that (untied, with the online transform)
+			cfg.Model = m.Config
+			untied := ""
+			if rep.Untied {
+				untied = "; the tied head was untied"
+			}
+			fmt.Fprintf(log, "rotated: residual stream by %s, down_proj input by the %s Hadamard transform of size %d%s\n",
+				rep.Residual, rep.Online, m.FFNHidden, untied)
+		}
 	}
 	// Quantizers go on after the starting weights are in place: LSQ steps
 	// start from them (a resumed run then loads its trained steps).
@@ -621,4 +653,24 @@ func (r *Run) Final() (trainLoss, valLoss float64) {
 		trainLoss = sum / float64(n)
 	}
 	return trainLoss, valLoss
+}
+
+// unrotated is the model config of init_from as the run's model section
+// gives it (max_seq may be lower), before quant.rotate: tied as init_from
+// is, without the online transform.
+func unrotated(cfg *config.Config) (layers.Config, error) {
+	dir, err := checkpoint.Resolve(cfg.InitFrom)
+	if err != nil {
+		return layers.Config{}, err
+	}
+	init, err := checkpoint.HFConfig(dir)
+	if err != nil {
+		return layers.Config{}, err
+	}
+	if init.DownHadamard != "" {
+		return layers.Config{}, fmt.Errorf("%s is rotated already (qat_down_hadamard %q): leave quant.rotate out", dir, init.DownHadamard)
+	}
+	c := cfg.Model
+	c.Tied, c.DownHadamard = init.Tied, ""
+	return c, nil
 }
