@@ -41,7 +41,7 @@ type Hadamard struct {
 	hm, hmT []float32
 	scale   float32 // 1/sqrt(N), or 1/sqrt(p) for the block-diagonal transform
 	name    string
-	pool    sync.Pool // *[]float32 of m: the Go mixing loop's column
+	pool    sync.Pool // *[]float32: the mixing's scratch
 }
 
 // maxHadamardOrder bounds the dense factor H_m: its m x m product costs m
@@ -122,17 +122,21 @@ func (h *Hadamard) String() string { return fmt.Sprintf("Hadamard %d (%s)", h.N,
 
 // Apply transforms every consecutive row of length N of x in place:
 // row <- row H / sqrt(n). len(x) must be a multiple of N.
-func (h *Hadamard) Apply(x []float32) { h.apply(x, h.hm) }
+//
+// Output block a of row H is sum_i H_m[i,a] z_i: its coefficients are
+// column a of H_m, row a of H_mᵀ. The loops take the matrix whose row a
+// holds them (coef): H_mᵀ for Apply, H_m for ApplyT.
+func (h *Hadamard) Apply(x []float32) { h.apply(x, h.hmT) }
 
 // ApplyT applies the transpose, which is the inverse: row <- row Hᵀ/sqrt(n).
-func (h *Hadamard) ApplyT(x []float32) { h.apply(x, h.hmT) }
+func (h *Hadamard) ApplyT(x []float32) { h.apply(x, h.hm) }
 
 // Apply64 is Apply in float64 (the Go loop; for folding into weights and
 // for references).
-func (h *Hadamard) Apply64(x []float64) { h.check(len(x)); hadamardRows(h, x, h.hm, nil) }
+func (h *Hadamard) Apply64(x []float64) { h.check(len(x)); hadamardRows(h, x, h.hmT, nil) }
 
 // ApplyT64 is ApplyT in float64.
-func (h *Hadamard) ApplyT64(x []float64) { h.check(len(x)); hadamardRows(h, x, h.hmT, nil) }
+func (h *Hadamard) ApplyT64(x []float64) { h.check(len(x)); hadamardRows(h, x, h.hm, nil) }
 
 func (h *Hadamard) check(n int) {
 	if n%h.N != 0 {
@@ -140,15 +144,15 @@ func (h *Hadamard) check(n int) {
 	}
 }
 
-func (h *Hadamard) apply(x []float32, hm []float32) {
+func (h *Hadamard) apply(x []float32, coef []float32) {
 	h.check(len(x))
 	rows := len(x) / h.N
 	// at least 16K values per task
 	grain := max(1, (1<<14)/h.N)
 	run := func(lo, hi int) {
 		y := x[lo*h.N : hi*h.N]
-		if !hadamardSIMD(h, y, hm) {
-			h.applyGo(y, hm)
+		if !hadamardSIMD(h, y, coef) {
+			h.applyGo(y, coef)
 		}
 	}
 	if Serial(rows, grain) {
@@ -159,31 +163,39 @@ func (h *Hadamard) apply(x []float32, hm []float32) {
 }
 
 // applyGo is the reference loop (float32).
-func (h *Hadamard) applyGo(x []float32, hm []float32) {
-	var col []float32
-	if hm != nil {
-		c, _ := h.pool.Get().(*[]float32)
-		if c == nil {
-			s := make([]float32, h.m)
-			c = &s
-		}
+func (h *Hadamard) applyGo(x []float32, coef []float32) {
+	var z []float32
+	if coef != nil {
+		c := h.scratch(h.N)
 		defer h.pool.Put(c)
-		col = *c
+		z = *c
 	}
-	hadamardRows(h, x, hm, col)
+	hadamardRows(h, x, coef, z)
 }
 
-// hadamardRows transforms the rows of x with the mixing matrix hm (nil:
-// none); col is m values of scratch (allocated when nil).
-func hadamardRows[T float32 | float64](h *Hadamard, x []T, hm []float32, col []T) {
+// scratch returns at least n floats from h's pool; the caller puts them
+// back.
+func (h *Hadamard) scratch(n int) *[]float32 {
+	c, _ := h.pool.Get().(*[]float32)
+	if c == nil || len(*c) < n {
+		s := make([]float32, n)
+		c = &s
+	}
+	return c
+}
+
+// hadamardRows transforms the rows of x: the butterflies of every block,
+// the mixing with coef (row a: output block a's coefficients; nil: none),
+// then the scale. z is N values of scratch (allocated when nil).
+func hadamardRows[T float32 | float64](h *Hadamard, x []T, coef []float32, z []T) {
 	m, p := h.m, h.p
-	if hm != nil && col == nil {
-		col = make([]T, m)
+	if coef != nil && z == nil {
+		z = make([]T, h.N)
 	}
 	scale := T(h.scale)
 	if _, ok := any(x).([]float64); ok {
 		// float64: the exact scale, not float32's rounding of it
-		if hm == nil && m > 1 {
+		if h.hm == nil && m > 1 {
 			scale = T(1 / math.Sqrt(float64(p)))
 		} else {
 			scale = T(1 / math.Sqrt(float64(h.N)))
@@ -194,22 +206,19 @@ func hadamardRows[T float32 | float64](h *Hadamard, x []T, hm []float32, col []T
 		for i := 0; i < m; i++ {
 			wht(row[i*p : (i+1)*p])
 		}
-		if hm != nil {
-			for j := 0; j < p; j++ {
-				for i := 0; i < m; i++ {
-					col[i] = row[i*p+j]
-				}
-				for a := 0; a < m; a++ {
-					var acc T
-					for i, z := range col {
-						// ±1: changes the sign only
-						if hm[i*m+a] > 0 {
-							acc += z
-						} else {
-							acc -= z
-						}
+		if coef != nil {
+			copy(z, row)
+			for a := 0; a < m; a++ {
+				out := row[a*p : (a+1)*p]
+				clear(out)
+				for i, c := range coef[a*m : (a+1)*m] {
+					// ±1: the product is exact, so each element is the
+					// sum of ±z_i in block order from +0, rounded once a
+					// term
+					c := T(c)
+					for j, v := range z[i*p : (i+1)*p] {
+						out[j] += c * v
 					}
-					row[a*p+j] = acc
 				}
 			}
 		}

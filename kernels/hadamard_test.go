@@ -344,7 +344,7 @@ func TestHadamardRows(t *testing.T) {
 		h.Apply(y)
 		for r := 0; r < rows; r++ {
 			one := append([]float32(nil), x[r*n:(r+1)*n]...)
-			h.applyGo(one, h.hm)
+			h.applyGo(one, h.hmT) // Apply's coefficients
 			for i := range one {
 				if one[i] != y[r*n+i] {
 					t.Fatalf("%v: row %d of %d [%d] = %g, alone %g", h, r, rows, i, y[r*n+i], one[i])

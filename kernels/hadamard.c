@@ -1,0 +1,136 @@
+//go:build cgo && !purego
+
+// The Hadamard transform's AVX-512 kernel (hadamard.go has the algebra
+// and the Go reference, hadamardRows). It performs the Go loop's
+// operations in the Go loop's order on every element, so it gives the Go
+// loop's bits:
+//
+// - Butterflies, stage by stage with the half-width h doubling from 1:
+//   (u, v) -> (u+v, u-v). Stages h = 1, 2, 4, 8 stay inside one 16-float
+//   register: a permute brings each lane's partner, the lower lane of a
+//   pair takes x + partner (addition commutes exactly), the upper lane
+//   partner - x. Stages h >= 16 pair whole registers, two stages a pass
+//   over memory (h and 2h: the same operations on the same values, one
+//   pass instead of two).
+// - Mixing across the m blocks: output block a is sum_i c[a][i] z_i in
+//   block order i from +0, one fused multiply-add by c = ±1 a term: the
+//   product is exact, so fma rounds once, as the Go loop's acc ± z does.
+// - The scale: one multiplication at the end, fused into the last pass.
+
+#include <immintrin.h>
+
+#define TGT512 __attribute__((target("avx512f,fma")))
+
+// bfly16: stages h = 1, 2, 4, 8 of a 16-float vector.
+TGT512 static inline __m512 bfly16(__m512 v) {
+	__m512 p;
+	p = _mm512_permute_ps(v, 0xB1); // lanes i ^ 1
+	v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), 0xAAAA, p, v);
+	p = _mm512_permute_ps(v, 0x4E); // i ^ 2
+	v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), 0xCCCC, p, v);
+	p = _mm512_shuffle_f32x4(v, v, 0xB1); // i ^ 4
+	v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), 0xF0F0, p, v);
+	p = _mm512_shuffle_f32x4(v, v, 0x4E); // i ^ 8
+	v = _mm512_mask_sub_ps(_mm512_add_ps(v, p), 0xFF00, p, v);
+	return v;
+}
+
+// wht512: the butterflies of x (p floats, p a power of two >= 16) in
+// place, times s when scale is set.
+TGT512 static void wht512(float *x, long p, int scale, float s) {
+	const __m512 vs = _mm512_set1_ps(s);
+	int stages = 0; // the stages h >= 16
+	for (long q = p; q > 16; q >>= 1) stages++;
+	for (long j = 0; j < p; j += 16) {
+		__m512 v = bfly16(_mm512_loadu_ps(x + j));
+		if (scale && stages == 0) v = _mm512_mul_ps(v, vs);
+		_mm512_storeu_ps(x + j, v);
+	}
+	long h = 16;
+	for (; stages >= 2; stages -= 2, h *= 4) {
+		const int last = scale && stages == 2;
+		for (long b = 0; b < p; b += 4 * h) {
+			float *x0 = x + b, *x1 = x0 + h, *x2 = x1 + h, *x3 = x2 + h;
+			for (long j = 0; j < h; j += 16) {
+				__m512 a = _mm512_loadu_ps(x0 + j), c = _mm512_loadu_ps(x1 + j);
+				__m512 d = _mm512_loadu_ps(x2 + j), e = _mm512_loadu_ps(x3 + j);
+				__m512 a1 = _mm512_add_ps(a, c), c1 = _mm512_sub_ps(a, c);
+				__m512 d1 = _mm512_add_ps(d, e), e1 = _mm512_sub_ps(d, e);
+				__m512 a2 = _mm512_add_ps(a1, d1), d2 = _mm512_sub_ps(a1, d1);
+				__m512 c2 = _mm512_add_ps(c1, e1), e2 = _mm512_sub_ps(c1, e1);
+				if (last) {
+					a2 = _mm512_mul_ps(a2, vs), c2 = _mm512_mul_ps(c2, vs);
+					d2 = _mm512_mul_ps(d2, vs), e2 = _mm512_mul_ps(e2, vs);
+				}
+				_mm512_storeu_ps(x0 + j, a2), _mm512_storeu_ps(x1 + j, c2);
+				_mm512_storeu_ps(x2 + j, d2), _mm512_storeu_ps(x3 + j, e2);
+			}
+		}
+	}
+	if (stages == 1) {
+		for (long b = 0; b < p; b += 2 * h) {
+			float *x0 = x + b, *x1 = x0 + h;
+			for (long j = 0; j < h; j += 16) {
+				__m512 a = _mm512_loadu_ps(x0 + j), c = _mm512_loadu_ps(x1 + j);
+				__m512 u = _mm512_add_ps(a, c), v = _mm512_sub_ps(a, c);
+				if (scale) u = _mm512_mul_ps(u, vs), v = _mm512_mul_ps(v, vs);
+				_mm512_storeu_ps(x0 + j, u), _mm512_storeu_ps(x1 + j, v);
+			}
+		}
+	}
+}
+
+// mix_tile: output blocks a..a+na-1 at the nj*16 columns from j of one
+// row (na, nj constants where it is inlined, so the accumulators stay in
+// registers): acc = sum_i coef[a'*m + i] col[i], from +0 in block order.
+// col holds the row's nj*16 columns of every block, 16*nj floats a block.
+TGT512 static inline __attribute__((always_inline)) void mix_tile(float *x, long m, long p, long j, long a, const float *coef, __m512 vs,
+								  const float *col, const int na, const int nj) {
+	__m512 acc[8][2];
+	for (int k = 0; k < na; k++)
+		for (int t = 0; t < nj; t++) acc[k][t] = _mm512_setzero_ps();
+	for (long i = 0; i < m; i++) {
+		__m512 z[2];
+		for (int t = 0; t < nj; t++) z[t] = _mm512_loadu_ps(col + (nj * i + t) * 16);
+		for (int k = 0; k < na; k++) {
+			const __m512 c = _mm512_set1_ps(coef[(a + k) * m + i]);
+			for (int t = 0; t < nj; t++) acc[k][t] = _mm512_fmadd_ps(z[t], c, acc[k][t]);
+		}
+	}
+	for (int k = 0; k < na; k++)
+		for (int t = 0; t < nj; t++) _mm512_storeu_ps(x + (a + k) * p + j + 16 * t, _mm512_mul_ps(acc[k][t], vs));
+}
+
+// mix512: the mixing of one row's m blocks of p (p a multiple of 16, m of
+// 4) in place, scaled by s: block a <- s sum_i coef[a*m + i] block i. col
+// holds 32*m floats: columns of every block, read before any is written.
+// Tiles of 8 outputs x 16 columns, or 8 x 32 where p allows: the
+// coefficient broadcasts (one load each) are then shared by two products.
+TGT512 static void mix512(float *x, long m, long p, const float *coef, float s, float *col) {
+	const __m512 vs = _mm512_set1_ps(s);
+	const int nj = p >= 32 ? 2 : 1;
+	for (long j = 0; j < p; j += 16 * nj) {
+		for (long i = 0; i < m; i++)
+			for (int t = 0; t < nj; t++) _mm512_storeu_ps(col + (nj * i + t) * 16, _mm512_loadu_ps(x + i * p + j + 16 * t));
+		long a = 0;
+		if (nj == 2) {
+			for (; a + 8 <= m; a += 8) mix_tile(x, m, p, j, a, coef, vs, col, 8, 2);
+			if (a < m) mix_tile(x, m, p, j, a, coef, vs, col, 4, 2);
+		} else {
+			for (; a + 8 <= m; a += 8) mix_tile(x, m, p, j, a, coef, vs, col, 8, 1);
+			if (a < m) mix_tile(x, m, p, j, a, coef, vs, col, 4, 1);
+		}
+	}
+}
+
+// hadamard_avx512 transforms rows rows of m blocks of p floats (p a power
+// of two >= 16) in place: the butterflies of every block, then, with coef
+// (m x m, ±1, row a the coefficients of output block a; m a multiple of
+// 4), the mixing, then the scale s. col: 32*m floats of scratch.
+TGT512 void hadamard_avx512(float *x, long rows, long m, long p, const float *coef, float s, float *col) {
+	for (long r = 0; r < rows; r++) {
+		float *row = x + r * m * p;
+		for (long i = 0; i < m; i++) wht512(row + i * p, p, coef == 0, s);
+		if (coef) mix512(row, m, p, coef, s, col);
+	}
+}
