@@ -134,3 +134,110 @@ TGT512 void hadamard_avx512(float *x, long rows, long m, long p, const float *co
 		if (coef) mix512(row, m, p, coef, s, col);
 	}
 }
+
+// The AVX2 kernel: the same operations in the same order on 8-float
+// vectors (stages h = 1, 2, 4 in a register, where a blend picks each
+// lane's sum or difference, both computed exactly as the Go loop computes
+// them), so it too gives the Go loop's bits.
+
+#define TGT2 __attribute__((target("avx2,fma")))
+
+// bfly8: stages h = 1, 2, 4 of an 8-float vector.
+TGT2 static inline __m256 bfly8(__m256 v) {
+	__m256 p;
+	p = _mm256_permute_ps(v, 0xB1); // lanes i ^ 1
+	v = _mm256_blend_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), 0xAA);
+	p = _mm256_permute_ps(v, 0x4E); // i ^ 2
+	v = _mm256_blend_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), 0xCC);
+	p = _mm256_permute2f128_ps(v, v, 0x01); // i ^ 4
+	v = _mm256_blend_ps(_mm256_add_ps(v, p), _mm256_sub_ps(p, v), 0xF0);
+	return v;
+}
+
+// wht256: wht512 on 8-float vectors (p a power of two >= 8).
+TGT2 static void wht256(float *x, long p, int scale, float s) {
+	const __m256 vs = _mm256_set1_ps(s);
+	int stages = 0; // the stages h >= 8
+	for (long q = p; q > 8; q >>= 1) stages++;
+	for (long j = 0; j < p; j += 8) {
+		__m256 v = bfly8(_mm256_loadu_ps(x + j));
+		if (scale && stages == 0) v = _mm256_mul_ps(v, vs);
+		_mm256_storeu_ps(x + j, v);
+	}
+	long h = 8;
+	for (; stages >= 2; stages -= 2, h *= 4) {
+		const int last = scale && stages == 2;
+		for (long b = 0; b < p; b += 4 * h) {
+			float *x0 = x + b, *x1 = x0 + h, *x2 = x1 + h, *x3 = x2 + h;
+			for (long j = 0; j < h; j += 8) {
+				__m256 a = _mm256_loadu_ps(x0 + j), c = _mm256_loadu_ps(x1 + j);
+				__m256 d = _mm256_loadu_ps(x2 + j), e = _mm256_loadu_ps(x3 + j);
+				__m256 a1 = _mm256_add_ps(a, c), c1 = _mm256_sub_ps(a, c);
+				__m256 d1 = _mm256_add_ps(d, e), e1 = _mm256_sub_ps(d, e);
+				__m256 a2 = _mm256_add_ps(a1, d1), d2 = _mm256_sub_ps(a1, d1);
+				__m256 c2 = _mm256_add_ps(c1, e1), e2 = _mm256_sub_ps(c1, e1);
+				if (last) {
+					a2 = _mm256_mul_ps(a2, vs), c2 = _mm256_mul_ps(c2, vs);
+					d2 = _mm256_mul_ps(d2, vs), e2 = _mm256_mul_ps(e2, vs);
+				}
+				_mm256_storeu_ps(x0 + j, a2), _mm256_storeu_ps(x1 + j, c2);
+				_mm256_storeu_ps(x2 + j, d2), _mm256_storeu_ps(x3 + j, e2);
+			}
+		}
+	}
+	if (stages == 1) {
+		for (long b = 0; b < p; b += 2 * h) {
+			float *x0 = x + b, *x1 = x0 + h;
+			for (long j = 0; j < h; j += 8) {
+				__m256 a = _mm256_loadu_ps(x0 + j), c = _mm256_loadu_ps(x1 + j);
+				__m256 u = _mm256_add_ps(a, c), v = _mm256_sub_ps(a, c);
+				if (scale) u = _mm256_mul_ps(u, vs), v = _mm256_mul_ps(v, vs);
+				_mm256_storeu_ps(x0 + j, u), _mm256_storeu_ps(x1 + j, v);
+			}
+		}
+	}
+}
+
+// mix_tile2: mix_tile on 8-float vectors (16 registers: 4 outputs x nj).
+TGT2 static inline __attribute__((always_inline)) void mix_tile2(float *x, long m, long p, long j, long a, const float *coef, __m256 vs,
+								 const float *col, const int nj) {
+	__m256 acc[4][2];
+	for (int k = 0; k < 4; k++)
+		for (int t = 0; t < nj; t++) acc[k][t] = _mm256_setzero_ps();
+	for (long i = 0; i < m; i++) {
+		__m256 z[2];
+		for (int t = 0; t < nj; t++) z[t] = _mm256_loadu_ps(col + (nj * i + t) * 8);
+		for (int k = 0; k < 4; k++) {
+			const __m256 c = _mm256_broadcast_ss(coef + (a + k) * m + i);
+			for (int t = 0; t < nj; t++) acc[k][t] = _mm256_fmadd_ps(z[t], c, acc[k][t]);
+		}
+	}
+	for (int k = 0; k < 4; k++)
+		for (int t = 0; t < nj; t++) _mm256_storeu_ps(x + (a + k) * p + j + 8 * t, _mm256_mul_ps(acc[k][t], vs));
+}
+
+// mix256: mix512 on 8-float vectors (p a multiple of 8, m of 4; col: 16*m
+// floats).
+TGT2 static void mix256(float *x, long m, long p, const float *coef, float s, float *col) {
+	const __m256 vs = _mm256_set1_ps(s);
+	const int nj = p >= 16 ? 2 : 1;
+	for (long j = 0; j < p; j += 8 * nj) {
+		for (long i = 0; i < m; i++)
+			for (int t = 0; t < nj; t++) _mm256_storeu_ps(col + (nj * i + t) * 8, _mm256_loadu_ps(x + i * p + j + 8 * t));
+		for (long a = 0; a < m; a += 4) {
+			if (nj == 2)
+				mix_tile2(x, m, p, j, a, coef, vs, col, 2);
+			else
+				mix_tile2(x, m, p, j, a, coef, vs, col, 1);
+		}
+	}
+}
+
+// hadamard_avx2: hadamard_avx512 with AVX2 (p a power of two >= 8).
+TGT2 void hadamard_avx2(float *x, long rows, long m, long p, const float *coef, float s, float *col) {
+	for (long r = 0; r < rows; r++) {
+		float *row = x + r * m * p;
+		for (long i = 0; i < m; i++) wht256(row + i * p, p, coef == 0, s);
+		if (coef) mix256(row, m, p, coef, s, col);
+	}
+}

@@ -3,40 +3,65 @@
 package kernels
 
 // void hadamard_avx512(float *x, long rows, long m, long p, const float *coef, float s, float *col);
+// void hadamard_avx2(float *x, long rows, long m, long p, const float *coef, float s, float *col);
 import "C"
 
 import "golang.org/x/sys/cpu"
 
-// hadamardAVX512: the CPU runs hadamard.c's kernel.
-var hadamardAVX512 = cpu.X86.HasAVX512F
+// hadamardISA is the best Hadamard kernel of hadamard.c this CPU runs: 2
+// AVX-512, 1 AVX2, 0 none.
+var hadamardISA = func() int {
+	switch {
+	case cpu.X86.HasAVX512F && cpu.X86.HasFMA:
+		return 2
+	case cpu.X86.HasAVX2 && cpu.X86.HasFMA:
+		return 1
+	}
+	return 0
+}()
 
-// hadamardSIMD runs the AVX-512 kernel on the rows of x with the mixing
-// coefficients coef (row a: output block a's; nil: none); false where it
-// does not apply (no AVX-512, useSIMD off, blocks shorter than 16), for
-// the Go loop.
+// hadamardSIMD runs the best kernel on the rows of x with the mixing
+// coefficients coef (row a: output block a's; nil: none); false where
+// none applies (useSIMD off, no kernel, blocks too short), for the Go
+// loop.
 func hadamardSIMD(h *Hadamard, x []float32, coef []float32) bool {
-	if !useSIMD || !hadamardAVX512 || h.p < 16 {
+	return useSIMD && hadamardISASIMD(hadamardISA, h, x, coef)
+}
+
+// hadamardISASIMD runs the kernel of instruction set isa (2 AVX-512:
+// blocks of 16 or more; 1 AVX2: 8 or more).
+func hadamardISASIMD(isa int, h *Hadamard, x []float32, coef []float32) bool {
+	if isa <= 0 || isa > hadamardISA || h.p < [...]int{0, 8, 16}[isa] {
 		return false
 	}
 	rows, m := len(x)/h.N, h.m
 	if rows == 0 {
 		return true
 	}
+	p, sc := C.long(h.p), C.float(h.scale)
 	if coef == nil {
 		// no mixing: every block is a row of its own
-		C.hadamard_avx512(fp(x), C.long(rows*m), 1, C.long(h.p), nil, C.float(h.scale), nil)
+		if isa == 2 {
+			C.hadamard_avx512(fp(x), C.long(rows*m), 1, p, nil, sc, nil)
+		} else {
+			C.hadamard_avx2(fp(x), C.long(rows*m), 1, p, nil, sc, nil)
+		}
 		return true
 	}
 	c := h.scratch(32 * m)
 	defer h.pool.Put(c)
-	C.hadamard_avx512(fp(x), C.long(rows), C.long(m), C.long(h.p), fp(coef), C.float(h.scale), fp(*c))
+	if isa == 2 {
+		C.hadamard_avx512(fp(x), C.long(rows), C.long(m), p, fp(coef), sc, fp(*c))
+	} else {
+		C.hadamard_avx2(fp(x), C.long(rows), C.long(m), p, fp(coef), sc, fp(*c))
+	}
 	return true
 }
 
 // hadamardKernel names the Hadamard kernel in use.
 func hadamardKernel() string {
-	if useSIMD && hadamardAVX512 {
-		return "avx512"
+	if !useSIMD {
+		return "go"
 	}
-	return "go"
+	return [...]string{"go", "avx2", "avx512"}[hadamardISA]
 }

@@ -354,13 +354,14 @@ func TestHadamardRows(t *testing.T) {
 	}
 }
 
-// TestHadamardSIMD: the AVX-512 kernel gives the Go loop's bits (same
-// operations in the same order: butterflies stage by stage, mixing in
-// block order, then the scale), for every size and several rows.
+// TestHadamardSIMD: each kernel this CPU runs (AVX-512, AVX2) gives the
+// Go loop's bits (same operations in the same order: butterflies stage by
+// stage, mixing in block order by exact ±1 products, then the scale), for
+// every size, both directions and several rows.
 func TestHadamardSIMD(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
-	ran := 0
-	sizes := append(hadamardSizes(), 1376, 96, 3*16)
+	ran := map[int]int{}
+	sizes := append(hadamardSizes(), 1376, 96, 3*16, 12*8)
 	for _, n := range sizes {
 		for _, block := range []bool{false, true} {
 			var h *Hadamard
@@ -373,27 +374,31 @@ func TestHadamardSIMD(t *testing.T) {
 			if err != nil {
 				continue // 1376, 96's odd part: only the block-diagonal
 			}
-			for _, hm := range [][]float32{h.hm, h.hmT} {
+			for _, coef := range [][]float32{h.hmT, h.hm} {
 				x := randRows(rng, 3*n)
 				want := append([]float32(nil), x...)
-				h.applyGo(want, hm)
-				if !hadamardSIMD(h, x, hm) {
-					continue
-				}
-				ran++
-				for i := range x {
-					if math.Float32bits(x[i]) != math.Float32bits(want[i]) {
-						t.Fatalf("%v: SIMD [%d] = %g, Go %g", h, i, x[i], want[i])
+				h.applyGo(want, coef)
+				for isa := 1; isa <= hadamardISA; isa++ {
+					y := append([]float32(nil), x...)
+					if !hadamardISASIMD(isa, h, y, coef) {
+						continue
+					}
+					ran[isa]++
+					for i := range y {
+						if math.Float32bits(y[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("%v: isa %d [%d] = %g, Go %g", h, isa, i, y[i], want[i])
+						}
 					}
 				}
 			}
 		}
 	}
-	t.Logf("%d SIMD comparisons (%s)", ran, hadamardKernel())
+	t.Logf("SIMD comparisons by isa (1 AVX2, 2 AVX-512): %v; in use: %s", ran, hadamardKernel())
 }
 
-// BenchmarkHadamard: ns/row and GB/s (the row's bytes) of Apply, beside a
-// copy of the same bytes.
+// BenchmarkHadamard: ns/row and GB/s (the rows' bytes) of the transform
+// (H_m mixing included) by the Go loop and each kernel, beside a copy of
+// the same bytes.
 func BenchmarkHadamard(b *testing.B) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	for _, n := range []int{704, 4096, 14336} {
@@ -410,21 +415,14 @@ func BenchmarkHadamard(b *testing.B) {
 					copy(dst, x)
 				}
 			})
-			for _, simd := range []bool{false, true} {
-				name := "go"
-				if simd {
-					name = hadamardKernel()
-					if name == "go" {
-						continue
-					}
-				}
-				b.Run(fmt.Sprintf("n=%d/rows=%d/%s", n, rows, name), func(b *testing.B) {
-					saved := useSIMD
-					defer func() { useSIMD = saved }()
-					useSIMD = simd
+			// the Go loop, then each kernel this CPU runs, on one goroutine
+			for isa := 0; isa <= hadamardISA; isa++ {
+				b.Run(fmt.Sprintf("n=%d/rows=%d/%s", n, rows, [...]string{"go", "avx2", "avx512"}[isa]), func(b *testing.B) {
 					b.SetBytes(int64(4 * rows * n))
 					for b.Loop() {
-						h.Apply(x)
+						if isa == 0 || !hadamardISASIMD(isa, h, x, h.hmT) {
+							h.applyGo(x, h.hmT)
+						}
 					}
 					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rows), "ns/row")
 				})
