@@ -19,6 +19,7 @@ import (
 	"qat/kernels"
 	"qat/layers"
 	"qat/qat"
+	"qat/qat/rotate"
 )
 
 // The export side of the Hugging Face round trip sits here, not in
@@ -66,6 +67,10 @@ type roundTripCase struct {
 //     those of the fake-quant weights rounded to bfloat16 (rounded here,
 //     in float64), which differ from the f32 ones, and f16 those rounded
 //     to float16;
+//   - a rotated model (qat/rotate) after QAT training steps: f32 gives
+//     its logits, the online Hadamard transform of the down_proj input
+//     folded back into down_proj and config.json without
+//     qat_down_hadamard;
 //   - a w4a8 model with an int8 KV cache: activation and KV quantizers
 //     have no Hugging Face form, so the export computes the model with
 //     its quantized weights and full-precision activations (what
@@ -192,6 +197,25 @@ func roundTripCases(t *testing.T, src *layers.Model, ids []int32, B, T int, writ
 	add(&roundTripCase{name: "qat-f16", m: trained, opt: export.HFOptions{DType: "f16"}, want: forwardLogits(roundF16(fakeQuantModel(t, trained)), ids, B, T),
 		other: map[string][]float32{"the unrounded fake-quant weights": qatLogits}})
 
+	// rotated (qat ptq --rotate, quant.rotate), then QAT with weight
+	// quantizers: the export folds the online transform of the down_proj
+	// input back into down_proj's fake-quant weight; an export that kept
+	// the rotated weight unfolded (transformers applies no transform)
+	// would give other logits
+	rotated := clone(src)
+	_, err := rotate.Hadamard(rotated, 5, nil)
+	must(t, err)
+	must(t, qat.Prepare(rotated, rules))
+	for step := 0; step < 2; step++ {
+		sgdStep(rotated, ids, B, T, 0.05)
+	}
+	unfolded := fakeQuantModel(t, rotated)
+	for _, l := range unfolded.Layers {
+		l.MLP.Online = nil
+	}
+	add(&roundTripCase{name: "rotated-qat-f32", m: rotated, opt: export.HFOptions{DType: "f32"}, want: forwardLogits(rotated, ids, B, T),
+		other: map[string][]float32{"the rotated weights without the online transform": forwardLogits(unfolded, ids, B, T)}})
+
 	// w4a8 with an int8 KV cache: the export keeps the weights' fake
 	// quantization and drops the activations'
 	acts := clone(src)
@@ -248,6 +272,9 @@ func checkFiles(t *testing.T, c *roundTripCase) {
 		case err == nil && v != float64(id):
 			t.Errorf("config.json %s %v, the tokenizer's is %d", r.key, v, id)
 		}
+	}
+	if v, ok := cfg["qat_down_hadamard"]; ok {
+		t.Errorf("config.json keeps qat_down_hadamard %v: transformers would not apply it", v)
 	}
 	if len(c.res.ActQuant) != c.actQuant {
 		t.Errorf("ActQuant lists %d, want %d: %v", len(c.res.ActQuant), c.actQuant, c.res.ActQuant)
