@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -11,6 +13,7 @@ import (
 
 	"qat/checkpoint"
 	"qat/data"
+	"qat/data/atomic"
 	"qat/data/bpe"
 	"qat/eval"
 	"qat/kernels"
@@ -29,7 +32,7 @@ func loadModel(path string) (*layers.Model, *bpe.Tokenizer, error) {
 }
 
 func evalCmd() *cobra.Command {
-	var model, dataDir, split, preset, klRef, textPath string
+	var model, dataDir, split, preset, klRef, textPath, jsonPath string
 	var batch, seq, batches, threads, ctx int
 	var kurt, packed bool
 	cmd := &cobra.Command{
@@ -40,10 +43,19 @@ func evalCmd() *cobra.Command {
 nearest: the post-training baseline); --kl-divergence REF also compares its
 next-token distributions with a reference model's (mean and 99th-percentile
 KL divergence, top-1 agreement), the statistics llama.cpp users compare
-quantizations by.`,
+quantizations by. --json FILE also writes what it printed, unrounded, as
+one JSON object (written whole or not at all), for scripts that tabulate
+results (tools/results).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kernels.SetThreads(threads)
+			// a --json that cannot be written fails now, not after the
+			// evaluation
+			if jsonPath != "" {
+				if st, err := os.Stat(filepath.Dir(jsonPath)); err != nil || !st.IsDir() {
+					return inputf("--json %s: its directory does not exist", jsonPath)
+				}
+			}
 			// --packed --text decodes through the packed kernels: the model
 			// is read once, packed
 			var pm *checkpoint.Model
@@ -84,7 +96,8 @@ quantizations by.`,
 				ppl, n := eval.ChunkPerplexity(m, tok, string(b), ctx, stepper)
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: perplexity %.4f over %d tokens (chunks of %d, second halves scored, as llama-perplexity; %s)\n",
 					textPath, ppl, n, ctx, how)
-				return nil
+				return writeEvalJSON(jsonPath, evalJSON{Model: model, Preset: preset, Text: textPath, Ctx: ctx, Packed: pm != nil,
+					Tokens: n, PPL: ppl})
 			}
 			if dataDir == "" {
 				return inputf("--data is required (or --text FILE)")
@@ -103,14 +116,18 @@ quantizations by.`,
 				}
 			}
 			r := eval.Evaluate(m, tok, ds, batch, seq, batches)
+			js := evalJSON{Model: model, Preset: preset, Data: dataDir, Split: split, Batch: batch, Seq: seq, Batches: batches,
+				Tokens: r.Tokens, Loss: &r.Loss, PPL: r.PPL, BPB: &r.BPB}
 			if kurt {
 				names := make([]string, 0, len(taps))
+				js.Kurtosis = map[string]float64{}
 				for n := range taps {
 					names = append(names, n)
 				}
 				sort.Strings(names)
 				for _, n := range names {
 					fmt.Fprintf(cmd.OutOrStdout(), "kurtosis %-40s %8.2f\n", n, taps[n].Mean())
+					js.Kurtosis[n] = taps[n].Mean()
 				}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s (%d tokens): loss %.4f  perplexity %.2f  bits per byte %.4f\n", split, r.Tokens, r.Loss, r.PPL, r.BPB)
@@ -125,8 +142,9 @@ quantizations by.`,
 				k := eval.CompareKL(m, ref, ds, batch, seq, batches)
 				fmt.Fprintf(cmd.OutOrStdout(), "KL divergence from %s (%d tokens): mean %.5f  p99 %.5f nats  top-1 agreement %.2f%%\n",
 					klRef, k.Tokens, k.MeanKL, k.P99KL, 100*k.Top1)
+				js.KL = &evalKLJSON{Reference: klRef, Tokens: k.Tokens, Mean: k.MeanKL, P99: k.P99KL, Top1: k.Top1}
 			}
-			return nil
+			return writeEvalJSON(jsonPath, js)
 		},
 	}
 	cmd.Flags().StringVar(&model, "model", "", "checkpoint directory or run out_dir")
@@ -141,10 +159,57 @@ quantizations by.`,
 	cmd.Flags().BoolVar(&kurt, "kurtosis", false, "print the mean input kurtosis of every linear layer")
 	cmd.Flags().StringVar(&textPath, "text", "", "score a text file as llama-perplexity does (with --ctx) instead of --data")
 	cmd.Flags().IntVar(&ctx, "ctx", 128, "chunk length for --text")
+	cmd.Flags().StringVar(&jsonPath, "json", "", "also write the results as one JSON object to this file")
 	cmd.Flags().BoolVar(&packed, "packed", false, "with --text and a .gguf model: run the packed kernels (Q8_0 activations, as llama.cpp)")
 	cmd.MarkFlagRequired("model")
 	deviceFlag(cmd, "evaluation", false)
 	return cmd
+}
+
+// evalJSON is what qat eval --json writes: the printed results unrounded,
+// with what was evaluated, so a table can be built without parsing text.
+// Fields of the other mode (--text or --data) are left out.
+type evalJSON struct {
+	Model    string             `json:"model"`
+	Preset   string             `json:"preset,omitempty"`
+	Data     string             `json:"data,omitempty"`
+	Split    string             `json:"split,omitempty"`
+	Batch    int                `json:"batch,omitempty"`
+	Seq      int                `json:"seq,omitempty"`
+	Batches  int                `json:"batches,omitempty"` // 0: the whole split
+	Text     string             `json:"text,omitempty"`
+	Ctx      int                `json:"ctx,omitempty"`
+	Packed   bool               `json:"packed,omitempty"`
+	Tokens   int                `json:"tokens"`
+	Loss     *float64           `json:"loss,omitempty"`
+	PPL      float64            `json:"perplexity"`
+	BPB      *float64           `json:"bits_per_byte,omitempty"`
+	KL       *evalKLJSON        `json:"kl,omitempty"`
+	Kurtosis map[string]float64 `json:"kurtosis,omitempty"`
+}
+
+type evalKLJSON struct {
+	Reference string  `json:"reference"`
+	Tokens    int     `json:"tokens"`
+	Mean      float64 `json:"mean"`
+	P99       float64 `json:"p99"`
+	Top1      float64 `json:"top1"` // a fraction, not a percentage
+}
+
+// writeEvalJSON writes --json's file whole (temporary file and rename): a
+// killed eval leaves no half-written result for a script to read.
+func writeEvalJSON(path string, js evalJSON) error {
+	if path == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(js, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomic.WriteFile(path, append(b, '\n')); err != nil {
+		return inputf("--json: %v", err)
+	}
+	return nil
 }
 
 func generateCmd() *cobra.Command {
