@@ -241,3 +241,112 @@ TGT2 void hadamard_avx2(float *x, long rows, long m, long p, const float *coef, 
 		if (coef) mix256(row, m, p, coef, s, col);
 	}
 }
+
+// Blocks shorter than a vector (p = 1, 2, 4 or 8; 1376 = 344 x 4): the
+// mixing runs along the output blocks instead. For each input block i
+// (in order) and position j, z = block i's element j is broadcast and
+// multiplied by row i of coefT (the coefficients of block i in outputs a,
+// a+1, ...: the transpose of coef), into accumulators of 16 (or 8)
+// outputs at position j: still each output's sum from +0 in block order
+// i by exact ±1 products, so the Go loop's bits. The butterflies of such
+// short blocks are the Go loop's scalar ones.
+
+static inline void wht_short(float *x, long p) {
+	for (long h = 1; h < p; h *= 2)
+		for (long i = 0; i < p; i += 2 * h)
+			for (long j = i; j < i + h; j++) {
+				float u = x[j], v = x[j + h];
+				x[j] = u + v, x[j + h] = u - v;
+			}
+}
+
+static inline __mmask16 lanes16(long left) { return left >= 16 ? 0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1); }
+
+// mixs_tile512: outputs a0 .. a0+32 (fewer at the end) at the P positions
+// of one row; z is the row after the butterflies.
+TGT512 static inline __attribute__((always_inline)) void mixs_tile512(float *x, long m, long a0, const float *coefT, const float *z, __m512 vs,
+								      const int P) {
+	const __mmask16 k0 = lanes16(m - a0), k1 = lanes16(m - a0 - 16);
+	__m512 acc[8][2];
+	for (int j = 0; j < P; j++) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
+	for (long i = 0; i < m; i++) {
+		const __m512 c0 = _mm512_maskz_loadu_ps(k0, coefT + i * m + a0);
+		const __m512 c1 = _mm512_maskz_loadu_ps(k1, coefT + i * m + a0 + 16);
+		for (int j = 0; j < P; j++) {
+			const __m512 zb = _mm512_set1_ps(z[i * P + j]);
+			acc[j][0] = _mm512_fmadd_ps(zb, c0, acc[j][0]);
+			acc[j][1] = _mm512_fmadd_ps(zb, c1, acc[j][1]);
+		}
+	}
+	const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(P));
+	for (int j = 0; j < P; j++) {
+		_mm512_mask_i32scatter_ps(x + a0 * P + j, k0, idx, _mm512_mul_ps(acc[j][0], vs), 4);
+		if (k1) _mm512_mask_i32scatter_ps(x + (a0 + 16) * P + j, k1, idx, _mm512_mul_ps(acc[j][1], vs), 4);
+	}
+}
+
+// hadamard_short_avx512: hadamard_avx512 for p = 1, 2, 4 or 8 with mixing
+// (coefT: row i the coefficients of input block i; m a multiple of 4). z:
+// m*p floats of scratch.
+TGT512 void hadamard_short_avx512(float *x, long rows, long m, long p, const float *coefT, float s, float *z) {
+	const __m512 vs = _mm512_set1_ps(s);
+	const long n = m * p;
+	for (long r = 0; r < rows; r++) {
+		float *row = x + r * n;
+		for (long i = 0; i < m; i++) wht_short(row + i * p, p);
+		for (long e = 0; e < n; e++) z[e] = row[e];
+		for (long a0 = 0; a0 < m; a0 += 32) {
+			switch (p) {
+			case 1: mixs_tile512(row, m, a0, coefT, z, vs, 1); break;
+			case 2: mixs_tile512(row, m, a0, coefT, z, vs, 2); break;
+			case 4: mixs_tile512(row, m, a0, coefT, z, vs, 4); break;
+			default: mixs_tile512(row, m, a0, coefT, z, vs, 8); break;
+			}
+		}
+	}
+}
+
+// mixs_tile2: mixs_tile512 on 8-float vectors, outputs a0 .. a0+16.
+TGT2 static inline __attribute__((always_inline)) void mixs_tile2(float *x, long m, long a0, const float *coefT, const float *z, __m256 vs,
+								  const int P) {
+	const __m256i lane = _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+	// maskload takes the lanes whose mask is negative: lane < left
+	const __m256i k0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(m - a0)), lane);
+	const __m256i k1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(m - a0 - 8)), lane);
+	__m256 acc[4][2];
+	for (int j = 0; j < P; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+	for (long i = 0; i < m; i++) {
+		const __m256 c0 = _mm256_maskload_ps(coefT + i * m + a0, k0);
+		const __m256 c1 = _mm256_maskload_ps(coefT + i * m + a0 + 8, k1);
+		for (int j = 0; j < P; j++) {
+			const __m256 zb = _mm256_broadcast_ss(z + i * P + j);
+			acc[j][0] = _mm256_fmadd_ps(zb, c0, acc[j][0]);
+			acc[j][1] = _mm256_fmadd_ps(zb, c1, acc[j][1]);
+		}
+	}
+	const long left = m - a0 < 16 ? m - a0 : 16;
+	for (int j = 0; j < P; j++) {
+		float out[16];
+		_mm256_storeu_ps(out, _mm256_mul_ps(acc[j][0], vs));
+		_mm256_storeu_ps(out + 8, _mm256_mul_ps(acc[j][1], vs));
+		for (long l = 0; l < left; l++) x[(a0 + l) * P + j] = out[l];
+	}
+}
+
+// hadamard_short_avx2: hadamard_short_avx512 with AVX2 (p = 1, 2 or 4).
+TGT2 void hadamard_short_avx2(float *x, long rows, long m, long p, const float *coefT, float s, float *z) {
+	const __m256 vs = _mm256_set1_ps(s);
+	const long n = m * p;
+	for (long r = 0; r < rows; r++) {
+		float *row = x + r * n;
+		for (long i = 0; i < m; i++) wht_short(row + i * p, p);
+		for (long e = 0; e < n; e++) z[e] = row[e];
+		for (long a0 = 0; a0 < m; a0 += 16) {
+			switch (p) {
+			case 1: mixs_tile2(row, m, a0, coefT, z, vs, 1); break;
+			case 2: mixs_tile2(row, m, a0, coefT, z, vs, 2); break;
+			default: mixs_tile2(row, m, a0, coefT, z, vs, 4); break;
+			}
+		}
+	}
+}

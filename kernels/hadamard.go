@@ -12,9 +12,9 @@ import (
 // n = m 2^k use H = H_m ⊗ H_{2^k}: H_{2^k} is Sylvester's (Walsh-Hadamard,
 // entry (j, b) = (-1)^popcount(j&b)), applied by the in-place butterflies
 // of the fast Walsh-Hadamard transform in O(n log n); H_m is a Paley
-// matrix built from the quadratic residues mod a prime q (Paley I, q ≡ 3
-// mod 4: order q+1; Paley II, q ≡ 1 mod 4: order 2(q+1)), applied as a
-// dense m x m product over the 2^k-blocks.
+// matrix built from the quadratic residues of GF(q), q an odd prime or its
+// square or cube (Paley I, q ≡ 3 mod 4: order q+1; Paley II, q ≡ 1 mod 4:
+// order 2(q+1)), applied as a dense m x m product over the 2^k-blocks.
 //
 // Row layout: element i*p + j of a row (p = 2^k) is position j of block i.
 // Then (x (H_m ⊗ H_p))[a*p + b] = sum_i H_m[i,a] (x_i H_p)[b]: every block
@@ -44,41 +44,61 @@ type Hadamard struct {
 	pool    sync.Pool // *[]float32: the mixing's scratch
 }
 
-// maxHadamardOrder bounds the dense factor H_m: its m x m product costs m
-// additions per element where the butterflies cost log2(p), and its
-// matrix is built in O(m^2) at construction.
-const maxHadamardOrder = 1 << 12
+// maxHadamardOrder bounds the dense factor H_m: its product costs m
+// additions per element where the butterflies cost log2(p) (at m = 1024
+// the transform costs as much as a 1024-wide linear layer), and its two
+// m x m float32 matrices take 8m² bytes.
+const maxHadamardOrder = 1 << 10
 
 // NewHadamard returns the transform of size n, or an error naming n (and
 // the factorisations tried) when no construction is known: n = m 2^k with
-// m = 1 or m of a Paley construction (m = q+1, q prime ≡ 3 mod 4; m =
-// 2(q+1), q prime ≡ 1 mod 4). The smallest such m is used.
+// m = 1 or m of a Paley construction (m = q+1, q ≡ 3 mod 4; m = 2(q+1),
+// q ≡ 1 mod 4; q an odd prime or its square or cube; m <= 1024). The
+// smallest such m is used: the mixing costs m additions per element
+// (Factors reports it).
 func NewHadamard(n int) (*Hadamard, error) {
+	m, err := hadamardFactor(n)
+	if err != nil {
+		return nil, err
+	}
+	if m == 1 {
+		return newHadamard(n, 1, nil, fmt.Sprintf("Walsh-Hadamard %d", n)), nil
+	}
+	hm, how := paley(m)
+	return newHadamard(n, m, hm, fmt.Sprintf("%s x Walsh-Hadamard %d", how, n/m)), nil
+}
+
+// hadamardFactor returns the order m of NewHadamard(n)'s dense factor
+// without building it.
+func hadamardFactor(n int) (int, error) {
 	if n <= 0 {
-		return nil, fmt.Errorf("kernels: Hadamard size %d: want a positive size", n)
+		return 0, fmt.Errorf("kernels: Hadamard size %d: want a positive size", n)
 	}
 	p := n & -n // largest power of two dividing n
 	odd := n / p
 	var tried []string
 	for m := odd; m <= n && m <= maxHadamardOrder; m *= 2 {
-		if m == 1 {
-			return newHadamard(n, 1, nil, fmt.Sprintf("Walsh-Hadamard %d", n)), nil
-		}
-		hm, how := paley(m)
-		if hm != nil {
-			return newHadamard(n, m, hm, fmt.Sprintf("%s x Walsh-Hadamard %d", how, n/m)), nil
+		if m == 1 || paleyQ(m) != 0 {
+			return m, nil
 		}
 		tried = append(tried, fmt.Sprintf("%d x %d", m, n/m))
 	}
-	return nil, fmt.Errorf("kernels: no Hadamard matrix of size %d = %d x 2^%d is known here: tried %v (H_m needs m = q+1 with a prime q ≡ 3 mod 4, or m = 2(q+1) with a prime q ≡ 1 mod 4; NewBlockHadamard gives a block-diagonal transform of every size)",
-		n, odd, log2(p), tried)
+	return 0, fmt.Errorf("kernels: no Hadamard matrix of size %d = %d x 2^%d is known here: tried %v (H_m needs m = q+1 with q ≡ 3 mod 4, or m = 2(q+1) with q ≡ 1 mod 4, q an odd prime, its square or cube, m <= %d; NewBlockHadamard gives a block-diagonal transform of every size)",
+		n, odd, log2(p), tried, maxHadamardOrder)
 }
 
-// HadamardSupported reports whether NewHadamard(n) succeeds.
+// HadamardSupported reports whether NewHadamard(n) succeeds (without
+// building the transform).
 func HadamardSupported(n int) bool {
-	_, err := NewHadamard(n)
+	_, err := hadamardFactor(n)
 	return err == nil
 }
+
+// Factors returns the transform's m and p: m blocks of p = 2^k, mixed by
+// H_m (m = 1: Walsh-Hadamard alone) or not at all (the block-diagonal
+// transform). The mixing costs m additions per element, the butterflies
+// log2(p).
+func (h *Hadamard) Factors() (m, p int) { return h.m, h.p }
 
 // NewBlockHadamard returns the block-diagonal transform of size n: blocks
 // of p = the largest power of two dividing n, each x -> x H_p / sqrt(p).
@@ -308,12 +328,13 @@ func HadamardOrder(m int) ([]float32, string) {
 // satisfies C Cᵀ = q I. Paley I (q ≡ 3 mod 4): H = I + C. Paley II (q ≡ 1
 // mod 4): H = I ⊗ [[1,-1],[-1,-1]] + C ⊗ [[1,1],[1,-1]], order 2(q+1).
 func paley(m int) ([]float32, string) {
-	if m < 4 || m%4 != 0 || m > maxHadamardOrder {
+	q := paleyQ(m)
+	if q == 0 {
 		return nil, ""
 	}
-	if q := m - 1; q%4 == 3 && isPrime(q) {
-		c := conference(q)
-		h := make([]float32, m*m)
+	c, o := conference(q), q+1
+	h := make([]float32, m*m)
+	if q == m-1 {
 		for i := range h {
 			h[i] = float32(c[i])
 		}
@@ -322,38 +343,49 @@ func paley(m int) ([]float32, string) {
 		}
 		return h, fmt.Sprintf("Paley I %d (q=%d)", m, q)
 	}
-	if q := m/2 - 1; q%4 == 1 && isPrime(q) {
-		c, o := conference(q), q+1
-		h := make([]float32, m*m)
-		for i := 0; i < o; i++ {
-			for j := 0; j < o; j++ {
-				// the 2x2 block of (i, j)
-				var b [4]float32
-				if i == j {
-					b = [4]float32{1, -1, -1, -1}
-				} else {
-					s := float32(c[i*o+j])
-					b = [4]float32{s, s, s, -s}
-				}
-				h[(2*i)*m+2*j], h[(2*i)*m+2*j+1] = b[0], b[1]
-				h[(2*i+1)*m+2*j], h[(2*i+1)*m+2*j+1] = b[2], b[3]
+	for i := 0; i < o; i++ {
+		for j := 0; j < o; j++ {
+			// the 2x2 block of (i, j)
+			var b [4]float32
+			if i == j {
+				b = [4]float32{1, -1, -1, -1}
+			} else {
+				s := float32(c[i*o+j])
+				b = [4]float32{s, s, s, -s}
 			}
+			h[(2*i)*m+2*j], h[(2*i)*m+2*j+1] = b[0], b[1]
+			h[(2*i+1)*m+2*j], h[(2*i+1)*m+2*j+1] = b[2], b[3]
 		}
-		return h, fmt.Sprintf("Paley II %d (q=%d)", m, q)
 	}
-	return nil, ""
+	return h, fmt.Sprintf("Paley II %d (q=%d)", m, q)
 }
 
-// conference returns the (q+1) x (q+1) conference matrix of the prime q
-// (see paley), row-major.
+// paleyQ returns the q of m's Paley construction (m-1 for Paley I, m/2-1
+// for Paley II), 0 for none.
+func paleyQ(m int) int {
+	if m < 4 || m%4 != 0 || m > maxHadamardOrder {
+		return 0
+	}
+	if q := m - 1; q%4 == 3 && newGF(q) != nil {
+		return q
+	}
+	if q := m/2 - 1; q%4 == 1 && newGF(q) != nil {
+		return q
+	}
+	return 0
+}
+
+// conference returns the (q+1) x (q+1) conference matrix of the odd
+// prime power q (see paley), row-major.
 func conference(q int) []int8 {
+	f := newGF(q)
 	chi := make([]int8, q) // quadratic character
 	for x := range chi {
 		chi[x] = -1
 	}
 	chi[0] = 0
 	for x := 1; x < q; x++ {
-		chi[x*x%q] = 1
+		chi[f.mul(x, x)] = 1
 	}
 	eps := int8(1)
 	if q%4 == 3 {
@@ -367,10 +399,123 @@ func conference(q int) []int8 {
 	}
 	for x := 0; x < q; x++ {
 		for y := 0; y < q; y++ {
-			c[(x+1)*o+y+1] = chi[((y-x)%q+q)%q]
+			c[(x+1)*o+y+1] = chi[f.sub(y, x)]
 		}
 	}
 	return c
+}
+
+// gf is the finite field GF(p^k), p an odd prime and k <= 3: an element is
+// the polynomial of degree < k over GF(p) whose coefficients are its
+// base-p digits (lowest first), products are taken modulo an irreducible
+// monic polynomial of degree k. Degree 3 at most, because a polynomial of
+// degree 2 or 3 is irreducible exactly when it has no root, which is all
+// the search for one checks. (Prime powers give Paley matrices the primes
+// do not: 344 = 7^3 + 1, so 1376 = 344 x 4; 52 = 2(5^2 + 1).)
+type gf struct {
+	p, k int
+	poly []int // the modulus' coefficients below x^k
+}
+
+// newGF returns GF(q), or nil when q is not p^k with p an odd prime and
+// k <= 3.
+func newGF(q int) *gf {
+	for p := 3; p <= q; p += 2 {
+		if q%p != 0 {
+			continue
+		}
+		if !isPrime(p) {
+			return nil
+		}
+		k, r := 0, q
+		for r%p == 0 {
+			r /= p
+			k++
+		}
+		if r != 1 || k > 3 {
+			return nil
+		}
+		f := &gf{p: p, k: k}
+		if k > 1 {
+			f.poly = irreducible(p, k)
+		}
+		return f
+	}
+	return nil
+}
+
+// irreducible returns the first monic polynomial of degree k (2 or 3)
+// over GF(p) with no root, by its coefficients below x^k.
+func irreducible(p, k int) []int {
+	c := make([]int, k)
+	for {
+		root := false
+		for x := 0; x < p && !root; x++ {
+			v := 1 // Horner: x^k + c[k-1] x^(k-1) + ... + c[0]
+			for i := k - 1; i >= 0; i-- {
+				v = (v*x + c[i]) % p
+			}
+			root = v == 0
+		}
+		if !root {
+			return c
+		}
+		for i := 0; ; i++ { // next coefficients, counting base p
+			c[i]++
+			if c[i] < p {
+				break
+			}
+			c[i] = 0
+		}
+	}
+}
+
+func (f *gf) digits(x int) [3]int {
+	var d [3]int
+	for i := 0; i < f.k; i++ {
+		d[i], x = x%f.p, x/f.p
+	}
+	return d
+}
+
+func (f *gf) value(d [3]int) int {
+	x := 0
+	for i := f.k - 1; i >= 0; i-- {
+		x = x*f.p + d[i]
+	}
+	return x
+}
+
+// sub returns x - y.
+func (f *gf) sub(x, y int) int {
+	dx, dy := f.digits(x), f.digits(y)
+	for i := 0; i < f.k; i++ {
+		dx[i] = (dx[i] - dy[i] + f.p) % f.p
+	}
+	return f.value(dx)
+}
+
+// mul returns x y.
+func (f *gf) mul(x, y int) int {
+	if f.k == 1 {
+		return x * y % f.p
+	}
+	dx, dy := f.digits(x), f.digits(y)
+	var prod [5]int // degree < 2k-1 <= 5
+	for i := 0; i < f.k; i++ {
+		for j := 0; j < f.k; j++ {
+			prod[i+j] = (prod[i+j] + dx[i]*dy[j]) % f.p
+		}
+	}
+	// reduce: x^k = -poly(x)
+	for d := 2*f.k - 2; d >= f.k; d-- {
+		c := prod[d]
+		prod[d] = 0
+		for i := 0; i < f.k; i++ {
+			prod[d-f.k+i] = (prod[d-f.k+i] + (f.p-c)*f.poly[i]) % f.p
+		}
+	}
+	return f.value([3]int{prod[0], prod[1], prod[2]})
 }
 
 func isPrime(q int) bool {

@@ -9,16 +9,28 @@ import (
 	"testing"
 )
 
-// Orders the rotation papers use (QuaRot ships matrices of these orders);
-// each must come out of a Paley construction here.
-var wantOrders = []int{1, 2, 4, 8, 12, 20, 28, 36, 44, 60, 108, 140, 148}
+// Orders the rotation papers use (QuaRot ships matrices of 12, 20, 28,
+// 36, 40, 44, 52, 60, 108, 140, 156 and 172), 312 = 311 + 1 and 344 = 7^3
+// + 1; each must come out of a Paley construction here. 40 = 2 x 20 needs
+// none of its own (NewHadamard puts the 2 into the Walsh-Hadamard part);
+// 156 = 4 x 39 and 172 = 4 x 43 have no Paley matrix (QuaRot's are of
+// Williamson type), but 312 and 344 have, so sizes 39 x 2^k and 43 x 2^k
+// are supported from k = 3 (1376, Llama 2's 11008).
+var wantOrders = []int{1, 2, 4, 8, 12, 20, 28, 36, 44, 52, 60, 108, 140, 148, 312, 344}
 
-// TestHadamardOrders: every order HadamardOrder builds up to 320 is a ±1
-// matrix with H Hᵀ = m I exactly (integer arithmetic), and the orders the
-// papers use are among them.
+// TestHadamardOrders: every order HadamardOrder builds up to 256, and
+// those of wantOrders, is a ±1 matrix with H Hᵀ = m I exactly (integer
+// arithmetic); the orders the papers use are among them.
 func TestHadamardOrders(t *testing.T) {
 	built := map[int]string{}
-	for m := 1; m <= 320; m++ {
+	orders := append([]int(nil), wantOrders...)
+	for m := 1; m <= 256; m++ {
+		orders = append(orders, m)
+	}
+	for _, m := range orders {
+		if _, ok := built[m]; ok {
+			continue
+		}
 		h, how := HadamardOrder(m)
 		if h == nil {
 			continue
@@ -53,7 +65,7 @@ func TestHadamardOrders(t *testing.T) {
 			t.Errorf("no Hadamard matrix of order %d", m)
 		}
 	}
-	t.Logf("%d orders up to 320", len(built))
+	t.Logf("%d orders: %v", len(built), built)
 }
 
 // hadamardRef is x H / sqrt(n) (or x Hᵀ) in float64 from the definition
@@ -117,7 +129,7 @@ func hadamardSizes() []int {
 	for k := 0; k <= 14; k++ {
 		s = append(s, 1<<k)
 	}
-	return append(s, 12, 44*16, 12*64, 20*8, 28*512, 44*128, 36*4, 60*2, 108*8, 148*2, 140*4)
+	return append(s, 12, 44*16, 12*64, 20*8, 28*512, 44*128, 36*4, 60*2, 108*8, 148*2, 140*4, 52, 344*4, 344*32)
 }
 
 func randRows(rng *rand.Rand, n int) []float32 {
@@ -139,8 +151,8 @@ func TestHadamardApply(t *testing.T) {
 		if err != nil {
 			t.Fatalf("NewHadamard(%d): %v", n, err)
 		}
-		if h.N != n {
-			t.Fatalf("NewHadamard(%d).N = %d", n, h.N)
+		if m, p := h.Factors(); h.N != n || m*p != n || !HadamardSupported(n) {
+			t.Fatalf("NewHadamard(%d): N %d, Factors %d x %d, HadamardSupported %v", n, h.N, m, p, HadamardSupported(n))
 		}
 		x := randRows(rng, n)
 		x[rng.IntN(n)] = 40 // an outlier channel
@@ -301,7 +313,7 @@ func TestHadamardMatrix(t *testing.T) {
 // the size and the factorisations tried, and the block-diagonal transform
 // takes it.
 func TestHadamardUnsupported(t *testing.T) {
-	for _, n := range []int{1376, 6, 52, 0, -4} {
+	for _, n := range []int{172, 156, 6, 0, -4} {
 		_, err := NewHadamard(n)
 		if err == nil {
 			t.Fatalf("NewHadamard(%d) succeeded", n)
@@ -313,18 +325,20 @@ func TestHadamardUnsupported(t *testing.T) {
 			t.Errorf("HadamardSupported(%d)", n)
 		}
 	}
-	_, err := NewHadamard(1376)
-	if !strings.Contains(err.Error(), "172 x 8") {
-		t.Errorf("NewHadamard(1376): %v does not name 172 x 8", err)
+	_, err := NewHadamard(172)
+	if !strings.Contains(err.Error(), "172 = 43 x 2^2") || !strings.Contains(err.Error(), "172 x 1") {
+		t.Errorf("NewHadamard(172): %v does not name 43 x 2^2 and 172 x 1", err)
 	}
-	h, err := NewBlockHadamard(1376)
-	if err != nil {
-		t.Fatal(err)
+	for _, c := range [][3]int{{172, 43, 4}, {1376, 43, 32}} {
+		h, err := NewBlockHadamard(c[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.m != c[1] || h.p != c[2] {
+			t.Fatalf("NewBlockHadamard(%d): %d blocks of %d", c[0], h.m, h.p)
+		}
+		checkHadamard(t, h, randRows(rand.New(rand.NewPCG(5, 6)), c[0]))
 	}
-	if h.m != 43 || h.p != 32 {
-		t.Fatalf("NewBlockHadamard(1376): %d blocks of %d", h.m, h.p)
-	}
-	checkHadamard(t, h, randRows(rand.New(rand.NewPCG(5, 6)), 1376))
 }
 
 // TestHadamardRows: many rows, split over two goroutines, give each row's
@@ -361,7 +375,7 @@ func TestHadamardRows(t *testing.T) {
 func TestHadamardSIMD(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	ran := map[int]int{}
-	sizes := append(hadamardSizes(), 1376, 96, 3*16, 12*8)
+	sizes := append(hadamardSizes(), 172, 96, 3*16, 12*8)
 	for _, n := range sizes {
 		for _, block := range []bool{false, true} {
 			var h *Hadamard
@@ -372,7 +386,7 @@ func TestHadamardSIMD(t *testing.T) {
 				h, err = NewHadamard(n)
 			}
 			if err != nil {
-				continue // 1376, 96's odd part: only the block-diagonal
+				continue // 172, 96: only the block-diagonal
 			}
 			for _, coef := range [][]float32{h.hmT, h.hm} {
 				x := randRows(rng, 3*n)
