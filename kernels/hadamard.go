@@ -24,9 +24,9 @@ import (
 // Rounding. The butterflies run stage by stage with the half-width h
 // doubling from 1 (a+b, a-b); the mixing sums its m terms in block order i
 // = 0..m-1 starting from zero, a ±1 coefficient changing only a sign
-// (exact); the scale is one multiplication at the end. The AVX-512 kernel
-// performs the same operations in the same order on every element, so it
-// gives the Go loop's bits.
+// (exact); the scale is one multiplication at the end. The AVX-512 and
+// AVX2 kernels (hadamard.c) perform the same operations in the same order
+// on every element, so they give the Go loop's bits.
 
 // Hadamard is the orthonormal transform x -> x H / sqrt(n) (row vectors)
 // of size N, H = H_m ⊗ H_{2^k}; a block-diagonal one (NewBlockHadamard)
