@@ -6,7 +6,7 @@ GO ?= go
 # forces AVX2 kernels at half speed on AVX-512 CPUs. Unset it for our runs.
 RUNENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
-.PHONY: deps npm-deps build run test bench fuzz faults vet llamacpp-check ptx gpu cuda-headers cuda-vet cuda-test
+.PHONY: deps npm-deps build run test bench fuzz faults vet llamacpp-check ptx gpu cuda-headers cuda-vet cuda-test results-test results-w4a4
 
 # deps installs the system packages (OpenBLAS; PyTorch for the reference
 # test) when missing, and the Go modules.
@@ -54,7 +54,7 @@ vet:
 	@# are held to it too (qat/ptq is a package outside qat).
 	@if grep -rn --include='*.go' -E '\.\(\*(qat|lora)\.|case \*(qat|lora)\.' . | grep -v -E '^\./(qat|lora)/[^/:]*:'; then echo "type assertion on a concrete qat/lora type outside qat and lora"; exit 1; fi
 
-test: deps npm-deps vet cuda-vet
+test: deps npm-deps vet cuda-vet results-test
 	QAT_REQUIRE_TORCH=1 QAT_REQUIRE_DATA=1 QAT_REQUIRE_NODE=1 $(RUNENV) $(GO) test -count=1 ./...
 	@# The portable paths: gonum sgemm (noblas) and no cgo at all (Go kernels only).
 	$(RUNENV) $(GO) test -count=1 -tags noblas ./kernels ./autograd ./optim
@@ -90,6 +90,18 @@ test: deps npm-deps vet cuda-vet
 	$(GO) test -run XXX -fuzz '^FuzzSet$$' -fuzztime 30000x ./cmd/internal/config
 	@# A short fault suite (make faults runs the whole one).
 	tools/faults.sh --sotu $(SOTU) --kills 4 --terms 3 --locks 3 --diskfull 1 --hostile 3
+
+# results-test: the statistics, section writer and table logic of
+# tools/results (Student-t quantiles against published values, intervals
+# against R's t.test); a few seconds, no qat binary.
+results-test:
+	/usr/bin/python3 tools/results/test_results.py
+
+# results-w4a4 (not part of test: about an hour for tiny): the W4A4 table of
+# MODEL from nothing, 3 seeds, into docs/results.md (tools/results/w4a4.sh).
+MODEL ?= tiny
+results-w4a4:
+	tools/results/w4a4.sh $(MODEL)
 
 # faults: kill -9 at 20 random steps, SIGTERM/SIGINT at 10, a second
 # process on a live run 10 times, full disks (tmpfs: needs root) during

@@ -40,5 +40,8 @@ for m in tiny tiny-w4a4 tiny-w4a4-kurt; do
   $Q eval --model runs/$m --data $DATA --batches 60 --kurtosis >"$OUT/kurtosis-$m.txt"
 done
 for c in fp-control w4a4; do grep -h "tokens/s" "$OUT/train-$c.log" | tail -3 > "$OUT/speed-$c.txt"; done
-python3 tools/results_md.py "$OUT" > docs/results.md
-cat docs/results.md
+# its section of docs/results.md (the W4A4 tables of tools/results/w4a4.sh
+# are sections of their own and stay as they are)
+python3 tools/results_md.py "$OUT" > "$OUT/results.md"
+python3 tools/results/section.py docs/results.md results.sh --command tools/results.sh <"$OUT/results.md"
+cat "$OUT/results.md"

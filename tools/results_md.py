@@ -27,7 +27,7 @@ def kurt(name):
     return vals
 
 fp, ctl = ev["fp32"], ev["control"]
-print("# QAT results: tiny model, held-out SOTU addresses\n")
+print("## QAT results: tiny model, held-out SOTU addresses (one seed)\n")
 print("Reproduce: `make run` (the FP32 checkpoint), then `tools/results.sh`. Every fine-tune starts from the")
 print("`make run` checkpoint and runs the same 300 steps, learning rate and batches (configs/llama-*.yaml);")
 print("the control is that fine-tune in full precision, so extra training is not mistaken for recovery.")
