@@ -6,7 +6,10 @@
 # ../shared/peers/llamacpp/build.sh (LLAMACPP_GIT: the snapshot's git
 # directory; LLAMACPP_BIN: skip the build and use these binaries).
 # LLAMACPP_CHECK=tiny or LLAMACPP_CHECK=hf runs one of the two parts
-# (default: both).
+# (default: both); LLAMACPP_CHECK=bench (or "tiny hf bench") also runs `qat
+# bench packed --llamacpp` (several minutes) for docs/llamacpp.md's speed
+# section. The tiny part's table and the bench output replace their
+# sections of docs/llamacpp.md (tools/results/section.py markers).
 #
 # tiny: exports the `make run` checkpoint as f32 and q8_0 and the w4a16-g32
 # QAT fine-tune as q4_0, generates with llama-simple, and compares
@@ -35,7 +38,7 @@ if [ -z "${LLAMACPP_BIN:-}" ]; then
 fi
 PARTS="${LLAMACPP_CHECK:-tiny hf}"
 for p in $PARTS; do
-  case $p in tiny | hf) ;; *) echo "LLAMACPP_CHECK: unknown part $p (tiny, hf)"; exit 2 ;; esac
+  case $p in tiny | hf | bench) ;; *) echo "LLAMACPP_CHECK: unknown part $p (tiny, hf, bench)"; exit 2 ;; esac
 done
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 ! has tiny || { [ -f runs/tiny/latest ] && [ -f runs/tiny-w4a16-g32/latest ]; } || { echo "needs runs/tiny (make run) and runs/tiny-w4a16-g32 (tools/results.sh); LLAMACPP_CHECK=hf runs the other part alone"; exit 2; }
@@ -54,6 +57,10 @@ $Q export --model runs/tiny-w4a16-g32 --quant q4_0 --out "$OUT/tiny-w4a16-g32-q4
 echo "whole held-out text (246k tokens), chunks of 128: qat with unpacked weights vs llama-perplexity batched"
 echo "first 100k characters: qat --packed (Q8_0 activations, one token at a time) vs llama-perplexity -ub 1 (its one-token path)"
 printf "%-22s %10s %10s %9s | %10s %10s %9s\n" model qat llama.cpp diff "qat pk" "llama ub1" diff
+{
+  echo "| model | qat (unpacked weights) | llama-perplexity (batched) | diff | qat --packed (first 100k chars) | llama-perplexity -ub 1 | diff |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+} >"$OUT/table.md"
 for m in tiny-f32 tiny-q8_0 tiny-w4a16-g32-q4_0; do
   f="$OUT/$m.gguf"
   "$LLAMACPP_BIN/llama-simple" -m "$f" -n 16 "The state of the Union" >"$OUT/$m.simple.txt" 2>&1 || { echo "llama-simple failed on $f"; status=1; }
@@ -64,12 +71,22 @@ for m in tiny-f32 tiny-q8_0 tiny-w4a16-g32-q4_0; do
   e=$("$LLAMACPP_BIN/llama-perplexity" -m "$f" -f "$OUT/validation-100k.txt" -c 128 -b 128 -ub 1 -t 2 2>&1 | lppl)
   d2=$(within "$c" "$e") && ok2=1 || ok2=0
   printf "%-22s %10s %10s %9s | %10s %10s %9s\n" "$m" "$a" "$b" "$d1" "$c" "$e" "$d2"
+  case $m in tiny-f32) name="tiny f32" ;; tiny-q8_0) name="tiny q8_0" ;; *) name="tiny w4a16-g32 QAT, q4_0" ;; esac
+  echo "| $name | $a | $b | $d1 | $c | $e | $d2 |" >>"$OUT/table.md"
   # the one-token paths must agree for every model, the batched one where
   # llama.cpp computes in float (f32); its batched Q4_0/Q8_0 path
   # quantizes differently (AMX/tinyBLAS kernels) and is reported only
   [ $ok2 = 1 ] || status=1
   [ $m != tiny-f32 ] || [ $ok1 = 1 ] || status=1
 done
+python3 tools/results/section.py docs/llamacpp.md llamacpp-tiny --command "LLAMACPP_CHECK=tiny tools/llamacpp_check.sh" <"$OUT/table.md"
+fi
+
+if has bench; then
+  # speed beside llama.cpp, one run: the block of docs/llamacpp.md
+  $Q bench packed --llamacpp "$LLAMACPP_BIN" | tee "$OUT/bench.txt"
+  { echo '```'; cat "$OUT/bench.txt"; echo '```'; } |
+    python3 tools/results/section.py docs/llamacpp.md llamacpp-bench --command "LLAMACPP_CHECK=bench tools/llamacpp_check.sh"
 fi
 
 if has hf; then
