@@ -97,6 +97,7 @@ ROWS = [
          train=("fp_control", ["init_from={dep:fp}"])),
     dict(id="qat", label="QAT (LSQ weights, per-token minmax inputs)", control="ft-fp", share=True,
          train=("qat", ["init_from={dep:fp}"])),
+    # quant.rotate takes its signs from train.seed, as --rotate-seed above
     dict(id="had-qat", label="Hadamard + QAT", control="ft-fp", share=True,
          train=("qat", ["init_from={dep:fp}", "quant.rotate=hadamard"])),
     dict(id="actreg", label="clip + output kurtosis from scratch, FP weights", control="fp",

@@ -20,10 +20,17 @@ cd "$(dirname "$0")/../.."
 [ $# -ge 1 ] && [ "${1#-}" = "$1" ] || { echo "usage: tools/results/w4a4.sh MODEL [--smoke] [--seeds 1,2,3] [--rows a,b] [--prune]" >&2; exit 2; }
 model=$1
 shift
-smoke=0 render=()
+# the section always shows every row (those not run as missing): render
+# gets the arguments but --rows and --prune
+smoke=0 render=() skip=0
 for a in "$@"; do
-  case $a in --smoke) smoke=1 ;; esac
-  [ "$a" = --prune ] || render+=("$a")
+  if [ $skip = 1 ]; then skip=0; continue; fi
+  case $a in
+    --smoke) smoke=1; render+=("$a") ;;
+    --prune | --rows=*) ;;
+    --rows) skip=1 ;;
+    *) render+=("$a") ;;
+  esac
 done
 root=runs/results doc=docs/results.md
 if [ $smoke = 1 ]; then
