@@ -17,6 +17,8 @@ import (
 	"golang.org/x/sys/cpu"
 
 	"qat/autograd"
+	"qat/engine"
+	"qat/engine/tape"
 	"qat/kernels"
 	"qat/layers"
 	"qat/optim"
@@ -172,7 +174,10 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 
 	fmt.Fprintf(w, "\ntraining step %s (batch %d x seq %d): forward + backward + clip + AdamW, median of %d steps\n", o.Name, o.Batch, o.Seq, o.Steps)
 	for _, th := range o.Threads {
-		r := step(o, th)
+		r, err := step(o, th)
+		if err != nil {
+			return res, err
+		}
 		mfu := r.gflops / peak[th]
 		fmt.Fprintf(w, "  threads %d: %7.1f ms/step  %8.0f tokens/s  %6.1f GFLOP/s  MFU %4.1f%% of sgemm %0.f  %5.0f allocs/step\n",
 			th, r.ms, r.tokps, r.gflops, 100*mfu, peak[th], r.allocs)
@@ -200,53 +205,83 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 
 type stepResult struct{ ms, tokps, gflops, allocs float64 }
 
-func step(o Options, threads int) stepResult {
+// randomBatch is the batch every benchmarked step trains on: random ids
+// and targets (a step's cost does not depend on their values).
+func randomBatch(o Options) (ids, tg []int32) {
+	rng := rand.New(rand.NewPCG(2, 2))
+	ids, tg = make([]int32, o.Batch*o.Seq), make([]int32, o.Batch*o.Seq)
+	for i := range ids {
+		ids[i], tg[i] = int32(rng.IntN(o.Model.Vocab)), int32(rng.IntN(o.Model.Vocab))
+	}
+	return ids, tg
+}
+
+// trainStep returns what the training loop (cmd/internal/train's Step)
+// does each step to m, as one call: zero the gradients, the loss forward
+// and backward on the tape engine (data-parallel replicas on several
+// threads), clip the gradient norm to 1, an AdamW update. Quantizer steps
+// and clip values are not decayed, as in training. It returns the loss.
+func trainStep(m *layers.Model, o Options, threads int, ids, tg []int32) (func() (float32, error), error) {
+	var ps []optim.Param
+	var vars []*autograd.Var
+	for _, p := range m.Params() {
+		ps = append(ps, optim.Param{Name: p.Name, Var: p.Var, Decay: len(p.Var.Shape()) > 1 && !p.Quant})
+		vars = append(vars, p.Var)
+	}
+	opt := optim.NewAdamW(optim.DefaultAdamW, ps, nil)
+	eng, err := tape.New(m, engine.Options{Batch: o.Batch, Seq: o.Seq, Threads: threads})
+	if err != nil {
+		return nil, err
+	}
+	return func() (float32, error) {
+		autograd.ZeroGrad(vars...)
+		l, err := eng.LossBackward(ids, tg)
+		if err != nil {
+			return 0, err
+		}
+		optim.ClipGradNorm(vars, 1)
+		opt.Update(3e-4)
+		return l, nil
+	}, nil
+}
+
+func step(o Options, threads int) (stepResult, error) {
 	kernels.SetThreads(threads)
 	defer kernels.SetThreads(1)
 	m := layers.New(o.Model)
 	m.Init(1)
-	rng := rand.New(rand.NewPCG(2, 2))
-	ids, tg := make([]int32, o.Batch*o.Seq), make([]int32, o.Batch*o.Seq)
-	for i := range ids {
-		ids[i], tg[i] = int32(rng.IntN(o.Model.Vocab)), int32(rng.IntN(o.Model.Vocab))
-	}
-	var ps []optim.Param
-	var vars []*autograd.Var
-	for _, p := range m.Params() {
-		ps = append(ps, optim.Param{Var: p.Var, Decay: len(p.Var.Shape()) > 1})
-		vars = append(vars, p.Var)
-	}
-	opt := optim.NewAdamW(optim.DefaultAdamW, ps, nil)
-	tp := autograd.NewTape()
-	reps := layers.NewReplicas(m, threads)
-	one := func() {
-		autograd.ZeroGrad(vars...)
-		if threads > 1 {
-			reps.LossBackward(ids, tg, o.Batch, o.Seq)
-		} else {
-			tp.Backward(m.Loss(tp, ids, tg, o.Batch, o.Seq))
-			tp.Reset()
-		}
-		optim.ClipGradNorm(vars, 1)
-		opt.Update(3e-4)
+	ids, tg := randomBatch(o)
+	one, err := trainStep(m, o, threads, ids, tg)
+	if err != nil {
+		return stepResult{}, err
 	}
 	for i := 0; i < o.Warmup; i++ {
-		one()
+		if _, err := one(); err != nil {
+			return stepResult{}, err
+		}
 	}
 	var times []float64
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	for i := 0; i < o.Steps; i++ {
 		t0 := time.Now()
-		one()
+		if _, err := one(); err != nil {
+			return stepResult{}, err
+		}
 		times = append(times, time.Since(t0).Seconds())
 	}
 	runtime.ReadMemStats(&ms1)
-	slices.Sort(times)
-	med := times[len(times)/2]
+	med := median(times)
 	tok := float64(o.Batch * o.Seq)
 	return stepResult{ms: med * 1e3, tokps: tok / med, gflops: tok * o.Model.FLOPsPerToken(o.Seq) / med / 1e9,
-		allocs: float64(ms1.Mallocs-ms0.Mallocs) / float64(o.Steps)}
+		allocs: float64(ms1.Mallocs-ms0.Mallocs) / float64(o.Steps)}, nil
+}
+
+// median of times (sorted in place); for an even count the upper of the
+// two middle values, as step has always taken it.
+func median(times []float64) float64 {
+	slices.Sort(times)
+	return times[len(times)/2]
 }
 
 // fakeQuant measures the fused fake-quant kernels on a tensor far larger
