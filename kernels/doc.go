@@ -20,5 +20,13 @@
 // else compares ids and reads the table. The packed products' hot loops
 // take the id and do not call through the table.
 //
+// Hadamard transforms (hadamard.go) rotate activations for QuaRot-style
+// W4A4: NewHadamard(n) builds an orthonormal n x n transform as a Kronecker
+// product of a small Paley (or Sylvester) matrix and a Walsh-Hadamard
+// butterfly, so the sizes of real models (11008, 14336, 1376...) are
+// covered; Apply runs the butterfly in C (AVX-512 or AVX2) and the small
+// factor as a dense product; the tests hold Apply and its float64 twin
+// Apply64 to the product with the dense Matrix.
+//
 // This package imports nothing else of qat.
 package kernels
