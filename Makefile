@@ -6,7 +6,7 @@ GO ?= go
 # forces AVX2 kernels at half speed on AVX-512 CPUs. Unset it for our runs.
 RUNENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
-.PHONY: deps npm-deps build run test bench fuzz faults vet llamacpp-check ptx gpu cuda-headers cuda-vet cuda-test results-test results-w4a4
+.PHONY: deps npm-deps build run test bench fuzz faults vet llamacpp-check ptx gpu cuda-headers cuda-vet cuda-test results-test results-w4a4 results-tiny results-ptq-small
 
 # deps installs the system packages (OpenBLAS; PyTorch for the reference
 # test) when missing, and the Go modules.
@@ -93,8 +93,9 @@ test: deps npm-deps vet cuda-vet results-test
 
 # results-test: the statistics, section writer and table logic of
 # tools/results (Student-t quantiles against published values, intervals
-# against R's t.test); a few seconds, no qat binary.
-results-test:
+# against R's t.test), then a smoke run of each seeded table through
+# bin/qat (2 seeds, two steps, a temporary root; about two minutes).
+results-test: build
 	/usr/bin/python3 tools/results/test_results.py
 
 # results-w4a4 (not part of test: about an hour for tiny): the W4A4 table of
@@ -102,6 +103,19 @@ results-test:
 MODEL ?= tiny
 results-w4a4:
 	tools/results/w4a4.sh $(MODEL)
+
+# results-tiny (not part of test: hours of CPU): the other seeded tables of
+# the tiny model, 3 seeds each, into docs/results.md; in this order the
+# per-seed base models and FP fine-tunes are trained once (qat-tiny) and
+# taken by the others at the same commit. results-ptq-small: the small
+# model's table (about an hour per seed for its base model alone).
+results-tiny:
+	tools/results/qat.sh tiny
+	tools/results/ptq.sh tiny
+	tools/results/lrqat.sh tiny
+	tools/results/states.sh tiny
+results-ptq-small:
+	tools/results/ptq.sh small
 
 # faults: kill -9 at 20 random steps, SIGTERM/SIGINT at 10, a second
 # process on a live run 10 times, full disks (tmpfs: needs root) during

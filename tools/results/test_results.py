@@ -4,7 +4,9 @@ Student-t quantiles against published values, the paired interval against
 R's t.test on Student's sleep data, the interval's coverage by simulation,
 the verdict and share arithmetic, the section writer, and the W4A4 table's
 hashing and rendering (a missing row is shown as missing, a stale one left
-out). A few seconds, no qat binary."""
+out): a few seconds, no qat binary. Then the tables of test_tables.py (qat,
+ptq, lrqat, states): their smoke runs go through ./bin/qat (make build
+first), about two minutes on 2 cores."""
 import json
 import math
 import os
@@ -18,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import section  # noqa: E402
 import stats  # noqa: E402
 import w4a4  # noqa: E402
+from test_tables import Render, Smoke, Spec  # noqa: E402,F401  (run here by make results-test)
 
 
 class TQuantile(unittest.TestCase):
