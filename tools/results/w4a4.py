@@ -67,6 +67,16 @@ MODELS = {
         qat="configs/llama-w4a4.yaml",          # QAT fine-tune from it, the same steps and batches
         actreg="configs/tiny-w4a4-actreg.yaml",  # the activation-regularization recipe from scratch
     ),
+    # nano: 1.4M parameters trained on 5 tokens per non-embedding parameter,
+    # where W4A4 round-to-nearest costs over 10% perplexity (configs/nano.yaml)
+    "nano": dict(
+        prepare=["--input", "../shared/data/sotu"],
+        seq=128,
+        base="configs/nano.yaml",
+        fp_control="configs/nano-fp-control.yaml",
+        qat="configs/nano-w4a4.yaml",
+        actreg="configs/nano-w4a4-actreg.yaml",
+    ),
     # "NAME": dict(prepare=["--input", "../shared/data/sotu", "--vocab", "8192"], seq=..., base="configs/NAME.yaml",
     #              fp_control=..., qat=..., actreg="configs/NAME-w4a4-actreg.yaml"),
 }
