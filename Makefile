@@ -99,7 +99,8 @@ results-test: build
 	/usr/bin/python3 tools/results/test_results.py
 
 # results-w4a4 (not part of test: about an hour for tiny): the W4A4 table of
-# MODEL from nothing, 3 seeds, into docs/results.md (tools/results/w4a4.sh).
+# MODEL (tiny, or nano: the model where W4A4 hurts, about an hour too) from
+# nothing, 3 seeds, into docs/results.md (tools/results/w4a4.sh).
 MODEL ?= tiny
 results-w4a4:
 	tools/results/w4a4.sh $(MODEL)
