@@ -31,14 +31,23 @@ func NewReplicas(m *Model, n int) *Replicas {
 	}
 	r := &Replicas{Model: m, master: m.Params(), losses: make([]float32, n)}
 	for i := 0; i < n; i++ {
-		w := replicate(reflect.ValueOf(m)).Interface().(*Model)
+		w := Replicate(m)
 		r.workers = append(r.workers, w)
 		r.tapes = append(r.tapes, autograd.NewTape())
-		ps := w.Params()
-		autograd.PackGrads(packOrder(ps)) // adjacent gradients, as in the model
-		r.params = append(r.params, ps)
+		r.params = append(r.params, w.Params())
 	}
 	return r
+}
+
+// Replicate returns a worker replica of m: it shares m's weights,
+// quantizers' frozen state and adapters' bases, and keeps its own
+// gradients (adjacent, as in the model) and observers. A worker's
+// Loss + Backward leaves in its gradients exactly what one Replicas worker
+// computes for the same rows (engine/dp runs one per process).
+func Replicate(m *Model) *Model {
+	w := replicate(reflect.ValueOf(m)).Interface().(*Model)
+	autograd.PackGrads(packOrder(w.Params()))
+	return w
 }
 
 var observersType = reflect.TypeOf([]Observer(nil))

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
 	"qat/autograd"
 	"qat/data/safetensors"
@@ -114,8 +115,21 @@ func NewAdamW(c AdamWConfig, params []Param, newMoments func(p Param) Moments) *
 	return o
 }
 
+// Shard wraps a moments maker so that it makes moments only for the
+// parameters keep accepts (ZeRO-1: another process holds and updates the
+// others'); AdamW's Update, StateBytes, Save and Load then see the kept
+// ones only, and the others' moments are never allocated.
+func Shard(newMoments func(p Param) Moments, keep func(p Param) bool) func(p Param) Moments {
+	return func(p Param) Moments {
+		if !keep(p) {
+			return nil
+		}
+		return newMoments(p)
+	}
+}
+
 // Update applies one step with learning rate lr to every parameter that
-// takes a gradient.
+// takes a gradient (and whose moments this process holds).
 func (o *AdamW) Update(lr float64) {
 	o.Step++
 	c := o.Config
@@ -126,7 +140,7 @@ func (o *AdamW) Update(lr float64) {
 	kernels.ForBLAS(len(o.Params), 1, func(_, lo, hi int) {
 		for i := lo; i < hi; i++ {
 			p := o.Params[i]
-			if !p.Var.RequiresGrad() {
+			if !p.Var.RequiresGrad() || o.State[i] == nil {
 				continue
 			}
 			hp := h
@@ -145,18 +159,68 @@ func (o *AdamW) Update(lr float64) {
 func (o *AdamW) StateBytes() int {
 	n := 0
 	for _, s := range o.State {
-		n += s.Bytes()
+		if s != nil {
+			n += s.Bytes()
+		}
 	}
 	return n
 }
 
 // Save writes the moments and the step count to path.
 func (o *AdamW) Save(path string) error {
+	return safetensors.Write(path, o.tensors(), o.meta())
+}
+
+func (o *AdamW) tensors() []safetensors.Tensor {
 	var ts []safetensors.Tensor
 	for i, p := range o.Params {
-		ts = append(ts, o.State[i].Tensors(p.Name)...)
+		if o.State[i] != nil {
+			ts = append(ts, o.State[i].Tensors(p.Name)...)
+		}
 	}
-	return safetensors.Write(path, ts, map[string]string{"optimizer": "adamw", "step": strconv.Itoa(o.Step)})
+	return ts
+}
+
+func (o *AdamW) meta() map[string]string {
+	return map[string]string{"optimizer": "adamw", "step": strconv.Itoa(o.Step)}
+}
+
+// Encode is the moments this process holds as safetensors bytes: a
+// sharded optimizer's part for SaveParts.
+func (o *AdamW) Encode() ([]byte, error) { return safetensors.Encode(o.tensors(), o.meta()) }
+
+// SaveParts writes to path the file Save writes for an unsharded
+// optimizer, from the Encode of every process's shard (in any order): the
+// checkpoint does not depend on how many processes wrote it.
+func (o *AdamW) SaveParts(path string, parts [][]byte) error {
+	// a moment tensor is named KIND.PARAM (Moments.Tensors): grouped by
+	// parameter, in the order each shard's moments wrote them
+	byParam := map[string][]safetensors.Tensor{}
+	for k, b := range parts {
+		f, err := safetensors.Parse(b)
+		if err != nil {
+			return fmt.Errorf("optimizer shard %d: %w", k, err)
+		}
+		if f.Metadata["step"] != strconv.Itoa(o.Step) {
+			return fmt.Errorf("optimizer shard %d is at step %q, this process at %d", k, f.Metadata["step"], o.Step)
+		}
+		for _, t := range f.Tensors {
+			_, param, ok := strings.Cut(t.Name, ".")
+			if !ok {
+				return fmt.Errorf("optimizer shard %d: tensor %q names no parameter", k, t.Name)
+			}
+			byParam[param] = append(byParam[param], t)
+		}
+	}
+	var ts []safetensors.Tensor
+	for _, p := range o.Params {
+		ts = append(ts, byParam[p.Name]...)
+		delete(byParam, p.Name)
+	}
+	for n := range byParam {
+		return fmt.Errorf("optimizer shards: tensors of %s, which this optimizer does not train", n)
+	}
+	return safetensors.Write(path, ts, o.meta())
 }
 
 // Load restores what Save wrote. Every state tensor is checked (name,
@@ -176,6 +240,9 @@ func (o *AdamW) load(path string, f *safetensors.File) error {
 		return fmt.Errorf("%s: optimizer step %q", path, f.Metadata["step"])
 	}
 	for i, p := range o.Params {
+		if o.State[i] == nil {
+			continue
+		}
 		if err := o.State[i].Load(p.Name, f); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
 		}

@@ -5,11 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 declare -A level=(
-  [qat/kernels]=0 [qat/data/atomic]=0 [qat/data/internal/hostile]=0 [qat/qat/scaling]=0 [qat/autograd/ref]=0 [qat/tools/faults]=0
+  [qat/kernels]=0 [qat/data/atomic]=0 [qat/data/internal/hostile]=0 [qat/qat/scaling]=0 [qat/dist]=0 [qat/autograd/ref]=0 [qat/tools/faults]=0
   [qat/kernels/cuda]=1 [qat/autograd]=1 [qat/data/bpe]=1 [qat/data/chat]=1 [qat/data/gguf]=1 [qat/data/safetensors]=1
   [qat/data]=2 [qat/layers]=2 [qat/optim]=2
   [qat/qat]=3 [qat/qat/rotate]=3 [qat/engine]=3 [qat/eval]=3
-  [qat/lora]=4 [qat/qat/ptq]=4 [qat/export]=4 [qat/engine/tape]=4 [qat/engine/gorgonia]=4 [qat/engine/device]=4
+  [qat/lora]=4 [qat/qat/ptq]=4 [qat/export]=4 [qat/engine/tape]=4 [qat/engine/gorgonia]=4 [qat/engine/device]=4 [qat/engine/dp]=4
   [qat/checkpoint]=5 [qat/cmd/internal/bench]=5
   [qat/cmd/internal/config]=6
   [qat/cmd/internal/train]=7

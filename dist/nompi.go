@@ -1,0 +1,5 @@
+//go:build !mpi
+
+package dist
+
+func openMPI() (Comm, error) { return nil, ErrNoMPI }
