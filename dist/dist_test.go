@@ -60,7 +60,6 @@ func TestLocal(t *testing.T) {
 	}
 }
 
-
 func TestLocalAbort(t *testing.T) {
 	cs := Local(2)
 	done := make(chan error)
