@@ -235,3 +235,6 @@ func (c *mpiComm) Close() error {
 	c.closed = true
 	return check("MPI_Finalize", C.q_finalize())
 }
+
+// Available says whether this binary can join an MPI job.
+const Available = true

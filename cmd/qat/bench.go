@@ -1,20 +1,26 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"qat/cmd/internal/bench"
 	"qat/cmd/internal/config"
+	"qat/data/atomic"
+	"qat/dist"
 )
 
 func benchCmd() *cobra.Command {
-	var cfgPath, jsonOut, device string
+	var cfgPath, jsonOut, device, mpirun, distResult string
 	var threads []int
-	var steps, warmup, values int
+	var steps, warmup, values, procs int
+	var distributed bool
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure sgemm, the fused kernels and training steps on this machine",
@@ -42,6 +48,10 @@ func benchCmd() *cobra.Command {
 				return inputf("--steps must be at least 1 and --warmup at least 0")
 			}
 			name := strings.TrimSuffix(filepath.Base(cfgPath), filepath.Ext(cfgPath))
+			if distributed {
+				o := bench.Options{Model: c.Model, Name: name, Batch: c.Train.Batch, Seq: c.Train.Seq, Steps: steps, Warmup: warmup}
+				return benchDistributed(cmd, o, procs, mpirun, distResult, []string{"--config", cfgPath, "--steps", strconv.Itoa(steps), "--warmup", strconv.Itoa(warmup)})
+			}
 			_, err = bench.Run(cmd.OutOrStdout(), bench.Options{Model: c.Model, Name: name, Batch: c.Train.Batch,
 				Seq: c.Train.Seq, Threads: threads, Steps: steps, Warmup: warmup, JSON: jsonOut})
 			return err
@@ -54,6 +64,11 @@ func benchCmd() *cobra.Command {
 	cmd.Flags().StringVar(&jsonOut, "json", "", "also write results as JSON lines to this file")
 	cmd.Flags().StringVar(&device, "device", "cpu", "cpu, or cuda: the device kernels beside a device copy (a GPU build)")
 	cmd.Flags().IntVar(&values, "values", 1<<26, "--device cuda: values of the elementwise kernels")
+	cmd.Flags().BoolVar(&distributed, "distributed", false, "data-parallel training steps and the gradient reduction (GB/s beside MPI_Allreduce): by hand, 1 process against --np MPI processes; under mpirun, the job's part")
+	cmd.Flags().IntVar(&procs, "np", 2, "--distributed: processes of the MPI job (and threads of the one-process baseline)")
+	cmd.Flags().StringVar(&mpirun, "mpirun", "mpirun", "--distributed: the MPI launcher")
+	cmd.Flags().StringVar(&distResult, "dist-result", "", "--distributed under a launcher: write the lead's result here as JSON")
+	cmd.Flags().MarkHidden("dist-result")
 	cmd.AddCommand(benchPackedCmd(), benchImportCmd(), benchFinetuneCmd(), benchRecipesCmd())
 	return cmd
 }
@@ -139,4 +154,45 @@ builds them) llama.cpp runs the same cases in the same session.`,
 	cmd.Flags().StringVar(&o.Synth, "synth", "runs/synth", "directory of the synthetic models (empty: none)")
 	cmd.Flags().IntVar(&o.Tokens, "tokens", 32, "tokens to decode")
 	return cmd
+}
+
+// benchDistributed runs `qat bench --distributed`: under an MPI launcher,
+// this process's part of the job (the lead prints, and writes the result
+// for the by-hand run that started it); by hand, the one-process baseline
+// and then the job through mpirun, side by side.
+func benchDistributed(cmd *cobra.Command, o bench.Options, procs int, mpirun, result string, args []string) error {
+	w := cmd.OutOrStdout()
+	if !dist.Available {
+		return inputf("--distributed: %v", dist.ErrNoMPI)
+	}
+	if !dist.Launched(os.Getenv) {
+		if procs < 2 {
+			return inputf("--np %d: the job needs at least 2 processes", procs)
+		}
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		return bench.DistributedSideBySide(w, o, procs, mpirun, exe, args)
+	}
+	comm, err := dist.Open()
+	if err != nil {
+		return err
+	}
+	defer comm.Close()
+	r, err := bench.Distributed(comm, o)
+	if err != nil {
+		comm.Abort(1)
+		return err
+	}
+	if comm.Rank() != 0 {
+		return nil
+	}
+	if result == "" {
+		bench.PrintDistributed(w, o, r)
+		fmt.Fprintf(w, "%d processes x 1 thread: %.0f tokens/s, %.1f ms/step (%.1f ms in collectives)\n", r.Procs, r.TokensSec, r.StepMs, r.CommMs)
+		return nil
+	}
+	b, _ := json.Marshal(r)
+	return atomic.WriteFile(result, b)
 }

@@ -62,16 +62,11 @@ func New(comm dist.Comm, inner string, m *layers.Model, o engine.Options) (*Engi
 	w := layers.Replicate(m)
 	e.master, e.worker = m.Params(), w.Params()
 	var sizes []int
+	e.reduced, sizes, e.first = partition(m, n)
 	e.offs = []int{0}
-	for i, p := range e.master {
-		if p.Var.GradData() == nil || !p.Var.RequiresGrad() {
-			continue
-		}
-		e.reduced = append(e.reduced, i)
-		sizes = append(sizes, p.Var.Size())
-		e.offs = append(e.offs, e.offs[len(e.offs)-1]+p.Var.Size())
+	for _, s := range sizes {
+		e.offs = append(e.offs, e.offs[len(e.offs)-1]+s)
 	}
-	e.first = dist.Partition(sizes, n)
 	total := e.offs[len(e.offs)-1]
 	own := e.span(rank)
 	e.send, e.recv, e.full = make([]float32, total), make([]float32, n*own), make([]float32, total)
@@ -85,27 +80,39 @@ func New(comm dist.Comm, inner string, m *layers.Model, o engine.Options) (*Engi
 	return e, nil
 }
 
-// span is the length of process p's run in the flat gradient.
-func (e *Engine) span(p int) int { return e.offs[e.first[p+1]] - e.offs[e.first[p]] }
+// partition lists the parameters of m that take gradients (m.Params()
+// indices), their sizes, and their split over n processes.
+func partition(m *layers.Model, n int) (reduced, sizes, first []int) {
+	for i, p := range m.Params() {
+		if p.Var.GradData() == nil || !p.Var.RequiresGrad() {
+			continue
+		}
+		reduced = append(reduced, i)
+		sizes = append(sizes, p.Var.Size())
+	}
+	return reduced, sizes, dist.Partition(sizes, n)
+}
 
-// Owned says which of the model's parameters (m.Params() indices) this
-// process sums the gradients of: ZeRO-1 keeps their optimizer states
-// here (optim.AdamW.Shard).
-func (e *Engine) Owned() []int { return e.reduced[e.first[e.comm.Rank()]:e.first[e.comm.Rank()+1]] }
-
-// Partition is, for each process, the m.Params() indices it owns.
-func (e *Engine) Partition() [][]int {
-	out := make([][]int, e.comm.Size())
+// Owners is, for each of n processes, the m.Params() indices whose
+// gradients it sums: under ZeRO-1 it keeps their optimizer moments and
+// updates their weights (AllgatherWeights shares them). New's engine
+// splits the same way.
+func Owners(m *layers.Model, n int) [][]int {
+	reduced, _, first := partition(m, n)
+	out := make([][]int, n)
 	for p := range out {
-		out[p] = e.reduced[e.first[p]:e.first[p+1]]
+		out[p] = reduced[first[p]:first[p+1]]
 	}
 	return out
 }
 
+// span is the length of process p's run in the flat gradient.
+func (e *Engine) span(p int) int { return e.offs[e.first[p+1]] - e.offs[e.first[p]] }
+
 // LossBackward computes the batch's mean loss and adds its gradient into
 // the model's gradients on every process (engine.Engine).
 func (e *Engine) LossBackward(ids, targets []int32) (float32, error) {
-	n, rank, B, T := e.comm.Size(), e.comm.Rank(), e.batch, e.seq
+	n, B, T := e.comm.Size(), e.batch, e.seq
 	// every process has the whole batch: the target counts of all rows
 	// are known without a message
 	counts := make([]int, n)
@@ -125,6 +132,27 @@ func (e *Engine) LossBackward(ids, targets []int32) (float32, error) {
 	if err != nil {
 		return 0, err
 	}
+	return e.combine(l, counts, total)
+}
+
+// Reduce adds the workers' current gradients into the model's, each
+// weighted 1/N: LossBackward's communication and sum alone, which
+// benchmarks time against MPI_Allreduce of the same bytes.
+func (e *Engine) Reduce() error {
+	n := e.comm.Size()
+	counts := make([]int, n)
+	for w := range counts {
+		counts[w] = 1
+	}
+	_, err := e.combine(0, counts, n)
+	return err
+}
+
+// combine gathers the workers' losses (this one's is l) and sums their
+// gradients into the model's on every process, worker w weighted by
+// counts[w]/total.
+func (e *Engine) combine(l float32, counts []int, total int) (float32, error) {
+	n, rank := e.comm.Size(), e.comm.Rank()
 	t0 := time.Now()
 	defer func() { e.Comm += time.Since(t0) }()
 	one := make([]int, n)
@@ -178,6 +206,32 @@ func (e *Engine) LossBackward(ids, targets []int32) (float32, error) {
 		}
 	}
 	return loss, nil
+}
+
+// AllgatherWeights gives every process the weights the others updated
+// (ZeRO-1: each steps the tensors it owns, Owners).
+func (e *Engine) AllgatherWeights() error {
+	t0 := time.Now()
+	defer func() { e.Comm += time.Since(t0) }()
+	n, rank := e.comm.Size(), e.comm.Rank()
+	lo, hi := e.first[rank], e.first[rank+1]
+	for j := lo; j < hi; j++ {
+		copy(e.send[e.offs[j]:e.offs[j+1]], e.master[e.reduced[j]].Var.Data())
+	}
+	counts, displs := make([]int, n), make([]int, n)
+	for p := 0; p < n; p++ {
+		counts[p], displs[p] = e.span(p), e.offs[e.first[p]]
+	}
+	base := e.offs[lo]
+	if err := e.comm.AllgathervF32(e.send[base:base+e.span(rank)], e.full, counts, displs); err != nil {
+		return err
+	}
+	for j, i := range e.reduced {
+		if j < lo || j >= hi {
+			copy(e.master[i].Var.Data(), e.full[e.offs[j]:e.offs[j+1]])
+		}
+	}
+	return nil
 }
 
 // Close closes the inner engine.

@@ -70,6 +70,10 @@ type Optimizer struct {
 	// States: how the moments are stored (state: fp32, int8 or fp8;
 	// block, min_8bit_size, fp32_states).
 	optim.States `yaml:",inline"`
+	// Shard keeps each process's share of the moments only (ZeRO-1, in a
+	// --distributed run): the processes own whole tensors, update their
+	// weights and gather the others'.
+	Shard bool `yaml:"shard"`
 }
 
 // Quant selects quantization-aware training: a preset (qat.Presets) and

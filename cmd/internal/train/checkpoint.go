@@ -38,6 +38,22 @@ type State struct {
 // temporary directory and rename, points out/latest at it and removes all
 // but the newest keep checkpoints.
 func (r *Run) saveCheckpoint() error {
+	// a sharded optimizer's parts come to the lead, which writes the file
+	// one process would (a run resumes on any number of processes)
+	var parts [][]byte
+	if r.sharded {
+		b, err := r.Opt.Encode()
+		if err != nil {
+			return err
+		}
+		if parts, err = r.comm.GatherBytes(b, 0); err != nil {
+			return err
+		}
+	}
+	if !r.lead() {
+		r.savedStep = r.State.Step
+		return nil
+	}
 	dir := filepath.Join(r.Cfg.OutDir, checkpoint.Name(r.State.Step))
 	r.State.DataDir, r.State.Batch, r.State.Seq = r.Cfg.Data.Dir, r.Cfg.Train.Batch, r.Cfg.Train.Seq
 	// the run directory is ours and locked: a checkpoint of this step left
@@ -52,7 +68,11 @@ func (r *Run) saveCheckpoint() error {
 				return err
 			}
 		}
-		if err := r.Opt.Save(filepath.Join(tmp, "optimizer.safetensors")); err != nil {
+		save := r.Opt.Save
+		if r.sharded {
+			save = func(path string) error { return r.Opt.SaveParts(path, parts) }
+		}
+		if err := save(filepath.Join(tmp, "optimizer.safetensors")); err != nil {
 			return err
 		}
 		st, _ := json.MarshalIndent(r.State, "", "  ")

@@ -22,8 +22,10 @@ import (
 	"qat/data"
 	"qat/data/atomic"
 	"qat/data/bpe"
+	"qat/dist"
 	"qat/engine"
 	"qat/engine/device"
+	"qat/engine/dp"
 	_ "qat/engine/gorgonia" // registers the gorgonia engine
 	_ "qat/engine/tape"     // registers the tape engine
 	"qat/eval"
@@ -57,7 +59,10 @@ type Run struct {
 	own      []Hook // evaluation, checkpoints and plots, after the others
 	taps     map[string]*qat.Kurtosis
 
-	lock      *atomic.RunLock // held on Cfg.OutDir until Close
+	lock      *atomic.RunLock // held on Cfg.OutDir until Close (by the lead process)
+	comm      dist.Comm       // the job's processes (nil: this one alone)
+	dp        *dp.Engine      // the data-parallel engine of a --distributed run
+	sharded   bool            // optimizer.shard: this process holds its part of the moments
 	savedStep int             // the step of the newest checkpoint written or loaded
 	stop      chan os.Signal  // Interrupt's signal, taken by Loop
 }
@@ -109,6 +114,11 @@ type Options struct {
 	// on (data.dir, train.batch, train.seq, train.seed) only where one of
 	// them names the key.
 	Overrides []string
+	// Comm is the job this process is one of (a --distributed run): every
+	// process builds the same model, the lead (rank 0) alone owns and
+	// writes out_dir, which must be a directory all of them read (they
+	// resume from its checkpoints).
+	Comm dist.Comm
 }
 
 // Open prepares a run from its config: data, tokenizer, model (fresh,
@@ -122,24 +132,32 @@ func Open(cfg *config.Config, resume bool, log io.Writer) (*Run, error) {
 // starts only in a new, empty or qat run directory.
 func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error) {
 	resume := opt.Resume
-	if err := claimOutDir(cfg.OutDir); err != nil {
-		return nil, err
+	comm := opt.Comm
+	lead := comm == nil || comm.Rank() == 0
+	if cfg.Optimizer.Shard && comm == nil {
+		return nil, &config.InputError{Err: errors.New("optimizer.shard: true shards the moments over the processes of a --distributed run; this run is one process")}
 	}
-	lock, err := atomic.Lock(cfg.OutDir)
-	if err != nil {
-		var be *atomic.BusyError
-		if errors.As(err, &be) {
+	var lock *atomic.RunLock
+	if lead {
+		if err := claimOutDir(cfg.OutDir); err != nil {
 			return nil, err
 		}
-		return nil, &config.InputError{Err: fmt.Errorf("out_dir: %w", err)}
-	}
-	defer func() {
+		lock, err = atomic.Lock(cfg.OutDir)
 		if err != nil {
-			lock.Unlock()
+			var be *atomic.BusyError
+			if errors.As(err, &be) {
+				return nil, err
+			}
+			return nil, &config.InputError{Err: fmt.Errorf("out_dir: %w", err)}
 		}
-	}()
-	// temporaries of a killed attempt (half-written checkpoints)
-	atomic.CleanTemps(cfg.OutDir)
+		defer func() {
+			if err != nil {
+				lock.Unlock()
+			}
+		}()
+		// temporaries of a killed attempt (half-written checkpoints)
+		atomic.CleanTemps(cfg.OutDir)
+	}
 	kernels.SetThreads(cfg.Train.Threads)
 	tok, err := bpe.Load(filepath.Join(cfg.Data.Dir, "tokenizer.json"))
 	if err != nil {
@@ -167,6 +185,13 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 	latest, err := checkpoint.Latest(cfg.OutDir)
 	if err != nil {
 		return nil, &config.InputError{Err: err}
+	}
+	if comm != nil {
+		// every process starts from the lead's checkpoint, read where it is
+		if err := agree(comm, "out_dir's latest checkpoint", latest,
+			"out_dir must be a directory every process reads (a shared filesystem)"); err != nil {
+			return nil, &config.InputError{Err: err}
+		}
 	}
 	// quant.rotate: a fresh run rotates init_from's model, which is built
 	// as init_from has it (a run whose config.yaml already records the
@@ -261,7 +286,7 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 		fmt.Fprintf(log, "%s adapters (rank %d) on %d linear layers\n", cfg.Lora.Method, cfg.Lora.Defaults().Rank, n)
 	}
 	r = &Run{Cfg: cfg, Model: m, Tok: tok, Loader: loader, Val: val, Log: log, params: m.Params(),
-		State: State{Seed: cfg.Train.Seed}, taps: taps, lock: lock, stop: make(chan os.Signal, 1)}
+		State: State{Seed: cfg.Train.Seed}, taps: taps, lock: lock, comm: comm, stop: make(chan os.Signal, 1)}
 	r.own = []Hook{Every(cfg.Train.EvalEvery, (*Run).evaluate), Every(cfg.Train.CkptEvery, (*Run).checkpointAndPlot)}
 	var ops []optim.Param
 	var trainable, frozen int
@@ -280,10 +305,25 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 		trainable += p.Var.Size()
 	}
 	o := cfg.Optimizer
-	r.Opt = optim.NewAdamW(optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}, ops, o.States.Factory())
+	moments := o.States.Factory()
+	if o.Shard {
+		// ZeRO-1: this process keeps the moments of the tensors whose
+		// gradients it sums (engine/dp's partition), whole tensors
+		mine := map[*autograd.Var]bool{}
+		for _, i := range dp.Owners(m, comm.Size())[comm.Rank()] {
+			mine[r.params[i].Var] = true
+		}
+		moments = optim.Shard(moments, func(p optim.Param) bool { return mine[p.Var] })
+		r.sharded = true
+	}
+	r.Opt = optim.NewAdamW(optim.AdamWConfig{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}, ops, moments)
 	fb := frozenBytes(m)
-	fmt.Fprintf(log, "parameters: %d trainable, %d frozen float32 + %d frozen int8; bytes: weights %s, gradients %s, optimizer states %s\n",
-		trainable, frozen, fb, mib(4*(trainable+frozen)+fb), mib(4*trainable), mib(r.Opt.StateBytes()))
+	where := ""
+	if r.sharded {
+		where = fmt.Sprintf(" (this process's share, 1 of %d)", comm.Size())
+	}
+	fmt.Fprintf(log, "parameters: %d trainable, %d frozen float32 + %d frozen int8; bytes: weights %s, gradients %s, optimizer states %s%s\n",
+		trainable, frozen, fb, mib(4*(trainable+frozen)+fb), mib(4*trainable), mib(r.Opt.StateBytes()), where)
 	r.ids, r.tgt = make([]int32, cfg.Train.Batch*cfg.Train.Seq), make([]int32, cfg.Train.Batch*cfg.Train.Seq)
 	if qat.NeedsCalibration(m) && !(resume && latest != "") {
 		n, err := ptq.Calibrate(m, calib)
@@ -299,10 +339,29 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 		r.savedStep = r.State.Step
 		fmt.Fprintf(log, "resuming from %s at step %d\n", latest, r.State.Step)
 	}
+	if comm != nil {
+		// the lead's weights, whatever each process loaded or drew
+		for _, p := range r.params {
+			if err := comm.BcastF32(p.Var.Data(), 0); err != nil {
+				return nil, err
+			}
+		}
+	}
 	// The engine is built last, over the loaded, prepared and calibrated
 	// model (the Gorgonia graph binds the weights' memory).
 	name := EngineName(cfg.Train)
-	if r.eng, err = engine.New(name, m, engine.Options{Batch: cfg.Train.Batch, Seq: cfg.Train.Seq, Threads: cfg.Train.Threads}); err != nil {
+	eo := engine.Options{Batch: cfg.Train.Batch, Seq: cfg.Train.Seq, Threads: cfg.Train.Threads}
+	switch {
+	case comm != nil && name == "cuda":
+		return nil, &config.InputError{Err: errors.New("train.device cuda: a --distributed run computes on the CPU engines (tape, gorgonia)")}
+	case comm != nil:
+		if r.dp, err = dp.New(comm, name, m, eo); err == nil {
+			r.eng = r.dp
+		}
+	default:
+		r.eng, err = engine.New(name, m, eo)
+	}
+	if err != nil {
 		key := "train.engine " + name // named as the config selects it
 		if name == "cuda" {
 			key = "train.device cuda"
@@ -315,10 +374,61 @@ func OpenWith(cfg *config.Config, opt Options, log io.Writer) (r *Run, err error
 	case "cuda":
 		fmt.Fprintf(log, "device: %s (the step on the GPU; optimizer on the CPU)\n", device.DeviceName(r.eng))
 	}
+	if comm != nil {
+		fmt.Fprintf(log, "data parallel: %d processes, %d rows of each %d-row batch on the lead, %d threads each\n",
+			comm.Size(), cfg.Train.Batch/comm.Size(), cfg.Train.Batch, cfg.Train.Threads)
+	}
+	if !lead {
+		return r, nil
+	}
 	if err := r.openMetrics(); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// lead says whether this process writes the run's files: the only one,
+// or rank 0 of a --distributed job.
+func (r *Run) lead() bool { return r.comm == nil || r.comm.Rank() == 0 }
+
+// agree checks that every process of comm holds the lead's value of what
+// (each process gets the same verdict, so none waits for another that
+// gave up); hint says what to fix.
+func agree(comm dist.Comm, what, value, hint string) error {
+	n := len(value)
+	size := []byte{byte(n), byte(n >> 8), byte(n >> 16), byte(n >> 24)}
+	if err := comm.Bcast(size, 0); err != nil {
+		return err
+	}
+	lead := make([]byte, int(size[0])|int(size[1])<<8|int(size[2])<<16|int(size[3])<<24)
+	copy(lead, value)
+	if err := comm.Bcast(lead, 0); err != nil {
+		return err
+	}
+	same := float32(1)
+	if string(lead) != value {
+		same = 0
+	}
+	all, err := gatherOne(comm, same)
+	if err != nil {
+		return err
+	}
+	for p, ok := range all {
+		if ok == 0 {
+			return fmt.Errorf("process %d of %d sees another %s than the lead (%q): %s", p, comm.Size(), what, string(lead), hint)
+		}
+	}
+	return nil
+}
+
+// gatherOne gives every process each one's v, in rank order.
+func gatherOne(comm dist.Comm, v float32) ([]float32, error) {
+	n := comm.Size()
+	all, one, at := make([]float32, n), make([]int, n), make([]int, n)
+	for p := range one {
+		one[p], at[p] = 1, p
+	}
+	return all, comm.AllgathervF32([]float32{v}, all, one, at)
 }
 
 // openMetrics keeps the lines of metrics.jsonl up to the resumed step (a
@@ -363,6 +473,9 @@ func splitLines(b []byte) [][]byte {
 
 func (r *Run) record(p point) error {
 	r.curve = append(r.curve, p)
+	if r.metrics == nil { // not the lead of a --distributed run
+		return nil
+	}
 	b, _ := json.Marshal(p)
 	_, err := r.metrics.Write(append(b, '\n'))
 	return err
@@ -413,6 +526,12 @@ func (r *Run) Step() (StepResult, error) {
 	}
 	lr := LR(tc, step)
 	r.Opt.Update(lr)
+	if r.sharded {
+		// each process updated its own tensors: share them
+		if err := r.dp.AllgatherWeights(); err != nil {
+			return StepResult{Step: step + 1, Loss: loss}, err
+		}
+	}
 	r.State.Step++
 	r.State.Data = r.Loader.Position()
 	r.State.Tokens += int64(tc.GradAccum * tc.Batch * tc.Seq)
@@ -425,7 +544,13 @@ func (r *Run) Step() (StepResult, error) {
 func (r *Run) AddHook(h Hook) { r.hooks = append(r.hooks, h) }
 
 // Close releases the engine and the run directory's lock.
-func (r *Run) Close() error { return errors.Join(r.eng.Close(), r.lock.Unlock()) }
+func (r *Run) Close() error {
+	err := r.eng.Close()
+	if r.lock != nil {
+		err = errors.Join(err, r.lock.Unlock())
+	}
+	return err
+}
 
 // EngineName is the registered engine a run's train section selects:
 // train.device cuda runs the "cuda" engine, else train.engine ("tape" by
@@ -526,18 +651,22 @@ func HandleSignals(r *Run, log io.Writer, exitOnRepeat bool) (stop func()) {
 // and at the end). After an Interrupt it checkpoints the
 // step it finished and returns an *Interrupted.
 func (r *Run) Loop() error {
-	defer r.metrics.Close()
+	if r.metrics != nil {
+		defer r.metrics.Close()
+	}
 	tc := r.Cfg.Train
 	for r.State.Step < tc.Steps {
-		select {
-		case sig := <-r.stop:
+		sig, err := r.stopping()
+		if err != nil {
+			return err
+		}
+		if sig != nil {
 			if r.State.Step > r.savedStep {
 				if err := r.saveCheckpoint(); err != nil {
 					return err
 				}
 			}
 			return &Interrupted{Signal: sig, Step: r.State.Step, Dir: r.Cfg.OutDir}
-		default:
 		}
 		s, err := r.Step()
 		if err != nil {
@@ -562,11 +691,45 @@ func (r *Run) Loop() error {
 	return nil
 }
 
+// stopping returns the signal of an Interrupt, if one came. The processes
+// of a --distributed run stop together, at the same step: each says
+// whether it was signalled (a launcher may signal them a step apart), and
+// all stop if one was.
+func (r *Run) stopping() (os.Signal, error) {
+	var sig os.Signal
+	select {
+	case sig = <-r.stop:
+	default:
+	}
+	if r.comm == nil {
+		return sig, nil
+	}
+	me := float32(0)
+	if s, ok := sig.(syscall.Signal); ok {
+		me = float32(s)
+	} else if sig != nil {
+		me = float32(syscall.SIGTERM)
+	}
+	flags, err := gatherOne(r.comm, me)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range flags {
+		if f != 0 && sig == nil {
+			sig = syscall.Signal(int(f))
+		}
+	}
+	return sig, nil
+}
+
 // checkpointAndPlot writes a checkpoint, then the loss plot beside it (a
 // plot that fails is a warning).
 func (r *Run) checkpointAndPlot(bool) error {
 	if err := r.saveCheckpoint(); err != nil {
 		return err
+	}
+	if !r.lead() {
+		return nil
 	}
 	if err := r.plot(); err != nil {
 		fmt.Fprintf(r.Log, "warning: loss plot: %v\n", err)
@@ -578,6 +741,9 @@ func (r *Run) checkpointAndPlot(bool) error {
 // (the same ones every time, so the curve compares like with like) and, at
 // the end of the run, the whole split.
 func (r *Run) evaluate(final bool) error {
+	if !r.lead() {
+		return nil // the lead evaluates and logs for the job
+	}
 	tc := r.Cfg.Train
 	for _, k := range r.taps {
 		k.ResetStats()

@@ -1,0 +1,165 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"qat/autograd"
+	"qat/dist"
+	"qat/engine"
+	"qat/engine/dp"
+	"qat/kernels"
+	"qat/layers"
+	"qat/optim"
+)
+
+// DistResult is what a data-parallel job measured (its lead writes it).
+type DistResult struct {
+	Procs      int     `json:"processes"`
+	GradValues int     `json:"gradient_values"`
+	OursMs     float64 `json:"ordered_reduce_ms"` // engine/dp's reduce-scatter + ordered sum + all-gather
+	MPIMs      float64 `json:"mpi_allreduce_ms"`  // MPI_Allreduce of the same values
+	StepMs     float64 `json:"step_ms"`
+	CommMs     float64 `json:"step_comm_ms"` // of StepMs, in collectives
+	TokensSec  float64 `json:"tokens_per_s"`
+}
+
+// Distributed is one process's part of `qat bench --distributed` run
+// under a launcher: training steps of o's model with the data-parallel
+// engine (one thread per process), then the gradient's reduction timed
+// beside MPI_Allreduce of the same bytes. The lead returns the result.
+func Distributed(comm dist.Comm, o Options) (DistResult, error) {
+	kernels.SetThreads(1)
+	m := layers.New(o.Model)
+	m.Init(1)
+	e, err := dp.New(comm, "tape", m, engine.Options{Batch: o.Batch, Seq: o.Seq, Threads: 1})
+	if err != nil {
+		return DistResult{}, err
+	}
+	var ps []optim.Param
+	var vars []*autograd.Var
+	for _, p := range m.Params() {
+		ps = append(ps, optim.Param{Name: p.Name, Var: p.Var, Decay: len(p.Var.Shape()) > 1 && !p.Quant})
+		vars = append(vars, p.Var)
+	}
+	opt := optim.NewAdamW(optim.DefaultAdamW, ps, nil)
+	ids, tg := randomBatch(o)
+	one := func() error {
+		autograd.ZeroGrad(vars...)
+		if _, err := e.LossBackward(ids, tg); err != nil {
+			return err
+		}
+		optim.ClipGradNorm(vars, 1)
+		opt.Update(3e-4)
+		return nil
+	}
+	for i := 0; i < o.Warmup; i++ {
+		if err := one(); err != nil {
+			return DistResult{}, err
+		}
+	}
+	var steps, comms []float64
+	for i := 0; i < o.Steps; i++ {
+		if err := comm.Barrier(); err != nil {
+			return DistResult{}, err
+		}
+		c0, t0 := e.Comm, time.Now()
+		if err := one(); err != nil {
+			return DistResult{}, err
+		}
+		steps, comms = append(steps, time.Since(t0).Seconds()), append(comms, (e.Comm-c0).Seconds())
+	}
+	n := 0
+	for _, v := range vars {
+		if v.RequiresGrad() {
+			n += v.Size()
+		}
+	}
+	buf := make([]float32, n)
+	var ours, theirs []float64
+	for i := 0; i < max(o.Steps, 5); i++ {
+		for _, f := range []struct {
+			times *[]float64
+			run   func() error
+		}{{&ours, e.Reduce}, {&theirs, func() error { return comm.AllreduceSumF32(buf) }}} {
+			if err := comm.Barrier(); err != nil {
+				return DistResult{}, err
+			}
+			t0 := time.Now()
+			if err := f.run(); err != nil {
+				return DistResult{}, err
+			}
+			*f.times = append(*f.times, time.Since(t0).Seconds())
+		}
+	}
+	st := median(steps)
+	return DistResult{Procs: comm.Size(), GradValues: n, OursMs: median(ours) * 1e3, MPIMs: median(theirs) * 1e3,
+		StepMs: st * 1e3, CommMs: median(comms) * 1e3, TokensSec: float64(o.Batch*o.Seq) / st}, nil
+}
+
+// DistributedSideBySide is `qat bench --distributed` run by hand: it
+// measures one process with procs threads (the tape's replicas), then
+// starts exe (an MPI build of qat) under mpirun with procs processes of
+// one thread and prints both, with the reduction's GB/s beside
+// MPI_Allreduce's. args are the benchmark's flags for the job.
+func DistributedSideBySide(w io.Writer, o Options, procs int, mpirun, exe string, args []string) error {
+	Machine(w)
+	single, err := step(o, procs)
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "qat-bench-dist-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	out := filepath.Join(dir, "result.json")
+	argv := []string{"-np", strconv.Itoa(procs)}
+	if os.Geteuid() == 0 {
+		argv = append(argv, "--allow-run-as-root")
+	}
+	argv = append(append(argv, exe, "bench", "--distributed", "--dist-result", out), args...)
+	cmd := exec.Command(mpirun, argv...)
+	cmd.Stdout, cmd.Stderr = w, w
+	fmt.Fprintf(w, "\n%s %v\n", mpirun, argv)
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %w", mpirun, err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		return err
+	}
+	var r DistResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s: %w", out, err)
+	}
+	PrintDistributed(w, o, r)
+	fmt.Fprintf(w, "\ntraining step, %s, %d x %d tokens       tokens/s     ms/step\n", o.Name, o.Batch, o.Seq)
+	fmt.Fprintf(w, "1 process x %d threads (tape replicas)  %10.0f  %10.1f\n", procs, single.tokps, single.ms)
+	fmt.Fprintf(w, "%d processes x 1 thread (MPI)          %10.0f  %10.1f   (%.1f ms of it in collectives)\n", r.Procs, r.TokensSec, r.StepMs, r.CommMs)
+	fmt.Fprintf(w, "ratio (MPI / one process)              %10.2fx\n", r.TokensSec/single.tokps)
+	return nil
+}
+
+// PrintDistributed prints the reduction's figures of r.
+func PrintDistributed(w io.Writer, o Options, r DistResult) {
+	bytes := 4 * float64(r.GradValues)
+	// bus bandwidth: what each process sends and receives, 2(N-1)/N of
+	// the gradient for a reduce-scatter + all-gather (OSU's convention)
+	bus := 2 * float64(r.Procs-1) / float64(r.Procs)
+	fmt.Fprintf(w, "\ngradient reduction, %s: %d values (%.1f MB), %d processes      ms   GB/s (algorithm)   GB/s (bus)\n",
+		o.Name, r.GradValues, bytes/1e6, r.Procs)
+	for _, x := range []struct {
+		name string
+		ms   float64
+	}{{"ordered reduce-scatter + sum + all-gather (engine/dp)", r.OursMs}, {"MPI_Allreduce of the same bytes (Open MPI)", r.MPIMs}} {
+		fmt.Fprintf(w, "%-56s %8.2f %10.2f %16.2f\n", x.name, x.ms, bytes/x.ms/1e6, bus*bytes/x.ms/1e6)
+	}
+	fmt.Fprintf(w, "ratio (ours / MPI_Allreduce time)                        %8.2fx\n", r.OursMs/r.MPIMs)
+}
