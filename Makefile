@@ -94,7 +94,7 @@ test: deps npm-deps vet cuda-vet results-test
 # results-test: the statistics, section writer and table logic of
 # tools/results (Student-t quantiles against published values, intervals
 # against R's t.test), then a smoke run of each seeded table through
-# bin/qat (2 seeds, two steps, a temporary root; about two minutes).
+# bin/qat (2 seeds, two steps, a temporary root; about three minutes).
 results-test: build
 	/usr/bin/python3 tools/results/test_results.py
 

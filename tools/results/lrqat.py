@@ -104,14 +104,13 @@ def render(v):
     out = []
     P = out.append
     P(f"## LR-QAT, LoRA-QAT and full QAT at W4 on {v.model}: {len(v.seeds)} seeds, paired against full QAT{v.smoke_note()}\n")
-    tokens = sorted({r["metrics"]["tokens"] for d in v.by.values() for r in d.values() if "tokens" in r["metrics"]})
     P(f"Reproduce: `{v.command}` (from nothing: every model of every seed is trained at the current commit; "
       f"table spec: tools/results/lrqat.py). Seeds {', '.join(map(str, v.seeds))} set initialisation and data order of "
       "the FP32 model (`train.seed`) and the data order of every fine-tune from it. Weights only, 4-bit symmetric "
       "int (minmax `s0`): full QAT trains every weight with LSQ steps (configs/llama-w4-qat.yaml), LoRA-QAT and LR-QAT "
       "train rank-32 adapters (configs/llama-w4-loraqat.yaml, llama-w4-lrqat.yaml); g64 is each config with its "
       "granularity replaced. The control is the FP32 fine-tune with the same steps (configs/llama-fp-control.yaml). "
-      + (f"Held-out loss on {'/'.join(f'{t:,}' for t in tokens)} tokens of the validation split. " if tokens else "")
+      + v.held_out()
       + "Peak RSS (of runs not resumed) is a measurement on a shared machine, not a comparison.\n")
     P("| row | seeds | val loss (mean ± sd) | perplexity (mean ± sd) | KL from reference (mean ± sd) | trainable params | peak RSS (MiB, measured) |")
     P("|---|---:|---:|---:|---:|---:|---:|")

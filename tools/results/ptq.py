@@ -149,13 +149,12 @@ def render(v):
     out = []
     P = out.append
     P(f"## Post-training methods and QAT starts on {v.model}: {len(v.seeds)} seeds, paired against RTN{v.smoke_note()}\n")
-    tokens = sorted({r["metrics"]["tokens"] for d in v.by.values() for r in d.values() if "tokens" in r["metrics"]})
     P(f"Reproduce: `{v.command}` (from nothing: every model of every seed is trained at the current commit; "
       f"table spec: tools/results/ptq.py). Seeds {', '.join(map(str, v.seeds))} set initialisation and data order of the "
       f"FP32 model ({ms['base']}{', ' + ', '.join(ms['base_sets']) if ms['base_sets'] else ''}), the calibration batches "
       "(16 batches of the training split) and the data order of the fine-tunes. "
       + ms["about"] + " "
-      + (f"Held-out loss on {'/'.join(f'{t:,}' for t in tokens)} tokens of the validation split. " if tokens else "")
+      + v.held_out()
       + "KL divergence of the post-training rows from FP32, of the QAT rows from the control (the FP fine-tune with "
       "their steps). GWQ keeps 1% of each weight in fp16 (about 0.2 more bits per weight) and rounds the rest to nearest "
       "(gwq) or with GPTQ (gwq+gptq). W4A8 is QQQ's grid. Peak RSS is a measurement of one process on a shared machine, "

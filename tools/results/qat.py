@@ -68,13 +68,12 @@ def render(v):
     out = []
     P = out.append
     P(f"## QAT presets on {v.model}: {len(v.seeds)} seeds, paired against same-seed controls{v.smoke_note()}\n")
-    tokens = sorted({r["metrics"]["tokens"] for d in v.by.values() for r in d.values() if "tokens" in r["metrics"]})
     P(f"Reproduce: `{v.command}` (from nothing: every model of every seed is trained at the current commit; "
       f"table spec: tools/results/qat.py). Seeds {', '.join(map(str, v.seeds))} set initialisation and data order of "
       f"the FP32 model (`train.seed`, {MODELS[v.model]['base']}) and the data order of every fine-tune from it. "
       "The control is the FP32 fine-tune with the same steps, learning rate and batches as the QAT fine-tunes "
       "(configs/llama-fp-control.yaml), so extra training is not mistaken for recovery. "
-      + (f"Held-out loss on {'/'.join(f'{t:,}' for t in tokens)} tokens of the validation split. " if tokens else "")
+      + v.held_out()
       + "Train tokens/s is a measurement on a shared machine, not a comparison.\n")
     P("| row | seeds | val loss (mean ± sd) | perplexity (mean ± sd) | bits/byte (mean) | train tokens/s (measured) |")
     P("|---|---:|---:|---:|---:|---:|")

@@ -6,11 +6,10 @@ the file byte for byte as it was:
     ...
     <!-- END generated: NAME -->
 
-Usage: section.py FILE NAME [--command CMD] [--before PREFIX] < CONTENT
+Usage: section.py FILE NAME [--command CMD] < CONTENT
 
 The content comes from stdin. Without the markers in FILE the section is
-added: before the first line that starts with PREFIX (--before), else at
-the end.
+added at the end.
 A BEGIN without its END, or a marker twice, is exit 2 naming the file and
 the section. The file is replaced whole (temporary file and rename)."""
 import os
@@ -30,7 +29,7 @@ def end_marker(name):
     return f"<!-- END generated: {name} -->"
 
 
-def replace(text, name, content, command="", before=None):
+def replace(text, name, content, command=""):
     """text with the section NAME's content replaced (or added)."""
     lines = text.split("\n")
     bprefix = f"<!-- BEGIN generated: {name} "
@@ -40,15 +39,10 @@ def replace(text, name, content, command="", before=None):
     block = [begin_marker(name, command)] + body + [end_marker(name)]
     if not begins and not ends:
         at = len(lines)
-        first = next((i for i, l in enumerate(lines) if before and l.startswith(before)), None)
-        if first is not None:
-            at = first
-            block = block + [""]
-        else:
-            while at > 0 and lines[at - 1] == "":
-                at -= 1
-            # one blank line before, the file's last newline after
-            block = ([""] if at > 0 else []) + block + ([""] if at == len(lines) else [])
+        while at > 0 and lines[at - 1] == "":
+            at -= 1
+        # one blank line before, the file's last newline after
+        block = ([""] if at > 0 else []) + block + ([""] if at == len(lines) else [])
         return "\n".join(lines[:at] + block + lines[at:])
     if len(begins) != 1 or len(ends) != 1 or ends[0] < begins[0]:
         raise SectionError(f"section {name}: {len(begins)} BEGIN and {len(ends)} END markers"
@@ -77,11 +71,10 @@ def main(argv):
     ap.add_argument("file")
     ap.add_argument("name")
     ap.add_argument("--command", default="", help="the command that generates the section (written in the BEGIN marker)")
-    ap.add_argument("--before", help="add a missing section before the first line that starts with this")
     a = ap.parse_args(argv)
     try:
         text = open(a.file, encoding="utf-8").read() if os.path.exists(a.file) else ""
-        out = replace(text, a.name, sys.stdin.read(), a.command, a.before)
+        out = replace(text, a.name, sys.stdin.read(), a.command)
     except (SectionError, OSError, UnicodeDecodeError) as e:
         print(f"{a.file}: {e}", file=sys.stderr)
         return 2

@@ -56,13 +56,12 @@ def render(v):
     out = []
     P = out.append
     P(f"## Optimizer states on {v.model}: fp32, int8 and fp8 AdamW moments, {len(v.seeds)} seeds, paired against fp32{v.smoke_note()}\n")
-    tokens = sorted({r["metrics"]["tokens"] for d in v.by.values() for r in d.values() if "tokens" in r["metrics"]})
     P(f"Reproduce: `{v.command}` (from nothing: every model of every seed is trained at the current commit; "
       f"table spec: tools/results/states.py). Seeds {', '.join(map(str, v.seeds))} set initialisation and data order "
       "(`train.seed`). Scratch: configs/tiny.yaml trained for 600 steps; W4A4: the QAT fine-tune of "
       "configs/llama-w4a4.yaml from the seed's FP32 model (configs/tiny.yaml). Only the storage of the optimizer's "
       "moments differs between the rows of a run. "
-      + (f"Held-out loss on {'/'.join(f'{t:,}' for t in tokens)} tokens of the validation split. " if tokens else "")
+      + v.held_out()
       + "Bytes per parameter are the training log's (deterministic): they include the tensors that keep fp32 moments "
       "(norms, tensors under 4096 values).\n")
     P("| row | seeds | val loss (mean ± sd) | perplexity (mean ± sd) | optimizer bytes per parameter |")

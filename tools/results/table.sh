@@ -5,9 +5,9 @@
 #   tools/results/table.sh TABLE MODEL [--seeds 1,2,3] [--rows a,b] [--prune]
 #   tools/results/table.sh TABLE MODEL --smoke   # two steps, two batches: proves the pipeline
 #
-# TABLE is a module of tools/results (qat, ptq, lrqat, states; each has a
-# TABLE.sh that calls this). Builds bin/qat from the working tree, prepares
-# the data with it (once per commit, shared by the tables under the root),
+# TABLE is a module of tools/results (w4a4, qat, ptq, lrqat, states; each
+# has a TABLE.sh that calls this). Builds bin/qat from the working tree,
+# prepares the data with it (once per commit, shared by the tables under the root),
 # runs every unit that has no result at this commit and config
 # (tools/results/TABLE.py run: progress on stderr, one result file per row
 # and seed under runs/results/TABLE-MODEL/; a killed run resumes where it
@@ -23,7 +23,7 @@ usage="usage: tools/results/$( [ -n "${TABLE_SH:-}" ] && echo "$TABLE_SH" || ech
 [ $# -ge 2 ] && [ "${1#-}" = "$1" ] && [ "${2#-}" = "$2" ] || { echo "$usage" >&2; exit 2; }
 table=$1 model=$2
 shift 2
-case $table in */* | .* | w4a4 | units | stats | section | test_results) echo "tools/results/table.sh: $table is no table" >&2; exit 2 ;; esac
+case $table in */* | .* | units | stats | section | test_results | test_tables) echo "tools/results/table.sh: $table is no table" >&2; exit 2 ;; esac
 [ -f "tools/results/$table.py" ] || { echo "tools/results/table.sh: no tools/results/$table.py" >&2; exit 2; }
 # render gets the arguments but --rows and --prune
 smoke=0 render=() skip=0

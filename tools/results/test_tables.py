@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
-"""Tests of the seeded tables qat, ptq, lrqat and states
+"""Tests of the seeded tables w4a4, qat, ptq, lrqat and states
 (tools/results/units.py and the table modules), run by test_results.py
 (make results-test):
 
 - without the binary: hashes and model keys (the tiny tables share their
-  base models with each other and with w4a4-tiny), borrowing's conditions,
-  derived configs, bad input, and each table's rendering of designed
-  results, checked against paired intervals computed here from the result
-  files with numpy and closed-form t quantiles (not stats.py);
+  base models and FP fine-tunes), when a unit is done, borrowing's
+  conditions, derived configs, bad input, and each table's rendering of
+  designed results (missing rows as missing, stale ones left out), checked
+  against paired intervals and shares computed here from the result files
+  with numpy and closed-form t quantiles (not stats.py);
 - through ./bin/qat (make build first; a missing binary fails): a --smoke
   run of each table with 2 seeds in a temporary root (a subset of the rows
-  for the larger tables, to stay near two minutes on 2 cores), then a
+  for the larger tables, to stay near three minutes on 2 cores), then a
   second run that runs nothing, a changed recipe that reruns exactly the
   unit it changes, and the rendered section: every row of the table, and
   every paired difference, interval and verdict equal to the independent
@@ -35,8 +36,17 @@ import states  # noqa: E402
 import units  # noqa: E402
 import w4a4  # noqa: E402
 
-SPECS = {"qat": qat, "ptq": ptq, "lrqat": lrqat, "states": states}
+SPECS = {"w4a4": w4a4, "qat": qat, "ptq": ptq, "lrqat": lrqat, "states": states}
 NO = "no measurable difference"
+# the header of each table's first table (per row: label, [control,] seeds)
+# and of its paired table
+HEADER = {name: "| row | seeds |" for name in SPECS}
+HEADER["w4a4"] = "| row | control | seeds |"
+PAIRED = {name: "| row | paired with |" for name in SPECS}
+PAIRED.update(w4a4="| row | control | pairs |", qat="| row | reference | pairs |")
+# the verdict of a paired row whose interval excludes 0: VERDICT % "lower"
+VERDICT = {name: "%s loss" for name in SPECS}
+VERDICT["w4a4"] = "%s loss than the control"
 
 
 def t975(df):
@@ -87,7 +97,7 @@ def table_rows(text, header):
 class Checks:
     """Assertions on a rendered section against the result files."""
 
-    def check_paired(self, text, header, spec, model, res, *, ratio_col=None, share_col=None):
+    def check_paired(self, text, header, spec, model, res, *, ratio_col=None, share_col=None, verdict="%s loss"):
         """Every row with a pair: pairs, Δ, interval and verdict from the
         result files; NO exactly when the interval holds 0. Returns how
         many verdicts were NO and how many were not."""
@@ -113,7 +123,7 @@ class Checks:
             holds = lo <= 0 <= hi
             seen[holds] += 1
             self.assertEqual(c[5] == NO, holds, f"{rid}: {c[5]} with {lo} to {hi}")
-            self.assertEqual(c[5], NO if holds else ("higher loss" if m > 0 else "lower loss"), rid)
+            self.assertEqual(c[5], NO if holds else verdict % ("higher" if m > 0 else "lower"), rid)
             if ratio_col is not None and row.get("ratio"):
                 ks = [s for s in seeds if a[s]["kl_mean"] > 0 and b[s]["kl_mean"] > 0]
                 lm, llo, lhi = indep_interval([math.log(b[s]["kl_mean"] / a[s]["kl_mean"]) for s in ks])
@@ -168,23 +178,26 @@ class Spec(unittest.TestCase):
             for seed in (1, 2, 3):
                 keys = {us[n][("fp", seed)].model_key for n in SPECS}
                 self.assertEqual(len(keys), 1, f"base models of seed {seed} differ")
-                self.assertEqual(len({us[n][("ft-fp", seed)].model_key for n in ("qat", "ptq", "lrqat")}), 1)
+                self.assertEqual(len({us[n][("ft-fp", seed)].model_key for n in ("w4a4", "qat", "ptq", "lrqat")}), 1)
                 self.assertNotEqual(us["qat"][("fp", seed)].hash, us["ptq"][("fp", seed)].hash)
             self.assertNotEqual(us["qat"][("fp", 1)].model_key, us["qat"][("fp", 2)].model_key)
             # a row started from another follows its model key
             self.assertNotEqual(us["qat"][("ft-fp", 1)].model_key, us["qat"][("ft-fp", 2)].model_key)
         full, smoke = self.units(qat), self.units(qat, smoke=True)
         self.assertFalse({u.hash for u in full.values()} & {u.hash for u in smoke.values()})
-        # w4a4-tiny's full base model has this key (w4a4.py records the
-        # same recipe fields), its smoke one not
-        for seed in (1, 2):
-            wu = {u.id: u for u in w4a4.units_for("tiny", [seed], ["fp"], w4a4.Mode(False), self.root)}["fp"]
-            self.assertEqual(units.model_key(wu.recipe, {}), full[("fp", seed)].model_key)
-            ws = {u.id: u for u in w4a4.units_for("tiny", [seed], ["fp"], w4a4.Mode(True), self.root)}["fp"]
-            self.assertNotEqual(units.model_key(ws.recipe, {}), smoke[("fp", seed)].model_key)
-        # the hash covers the YAML file and the generated rules
+        # a unit's hash follows the hashes of the units it needs, its model
+        # key the keys of those it starts from
+        w = self.units(w4a4, seeds=(1,), rows=["had-qat"])
+        self.assertEqual(list(w), [("fp", 1), ("ft-fp", 1), ("had-qat", 1)])
+        self.assertEqual(w[("had-qat", 1)].recipe["deps"], {"fp": w[("fp", 1)].hash, "ft-fp": w[("ft-fp", 1)].hash})
+        self.assertEqual(w[("had-qat", 1)].model_key, units.model_key(w[("had-qat", 1)].recipe, {"fp": w[("fp", 1)].model_key}))
+        # the hash covers the YAML file (each model's own) and the generated rules
         u = full[("qat-w4a4", 1)]
         self.assertEqual(u.recipe["files"], {"configs/llama-w4a4.yaml": units.sha256_file("configs/llama-w4a4.yaml")})
+        n = self.units(w4a4, "nano", seeds=(1,), rows=["actreg-gptq"])
+        self.assertEqual(n[("actreg", 1)].recipe["files"],
+                         {"configs/nano-w4a4-actreg.yaml": units.sha256_file("configs/nano-w4a4-actreg.yaml")})
+        self.assertIn("{dep:actreg}", n[("actreg-gptq", 1)].recipe["ptq"])
         p = self.units(ptq)[("gptq-w4a16-g64", 1)]
         self.assertEqual(p.recipe["gen"]["rules.json"][0]["weights"]["group_size"], 64)
         self.assertIn("{file:rules.json}", p.recipe["ptq"])
@@ -202,15 +215,15 @@ class Spec(unittest.TestCase):
     def test_borrow(self):
         # a w4a4-tiny result of the same commit, tree and data: its model
         # is taken; anything different, not
-        wu = {u.id: u for u in w4a4.units_for("tiny", [1], ["fp"], w4a4.Mode(False), self.root)}["fp"]
+        wu = self.units(w4a4, seeds=(1,), rows=["fp"])[("fp", 1)]
         mine = self.units(qat, seeds=(1,), rows=["fp"])[("fp", 1)]
         ctx = units.Context(self.root, "c0ffee", None)
         ctx.manifest["sotu"] = "m" * 64
         model = os.path.join(self.root, "w4a4-tiny", "runs", "fp", "model")
         os.makedirs(model)
         res = {"commit": "c0ffee", "tree_diff_sha256": None, "seed": 1, "config_hash": wu.hash, "recipe": wu.recipe,
-               "data_manifest_sha256": "m" * 64, "workdir": os.path.dirname(model), "table": "w4a4-tiny", "row": "fp",
-               "metrics": {"val_loss": 4.2, "tokens_per_s": 5000.0}}
+               "model_key": wu.model_key, "data_manifest_sha256": "m" * 64, "model_dir": model, "table": "w4a4-tiny",
+               "row": "fp", "metrics": {"val_loss": 4.2, "tokens_per_s": 5000.0}}
         units.write_json(wu.result_path, res)
         self.assertIsNone(units.find_borrow(mine, ctx))  # the model is not finished
         with open(os.path.join(model, "latest"), "w") as f:
@@ -219,7 +232,8 @@ class Spec(unittest.TestCase):
         self.assertEqual(got["model_dir"], model)
         self.assertEqual(got["measured"], {"tokens_per_s": 5000.0})
         self.assertEqual(got["config_hash"], wu.hash)
-        for key, val in (("commit", "c0ffe1"), ("tree_diff_sha256", "d" * 64), ("data_manifest_sha256", "n" * 64), ("seed", 2)):
+        for key, val in (("commit", "c0ffe1"), ("tree_diff_sha256", "d" * 64), ("data_manifest_sha256", "n" * 64), ("seed", 2),
+                         ("model_key", "k" * 64)):
             units.write_json(wu.result_path, dict(res, **{key: val}))
             self.assertIsNone(units.find_borrow(mine, ctx), key)
         # a recipe edited after the fact does not match its hash
@@ -248,13 +262,35 @@ class Spec(unittest.TestCase):
             units.derived_config(u, out)
         self.assertIn("no such text", str(e.exception))
 
+    def test_done(self):
+        # done: a result of this commit, tree and recipe, and the model of
+        # a unit that makes one still on disk
+        us = self.units(w4a4, seeds=(1,), rows=["rtn"])
+        u, fp = us[("rtn", 1)], us[("fp", 1)]  # rtn evaluates fp's model: none of its own
+        self.assertFalse(u.done("abc", None))
+        write_result(u, {"val_loss": 4.3})
+        self.assertTrue(u.done("abc", None))
+        self.assertFalse(u.done("abd", None))  # another commit: run again
+        self.assertFalse(u.done("abc", "d" * 64))  # another tree
+        units.write_json(u.result_path, dict(u.result(), config_hash="0" * 64))
+        self.assertFalse(u.done("abc", None))  # another recipe
+        model = os.path.join(self.root, "model")
+        units.write_json(fp.result_path, {"commit": "abc", "config_hash": fp.hash, "model_dir": model, "metrics": {}})
+        self.assertFalse(fp.done("abc", None))  # its model is gone
+        os.makedirs(model)
+        with open(os.path.join(model, "latest"), "w") as f:
+            f.write("ckpt-0000001\n")
+        self.assertTrue(fp.done("abc", None))
+
     def test_bad_input(self):
         with contextlib.redirect_stderr(io.StringIO()) as err:
             self.assertEqual(units.main(qat, ["render", "nosuch"]), 2)
             self.assertEqual(units.main(qat, ["render", "tiny", "--seeds", "1,1"]), 2)
             self.assertEqual(units.main(ptq, ["render", "tiny", "--rows", "nosuch"]), 2)
+            self.assertEqual(units.main(w4a4, ["render", "tiny", "--seeds", "1,x"]), 2)
         self.assertIn("model 'nosuch'", err.getvalue())
         self.assertIn("unknown row 'nosuch'", err.getvalue())
+        self.assertIn("w4a4.py: --seeds '1,x'", err.getvalue())
         u = self.units(qat, seeds=(1,), rows=["fp"])[("fp", 1)]
         os.makedirs(os.path.dirname(u.result_path))
         with open(u.result_path, "w") as f:
@@ -340,6 +376,66 @@ class Render(unittest.TestCase, Checks):
         self.assertEqual(k["layer 2 mlp.down_proj (down)"][1:], ["5.00 ± 0.00", "5.00 ± 0.00", "missing"])
         self.assertEqual(len(k), 4 * 4 + 1)
 
+    def test_w4a4(self):
+        fp = {1: 4.20, 2: 4.25, 3: 4.22}
+        rtn_cost = {1: 0.10, 2: 0.12, 3: 0.08}
+
+        def loss(rid, s):
+            return {"fp": fp[s], "rtn": fp[s] + rtn_cost[s],
+                    "gptq": fp[s] + 0.5 * rtn_cost[s] + 0.001 * s,  # about half removed
+                    "ft-fp": fp[s] - 0.02,
+                    "qat": fp[s] - 0.02 + (0.001, -0.002, 0.0015)[s - 1],  # noise around its control
+                    "actreg": 4.5 if s == 1 else None,  # one seed only
+                    "had-rtn": 1.0 if s == 1 else None}.get(rid)  # made stale below
+        us = {(u.id, u.seed): u for u in self.make(w4a4, "tiny", loss)}
+        stale = us[("had-rtn", 1)]
+        units.write_json(stale.result_path, dict(stale.result(), config_hash="f" * 64))  # another recipe's result
+        text = w4a4.render(units.View(list(us.values()), False, "tools/results/w4a4.sh tiny"))
+        res = results(self.root, "w4a4-tiny")
+        del res["had-rtn"]  # left out: the render must not use it
+        seen = self.check_paired(text, "| row | control | pairs |", w4a4, "tiny", res, share_col=6,
+                                 verdict=VERDICT["w4a4"])
+        self.assertTrue(seen[True] and seen[False], seen)
+        self.check_all_rows(text, w4a4, "tiny", HEADER["w4a4"])
+        paired = table_rows(text, "| row | control | pairs |")
+        qat_row, gptq = paired["QAT (LSQ weights, per-token minmax inputs)"], paired["GPTQ"]
+        self.assertEqual(qat_row[5], NO)
+        self.assertEqual(gptq[5], "higher loss than the control")
+        # gptq's share: 1 - (0.5c + 0.001 s) / c per seed (checked against
+        # numpy above); about half: the goal not met
+        self.assertEqual(gptq[8], "not met")
+        sh = [1 - (0.5 * rtn_cost[s] + 0.001 * s) / rtn_cost[s] for s in (1, 2, 3)]
+        m, lo, hi = indep_interval(sh)
+        self.assertIn(f"- GPTQ: share of RTN's degradation removed {100 * m:.0f}% (95% interval {100 * lo:.0f}% to "
+                      f"{100 * hi:.0f}%, 3 seeds)", text)
+        rm, rlo, rhi = indep_interval([rtn_cost[s] for s in (1, 2, 3)])
+        self.assertIn(f"(95% interval {rlo:+.4f} to {rhi:+.4f}: a measurable rise)", text)
+        # missing rows are missing, not zero; a stale one is left out and named
+        first = table_rows(text, HEADER["w4a4"])
+        self.assertEqual(first["Hadamard + GPTQ"][2:5], ["0/3", "missing", "missing"])
+        self.assertEqual(first["Hadamard + RTN"][2:4], ["0/3", "missing"])
+        self.assertIn("had-rtn seed 1", text.split("Left out")[1])
+        self.assertEqual(paired["clip + output kurtosis from scratch, FP weights"][5], "one pair: no interval")
+        # QAT is as good as its control: all of RTN's degradation removed
+        self.assertEqual(qat_row[5:7], [NO, "100%"])
+        self.assertIn("Rows meeting the goal (at least 60% of RTN's degradation removed, interval excluding 0): "
+                      "QAT (LSQ weights, per-token minmax inputs) (2 of 7 recipe rows have an interval)", text)
+        # provenance: commit and hash of every unit
+        self.assertIn(f"| fp | abc {us[('fp', 1)].hash[:10]} | abc {us[('fp', 2)].hash[:10]} |", text)
+
+    def test_w4a4_rtn_not_measurable(self):
+        # RTN's degradation is noise: the shares divide by it, and no row
+        # is judged against the goal
+        d = {1: 0.01, 2: -0.008, 3: 0.004}
+        us = self.make(w4a4, "tiny", lambda rid, s: {"fp": 4.2, "rtn": 4.2 + d[s], "gptq": 4.2 + d[s] / 10, "ft-fp": 4.1,
+                                                     "qat": 4.1}.get(rid))
+        text = w4a4.render(units.View(us, False, "tools/results/w4a4.sh tiny"))
+        self.assertEqual(table_rows(text, "| row | control | pairs |")["RTN (qat eval --preset w4a4)"][5], NO)
+        self.assertIn("Seed 2: RTN does not raise the loss over FP, so no share there.", text)
+        self.assertIn("No row is judged against the goal", text)
+        self.assertNotIn("| met |", text)
+        self.assertNotIn("Rows meeting the goal", text)
+
     def test_ptq(self):
         def loss(rid, s):
             if rid.startswith("rtn-"):
@@ -385,15 +481,16 @@ class Render(unittest.TestCase, Checks):
             for model in spec.MODELS:
                 us = units.units_for(spec, model, [1, 2, 3], [r["id"] for r in spec.rows(model)], units.Mode(False), self.root)
                 text = spec.render(units.View(us, False, f"tools/results/{name}.sh {model}"))
-                self.check_all_rows(text, spec, model, "| row | seeds |")
+                self.check_all_rows(text, spec, model, HEADER[name])
                 self.assertIn(f"No unit of this table has finished: run `tools/results/{name}.sh {model}`", text)
                 self.assertNotRegex(text, r"\d\.\d{4}")
 
 
 # the smoke runs: all rows of qat and states, a subset of the others that
 # covers each kind of unit (rules file, preset, derived config, QAT from a
-# post-training start, a measurement, a borrowed model); leaf: the row
-# whose recipe the test changes
+# post-training start, a measurement, a borrowed model, a Hadamard rotation
+# in ptq and in QAT, a recipe from scratch and the ptq of its model, each
+# W4A4 config of nano); leaf: the row whose recipe the test changes
 SMOKE = [
     ("qat", "tiny", None, "qat-fp8"),
     ("ptq", "tiny", ["gwq-gptq-w4a16-g64", "rtn-w4a16-g64", "rtn-w4a8-qqq", "qqq-w4a8-qqq", "qat-rtn-w4a8-qqq",
@@ -402,7 +499,12 @@ SMOKE = [
     ("states", "tiny", None, "scratch-fp8"),
     ("ptq", "small", ["rtn-w4a8-qqq-g128", "qqq-w4a8-qqq-g128", "rtn-w3a16-g128", "gwq-w3a16-g128", "qat-rtn-w3a16-g128",
                       "qat-gwq-w3a16-g128"], "gwq-w3a16-g128"),
+    ("w4a4", "tiny", ["rtn", "had-gptq", "qat", "had-qat", "actreg-rtn"], "had-gptq"),
+    ("w4a4", "nano", ["rtn", "qat", "actreg-gptq"], "actreg-gptq"),
 ]
+# the column of a table's first table that counts a row's seeds
+COUNT_COL = {name: 1 for name in SPECS}
+COUNT_COL["w4a4"] = 2
 
 
 class Changed:
@@ -476,17 +578,16 @@ class Smoke(unittest.TestCase, Checks):
         # the section: every row (those not run as missing), the paired
         # intervals and verdicts as computed here from the result files
         text = spec.render(units.View(every, True, units.command(spec, model, True)))
-        self.check_all_rows(text, spec, model, "| row | seeds |")
+        self.check_all_rows(text, spec, model, HEADER[name])
         self.assertNotIn("Left out", text)
         res = results(self.tmp, f"{name}-{model}")
-        header = "| row | reference | pairs |" if name == "qat" else "| row | paired with |"
-        self.check_paired(text, header, spec, model, res, ratio_col=8 if name == "ptq" else None,
-                          share_col=6 if name == "qat" else None)
+        self.check_paired(text, PAIRED[name], spec, model, res, ratio_col=8 if name == "ptq" else None,
+                          share_col=6 if name in ("qat", "w4a4") else None, verdict=VERDICT[name])
         if rows:
             missing = [r for r in spec.rows(model) if r["id"] not in units.closure(spec.rows(model), rows)]
             for r in missing:
                 if not r.get("measure"):
-                    self.assertRegex(table_rows(text, "| row | seeds |")[r["label"]][1], r"^0/[12]$", r["id"])
+                    self.assertRegex(table_rows(text, HEADER[name])[r["label"]][COUNT_COL[name]], r"^0/[12]$", r["id"])
         return us, ctx
 
     def test_1_qat(self):
@@ -515,6 +616,16 @@ class Smoke(unittest.TestCase, Checks):
 
     def test_5_ptq_small(self):
         self.smoke(4)
+
+    def test_6_w4a4_tiny(self):
+        # its base models, controls and QAT fine-tunes are qat-tiny's (same
+        # smoke recipes: qat-w4a4 there)
+        _, ctx = self.smoke(5)
+        self.assertEqual(sorted(ctx.borrowed), [("fp", 1), ("fp", 2), ("ft-fp", 1), ("ft-fp", 2), ("qat", 1), ("qat", 2)])
+
+    def test_7_w4a4_nano(self):
+        _, ctx = self.smoke(6)
+        self.assertEqual(ctx.borrowed, [])
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The machinery the seeded result tables of docs/results.md share
-(tools/results/qat.py, ptq.py, lrqat.py, states.py): a table module gives
-its rows and its rendering; this module makes them into units, runs them
-and keeps their results.
+(tools/results/w4a4.py, qat.py, ptq.py, lrqat.py, states.py): a table
+module gives its rows and its rendering; this module makes them into
+units, runs them and keeps their results.
 
 A unit is one (table, row, seed): a few ./bin/qat commands (train, ptq,
 eval --json) whose result file, ROOT/TABLE-MODEL/ROW-sSEED.json, is
@@ -27,9 +27,7 @@ sha256) and the same model key, the hash of what makes the model (dataset
 flags, config file hashes, --set values, ptq flags, generated files and
 the model keys of the units it starts from; not the table, nor how it is
 evaluated). The tiny tables share their per-seed base models and FP
-fine-tunes so, and w4a4-tiny's base model (tools/results/w4a4.py records
-the same recipe fields) when its key is the same. The borrowing unit still
-evaluates the model itself.
+fine-tunes so. The borrowing unit still evaluates the model itself.
 
 Rows are dicts; the keys this module reads:
   id, label       the row's name in file names and in the table
@@ -88,7 +86,7 @@ DATASETS = {
 }
 
 
-# --- files and commits (w4a4.py has its own copies of these) ---------------
+# --- files and commits --------------------------------------------------------
 
 def sha256_file(path):
     try:
@@ -274,9 +272,8 @@ def closure(rows, ids):
 class Mode:
     """The settings of a whole invocation: full, or a smoke run (two steps
     of 2 x 32 tokens, a batch or two: proves the pipeline; its hashes
-    differ, so its results are never taken for the full ones). The full
-    train and ptq settings are w4a4.py's, so a base model's key is the
-    same in both."""
+    differ, so its results are never taken for the full ones). Every table
+    runs with these, so equal rows of two tables have equal model keys."""
 
     def __init__(self, smoke):
         self.smoke = smoke
@@ -496,10 +493,7 @@ def find_borrow(u, ctx):
                 recipe = r["recipe"]
                 if sha256_json(recipe) != r["config_hash"]:
                     continue  # edited by hand: not trusted
-                # w4a4.py records no model key: its units with no
-                # dependencies have one computed alike
-                key = r.get("model_key") or (model_key(recipe, {}) if recipe.get("deps") == {} else None)
-                md = r.get("model_dir") or (os.path.join(r["workdir"], "model") if r.get("workdir") else None)
+                key, md = r.get("model_key"), r.get("model_dir")
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue  # another table's file: not this table's input
             if key != u.model_key or r.get("data_manifest_sha256") != ctx.manifest[u.dataset] or not md or not model_ready(md):
@@ -833,12 +827,31 @@ class View:
     def label(self, rid):
         return self.row[rid]["label"]
 
+    def held_out(self):
+        """A sentence naming the held-out tokens the results were
+        evaluated on (empty before any evaluation)."""
+        tokens = sorted({r["metrics"]["tokens"] for d in self.by.values() for r in d.values() if "tokens" in r["metrics"]})
+        return f"Held-out loss on {'/'.join(f'{t:,}' for t in tokens)} tokens of the validation split. " if tokens else ""
+
     def smoke_note(self):
         return " (smoke run: two steps and batches; not results)" if self.smoke else ""
 
     def footer(self, spec_file):
         """Missing and stale units, then every unit's commit and config
         hash."""
+        out = self.notes()
+        if out:
+            out.append("")
+        return out + self.provenance(f"{spec_file} with tools/results/units.py")
+
+    def borrowed(self):
+        """The tables whose models this one took."""
+        return sorted({r["borrowed_from"]["table"] for d in self.by.values() for r in d.values() if r.get("borrowed_from")})
+
+    def notes(self, unrun=True):
+        """Bullets on the missing, stale and borrowed units (unrun: and on
+        a table with no finished unit, for a table that says so nowhere
+        else)."""
         out = []
         missing = {}
         for u in self.units:
@@ -847,22 +860,25 @@ class View:
         if missing and self.by:
             out.append("- Missing (not run, failed or blocked): " + "; ".join(
                 f"{r} seed{'s' if len(s) > 1 else ''} {', '.join(s)}" for r, s in missing.items()) + ".")
-        if not self.by:
+        if not self.by and unrun:
             out.append(f"- No unit of this table has finished: run `{self.command}`.")
         if self.stale:
             out.append(f"- Left out, made by another recipe than the table's now (config hash differs): {', '.join(self.stale)}.")
-        borrowed = sorted({f"{r['borrowed_from']['table']}" for d in self.by.values() for r in d.values() if r.get("borrowed_from")})
+        borrowed = self.borrowed()
         if borrowed:
             out.append(f"- Models taken from {', '.join(borrowed)} (same commit, data and model recipe; evaluated here): "
                        "the provenance table marks them.")
-        if out:
-            out.append("")
+        return out
+
+    def provenance(self, hasher):
+        """Every unit's commit and config hash: a sentence naming what
+        hashed them, then the table."""
         commits = sorted({r["commit"] for d in self.by.values() for r in d.values()})
-        out.append(f"Provenance: every unit's commit and config hash ({spec_file} with tools/results/units.py hashes the "
-                   "YAML files, flags and --set values of its commands and the hashes of the units it starts from)"
-                   + (f"; the rows come from {len(commits)} commits" if len(commits) > 1 else "")
-                   + ("; `-dirty`: the tree had uncommitted changes" if any(c.endswith("-dirty") for c in commits) else "")
-                   + ("; `(b)`: the model was taken from another table" if borrowed else "") + ".\n")
+        out = [f"Provenance: every unit's commit and config hash ({hasher} hashes the "
+               "YAML files, flags and --set values of its commands and the hashes of the units it starts from)"
+               + (f"; the rows come from {len(commits)} commits" if len(commits) > 1 else "")
+               + ("; `-dirty`: the tree had uncommitted changes" if any(c.endswith("-dirty") for c in commits) else "")
+               + ("; `(b)`: the model was taken from another table" if self.borrowed() else "") + ".\n"]
         out.append("| row | " + " | ".join(f"seed {s}" for s in self.seeds) + " |")
         out.append("|---|" + "---|" * len(self.seeds))
         for row in self.rows:
