@@ -6,7 +6,7 @@ GO ?= go
 # forces AVX2 kernels at half speed on AVX-512 CPUs. Unset it for our runs.
 RUNENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
-.PHONY: deps npm-deps build run test bench fuzz faults vet llamacpp-check ptx gpu cuda-headers cuda-vet cuda-test results-test results-w4a4 results-tiny results-ptq-small
+.PHONY: deps npm-deps build run test bench fuzz faults vet llamacpp-check ptx gpu cuda-headers cuda-vet cuda-test mpi mpi-deps mpi-test results-test results-w4a4 results-tiny results-ptq-small
 
 # deps installs the system packages (OpenBLAS; PyTorch for the reference
 # test) when missing, and the Go modules.
@@ -54,7 +54,7 @@ vet:
 	@# are held to it too (qat/ptq is a package outside qat).
 	@if grep -rn --include='*.go' -E '\.\(\*(qat|lora)\.|case \*(qat|lora)\.' . | grep -v -E '^\./(qat|lora)/[^/:]*:'; then echo "type assertion on a concrete qat/lora type outside qat and lora"; exit 1; fi
 
-test: deps npm-deps vet cuda-vet results-test
+test: deps npm-deps vet cuda-vet results-test mpi-test
 	QAT_REQUIRE_TORCH=1 QAT_REQUIRE_DATA=1 QAT_REQUIRE_NODE=1 $(RUNENV) $(GO) test -count=1 ./...
 	@# The portable paths: gonum sgemm (noblas) and no cgo at all (Go kernels only).
 	$(RUNENV) $(GO) test -count=1 -tags noblas ./kernels ./autograd ./optim
@@ -90,6 +90,24 @@ test: deps npm-deps vet cuda-vet results-test
 	$(GO) test -run XXX -fuzz '^FuzzSet$$' -fuzztime 30000x ./cmd/internal/config
 	@# A short fault suite (make faults runs the whole one).
 	tools/faults.sh --sotu $(SOTU) --kills 4 --terms 3 --locks 3 --diskfull 1 --hostile 3
+
+# mpi: bin/qat-mpi, the binary that runs data-parallel jobs over Open MPI
+# (qat train --distributed under mpirun, srun --mpi=pmix or an MPIJob);
+# bin/qat needs no MPI library. mpi-deps installs Open MPI when missing.
+mpi-deps:
+	@if ! command -v mpirun >/dev/null || ! pkg-config --exists ompi-c; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenmpi-dev openmpi-bin >/dev/null; \
+	fi
+
+mpi: deps mpi-deps
+	$(GO) build -tags mpi -o bin/qat-mpi ./cmd/qat
+
+# mpi-test: the collectives on 2 MPI processes, then tiny trained by 2
+# processes bit for bit as by one with 2 replicas (fp32 and int8 moments,
+# ZeRO-1, LR-QAT), resumes across process counts, kill -9 of a rank, a
+# distributed sweep entry (tools/mpi_test.sh; about three minutes).
+mpi-test: mpi
+	tools/mpi_test.sh --sotu $(SOTU)
 
 # results-test: the statistics, section writer and table logic of
 # tools/results (Student-t quantiles against published values, intervals

@@ -119,5 +119,17 @@ at=$(sed 's/ckpt-0*//' "$T/kill/latest")
 [ "$at" -lt 20 ] || { echo "FAIL kill -9: the run had finished before the kill"; fail=1; }
 run "$T/resume.log" mpi train --distributed --resume "$T/kill" --set train.threads=1
 same "resumed on 2 processes after kill -9 at step $at" "$T/one" "$T/kill" "$at"
+# a sweep entry as a data-parallel job: the lead records it, a rerun skips it
+mkdir -p "$T/sweep"
+sed "s|DATA|$T/data|; s|OUT|$T/sweep/out|; s|vocab: 512|vocab: 4096|" cmd/internal/sweep/testdata/base.yaml >"$T/sweep/base.yaml"
+printf 'name: mpi\nbase: base.yaml\nresults: res\nmodels:\n  - {name: a, dim: 64, layers: 1, heads: 2, ffn_hidden: 128}\ntokens: [4096]\ngroups: [channel]\nbits: [4]\nseeds: [1]\n' >"$T/sweep/sweep.yaml"
+qat sweep plan "$T/sweep/sweep.yaml" >"$T/sweep/plan.json" 2>"$T/sweep/plan.log"
+run "$T/sweep1.log" mpi sweep run "$T/sweep/plan.json" --index 0 --distributed
+run "$T/sweep2.log" mpi sweep run "$T/sweep/plan.json" --index 0 --distributed
+if grep -q "done, .*result.json" "$T/sweep1.log" && grep -q "has a result, skipped" "$T/sweep2.log" && [ "$(grep -c "^entry 0" "$T/sweep1.log")" = 1 ]; then
+  echo "ok   sweep run --distributed: the lead recorded the entry once; the rerun skipped it"
+else
+  echo "FAIL sweep run --distributed"; tail -5 "$T/sweep1.log" "$T/sweep2.log"; fail=1
+fi
 [ $fail = 0 ] && echo "== mpi: all cases identical" || echo "== mpi: FAILED"
 exit $fail

@@ -65,6 +65,7 @@ func loadPlan(path string) (*sweep.Plan, error) {
 func sweepRunCmd() *cobra.Command {
 	var index, workers int
 	var out string
+	var distributed bool
 	cmd := &cobra.Command{
 		Use:   "run PLAN.json [--index I | --workers K]",
 		Short: "Run one entry of a plan (--index, JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID), or all of them with a local pool",
@@ -86,7 +87,7 @@ results.parquet in the results directory (or --out). SIGTERM or SIGINT is
 passed to the running entries, which checkpoint; a second one kills them.
 Exit status 1 when an entry failed.`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (rerr error) {
 			p, err := loadPlan(args[0])
 			if err != nil {
 				return err
@@ -111,7 +112,15 @@ Exit status 1 when an entry failed.`,
 				return inputf("entry %d: %s has entries 0 to %d", i, args[0], len(p.Entries)-1)
 			}
 			e := p.Entries[i]
-			skipped, err := p.Run(i, cmd.OutOrStdout())
+			comm, end, err := joinJob(distributed)
+			if err != nil {
+				return err
+			}
+			defer func() { end(rerr) }()
+			skipped, err := p.RunIn(i, cmd.OutOrStdout(), comm)
+			if comm != nil && comm.Rank() != 0 && err == nil {
+				return nil // the lead reports
+			}
 			var fe *sweep.FailedError
 			switch {
 			case errors.As(err, &fe):
@@ -131,6 +140,7 @@ Exit status 1 when an entry failed.`,
 	}
 	cmd.Flags().IntVar(&index, "index", 0, "the entry to run")
 	cmd.Flags().IntVar(&workers, "workers", 1, "run the whole plan, this many entries at a time")
+	cmd.Flags().BoolVar(&distributed, "distributed", false, "one process of a data-parallel job running the entry (bin/qat-mpi under srun --mpi=pmix or an MPIJob: sweep emit --ranks)")
 	cmd.Flags().StringVar(&out, "out", "", "with --workers: the results table (default RESULTS/results.parquet)")
 	return cmd
 }
@@ -258,8 +268,8 @@ func sweepEmitCmd() *cobra.Command {
 			if c.Plan == "" {
 				c.Plan = args[0]
 			}
-			if c.Parallelism < 1 || c.CPUs < 0 || c.Retries < 0 || c.Grace < 1 {
-				return inputf("--parallelism and --grace must be at least 1, --cpus and --retries at least 0")
+			if c.Parallelism < 1 || c.CPUs < 0 || c.Retries < 0 || c.Grace < 1 || c.Ranks < 1 {
+				return inputf("--parallelism, --grace and --ranks must be at least 1, --cpus and --retries at least 0")
 			}
 			var text string
 			if k8s {
@@ -288,6 +298,7 @@ func sweepEmitCmd() *cobra.Command {
 	cmd.Flags().IntVar(&c.Grace, "grace", sweep.DefaultGrace, "seconds from SIGTERM to SIGKILL: for a step and a checkpoint")
 	cmd.Flags().StringVar(&c.Image, "image", "", "container image with the qat binary (Kubernetes)")
 	cmd.Flags().StringVar(&c.Claim, "claim", "", "persistent volume claim mounted at --workdir (Kubernetes)")
+	cmd.Flags().IntVar(&c.Ranks, "ranks", 1, "processes per entry: > 1 runs each entry data-parallel over MPI (srun --mpi=pmix tasks, or an MPIJob per entry); --cpus and --memory are per process")
 	return cmd
 }
 

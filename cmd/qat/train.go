@@ -1,12 +1,10 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/goccy/go-yaml"
 	"github.com/spf13/cobra"
@@ -14,7 +12,6 @@ import (
 	"qat/cmd/internal/config"
 	"qat/cmd/internal/train"
 	"qat/data/atomic"
-	"qat/dist"
 )
 
 func trainCmd() *cobra.Command {
@@ -52,30 +49,16 @@ func trainCmd() *cobra.Command {
 			}
 			opt := train.Options{Resume: resume != "", Overrides: sets}
 			log := cmd.OutOrStdout()
-			switch {
-			case distributed:
-				comm, err := dist.Open()
-				if errors.Is(err, dist.ErrNoMPI) {
-					return inputf("--distributed: %v", err)
-				}
-				if err != nil {
-					return err
-				}
-				// a process that fails ends the job: the others would
-				// wait for it in the next collective
-				defer func() {
-					if rerr != nil && comm.Size() > 1 {
-						fmt.Fprintf(os.Stderr, "qat: process %d of %d: %v\n", comm.Rank(), comm.Size(), rerr)
-						comm.Abort(exitCode(rerr))
-					}
-					comm.Close()
-				}()
+			comm, end, err := joinJob(distributed)
+			if err != nil {
+				return err
+			}
+			defer func() { end(rerr) }()
+			if comm != nil {
 				opt.Comm = comm
 				if comm.Rank() != 0 {
 					log = io.Discard // the lead speaks for the job
 				}
-			case dist.Launched(os.Getenv) && launchedSize() > 1:
-				return inputf("this process is one of %d an MPI launcher started: pass --distributed (to bin/qat-mpi, built by make mpi), or they would train %d runs into one out_dir", launchedSize(), launchedSize())
 			}
 			lead := opt.Comm == nil || opt.Comm.Rank() == 0
 			r, err := train.OpenWith(c, opt, log)
@@ -114,15 +97,4 @@ func trainCmd() *cobra.Command {
 		}
 	})
 	return cmd
-}
-
-// launchedSize is the number of processes an MPI launcher says it started
-// (0 when none says).
-func launchedSize() int {
-	for _, k := range []string{"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"} {
-		if n, err := strconv.Atoi(os.Getenv(k)); err == nil {
-			return n
-		}
-	}
-	return 0
 }

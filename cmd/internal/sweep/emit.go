@@ -1,6 +1,7 @@
 package sweep
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -33,6 +34,11 @@ type Cluster struct {
 	// Image is the container image holding the qat binary (Kubernetes);
 	// Claim the persistent volume claim holding Workdir.
 	Image, Claim string
+	// Ranks > 1 runs every entry as a data-parallel job of that many
+	// processes (bin/qat-mpi, qat train --distributed): Slurm tasks
+	// started by srun --mpi=pmix, or one MPIJob per entry (Kubeflow MPI
+	// Operator, kubeflow.org/v2beta1). CPUs and memory are per process.
+	Ranks int
 }
 
 // DefaultGrace is Cluster.Grace's default, in seconds.
@@ -222,6 +228,12 @@ func (p *Plan) Kubernetes(c Cluster) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	if c.Ranks > 1 {
+		if gpu {
+			return "", &config.InputError{Err: errors.New("--ranks: entries on the GPU (train.device cuda) run on one process")}
+		}
+		return p.mpiJobs(c, cpus, memory)
+	}
 	res := map[string]string{"cpu": strconv.Itoa(cpus), "memory": memory}
 	if gpu {
 		res["nvidia.com/gpu"] = "1"
@@ -284,14 +296,26 @@ func (p *Plan) Slurm(c Cluster) (string, error) {
 	if gpu {
 		gres = "#SBATCH --gres=gpu:1\n"
 	}
+	// one process, or a data-parallel job: srun starts the processes of
+	// the task (PMIx gives them their ranks), passes SIGTERM on to all of
+	// them and, with --kill-on-bad-exit, ends them all when one fails
+	run, tasks, mem := "qat sweep run \"$plan\"", "", "#SBATCH --mem="+slurmMem(memory)
+	if c.Ranks > 1 {
+		if gpu {
+			return "", &config.InputError{Err: errors.New("--ranks: entries on the GPU (train.device cuda) run on one process")}
+		}
+		run = "srun --mpi=pmix --kill-on-bad-exit=1 qat-mpi sweep run \"$plan\" --distributed"
+		tasks = fmt.Sprintf("#SBATCH --ntasks=%d\n", c.Ranks)
+		mem = "#SBATCH --mem-per-cpu=" + perCPU(memory, cpus)
+	}
 	return fmt.Sprintf(`#!/bin/bash
 # qat sweep %[1]s: %[2]d entries as a Slurm job array. Submit with:
 # sbatch THIS_FILE. Array task i runs entry i of %[3]s; results go to the
 # plan's results directory, and a finished entry is skipped when re-run.
 #SBATCH --job-name=%[4]s
 #SBATCH --array=0-%[5]d%%%[6]d
-#SBATCH --cpus-per-task=%[7]d
-#SBATCH --mem=%[8]s
+%[14]s#SBATCH --cpus-per-task=%[7]d
+%[8]s
 %[9]s#SBATCH --requeue
 #SBATCH --open-mode=append
 #SBATCH --signal=B:TERM@%[10]d
@@ -304,7 +328,7 @@ qat_pid=0
 # which finishes its step, writes a checkpoint and exits 143.
 trap 'if [ "$qat_pid" -ne 0 ]; then kill -TERM "$qat_pid" 2>/dev/null; fi' TERM INT
 for attempt in $(seq 0 %[13]d); do
-  qat sweep run "$plan" &
+  %[15]s &
   qat_pid=$!
   # a trapped signal ends wait early: wait until qat has exited, then
   # once more for its status
@@ -324,7 +348,15 @@ for attempt in $(seq 0 %[13]d); do
 done
 exit 1
 `, strconv.Quote(p.Name), len(p.Entries), strconv.Quote(c.Plan), jobName(p.Name), len(p.Entries)-1, max(c.Parallelism, 1),
-		cpus, slurmMem(memory), gres, grace(c), shellQuote(c.Workdir), shellQuote(c.Plan), max(c.Retries, 0)), nil
+		cpus, mem, gres, grace(c), shellQuote(c.Workdir), shellQuote(c.Plan), max(c.Retries, 0), tasks, run), nil
+}
+
+// perCPU is a process's memory q (a Kubernetes quantity) shared over its
+// cpus, as Slurm's --mem-per-cpu in MiB, rounded up.
+func perCPU(q string, cpus int) string {
+	n, _ := strconv.ParseInt(q[:len(q)-2], 10, 64)
+	mib := n << (10 * strings.Index("KMGT", q[len(q)-2:len(q)-1])) >> 10
+	return fmt.Sprintf("%dM", (max(mib, 1)+int64(cpus)-1)/int64(cpus))
 }
 
 // slurmMem writes a Kubernetes quantity (8Gi) as Slurm's --mem (8G: Slurm's

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -118,7 +119,7 @@ func checkScript(t *testing.T, p *Plan, text string, want ...string) {
 		t.Errorf("bash -n: %v\n%s\n%s", err, out, text)
 	}
 	for _, w := range append([]string{"#SBATCH --requeue\n", "#SBATCH --open-mode=append\n", "#SBATCH --signal=B:TERM@",
-		"#SBATCH --cpus-per-task=", "#SBATCH --mem=", `scontrol requeue "$SLURM_JOB_ID"`}, want...) {
+		"#SBATCH --cpus-per-task=", "#SBATCH --mem", `scontrol requeue "$SLURM_JOB_ID"`}, want...) {
 		if !strings.Contains(text, w) {
 			t.Errorf("the script lacks %q", w)
 		}
@@ -311,5 +312,121 @@ func TestSlurmScriptStatuses(t *testing.T) {
 		if got := cmd.ProcessState.ExitCode(); got != tc.code || len(b) != tc.runs || string(l) != tc.log {
 			t.Errorf("qat %q: exit %d, %d runs, log %q; want %d, %d, %q", tc.qat, got, len(b), l, tc.code, tc.runs, tc.log)
 		}
+	}
+}
+
+// mpiJobDoc is the part of an MPIJob the tests check: the fields the
+// v2beta1 schema requires (spec.mpiReplicaSpecs; a template's containers,
+// each with a name) and those qat sets.
+type mpiJobDoc struct {
+	APIVersion string `yaml:"apiVersion"`
+	Kind       string `yaml:"kind"`
+	Metadata   struct {
+		Name string `yaml:"name"`
+	} `yaml:"metadata"`
+	Spec struct {
+		SlotsPerWorker    int    `yaml:"slotsPerWorker"`
+		MPIImplementation string `yaml:"mpiImplementation"`
+		RunPolicy         struct {
+			CleanPodPolicy string `yaml:"cleanPodPolicy"`
+			BackoffLimit   int    `yaml:"backoffLimit"`
+		} `yaml:"runPolicy"`
+		MPIReplicaSpecs map[string]*struct {
+			Replicas      int    `yaml:"replicas"`
+			RestartPolicy string `yaml:"restartPolicy"`
+			Template      struct {
+				Spec struct {
+					TerminationGracePeriodSeconds int `yaml:"terminationGracePeriodSeconds"`
+					Containers                    []struct {
+						Name      string   `yaml:"name"`
+						Image     string   `yaml:"image"`
+						Command   []string `yaml:"command"`
+						Resources struct {
+							Requests map[string]string `yaml:"requests"`
+							Limits   map[string]string `yaml:"limits"`
+						} `yaml:"resources"`
+						VolumeMounts []struct {
+							MountPath string `yaml:"mountPath"`
+						} `yaml:"volumeMounts"`
+					} `yaml:"containers"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"mpiReplicaSpecs"`
+	} `yaml:"spec"`
+}
+
+var dns1123 = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// TestEmitRanks: with --ranks 3 the Slurm script asks for 3 tasks and
+// starts the entry with srun --mpi=pmix on qat-mpi --distributed (bash -n
+// passes); the Kubernetes manifest is one MPIJob per entry (golden files),
+// each parsing with the schema's required fields, a launcher running
+// mpirun -np 3 on that entry's index, 3 workers with the entry's resources
+// each, the shared volume in both; GPU entries are refused.
+func TestEmitRanks(t *testing.T) {
+	p := testPlan(t)
+	c := Cluster{Plan: "sweeps/plan.json", Workdir: "/work", Parallelism: 3, Retries: 2, Image: "registry.example/qat:1", Claim: "qat-work", Ranks: 3}
+	k8s, err := p.Kubernetes(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbatch, err := p.Slurm(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []struct{ file, text string }{{"mpijobs.yaml", k8s}, {"slurm-ranks.sh", sbatch}} {
+		path := filepath.Join("testdata", "golden", g.file)
+		if *update {
+			os.WriteFile(path, []byte(g.text), 0o644)
+		}
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(want) != g.text {
+			t.Errorf("%s differs from its golden file:\n%s", g.file, g.text)
+		}
+	}
+	checkScript(t, p, sbatch, "#SBATCH --ntasks=3\n", "#SBATCH --mem-per-cpu=2048M\n",
+		`srun --mpi=pmix --kill-on-bad-exit=1 qat-mpi sweep run "$plan" --distributed &`)
+	docs := strings.Split(k8s, "\n---\n")[1:]
+	if len(docs) != len(p.Entries) {
+		t.Fatalf("%d MPIJobs for %d entries", len(docs), len(p.Entries))
+	}
+	for i, d := range docs {
+		var j mpiJobDoc
+		if err := yaml.Unmarshal([]byte(d), &j); err != nil {
+			t.Fatalf("MPIJob %d does not parse: %v\n%s", i, err, d)
+		}
+		s := j.Spec
+		if j.APIVersion != "kubeflow.org/v2beta1" || j.Kind != "MPIJob" || !dns1123.MatchString(j.Metadata.Name) ||
+			s.SlotsPerWorker != 1 || s.MPIImplementation != "OpenMPI" || s.RunPolicy.BackoffLimit != 2 || len(s.MPIReplicaSpecs) != 2 {
+			t.Fatalf("MPIJob %d: %+v", i, j)
+		}
+		l, w := s.MPIReplicaSpecs["Launcher"], s.MPIReplicaSpecs["Worker"]
+		if l == nil || w == nil || l.Replicas != 1 || w.Replicas != 3 || l.RestartPolicy != "ExitCode" {
+			t.Fatalf("MPIJob %d: replica specs %+v %+v", i, l, w)
+		}
+		for _, r := range []string{"Launcher", "Worker"} {
+			ps := s.MPIReplicaSpecs[r].Template.Spec
+			if len(ps.Containers) != 1 || ps.Containers[0].Name == "" || ps.Containers[0].Image != c.Image ||
+				len(ps.Containers[0].VolumeMounts) != 1 || ps.TerminationGracePeriodSeconds != grace(c) {
+				t.Errorf("MPIJob %d %s: %+v", i, r, ps)
+			}
+		}
+		want := "mpirun --allow-run-as-root -np 3 --bind-to none qat-mpi sweep run sweeps/plan.json --index " + strconv.Itoa(i) + " --distributed"
+		if got := strings.Join(l.Template.Spec.Containers[0].Command, " "); got != want {
+			t.Errorf("MPIJob %d launcher: %s", i, got)
+		}
+		if res := w.Template.Spec.Containers[0].Resources; res.Limits["cpu"] != "1" || res.Limits["memory"] != "2Gi" || res.Requests["memory"] != "2Gi" {
+			t.Errorf("MPIJob %d worker resources %+v", i, res)
+		}
+	}
+	p.Entries[0].Config.Train.Device = "cuda"
+	if _, err := p.Kubernetes(c); err == nil {
+		t.Error("an MPIJob of GPU entries")
+	}
+	if _, err := p.Slurm(c); err == nil {
+		t.Error("srun tasks of GPU entries")
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"qat/checkpoint"
 	"qat/cmd/internal/train"
 	"qat/data/atomic"
+	"qat/dist"
 )
 
 // Result is what one attempt at an entry measured. A success is written to
@@ -102,18 +103,40 @@ func (e *FailedError) Error() string {
 // data directory, a non-finite loss, a panic) is recorded in
 // FailurePath(i) with the attempt count and returned as a *FailedError;
 // skipped reports an entry that had already succeeded.
-func (p *Plan) Run(i int, log io.Writer) (skipped bool, err error) {
+func (p *Plan) Run(i int, log io.Writer) (skipped bool, err error) { return p.RunIn(i, log, nil) }
+
+// RunIn is Run as one process of a data-parallel job (comm; nil: Run):
+// the lead (rank 0) holds the entry's lock, decides for all whether it is
+// done, and writes its run directory, result and failure record; every
+// process trains (train.Options.Comm).
+func (p *Plan) RunIn(i int, log io.Writer, comm dist.Comm) (skipped bool, err error) {
 	if i < 0 || i >= len(p.Entries) {
 		return false, fmt.Errorf("entry %d: the plan has entries 0 to %d", i, len(p.Entries)-1)
 	}
 	e := p.Entries[i]
-	lock, err := atomic.Lock(p.entryDir(e))
-	if err != nil {
-		return false, err
+	lead := comm == nil || comm.Rank() == 0
+	done := []byte{0}
+	if lead {
+		lock, err := atomic.Lock(p.entryDir(e))
+		if err != nil {
+			return false, err
+		}
+		defer lock.Unlock()
+		if p.Done(i) {
+			done[0] = 1
+		}
 	}
-	defer lock.Unlock()
-	if p.Done(i) {
+	if comm != nil {
+		if err := comm.Bcast(done, 0); err != nil {
+			return false, err
+		}
+	}
+	if done[0] == 1 {
 		return true, nil
+	}
+	if !lead {
+		// the lead records; this process trains with it
+		log = io.Discard
 	}
 	attempts := p.failedAttempts(i) + 1
 	t0 := time.Now()
@@ -130,11 +153,15 @@ func (p *Plan) Run(i int, log io.Writer) (skipped bool, err error) {
 		if err != nil {
 			return err
 		}
-		r, err := train.Open(&c, latest != "", log)
+		r, err := train.OpenWith(&c, train.Options{Resume: latest != "", Comm: comm}, log)
 		if err != nil {
 			return err
 		}
 		defer r.Close()
+		if !lead {
+			defer train.HandleSignals(r, log, false)()
+			return r.Loop()
+		}
 		if b, err := yaml.Marshal(c); err == nil {
 			// the effective config, for people reading the results
 			if err := atomic.WriteFile(filepath.Join(c.OutDir, "config.yaml"), b); err != nil {
@@ -154,6 +181,9 @@ func (p *Plan) Run(i int, log io.Writer) (skipped bool, err error) {
 		return nil
 	}()
 	res.WallS = time.Since(t0).Seconds()
+	if !lead {
+		return false, err
+	}
 	var busy *atomic.BusyError
 	switch {
 	case err == nil:
