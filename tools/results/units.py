@@ -104,9 +104,11 @@ def git_commit():
     """HEAD, with -dirty when tracked files differ from it, and the sha256
     of that difference (None when clean): recorded with each result, so two
     dirty trees of one commit can be told apart (they share unit
-    directories: commit the tree for results that count)."""
+    directories: commit the tree for results that count). docs/results.md
+    is left out: every table writes its section there, and the next table
+    run in the same tree computes nothing differently."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    diff = subprocess.run(["git", "diff", "HEAD"], cwd=REPO, capture_output=True, check=True).stdout
+    diff = subprocess.run(["git", "diff", "HEAD", "--", ".", ":(exclude)docs/results.md"], cwd=REPO, capture_output=True, check=True).stdout
     if not diff:
         return head, None
     return head + "-dirty", hashlib.sha256(diff).hexdigest()
