@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 )
 
 // Comm is one process's view of a job of Size processes.
@@ -62,6 +63,27 @@ func Launched(getenv func(string) string) bool {
 		}
 	}
 	return false
+}
+
+// LaunchedSize is the number of processes an MPI launcher says it started
+// (0 when none says).
+func LaunchedSize(getenv func(string) string) int {
+	for _, k := range []string{"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"} {
+		if n, err := strconv.Atoi(getenv(k)); err == nil {
+			return n
+		}
+	}
+	return 0
+}
+
+// AllgatherOne gives every process each one's v, in rank order.
+func AllgatherOne(c Comm, v float32) ([]float32, error) {
+	n := c.Size()
+	all, one, at := make([]float32, n), make([]int, n), make([]int, n)
+	for p := range one {
+		one[p], at[p] = 1, p
+	}
+	return all, c.AllgathervF32([]float32{v}, all, one, at)
 }
 
 // Partition splits n items of the given sizes into parts contiguous runs

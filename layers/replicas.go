@@ -39,6 +39,22 @@ func NewReplicas(m *Model, n int) *Replicas {
 	return r
 }
 
+// TargetCounts counts the targets that count (not IgnoreIndex) in each of
+// W workers' rows of a B x T batch (worker w: rows w*B/W to (w+1)*B/W),
+// and in all: a worker's mean loss weighs counts[w]/total in the batch's.
+func TargetCounts(targets []int32, B, T, W int) (counts []int, total int) {
+	counts = make([]int, W)
+	for w := 0; w < W; w++ {
+		for _, t := range targets[w*B/W*T : (w+1)*B/W*T] {
+			if t != IgnoreIndex {
+				counts[w]++
+			}
+		}
+		total += counts[w]
+	}
+	return counts, total
+}
+
 // Replicate returns a worker replica of m: it shares m's weights,
 // quantizers' frozen state and adapters' bases, and keeps its own
 // gradients (adjacent, as in the model) and observers. A worker's
@@ -112,16 +128,7 @@ func replicate(v reflect.Value) reflect.Value {
 // weighted by its share of the counted targets). It returns the loss.
 func (r *Replicas) LossBackward(ids, targets []int32, B, T int) float32 {
 	W := min(len(r.workers), B)
-	counts := make([]int, W)
-	total := 0
-	for w := 0; w < W; w++ {
-		for _, t := range targets[w*B/W*T : (w+1)*B/W*T] {
-			if t != IgnoreIndex {
-				counts[w]++
-			}
-		}
-		total += counts[w]
-	}
+	counts, total := TargetCounts(targets, B, T, W)
 	kernels.ForBLAS(W, 1, func(_, lo, hi int) {
 		for w := lo; w < hi; w++ {
 			r0, r1 := w*B/W, (w+1)*B/W

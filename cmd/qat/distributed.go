@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 
 	"qat/cmd/internal/train"
 	"qat/dist"
@@ -18,7 +17,7 @@ import (
 // wait for it in their next collective.
 func joinJob(distributed bool) (comm dist.Comm, end func(error), err error) {
 	if !distributed {
-		if n := launchedSize(); dist.Launched(os.Getenv) && n > 1 {
+		if n := dist.LaunchedSize(os.Getenv); dist.Launched(os.Getenv) && n > 1 {
 			return nil, func(error) {}, inputf("this process is one of %d an MPI launcher started: pass --distributed (to bin/qat-mpi, built by make mpi), or they would train %d runs into one out_dir", n, n)
 		}
 		return nil, func(error) {}, nil
@@ -41,15 +40,4 @@ func joinJob(distributed bool) (comm dist.Comm, end func(error), err error) {
 		}
 		comm.Close()
 	}, nil
-}
-
-// launchedSize is the number of processes an MPI launcher says it started
-// (0 when none says).
-func launchedSize() int {
-	for _, k := range []string{"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"} {
-		if n, err := strconv.Atoi(os.Getenv(k)); err == nil {
-			return n
-		}
-	}
-	return 0
 }

@@ -44,7 +44,6 @@ type Engine struct {
 	send    []float32      // this worker's flat gradient
 	recv    []float32      // every worker's part of this process's run
 	full    []float32      // the combined flat gradient
-	losses  []float32
 	// Comm is the time spent in collectives (for the log and benchmarks).
 	Comm time.Duration
 }
@@ -70,7 +69,6 @@ func New(comm dist.Comm, inner string, m *layers.Model, o engine.Options) (*Engi
 	total := e.offs[len(e.offs)-1]
 	own := e.span(rank)
 	e.send, e.recv, e.full = make([]float32, total), make([]float32, n*own), make([]float32, total)
-	e.losses = make([]float32, n)
 	io := o
 	io.Batch = e.r1 - e.r0
 	var err error
@@ -115,16 +113,7 @@ func (e *Engine) LossBackward(ids, targets []int32) (float32, error) {
 	n, B, T := e.comm.Size(), e.batch, e.seq
 	// every process has the whole batch: the target counts of all rows
 	// are known without a message
-	counts := make([]int, n)
-	total := 0
-	for w := 0; w < n; w++ {
-		for _, t := range targets[w*B/n*T : (w+1)*B/n*T] {
-			if t != layers.IgnoreIndex {
-				counts[w]++
-			}
-		}
-		total += counts[w]
-	}
+	counts, total := layers.TargetCounts(targets, B, T, n)
 	for _, p := range e.worker {
 		autograd.ZeroGrad(p.Var)
 	}
@@ -155,18 +144,14 @@ func (e *Engine) combine(l float32, counts []int, total int) (float32, error) {
 	n, rank := e.comm.Size(), e.comm.Rank()
 	t0 := time.Now()
 	defer func() { e.Comm += time.Since(t0) }()
-	one := make([]int, n)
-	at := make([]int, n)
-	for p := range one {
-		one[p], at[p] = 1, p
-	}
-	if err := e.comm.AllgathervF32([]float32{l}, e.losses, one, at); err != nil {
+	losses, err := dist.AllgatherOne(e.comm, l)
+	if err != nil {
 		return 0, err
 	}
 	var loss float32
 	for w := 0; w < n; w++ {
 		if total > 0 {
-			loss += e.losses[w] * float32(counts[w]) / float32(total)
+			loss += losses[w] * float32(counts[w]) / float32(total)
 		}
 	}
 	// reduce-scatter: run p of this worker's gradient to process p
@@ -193,19 +178,33 @@ func (e *Engine) combine(l float32, counts []int, total int) (float32, error) {
 					kernels.Active.Axpy(g, e.recv[w*own+e.offs[j]-base:][:len(g)], float32(counts[w])/float32(total))
 				}
 			}
-			copy(e.send[e.offs[j]:e.offs[j+1]], g) // MPI forbids sending from the receive buffer
 		}
 	})
-	// all-gather the runs
-	if err := e.comm.AllgathervF32(e.send[base:base+own], e.full, sc, sd); err != nil {
-		return 0, err
+	return loss, e.gatherRuns(func(i int) []float32 { return e.master[i].Var.GradData() })
+}
+
+// gatherRuns gives every process the other processes' runs of what of
+// returns for a model parameter (m.Params() index i): gradients once
+// summed, weights once stepped (ZeRO-1).
+func (e *Engine) gatherRuns(of func(i int) []float32) error {
+	n, rank := e.comm.Size(), e.comm.Rank()
+	lo, hi := e.first[rank], e.first[rank+1]
+	for j := lo; j < hi; j++ {
+		copy(e.send[e.offs[j]:e.offs[j+1]], of(e.reduced[j])) // MPI forbids sending from the receive buffer
+	}
+	counts, displs := make([]int, n), make([]int, n)
+	for p := 0; p < n; p++ {
+		counts[p], displs[p] = e.span(p), e.offs[e.first[p]]
+	}
+	if err := e.comm.AllgathervF32(e.send[e.offs[lo]:e.offs[hi]], e.full, counts, displs); err != nil {
+		return err
 	}
 	for j, i := range e.reduced {
 		if j < lo || j >= hi {
-			copy(e.master[i].Var.GradData(), e.full[e.offs[j]:e.offs[j+1]])
+			copy(of(i), e.full[e.offs[j]:e.offs[j+1]])
 		}
 	}
-	return loss, nil
+	return nil
 }
 
 // AllgatherWeights gives every process the weights the others updated
@@ -213,25 +212,7 @@ func (e *Engine) combine(l float32, counts []int, total int) (float32, error) {
 func (e *Engine) AllgatherWeights() error {
 	t0 := time.Now()
 	defer func() { e.Comm += time.Since(t0) }()
-	n, rank := e.comm.Size(), e.comm.Rank()
-	lo, hi := e.first[rank], e.first[rank+1]
-	for j := lo; j < hi; j++ {
-		copy(e.send[e.offs[j]:e.offs[j+1]], e.master[e.reduced[j]].Var.Data())
-	}
-	counts, displs := make([]int, n), make([]int, n)
-	for p := 0; p < n; p++ {
-		counts[p], displs[p] = e.span(p), e.offs[e.first[p]]
-	}
-	base := e.offs[lo]
-	if err := e.comm.AllgathervF32(e.send[base:base+e.span(rank)], e.full, counts, displs); err != nil {
-		return err
-	}
-	for j, i := range e.reduced {
-		if j < lo || j >= hi {
-			copy(e.master[i].Var.Data(), e.full[e.offs[j]:e.offs[j+1]])
-		}
-	}
-	return nil
+	return e.gatherRuns(func(i int) []float32 { return e.master[i].Var.Data() })
 }
 
 // Close closes the inner engine.

@@ -71,6 +71,22 @@ func steps(t *testing.T, preset string, B, T int, build func(m *layers.Model) (e
 	return snapshot(m, loss)
 }
 
+// onRanks runs f on each of n ranks of one Local job, each on its own
+// goroutine, and returns their results in rank order.
+func onRanks(n int, f func(c dist.Comm) result) []result {
+	got := make([]result, n)
+	var wg sync.WaitGroup
+	for rank, c := range dist.Local(n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[rank] = f(c)
+		}()
+	}
+	wg.Wait()
+	return got
+}
+
 // TestBitIdenticalToReplicas: N processes (dist.Local) each running its
 // rows on a one-thread tape leave, on every process, the loss and
 // gradients of one process whose tape runs N replicas, to the bit: plain
@@ -84,18 +100,11 @@ func TestBitIdenticalToReplicas(t *testing.T) {
 			want := steps(t, preset, B, T, func(m *layers.Model) (engine.Engine, error) {
 				return engine.New("tape", m, engine.Options{Batch: B, Seq: T, Threads: n})
 			})
-			got := make([]result, n)
-			var wg sync.WaitGroup
-			for rank, c := range dist.Local(n) {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					got[rank] = steps(t, preset, B, T, func(m *layers.Model) (engine.Engine, error) {
-						return dp.New(c, "tape", m, engine.Options{Batch: B, Seq: T, Threads: 1})
-					})
-				}()
-			}
-			wg.Wait()
+			got := onRanks(n, func(c dist.Comm) result {
+				return steps(t, preset, B, T, func(m *layers.Model) (engine.Engine, error) {
+					return dp.New(c, "tape", m, engine.Options{Batch: B, Seq: T, Threads: 1})
+				})
+			})
 			for rank := range got {
 				if got[rank].loss != want.loss {
 					t.Errorf("%q N=%d rank %d: loss %.9g, %d replicas %.9g", preset, n, rank, got[rank].loss, n, want.loss)
@@ -124,18 +133,11 @@ func TestGorgoniaInside(t *testing.T) {
 	want := steps(t, "", B, T, func(m *layers.Model) (engine.Engine, error) {
 		return engine.New("tape", m, engine.Options{Batch: B, Seq: T, Threads: n})
 	})
-	got := make([]result, n)
-	var wg sync.WaitGroup
-	for rank, c := range dist.Local(n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			got[rank] = steps(t, "", B, T, func(m *layers.Model) (engine.Engine, error) {
-				return dp.New(c, "gorgonia", m, engine.Options{Batch: B, Seq: T, Threads: 1})
-			})
-		}()
-	}
-	wg.Wait()
+	got := onRanks(n, func(c dist.Comm) result {
+		return steps(t, "", B, T, func(m *layers.Model) (engine.Engine, error) {
+			return dp.New(c, "gorgonia", m, engine.Options{Batch: B, Seq: T, Threads: 1})
+		})
+	})
 	for rank := range got {
 		if d := math.Abs(float64(got[rank].loss - want.loss)); d > 1e-5 {
 			t.Errorf("rank %d: loss %g, tape %g", rank, got[rank].loss, want.loss)

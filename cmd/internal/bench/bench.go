@@ -222,6 +222,16 @@ func randomBatch(o Options) (ids, tg []int32) {
 // threads), clip the gradient norm to 1, an AdamW update. Quantizer steps
 // and clip values are not decayed, as in training. It returns the loss.
 func trainStep(m *layers.Model, o Options, threads int, ids, tg []int32) (func() (float32, error), error) {
+	eng, err := tape.New(m, engine.Options{Batch: o.Batch, Seq: o.Seq, Threads: threads})
+	if err != nil {
+		return nil, err
+	}
+	return stepOn(m, eng, ids, tg), nil
+}
+
+// stepOn is trainStep's step with eng computing the loss and gradients
+// (the data-parallel engine in Distributed).
+func stepOn(m *layers.Model, eng engine.Engine, ids, tg []int32) func() (float32, error) {
 	var ps []optim.Param
 	var vars []*autograd.Var
 	for _, p := range m.Params() {
@@ -229,10 +239,6 @@ func trainStep(m *layers.Model, o Options, threads int, ids, tg []int32) (func()
 		vars = append(vars, p.Var)
 	}
 	opt := optim.NewAdamW(optim.DefaultAdamW, ps, nil)
-	eng, err := tape.New(m, engine.Options{Batch: o.Batch, Seq: o.Seq, Threads: threads})
-	if err != nil {
-		return nil, err
-	}
 	return func() (float32, error) {
 		autograd.ZeroGrad(vars...)
 		l, err := eng.LossBackward(ids, tg)
@@ -242,7 +248,7 @@ func trainStep(m *layers.Model, o Options, threads int, ids, tg []int32) (func()
 		optim.ClipGradNorm(vars, 1)
 		opt.Update(3e-4)
 		return l, nil
-	}, nil
+	}
 }
 
 func step(o Options, threads int) (stepResult, error) {

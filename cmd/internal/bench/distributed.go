@@ -10,13 +10,11 @@ import (
 	"strconv"
 	"time"
 
-	"qat/autograd"
 	"qat/dist"
 	"qat/engine"
 	"qat/engine/dp"
 	"qat/kernels"
 	"qat/layers"
-	"qat/optim"
 )
 
 // DistResult is what a data-parallel job measured (its lead writes it).
@@ -42,22 +40,11 @@ func Distributed(comm dist.Comm, o Options) (DistResult, error) {
 	if err != nil {
 		return DistResult{}, err
 	}
-	var ps []optim.Param
-	var vars []*autograd.Var
-	for _, p := range m.Params() {
-		ps = append(ps, optim.Param{Name: p.Name, Var: p.Var, Decay: len(p.Var.Shape()) > 1 && !p.Quant})
-		vars = append(vars, p.Var)
-	}
-	opt := optim.NewAdamW(optim.DefaultAdamW, ps, nil)
 	ids, tg := randomBatch(o)
+	step := stepOn(m, e, ids, tg)
 	one := func() error {
-		autograd.ZeroGrad(vars...)
-		if _, err := e.LossBackward(ids, tg); err != nil {
-			return err
-		}
-		optim.ClipGradNorm(vars, 1)
-		opt.Update(3e-4)
-		return nil
+		_, err := step()
+		return err
 	}
 	for i := 0; i < o.Warmup; i++ {
 		if err := one(); err != nil {
@@ -76,9 +63,9 @@ func Distributed(comm dist.Comm, o Options) (DistResult, error) {
 		steps, comms = append(steps, time.Since(t0).Seconds()), append(comms, (e.Comm-c0).Seconds())
 	}
 	n := 0
-	for _, v := range vars {
-		if v.RequiresGrad() {
-			n += v.Size()
+	for _, p := range m.Params() {
+		if p.Var.RequiresGrad() {
+			n += p.Var.Size()
 		}
 	}
 	buf := make([]float32, n)

@@ -96,7 +96,8 @@ func EntryNeeds(c config.Config) Needs {
 // Needs is what every task of the plan must be given: one pod template
 // (one sbatch header) serves all entries, so the largest of each
 // resource over the entries, then c's overrides. It is an error when
-// c.Memory is not a whole number of Ki, Mi, Gi or Ti.
+// c.Memory is not a whole number of Ki, Mi, Gi or Ti, and when entries on
+// the GPU would run as a data-parallel job (c.Ranks > 1).
 func (p *Plan) Needs(c Cluster) (cpus int, memory string, gpu bool, err error) {
 	var gib int64
 	for _, e := range p.Entries {
@@ -104,6 +105,9 @@ func (p *Plan) Needs(c Cluster) (cpus int, memory string, gpu bool, err error) {
 		cpus, gib, gpu = max(cpus, n.CPUs), max(gib, n.MemoryGiB), gpu || n.GPU
 	}
 	memory = fmt.Sprintf("%dGi", max(gib, 1))
+	if gpu && c.Ranks > 1 {
+		return 0, "", false, &config.InputError{Err: errors.New("--ranks: entries on the GPU (train.device cuda) run on one process")}
+	}
 	if c.CPUs > 0 {
 		cpus = c.CPUs
 	}
@@ -229,9 +233,6 @@ func (p *Plan) Kubernetes(c Cluster) (string, error) {
 		return "", err
 	}
 	if c.Ranks > 1 {
-		if gpu {
-			return "", &config.InputError{Err: errors.New("--ranks: entries on the GPU (train.device cuda) run on one process")}
-		}
 		return p.mpiJobs(c, cpus, memory)
 	}
 	res := map[string]string{"cpu": strconv.Itoa(cpus), "memory": memory}
@@ -301,9 +302,6 @@ func (p *Plan) Slurm(c Cluster) (string, error) {
 	// them and, with --kill-on-bad-exit, ends them all when one fails
 	run, tasks, mem := "qat sweep run \"$plan\"", "", "#SBATCH --mem="+slurmMem(memory)
 	if c.Ranks > 1 {
-		if gpu {
-			return "", &config.InputError{Err: errors.New("--ranks: entries on the GPU (train.device cuda) run on one process")}
-		}
 		run = "srun --mpi=pmix --kill-on-bad-exit=1 qat-mpi sweep run \"$plan\" --distributed"
 		tasks = fmt.Sprintf("#SBATCH --ntasks=%d\n", c.Ranks)
 		mem = "#SBATCH --mem-per-cpu=" + perCPU(memory, cpus)

@@ -409,7 +409,7 @@ func agree(comm dist.Comm, what, value, hint string) error {
 	if string(lead) != value {
 		same = 0
 	}
-	all, err := gatherOne(comm, same)
+	all, err := dist.AllgatherOne(comm, same)
 	if err != nil {
 		return err
 	}
@@ -419,16 +419,6 @@ func agree(comm dist.Comm, what, value, hint string) error {
 		}
 	}
 	return nil
-}
-
-// gatherOne gives every process each one's v, in rank order.
-func gatherOne(comm dist.Comm, v float32) ([]float32, error) {
-	n := comm.Size()
-	all, one, at := make([]float32, n), make([]int, n), make([]int, n)
-	for p := range one {
-		one[p], at[p] = 1, p
-	}
-	return all, comm.AllgathervF32([]float32{v}, all, one, at)
 }
 
 // openMetrics keeps the lines of metrics.jsonl up to the resumed step (a
@@ -710,7 +700,7 @@ func (r *Run) stopping() (os.Signal, error) {
 	} else if sig != nil {
 		me = float32(syscall.SIGTERM)
 	}
-	flags, err := gatherOne(r.comm, me)
+	flags, err := dist.AllgatherOne(r.comm, me)
 	if err != nil {
 		return nil, err
 	}
