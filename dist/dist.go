@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"unsafe"
 )
 
 // Comm is one process's view of a job of Size processes.
@@ -28,7 +29,9 @@ type Comm interface {
 	BcastF32(buf []float32, root int) error
 	// AllgathervF32 gathers every process's send into recv on every
 	// process: process p's values land at recv[displs[p]:][:counts[p]],
-	// and len(send) must be counts[Rank()].
+	// and len(send) must be counts[Rank()]. send may be this process's
+	// own part of recv (the same memory): the gather is then in place
+	// (MPI_IN_PLACE), without a copy; any other overlap is an error.
 	AllgathervF32(send, recv []float32, counts, displs []int) error
 	// AlltoallvF32 sends send[sdispls[p]:][:scounts[p]] to process p and
 	// receives process p's part for this one at recv[rdispls[p]:][:rcounts[p]].
@@ -113,6 +116,24 @@ func Partition(sizes []int, parts int) []int {
 		first[p] = i
 	}
 	return first
+}
+
+// inPlace says whether send is exactly recv[at:][:len(send)] (the same
+// memory), and fails when the two overlap any other way, which MPI
+// forbids.
+func inPlace(call string, send, recv []float32, at int) (bool, error) {
+	if len(send) == 0 || len(recv) == 0 {
+		return false, nil
+	}
+	s0 := uintptr(unsafe.Pointer(&send[0]))
+	r0 := uintptr(unsafe.Pointer(&recv[0]))
+	if at < len(recv) && s0 == uintptr(unsafe.Pointer(&recv[at])) {
+		return true, nil
+	}
+	if s0 < r0+4*uintptr(len(recv)) && r0 < s0+4*uintptr(len(send)) {
+		return false, fmt.Errorf("%s: the values sent overlap the receive buffer elsewhere than at this process's part", call)
+	}
+	return false, nil
 }
 
 // checkCounts validates a v-collective's counts and displacements

@@ -49,6 +49,28 @@ func Exercise(c Comm) error {
 			}
 		}
 	}
+	// the same in place: this rank's values already sit at its part of
+	// the receive buffer, the others' land around them
+	all = make([]float32, total)
+	for i := 0; i <= r; i++ {
+		all[displs[r]+i] = val(r, i)
+	}
+	if err := c.AllgathervF32(all[displs[r]:][:r+1], all, counts, displs); err != nil {
+		return err
+	}
+	for p := range counts {
+		for i := 0; i < counts[p]; i++ {
+			if all[displs[p]+i] != val(p, i) {
+				return fmt.Errorf("rank %d: AllgathervF32 in place: value %d of rank %d is %g", r, i, p, all[displs[p]+i])
+			}
+		}
+	}
+	// any other overlap of the values sent and the receive buffer is refused
+	// (checked before any message, so every rank returns alone)
+	big := make([]float32, total+1)
+	if err := c.AllgathervF32(big[displs[r]+1:][:r+1], big[:total], counts, displs); err == nil && n > 1 {
+		return fmt.Errorf("rank %d: AllgathervF32 accepted a send buffer overlapping another rank's part", r)
+	}
 	// Alltoallv: rank r sends q+1 values to rank q, value i being
 	// 1000*r + 10*q + i
 	sc, sd, rc, rd := make([]int, n), make([]int, n), make([]int, n), make([]int, n)

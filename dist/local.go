@@ -107,8 +107,15 @@ func (c *local) AllgathervF32(send, recv []float32, counts, displs []int) error 
 	if len(send) != counts[c.rank] {
 		return fmt.Errorf("AllgathervF32: %d values sent, counts[%d] is %d", len(send), c.rank, counts[c.rank])
 	}
+	self, err := inPlace("AllgathervF32", send, recv, displs[c.rank])
+	if err != nil {
+		return err
+	}
 	return c.h.round(c.rank, send, func(all []any) {
 		for p := range all {
+			if p == c.rank && self {
+				continue // the others read these values now: no write, even of the same bits
+			}
 			copy(recv[displs[p]:displs[p]+counts[p]], all[p].([]float32))
 		}
 	})

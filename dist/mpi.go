@@ -23,6 +23,9 @@ static int q_bcast_f32(void *buf, int n, int root) { return MPI_Bcast(buf, n, MP
 static int q_allgatherv_f32(void *send, int n, void *recv, int *counts, int *displs) {
 	return MPI_Allgatherv(send, n, MPI_FLOAT, recv, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
 }
+static int q_allgatherv_f32_in_place(void *recv, int *counts, int *displs) {
+	return MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, recv, counts, displs, MPI_FLOAT, MPI_COMM_WORLD);
+}
 static int q_alltoallv_f32(void *send, int *sc, int *sd, void *recv, int *rc, int *rd) {
 	return MPI_Alltoallv(send, sc, sd, MPI_FLOAT, recv, rc, rd, MPI_FLOAT, MPI_COMM_WORLD);
 }
@@ -136,11 +139,18 @@ func (c *mpiComm) AllgathervF32(send, recv []float32, counts, displs []int) erro
 	if len(send) != counts[c.rank] {
 		return fmt.Errorf("MPI_Allgatherv: %d values sent, counts[%d] is %d", len(send), c.rank, counts[c.rank])
 	}
+	self, err := inPlace("MPI_Allgatherv", send, recv, displs[c.rank])
+	if err != nil {
+		return err
+	}
 	cc, cd := ints(counts), ints(displs)
 	defer C.free(unsafe.Pointer(cc))
 	defer C.free(unsafe.Pointer(cd))
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if self {
+		return check("MPI_Allgatherv", C.q_allgatherv_f32_in_place(ptrF32(recv), cc, cd))
+	}
 	return check("MPI_Allgatherv", C.q_allgatherv_f32(ptrF32(send), C.int(len(send)), ptrF32(recv), cc, cd))
 }
 

@@ -410,20 +410,31 @@ func New(c Config) *Model {
 // isBias reports whether the parameter named name is a linear's bias.
 func isBias(name string) bool { return strings.HasSuffix(name, ".bias") }
 
-// packOrder is the parameters in the order of their memory: Params'
-// order with the biases moved to the end, so q/k/v's weights stay
-// adjacent (one joint product) when q/k/v carry biases.
-func packOrder(ps []Param) []*autograd.Var {
-	vars := make([]*autograd.Var, 0, len(ps))
-	var biases []*autograd.Var
-	for _, p := range ps {
+// PackOrder is the indices of ps in the order of their memory in a
+// packed model (New, Replicate): Params' order with the biases moved to
+// the end, so q/k/v's weights stay adjacent (one joint product) when
+// q/k/v carry biases. Whoever moves gradients or weights in bulk (engine/dp)
+// walks them in this order to find them as one run of memory.
+func PackOrder(ps []Param) []int {
+	order := make([]int, 0, len(ps))
+	var biases []int
+	for i, p := range ps {
 		if isBias(p.Name) {
-			biases = append(biases, p.Var)
+			biases = append(biases, i)
 			continue
 		}
-		vars = append(vars, p.Var)
+		order = append(order, i)
 	}
-	return append(vars, biases...)
+	return append(order, biases...)
+}
+
+// packOrder is ps's variables in PackOrder.
+func packOrder(ps []Param) []*autograd.Var {
+	vars := make([]*autograd.Var, 0, len(ps))
+	for _, i := range PackOrder(ps) {
+		vars = append(vars, ps[i].Var)
+	}
+	return vars
 }
 
 // Describe returns the model New(c) builds without its weights: every

@@ -191,6 +191,7 @@ func benchDistributed(cmd *cobra.Command, o bench.Options, procs int, mpirun, re
 	if result == "" {
 		bench.PrintDistributed(w, o, r)
 		fmt.Fprintf(w, "%d processes x 1 thread: %.0f tokens/s, %.1f ms/step (%.1f ms in collectives)\n", r.Procs, r.TokensSec, r.StepMs, r.CommMs)
+		bench.PrintOverlap(w, r)
 		return nil
 	}
 	b, _ := json.Marshal(r)

@@ -21,6 +21,7 @@ package dp
 import (
 	"fmt"
 	"time"
+	"unsafe"
 
 	"qat/autograd"
 	"qat/dist"
@@ -31,19 +32,18 @@ import (
 
 // Engine is one process's part of a data-parallel step (engine.Engine).
 type Engine struct {
-	comm    dist.Comm
-	inner   engine.Engine
-	batch   int
-	seq     int
-	r0, r1  int // this process's rows
-	master  []layers.Param
-	worker  []layers.Param // mirrors master
-	reduced []int          // the master params that take gradients
-	offs    []int          // offset of each reduced param in the flat gradient (len+1)
-	first   []int          // dist.Partition of reduced over the processes (len N+1)
-	send    []float32      // this worker's flat gradient
-	recv    []float32      // every worker's part of this process's run
-	full    []float32      // the combined flat gradient
+	comm       dist.Comm
+	inner      engine.Engine
+	batch      int
+	seq        int
+	r0, r1     int // this process's rows
+	master     []layers.Param
+	worker     []layers.Param // mirrors master
+	reduced    []int          // the master params that take gradients
+	offs       []int          // offset of each reduced param in the flat gradient (len+1)
+	first      []int          // dist.Partition of reduced over the processes (len N+1)
+	send, full []float32      // staging for values that are not one run of memory
+	recv       []float32      // every worker's part of this process's run
 	// Comm is the time spent in collectives (for the log and benchmarks).
 	Comm time.Duration
 }
@@ -66,9 +66,7 @@ func New(comm dist.Comm, inner string, m *layers.Model, o engine.Options) (*Engi
 	for _, s := range sizes {
 		e.offs = append(e.offs, e.offs[len(e.offs)-1]+s)
 	}
-	total := e.offs[len(e.offs)-1]
-	own := e.span(rank)
-	e.send, e.recv, e.full = make([]float32, total), make([]float32, n*own), make([]float32, total)
+	e.recv = make([]float32, n*e.span(rank))
 	io := o
 	io.Batch = e.r1 - e.r0
 	var err error
@@ -79,9 +77,12 @@ func New(comm dist.Comm, inner string, m *layers.Model, o engine.Options) (*Engi
 }
 
 // partition lists the parameters of m that take gradients (m.Params()
-// indices), their sizes, and their split over n processes.
+// indices, in the order of a packed model's memory), their sizes, and
+// their split over n processes.
 func partition(m *layers.Model, n int) (reduced, sizes, first []int) {
-	for i, p := range m.Params() {
+	ps := m.Params()
+	for _, i := range layers.PackOrder(ps) {
+		p := ps[i]
 		if p.Var.GradData() == nil || !p.Var.RequiresGrad() {
 			continue
 		}
@@ -104,24 +105,75 @@ func Owners(m *layers.Model, n int) [][]int {
 	return out
 }
 
+// flat is of's slices of the reduced params of ps (the model's or the
+// worker's) as one slice, or nil when they are not one run of memory.
+// It is looked up at every use: a loader or quantizer may give a tensor
+// new memory after New.
+func (e *Engine) flat(ps []layers.Param, of func(*autograd.Var) []float32) []float32 {
+	parts := make([][]float32, len(e.reduced))
+	for j, i := range e.reduced {
+		parts[j] = of(ps[i].Var)
+	}
+	return contiguous(parts)
+}
+
+// staging is *buf, allocated to the flat gradient's length on first use.
+func (e *Engine) staging(buf *[]float32) []float32 {
+	if *buf == nil {
+		*buf = make([]float32, e.offs[len(e.offs)-1])
+	}
+	return *buf
+}
+
+// contiguous is parts as one slice when each starts where the one before
+// ends, else nil. The slice spans one packed arena (autograd.Pack); the
+// Vars keep the memory alive.
+func contiguous(parts [][]float32) []float32 {
+	if len(parts) == 0 {
+		return nil
+	}
+	n := 0
+	for j, p := range parts {
+		if len(p) == 0 {
+			return nil
+		}
+		if j > 0 {
+			prev := parts[j-1]
+			if unsafe.Pointer(&p[0]) != unsafe.Add(unsafe.Pointer(&prev[0]), len(prev)*4) {
+				return nil
+			}
+		}
+		n += len(p)
+	}
+	return unsafe.Slice(&parts[0][0], n)
+}
+
 // span is the length of process p's run in the flat gradient.
 func (e *Engine) span(p int) int { return e.offs[e.first[p+1]] - e.offs[e.first[p]] }
 
 // LossBackward computes the batch's mean loss and adds its gradient into
 // the model's gradients on every process (engine.Engine).
 func (e *Engine) LossBackward(ids, targets []int32) (float32, error) {
-	n, B, T := e.comm.Size(), e.batch, e.seq
 	// every process has the whole batch: the target counts of all rows
 	// are known without a message
-	counts, total := layers.TargetCounts(targets, B, T, n)
-	for _, p := range e.worker {
-		autograd.ZeroGrad(p.Var)
-	}
-	l, err := e.inner.LossBackward(ids[e.r0*T:e.r1*T], targets[e.r0*T:e.r1*T])
+	counts, total := layers.TargetCounts(targets, e.batch, e.seq, e.comm.Size())
+	l, err := e.Local(ids, targets)
 	if err != nil {
 		return 0, err
 	}
 	return e.combine(l, counts, total)
+}
+
+// Local is LossBackward's computation without its communication: the
+// loss and gradients of this process's rows of the batch, on the worker.
+// Benchmarks run it beside a reduction to measure what overlapping the
+// two would save.
+func (e *Engine) Local(ids, targets []int32) (float32, error) {
+	for _, p := range e.worker {
+		autograd.ZeroGrad(p.Var)
+	}
+	T := e.seq
+	return e.inner.LossBackward(ids[e.r0*T:e.r1*T], targets[e.r0*T:e.r1*T])
 }
 
 // Reduce adds the workers' current gradients into the model's, each
@@ -154,9 +206,14 @@ func (e *Engine) combine(l float32, counts []int, total int) (float32, error) {
 			loss += losses[w] * float32(counts[w]) / float32(total)
 		}
 	}
-	// reduce-scatter: run p of this worker's gradient to process p
-	for j, i := range e.reduced {
-		copy(e.send[e.offs[j]:e.offs[j+1]], e.worker[i].Var.GradData())
+	// reduce-scatter: run p of this worker's gradient to process p, sent
+	// from the worker's arena when its gradients are one run of memory
+	send := e.flat(e.worker, (*autograd.Var).GradData)
+	if send == nil {
+		send = e.staging(&e.send)
+		for j, i := range e.reduced {
+			copy(send[e.offs[j]:e.offs[j+1]], e.worker[i].Var.GradData())
+		}
 	}
 	sc, sd, rc, rd := make([]int, n), make([]int, n), make([]int, n), make([]int, n)
 	own := e.span(rank)
@@ -164,7 +221,7 @@ func (e *Engine) combine(l float32, counts []int, total int) (float32, error) {
 		sc[p], sd[p] = e.span(p), e.offs[e.first[p]]
 		rc[p], rd[p] = own, p*own
 	}
-	if err := e.comm.AlltoallvF32(e.send, sc, sd, e.recv, rc, rd); err != nil {
+	if err := e.comm.AlltoallvF32(send, sc, sd, e.recv, rc, rd); err != nil {
 		return 0, err
 	}
 	// the sum, in worker order, into the model's gradients of this run
@@ -180,23 +237,29 @@ func (e *Engine) combine(l float32, counts []int, total int) (float32, error) {
 			}
 		}
 	})
-	return loss, e.gatherRuns(func(i int) []float32 { return e.master[i].Var.GradData() })
+	return loss, e.gatherRuns(e.flat(e.master, (*autograd.Var).GradData), func(i int) []float32 { return e.master[i].Var.GradData() })
 }
 
 // gatherRuns gives every process the other processes' runs of what of
 // returns for a model parameter (m.Params() index i): gradients once
-// summed, weights once stepped (ZeRO-1).
-func (e *Engine) gatherRuns(of func(i int) []float32) error {
+// summed, weights once stepped (ZeRO-1). flat is the same values as one
+// slice (nil when they are not one run of memory): the gather is then in
+// place, without a copy.
+func (e *Engine) gatherRuns(flat []float32, of func(i int) []float32) error {
 	n, rank := e.comm.Size(), e.comm.Rank()
 	lo, hi := e.first[rank], e.first[rank+1]
-	for j := lo; j < hi; j++ {
-		copy(e.send[e.offs[j]:e.offs[j+1]], of(e.reduced[j])) // MPI forbids sending from the receive buffer
-	}
 	counts, displs := make([]int, n), make([]int, n)
 	for p := 0; p < n; p++ {
 		counts[p], displs[p] = e.span(p), e.offs[e.first[p]]
 	}
-	if err := e.comm.AllgathervF32(e.send[e.offs[lo]:e.offs[hi]], e.full, counts, displs); err != nil {
+	if flat != nil {
+		return e.comm.AllgathervF32(flat[e.offs[lo]:e.offs[hi]], flat, counts, displs)
+	}
+	send, full := e.staging(&e.send), e.staging(&e.full)
+	for j := lo; j < hi; j++ {
+		copy(send[e.offs[j]:e.offs[j+1]], of(e.reduced[j])) // MPI forbids sending from the receive buffer
+	}
+	if err := e.comm.AllgathervF32(send[e.offs[lo]:e.offs[hi]], full, counts, displs); err != nil {
 		return err
 	}
 	for j, i := range e.reduced {
@@ -212,7 +275,7 @@ func (e *Engine) gatherRuns(of func(i int) []float32) error {
 func (e *Engine) AllgatherWeights() error {
 	t0 := time.Now()
 	defer func() { e.Comm += time.Since(t0) }()
-	return e.gatherRuns(func(i int) []float32 { return e.master[i].Var.Data() })
+	return e.gatherRuns(e.flat(e.master, (*autograd.Var).Data), func(i int) []float32 { return e.master[i].Var.Data() })
 }
 
 // Close closes the inner engine.

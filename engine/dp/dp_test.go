@@ -5,6 +5,7 @@ import (
 	"sync"
 	"testing"
 
+	"qat/autograd"
 	"qat/dist"
 	"qat/engine"
 	"qat/engine/dp"
@@ -19,6 +20,12 @@ var cfg = layers.Config{Vocab: 97, Dim: 32, Layers: 2, Heads: 4, KVHeads: 2, FFN
 func model(t *testing.T, preset string) *layers.Model {
 	m := layers.New(cfg)
 	m.Init(3)
+	if preset == "frozen" {
+		// a frozen tensor amid the others: the gradients are no longer one
+		// run of memory, and dp stages them through its own buffers
+		m.Params()[3].Var.SetRequiresGrad(false)
+		return m
+	}
 	if preset != "" {
 		if err := qat.Prepare(m, qat.Presets[preset]); err != nil {
 			t.Fatal(err)
@@ -52,7 +59,9 @@ func snapshot(m *layers.Model, loss float32) result {
 }
 
 // steps runs two micro-batches (gradients accumulate, as with grad_accum)
-// on an engine built by build on a fresh model.
+// on an engine built by build on a fresh model, then clears the model's
+// gradients as a training step does (lazily: autograd.ZeroGrad) and runs
+// a third.
 func steps(t *testing.T, preset string, B, T int, build func(m *layers.Model) (engine.Engine, error)) result {
 	m := model(t, preset)
 	e, err := build(m)
@@ -62,7 +71,12 @@ func steps(t *testing.T, preset string, B, T int, build func(m *layers.Model) (e
 	defer e.Close()
 	ids, tg := batch(B, T)
 	var loss float32
-	for k := 0; k < 2; k++ {
+	for k := 0; k < 3; k++ {
+		if k == 2 {
+			for _, p := range m.Params() {
+				autograd.ZeroGrad(p.Var)
+			}
+		}
 		if loss, err = e.LossBackward(ids, tg); err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +108,7 @@ func onRanks(n int, f func(c dist.Comm) result) []result {
 // numbers of targets, and a batch that does not divide evenly.
 func TestBitIdenticalToReplicas(t *testing.T) {
 	const T = 12
-	for _, preset := range []string{"", "w4a4"} {
+	for _, preset := range []string{"", "w4a4", "frozen"} {
 		for _, n := range []int{2, 3} {
 			B := 5
 			want := steps(t, preset, B, T, func(m *layers.Model) (engine.Engine, error) {

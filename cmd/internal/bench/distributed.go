@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +27,11 @@ type DistResult struct {
 	StepMs     float64 `json:"step_ms"`
 	CommMs     float64 `json:"step_comm_ms"` // of StepMs, in collectives
 	TokensSec  float64 `json:"tokens_per_s"`
+	// the overlap of the backward pass with the reduction, bounded: the
+	// rows' forward and backward alone, and the same while the reduction
+	// of another copy of the gradients runs on a second thread
+	LocalMs   float64 `json:"local_ms"`
+	OverlapMs float64 `json:"local_with_reduce_ms"`
 }
 
 // Distributed is one process's part of `qat bench --distributed` run
@@ -85,9 +91,54 @@ func Distributed(comm dist.Comm, o Options) (DistResult, error) {
 			*f.times = append(*f.times, time.Since(t0).Seconds())
 		}
 	}
+	local, both, err := overlap(comm, o, e, ids, tg)
+	if err != nil {
+		return DistResult{}, err
+	}
 	st := median(steps)
 	return DistResult{Procs: comm.Size(), GradValues: n, OursMs: median(ours) * 1e3, MPIMs: median(theirs) * 1e3,
-		StepMs: st * 1e3, CommMs: median(comms) * 1e3, TokensSec: float64(o.Batch*o.Seq) / st}, nil
+		StepMs: st * 1e3, CommMs: median(comms) * 1e3, TokensSec: float64(o.Batch*o.Seq) / st,
+		LocalMs: local * 1e3, OverlapMs: both * 1e3}, nil
+}
+
+// overlap measures what running the reduction during the backward pass
+// could save on this machine, before building it: the median time of the
+// rows' forward and backward alone (e.Local), and of the same while a
+// second engine, on its own copy of the model, reduces its gradients on
+// another goroutine. Perfect overlap would make the second max(local,
+// reduce); no gain makes it local + reduce.
+func overlap(comm dist.Comm, o Options, e *dp.Engine, ids, tg []int32) (local, both float64, err error) {
+	m2 := layers.New(o.Model)
+	m2.Init(2)
+	e2, err := dp.New(comm, "tape", m2, engine.Options{Batch: o.Batch, Seq: o.Seq, Threads: 1})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer e2.Close()
+	var alone, with []float64
+	for i := 0; i < max(o.Steps, 5); i++ {
+		if err := comm.Barrier(); err != nil {
+			return 0, 0, err
+		}
+		t0 := time.Now()
+		if _, err := e.Local(ids, tg); err != nil {
+			return 0, 0, err
+		}
+		alone = append(alone, time.Since(t0).Seconds())
+		if err := comm.Barrier(); err != nil {
+			return 0, 0, err
+		}
+		t0 = time.Now()
+		done := make(chan error, 1)
+		go func() { done <- e2.Reduce() }()
+		_, lerr := e.Local(ids, tg)
+		rerr := <-done
+		with = append(with, time.Since(t0).Seconds())
+		if lerr != nil || rerr != nil {
+			return 0, 0, errors.Join(lerr, rerr)
+		}
+	}
+	return median(alone), median(with), nil
 }
 
 // DistributedSideBySide is `qat bench --distributed` run by hand: it
@@ -131,6 +182,7 @@ func DistributedSideBySide(w io.Writer, o Options, procs int, mpirun, exe string
 	fmt.Fprintf(w, "1 process x %d threads (tape replicas)  %10.0f  %10.1f\n", procs, single.tokps, single.ms)
 	fmt.Fprintf(w, "%d processes x 1 thread (MPI)          %10.0f  %10.1f   (%.1f ms of it in collectives)\n", r.Procs, r.TokensSec, r.StepMs, r.CommMs)
 	fmt.Fprintf(w, "ratio (MPI / one process)              %10.2fx\n", r.TokensSec/single.tokps)
+	PrintOverlap(w, r)
 	return nil
 }
 
@@ -149,4 +201,16 @@ func PrintDistributed(w io.Writer, o Options, r DistResult) {
 		fmt.Fprintf(w, "%-56s %8.2f %10.2f %16.2f\n", x.name, x.ms, bytes/x.ms/1e6, bus*bytes/x.ms/1e6)
 	}
 	fmt.Fprintf(w, "ratio (ours / MPI_Allreduce time)                        %8.2fx\n", r.OursMs/r.MPIMs)
+}
+
+// PrintOverlap prints what overlapping the reduction with the backward
+// pass would save, measured (overlap).
+func PrintOverlap(w io.Writer, r DistResult) {
+	fmt.Fprintf(w, "\noverlap of the reduction with forward+backward, per process            ms\n")
+	fmt.Fprintf(w, "forward+backward of the process's rows alone                       %8.1f\n", r.LocalMs)
+	fmt.Fprintf(w, "the same while a reduction runs on a second thread                 %8.1f\n", r.OverlapMs)
+	fmt.Fprintf(w, "one after the other (forward+backward + reduction)                 %8.1f\n", r.LocalMs+r.OursMs)
+	fmt.Fprintf(w, "perfect overlap (the longer of the two)                            %8.1f\n", max(r.LocalMs, r.OursMs))
+	fmt.Fprintf(w, "saved by overlapping: %.1f ms of the %.1f ms reduction (%.0f%%)\n",
+		r.LocalMs+r.OursMs-r.OverlapMs, r.OursMs, 100*(r.LocalMs+r.OursMs-r.OverlapMs)/r.OursMs)
 }
