@@ -221,6 +221,8 @@ func (e *Engine) combine(l float32, counts []int, total int) (float32, error) {
 		sc[p], sd[p] = e.span(p), e.offs[e.first[p]]
 		rc[p], rd[p] = own, p*own
 	}
+	// this process's own part is read where it lies, not sent to itself
+	sc[rank], rc[rank] = 0, 0
 	if err := e.comm.AlltoallvF32(send, sc, sd, e.recv, rc, rd); err != nil {
 		return 0, err
 	}
@@ -231,9 +233,14 @@ func (e *Engine) combine(l float32, counts []int, total int) (float32, error) {
 		for j := lo + a; j < lo+b; j++ {
 			g := e.master[e.reduced[j]].Var.GradData()
 			for w := 0; w < n; w++ {
-				if counts[w] > 0 {
-					kernels.Active.Axpy(g, e.recv[w*own+e.offs[j]-base:][:len(g)], float32(counts[w])/float32(total))
+				if counts[w] == 0 {
+					continue
 				}
+				part := e.recv[w*own+e.offs[j]-base:]
+				if w == rank {
+					part = send[e.offs[j]:]
+				}
+				kernels.Active.Axpy(g, part[:len(g)], float32(counts[w])/float32(total))
 			}
 		}
 	})
