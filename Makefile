@@ -6,7 +6,7 @@ GO ?= go
 # forces AVX2 kernels at half speed on AVX-512 CPUs. Unset it for our runs.
 RUNENV = env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE
 
-.PHONY: deps npm-deps build run test bench fuzz faults vet llamacpp-check ptx gpu cuda-headers cuda-vet cuda-test mpi mpi-deps mpi-test results-test results-w4a4 results-tiny results-ptq-small
+.PHONY: deps npm-deps build run test bench fuzz faults vet llamacpp-check ptx gpu cuda-headers cuda-lib cuda-vet cuda-test mpi mpi-deps mpi-test results-test results-w4a4 results-tiny results-ptq-small
 
 # deps installs the system packages (OpenBLAS; PyTorch for the reference
 # test) when missing, and the Go modules.
@@ -54,7 +54,7 @@ vet:
 	@# are held to it too (qat/ptq is a package outside qat).
 	@if grep -rn --include='*.go' -E '\.\(\*(qat|lora)\.|case \*(qat|lora)\.' . | grep -v -E '^\./(qat|lora)/[^/:]*:'; then echo "type assertion on a concrete qat/lora type outside qat and lora"; exit 1; fi
 
-test: deps npm-deps vet cuda-vet results-test mpi-test
+test: deps npm-deps vet cuda-vet cuda-test results-test mpi-test
 	QAT_REQUIRE_TORCH=1 QAT_REQUIRE_DATA=1 QAT_REQUIRE_NODE=1 $(RUNENV) $(GO) test -count=1 ./...
 	@# The portable paths: gonum sgemm (noblas) and no cgo at all (Go kernels only).
 	$(RUNENV) $(GO) test -count=1 -tags noblas ./kernels ./autograd ./optim
@@ -206,15 +206,34 @@ cuda-headers:
 cuda-vet: cuda-headers
 	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) vet -tags gpu ./kernels/cuda ./engine/device ./cmd/...
 
-# cuda-test: builds the device tests (no OpenBLAS: the GPU machine need not
-# have it) and a GPU qat into .cache/cuda/, and says how to run them there.
-cuda-test: cuda-headers
-	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) test -c -tags gpu,noblas -o .cache/cuda/cuda.test ./kernels/cuda
-	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) test -c -tags gpu,noblas -o .cache/cuda/step.test ./engine/device
-	CGO_CFLAGS="-I$(CUDA_INC)" $(GO) build -tags gpu,noblas -o .cache/cuda/qat-gpu ./cmd/qat
-	@echo "on the GPU machine, from the repository root (carry .cache/cuda):"
-	@echo "  (cd kernels/cuda && ../../.cache/cuda/cuda.test -test.v) && .cache/cuda/step.test -test.v \\"
-	@echo "    && .cache/cuda/qat-gpu bench --device cuda && python3 tools/cuda_peers.py"
+# cuda-lib: libcuda.so.1 to link against, unpacked from Debian's libcuda1
+# (non-free, the same source as cuda.h) where the system has none; nothing
+# is installed. A GPU machine runs the binaries with its own driver's.
+CUDA_LIB = $(if $(wildcard /usr/lib/x86_64-linux-gnu/libcuda.so),/usr/lib/x86_64-linux-gnu,$(CURDIR)/.cache/cuda-lib)
+cuda-lib: cuda-headers
+	@if ! [ -e $(CUDA_LIB)/libcuda.so ]; then \
+		rm -rf .cache/cuda-lib && mkdir -p .cache/cuda-lib && cd .cache/cuda-lib && \
+		apt-get download -qq libcuda1 2>/dev/null && \
+		dpkg-deb --fsys-tarfile libcuda1_*.deb | tar -x --wildcards '*/libcuda.so.*' && \
+		mv $$(find usr -name 'libcuda.so.*' -type f | head -1) libcuda.so.1 && ln -s libcuda.so.1 libcuda.so && \
+		rm -rf usr libcuda1_*.deb; \
+	fi
+
+# cuda-test: the device tests (no OpenBLAS: the GPU machine need not have
+# it) and a GPU qat, stripped, in one bundle under the 64 MiB that travels
+# to a lent GPU machine (.cache/cuda-bundle.tar.xz), with tools/cuda_device.sh
+# to unpack and run it there: `make cuda-test` here, then on the device
+# `tools/cuda_device.sh` (carry .cache/cuda-bundle.tar.xz; outputs under $$OUT).
+CUDA_GO = CGO_CFLAGS="-I$(CUDA_INC)" CGO_LDFLAGS="-L$(CUDA_LIB)" $(GO)
+CUDA_BUNDLE_MAX = 67108864
+cuda-test: cuda-lib
+	rm -rf .cache/cuda-bundle && mkdir -p .cache/cuda-bundle
+	$(CUDA_GO) test -c -tags gpu,noblas -ldflags="-s -w" -o .cache/cuda-bundle/cuda.test ./kernels/cuda
+	$(CUDA_GO) test -c -tags gpu,noblas -ldflags="-s -w" -o .cache/cuda-bundle/step.test ./engine/device
+	$(CUDA_GO) build -tags gpu,noblas -ldflags="-s -w" -o .cache/cuda-bundle/qat-gpu ./cmd/qat
+	git rev-parse HEAD > .cache/cuda-bundle/COMMIT
+	tar -C .cache/cuda-bundle -cf - . | xz -T0 -6 > .cache/cuda-bundle.tar.xz.tmp && mv .cache/cuda-bundle.tar.xz.tmp .cache/cuda-bundle.tar.xz
+	tools/cuda_device.sh --check .cache/cuda-bundle.tar.xz $(CUDA_BUNDLE_MAX) $(CUDA_LIB)
 
 # ptx rebuilds the device code (needs nvcc: Debian's nvidia-cuda-toolkit,
 # CUDA 11.8, from non-free). Its first line is the sources' sha256, which a
