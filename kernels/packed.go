@@ -87,14 +87,15 @@ func GemmPacked(f FormatID, w []byte, rows, k int, a *PackedQ8, y []float32) {
 			gemmPackedGo(f, w, r0, r1, a, y, rows)
 		}
 	}
-	// rows of about 64 KB of weights per task (serial while OpenBLAS's
-	// pool holds the cores: see SetBLASThreads)
-	per := max(8, (1<<16)/max(1, f.RowBytes(k)))
+	// rows of about 64 KB of weights per task, 16 rows (a cache line of
+	// outputs) at least (serial while OpenBLAS's pool holds the cores:
+	// see SetBLASThreads)
+	per := max(16, (1<<16)/max(1, f.RowBytes(k)))
 	if Serial(rows, per) {
 		run(0, rows)
 		return
 	}
-	For(rows, per, run)
+	ForRows(rows, per, 16, run)
 }
 
 // gemmPackedGo is the reference: exact integer dot products per block,
@@ -209,11 +210,12 @@ func GemmR4(w *R4, a *PackedQ8, y []float32) {
 		a.prepped = true
 	}
 	groups := w.Rows / 4
-	// about 64 KB of weights per task
-	per := max(2, (1<<16)/(4*nb*Formats[w.Format].BlockBytes))
+	// about 64 KB of weights per task, in units of four groups (16
+	// outputs, a cache line of each column)
+	per := max(4, (1<<16)/(4*nb*Formats[w.Format].BlockBytes))
 	if Serial(groups, per) {
 		gemmR4SIMD(w, 0, groups, a, y)
 		return
 	}
-	For(groups, per, func(g0, g1 int) { gemmR4SIMD(w, g0, g1, a, y) })
+	ForRows(groups, per, 4, func(g0, g1 int) { gemmR4SIMD(w, g0, g1, a, y) })
 }
