@@ -29,12 +29,15 @@ type Map8 struct {
 	Bound  []float32
 	Bucket []int32
 	Zero   int
-	// Levels describe a dynamic map to the C kernels, which find the
-	// nearest value arithmetically rather than by table lookups: the
-	// thresholds of |y| where each level (and then 1) starts, 1/10^(i-6),
-	// the level's number of values and the magnitude index of its first.
-	Levels  [32]float32
-	leveled bool
+	// fine is the SIMD kernels' form of the same lookup, one gather per
+	// value: indexed by |y|'s bits >> 16 (exponent and 7 mantissa bits),
+	// at most one bound falls in each of its buckets, and the entry holds
+	// the magnitude index at the bucket's start (low 8 bits) and that
+	// bound's low 16 bits (above; 0x1FFFF where the bucket has none), so
+	// one integer comparison of |y|'s low bits finishes the job. Nil when
+	// a bucket holds two bounds (a map denser than the dynamic ones): the
+	// Go loop runs then.
+	fine []uint32
 }
 
 // bucketShift keeps the exponent and 6 mantissa bits of a float32.
@@ -70,19 +73,6 @@ func DynamicMap(signed bool) *Map8 {
 		m.Values[i] = float32(v)
 	}
 	m.build()
-	mags := m.Values[m.Zero:]
-	for i := 0; i < 7; i++ {
-		k, off := 1<<i, 1<<i // magnitude 0 is zero; level i starts after 1+2+...
-		if !signed {
-			k, off = 2<<i, 2<<i-1
-		}
-		m.Levels[i] = (mags[off-1] + mags[off]) / 2
-		m.Levels[8+i] = float32(math.Pow(10, float64(6-i)))
-		m.Levels[16+i], m.Levels[24+i] = float32(k), float32(off)
-	}
-	top := len(mags) - 1 // the value 1
-	m.Levels[7], m.Levels[15], m.Levels[23], m.Levels[31] = (mags[top-1]+mags[top])/2, 0, 1, float32(top)
-	m.leveled = true
 	return m
 }
 
@@ -120,6 +110,35 @@ func (m *Map8) build() {
 			panic(fmt.Sprintf("kernels: Map8: three bounds in bucket %d", b))
 		}
 	}
+	m.fine = fineTable(m.Bound)
+}
+
+// fineShift keeps the exponent and 7 mantissa bits of a float32: fine
+// enough that no bucket below 1 holds two bounds of the dynamic maps
+// (their closest magnitudes, 0.9/128 apart near 1, are wider than a
+// bucket there, 2^-8).
+const fineShift = 16
+
+// fineTable builds Map8.fine from the bounds (ascending, positive), or
+// returns nil when a bucket holds two of them.
+func fineTable(bound []float32) []uint32 {
+	nb := int(math.Float32bits(1)>>fineShift) + 1
+	t := make([]uint32, nb)
+	j := 0
+	for b := 0; b < nb; b++ {
+		for j < len(bound)-1 && math.Float32bits(bound[j])>>fineShift < uint32(b) {
+			j++
+		}
+		rem := uint32(0x1FFFF) // no bound here: the low bits never exceed it
+		if bb := math.Float32bits(bound[j]); bb>>fineShift == uint32(b) {
+			if j+1 < len(bound) && math.Float32bits(bound[j+1])>>fineShift == uint32(b) {
+				return nil
+			}
+			rem = bb & (1<<fineShift - 1)
+		}
+		t[b] = uint32(j) | rem<<8
+	}
+	return t
 }
 
 // Code returns the byte of the map value nearest to y (|y| <= 1; ties go
@@ -180,10 +199,12 @@ type Adam8 struct {
 // dequantized moments on the stack.
 const MaxBlock8 = 4096
 
-// AdamW8 is one AdamW step (the fp32 kernel's arithmetic) on moments
+// AdamW8 is one AdamW step (adamMoments and adamParam) on moments
 // stored as 8-bit codes with per-block absmax, fused: for each block,
 // dequantize m and v, update them and p, requantize with the new absmax.
-// The C kernels do the same where the CPU has AVX2 or AVX-512.
+// The C kernels give the same bits where the CPU has AVX2 or AVX-512
+// (vectorised with AVX-512: gathers for the dequantization, Map8.fine for
+// the requantization).
 func AdamW8(p, g []float32, m, v []uint8, mAbs, vAbs []float32, a *Adam8, lr, b1, b2, eps, wd, bc1, bc2 float32) {
 	n := len(p)
 	if len(g) < n || len(m) < n || len(v) < n || len(mAbs) < Blocks(n, a.Block) || len(vAbs) < Blocks(n, a.Block) ||
@@ -196,8 +217,22 @@ func AdamW8(p, g []float32, m, v []uint8, mAbs, vAbs []float32, a *Adam8, lr, b1
 	adamW8Go(p, g, m, v, mAbs, vAbs, a, lr, b1, b2, eps, wd, bc1, bc2)
 }
 
+// adamMoments and adamParam are AdamW's arithmetic as the 8-bit kernels
+// do it, every product rounded before it is added (float32 conversions
+// stop Go from fusing them where the target has FMA; the C kernels keep
+// them apart the same way), so that every path gives the same bits:
+// m = b1 m + (1-b1) g, v = b2 v + ((1-b2) g) g,
+// p = p*decay - (step m)/(sqrt(v) isb2 + eps).
+func adamMoments(m, v, g, b1, b2 float32) (float32, float32) {
+	return float32(b1*m) + float32((1-b1)*g), float32(b2*v) + float32(float32((1-b2)*g)*g)
+}
+
+func adamParam(p, m, v, decay, step, isb2, eps float32) float32 {
+	return float32(p*decay) - float32(step*m)/(float32(float32(math.Sqrt(float64(v)))*isb2)+eps)
+}
+
 func adamW8Go(p, g []float32, m, v []uint8, mAbs, vAbs []float32, a *Adam8, lr, b1, b2, eps, wd, bc1, bc2 float32) {
-	step, decay := lr/bc1, 1-lr*wd
+	step, decay := lr/bc1, 1-float32(lr*wd)
 	isb2 := float32(1 / math.Sqrt(float64(bc2)))
 	var mb, vb [MaxBlock8]float32
 	for k := 0; k < Blocks(len(p), a.Block); k++ {
@@ -206,11 +241,10 @@ func adamW8Go(p, g []float32, m, v []uint8, mAbs, vAbs []float32, a *Adam8, lr, 
 		var nm, nv float32
 		for i := lo; i < hi; i++ {
 			gi := g[i]
-			mi := b1*(a.M.Values[m[i]]*am) + (1-b1)*gi
-			vi := b2*(a.V.Values[v[i]]*av) + (1-b2)*gi*gi
+			mi, vi := adamMoments(a.M.Values[m[i]]*am, a.V.Values[v[i]]*av, gi, b1, b2)
 			mb[i-lo], vb[i-lo] = mi, vi
 			nm, nv = max(nm, float32(math.Abs(float64(mi)))), max(nv, vi)
-			p[i] = p[i]*decay - step*mi/(float32(math.Sqrt(float64(vi)))*isb2+eps)
+			p[i] = adamParam(p[i], mi, vi, decay, step, isb2, eps)
 		}
 		if nm == 0 {
 			nm = 1

@@ -74,11 +74,22 @@ func bf16Down(x float32) uint16 { return uint16(math.Float32bits(x) >> 16) }
 
 func fromBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
 
-// DRE holds one group's expansion: exponent K, centre C, scale S; Zero
-// marks an all-zero group.
+// DRE holds one group's expansion, derived from its stored range: the
+// exponent K (and 1/K), the stored maximum Hi, 1/Hi and log2(Hi); Zero
+// marks an all-zero group. COAT's expansion f(x) = sign(x)|x/c|^K / S
+// with c = sqrt(max*min) and S = (max/c)^K/448 is, with the centre
+// cancelled, 448 (|x|/Hi)^K: that is the form computed, in the log2
+// domain, so that each value costs one log2 and one exp2 to write, and
+// two table reads to read back.
 type DRE struct {
-	K, InvK, C, S float32
-	Zero          bool
+	K, InvK, Hi, InvHi, Log2Hi float32
+	Zero                       bool
+	// te and tm split reading into two lookups and a product, one exp2
+	// per table entry per group instead of one per value: a code with
+	// exponent bits e and mantissa bits m reads te[e]*tm[m] (tm[8+m] for
+	// subnormals, e = 0, whose te[0] is te[1]), with te[e] =
+	// 2^(log2E4M3Exp[e]/K + log2 Hi) and tm[j] = 2^(log2E4M3Man[j]/K).
+	te, tm [16]float32
 }
 
 // log2Man[i] is log2(1 + i/128), the log of a bfloat16 mantissa; the C
@@ -90,22 +101,43 @@ var log2Man = func() (t [128]float64) {
 	return t
 }()
 
-// dreL is log2(448^2/2), the range E4M3 can hold with the expansion.
-const dreL = 16.614709844115208
+// log2E4M3Exp[e] is log2(2^(e-7)/448) for E4M3's exponent bits e (e = 0,
+// the subnormals, reads as e = 1: their values are (m/8) 2^-6);
+// log2E4M3Man[m] is log2(1 + m/8) and log2E4M3Man[8+m] log2(m/8), the
+// normal and subnormal mantissas. The C kernels get both tables.
+var log2E4M3Exp, log2E4M3Man = func() (te, tm [16]float32) {
+	for e := 0; e < 16; e++ {
+		te[e] = float32(float64(max(e, 1)-7) - math.Log2(448))
+	}
+	for m := 0; m < 8; m++ {
+		tm[m] = float32(math.Log2(1 + float64(m)/8))
+		if m > 0 {
+			tm[8+m] = float32(math.Log2(float64(m) / 8))
+		}
+	}
+	return te, tm
+}()
+
+// dreL is log2(448^2/2), the range E4M3 can hold with the expansion;
+// log2E4M3Max is log2(448).
+const (
+	dreL        = 16.614709844115208
+	log2E4M3Max = 8.807354922057604
+)
 
 // loFloor keeps the stored minimum a normal number (2^-100) so that its
-// logarithm comes from its bits.
+// logarithm comes from its bits; a group whose maximum is below it is
+// stored as all zero (RangeDRE).
 const loFloor = 0x0D80
 
 // DREParams derives a group's expansion from its stored range: with
 // log2(max/min) taken exactly from the bfloat16 bits (exponents and a
 // table of mantissa logarithms), k = floor(log2(448^2/2)/log2(max/min)*16)/16
 // (COAT's kernel: multiples of 1/16), kept in [1/16, 256] (a group of equal
-// magnitudes has no range to fill and gets the cap); c = sqrt(max*min);
-// S = (max/c)^k/448 = 2^(k*log2(max/min)/2)/448.
+// magnitudes has no range to fill and gets the cap).
 func DREParams(hi, lo uint16) DRE {
-	if hi == 0 {
-		return DRE{K: 1, InvK: 1, C: 1, S: 1, Zero: true}
+	if hi < loFloor {
+		return DRE{K: 1, InvK: 1, Hi: 0, InvHi: 1, Zero: true}
 	}
 	lo = min(max(lo, loFloor), hi)
 	l2r := float64(int(hi>>7)-int(lo>>7)) + log2Man[hi&127] - log2Man[lo&127]
@@ -113,79 +145,109 @@ func DREParams(hi, lo uint16) DRE {
 	if l2r > 0 {
 		k = min(max(math.Floor(dreL/l2r*16)/16, 1.0/16), 256)
 	}
-	c := math.Sqrt(float64(fromBF16(hi)) * float64(fromBF16(lo)))
-	return DRE{K: float32(k), InvK: float32(1 / k), C: float32(c), S: exp2f32(float32(k*l2r/2)) / 448}
-}
-
-// log2f32 is log2 of a positive normal float32: exponent from the bits,
-// mantissa folded into [sqrt(1/2), sqrt(2)) and the atanh series
-// 2/ln2 (s + s^3/3 + ... + s^9/9), s = (m-1)/(m+1) (error below 1e-8).
-// The C kernels compute the same polynomial.
-func log2f32(x float32) float32 {
-	b := math.Float32bits(x)
-	e := int32(b>>23) - 127
-	m := math.Float32frombits(b&0x7FFFFF | 0x3F800000)
-	if m > 1.41421356 {
-		m *= 0.5
-		e++
+	h := fromBF16(hi)
+	d := DRE{K: float32(k), InvK: float32(1 / k), Hi: h, InvHi: 1 / h,
+		Log2Hi: float32(float64(int(hi>>7)-127) + log2Man[hi&127])}
+	for i := range d.te {
+		d.te[i] = exp2p(fma32(log2E4M3Exp[i], d.InvK, d.Log2Hi))
+		d.tm[i] = exp2p(log2E4M3Man[i] * d.InvK)
 	}
-	s := (m - 1) / (m + 1)
-	s2 := s * s
-	p := float32(0.11111111)
-	p = p*s2 + 0.14285714
-	p = p*s2 + 0.2
-	p = p*s2 + 0.33333333
-	p = p*s2 + 1
-	return float32(e) + 2.8853900817779268*s*p
+	return d
 }
 
-// exp2f32 is 2^x for x in about [-126, 127] (clamped): x*ln2 through the
-// same range reduction and polynomial as the C kernels' fexp.
-func exp2f32(x float32) float32 {
-	x *= 0.69314718
-	x = min(max(x, -87.3), 88.3)
-	n := float32(x*1.44269504088896341+12582912) - 12582912
-	r := x - n*0.693359375
-	r = r + n*2.12194440e-4
-	p := float32(1.98756915e-4)
-	p = p*r + 1.39819994e-3
-	p = p*r + 8.33345205e-3
-	p = p*r + 4.16657659e-2
-	p = p*r + 1.66666672e-1
-	p = p*r + 5.00000000e-1
-	p = p*r*r + r + 1
+// fma32 is a*b+c rounded once to float32, as the FMA instructions of the
+// C kernels compute it: the product is exact in float64, the sum is
+// rounded to odd there (a rounding error moves it to the odd neighbour),
+// and rounding that to float32 is then the single rounding.
+func fma32(a, b, c float32) float32 {
+	p, z := float64(a)*float64(b), float64(c)
+	s := p + z
+	bv := s - p
+	e := (p - (s - bv)) + (z - bv)
+	if e != 0 && math.Float64bits(s)&1 == 0 {
+		if (e > 0) == (s > 0) {
+			s = math.Float64frombits(math.Float64bits(s) + 1)
+		} else {
+			s = math.Float64frombits(math.Float64bits(s) - 1)
+		}
+	}
+	return float32(s)
+}
+
+// Polynomial coefficients (float32, highest degree first), fitted for
+// relative error on Chebyshev nodes: 2^f on [-1/2, 1/2] (error below
+// 2.3e-7) and log2(1+t)/t on [-1/4, 1/2] (below 1.4e-6). E4M3 keeps 3
+// mantissa bits, so even times k = 256 these errors move a value across
+// a rounding boundary only next to a tie.
+var (
+	exp2Poly = [...]float32{0.0013266970636323094, 0.009675459936261177, 0.05550742521882057, 0.24022121727466583,
+		0.6931469440460205, 1}
+	log2Poly = [...]float32{0.11685951054096222, -0.24032768607139587, 0.29815673828125, -0.3617551624774933,
+		0.4806441068649292, -0.7213243246078491, 1.442696213722229}
+)
+
+// log2p is log2 x for a positive normal float32: exponent from the bits,
+// mantissa folded into [3/4, 3/2), t = m-1 (exact), e + t*P(t) with FMAs
+// (the C kernels compute the same operations).
+func log2p(x float32) float32 {
+	b := math.Float32bits(x)
+	big := (b >> 22) & 1 // mantissa >= 1.5: halve it
+	e := float32(int32(b>>23) - 127 + int32(big))
+	t := math.Float32frombits(b&0x7FFFFF|(0x3F800000-big<<23)) - 1
+	p := log2Poly[0]
+	for _, c := range log2Poly[1:] {
+		p = fma32(p, t, c)
+	}
+	return fma32(t, p, e)
+}
+
+// exp2p is 2^w for w clamped to [-126, 127]: n = rne(w), f = w-n in
+// [-1/2, 1/2], P(f) by FMAs, times 2^n (exact).
+func exp2p(w float32) float32 {
+	w = min(max(w, -126), 127)
+	n := float32(math.RoundToEven(float64(w)))
+	f := w - n
+	p := exp2Poly[0]
+	for _, c := range exp2Poly[1:] {
+		p = fma32(p, f, c)
+	}
 	return p * math.Float32frombits(uint32(int32(n)+127)<<23)
 }
 
-// Expand returns x's E4M3 byte in group d: E4M3(sign(x) |x/C|^K / S).
+// Expand returns x's E4M3 byte in group d: E4M3(sign(x) 448 (|x|/Hi)^K),
+// the power as 2^(K log2(max(|x|/Hi, 2^-126)) + log2 448).
 func (d DRE) Expand(x float32) uint8 {
 	if x == 0 || d.Zero {
 		return 0
 	}
-	// reciprocals, as the C kernels multiply by them
-	ic, is := 1/d.C, 1/d.S
-	u := exp2f32(d.K*log2f32(float32(math.Abs(float64(x)))*ic)) * is
+	y := max(float32(math.Abs(float64(x)))*d.InvHi, 0x1p-126)
+	code := EncodeE4M3(exp2p(fma32(d.K, log2p(y), log2E4M3Max)))
 	if x < 0 {
-		u = -u
+		code |= 0x80
 	}
-	return EncodeE4M3(u)
+	return code
 }
 
-// Shrink inverts Expand: y = E4M3Values[q]*S, x = sign(y) |y|^(1/K) C.
+// Shrink inverts Expand: x = sign(q) Hi (|E4M3(q)|/448)^(1/K), as the
+// product of the powers of q's exponent and mantissa (DRE.te, DRE.tm).
 func (d DRE) Shrink(q uint8) float32 {
-	y := E4M3Values[q] * d.S
-	if y == 0 || d.Zero {
+	if q&0x7F == 0 || d.Zero {
 		return 0
 	}
-	x := exp2f32(log2f32(float32(math.Abs(float64(y))))*d.InvK) * d.C
-	if y < 0 {
+	j := q & 7
+	if q&0x78 == 0 {
+		j += 8
+	}
+	x := d.te[q>>3&15] * d.tm[j]
+	if q&0x80 != 0 {
 		return -x
 	}
 	return x
 }
 
 // RangeDRE returns the stored range of a group: max |x| rounded up and min
-// nonzero |x| rounded down to bfloat16 (0, 0 for an all-zero group).
+// nonzero |x| rounded down to bfloat16; 0, 0 for a group that is all zero
+// or whose maximum is below 2^-100 (loFloor: such moments are stored as 0).
 func RangeDRE(x []float32) (hi, lo uint16) {
 	var mx float32
 	mn := float32(math.MaxFloat32)
@@ -196,17 +258,18 @@ func RangeDRE(x []float32) (hi, lo uint16) {
 			mn = min(mn, a)
 		}
 	}
-	if mx == 0 {
+	if mx == 0 || bf16Up(mx) < loFloor {
 		return 0, 0
 	}
 	return bf16Up(mx), bf16Down(mn)
 }
 
-// AdamWFP8 is one AdamW step (the fp32 kernel's arithmetic) on moments
+// AdamWFP8 is one AdamW step (adamMoments and adamParam) on moments
 // stored as E4M3 bytes with dynamic range expansion per group, fused: per
 // group, shrink m and v back, update them and p, store the new ranges
-// (mr, vr: hi, lo per group) and expand again. The C kernels do the same
-// where the CPU has AVX2 or AVX-512.
+// (mr, vr: hi, lo per group) and expand again. The C kernels give the
+// same bits where the CPU has AVX2 or AVX-512 (16 lanes at a time with
+// AVX-512).
 func AdamWFP8(p, g []float32, m, v []uint8, mr, vr []uint16, group int, lr, b1, b2, eps, wd, bc1, bc2 float32) {
 	n := len(p)
 	if len(g) < n || len(m) < n || len(v) < n || len(mr) < 2*Blocks(n, group) || len(vr) < 2*Blocks(n, group) ||
@@ -220,7 +283,7 @@ func AdamWFP8(p, g []float32, m, v []uint8, mr, vr []uint16, group int, lr, b1, 
 }
 
 func adamWFP8Go(p, g []float32, m, v []uint8, mr, vr []uint16, group int, lr, b1, b2, eps, wd, bc1, bc2 float32) {
-	step, decay := lr/bc1, 1-lr*wd
+	step, decay := lr/bc1, 1-float32(lr*wd)
 	isb2 := float32(1 / math.Sqrt(float64(bc2)))
 	var mb, vb [MaxBlock8]float32
 	for k := 0; k < Blocks(len(p), group); k++ {
@@ -228,10 +291,9 @@ func adamWFP8Go(p, g []float32, m, v []uint8, mr, vr []uint16, group int, lr, b1
 		dm, dv := DREParams(mr[2*k], mr[2*k+1]), DREParams(vr[2*k], vr[2*k+1])
 		for i := lo; i < hi; i++ {
 			gi := g[i]
-			mi := b1*dm.Shrink(m[i]) + (1-b1)*gi
-			vi := b2*dv.Shrink(v[i]) + (1-b2)*gi*gi
+			mi, vi := adamMoments(dm.Shrink(m[i]), dv.Shrink(v[i]), gi, b1, b2)
 			mb[i-lo], vb[i-lo] = mi, vi
-			p[i] = p[i]*decay - step*mi/(float32(math.Sqrt(float64(vi)))*isb2+eps)
+			p[i] = adamParam(p[i], mi, vi, decay, step, isb2, eps)
 		}
 		mr[2*k], mr[2*k+1] = RangeDRE(mb[:hi-lo])
 		vr[2*k], vr[2*k+1] = RangeDRE(vb[:hi-lo])

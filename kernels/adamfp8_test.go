@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"math"
+	"math/big"
 	"math/rand/v2"
 	"testing"
 )
@@ -37,18 +38,47 @@ func TestEncodeE4M3(t *testing.T) {
 }
 
 // TestLog2Exp2: the polynomial log2 and exp2 of the FP8 kernels against
-// the math package.
+// the math package: log2p within 1.5e-6 of |log2 x| (plus one float32
+// ulp of the exponent it adds), exp2p within 3e-7 relative, near 1 and
+// across the exponent range.
 func TestLog2Exp2(t *testing.T) {
 	rng := rand.New(rand.NewPCG(2, 3))
-	for i := 0; i < 100000; i++ {
-		x := float32(math.Ldexp(1+rng.Float64(), rng.IntN(200)-100))
-		if d := math.Abs(float64(log2f32(x)) - math.Log2(float64(x))); d > 2e-6*(1+math.Abs(math.Log2(float64(x)))) {
-			t.Fatalf("log2f32(%g) = %g, want %g", x, log2f32(x), math.Log2(float64(x)))
+	for i := 0; i < 200000; i++ {
+		x := float32(math.Ldexp(1+rng.Float64(), rng.IntN(250)-125))
+		if i%4 == 0 {
+			x = float32(1 + (rng.Float64()-0.5)*1e-3)
 		}
-		y := float32(rng.Float64()*240 - 120)
-		// float32 rounding of y*ln2 costs up to |y|*ln2*2^-24, relative
-		if w := math.Exp2(float64(y)); math.Abs(float64(exp2f32(y))-w) > (1e-6+5e-8*math.Abs(float64(y)))*w {
-			t.Fatalf("exp2f32(%g) = %g, want %g", y, exp2f32(y), w)
+		w := math.Log2(float64(x))
+		if d := math.Abs(float64(log2p(x)) - w); d > 1.5e-6*math.Abs(w)+6e-8*math.Exp2(math.Floor(math.Log2(max(math.Abs(w), 1)))) {
+			t.Fatalf("log2p(%g) = %g, want %g", x, log2p(x), w)
+		}
+		y := float32(rng.Float64()*250 - 125)
+		if e := math.Exp2(float64(y)); math.Abs(float64(exp2p(y))-e) > 3e-7*e {
+			t.Fatalf("exp2p(%g) = %g, want %g", y, exp2p(y), e)
+		}
+	}
+}
+
+// TestFMA32: the emulated single-rounding FMA against big.Float's exact
+// product and sum, rounded once to float32, on random operands whose sum
+// cancels or lands near float32 midpoints.
+func TestFMA32(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	for i := 0; i < 200000; i++ {
+		a := float32(math.Ldexp(rng.Float64()*2-1, rng.IntN(40)-20))
+		b := float32(math.Ldexp(rng.Float64()*2-1, rng.IntN(40)-20))
+		c := -a * b // cancellation: the rounding error of the product is all that is left
+		switch i % 3 {
+		case 1:
+			c = float32(math.Ldexp(rng.Float64()*2-1, rng.IntN(60)-30))
+		case 2:
+			c = math.Nextafter32(c, float32(rng.NormFloat64()))
+		}
+		exact := new(big.Float).SetPrec(200).Mul(big.NewFloat(float64(a)).SetPrec(200), big.NewFloat(float64(b)).SetPrec(200))
+		exact.Add(exact, big.NewFloat(float64(c)).SetPrec(200))
+		want, _ := exact.Float32()
+		if got := fma32(a, b, c); math.Float32bits(got) != math.Float32bits(want) && !(got == 0 && want == 0) {
+			t.Fatalf("fma32(%g, %g, %g) = %g, want %g", a, b, c, got, want)
 		}
 	}
 }
@@ -75,10 +105,10 @@ func TestDynamicRangeExpansion(t *testing.T) {
 		if wk := math.Floor(math.Log2(448*448/2)/math.Log2(mx/mn)*16) / 16; mx/mn > 1 && float64(d.K) != min(max(wk, 1.0/16), 256) {
 			t.Fatalf("k = %g, formula %g (range %g)", d.K, wk, mx/mn)
 		}
-		c := math.Sqrt(mx * mn)
+		c := math.Sqrt(mx * mn) // COAT's centre and scale, which the kernels' form cancels
 		s := math.Pow(mx/c, float64(d.K)) / 448
-		if math.Abs(float64(d.S)-s) > 1e-6*s || math.Abs(float64(d.C)-c) > 1e-7*c {
-			t.Fatalf("c %g s %g, want %g %g", d.C, d.S, c, s)
+		if float64(d.Hi) != mx || math.Abs(float64(d.Log2Hi)-math.Log2(mx)) > 1e-7*math.Abs(math.Log2(mx)) {
+			t.Fatalf("hi %g log2 %g, want %g %g", d.Hi, d.Log2Hi, mx, math.Log2(mx))
 		}
 		for i, v := range x {
 			q := d.Expand(v)
@@ -151,7 +181,7 @@ func TestAdamWFP8(t *testing.T) {
 			t.Fatalf("range %d: %x/%x vs %x/%x", k, mr1[k], vr1[k], mr2[k], vr2[k])
 		}
 	}
-	if diff > n/200 {
+	if diff > 0 {
 		t.Errorf("%d of %d codes differ between the kernel and Go", diff, n)
 	}
 	p8, m8, v8, mr, vr := append([]float32(nil), p0...), make([]uint8, n), make([]uint8, n), make([]uint16, 2*nb), make([]uint16, 2*nb)

@@ -25,3 +25,6 @@ func adamWFP8SIMD(p, g []float32, m, v []uint8, mr, vr []uint16, group int, lr, 
 }
 
 func fakeQuantQ4_0SIMD(y []float32, mask []uint8, x []float32) bool { return false }
+
+func fqTableNames() []string        { return nil }
+func useFQTable(name string) func() { return func() {} }

@@ -8,8 +8,6 @@ import "C"
 import (
 	"unsafe"
 
-	"github.com/x448/float16"
-
 	"golang.org/x/sys/cpu"
 )
 
@@ -26,6 +24,8 @@ var fqTable = func() *C.kern_table {
 }()
 
 func bp(x []uint8) *C.uint8_t { return (*C.uint8_t)(unsafe.Pointer(&x[0])) }
+
+func u32p(x []uint32) *C.uint32_t { return (*C.uint32_t)(unsafe.Pointer(&x[0])) }
 
 func absMaxGroupsSIMD(out, x []float32, group int) bool {
 	if fqTable == nil || len(x) == 0 || !useSIMD {
@@ -81,11 +81,11 @@ func lsqGradSIMD(dx, ds, dy, x, scale []float32, group int, qn, qp, gscale float
 }
 
 func adamW8SIMD(p, g []float32, m, v []uint8, mAbs, vAbs []float32, a *Adam8, lr, b1, b2, eps, wd, bc1, bc2 float32) bool {
-	if fqTable == nil || len(p) == 0 || !useSIMD || !a.M.leveled || !a.V.leveled {
+	if fqTable == nil || len(p) == 0 || !useSIMD || a.M.fine == nil || a.V.fine == nil {
 		return false
 	}
 	C.k_adamw8(fqTable, fp(p), fp(g), bp(m), bp(v), fp(mAbs), fp(vAbs), C.long(len(p)), C.long(a.Block),
-		fp(a.M.Values[:]), fp(a.M.Levels[:]), C.long(a.M.Zero), fp(a.V.Values[:]), fp(a.V.Levels[:]), C.long(a.V.Zero),
+		fp(a.M.Values[:]), u32p(a.M.fine), C.long(a.M.Zero), fp(a.V.Values[:]), u32p(a.V.fine), C.long(a.V.Zero),
 		C.float(lr), C.float(b1), C.float(b2), C.float(eps), C.float(wd), C.float(bc1), C.float(bc2))
 	return true
 }
@@ -95,7 +95,7 @@ func adamWFP8SIMD(p, g []float32, m, v []uint8, mr, vr []uint16, group int, lr, 
 		return false
 	}
 	C.k_adamwfp8(fqTable, fp(p), fp(g), bp(m), bp(v), (*C.uint16_t)(unsafe.Pointer(&mr[0])), (*C.uint16_t)(unsafe.Pointer(&vr[0])),
-		C.long(len(p)), C.long(group), fp(E4M3Values[:]), (*C.double)(unsafe.Pointer(&log2Man[0])),
+		C.long(len(p)), C.long(group), fp(log2E4M3Exp[:]), fp(log2E4M3Man[:]), (*C.double)(unsafe.Pointer(&log2Man[0])),
 		C.float(lr), C.float(b1), C.float(b2), C.float(eps), C.float(wd), C.float(bc1), C.float(bc2))
 	return true
 }
@@ -104,12 +104,26 @@ func fakeQuantQ4_0SIMD(y []float32, mask []uint8, x []float32) bool {
 	if fqTable == nil || len(x) == 0 || !useSIMD {
 		return false
 	}
-	nb := len(x) / 32
-	d, dh := make([]float32, nb), make([]float32, nb)
-	C.k_q4_0_scales(fqTable, fp(d), fp(x), C.long(len(x)))
-	for b, v := range d { // fp16 rounding in Go: the AVX2 target has no F16C requirement
-		dh[b] = float16.Fromfloat32(v).Float32()
-	}
-	C.k_fq_q4_0(fqTable, fp(y), bp(mask), fp(x), fp(d), fp(dh), C.long(len(x)))
+	C.k_fq_q4_0(fqTable, fp(y), bp(mask), fp(x), C.long(len(x)))
 	return true
+}
+
+// fqTableNames lists the C tables this CPU can run, fastest first, for
+// the tests to compare each with the Go loops; useFQTable selects one
+// and returns what restores the previous choice.
+func fqTableNames() []string {
+	var names []string
+	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512DQ {
+		names = append(names, "avx512")
+	}
+	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		names = append(names, "avx2")
+	}
+	return names
+}
+
+func useFQTable(name string) func() {
+	old := fqTable
+	fqTable = map[string]*C.kern_table{"avx512": &C.kern_avx512, "avx2": &C.kern_avx2}[name]
+	return func() { fqTable = old }
 }

@@ -24,10 +24,9 @@ void fq_affine_avx512(float *y, uint8_t *mask, const float *x, const float *scal
 void mask_grad_avx512(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n);
 void fq_lsq_avx512(float *y, uint8_t *mask, const float *x, const float *scale, long n, long g, float qn, float qp);
 void lsq_grad_avx512(float *dx, float *ds, const float *dy, const float *x, const float *scale, float *tmp, long n, long g, float qn, float qp, float gscale);
-void adamw8_avx512(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mlevels, long mzero, const float *vvals, const float *vlevels, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
-void adamwfp8_avx512(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *e4m3, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
-void q4_0_scales_avx512(float *d, const float *x, long n);
-void fq_q4_0_avx512(float *y, uint8_t *mask, const float *x, const float *d, const float *dh, long n);
+void adamw8_avx512(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const uint32_t *mfine, long mzero, const float *vvals, const uint32_t *vfine, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
+void adamwfp8_avx512(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *lte, const float *ltm, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
+void fq_q4_0_avx512(float *y, uint8_t *mask, const float *x, long n);
 void exp_inplace_avx2(float *x, long n);
 void causal_softmax_avx2(float *s, long rows, long i0, long n, long ld, float scale, float *lse);
 void softmax_bwd_avx2(const float *p, float *dp, long rows, long n, long ld, float scale);
@@ -50,10 +49,9 @@ void fq_affine_avx2(float *y, uint8_t *mask, const float *x, const float *scale,
 void mask_grad_avx2(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n);
 void fq_lsq_avx2(float *y, uint8_t *mask, const float *x, const float *scale, long n, long g, float qn, float qp);
 void lsq_grad_avx2(float *dx, float *ds, const float *dy, const float *x, const float *scale, float *tmp, long n, long g, float qn, float qp, float gscale);
-void adamw8_avx2(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mlevels, long mzero, const float *vvals, const float *vlevels, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
-void adamwfp8_avx2(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *e4m3, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
-void q4_0_scales_avx2(float *d, const float *x, long n);
-void fq_q4_0_avx2(float *y, uint8_t *mask, const float *x, const float *d, const float *dh, long n);
+void adamw8_avx2(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const uint32_t *mfine, long mzero, const float *vvals, const uint32_t *vfine, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
+void adamwfp8_avx2(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *lte, const float *ltm, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
+void fq_q4_0_avx2(float *y, uint8_t *mask, const float *x, long n);
 
 typedef struct {
 	void (*exp_inplace)(float *x, long n);
@@ -78,10 +76,9 @@ typedef struct {
 	void (*mask_grad)(float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n);
 	void (*fq_lsq)(float *y, uint8_t *mask, const float *x, const float *scale, long n, long g, float qn, float qp);
 	void (*lsq_grad)(float *dx, float *ds, const float *dy, const float *x, const float *scale, float *tmp, long n, long g, float qn, float qp, float gscale);
-	void (*adamw8)(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mlevels, long mzero, const float *vvals, const float *vlevels, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
-	void (*adamwfp8)(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *e4m3, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
-	void (*q4_0_scales)(float *d, const float *x, long n);
-	void (*fq_q4_0)(float *y, uint8_t *mask, const float *x, const float *d, const float *dh, long n);
+	void (*adamw8)(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const uint32_t *mfine, long mzero, const float *vvals, const uint32_t *vfine, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
+	void (*adamwfp8)(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *lte, const float *ltm, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2);
+	void (*fq_q4_0)(float *y, uint8_t *mask, const float *x, long n);
 } kern_table;
 
 extern const kern_table kern_avx512;
@@ -109,7 +106,6 @@ static inline void k_fq_affine(const kern_table *kt, float *y, uint8_t *mask, co
 static inline void k_mask_grad(const kern_table *kt, float *restrict dx, const float *restrict dy, const uint8_t *restrict mask, long n) { kt->mask_grad(dx, dy, mask, n); }
 static inline void k_fq_lsq(const kern_table *kt, float *y, uint8_t *mask, const float *x, const float *scale, long n, long g, float qn, float qp) { kt->fq_lsq(y, mask, x, scale, n, g, qn, qp); }
 static inline void k_lsq_grad(const kern_table *kt, float *dx, float *ds, const float *dy, const float *x, const float *scale, float *tmp, long n, long g, float qn, float qp, float gscale) { kt->lsq_grad(dx, ds, dy, x, scale, tmp, n, g, qn, qp, gscale); }
-static inline void k_adamw8(const kern_table *kt, float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mlevels, long mzero, const float *vvals, const float *vlevels, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) { kt->adamw8(p, g, m, v, mabs, vabs, n, block, mvals, mlevels, mzero, vvals, vlevels, vzero, lr, b1, b2, eps, wd, bc1, bc2); }
-static inline void k_adamwfp8(const kern_table *kt, float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *e4m3, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) { kt->adamwfp8(p, g, m, v, mr, vr, n, group, e4m3, l2m, lr, b1, b2, eps, wd, bc1, bc2); }
-static inline void k_q4_0_scales(const kern_table *kt, float *d, const float *x, long n) { kt->q4_0_scales(d, x, n); }
-static inline void k_fq_q4_0(const kern_table *kt, float *y, uint8_t *mask, const float *x, const float *d, const float *dh, long n) { kt->fq_q4_0(y, mask, x, d, dh, n); }
+static inline void k_adamw8(const kern_table *kt, float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const uint32_t *mfine, long mzero, const float *vvals, const uint32_t *vfine, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) { kt->adamw8(p, g, m, v, mabs, vabs, n, block, mvals, mfine, mzero, vvals, vfine, vzero, lr, b1, b2, eps, wd, bc1, bc2); }
+static inline void k_adamwfp8(const kern_table *kt, float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *lte, const float *ltm, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) { kt->adamwfp8(p, g, m, v, mr, vr, n, group, lte, ltm, l2m, lr, b1, b2, eps, wd, bc1, bc2); }
+static inline void k_fq_q4_0(const kern_table *kt, float *y, uint8_t *mask, const float *x, long n) { kt->fq_q4_0(y, mask, x, n); }

@@ -365,151 +365,162 @@ void K(lsq_grad)(float *dx, float *ds, const float *dy, const float *x, const fl
 	}
 }
 
-// code8: the byte of the dynamic map's value nearest to y (Map8.Levels in
-// adam8.go), without table lookups (gathers are slow): the level of |y|
-// from 8 thresholds, the nearest midpoint inside the level from its
-// uniform spacing, then zero+J or the mirrored negative. lv must be a
-// local copy (gcc does not vectorize the loop when it reads the
-// thresholds through a pointer argument).
-static inline int K(code8)(float y, const float *lv, int zero) {
-	float a = y < 0 ? -y : y;
-	a = a > 1.0f ? 1.0f : a;
-	float is = 0, k = 1, o = 0;
-	for (int i = 0; i < 8; i++) {
-		int ge = a >= lv[i];
-		is = ge ? lv[8 + i] : is;
-		k = ge ? lv[16 + i] : k;
-		o = ge ? lv[24 + i] : o;
-	}
-	float t = (a * is - 0.1f) * k * 1.11111111f;
-	t = t < 0 ? 0 : t;
-	t = t > k - 1 ? k - 1 : t;
-	int J = (int)o + (int)t;
-	int neg = zero - J;
-	neg = neg < 0 ? 0 : neg;
-	return y < 0 ? neg : zero + J;
+// Keeping a product out of an FMA: gcc contracts a*b+c written with
+// operators or intrinsics alike (-ffp-contract=fast is its default in
+// GNU C), while the Go references round every product (adamMoments in
+// adam8.go). An empty asm that claims to change the product makes it
+// opaque: it is rounded to float, then added.
+#define K_NOFMA_S(x) __asm__("" : "+x"(x))
+#define K_NOFMA_V(x) __asm__("" : "+v"(x))
+
+// adam_mv / adam_p: adamMoments and adamParam of adam8.go, one value.
+static inline void K(adam_mv)(float mo, float vo, float g, float b1, float b2, float *mi, float *vi) {
+	float t1 = b1 * mo, t2 = (1.0f - b1) * g, u1 = b2 * vo, u2 = (1.0f - b2) * g;
+	u2 = u2 * g;
+	K_NOFMA_S(t1); K_NOFMA_S(t2); K_NOFMA_S(u1); K_NOFMA_S(u2);
+	*mi = t1 + t2;
+	*vi = u1 + u2;
+}
+static inline float K(adam_p)(float p, float mi, float vi, float decay, float step, float isb2, float eps) {
+	float a = p * decay, s = __builtin_sqrtf(vi) * isb2, num = step * mi;
+	K_NOFMA_S(a); K_NOFMA_S(s); K_NOFMA_S(num);
+	return a - num / (s + eps);
 }
 
-// adamw8: AdamW (the adamw kernel's arithmetic) with both moments stored
-// as 8-bit codes of a map and a float32 absmax per block: per block,
-// dequantize, update m, v and p, requantize with the new absmax (0 -> 1).
-void K(adamw8)(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const float *mlevels, long mzero, const float *vvals, const float *vlevels, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) {
-	float step = lr / bc1, decay = 1.0f - lr * wd, isb2 = 1.0f / __builtin_sqrtf(bc2);
-	float mb[4096], vb[4096];
-	int32_t cm[4096], cv[4096];
-	float lvm[32], lvv[32];
-	for (int i = 0; i < 32; i++) {
-		lvm[i] = mlevels[i];
-		lvv[i] = vlevels[i];
-	}
+// adam_consts: step, decay and isb2 as adam8.go derives them.
+static inline void K(adam_consts)(float lr, float wd, float bc1, float bc2, float *step, float *decay, float *isb2) {
+	float t = lr * wd;
+	K_NOFMA_S(t);
+	*step = lr / bc1;
+	*decay = 1.0f - t;
+	*isb2 = (float)(1.0 / __builtin_sqrt((double)bc2));
+}
+
+// code8_1: Map8.Code through the fine table (adam8.go): the magnitude
+// index at |y|'s bucket, one more if |y| is above the bucket's bound.
+static inline int K(code8_1)(float y, const uint32_t *fine, int zero) {
+	float a = __builtin_fabsf(y); // -0 too: its sign bit would index past the table
+	a = a < 1.0f ? a : 1.0f; // NaN: 1, as vminps gives
+	uint32_t b;
+	__builtin_memcpy(&b, &a, 4);
+	uint32_t e = fine[b >> 16];
+	int j = (int)(e & 0xFF) + ((b & 0xFFFF) > (e >> 8));
+	int neg = zero - j;
+	return y < 0 ? (neg < 0 ? 0 : neg) : zero + j;
+}
+
+#ifdef __AVX512F__
+// lanes: the mask of the first min(n, 16) lanes.
+static inline __mmask16 K(lanes)(long n) { return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1); }
+
+// code8v: code8_1 on 16 lanes: one gather from the fine table.
+static inline __m512i K(code8v)(__m512 y, const uint32_t *fine, __m512i zero) {
+	__m512 a = _mm512_min_ps(_mm512_abs_ps(y), _mm512_set1_ps(1.0f));
+	__m512i b = _mm512_castps_si512(a);
+	__m512i e = _mm512_i32gather_epi32(_mm512_srli_epi32(b, 16), (const void *)fine, 4);
+	__m512i j = _mm512_and_si512(e, _mm512_set1_epi32(0xFF));
+	__mmask16 up = _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, _mm512_set1_epi32(0xFFFF)), _mm512_srli_epi32(e, 8));
+	j = _mm512_mask_add_epi32(j, up, j, _mm512_set1_epi32(1));
+	__mmask16 neg = _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_LT_OQ);
+	__m512i ng = _mm512_max_epi32(_mm512_sub_epi32(zero, j), _mm512_setzero_si512());
+	return _mm512_mask_blend_epi32(neg, _mm512_add_epi32(zero, j), ng);
+}
+#endif
+
+// adamw8: AdamW8 of adam8.go, bit for bit: per block, dequantize both
+// moments (Values[code] * absmax), update m, v and p, requantize with the
+// new absmax (0 -> 1) through the maps' fine tables. With AVX-512 each
+// pass is 16 lanes wide (gathers for the table reads, masked tails); the
+// AVX2 build runs the same arithmetic one value at a time.
+void K(adamw8)(float *p, const float *g, uint8_t *m, uint8_t *v, float *mabs, float *vabs, long n, long block, const float *mvals, const uint32_t *mfine, long mzero, const float *vvals, const uint32_t *vfine, long vzero, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) {
+	float step, decay, isb2;
+	K(adam_consts)(lr, wd, bc1, bc2, &step, &decay, &isb2);
+	float mb[4096] __attribute__((aligned(64))), vb[4096] __attribute__((aligned(64)));
 	for (long k = 0; k * block < n; k++) {
 		long lo = k * block, len = n - lo < block ? n - lo : block;
 		float am = mabs[k], av = vabs[k], nm = 0, nv = 0;
 		float *pp = p + lo;
 		const float *gg = g + lo;
 		uint8_t *mm = m + lo, *vv = v + lo;
-#pragma omp simd reduction(max:nm, nv)
+#ifdef __AVX512F__
+		const __m512 vam = _mm512_set1_ps(am), vav = _mm512_set1_ps(av), vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2);
+		const __m512 vc1 = _mm512_set1_ps(1.0f - b1), vc2 = _mm512_set1_ps(1.0f - b2), vdec = _mm512_set1_ps(decay);
+		const __m512 vstep = _mm512_set1_ps(step), visb2 = _mm512_set1_ps(isb2), veps = _mm512_set1_ps(eps);
+		__m512 xm = _mm512_setzero_ps(), xv = _mm512_setzero_ps();
+		for (long i = 0; i < len; i += 16) {
+			__mmask16 kl = K(lanes)(len - i);
+			__m512i cm = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(kl, mm + i));
+			__m512i cv = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(kl, vv + i));
+			__m512 dm = _mm512_mul_ps(_mm512_i32gather_ps(cm, mvals, 4), vam);
+			__m512 dv = _mm512_mul_ps(_mm512_i32gather_ps(cv, vvals, 4), vav);
+			__m512 gi = _mm512_maskz_loadu_ps(kl, gg + i);
+			__m512 t1 = _mm512_mul_ps(vb1, dm), t2 = _mm512_mul_ps(vc1, gi);
+			__m512 u1 = _mm512_mul_ps(vb2, dv), u2 = _mm512_mul_ps(_mm512_mul_ps(vc2, gi), gi);
+			K_NOFMA_V(t1); K_NOFMA_V(t2); K_NOFMA_V(u1); K_NOFMA_V(u2);
+			__m512 mi = _mm512_add_ps(t1, t2), vi = _mm512_add_ps(u1, u2);
+			_mm512_store_ps(mb + i, mi);
+			_mm512_store_ps(vb + i, vi);
+			xm = _mm512_mask_max_ps(xm, kl, xm, _mm512_abs_ps(mi));
+			xv = _mm512_mask_max_ps(xv, kl, xv, vi);
+			__m512 a = _mm512_mul_ps(_mm512_maskz_loadu_ps(kl, pp + i), vdec);
+			__m512 s = _mm512_mul_ps(_mm512_sqrt_ps(vi), visb2), num = _mm512_mul_ps(vstep, mi);
+			K_NOFMA_V(a); K_NOFMA_V(s); K_NOFMA_V(num);
+			_mm512_mask_storeu_ps(pp + i, kl, _mm512_sub_ps(a, _mm512_div_ps(num, _mm512_add_ps(s, veps))));
+		}
+		nm = _mm512_reduce_max_ps(xm);
+		nv = _mm512_reduce_max_ps(xv);
+#else
 		for (long i = 0; i < len; i++) {
-			float gi = gg[i];
-			float mi = b1 * (mvals[mm[i]] * am) + (1.0f - b1) * gi;
-			float vi = b2 * (vvals[vv[i]] * av) + (1.0f - b2) * gi * gi;
+			float mi, vi;
+			K(adam_mv)(mvals[mm[i]] * am, vvals[vv[i]] * av, gg[i], b1, b2, &mi, &vi);
 			mb[i] = mi;
 			vb[i] = vi;
 			float ami = mi < 0 ? -mi : mi;
 			nm = ami > nm ? ami : nm;
 			nv = vi > nv ? vi : nv;
-			pp[i] = pp[i] * decay - step * mi / (K(fsqrt)(vi) * isb2 + eps);
+			pp[i] = K(adam_p)(pp[i], mi, vi, decay, step, isb2, eps);
 		}
+#endif
 		nm = nm == 0 ? 1.0f : nm;
 		nv = nv == 0 ? 1.0f : nv;
 		mabs[k] = nm;
 		vabs[k] = nv;
 		float im = 1.0f / nm, iv = 1.0f / nv;
-		// codes as int32 first (one element width: gcc vectorizes the
-		// lookups), narrowed to bytes in a second loop
-#pragma omp simd
-		for (long i = 0; i < len; i++) {
-			cm[i] = K(code8)(mb[i] * im, lvm, (int)mzero);
-			cv[i] = K(code8)(vb[i] * iv, lvv, (int)vzero);
+#ifdef __AVX512F__
+		const __m512 vim = _mm512_set1_ps(im), viv = _mm512_set1_ps(iv);
+		const __m512i zm = _mm512_set1_epi32((int)mzero), zv = _mm512_set1_epi32((int)vzero);
+		for (long i = 0; i < len; i += 16) {
+			__mmask16 kl = K(lanes)(len - i);
+			__m512i qm = K(code8v)(_mm512_mul_ps(_mm512_load_ps(mb + i), vim), mfine, zm);
+			__m512i qv = K(code8v)(_mm512_mul_ps(_mm512_load_ps(vb + i), viv), vfine, zv);
+			_mm_mask_storeu_epi8(mm + i, kl, _mm512_cvtepi32_epi8(qm));
+			_mm_mask_storeu_epi8(vv + i, kl, _mm512_cvtepi32_epi8(qv));
 		}
+#else
 		for (long i = 0; i < len; i++) {
-			mm[i] = (uint8_t)cm[i];
-			vv[i] = (uint8_t)cv[i];
+			mm[i] = (uint8_t)K(code8_1)(mb[i] * im, mfine, (int)mzero);
+			vv[i] = (uint8_t)K(code8_1)(vb[i] * iv, vfine, (int)vzero);
 		}
+#endif
 	}
 }
 
-// flog2: log2|x| for a normal x (log2f32 in adamfp8.go: exponent from the
-// bits, mantissa folded into [sqrt(1/2), sqrt(2)), atanh series); finite
-// garbage for 0.
-static inline float K(flog2)(float x) {
-	// The fold is done on the bits (a float that is conditionally changed
-	// after a reinterpretation keeps gcc from vectorizing).
-	uint32_t b;
-	__builtin_memcpy(&b, &x, 4);
-	b &= 0x7FFFFFFFu; // |x|: callers mask zeros out afterwards
-	int32_t mant = (int32_t)(b & 0x7FFFFFu);
-	int32_t big = mant > 0x3504F3; // mantissa above sqrt(2)
-	float e = (float)((int32_t)(b >> 23) - 127 + big);
-	uint32_t mb = (uint32_t)mant | (0x3F800000u - ((uint32_t)big << 23)); // arithmetic, not a select: see code8
-	float m;
-	__builtin_memcpy(&m, &mb, 4);
-	float s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
-	float p = 0.11111111f;
-	p = p * s2 + 0.14285714f;
-	p = p * s2 + 0.2f;
-	p = p * s2 + 0.33333333f;
-	p = p * s2 + 1.0f;
-	return e + 2.8853900817779268f * s * p;
-}
-
-static inline float K(fexp2)(float x) { return K(fexp)(x * 0.69314718f); }
-
-// e4m3: the E4M3 byte nearest to v (EncodeE4M3 in adamfp8.go).
-static inline int K(e4m3)(float v) {
-	// No conditionally assigned variable is reinterpreted (gcc then does
-	// not vectorize): the clamp is done on the bits after the copy.
-	int32_t b;
-	__builtin_memcpy(&b, &v, 4);
-	int32_t ab = b & 0x7FFFFFFF;
-	ab = ab > 0x43E00000 ? 0x43E00000 : ab; // saturate at 448
-	float a = v < 0 ? -v : v;
-	float rs = (a * 512.0f + 12582912.0f) - 12582912.0f; // a*512 is exact: fusing cannot change it
-	int32_t r = ab + 0x7FFFF + ((ab >> 20) & 1);
-	int code = (r >> 20) - (120 << 3);
-	code = ab < 0x3C800000 ? (int)rs : code; // below 2^-6: subnormal grid
-	return b < 0 ? (code | 0x80) : code;
-}
+// FP8 states (adamfp8.go): the polynomials of exp2p and log2p, the same
+// float32 coefficients, evaluated with FMAs in the same order (the Go
+// reference rounds each FMA once, as the instruction does).
+#define K_E2N 6
+#define K_L2N 7
+static const float K(e2c)[K_E2N] = {0.0013266970636323094f, 0.009675459936261177f, 0.05550742521882057f, 0.24022121727466583f,
+	0.6931469440460205f, 1.0f};
+static const float K(l2c)[K_L2N] = {0.11685951054096222f, -0.24032768607139587f, 0.29815673828125f, -0.3617551624774933f,
+	0.4806441068649292f, -0.7213243246078491f, 1.442696213722229f};
+#define K_LOG2_448 8.807354922057604f
 
 static inline float K(bf16f)(uint16_t h) {
 	uint32_t b = (uint32_t)h << 16;
 	float f;
 	__builtin_memcpy(&f, &b, 4);
 	return f;
-}
-
-// dre: a group's expansion from its stored bfloat16 range (DREParams in
-// adamfp8.go, with the same mantissa-log table l2m and the same double
-// arithmetic, so k is identical on every path).
-static inline void K(dre)(uint16_t hi, uint16_t lo, const double *l2m, float *k, float *invk, float *c, float *s, int *zero) {
-	if (hi == 0) {
-		*k = 1; *invk = 1; *c = 1; *s = 1; *zero = 1;
-		return;
-	}
-	*zero = 0;
-	lo = lo < 0x0D80 ? 0x0D80 : lo;
-	lo = lo > hi ? hi : lo;
-	double l2r = (double)((int)(hi >> 7) - (int)(lo >> 7)) + l2m[hi & 127] - l2m[lo & 127];
-	double kk = 256.0;
-	if (l2r > 0) {
-		kk = __builtin_floor(16.614709844115208 / l2r * 16) / 16;
-		kk = kk < 1.0 / 16 ? 1.0 / 16 : kk;
-		kk = kk > 256 ? 256 : kk;
-	}
-	*k = (float)kk;
-	*invk = (float)(1 / kk);
-	*c = (float)__builtin_sqrt((double)K(bf16f)(hi) * (double)K(bf16f)(lo));
-	*s = K(fexp2)((float)(kk * l2r / 2)) / 448.0f;
 }
 
 static inline uint16_t K(bf16up)(float x) {
@@ -525,115 +536,366 @@ static inline uint16_t K(bf16down)(float x) {
 	return (uint16_t)(b >> 16);
 }
 
-// adamwfp8: AdamW (the adamw kernel's arithmetic) with both moments stored
-// as E4M3 bytes under COAT's dynamic range expansion per group (AdamWFP8
-// in adamfp8.go): shrink, update m, v and p, store the new ranges, expand.
-void K(adamwfp8)(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *e4m3, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) {
-	float step = lr / bc1, decay = 1.0f - lr * wd, isb2 = 1.0f / __builtin_sqrtf(bc2);
-	float mb[4096], vb[4096];
-	int32_t qm[4096], qv[4096];
-	for (long k = 0; k * group < n; k++) {
-		long lo = k * group, len = n - lo < group ? n - lo : group;
-		float km, ikm, cm, sm, kv, ikv, cv, sv;
-		int zm, zv;
-		K(dre)(mr[2 * k], mr[2 * k + 1], l2m, &km, &ikm, &cm, &sm, &zm);
-		K(dre)(vr[2 * k], vr[2 * k + 1], l2m, &kv, &ikv, &cv, &sv, &zv);
-		const float dikm = ikm, dcm = cm, dsm = sm, dikv = ikv, dcv = cv, dsv = sv;
-		const int dnzm = !zm, dnzv = !zv;
-		float *pp = p + lo;
-		const float *gg = g + lo;
-		uint8_t *mm = m + lo, *vv = v + lo;
-		float mxm = 0, mnm = 3.4e38f, mxv = 0, mnv = 3.4e38f;
-#pragma omp simd reduction(max:mxm, mxv) reduction(min:mnm, mnv)
-		for (long i = 0; i < len; i++) {
-			float ym = e4m3[mm[i]] * dsm, yv = e4m3[vv[i]] * dsv;
-			float om = K(fexp2)(K(flog2)(ym) * dikm) * dcm;
-			om *= (float)((ym != 0) & dnzm); // finite garbage for 0: the product is 0
-			om = ym < 0 ? -om : om;
-			float ov = K(fexp2)(K(flog2)(yv) * dikv) * dcv;
-			ov *= (float)((yv > 0) & dnzv);
-			float gi = gg[i];
-			float mi = b1 * om + (1.0f - b1) * gi;
-			float vi = b2 * ov + (1.0f - b2) * gi * gi;
-			mb[i] = mi;
-			vb[i] = vi;
-			pp[i] = pp[i] * decay - step * mi / (K(fsqrt)(vi) * isb2 + eps);
-			float ami = mi < 0 ? -mi : mi;
-			mxm = ami > mxm ? ami : mxm;
-			float tm = ami > 0 ? ami : 3.4e38f;
-			mnm = tm < mnm ? tm : mnm;
-			mxv = vi > mxv ? vi : mxv;
-			float tv = vi > 0 ? vi : 3.4e38f;
-			mnv = tv < mnv ? tv : mnv;
+// dre: DREParams of adamfp8.go, with the same mantissa-log table l2m and
+// the same double arithmetic, so k is identical on every path.
+typedef struct {
+	float k, invk, hi, ihi, l2hi;
+	int zero;
+	float te[16], tm[16];
+} K(dre_t);
+
+// dre: DREParams (without the tables, which dre_tables adds).
+static inline K(dre_t) K(dre)(uint16_t hi, uint16_t lo, const double *l2m) {
+	K(dre_t) d = {1, 1, 0, 1, 0, 1};
+	if (hi < 0x0D80) return d;
+	lo = lo < 0x0D80 ? 0x0D80 : lo;
+	lo = lo > hi ? hi : lo;
+	double l2r = (double)((int)(hi >> 7) - (int)(lo >> 7)) + l2m[hi & 127] - l2m[lo & 127];
+	double kk = 256.0;
+	if (l2r > 0) {
+		kk = __builtin_floor(16.614709844115208 / l2r * 16) / 16;
+		kk = kk < 1.0 / 16 ? 1.0 / 16 : kk;
+		kk = kk > 256 ? 256 : kk;
+	}
+	d.k = (float)kk;
+	d.invk = (float)(1 / kk);
+	d.hi = K(bf16f)(hi);
+	d.ihi = 1.0f / d.hi;
+	d.l2hi = (float)((double)((int)(hi >> 7) - 127) + l2m[hi & 127]);
+	d.zero = 0;
+	return d;
+}
+
+// range_store: RangeDRE's bfloat16 pair from a group's max |x| and min
+// nonzero |x| (0, 0 when the max is 0 or below 2^-100).
+static inline void K(range_store)(uint16_t *r, float mx, float mn) {
+	uint16_t h = mx > 0 ? K(bf16up)(mx) : 0;
+	if (h < 0x0D80) {
+		r[0] = 0;
+		r[1] = 0;
+		return;
+	}
+	r[0] = h;
+	r[1] = K(bf16down)(mn);
+}
+
+// Scalar forms (the AVX2 build): exp2p, log2p, EncodeE4M3 of a
+// non-negative value, Expand and Shrink.
+static inline float K(exp2s)(float w) {
+	w = w > -126.0f ? w : -126.0f;
+	w = w < 127.0f ? w : 127.0f;
+	float n = (w + 12582912.0f) - 12582912.0f; // round half even, |w| < 2^22
+	float f = w - n, p = K(e2c)[0];
+	for (int i = 1; i < K_E2N; i++) p = __builtin_fmaf(p, f, K(e2c)[i]);
+	int32_t e = ((int32_t)n + 127) << 23;
+	float s;
+	__builtin_memcpy(&s, &e, 4);
+	return p * s;
+}
+
+static inline float K(log2s)(float x) {
+	uint32_t b;
+	__builtin_memcpy(&b, &x, 4);
+	uint32_t big = (b >> 22) & 1;
+	float e = (float)((int32_t)(b >> 23) - 127 + (int32_t)big);
+	uint32_t mb = (b & 0x7FFFFFu) | (0x3F800000u - (big << 23));
+	float m;
+	__builtin_memcpy(&m, &mb, 4);
+	float t = m - 1.0f, p = K(l2c)[0];
+	for (int i = 1; i < K_L2N; i++) p = __builtin_fmaf(p, t, K(l2c)[i]);
+	return __builtin_fmaf(t, p, e);
+}
+
+static inline int K(e4m3s)(float u) {
+	int32_t ab;
+	__builtin_memcpy(&ab, &u, 4);
+	ab = ab > 0x43E00000 ? 0x43E00000 : ab; // saturate at 448
+	if (ab < 0x3C800000) { // below 2^-6: the subnormal grid of 2^-9
+		float a;
+		__builtin_memcpy(&a, &ab, 4);
+		return (int)((a * 512.0f + 12582912.0f) - 12582912.0f); // a*512 is exact: fusing cannot change it
+	}
+	int32_t r = ab + 0x7FFFF + ((ab >> 20) & 1);
+	return (r >> 20) - (120 << 3);
+}
+
+static inline int K(expand1)(float x, K(dre_t) d) {
+	if (x == 0 || d.zero) return 0;
+	float y = (x < 0 ? -x : x) * d.ihi;
+	y = y > 0x1p-126f ? y : 0x1p-126f;
+	int c = K(e4m3s)(K(exp2s)(__builtin_fmaf(d.k, K(log2s)(y), K_LOG2_448)));
+	return x < 0 ? c | 0x80 : c;
+}
+
+static inline float K(shrink1)(uint8_t q, const K(dre_t) *d) {
+	if ((q & 0x7F) == 0 || d->zero) return 0;
+	int j = (q & 7) + ((q & 0x78) == 0 ? 8 : 0);
+	float x = d->te[(q >> 3) & 15] * d->tm[j];
+	return (q & 0x80) ? -x : x;
+}
+
+#ifdef __AVX512F__
+static inline __m512 K(exp2v)(__m512 w) {
+	w = _mm512_min_ps(_mm512_max_ps(w, _mm512_set1_ps(-126.0f)), _mm512_set1_ps(127.0f));
+	__m512 n = _mm512_roundscale_ps(w, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 f = _mm512_sub_ps(w, n), p = _mm512_set1_ps(K(e2c)[0]);
+	for (int i = 1; i < K_E2N; i++) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(K(e2c)[i]));
+	return _mm512_scalef_ps(p, n); // p * 2^n, one rounding, as the Go multiply
+}
+
+// log2v: log2p of 16 positive normal values. getmant's [3/4, 3/2)
+// interval halves a mantissa of 1.5 or more, exactly the fold of log2p's
+// bits, and getexp gives the exponent, 1 added where it halved.
+static inline __m512 K(log2v)(__m512 x) {
+	__m512 e = _mm512_getexp_ps(x);
+	__m512 m = _mm512_getmant_ps(x, _MM_MANT_NORM_p75_1p5, _MM_MANT_SIGN_zero);
+	e = _mm512_mask_add_ps(e, _mm512_cmp_ps_mask(m, _mm512_set1_ps(1.0f), _CMP_LT_OQ), e, _mm512_set1_ps(1.0f));
+	__m512 t = _mm512_sub_ps(m, _mm512_set1_ps(1.0f)), p = _mm512_set1_ps(K(l2c)[0]);
+	for (int i = 1; i < K_L2N; i++) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(K(l2c)[i]));
+	return _mm512_fmadd_ps(t, p, e);
+}
+
+// exp2u: exp2v without exp2p's clamps, for arguments below 127: below
+// -126 it underflows towards 0 where exp2p stops at 2^-126, and both
+// encode to the E4M3 zero (below 2^-10), so the codes are the same.
+static inline __m512 K(exp2u)(__m512 w) {
+	__m512 n = _mm512_roundscale_ps(w, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 f = _mm512_sub_ps(w, n), p = _mm512_set1_ps(K(e2c)[0]);
+	for (int i = 1; i < K_E2N; i++) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(K(e2c)[i]));
+	return _mm512_scalef_ps(p, n);
+}
+
+// e4m3v: EncodeE4M3 of 16 non-negative values below 464 (the midpoint
+// above 448), where its saturation changes nothing: Expand's values are
+// at most 448 (1 + 1e-4). Normals round by adding the bias to the bits
+// (the exponent's offset folded into the constant); below 2^-6 the
+// subnormal grid of 2^-9.
+static inline __m512i K(e4m3v)(__m512 u) {
+	__m512i ab = _mm512_castps_si512(u);
+	__m512i r = _mm512_add_epi32(_mm512_add_epi32(ab, _mm512_set1_epi32(0x7FFFF - (960 << 20))), _mm512_and_si512(_mm512_srli_epi32(ab, 20), _mm512_set1_epi32(1)));
+	__m512i code = _mm512_srli_epi32(r, 20);
+	__m512i rs = _mm512_cvt_roundps_epi32(_mm512_mul_ps(u, _mm512_set1_ps(512.0f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	return _mm512_mask_blend_epi32(_mm512_cmplt_epi32_mask(ab, _mm512_set1_epi32(0x3C800000)), code, rs);
+}
+
+// shrinkv: Shrink of 16 codes (as int32) of one group, its tables in
+// registers: te by the exponent bits (the permute reads the low 4 bits of
+// q>>3), tm by the mantissa bits, 8 added for subnormals.
+static inline __m512 K(shrinkv)(__m512i q, __m512 te, __m512 tm, __mmask16 live) {
+	__m512i j = _mm512_and_si512(q, _mm512_set1_epi32(7));
+	j = _mm512_mask_or_epi32(j, _mm512_testn_epi32_mask(q, _mm512_set1_epi32(0x78)), j, _mm512_set1_epi32(8));
+	__m512 x = _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(q, 3), te), _mm512_permutexvar_ps(j, tm));
+	__mmask16 nz = _mm512_test_epi32_mask(q, _mm512_set1_epi32(0x7F)) & live;
+	__m512i sx = _mm512_ternarylogic_epi32(_mm512_castps_si512(x), _mm512_slli_epi32(q, 24), _mm512_set1_epi32((int)0x80000000), 0xF8);
+	return _mm512_castsi512_ps(_mm512_maskz_mov_epi32(nz, sx));
+}
+
+// expandv: Expand of 16 values of one group, stored as bytes where kl
+// (and the value is not 0 and the group not all zero: those store 0).
+// y <= 1 (|x| <= Hi), so the power's argument is below 9: exp2u.
+static inline void K(expandv)(uint8_t *dst, __mmask16 kl, __m512 x, __m512 k, __m512 ihi, __mmask16 live) {
+	__m512i xb = _mm512_castps_si512(x);
+	__m512 y = _mm512_max_ps(_mm512_mul_ps(_mm512_abs_ps(x), ihi), _mm512_set1_ps(0x1p-126f));
+	__m512i c = K(e4m3v)(K(exp2u)(_mm512_fmadd_ps(k, K(log2v)(y), _mm512_set1_ps(K_LOG2_448))));
+	c = _mm512_ternarylogic_epi32(c, _mm512_srli_epi32(xb, 24), _mm512_set1_epi32(0x80), 0xF8); // c | (sign bit >> 24)
+	__mmask16 nz = _mm512_test_epi32_mask(xb, _mm512_set1_epi32(0x7FFFFFFF)) & live;
+	_mm_mask_storeu_epi8(dst, kl, _mm512_maskz_cvtepi32_epi8(nz, c));
+}
+#endif
+
+// dre_tables: DRE.te and DRE.tm (DREParams) from the exponent and
+// mantissa logarithms lte and ltm.
+static inline void K(dre_tables)(K(dre_t) *d, const float *lte, const float *ltm) {
+	if (d->zero) return;
+#ifdef __AVX512F__
+	_mm512_storeu_ps(d->te, K(exp2v)(_mm512_fmadd_ps(_mm512_loadu_ps(lte), _mm512_set1_ps(d->invk), _mm512_set1_ps(d->l2hi))));
+	_mm512_storeu_ps(d->tm, K(exp2v)(_mm512_mul_ps(_mm512_loadu_ps(ltm), _mm512_set1_ps(d->invk))));
+#else
+	for (int i = 0; i < 16; i++) {
+		d->te[i] = K(exp2s)(__builtin_fmaf(lte[i], d->invk, d->l2hi));
+		float t = ltm[i] * d->invk;
+		d->tm[i] = K(exp2s)(t);
+	}
+#endif
+}
+
+// adamwfp8: AdamWFP8 of adamfp8.go, bit for bit: per group, shrink both
+// moments back, update m, v and p, store the new ranges, expand again.
+// With AVX-512 16 lanes at a time; the AVX2 build one value at a time.
+void K(adamwfp8)(float *p, const float *g, uint8_t *m, uint8_t *v, uint16_t *mr, uint16_t *vr, long n, long group, const float *lte, const float *ltm, const double *l2m, float lr, float b1, float b2, float eps, float wd, float bc1, float bc2) {
+	float step, decay, isb2;
+	K(adam_consts)(lr, wd, bc1, bc2, &step, &decay, &isb2);
+	float mb[4096] __attribute__((aligned(64))), vb[4096] __attribute__((aligned(64)));
+	// Groups go in chunks of up to 4096 values: every group's update first,
+	// then every group's expansion, so that a group's new range, its
+	// parameters and tables (a chain of divisions and exp2s) are not
+	// waited for between its two passes but overlap the next group's work.
+	long per = 4096 / group;
+	for (long k0 = 0; k0 * group < n; k0 += per) {
+		long kend = k0 + per;
+		for (long k = k0; k < kend && k * group < n; k++) {
+			long lo = k * group, len = n - lo < group ? n - lo : group;
+			K(dre_t) dm = K(dre)(mr[2 * k], mr[2 * k + 1], l2m), dv = K(dre)(vr[2 * k], vr[2 * k + 1], l2m);
+			K(dre_tables)(&dm, lte, ltm);
+			K(dre_tables)(&dv, lte, ltm);
+			float *pp = p + lo, *mbk = mb + (lo - k0 * group), *vbk = vb + (lo - k0 * group);
+			const float *gg = g + lo;
+			const uint8_t *mm = m + lo, *vv = v + lo;
+			float mxm = 0, mnm = 3.4028235e38f, mxv = 0, mnv = 3.4028235e38f;
+#ifdef __AVX512F__
+			const __m512 vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2), vc1 = _mm512_set1_ps(1.0f - b1), vc2 = _mm512_set1_ps(1.0f - b2);
+			const __m512 vdec = _mm512_set1_ps(decay), vstep = _mm512_set1_ps(step), visb2 = _mm512_set1_ps(isb2), veps = _mm512_set1_ps(eps);
+			const __m512 big = _mm512_set1_ps(3.4028235e38f), zero = _mm512_setzero_ps();
+			__m512 xm = zero, nm = big, xv = zero, nv = big;
+			const __m512 tem = _mm512_loadu_ps(dm.te), tmm = _mm512_loadu_ps(dm.tm), tev = _mm512_loadu_ps(dv.te), tmv = _mm512_loadu_ps(dv.tm);
+			const __mmask16 livem = dm.zero ? 0 : 0xFFFF, livev = dv.zero ? 0 : 0xFFFF;
+			for (long i = 0; i < len; i += 16) {
+				__mmask16 kl = K(lanes)(len - i);
+				__m512 om = K(shrinkv)(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(kl, mm + i)), tem, tmm, livem);
+				__m512 ov = K(shrinkv)(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(kl, vv + i)), tev, tmv, livev);
+				__m512 gi = _mm512_maskz_loadu_ps(kl, gg + i);
+				__m512 t1 = _mm512_mul_ps(vb1, om), t2 = _mm512_mul_ps(vc1, gi);
+				__m512 u1 = _mm512_mul_ps(vb2, ov), u2 = _mm512_mul_ps(_mm512_mul_ps(vc2, gi), gi);
+				K_NOFMA_V(t1); K_NOFMA_V(t2); K_NOFMA_V(u1); K_NOFMA_V(u2);
+				__m512 mi = _mm512_add_ps(t1, t2), vi = _mm512_add_ps(u1, u2);
+				_mm512_storeu_ps(mbk + i, mi);
+				_mm512_storeu_ps(vbk + i, vi);
+				__m512 am = _mm512_abs_ps(mi), av = _mm512_abs_ps(vi);
+				xm = _mm512_mask_max_ps(xm, kl, xm, am);
+				xv = _mm512_mask_max_ps(xv, kl, xv, av);
+				nm = _mm512_mask_min_ps(nm, kl & _mm512_cmp_ps_mask(am, zero, _CMP_GT_OQ), nm, am);
+				nv = _mm512_mask_min_ps(nv, kl & _mm512_cmp_ps_mask(av, zero, _CMP_GT_OQ), nv, av);
+				__m512 a = _mm512_mul_ps(_mm512_maskz_loadu_ps(kl, pp + i), vdec);
+				__m512 s = _mm512_mul_ps(_mm512_sqrt_ps(vi), visb2), num = _mm512_mul_ps(vstep, mi);
+				K_NOFMA_V(a); K_NOFMA_V(s); K_NOFMA_V(num);
+				_mm512_mask_storeu_ps(pp + i, kl, _mm512_sub_ps(a, _mm512_div_ps(num, _mm512_add_ps(s, veps))));
+			}
+			mxm = _mm512_reduce_max_ps(xm);
+			mnm = _mm512_reduce_min_ps(nm);
+			mxv = _mm512_reduce_max_ps(xv);
+			mnv = _mm512_reduce_min_ps(nv);
+#else
+			for (long i = 0; i < len; i++) {
+				float mi, vi;
+				K(adam_mv)(K(shrink1)(mm[i], &dm), K(shrink1)(vv[i], &dv), gg[i], b1, b2, &mi, &vi);
+				mbk[i] = mi;
+				vbk[i] = vi;
+				float am = mi < 0 ? -mi : mi, av = vi < 0 ? -vi : vi;
+				mxm = am > mxm ? am : mxm;
+				mxv = av > mxv ? av : mxv;
+				mnm = am > 0 && am < mnm ? am : mnm;
+				mnv = av > 0 && av < mnv ? av : mnv;
+				pp[i] = K(adam_p)(pp[i], mi, vi, decay, step, isb2, eps);
+			}
+#endif
+			K(range_store)(mr + 2 * k, mxm, mnm);
+			K(range_store)(vr + 2 * k, mxv, mnv);
 		}
-		uint16_t mh = mxm > 0 ? K(bf16up)(mxm) : 0, ml = mxm > 0 ? K(bf16down)(mnm) : 0;
-		uint16_t vh = mxv > 0 ? K(bf16up)(mxv) : 0, vl = mxv > 0 ? K(bf16down)(mnv) : 0;
-		mr[2 * k] = mh; mr[2 * k + 1] = ml;
-		vr[2 * k] = vh; vr[2 * k + 1] = vl;
-		K(dre)(mh, ml, l2m, &km, &ikm, &cm, &sm, &zm);
-		K(dre)(vh, vl, l2m, &kv, &ikv, &cv, &sv, &zv);
-		// plain locals: the ones K(dre) wrote through pointers would be
-		// memory references inside the loop, which gcc does not vectorize
-		const float icm = 1.0f / cm, icv = 1.0f / cv, ism = 1.0f / sm, isv = 1.0f / sv, ekm = km, ekv = kv;
-		const int nzm = !zm, nzv = !zv;
-#pragma omp simd
-		for (long i = 0; i < len; i++) {
-			float x = mb[i];
-			float u = K(fexp2)(ekm * K(flog2)(x * icm)) * ism;
-			int q = K(e4m3)(u) | (x < 0 ? 0x80 : 0);
-			float y = vb[i];
-			float w = K(fexp2)(ekv * K(flog2)(y * icv)) * isv;
-			int r = K(e4m3)(w);
-			// masks by and, not a select: gcc vectorizes this form
-			qm[i] = q & -((x != 0) & nzm);
-			qv[i] = r & -((y > 0) & nzv);
-		}
-		for (long i = 0; i < len; i++) {
-			mm[i] = (uint8_t)qm[i];
-			vv[i] = (uint8_t)qv[i];
+		for (long k = k0; k < kend && k * group < n; k++) {
+			long lo = k * group, len = n - lo < group ? n - lo : group;
+			K(dre_t) dm = K(dre)(mr[2 * k], mr[2 * k + 1], l2m), dv = K(dre)(vr[2 * k], vr[2 * k + 1], l2m);
+			const float *mbk = mb + (lo - k0 * group), *vbk = vb + (lo - k0 * group);
+			uint8_t *mm = m + lo, *vv = v + lo;
+#ifdef __AVX512F__
+			const __m512 km = _mm512_set1_ps(dm.k), ihm = _mm512_set1_ps(dm.ihi), kv = _mm512_set1_ps(dv.k), ihv = _mm512_set1_ps(dv.ihi);
+			const __mmask16 lm = dm.zero ? 0 : 0xFFFF, lv = dv.zero ? 0 : 0xFFFF;
+			for (long i = 0; i < len; i += 16) {
+				__mmask16 kl = K(lanes)(len - i);
+				K(expandv)(mm + i, kl, _mm512_loadu_ps(mbk + i), km, ihm, lm);
+				K(expandv)(vv + i, kl, _mm512_loadu_ps(vbk + i), kv, ihv, lv);
+			}
+#else
+			for (long i = 0; i < len; i++) {
+				mm[i] = (uint8_t)K(expand1)(mbk[i], dm);
+				vv[i] = (uint8_t)K(expand1)(vbk[i], dv);
+			}
+#endif
 		}
 	}
 }
 
-// q4_0_scales: per block of 32, d = m/-8, m the first value of largest
-// magnitude (llama.cpp's quantize_row_q4_0_ref; FakeQuantQ4_0).
-void K(q4_0_scales)(float *d, const float *x, long n) {
+// f16round: x rounded to the nearest float16 (ties to even), returned as
+// a float: float16.Fromfloat32(x).Float32() for finite x. Normals keep 10
+// mantissa bits by adding the rounding bias to the bits (from 65520 up,
+// infinity); below 2^-14 the subnormal grid of 2^-24 (x*2^24 is exact).
+static inline float K(f16round)(float x) {
+	uint32_t b;
+	__builtin_memcpy(&b, &x, 4);
+	uint32_t sign = b & 0x80000000u, a = b & 0x7FFFFFFFu, r;
+	if (a >= 0x477FF000u) {
+		r = 0x7F800000u;
+	} else if (a >= 0x38800000u) {
+		r = (a + 0xFFFu + ((a >> 13) & 1)) & ~0x1FFFu;
+	} else {
+		float f;
+		__builtin_memcpy(&f, &a, 4);
+		f = ((f * 16777216.0f + 12582912.0f) - 12582912.0f) * 0x1p-24f;
+		__builtin_memcpy(&r, &f, 4);
+	}
+	r |= sign;
+	float o;
+	__builtin_memcpy(&o, &r, 4);
+	return o;
+}
+
+// fq_q4_0: FakeQuantQ4_0 of fakequant.go (llama.cpp's quantize_row_q4_0_ref)
+// in one pass per block of 32: d = m/-8, m the block's first value of
+// largest magnitude, id = 1/d (0 when d is 0), q = int8(float(x*id) + 8.5)
+// as Go converts it (the low byte of the truncated int32, which is 0 for
+// an infinite or NaN argument), y = (min(q, 15) - 8) * fp16(d), mask 0
+// where 15 clipped. With AVX-512 the block is two registers: its absmax,
+// the first lane holding it, and the rounding all stay in vectors.
+void K(fq_q4_0)(float *y, uint8_t *mask, const float *x, long n) {
 	for (long b = 0; b < n / 32; b++) {
 		const float *v = x + 32 * b;
-		float amax = 0;
-#pragma omp simd reduction(max:amax)
+		float *o = y + 32 * b;
+		uint8_t *mk = mask + 32 * b;
+#ifdef __AVX512F__
+		__m512 x0 = _mm512_loadu_ps(v), x1 = _mm512_loadu_ps(v + 16);
+		__m512 a0 = _mm512_abs_ps(x0), a1 = _mm512_abs_ps(x1);
+		__m512 amax = _mm512_max_ps(a0, a1);
+		amax = _mm512_max_ps(amax, _mm512_shuffle_f32x4(amax, amax, 0x4E));
+		amax = _mm512_max_ps(amax, _mm512_shuffle_f32x4(amax, amax, 0xB1));
+		amax = _mm512_max_ps(amax, _mm512_permute_ps(amax, 0x4E));
+		amax = _mm512_max_ps(amax, _mm512_permute_ps(amax, 0xB1)); // every lane
+		uint32_t hit = (uint32_t)_mm512_cmp_ps_mask(a0, amax, _CMP_EQ_OQ) | (uint32_t)_mm512_cmp_ps_mask(a1, amax, _CMP_EQ_OQ) << 16;
+		// an all-zero block keeps the reference's m = +0 (no magnitude beats
+		// its starting 0), whatever the signs of its zeros
+		float d = (_mm512_cvtss_f32(amax) > 0 ? v[__builtin_ctz(hit)] : 0.0f) / -8.0f;
+		float id = d != 0 ? 1.0f / d : 0.0f;
+		__m512 dh = _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_set1_ps(d), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+		__m512 vid = _mm512_set1_ps(id);
+		__m512 t0 = _mm512_mul_ps(x0, vid), t1 = _mm512_mul_ps(x1, vid);
+		K_NOFMA_V(t0); K_NOFMA_V(t1);
+		__m512i q0 = _mm512_cvttps_epi32(_mm512_add_ps(t0, _mm512_set1_ps(8.5f)));
+		__m512i q1 = _mm512_cvttps_epi32(_mm512_add_ps(t1, _mm512_set1_ps(8.5f)));
+		q0 = _mm512_srai_epi32(_mm512_slli_epi32(q0, 24), 24); // int8 of the int32
+		q1 = _mm512_srai_epi32(_mm512_slli_epi32(q1, 24), 24);
+		__mmask16 in0 = _mm512_cmple_epi32_mask(q0, _mm512_set1_epi32(15)), in1 = _mm512_cmple_epi32_mask(q1, _mm512_set1_epi32(15));
+		q0 = _mm512_min_epi32(q0, _mm512_set1_epi32(15));
+		q1 = _mm512_min_epi32(q1, _mm512_set1_epi32(15));
+		_mm512_storeu_ps(o, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q0, _mm512_set1_epi32(8))), dh));
+		_mm512_storeu_ps(o + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q1, _mm512_set1_epi32(8))), dh));
+		_mm256_storeu_si256((__m256i *)mk, _mm256_maskz_mov_epi8((__mmask32)in0 | (__mmask32)in1 << 16, _mm256_set1_epi8(1)));
+#else
+		float amax = 0, m = 0;
 		for (int j = 0; j < 32; j++) {
 			float a = v[j] < 0 ? -v[j] : v[j];
-			amax = a > amax ? a : amax;
+			if (amax < a) {
+				amax = a;
+				m = v[j];
+			}
 		}
-		int first = 32;
-#pragma omp simd reduction(min:first)
+		float d = m / -8.0f;
+		float id = d != 0 ? 1.0f / d : 0.0f, h = K(f16round)(d);
 		for (int j = 0; j < 32; j++) {
-			float a = v[j] < 0 ? -v[j] : v[j];
-			int c = a == amax ? j : 32;
-			first = c < first ? c : first;
-		}
-		d[b] = first < 32 ? v[first] / -8.0f : 0.0f;
-	}
-}
-
-// fq_q4_0: y = (min(15, trunc(x*(1/d) + 8.5)) - 8) * dh per block (dh: d
-// rounded to fp16, from the caller); mask is 0 where 15 clipped. The
-// product is stored before 8.5 is added: fused, the sum could round
-// differently from the reference.
-void K(fq_q4_0)(float *y, uint8_t *mask, const float *x, const float *d, const float *dh, long n) {
-	for (long b = 0; b < n / 32; b++) {
-		float id = d[b] != 0 ? 1.0f / d[b] : 0.0f, h = dh[b];
-		const float *restrict v = x + 32 * b;
-		float *restrict o = y + 32 * b;
-		uint8_t *restrict mk = mask + 32 * b;
-		for (int j = 0; j < 32; j++) o[j] = v[j] * id;
-		for (int j = 0; j < 32; j++) {
-			float t = o[j] + 8.5f;
-			int q = (int)t;
+			float t = v[j] * id;
+			K_NOFMA_S(t);
+			int8_t q = (int8_t)(uint32_t)_mm_cvttss_si32(_mm_set_ss(t + 8.5f)); // 0x80000000 out of range, as Go
 			mk[j] = q <= 15;
 			q = q > 15 ? 15 : q;
 			o[j] = (float)(q - 8) * h;
 		}
+#endif
 	}
 }
