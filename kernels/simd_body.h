@@ -846,38 +846,56 @@ static inline float K(f16round)(float x) {
 // where 15 clipped. With AVX-512 the block is two registers: its absmax,
 // the first lane holding it, and the rounding all stay in vectors.
 void K(fq_q4_0)(float *y, uint8_t *mask, const float *x, long n) {
+#ifdef __AVX512F__
+	// 16 blocks at a time: each block's scale first (its absmax and first
+	// lane holding it: chains that overlap across blocks), then 1/d and
+	// fp16(d) of the 16 as one vector each, then the rounding.
+	float ds[16] __attribute__((aligned(64))), ids[16] __attribute__((aligned(64))), dhs[16] __attribute__((aligned(64)));
+	for (long b0 = 0; b0 < n / 32; b0 += 16) {
+		long nb = n / 32 - b0 < 16 ? n / 32 - b0 : 16;
+		for (long j = 0; j < nb; j++) {
+			const float *v = x + 32 * (b0 + j);
+			__m512 a0 = _mm512_abs_ps(_mm512_loadu_ps(v)), a1 = _mm512_abs_ps(_mm512_loadu_ps(v + 16));
+			__m512 amax = _mm512_max_ps(a0, a1);
+			amax = _mm512_max_ps(amax, _mm512_shuffle_f32x4(amax, amax, 0x4E));
+			amax = _mm512_max_ps(amax, _mm512_shuffle_f32x4(amax, amax, 0xB1));
+			amax = _mm512_max_ps(amax, _mm512_permute_ps(amax, 0x4E));
+			amax = _mm512_max_ps(amax, _mm512_permute_ps(amax, 0xB1)); // every lane
+			uint32_t hit = (uint32_t)_mm512_cmp_ps_mask(a0, amax, _CMP_EQ_OQ) | (uint32_t)_mm512_cmp_ps_mask(a1, amax, _CMP_EQ_OQ) << 16;
+			// an all-zero block keeps the reference's m = +0 (no magnitude
+			// beats its starting 0), whatever the signs of its zeros
+			ds[j] = (_mm512_cvtss_f32(amax) > 0 ? v[__builtin_ctz(hit)] : 0.0f) / -8.0f;
+		}
+		__m512 d = _mm512_load_ps(ds);
+		__mmask16 nz = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+		_mm512_store_ps(ids, _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), d));
+		_mm512_store_ps(dhs, _mm512_cvtph_ps(_mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+		for (long j = 0; j < nb; j++) {
+			long b = b0 + j;
+			const float *v = x + 32 * b;
+			float *o = y + 32 * b;
+			uint8_t *mk = mask + 32 * b;
+			__m512 x0 = _mm512_loadu_ps(v), x1 = _mm512_loadu_ps(v + 16);
+			__m512 vid = _mm512_set1_ps(ids[j]), dh = _mm512_set1_ps(dhs[j]);
+			__m512 t0 = _mm512_mul_ps(x0, vid), t1 = _mm512_mul_ps(x1, vid);
+			K_NOFMA_V(t0); K_NOFMA_V(t1);
+			__m512i q0 = _mm512_cvttps_epi32(_mm512_add_ps(t0, _mm512_set1_ps(8.5f)));
+			__m512i q1 = _mm512_cvttps_epi32(_mm512_add_ps(t1, _mm512_set1_ps(8.5f)));
+			q0 = _mm512_srai_epi32(_mm512_slli_epi32(q0, 24), 24); // int8 of the int32
+			q1 = _mm512_srai_epi32(_mm512_slli_epi32(q1, 24), 24);
+			__mmask16 in0 = _mm512_cmple_epi32_mask(q0, _mm512_set1_epi32(15)), in1 = _mm512_cmple_epi32_mask(q1, _mm512_set1_epi32(15));
+			q0 = _mm512_min_epi32(q0, _mm512_set1_epi32(15));
+			q1 = _mm512_min_epi32(q1, _mm512_set1_epi32(15));
+			_mm512_storeu_ps(o, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q0, _mm512_set1_epi32(8))), dh));
+			_mm512_storeu_ps(o + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q1, _mm512_set1_epi32(8))), dh));
+			_mm256_storeu_si256((__m256i *)mk, _mm256_maskz_mov_epi8((__mmask32)in0 | (__mmask32)in1 << 16, _mm256_set1_epi8(1)));
+		}
+	}
+#else
 	for (long b = 0; b < n / 32; b++) {
 		const float *v = x + 32 * b;
 		float *o = y + 32 * b;
 		uint8_t *mk = mask + 32 * b;
-#ifdef __AVX512F__
-		__m512 x0 = _mm512_loadu_ps(v), x1 = _mm512_loadu_ps(v + 16);
-		__m512 a0 = _mm512_abs_ps(x0), a1 = _mm512_abs_ps(x1);
-		__m512 amax = _mm512_max_ps(a0, a1);
-		amax = _mm512_max_ps(amax, _mm512_shuffle_f32x4(amax, amax, 0x4E));
-		amax = _mm512_max_ps(amax, _mm512_shuffle_f32x4(amax, amax, 0xB1));
-		amax = _mm512_max_ps(amax, _mm512_permute_ps(amax, 0x4E));
-		amax = _mm512_max_ps(amax, _mm512_permute_ps(amax, 0xB1)); // every lane
-		uint32_t hit = (uint32_t)_mm512_cmp_ps_mask(a0, amax, _CMP_EQ_OQ) | (uint32_t)_mm512_cmp_ps_mask(a1, amax, _CMP_EQ_OQ) << 16;
-		// an all-zero block keeps the reference's m = +0 (no magnitude beats
-		// its starting 0), whatever the signs of its zeros
-		float d = (_mm512_cvtss_f32(amax) > 0 ? v[__builtin_ctz(hit)] : 0.0f) / -8.0f;
-		float id = d != 0 ? 1.0f / d : 0.0f;
-		__m512 dh = _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_set1_ps(d), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-		__m512 vid = _mm512_set1_ps(id);
-		__m512 t0 = _mm512_mul_ps(x0, vid), t1 = _mm512_mul_ps(x1, vid);
-		K_NOFMA_V(t0); K_NOFMA_V(t1);
-		__m512i q0 = _mm512_cvttps_epi32(_mm512_add_ps(t0, _mm512_set1_ps(8.5f)));
-		__m512i q1 = _mm512_cvttps_epi32(_mm512_add_ps(t1, _mm512_set1_ps(8.5f)));
-		q0 = _mm512_srai_epi32(_mm512_slli_epi32(q0, 24), 24); // int8 of the int32
-		q1 = _mm512_srai_epi32(_mm512_slli_epi32(q1, 24), 24);
-		__mmask16 in0 = _mm512_cmple_epi32_mask(q0, _mm512_set1_epi32(15)), in1 = _mm512_cmple_epi32_mask(q1, _mm512_set1_epi32(15));
-		q0 = _mm512_min_epi32(q0, _mm512_set1_epi32(15));
-		q1 = _mm512_min_epi32(q1, _mm512_set1_epi32(15));
-		_mm512_storeu_ps(o, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q0, _mm512_set1_epi32(8))), dh));
-		_mm512_storeu_ps(o + 16, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q1, _mm512_set1_epi32(8))), dh));
-		_mm256_storeu_si256((__m256i *)mk, _mm256_maskz_mov_epi8((__mmask32)in0 | (__mmask32)in1 << 16, _mm256_set1_epi8(1)));
-#else
 		float amax = 0, m = 0;
 		for (int j = 0; j < 32; j++) {
 			float a = v[j] < 0 ? -v[j] : v[j];
@@ -896,6 +914,6 @@ void K(fq_q4_0)(float *y, uint8_t *mask, const float *x, long n) {
 			q = q > 15 ? 15 : q;
 			o[j] = (float)(q - 8) * h;
 		}
-#endif
 	}
+#endif
 }
