@@ -68,11 +68,11 @@ func NewFP32Moments(n int) Moments {
 
 // Update runs the fused AdamW kernel, split over threads in large tensors.
 func (s *FP32Moments) Update(p, g []float32, h Hyper) {
-	if kernels.Serial(len(p), 1<<15) {
+	if kernels.Chunks(len(p), 1<<15) <= 1 { // no closure to allocate
 		kernels.Active.AdamW(p, g, s.M, s.V, h.LR, h.Beta1, h.Beta2, h.Eps, h.WeightDecay, h.BC1, h.BC2)
 		return
 	}
-	kernels.For(len(p), 1<<15, func(lo, hi int) {
+	splitUpdate(len(p), 1<<15, func(lo, hi int) {
 		kernels.Active.AdamW(p[lo:hi], g[lo:hi], s.M[lo:hi], s.V[lo:hi], h.LR, h.Beta1, h.Beta2, h.Eps, h.WeightDecay, h.BC1, h.BC2)
 	})
 }

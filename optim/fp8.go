@@ -36,13 +36,7 @@ func (s *FP8Moments) Update(p, g []float32, h Hyper) {
 		kernels.AdamWFP8(p[e0:e1], g[e0:e1], s.M[e0:e1], s.V[e0:e1], s.MR[2*lo:2*hi], s.VR[2*lo:2*hi], b,
 			h.LR, h.Beta1, h.Beta2, h.Eps, h.WeightDecay, h.BC1, h.BC2)
 	}
-	nb := len(s.MR) / 2
-	per := max(1, (1<<14)/b)
-	if kernels.Serial(nb, per) {
-		run(0, nb)
-		return
-	}
-	kernels.For(nb, per, run)
+	splitUpdate(len(s.MR)/2, max(1, (1<<14)/b), run)
 }
 
 // Bytes is 2 per value and 8 per group.

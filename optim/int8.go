@@ -51,13 +51,7 @@ func (s *Int8Moments) Update(p, g []float32, h Hyper) {
 		kernels.AdamW8(p[e0:e1], g[e0:e1], s.M[e0:e1], s.V[e0:e1], s.MAbs[lo:hi], s.VAbs[lo:hi], s.k,
 			h.LR, h.Beta1, h.Beta2, h.Eps, h.WeightDecay, h.BC1, h.BC2)
 	}
-	nb := len(s.MAbs)
-	per := max(1, (1<<15)/b)
-	if kernels.Serial(nb, per) {
-		run(0, nb)
-		return
-	}
-	kernels.For(nb, per, run)
+	splitUpdate(len(s.MAbs), max(1, (1<<15)/b), run)
 }
 
 // Bytes is 2 per value and 8 per block.

@@ -73,3 +73,21 @@ func orDefault(v, def int) int {
 	}
 	return v
 }
+
+// splitUpdate runs run over [0, n) items (values, blocks or groups), in
+// chunks of at least grain on the threads set by kernels.SetThreads. It
+// goes through kernels.ForBLAS rather than For: For keeps element-wise
+// work on the calling goroutine whenever OpenBLAS runs its own threads
+// (their idle spinning after an sgemm would fight a second goroutine),
+// which would leave the 8-bit updates, bound by arithmetic rather than
+// memory, on one core; ForBLAS holds OpenBLAS to one thread while the
+// update runs. The chunks are disjoint and each value's arithmetic does
+// not depend on the split, so the result is the same on any number of
+// threads.
+func splitUpdate(n, grain int, run func(lo, hi int)) {
+	if kernels.Chunks(n, grain) <= 1 {
+		run(0, n)
+		return
+	}
+	kernels.ForBLAS(n, grain, func(_, lo, hi int) { run(lo, hi) })
+}
