@@ -170,7 +170,7 @@ func Run(w io.Writer, o Options) ([]Result, error) {
 	}
 
 	res = append(res, fakeQuant(w, rng)...)
-	res = append(res, optimizerStates(w, rng)...)
+	res = append(res, optimizerStates(w, rng, o.Threads)...)
 
 	fmt.Fprintf(w, "\ntraining step %s (batch %d x seq %d): forward + backward + clip + AdamW, median of %d steps\n", o.Name, o.Batch, o.Seq, o.Steps)
 	for _, th := range o.Threads {
@@ -336,31 +336,57 @@ func fakeQuant(w io.Writer, rng *rand.Rand) []Result {
 }
 
 // optimizerStates measures AdamW's update with each moment storage on 4M
-// parameters, one thread: parameters per second and state bytes per
-// parameter, next to the fp32 kernel in the same run.
-func optimizerStates(w io.Writer, rng *rand.Rand) []Result {
-	const n = 1 << 22
-	p, g := randSlice(rng, n), randSlice(rng, n)
-	h := optim.Hyper{LR: 1e-3, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, BC1: 0.5, BC2: 0.5}
-	fmt.Fprintf(w, "\noptimizer update (1 thread, %d M parameters): Mparams/s, state bytes/param, speed vs fp32\n", n>>20)
+// parameters (the states fit in the last-level cache) and 64M (they do
+// not: DRAM-bound for fp32) at each thread count: parameters per second,
+// GB/s moved (fp32 28 bytes a parameter: p, m, v read and written, g
+// read; 8-bit 16, plus the block scales read and written) next to a copy
+// of the same size in the same run, state bytes per parameter, and speed
+// against the fp32 kernel, the kinds taken in turn round by round so that
+// machine drift falls on all alike.
+func optimizerStates(w io.Writer, rng *rand.Rand, threads []int) []Result {
 	var res []Result
-	var ref float64
-	for _, k := range []struct {
-		name string
-		m    optim.Moments
-	}{
-		{"fp32", optim.NewFP32Moments(n)},
-		{"int8 (block 256)", optim.NewInt8Moments(n, optim.DefaultBlock8)},
-		{"fp8 (group 128)", optim.NewFP8Moments(n, optim.DefaultGroupFP8)},
-	} {
-		rate := float64(n) / timeIt(300*time.Millisecond, func() { k.m.Update(p, g, h) }) / 1e6
-		if ref == 0 {
-			ref = rate
+	h := optim.Hyper{LR: 1e-3, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1, BC1: 0.5, BC2: 0.5}
+	for _, n := range []int{1 << 22, 1 << 26} {
+		p, g := randSlice(rng, n), randSlice(rng, n)
+		kinds := []struct {
+			name  string
+			m     optim.Moments
+			bytes float64 // per parameter
+		}{
+			{"fp32", optim.NewFP32Moments(n), 28},
+			{"int8 (block 256)", optim.NewInt8Moments(n, optim.DefaultBlock8), 16 + 16.0/optim.DefaultBlock8},
+			{"fp8 (group 128)", optim.NewFP8Moments(n, optim.DefaultGroupFP8), 16 + 8.0/optim.DefaultGroupFP8},
 		}
-		bpp := float64(k.m.Bytes()) / n
-		fmt.Fprintf(w, "  %-18s %8.0f   %5.3f   %4.2fx\n", k.name, rate, bpp, rate/ref)
-		res = append(res, Result{Kind: "optimizer", Name: k.name, Threads: 1, Value: rate, Unit: "Mparams/s", Ref: ref, RefName: "fp32 Mparams/s"},
-			Result{Kind: "optimizer", Name: k.name + " state", Threads: 1, Value: bpp, Unit: "bytes/param"})
+		for _, th := range threads {
+			kernels.SetThreads(th)
+			// copy moves 8 bytes a float; p and g together are as large as
+			// the 8-bit states' traffic
+			cp := make([]float32, n)
+			copyGBs := 8 * float64(n) / timeIt(300*time.Millisecond, func() { kernels.For(n, 1<<16, func(lo, hi int) { copy(cp[lo:hi], g[lo:hi]) }) }) / 1e9
+			secs := make([]float64, len(kinds))
+			for i := range secs {
+				secs[i] = math.Inf(1)
+			}
+			for range 3 {
+				for i, k := range kinds {
+					secs[i] = min(secs[i], timeIt(200*time.Millisecond, func() { k.m.Update(p, g, h) }))
+				}
+			}
+			fmt.Fprintf(w, "\noptimizer update (%d thread(s), %d M parameters): Mparams/s, GB/s and fraction of copy (%.1f GB/s), state bytes/param, speed vs fp32\n",
+				th, n>>20, copyGBs)
+			ref := float64(n) / secs[0] / 1e6
+			name := fmt.Sprintf("%dM", n>>20)
+			for i, k := range kinds {
+				rate := float64(n) / secs[i] / 1e6
+				gbs := k.bytes * rate / 1e3
+				bpp := float64(k.m.Bytes()) / float64(n)
+				fmt.Fprintf(w, "  %-18s %8.0f  %6.1f  %4.0f%%   %5.3f   %4.2fx\n", k.name, rate, gbs, 100*gbs/copyGBs, bpp, rate/ref)
+				res = append(res, Result{Kind: "optimizer", Name: k.name + " " + name, Threads: th, Value: rate, Unit: "Mparams/s", Ref: ref, RefName: "fp32 Mparams/s"},
+					Result{Kind: "optimizer", Name: k.name + " " + name + " GB/s", Threads: th, Value: gbs, Unit: "GB/s", Ref: copyGBs, RefName: "copy GB/s"},
+					Result{Kind: "optimizer", Name: k.name + " state", Threads: th, Value: bpp, Unit: "bytes/param"})
+			}
+		}
 	}
+	kernels.SetThreads(1)
 	return res
 }
