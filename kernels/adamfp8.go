@@ -10,9 +10,10 @@ import (
 // f(x) = sign(x) |x/c|^k before rounding to E4M3, so that the group's
 // dynamic range max|x|/min|x| fills E4M3's (448^2/2), and shrunk back by
 // the inverse after reading. A group keeps only its range, max|x| rounded
-// up and min nonzero |x| rounded down to bfloat16 (4 bytes): k, the centre
-// c = sqrt(max*min) and the scale S = (max/c)^k/448 follow from it, the
-// same way when writing and reading.
+// up and min nonzero |x| rounded down to bfloat16 (4 bytes): k follows
+// from it, the same way when writing and reading, and with it COAT's
+// centre c = sqrt(max*min) and scale S = (max/c)^k/448, which cancel to
+// f(x)/S = 448 (|x|/max)^k (DRE).
 
 // E4M3Values decodes an E4M3 byte (PyTorch's float8_e4m3fn: sign, 4
 // exponent bits with bias 7, 3 mantissa bits, no infinities, 0x7F and 0xFF
