@@ -148,8 +148,10 @@ func klRow(p, q []float32) (float64, bool) {
 // replaced by BOS, and only the second half of each chunk is scored (each
 // scored token has at least ctx/2 tokens of context). It returns the
 // perplexity and the number of scored tokens. With stepper non-nil each
-// chunk runs token by token through a fresh stepper (the packed decoder:
-// llama.cpp's one-token path) instead of one forward pass.
+// chunk runs through a fresh stepper (the packed decoder) instead of one
+// forward pass: as one prompt where the stepper takes prompts
+// (layers.Prefiller: the batched kernels, as llama.cpp's batched path),
+// token by token otherwise.
 func ChunkPerplexity(m *layers.Model, tok *bpe.Tokenizer, text string, ctx int, stepper func() layers.Stepper) (float64, int) {
 	ids := append([]int32{tok.ID(bpe.BOS)}, tok.Encode(nil, text)...)
 	tp := autograd.NewTape()
@@ -168,6 +170,12 @@ func ChunkPerplexity(m *layers.Model, tok *bpe.Tokenizer, text string, ctx int, 
 			logits = m.Forward(tp, chunk, 1, ctx).Data()
 		} else {
 			st = stepper()
+		}
+		if pf, ok := st.(layers.Prefiller); ok {
+			// the whole chunk at once through the batched kernels; the
+			// logits are Step's up to float32 summation order
+			logits, _ = pf.Prefill(chunk[:ctx-1], true)
+			st = nil
 		}
 		for j := 0; j < ctx-1; j++ {
 			var row []float32

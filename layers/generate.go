@@ -40,6 +40,10 @@ type Decoder struct {
 	scheme         kernels.TokenScheme
 	xhat           []float32 // the dequantized input, for Sparse
 	deq            bool
+	// curRows: rows in cur (1 but in Prefill, which runs a block of
+	// prompt rows through each product at once)
+	curRows int
+	pre     *prefill
 }
 
 // PackedWeight is a weight matrix in a packed block format: rows of
@@ -84,7 +88,7 @@ func NewPackedDecoder(m *Model, packed map[*autograd.Var]PackedWeight) *Decoder 
 
 // input sets the row the next products read.
 func (d *Decoder) input(x []float32) {
-	d.cur = x
+	d.cur, d.curRows = x, 1
 	if d.blocks && len(x)%32 == 0 {
 		kernels.QuantizeQ8(&d.qa, x, 1, len(x))
 	}
@@ -98,8 +102,9 @@ func (d *Decoder) input(x []float32) {
 	}
 }
 
-// lin computes y = x W^T for the current input row.
+// lin computes y = x W^T for the current input rows (y: rows x out).
 func (d *Decoder) lin(y []float32, w *autograd.Var, out, in int) {
+	rows := max(1, d.curRows)
 	if p, ok := d.packed[w]; ok {
 		if p.Channel != nil {
 			if d.scheme.Bits == 4 {
@@ -109,18 +114,20 @@ func (d *Decoder) lin(y []float32, w *autograd.Var, out, in int) {
 			}
 			if p.Sparse != nil {
 				if !d.deq {
-					if cap(d.xhat) < in {
-						d.xhat = make([]float32, in)
+					if cap(d.xhat) < rows*in {
+						d.xhat = make([]float32, rows*in)
 					}
-					d.xhat = d.xhat[:in]
-					if d.scheme.Bits == 4 {
-						d.t4.Dequantize(d.xhat, 0)
-					} else {
-						d.ta.Dequantize(d.xhat, 0)
+					d.xhat = d.xhat[:rows*in]
+					for c := 0; c < rows; c++ {
+						if d.scheme.Bits == 4 {
+							d.t4.Dequantize(d.xhat[c*in:(c+1)*in], c)
+						} else {
+							d.ta.Dequantize(d.xhat[c*in:(c+1)*in], c)
+						}
 					}
 					d.deq = true
 				}
-				p.Sparse.AddTo(y, d.xhat, 1)
+				p.Sparse.AddTo(y, d.xhat, rows)
 			}
 		} else if p.R4 != nil {
 			kernels.GemmR4(p.R4, &d.qa, y)
@@ -129,7 +136,7 @@ func (d *Decoder) lin(y []float32, w *autograd.Var, out, in int) {
 		}
 		return
 	}
-	linear1(y, d.cur, w.Data(), out, in)
+	kernels.Sgemm(false, true, rows, out, in, 1, d.cur, in, w.Data(), in, 0, y, out)
 }
 
 // NewDecoder returns an empty cache for m.
@@ -174,11 +181,6 @@ func addBias1(y []float32, b *autograd.Var) {
 	if b != nil {
 		kernels.Active.Axpy(y, b.Data(), 1)
 	}
-}
-
-// linear1 computes y = x W^T for one row.
-func linear1(y, x, w []float32, out, in int) {
-	kernels.Sgemm(false, true, 1, out, in, 1, x, in, w, in, 0, y, out)
 }
 
 // Step feeds one token and returns the logits for the next (valid until the

@@ -91,7 +91,8 @@ results (tools/results).`,
 				how := "unpacked weights"
 				if pm != nil {
 					stepper = func() layers.Stepper { return layers.NewPackedDecoder(pm.Model, pm.PackedWeights) }
-					how = kernels.PackedKernel() + " packed kernels, one token at a time"
+					how = kernels.PackedKernel() + " packed kernels, each chunk as one prompt"
+					kernels.SetBLASThreads(1) // the products run on our threads
 				}
 				ppl, n := eval.ChunkPerplexity(m, tok, string(b), ctx, stepper)
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: perplexity %.4f over %d tokens (chunks of %d, second halves scored, as llama-perplexity; %s)\n",
@@ -254,9 +255,16 @@ func generateCmd() *cobra.Command {
 			}
 			s := layers.NewSampler(temp, topK, seed)
 			var logits []float32
-			for _, id := range ids {
-				if logits, err = d.Step(id); err != nil {
+			if pf, ok := d.(layers.Prefiller); ok {
+				// the prompt as one batch through the batched kernels
+				if logits, err = pf.Prefill(ids, false); err != nil {
 					return err
+				}
+			} else {
+				for _, id := range ids {
+					if logits, err = d.Step(id); err != nil {
+						return err
+					}
 				}
 			}
 			out := cmd.OutOrStdout()
