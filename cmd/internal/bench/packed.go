@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/x448/float16"
@@ -174,7 +175,8 @@ func Packed(w io.Writer, o PackedOptions) error {
 		}
 	}
 	if len(models) > 0 {
-		fmt.Fprintf(w, "\ndecode (%d tokens after one, tokens/s)\n%-40s %3s %10s %12s %8s\n", o.Tokens, "model", "thr", "ours", "llama-bench", "ratio")
+		fmt.Fprintf(w, "\ndecode (%d tokens after one, tokens/s; MB/token: weights and the KV cache read per token, mean over the tokens; GB/s: that times tokens/s, %% of the copy above)\n", o.Tokens)
+		fmt.Fprintf(w, "%-40s %3s %10s %12s %8s %9s %7s %7s\n", "model", "thr", "ours", "llama-bench", "ratio", "MB/token", "GB/s", "% copy")
 	}
 	for _, p := range models {
 		m, f, err := export.LoadGGUFModel(p, false)
@@ -182,6 +184,7 @@ func Packed(w io.Writer, o PackedOptions) error {
 			return err
 		}
 		packed := export.Packed(m, f)
+		perTok := decodeBytes(m, packed, o.Tokens)
 		for _, th := range o.Threads {
 			kernels.SetThreads(th)
 			kernels.SetBLASThreads(1) // as qat generate does for packed models
@@ -207,7 +210,13 @@ func Packed(w io.Writer, o PackedOptions) error {
 					fmt.Fprintln(os.Stderr, err)
 				}
 			}
-			fmt.Fprintf(w, "%-40s %3d %10.1f %12s %8s\n", filepath.Base(p), th, tps, theirs, ratio)
+			gbs := perTok * tps / 1e9
+			fmt.Fprintf(w, "%-40s %3d %10.1f %12s %8s %9.1f %7.1f %6.0f%%\n", filepath.Base(p), th, tps, theirs, ratio, perTok/1e6, gbs, 100*gbs/copyGBs)
+		}
+	}
+	if len(models) > 0 {
+		if err := packedPrompt(w, o, models); err != nil {
+			return err
 		}
 	}
 	kernels.SetThreads(1)
@@ -233,7 +242,7 @@ func llamaMulMat(dir, typ string, m, n, k, threads int) (float64, error) {
 	return 0, fmt.Errorf("test-backend-ops printed no %s case:\n%s", re, out)
 }
 
-var benchRe = regexp.MustCompile(`\|\s+tg(\d+)\s+\|\s+([\d.]+) ±`)
+var benchRe = regexp.MustCompile(`\|\s+(tg|pp)(\d+)\s+\|\s+([\d.]+) ±`)
 
 // llamaBench runs llama-bench's decode test (tg N) on a model.
 func llamaBench(dir, model string, tokens, threads int) (float64, error) {
@@ -242,10 +251,139 @@ func llamaBench(dir, model string, tokens, threads int) (float64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("llama-bench: %v: %s", err, out)
 	}
-	if mm := benchRe.FindStringSubmatch(string(out)); mm != nil {
-		return strconv.ParseFloat(mm[2], 64)
+	for _, mm := range benchRe.FindAllStringSubmatch(string(out), -1) {
+		if mm[1] == "tg" {
+			return strconv.ParseFloat(mm[3], 64)
+		}
 	}
 	return 0, fmt.Errorf("llama-bench printed no tg result:\n%s", out)
+}
+
+// llamaPrompt runs llama-bench's prompt tests (pp N, no decoding) on a
+// model and returns tokens/s by prompt length.
+func llamaPrompt(dir, model string, lens []int, threads int) (map[int]float64, error) {
+	ps := make([]string, len(lens))
+	for i, n := range lens {
+		ps[i] = strconv.Itoa(n)
+	}
+	out, err := exec.Command(filepath.Join(dir, "llama-bench"), "-m", model, "-p", strings.Join(ps, ","), "-n", "0",
+		"-t", strconv.Itoa(threads), "-r", "2").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("llama-bench: %v: %s", err, out)
+	}
+	got := map[int]float64{}
+	for _, mm := range benchRe.FindAllStringSubmatch(string(out), -1) {
+		if mm[1] != "pp" {
+			continue
+		}
+		n, _ := strconv.Atoi(mm[2])
+		if got[n], err = strconv.ParseFloat(mm[3], 64); err != nil {
+			return nil, err
+		}
+	}
+	for _, n := range lens {
+		if _, ok := got[n]; !ok {
+			return nil, fmt.Errorf("llama-bench printed no pp%d result:\n%s", n, out)
+		}
+	}
+	return got, nil
+}
+
+// decodeBytes is what one decoded token reads from memory: every linear's
+// weights (packed bytes, or float32) and the keys and values cached
+// before it, averaged over tokens tokens after the first (positions 1 to
+// tokens, as the decode loop runs them). Norms and the embedding row are
+// left out (a few KB).
+func decodeBytes(m *layers.Model, packed map[*autograd.Var]layers.PackedWeight, tokens int) float64 {
+	size := func(v *autograd.Var) float64 {
+		p, ok := packed[v]
+		switch {
+		case !ok:
+			return 4 * float64(len(v.Data()))
+		case p.R4 != nil:
+			return float64(len(p.R4.W) + 2*len(p.R4.Scales))
+		case p.Channel != nil:
+			return float64(len(p.Channel.W) + 4*len(p.Channel.Scale))
+		}
+		return float64(len(p.Data))
+	}
+	var w float64
+	for _, nl := range m.Linears() {
+		w += size(nl.Linear.Weight)
+	}
+	if m.Head == nil {
+		w += size(m.Embed.Weight) // tied: the head reads the embedding
+	}
+	c := m.Config
+	// token at position p attends to p+1 cached rows of keys and values
+	var kv float64
+	for p := 1; p <= tokens; p++ {
+		kv += float64(2*4*c.Layers*c.HeadDim()*c.KVHeads) * float64(p+1)
+	}
+	return w + kv/float64(tokens)
+}
+
+// promptLens are the prompt lengths of the prompt-processing case
+// (llama-bench's pp128 and pp512).
+var promptLens = []int{128, 512}
+
+// packedPrompt times Prefill of a prompt from an empty cache (only the
+// last position's logits, as llama-bench's pp test asks) on each model
+// and thread count, beside llama-bench -p 128,512 -n 0; best of two
+// passes after an untimed one.
+func packedPrompt(w io.Writer, o PackedOptions, models []string) error {
+	fmt.Fprintf(w, "\nprompt processing (tokens/s, one prompt from an empty cache, logits of its last token)\n")
+	fmt.Fprintf(w, "%-40s %3s", "model", "thr")
+	for _, n := range promptLens {
+		fmt.Fprintf(w, " %9s %12s %7s", fmt.Sprintf("pp%d", n), "llama-bench", "ratio")
+	}
+	fmt.Fprintln(w)
+	for _, p := range models {
+		m, f, err := export.LoadGGUFModel(p, false)
+		if err != nil {
+			return err
+		}
+		packed := export.Packed(m, f)
+		rng := rand.New(rand.NewPCG(5, 5))
+		toks := make([]int32, promptLens[len(promptLens)-1])
+		for i := range toks {
+			toks[i] = int32(rng.IntN(m.Vocab))
+		}
+		for _, th := range o.Threads {
+			kernels.SetThreads(th)
+			kernels.SetBLASThreads(1) // as qat generate and eval --packed do
+			var theirs map[int]float64
+			if o.LlamaCpp != "" {
+				if theirs, err = llamaPrompt(o.LlamaCpp, p, promptLens, th); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+				}
+			}
+			fmt.Fprintf(w, "%-40s %3d", filepath.Base(p), th)
+			for _, n := range promptLens {
+				tps := 0.0
+				for pass := 0; pass < 3; pass++ {
+					d := layers.NewPackedDecoder(m, packed)
+					t0 := time.Now()
+					if _, err := d.Prefill(toks[:n], false); err != nil {
+						return err
+					}
+					if pass > 0 { // the first allocates the scratch
+						tps = max(tps, float64(n)/time.Since(t0).Seconds())
+					}
+				}
+				ref, ratio := "-", ""
+				if t, ok := theirs[n]; ok {
+					ref, ratio = fmt.Sprintf("%.1f", t), fmt.Sprintf("%.2fx", tps/t)
+				} else if o.LlamaCpp != "" {
+					ref = "error"
+				}
+				fmt.Fprintf(w, " %9.1f %12s %7s", tps, ref, ratio)
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	kernels.SetThreads(1)
+	return nil
 }
 
 // writeSynth writes a 4-layer Llama-3-8B-shaped model (n_embd 4096, n_ff
