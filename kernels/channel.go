@@ -190,13 +190,16 @@ func growI(s []int32, n int) []int32 {
 
 // GemmChannel computes y[c*Rows + r] = s_w[r] s_x[c] sum_k w[r,k] (u_c[k] -
 // z_c): the exact integer product of the codes, scaled once per output.
-// Split over threads by groups of four rows.
+// Split over threads by groups of four rows (ForRows).
 func GemmChannel(w *ChannelInt, a *TokenU8, y []float32) {
 	if a.K != w.K || len(y) < a.N*w.Rows {
 		panic(fmt.Sprintf("kernels: GemmChannel: %d x %d weight, %d tokens of %d, %d outputs", w.Rows, w.K, a.N, a.K, len(y)))
 	}
 	groups := w.Rows / 4
-	per := max(2, (1<<16)/(w.nb*32*w.Bits/2))
+	// about 64 KB of weights per task, in units of four groups (16
+	// outputs, a cache line of each token's row), on the packed
+	// products' pool (ForRows)
+	per := max(4, (1<<16)/(w.nb*32*w.Bits/2))
 	// many tokens: in chunks that stay in L2 (tokenChunk)
 	cb := tokenChunk(a.KP)
 	for c0 := 0; c0 < a.N; c0 += cb {
@@ -212,7 +215,7 @@ func GemmChannel(w *ChannelInt, a *TokenU8, y []float32) {
 		if Serial(groups, per) {
 			run(0, groups)
 		} else {
-			For(groups, per, run)
+			ForRows(groups, per, 4, run)
 		}
 	}
 }

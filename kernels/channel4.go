@@ -124,14 +124,16 @@ func QuantizeClip4(a *TokenU4, x []float32, n, k int, lo, hi float32) {
 // GemmChannel4 computes y[c*Rows + r] = s_w[r] s_x[c] sum_k w[r,k] (u_c[k]
 // - z_c) for int4 per-channel weights and 4-bit activation codes (W4A4):
 // the integer sum exact, the zero point applied once per output (see
-// channel4.c for the algebra). Split over threads by groups of four rows.
+// channel4.c for the algebra). Split over threads by groups of four rows
+// (ForRows).
 func GemmChannel4(w *ChannelInt, a *TokenU4, y []float32) {
 	if w.Bits != 4 || a.K != w.K || len(y) < a.N*w.Rows {
 		panic(fmt.Sprintf("kernels: GemmChannel4: %d x %d int%d weight, %d tokens of %d, %d outputs", w.Rows, w.K, w.Bits, a.N, a.K, len(y)))
 	}
 	groups := w.Rows / 4
-	// about 64 KB of weights per task, as GemmChannel
-	per := max(2, (1<<16)/(w.nb*64))
+	// about 64 KB of weights per task in units of four groups, on the
+	// pool, as GemmChannel
+	per := max(4, (1<<16)/(w.nb*64))
 	cb := tokenChunk(a.KP)
 	for c0 := 0; c0 < a.N; c0 += cb {
 		sub, ys := a, y
@@ -142,7 +144,7 @@ func GemmChannel4(w *ChannelInt, a *TokenU4, y []float32) {
 		if Serial(groups, per) {
 			run(0, groups)
 		} else {
-			For(groups, per, run)
+			ForRows(groups, per, 4, run)
 		}
 	}
 }

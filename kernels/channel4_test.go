@@ -47,7 +47,7 @@ func TestGemmChannel4(t *testing.T) {
 		func(r int) float32 { return 7.318 + float32(r)*0.61 },
 		func(r int) float32 { return 3 }, // static: every row the same
 	}
-	shapes := []struct{ rows, k, n int }{{4, 1, 1}, {4, 31, 2}, {8, 33, 3}, {12, 40, 5}, {20, 96, 9}, {8, 160, 11}, {16, 688, 4}, {64, 4096, 1}, {8, 14336, 20}, {4, 8200, 70}, {4, 14336, 8}}
+	shapes := []struct{ rows, k, n int }{{4, 1, 1}, {4, 31, 2}, {8, 33, 3}, {12, 40, 5}, {20, 96, 9}, {8, 160, 11}, {16, 688, 4}, {64, 4096, 1}, {8, 14336, 20}, {4, 8200, 70}, {4, 14336, 8}, {72, 4096, 2}}
 	for si, sh := range shapes {
 		for zi, zf := range zeros {
 			codes := make([]int8, sh.rows*sh.k)

@@ -18,7 +18,7 @@ func TestGemmChannel(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 3))
 	defer SetThreads(1)
 	for _, bits := range []int{4, 8} {
-		for _, sh := range []struct{ rows, k, n int }{{4, 32, 1}, {8, 40, 3}, {12, 688, 2}, {64, 4096, 1}, {20, 160, 9}, {8, 96, 11}, {8, 14336, 20}} {
+		for _, sh := range []struct{ rows, k, n int }{{4, 32, 1}, {8, 40, 3}, {12, 688, 2}, {64, 4096, 1}, {20, 160, 9}, {8, 96, 11}, {8, 14336, 20}, {72, 4096, 2}} {
 			lim := 1 << (bits - 1)
 			codes := make([]int8, sh.rows*sh.k)
 			for i := range codes {
