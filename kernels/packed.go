@@ -210,12 +210,70 @@ func GemmR4(w *R4, a *PackedQ8, y []float32) {
 		a.prepped = true
 	}
 	groups := w.Rows / 4
+	run := func(g0, g1 int) {
+		if useSIMD {
+			gemmR4SIMD(w, g0, g1, a, y)
+		} else {
+			gemmR4Go(w, g0, g1, a, y)
+		}
+	}
 	// about 64 KB of weights per task, in units of four groups (16
 	// outputs, a cache line of each column)
 	per := max(4, (1<<16)/(4*nb*Formats[w.Format].BlockBytes))
 	if Serial(groups, per) {
-		gemmR4SIMD(w, 0, groups, a, y)
+		run(0, groups)
 		return
 	}
-	ForRows(groups, per, 4, func(g0, g1 int) { gemmR4SIMD(w, g0, g1, a, y) })
+	ForRows(groups, per, 4, run)
+}
+
+// gemmR4Go is GemmR4's reference, in the order of its kernel
+// (gemm_r4_vnni in packed.c), so that the two agree bit for bit. Each row
+// has four lanes; lane l of a block is the exact integer dot product of
+// the block's inputs 4l..4l+3 and 16+4l..16+4l+3 (the bytes one vpdpbusd
+// lane takes), and accumulates, block after block, that dot product times
+// (weight scale * activation scale) with one rounding (a fused
+// multiply-add, fma32). A column alone in its tile (the kernel takes columns in
+// tiles of up to 8, one accumulator each) keeps even and odd blocks apart
+// and adds the two at the end, so that consecutive blocks do not wait on
+// each other. The output is (l0+l1)+(l2+l3).
+func gemmR4Go(w *R4, g0, g1 int, a *PackedQ8, y []float32) {
+	nb, bb := w.K/32, Formats[w.Format].BlockBytes-2
+	for c := 0; c < a.N; c++ {
+		dx, _, _, qx := a.col(c)
+		alone := a.N-c/8*8 == 1
+		for r := 4 * g0; r < 4*g1; r++ {
+			g, i := r/4, r%4
+			var acc [2][4]float32
+			for b := 0; b < nb; b++ {
+				gb := w.W[(g*nb+b)*4*bb:]
+				s := float16.Frombits(w.Scales[(g*nb+b)*4+i]).Float32() * dx[b]
+				x := qx[32*b : 32*b+32]
+				k := 0
+				if alone {
+					k = b & 1
+				}
+				for l := 0; l < 4; l++ {
+					var dot int32
+					for j := 4 * l; j < 4*l+4; j++ {
+						var lo, hi int32
+						if w.Format == Q4_0 {
+							lo, hi = int32(gb[16*i+j]&15)-8, int32(gb[16*i+j]>>4)-8
+						} else {
+							lo, hi = int32(int8(gb[16*i+j]^0x80)), int32(int8(gb[64+16*i+j]^0x80))
+						}
+						dot += lo*int32(x[j]) + hi*int32(x[16+j])
+					}
+					acc[k][l] = fma32(float32(dot), s, acc[k][l])
+				}
+			}
+			t := acc[0]
+			if alone {
+				for l := range t {
+					t[l] += acc[1][l]
+				}
+			}
+			y[c*w.Rows+r] = (t[0] + t[1]) + (t[2] + t[3])
+		}
+	}
 }

@@ -127,15 +127,17 @@ func BenchmarkGemmPacked(b *testing.B) {
 	}
 }
 
-// TestGemmR4: the repacked product equals the plain packed product (both
-// exact per block; float32 accumulation order differs) for Q4_0 and Q8_0,
-// 1 to 11 columns (tiles of 8 and a remainder), 1 and 2 threads; and
-// repacking is exact (Unpack gives the blocks back).
+// TestGemmR4: the repacked kernel gives the bits of its Go reference
+// (gemmR4Go, the kernel's summation order), and agrees with the plain
+// packed product within float32 accumulation (both exact per block), for
+// Q4_0 and Q8_0, 1 to 17 columns (tiles of 8 and a remainder, a column
+// alone in its tile), 1 and 2 threads; and repacking is exact (Unpack
+// gives the blocks back).
 func TestGemmR4(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 4))
 	defer SetThreads(1)
 	for _, f := range []FormatID{Q4_0, Q8_0} {
-		for _, sh := range []struct{ rows, k, n int }{{4, 32, 1}, {12, 96, 3}, {64, 4096, 1}, {36, 14336, 2}, {20, 160, 8}, {8, 64, 11}} {
+		for _, sh := range []struct{ rows, k, n int }{{4, 32, 1}, {12, 96, 3}, {64, 4096, 1}, {36, 14336, 2}, {20, 160, 8}, {8, 64, 11}, {72, 4096, 9}, {16, 1024, 17}} {
 			w := make([]float32, sh.rows*sh.k)
 			for i := range w {
 				w[i] = float32(rng.NormFloat64())
@@ -159,15 +161,22 @@ func TestGemmR4(t *testing.T) {
 			}
 			var a PackedQ8
 			QuantizeQ8(&a, x, sh.n, sh.k)
-			want := make([]float32, sh.n*sh.rows)
-			gemmPackedGo(f, packed, 0, sh.rows, &a, want, sh.rows)
+			plain := make([]float32, sh.n*sh.rows)
+			gemmPackedGo(f, packed, 0, sh.rows, &a, plain, sh.rows)
 			for _, th := range []int{1, 2} {
 				SetThreads(th)
 				got := make([]float32, sh.n*sh.rows)
 				GemmR4(r, &a, got)
+				useSIMD = false
+				want := make([]float32, sh.n*sh.rows)
+				GemmR4(r, &a, want)
+				useSIMD = true
 				for i := range got {
-					if math.Abs(float64(got[i]-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
-						t.Fatalf("%s %v threads %d: y[%d]: %g repacked, %g plain", f, sh, th, i, got[i], want[i])
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("%s %v threads %d: y[%d]: kernel %g, Go reference %g", f, sh, th, i, got[i], want[i])
+					}
+					if math.Abs(float64(got[i]-plain[i])) > 1e-4*(1+math.Abs(float64(plain[i]))) {
+						t.Fatalf("%s %v threads %d: y[%d]: %g repacked, %g plain", f, sh, th, i, got[i], plain[i])
 					}
 				}
 			}
