@@ -31,6 +31,46 @@ func withBiases(m *layers.Model, seed uint64) {
 	}
 }
 
+// hfModel is an hfFeatures model initialised from seed, with q/k/v
+// biases, fake-quantized on the Q4_0 grid (w4a16-g32).
+func hfModel(t *testing.T, seed uint64) *layers.Model {
+	t.Helper()
+	m := layers.New(hfFeatures)
+	m.Init(seed)
+	withBiases(m, seed)
+	if err := qat.Prepare(m, qat.Presets["w4a16-g32"]); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// packFakeQuant packs the fake-quant values of m's quantized linears in
+// format f (plain rows; with repackEven, the even-numbered ones repacked
+// for the CPU's kernel where it has one).
+func packFakeQuant(m *layers.Model, f kernels.FormatID, repackEven bool) map[*autograd.Var]layers.PackedWeight {
+	tp := autograd.NewTape()
+	tp.SetNoGrad(true)
+	packed := map[*autograd.Var]layers.PackedWeight{}
+	for i, nl := range m.Linears() {
+		l := nl.Linear
+		if l.WeightQuant == nil {
+			continue
+		}
+		w := l.WeightQuant.Apply(tp, l.Weight).Data()
+		rows, cols := l.Weight.Shape()[0], l.Weight.Shape()[1]
+		data := make([]byte, rows*f.RowBytes(cols))
+		f.Pack(data, w)
+		pw := layers.PackedWeight{Format: f, Data: data}
+		if repackEven && i%2 == 0 {
+			if r := kernels.Repack(f, data, rows, cols); r != nil {
+				pw = layers.PackedWeight{Format: f, R4: r}
+			}
+		}
+		packed[l.Weight] = pw
+	}
+	return packed
+}
+
 // TestPackedDecoderHFFeatures: a model with head_dim, biases and scaled
 // RoPE, fake-quantized on the Q4_0 grid (w4a16-g32), decodes through the
 // packed Q4_0 kernels (its weights packed from the fake-quant values, the
@@ -39,30 +79,13 @@ func withBiases(m *layers.Model, seed uint64) {
 // for Llama.
 func TestPackedDecoderHFFeatures(t *testing.T) {
 	c := hfFeatures
-	m := layers.New(c)
-	m.Init(5)
-	withBiases(m, 5)
-	if err := qat.Prepare(m, qat.Presets["w4a16-g32"]); err != nil {
-		t.Fatal(err)
-	}
-	tp := autograd.NewTape()
-	tp.SetNoGrad(true)
-	packed := map[*autograd.Var]layers.PackedWeight{}
-	for _, nl := range m.Linears() {
-		l := nl.Linear
-		if l.WeightQuant == nil {
-			continue
-		}
-		w := l.WeightQuant.Apply(tp, l.Weight).Data()
-		rows, cols := l.Weight.Shape()[0], l.Weight.Shape()[1]
-		data := make([]byte, rows*kernels.Q4_0.RowBytes(cols))
-		kernels.Q4_0.Pack(data, w)
-		packed[l.Weight] = layers.PackedWeight{Format: kernels.Q4_0, Data: data}
-	}
-	tp.Reset()
+	m := hfModel(t, 5)
+	packed := packFakeQuant(m, kernels.Q4_0, false)
 	if want := 7 * c.Layers; len(packed) != want {
 		t.Fatalf("%d packed matrices, want %d", len(packed), want)
 	}
+	tp := autograd.NewTape()
+	tp.SetNoGrad(true)
 	rng := rand.New(rand.NewPCG(2, 2))
 	ids := make([]int32, c.MaxSeq)
 	for i := range ids {

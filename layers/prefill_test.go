@@ -8,7 +8,6 @@ import (
 	"qat/autograd"
 	"qat/kernels"
 	"qat/layers"
-	"qat/qat"
 )
 
 // TestPrefill: a prompt fed through Prefill (in two calls, the second
@@ -21,14 +20,7 @@ import (
 // row are the same values.
 func TestPrefill(t *testing.T) {
 	c := hfFeatures
-	m := layers.New(c)
-	m.Init(7)
-	withBiases(m, 7)
-	if err := qat.Prepare(m, qat.Presets["w4a16-g32"]); err != nil {
-		t.Fatal(err)
-	}
-	tp := autograd.NewTape()
-	tp.SetNoGrad(true)
+	m := hfModel(t, 7)
 	defer kernels.SetThreads(1)
 	rng := rand.New(rand.NewPCG(3, 3))
 	ids := make([]int32, c.MaxSeq)
@@ -38,25 +30,8 @@ func TestPrefill(t *testing.T) {
 	for _, f := range []kernels.FormatID{kernels.Q4_0, kernels.Q8_0, kernels.F32} {
 		packed := map[*autograd.Var]layers.PackedWeight{}
 		if f != kernels.F32 {
-			for i, nl := range m.Linears() {
-				l := nl.Linear
-				if l.WeightQuant == nil {
-					continue
-				}
-				w := l.WeightQuant.Apply(tp, l.Weight).Data()
-				rows, cols := l.Weight.Shape()[0], l.Weight.Shape()[1]
-				data := make([]byte, rows*f.RowBytes(cols))
-				f.Pack(data, w)
-				pw := layers.PackedWeight{Format: f, Data: data}
-				if i%2 == 0 {
-					// half the weights through the repacked kernel
-					if r := kernels.Repack(f, data, rows, cols); r != nil {
-						pw = layers.PackedWeight{Format: f, R4: r}
-					}
-				}
-				packed[l.Weight] = pw
-			}
-			tp.Reset()
+			// half the weights through the repacked kernel
+			packed = packFakeQuant(m, f, true)
 		}
 		for _, th := range []int{1, 2} {
 			kernels.SetThreads(th)
