@@ -55,7 +55,7 @@ $Q export --model runs/tiny --quant f32 --out "$OUT/tiny-f32.gguf" --force
 $Q export --model runs/tiny --quant q8_0 --out "$OUT/tiny-q8_0.gguf" --force
 $Q export --model runs/tiny-w4a16-g32 --quant q4_0 --out "$OUT/tiny-w4a16-g32-q4_0.gguf" --force
 echo "whole held-out text (246k tokens), chunks of 128: qat with unpacked weights vs llama-perplexity batched"
-echo "first 100k characters: qat --packed (Q8_0 activations, one token at a time) vs llama-perplexity -ub 1 (its one-token path)"
+echo "first 100k characters: qat --packed (Q8_0 activations per token, each chunk through the batched kernels) vs llama-perplexity -ub 1 (its one-token path)"
 printf "%-22s %10s %10s %9s | %10s %10s %9s\n" model qat llama.cpp diff "qat pk" "llama ub1" diff
 {
   echo "| model | qat (unpacked weights) | llama-perplexity (batched) | diff | qat --packed (first 100k chars) | llama-perplexity -ub 1 | diff |"
