@@ -343,8 +343,8 @@ var promptLens = []int{128, 512}
 
 // packedPrompt times Prefill of a prompt from an empty cache (only the
 // last position's logits, as llama-bench's pp test asks) on each model
-// and thread count, beside llama-bench -p 128,512 -n 0; best of two
-// passes after an untimed one.
+// and thread count, beside llama-bench -p 128,512 -n 0 (which runs
+// each twice after a warm-up); best of two passes, each a new decoder.
 func packedPrompt(w io.Writer, o PackedOptions, models []string) error {
 	fmt.Fprintf(w, "\nprompt processing (tokens/s, one prompt from an empty cache, logits of its last token)\n")
 	fmt.Fprintf(w, "%-40s %3s", "model", "thr")
@@ -375,15 +375,13 @@ func packedPrompt(w io.Writer, o PackedOptions, models []string) error {
 			fmt.Fprintf(w, "%-40s %3d", filepath.Base(p), th)
 			for _, n := range promptLens {
 				tps := 0.0
-				for pass := 0; pass < 3; pass++ {
+				for pass := 0; pass < 2; pass++ { // best of two passes
 					d := layers.NewPackedDecoder(m, packed)
 					t0 := time.Now()
 					if _, err := d.Prefill(toks[:n], false); err != nil {
 						return err
 					}
-					if pass > 0 { // the first allocates the scratch
-						tps = max(tps, float64(n)/time.Since(t0).Seconds())
-					}
+					tps = max(tps, float64(n)/time.Since(t0).Seconds())
 				}
 				ref, ratio := "-", ""
 				if t, ok := theirs[n]; ok {
