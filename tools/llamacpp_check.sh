@@ -84,7 +84,9 @@ fi
 
 if has bench; then
   # speed beside llama.cpp, one run: the block of docs/llamacpp.md
-  $Q bench packed --llamacpp "$LLAMACPP_BIN" | tee "$OUT/bench.txt"
+  # the commit measured heads the block (go builds here carry no VCS stamp)
+  { echo "qat: commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs/llamacpp.md' || echo ' (uncommitted changes)')"
+    $Q bench packed --llamacpp "$LLAMACPP_BIN"; } | tee "$OUT/bench.txt"
   { echo '```'; cat "$OUT/bench.txt"; echo '```'; } |
     python3 tools/results/section.py docs/llamacpp.md llamacpp-bench --command "LLAMACPP_CHECK=bench tools/llamacpp_check.sh"
 fi

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -41,19 +40,6 @@ type PackedOptions struct {
 // Packed measures the packed products and decoding.
 func Packed(w io.Writer, o PackedOptions) error {
 	Machine(w)
-	// the commit measured, so that a table copied from this output names it
-	if info, ok := debug.ReadBuildInfo(); ok {
-		rev, dirty := "unknown", ""
-		for _, s := range info.Settings {
-			switch {
-			case s.Key == "vcs.revision" && len(s.Value) >= 7:
-				rev = s.Value[:7]
-			case s.Key == "vcs.modified" && s.Value == "true":
-				dirty = " (uncommitted changes)"
-			}
-		}
-		fmt.Fprintf(w, "qat: commit %s%s\n", rev, dirty)
-	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	big := make([]float32, 1<<24)
 	dst := make([]float32, 1<<24)
