@@ -1,14 +1,17 @@
 package bench
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -43,9 +46,27 @@ func Packed(w io.Writer, o PackedOptions) error {
 	rng := rand.New(rand.NewPCG(1, 2))
 	big := make([]float32, 1<<24)
 	dst := make([]float32, 1<<24)
+	for i := range big {
+		big[i], dst[i] = 1, 1 // resident before the clock starts
+	}
+	// the copy's bandwidth on each thread count (bytes read plus
+	// written), best of three rounds: decoding's GB/s is set against it
+	copyGBs := map[int]float64{}
+	var cs []string
+	for _, th := range o.Threads {
+		kernels.SetThreads(th)
+		kernels.SetBLASThreads(1)
+		sec := math.Inf(1)
+		for range 3 {
+			sec = min(sec, timeIt(200*time.Millisecond, func() {
+				kernels.ForRows(len(big), 1<<20, 16, func(lo, hi int) { copy(dst[lo:hi], big[lo:hi]) })
+			}))
+		}
+		copyGBs[th] = 8 * float64(len(big)) / sec / 1e9
+		cs = append(cs, fmt.Sprintf("%.1f GB/s on %d thread(s)", copyGBs[th], th))
+	}
 	kernels.SetThreads(1)
-	copyGBs := 8 * float64(len(big)) / timeIt(300*time.Millisecond, func() { copy(dst, big) }) / 1e9
-	fmt.Fprintf(w, "memory: copy %.1f GB/s (1 thread, 64 MB)\n", copyGBs)
+	fmt.Fprintf(w, "memory: copy of 64 MB (bytes read + written), best of 3: %s\n", strings.Join(cs, ", "))
 	fmt.Fprintf(w, "packed kernel: %s (*: weights repacked in groups of four rows at load, as models load)\n\n", kernels.PackedKernel())
 	fmt.Fprintf(w, "%-5s %-12s %3s %3s  %10s %9s %9s  %14s %7s\n", "type", "weight", "n", "thr", "ours us", "GFLOP/s", "weight GB/s", "llama.cpp us", "speedup")
 	for _, f := range []kernels.FormatID{kernels.Q4_0, kernels.Q8_0} {
@@ -174,6 +195,13 @@ func Packed(w io.Writer, o PackedOptions) error {
 			return err
 		}
 	}
+	// a model's float32 matrices take 4 GB here even where the GGUF holds
+	// them packed (allocated and left zero; memory the heap reuses is
+	// zeroed, so resident): collect the last model's before each load and
+	// hand it back (a run that left it to the collector's pace was killed
+	// for memory at 23 GB)
+	debug.FreeOSMemory()
+	var pp bytes.Buffer
 	if len(models) > 0 {
 		fmt.Fprintf(w, "\ndecode (%d tokens after one, tokens/s; MB/token: weights and the KV cache read per token, mean over the tokens; GB/s: that times tokens/s, %% of the copy above)\n", o.Tokens)
 		fmt.Fprintf(w, "%-40s %3s %10s %12s %8s %9s %7s %7s\n", "model", "thr", "ours", "llama-bench", "ratio", "MB/token", "GB/s", "% copy")
@@ -211,13 +239,21 @@ func Packed(w io.Writer, o PackedOptions) error {
 				}
 			}
 			gbs := perTok * tps / 1e9
-			fmt.Fprintf(w, "%-40s %3d %10.1f %12s %8s %9.1f %7.1f %6.0f%%\n", filepath.Base(p), th, tps, theirs, ratio, perTok/1e6, gbs, 100*gbs/copyGBs)
+			fmt.Fprintf(w, "%-40s %3d %10.1f %12s %8s %9.1f %7.1f %6.0f%%\n", filepath.Base(p), th, tps, theirs, ratio, perTok/1e6, gbs, 100*gbs/copyGBs[th])
 		}
-	}
-	if len(models) > 0 {
-		if err := packedPrompt(w, o, models); err != nil {
+		if err := packedPrompt(&pp, o, p, m, packed); err != nil {
 			return err
 		}
+		debug.FreeOSMemory()
+	}
+	if len(models) > 0 {
+		fmt.Fprintf(w, "\nprompt processing (tokens/s, one prompt from an empty cache, logits of its last token)\n")
+		fmt.Fprintf(w, "%-40s %3s", "model", "thr")
+		for _, n := range promptLens {
+			fmt.Fprintf(w, " %9s %12s %7s", fmt.Sprintf("pp%d", n), "llama-bench", "ratio")
+		}
+		fmt.Fprintln(w)
+		w.Write(pp.Bytes())
 	}
 	kernels.SetThreads(1)
 	return nil
@@ -328,59 +364,48 @@ func decodeBytes(m *layers.Model, packed map[*autograd.Var]layers.PackedWeight, 
 var promptLens = []int{128, 512}
 
 // packedPrompt times Prefill of a prompt from an empty cache (only the
-// last position's logits, as llama-bench's pp test asks) on each model
-// and thread count, beside llama-bench -p 128,512 -n 0 (which runs
-// each twice after a warm-up); best of two passes, each a new decoder.
-func packedPrompt(w io.Writer, o PackedOptions, models []string) error {
-	fmt.Fprintf(w, "\nprompt processing (tokens/s, one prompt from an empty cache, logits of its last token)\n")
-	fmt.Fprintf(w, "%-40s %3s", "model", "thr")
-	for _, n := range promptLens {
-		fmt.Fprintf(w, " %9s %12s %7s", fmt.Sprintf("pp%d", n), "llama-bench", "ratio")
+// last position's logits, as llama-bench's pp test asks) on model m (the
+// file p, its packed weights) on each thread count, beside llama-bench
+// -p 128,512 -n 0 (which runs each twice after a warm-up), one row per
+// thread count; best of two passes, each a new decoder.
+func packedPrompt(w io.Writer, o PackedOptions, p string, m *layers.Model, packed map[*autograd.Var]layers.PackedWeight) error {
+	rng := rand.New(rand.NewPCG(5, 5))
+	toks := make([]int32, promptLens[len(promptLens)-1])
+	for i := range toks {
+		toks[i] = int32(rng.IntN(m.Vocab))
 	}
-	fmt.Fprintln(w)
-	for _, p := range models {
-		m, f, err := export.LoadGGUFModel(p, false)
-		if err != nil {
-			return err
-		}
-		packed := export.Packed(m, f)
-		rng := rand.New(rand.NewPCG(5, 5))
-		toks := make([]int32, promptLens[len(promptLens)-1])
-		for i := range toks {
-			toks[i] = int32(rng.IntN(m.Vocab))
-		}
-		for _, th := range o.Threads {
-			kernels.SetThreads(th)
-			kernels.SetBLASThreads(1) // as qat generate and eval --packed do
-			var theirs map[int]float64
-			if o.LlamaCpp != "" {
-				if theirs, err = llamaPrompt(o.LlamaCpp, p, promptLens, th); err != nil {
-					fmt.Fprintln(os.Stderr, err)
-				}
+	defer kernels.SetThreads(1)
+	for _, th := range o.Threads {
+		kernels.SetThreads(th)
+		kernels.SetBLASThreads(1) // as qat generate and eval --packed do
+		var theirs map[int]float64
+		if o.LlamaCpp != "" {
+			var err error
+			if theirs, err = llamaPrompt(o.LlamaCpp, p, promptLens, th); err != nil {
+				fmt.Fprintln(os.Stderr, err)
 			}
-			fmt.Fprintf(w, "%-40s %3d", filepath.Base(p), th)
-			for _, n := range promptLens {
-				tps := 0.0
-				for pass := 0; pass < 2; pass++ { // best of two passes
-					d := layers.NewPackedDecoder(m, packed)
-					t0 := time.Now()
-					if _, err := d.Prefill(toks[:n], false); err != nil {
-						return err
-					}
-					tps = max(tps, float64(n)/time.Since(t0).Seconds())
-				}
-				ref, ratio := "-", ""
-				if t, ok := theirs[n]; ok {
-					ref, ratio = fmt.Sprintf("%.1f", t), fmt.Sprintf("%.2fx", tps/t)
-				} else if o.LlamaCpp != "" {
-					ref = "error"
-				}
-				fmt.Fprintf(w, " %9.1f %12s %7s", tps, ref, ratio)
-			}
-			fmt.Fprintln(w)
 		}
+		fmt.Fprintf(w, "%-40s %3d", filepath.Base(p), th)
+		for _, n := range promptLens {
+			tps := 0.0
+			for pass := 0; pass < 2; pass++ { // best of two passes
+				d := layers.NewPackedDecoder(m, packed)
+				t0 := time.Now()
+				if _, err := d.Prefill(toks[:n], false); err != nil {
+					return err
+				}
+				tps = max(tps, float64(n)/time.Since(t0).Seconds())
+			}
+			ref, ratio := "-", ""
+			if t, ok := theirs[n]; ok {
+				ref, ratio = fmt.Sprintf("%.1f", t), fmt.Sprintf("%.2fx", tps/t)
+			} else if o.LlamaCpp != "" {
+				ref = "error"
+			}
+			fmt.Fprintf(w, " %9.1f %12s %7s", tps, ref, ratio)
+		}
+		fmt.Fprintln(w)
 	}
-	kernels.SetThreads(1)
 	return nil
 }
 
