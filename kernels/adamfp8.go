@@ -270,7 +270,13 @@ func RangeDRE(x []float32) (hi, lo uint16) {
 // group, shrink m and v back, update them and p, store the new ranges
 // (mr, vr: hi, lo per group) and expand again. The C kernels give the
 // same bits where the CPU has AVX2 or AVX-512 (16 lanes at a time with
-// AVX-512).
+// AVX-512). That kernel is bound by its arithmetic, about 10 instructions
+// a value (the expansion's loop alone 82 vector instructions per 16
+// values, 26 of them the FMAs of log2p and exp2p): with the states in
+// cache about 1.4-1.7 ns a value on this machine's Zen 5 cores, against
+// about 0.6 ns for fp32 AdamW streaming from memory (issue 27). The work
+// per group (ranges, DREParams, its tables) is up to a fifth of it at
+// group 128 (1.70 against 1.37 ns a value at group 4096).
 func AdamWFP8(p, g []float32, m, v []uint8, mr, vr []uint16, group int, lr, b1, b2, eps, wd, bc1, bc2 float32) {
 	n := len(p)
 	if len(g) < n || len(m) < n || len(v) < n || len(mr) < 2*Blocks(n, group) || len(vr) < 2*Blocks(n, group) ||
