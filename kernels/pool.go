@@ -20,21 +20,30 @@ import (
 //
 // A product is split into chunks of rows aligned to a multiple of the
 // caller's unit (outputs of one chunk fill whole cache lines, so two
-// threads never write the same line), claimed one at a time from a single
-// atomic word that holds the product's generation and the next chunk: a
-// thread the OS takes off its core for a while leaves its remaining
-// chunks to the others, and a worker that wakes late for a finished
-// product finds nothing to claim (its generation is gone).
+// threads never write the same line). The chunks are dealt out in one
+// contiguous region per thread, each region's remaining range in its own
+// atomic word with the product's generation: a thread claims its own
+// region's chunks from the front, in address order, then takes what is
+// left of the others' from the back. Each thread so streams one run of
+// weights, as the hardware prefetchers want (on a 2-core Zen 5, chunks
+// of 16 rows dealt alternately to two threads streamed a DRAM-sized
+// GEMV at 33-48 GB/s, contiguous halves at 56-63); a thread the OS takes
+// off its core for a while still leaves its remaining chunks to the
+// others, and a worker that wakes late for a finished product finds
+// nothing to claim (its generation is gone).
 
 // poolSpin is how long an idle worker spins before it parks.
 const poolSpin = 200 * time.Microsecond
 
 type pool struct {
 	workers int // besides the calling goroutine
-	// state: generation << 40 | chunks << 20 | next chunk to claim. A
-	// successful CAS of next proves the chunk belongs to the product being
-	// run, so the product's fields read after it are that product's.
-	state     atomic.Uint64
+	// state: generation << 40, published after the regions
+	state atomic.Uint64
+	// regions: one per thread (the caller's first), each generation << 40
+	// | end << 20 | start of the chunks left in it. A successful CAS of a
+	// region proves the chunk belongs to the product being run, so the
+	// product's fields read after it are that product's.
+	regions   []region
 	completed atomic.Int64 // chunks of the current generation done
 	// the current product, written by the caller before it publishes a
 	// new generation and read by a worker only after it has claimed a
@@ -49,6 +58,12 @@ type pool struct {
 	stop     atomic.Bool
 	// busy: one product at a time (a second caller runs serially)
 	busy sync.Mutex
+}
+
+// region is padded to a cache line: each thread claims from its own.
+type region struct {
+	w atomic.Uint64
+	_ [56]byte
 }
 
 var (
@@ -67,10 +82,10 @@ func getPool() *pool {
 	if curPool != nil {
 		curPool.close()
 	}
-	p := &pool{workers: threads - 1}
+	p := &pool{workers: threads - 1, regions: make([]region, threads)}
 	p.cond = sync.NewCond(&p.mu)
 	for i := 0; i < p.workers; i++ {
-		go p.work()
+		go p.work(i + 1)
 	}
 	curPool = p
 	return p
@@ -83,8 +98,9 @@ func (p *pool) close() {
 	p.mu.Unlock()
 }
 
-// work is a worker's loop: wait for a new generation, claim its chunks.
-func (p *pool) work() {
+// work is a worker's loop: wait for a new generation, claim its chunks
+// (from region self first).
+func (p *pool) work(self int) {
 	runtime.LockOSThread()
 	seen := p.state.Load() >> 40
 	for {
@@ -109,21 +125,33 @@ func (p *pool) work() {
 			continue
 		}
 		seen = s >> 40
-		p.claim(seen)
+		p.claim(seen, self)
 	}
 }
 
 const chunkMask = 1<<20 - 1
 
-// claim runs chunks of generation g until none is left.
-func (p *pool) claim(g uint64) {
-	for {
-		s := p.state.Load()
-		if s>>40 != g || s&chunkMask >= s>>20&chunkMask {
-			return
-		}
-		if p.state.CompareAndSwap(s, s+1) {
-			p.run(int(s & chunkMask))
+// claim runs chunks of generation g until none is left: region self's
+// from the front, then the other regions' from the back.
+func (p *pool) claim(g uint64, self int) {
+	for k := range p.regions {
+		r := &p.regions[(self+k)%len(p.regions)].w
+		for {
+			s := r.Load()
+			lo, hi := s&chunkMask, s>>20&chunkMask
+			if s>>40 != g {
+				return // the product is done and another may be running
+			}
+			if lo >= hi {
+				break
+			}
+			c, next := lo, s+1
+			if k > 0 {
+				c, next = hi-1, s-1<<20
+			}
+			if r.CompareAndSwap(s, next) {
+				p.run(int(c))
+			}
 		}
 	}
 }
@@ -171,13 +199,17 @@ func ForRows(n, grain, unit int, fn func(lo, hi int)) {
 	p.completed.Store(0)
 	g := (p.state.Load()>>40 + 1) & (1<<24 - 1)
 	inRegion = true
-	p.state.Store(g<<40 | uint64(p.nch)<<20)
+	for i := range p.regions {
+		lo, hi := i*p.nch/len(p.regions), (i+1)*p.nch/len(p.regions)
+		p.regions[i].w.Store(g<<40 | uint64(hi)<<20 | uint64(lo))
+	}
+	p.state.Store(g << 40)
 	if p.sleepers.Load() > 0 {
 		p.mu.Lock()
 		p.cond.Broadcast()
 		p.mu.Unlock()
 	}
-	p.claim(g)
+	p.claim(g, 0)
 	for p.completed.Load() < int64(p.nch) {
 		// a worker is finishing its last chunk
 	}

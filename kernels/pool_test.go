@@ -5,11 +5,15 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // withThreads runs f with n kernel threads (GOMAXPROCS raised to n if
-// needed, so the pool really runs on several threads).
+// needed, so the pool really runs on several threads) and BLAS on one, as
+// the packed decoder sets them (while OpenBLAS has threads of its own,
+// ForRows runs serially and the pool would go untested).
 func withThreads(t *testing.T, n int, f func()) {
 	t.Helper()
 	if runtime.GOMAXPROCS(0) < n {
@@ -17,6 +21,7 @@ func withThreads(t *testing.T, n int, f func()) {
 	}
 	defer SetThreads(1)
 	SetThreads(n)
+	SetBLASThreads(1)
 	f()
 }
 
@@ -124,4 +129,34 @@ func TestForRowsConcurrent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestForRowsSteal: the chunk at 0 waits until every other chunk is done,
+// so the other thread must take all of them, its own region's and what is
+// left of the caller's (a pool whose threads kept to their own regions
+// would never finish: the wait gives up after 10 s and the test fails).
+func TestForRowsSteal(t *testing.T) {
+	withThreads(t, 2, func() {
+		for rep := 0; rep < 3; rep++ {
+			const n = 400
+			var done atomic.Int64
+			timedOut := false
+			ForRows(n, 4, 4, func(lo, hi int) {
+				if lo == 0 {
+					deadline := time.Now().Add(10 * time.Second)
+					for done.Load() < n-int64(hi) {
+						if time.Now().After(deadline) {
+							timedOut = true
+							break
+						}
+						runtime.Gosched()
+					}
+				}
+				done.Add(int64(hi - lo))
+			})
+			if timedOut || done.Load() != n {
+				t.Fatalf("rep %d: %d of %d rows done, waited in vain: %v", rep, done.Load(), n, timedOut)
+			}
+		}
+	})
 }
