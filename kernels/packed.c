@@ -288,18 +288,18 @@ TGT512 static inline __attribute__((always_inline)) void r4_tile(const uint8_t *
 	__m512 acc[8];
 	for (int c = 0; c < na; c++) acc[c] = _mm512_setzero_ps();
 	for (long b = 0; b < nb; b++) {
-		// the weights stream from memory: ask for them 8 KB ahead, into L1
-		// (T0: into L2 alone, T1, a Zen 5 streamed a 4096x14336 Q8_0 GEMV
-		// at 21-31 GB/s on one thread instead of 28-36 in the same runs;
-		// 2, 4, 6, 12, 16 and 24 KB ahead did no better)
-		_mm_prefetch((const char *)(wn + wb * b + 8192), _MM_HINT_T0);
+		// the weights stream from memory: ask for them a few blocks ahead
+		// (on a 2-core Zen 5, streaming from DRAM, 4, 16 or 32 KB ahead
+		// and the T0, T2 and NTA hints did no better than 8 KB into L2;
+		// T0 looked faster only while part of the matrix stayed in L3)
+		_mm_prefetch((const char *)(wn + wb * b + 8192), _MM_HINT_T1);
 		__m512i lo, hi;
 		if (fmt == 4) {
 			__m512i w = _mm512_loadu_si512((const void *)(wn + 64 * b));
 			lo = _mm512_and_si512(w, m4);
 			hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
 		} else {
-			_mm_prefetch((const char *)(wn + wb * b + 8192 + 64), _MM_HINT_T0);
+			_mm_prefetch((const char *)(wn + wb * b + 8192 + 64), _MM_HINT_T1);
 			lo = _mm512_loadu_si512((const void *)(wn + 128 * b));
 			hi = _mm512_loadu_si512((const void *)(wn + 128 * b + 64));
 		}
@@ -379,14 +379,14 @@ TGT512 static inline __attribute__((always_inline)) void chi_tile(const uint8_t 
 	__m512i acc[8];
 	for (int c = 0; c < na; c++) acc[c] = _mm512_setzero_si512();
 	for (long b = 0; b < nb; b++) {
-		_mm_prefetch((const char *)(wg + wb * b + 8192), _MM_HINT_T0); // as r4_tile
+		_mm_prefetch((const char *)(wg + wb * b + 8192), _MM_HINT_T1);
 		__m512i lo, hi;
 		if (bits == 4) {
 			__m512i w = _mm512_loadu_si512((const void *)(wg + 64 * b));
 			lo = _mm512_and_si512(w, m4);
 			hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
 		} else {
-			_mm_prefetch((const char *)(wg + wb * b + 8192 + 64), _MM_HINT_T0);
+			_mm_prefetch((const char *)(wg + wb * b + 8192 + 64), _MM_HINT_T1);
 			lo = _mm512_loadu_si512((const void *)(wg + 128 * b));
 			hi = _mm512_loadu_si512((const void *)(wg + 128 * b + 64));
 		}
