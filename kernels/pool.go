@@ -102,7 +102,10 @@ func (p *pool) close() {
 // (from region self first).
 func (p *pool) work(self int) {
 	runtime.LockOSThread()
-	seen := p.state.Load() >> 40
+	// generation 0 is the new pool's: a worker that starts after the
+	// first product is published (its goroutine waits for a thread) must
+	// still take part in it, so it cannot start from the state it finds
+	var seen uint64
 	for {
 		s := p.state.Load()
 		if s>>40 == seen {
