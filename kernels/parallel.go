@@ -13,8 +13,10 @@ var (
 	// inRegion is set while ForChunks runs chunks on several goroutines:
 	// nested calls (an op inside a data-parallel worker) run serially. It is
 	// written only by the goroutine that starts the region, before it starts
-	// the others and after they are done.
-	inRegion bool
+	// the others and after they are done; atomic because the packed
+	// products' pool sets it too while another goroutine's ForRows, refused
+	// the busy pool, reads it to run serially.
+	inRegion atomic.Bool
 	blasHeld bool // inside ForBLAS: OpenBLAS is held to one thread
 )
 
@@ -56,7 +58,7 @@ func Threads() int { return threads }
 // Chunks returns how many chunks For and ForChunks split n items of at
 // least grain each into (1 inside a parallel region).
 func Chunks(n, grain int) int {
-	if inRegion {
+	if inRegion.Load() {
 		return 1
 	}
 	return max(1, min(threads, (n+max(grain, 1)-1)/max(grain, 1)))
@@ -92,8 +94,8 @@ func ForChunks(n, grain int, fn func(chunk, lo, hi int)) {
 		fn(0, 0, n)
 		return
 	}
-	inRegion = true
-	defer func() { inRegion = false }()
+	inRegion.Store(true)
+	defer inRegion.Store(false)
 	var wg sync.WaitGroup
 	var crashed atomic.Pointer[workerPanic]
 	wg.Add(t - 1)

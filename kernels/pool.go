@@ -201,7 +201,7 @@ func ForRows(n, grain, unit int, fn func(lo, hi int)) {
 	p.fn, p.n, p.chunk, p.nch = fn, n, chunk, (n+chunk-1)/chunk
 	p.completed.Store(0)
 	g := (p.state.Load()>>40 + 1) & (1<<24 - 1)
-	inRegion = true
+	inRegion.Store(true)
 	for i := range p.regions {
 		lo, hi := i*p.nch/len(p.regions), (i+1)*p.nch/len(p.regions)
 		p.regions[i].w.Store(g<<40 | uint64(hi)<<20 | uint64(lo))
@@ -216,7 +216,7 @@ func ForRows(n, grain, unit int, fn func(lo, hi int)) {
 	for p.completed.Load() < int64(p.nch) {
 		// a worker is finishing its last chunk
 	}
-	inRegion = false
+	inRegion.Store(false)
 	p.fn = nil
 	if c := p.crashed.Swap(nil); c != nil {
 		panic(c)
