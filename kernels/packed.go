@@ -199,13 +199,21 @@ func GemmR4(w *R4, a *PackedQ8, y []float32) {
 		panic(fmt.Sprintf("kernels: GemmR4: %d x %d weight, %d columns of %d blocks, %d outputs", w.Rows, w.K, a.N, a.NB, len(y)))
 	}
 	if !a.prepped {
-		need := r4X * nb * a.N
+		// quads of columns first (r4q_prep), then the columns left over
+		// in the one-column form (r4_prep)
+		nq := a.N / 4
+		q := r4Q * nb * nq
+		need := q + r4X*nb*(a.N-4*nq)
 		if cap(a.prep) < need {
 			a.prep = make([]byte, need+64)
 		}
 		a.prep = a.prep[:need]
-		for c := 0; c < a.N; c++ {
-			r4Prep(a, c, a.prep[c*r4X*nb:(c+1)*r4X*nb])
+		for i := 0; i < nq; i++ {
+			r4qPrep(a, 4*i, a.prep[i*r4Q*nb:(i+1)*r4Q*nb])
+		}
+		for c := 4 * nq; c < a.N; c++ {
+			o := q + (c-4*nq)*r4X*nb
+			r4Prep(a, c, a.prep[o:o+r4X*nb])
 		}
 		a.prepped = true
 	}
@@ -227,21 +235,41 @@ func GemmR4(w *R4, a *PackedQ8, y []float32) {
 	ForRows(groups, per, 4, run)
 }
 
-// gemmR4Go is GemmR4's reference, in the order of its kernel
-// (gemm_r4_vnni in packed.c), so that the two agree bit for bit. Each row
-// has four lanes; lane l of a block is the exact integer dot product of
-// the block's inputs 4l..4l+3 and 16+4l..16+4l+3 (the bytes one vpdpbusd
-// lane takes), and accumulates, block after block, that dot product times
-// (weight scale * activation scale) with one rounding (a fused
-// multiply-add, fma32). A column alone in its tile (the kernel takes columns in
-// tiles of up to 8, one accumulator each) keeps even and odd blocks apart
-// and adds the two at the end, so that consecutive blocks do not wait on
-// each other. The output is (l0+l1)+(l2+l3).
+// gemmR4Go is GemmR4's reference, in the order of its kernels (packed.c),
+// so that the two agree bit for bit. Columns go in quads while four are
+// left (gemm_r4q_vnni): each output accumulates, block after block, the
+// block's exact integer dot product times (weight scale * activation
+// scale) with one rounding (a fused multiply-add, fma32). The columns left
+// over (gemm_r4_vnni; all of them below four, as in decode) give each row
+// four lanes: lane l of a block is the exact integer dot product of the
+// block's inputs 4l..4l+3 and 16+4l..16+4l+3 (the bytes one vpdpbusd lane
+// takes), accumulated likewise, and the output is (l0+l1)+(l2+l3). A
+// column alone keeps even and odd blocks apart and adds the two at the
+// end, so that consecutive blocks do not wait on each other.
 func gemmR4Go(w *R4, g0, g1 int, a *PackedQ8, y []float32) {
 	nb, bb := w.K/32, Formats[w.Format].BlockBytes-2
-	for c := 0; c < a.N; c++ {
+	quads := a.N / 4 * 4
+	for c := 0; c < quads; c++ {
 		dx, _, _, qx := a.col(c)
-		alone := a.N-c/8*8 == 1
+		for r := 4 * g0; r < 4*g1; r++ {
+			g, i := r/4, r%4
+			var acc float32
+			for b := 0; b < nb; b++ {
+				gb := w.W[(g*nb+b)*4*bb:]
+				s := float16.Frombits(w.Scales[(g*nb+b)*4+i]).Float32() * dx[b]
+				var dot int32
+				for j := 0; j < 16; j++ {
+					lo, hi := r4Values(w.Format, gb, i, j)
+					dot += lo*int32(qx[32*b+j]) + hi*int32(qx[32*b+16+j])
+				}
+				acc = fma32(float32(dot), s, acc)
+			}
+			y[c*w.Rows+r] = acc
+		}
+	}
+	alone := a.N-quads == 1
+	for c := quads; c < a.N; c++ {
+		dx, _, _, qx := a.col(c)
 		for r := 4 * g0; r < 4*g1; r++ {
 			g, i := r/4, r%4
 			var acc [2][4]float32
@@ -256,12 +284,7 @@ func gemmR4Go(w *R4, g0, g1 int, a *PackedQ8, y []float32) {
 				for l := 0; l < 4; l++ {
 					var dot int32
 					for j := 4 * l; j < 4*l+4; j++ {
-						var lo, hi int32
-						if w.Format == Q4_0 {
-							lo, hi = int32(gb[16*i+j]&15)-8, int32(gb[16*i+j]>>4)-8
-						} else {
-							lo, hi = int32(int8(gb[16*i+j]^0x80)), int32(int8(gb[64+16*i+j]^0x80))
-						}
+						lo, hi := r4Values(w.Format, gb, i, j)
 						dot += lo*int32(x[j]) + hi*int32(x[16+j])
 					}
 					acc[k][l] = fma32(float32(dot), s, acc[k][l])
@@ -276,4 +299,13 @@ func gemmR4Go(w *R4, g0, g1 int, a *PackedQ8, y []float32) {
 			y[c*w.Rows+r] = (t[0] + t[1]) + (t[2] + t[3])
 		}
 	}
+}
+
+// r4Values returns the signed values of elements j and 16+j of row i in
+// a repacked block gb (j < 16).
+func r4Values(f FormatID, gb []byte, i, j int) (lo, hi int32) {
+	if f == Q4_0 {
+		return int32(gb[16*i+j]&15) - 8, int32(gb[16*i+j]>>4) - 8
+	}
+	return int32(int8(gb[16*i+j] ^ 0x80)), int32(int8(gb[64+16*i+j] ^ 0x80))
 }

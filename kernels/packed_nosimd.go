@@ -14,9 +14,14 @@ func gemmPackedSIMD(f FormatID, w []byte, r0, r1 int, a *PackedQ8, y []float32, 
 // packedISA is 0 without cgo: no repacked kernels.
 const packedISA = 0
 
-const r4X = 80
+const (
+	r4X = 80
+	r4Q = 176
+)
 
 func r4Prep(a *PackedQ8, c int, xp []byte) { panic("kernels: R4 without its kernel") }
+
+func r4qPrep(a *PackedQ8, c int, xq []byte) { panic("kernels: R4 without its kernel") }
 
 func gemmR4SIMD(w *R4, g0, g1 int, a *PackedQ8, y []float32) {
 	panic("kernels: R4 without its kernel")

@@ -61,8 +61,10 @@ func TestGemmPacked(t *testing.T) {
 	}
 }
 
-// TestQuantizeQ8: the kernel's activation quantizer agrees with the Go
-// loop and its definition: d = amax/127, q = x/d rounded half to even.
+// TestQuantizeQ8: the kernel's activation quantizer (AVX-512 where the
+// CPU has it, else the C loop) agrees with the Go loop and its
+// definition: d = amax/127, q = x/d rounded half to even (ties included),
+// and a block of zeros gives zeros.
 func TestQuantizeQ8(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	x := make([]float32, 3*96)
@@ -70,6 +72,14 @@ func TestQuantizeQ8(t *testing.T) {
 		x[i] = float32(rng.NormFloat64())
 	}
 	x[5] = 0.5 * x[0] // some ties are unlikely; the definition is checked below
+	// a block with d = 1: ties at every half, rounded to even; a block of
+	// zeros (d = 0)
+	tie := x[96+64 : 96+96]
+	for j := range tie {
+		tie[j] = float32(j-16) + 0.5
+	}
+	tie[31] = -127
+	clear(x[2*96 : 2*96+32])
 	var a, b PackedQ8
 	QuantizeQ8(&a, x, 3, 96)
 	useSIMD = false
@@ -93,6 +103,13 @@ func TestQuantizeQ8(t *testing.T) {
 		for j := range qa {
 			if qa[j] != qb[j] {
 				t.Fatalf("column %d value %d: %d vs %d", c, j, qa[j], qb[j])
+			}
+		}
+		if c == 1 {
+			for j := 0; j < 31; j++ {
+				if want := int8(math.RoundToEven(float64(j-16) + 0.5)); qa[64+j] != want {
+					t.Fatalf("tie %g: %d, want %d", float64(j-16)+0.5, qa[64+j], want)
+				}
 			}
 		}
 	}
@@ -130,14 +147,15 @@ func BenchmarkGemmPacked(b *testing.B) {
 // TestGemmR4: the repacked kernel gives the bits of its Go reference
 // (gemmR4Go, the kernel's summation order), and agrees with the plain
 // packed product within float32 accumulation (both exact per block), for
-// Q4_0 and Q8_0, 1 to 17 columns (tiles of 8 and a remainder, a column
-// alone in its tile), 1 and 2 threads; and repacking is exact (Unpack
-// gives the blocks back).
+// Q4_0 and Q8_0, 1 to 17 columns (quads of columns in tiles of one or two
+// quads by one or two groups of rows, with 0 to 3 columns left over; below
+// four, tiles of up to 8 columns and a column alone), 1 and 2 threads; and
+// repacking is exact (Unpack gives the blocks back).
 func TestGemmR4(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 4))
 	defer SetThreads(1)
 	for _, f := range []FormatID{Q4_0, Q8_0} {
-		for _, sh := range []struct{ rows, k, n int }{{4, 32, 1}, {12, 96, 3}, {64, 4096, 1}, {36, 14336, 2}, {20, 160, 8}, {8, 64, 11}, {72, 4096, 9}, {16, 1024, 17}} {
+		for _, sh := range []struct{ rows, k, n int }{{4, 32, 1}, {12, 96, 3}, {64, 4096, 1}, {36, 14336, 2}, {20, 160, 8}, {8, 64, 11}, {72, 4096, 9}, {16, 1024, 17}, {12, 96, 4}, {20, 160, 13}, {36, 288, 6}, {4, 14336, 12}} {
 			w := make([]float32, sh.rows*sh.k)
 			for i := range w {
 				w[i] = float32(rng.NormFloat64())
@@ -194,7 +212,7 @@ func BenchmarkGemmR4(b *testing.B) {
 			if r == nil {
 				b.Skip("no AVX-512 VNNI")
 			}
-			for _, n := range []int{1, 8, 32} {
+			for _, n := range []int{1, 8, 32, 128} {
 				x := make([]float32, n*k)
 				for i := range x {
 					x[i] = float32(rng.NormFloat64())

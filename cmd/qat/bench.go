@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -145,6 +146,11 @@ builds them) llama.cpp runs the same cases in the same session.`,
 			if o.Tokens < 1 {
 				return inputf("--tokens must be positive")
 			}
+			for _, v := range o.Only {
+				if !slices.Contains(bench.PackedSections, v) {
+					return inputf("--only: %q is not one of %s", v, strings.Join(bench.PackedSections, ", "))
+				}
+			}
 			return bench.Packed(cmd.OutOrStdout(), o)
 		},
 	}
@@ -153,6 +159,7 @@ builds them) llama.cpp runs the same cases in the same session.`,
 	cmd.Flags().StringSliceVar(&o.GGUFs, "gguf", nil, "GGUF models to decode")
 	cmd.Flags().StringVar(&o.Synth, "synth", "runs/synth", "directory of the synthetic models (empty: none)")
 	cmd.Flags().IntVar(&o.Tokens, "tokens", 32, "tokens to decode")
+	cmd.Flags().StringSliceVar(&o.Only, "only", nil, "run only these sections: "+strings.Join(bench.PackedSections, ", ")+" (default: all)")
 	return cmd
 }
 

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +39,17 @@ type PackedOptions struct {
 	// written (kept between runs).
 	Synth  string
 	Tokens int
+	// Only names the sections to run (PackedSections); empty: all.
+	Only []string
+}
+
+// PackedSections are the parts of `qat bench packed`, in the order they
+// run: the Q4_0/Q8_0 products, the per-channel int products, W4A4 beside
+// W4A8, decoding and prompt processing.
+var PackedSections = []string{"products", "channel", "w4a4", "decode", "prompt"}
+
+func (o PackedOptions) runs(section string) bool {
+	return len(o.Only) == 0 || slices.Contains(o.Only, section)
 }
 
 // Packed measures the packed products and decoding.
@@ -68,8 +80,13 @@ func Packed(w io.Writer, o PackedOptions) error {
 	kernels.SetThreads(1)
 	fmt.Fprintf(w, "memory: copy of 64 MB (bytes read + written), best of 3: %s\n", strings.Join(cs, ", "))
 	fmt.Fprintf(w, "packed kernel: %s (*: weights repacked in groups of four rows at load, as models load)\n\n", kernels.PackedKernel())
-	fmt.Fprintf(w, "%-5s %-12s %3s %3s  %10s %9s %9s  %14s %7s\n", "type", "weight", "n", "thr", "ours us", "GFLOP/s", "weight GB/s", "llama.cpp us", "speedup")
+	if o.runs("products") {
+		fmt.Fprintf(w, "%-5s %-12s %3s %3s  %10s %9s %9s  %14s %7s\n", "type", "weight", "n", "thr", "ours us", "GFLOP/s", "weight GB/s", "llama.cpp us", "speedup")
+	}
 	for _, f := range []kernels.FormatID{kernels.Q4_0, kernels.Q8_0} {
+		if !o.runs("products") {
+			break
+		}
 		for _, k := range []int{4096, 14336} {
 			const rows = 4096
 			wb := make([]byte, rows*f.RowBytes(k))
@@ -124,6 +141,23 @@ func Packed(w io.Writer, o PackedOptions) error {
 	// per-channel integer weights x per-token int8 activations (w4a8,
 	// w8a8): llama.cpp has no such type; the reference is our float32
 	// sgemm (OpenBLAS) at the same shape, decode (n=1) to prefill (n=256)
+	if err := packedChannel(w, o, rng); err != nil {
+		return err
+	}
+	if o.runs("w4a4") {
+		if err := packedW4A4(w, o, rng); err != nil {
+			return err
+		}
+	}
+	kernels.SetThreads(1)
+	return packedModels(w, o, copyGBs)
+}
+
+// packedChannel measures the per-channel int products beside sgemm.
+func packedChannel(w io.Writer, o PackedOptions, rng *rand.Rand) error {
+	if !o.runs("channel") {
+		return nil
+	}
 	fmt.Fprintf(w, "\nper-channel int weights x per-token int8 activations; the two right columns: float32 sgemm (OpenBLAS) at the same shape\n")
 	f32us := map[[3]int]float64{}
 	for _, k := range []int{4096, 14336} {
@@ -172,11 +206,15 @@ func Packed(w io.Writer, o PackedOptions) error {
 			}
 		}
 	}
-	if err := packedW4A4(w, o, rng); err != nil {
-		return err
+	return nil
+}
+
+// packedModels decodes and prefills the synthetic models and o.GGUFs
+// beside llama-bench.
+func packedModels(w io.Writer, o PackedOptions, copyGBs map[int]float64) error {
+	if !o.runs("w4a4") && !o.runs("decode") && !o.runs("prompt") {
+		return nil
 	}
-	kernels.SetThreads(1)
-	// decoding
 	var models []string
 	if o.Synth != "" {
 		for _, q := range []string{"q4_0", "q8_0"} {
@@ -190,7 +228,7 @@ func Packed(w io.Writer, o PackedOptions) error {
 		}
 	}
 	models = append(models, o.GGUFs...)
-	if o.Synth != "" {
+	if o.Synth != "" && o.runs("w4a4") {
 		if err := decodeW4A4(w, o); err != nil {
 			return err
 		}
@@ -202,7 +240,10 @@ func Packed(w io.Writer, o PackedOptions) error {
 	// for memory at 23 GB)
 	debug.FreeOSMemory()
 	var pp bytes.Buffer
-	if len(models) > 0 {
+	if !o.runs("decode") && !o.runs("prompt") {
+		return nil
+	}
+	if len(models) > 0 && o.runs("decode") {
 		fmt.Fprintf(w, "\ndecode (%d tokens after one, tokens/s; MB/token: weights and the KV cache read per token, mean over the tokens; GB/s: that times tokens/s, %% of the copy above)\n", o.Tokens)
 		fmt.Fprintf(w, "%-40s %3s %10s %12s %8s %9s %7s %7s\n", "model", "thr", "ours", "llama-bench", "ratio", "MB/token", "GB/s", "% copy")
 	}
@@ -214,6 +255,9 @@ func Packed(w io.Writer, o PackedOptions) error {
 		packed := export.Packed(m, f)
 		perTok := decodeBytes(m, packed, o.Tokens)
 		for _, th := range o.Threads {
+			if !o.runs("decode") {
+				break
+			}
 			kernels.SetThreads(th)
 			kernels.SetBLASThreads(1) // as qat generate does for packed models
 			tps := 0.0
@@ -241,12 +285,14 @@ func Packed(w io.Writer, o PackedOptions) error {
 			gbs := perTok * tps / 1e9
 			fmt.Fprintf(w, "%-40s %3d %10.1f %12s %8s %9.1f %7.1f %6.0f%%\n", filepath.Base(p), th, tps, theirs, ratio, perTok/1e6, gbs, 100*gbs/copyGBs[th])
 		}
-		if err := packedPrompt(&pp, o, p, m, packed); err != nil {
-			return err
+		if o.runs("prompt") {
+			if err := packedPrompt(&pp, o, p, m, packed); err != nil {
+				return err
+			}
 		}
 		debug.FreeOSMemory()
 	}
-	if len(models) > 0 {
+	if len(models) > 0 && o.runs("prompt") {
 		fmt.Fprintf(w, "\nprompt processing (tokens/s, one prompt from an empty cache, logits of its last token)\n")
 		fmt.Fprintf(w, "%-40s %3s", "model", "thr")
 		for _, n := range promptLens {
