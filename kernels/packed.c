@@ -296,51 +296,67 @@ void r4_prep(const int8_t *qx, const float *dx, long nb, uint8_t *xp) {
 	}
 }
 
-// r4_tile: rows 4g..4g+3 (weights wn, scales ws of that group) times nc
-// columns of prepared activations (xp, column stride xs bytes), into
-// y[c*ldy + i]. nc and fmt are constants where it is inlined, so the
-// column loop unrolls and the accumulators stay in registers.
-TGT512 static inline __attribute__((always_inline)) void r4_tile(const uint8_t *wn, const uint16_t *ws, long nb, const uint8_t *xp, long xs,
-								 const int nc, const int fmt, float *y, long ldy) {
+// r4_block: block b of rows 4g..4g+3 times nc columns, into acc[c] (or,
+// for a column alone, acc[alt]: even and odd blocks in separate
+// accumulators, so that consecutive blocks' multiply-adds do not wait on
+// each other).
+TGT512 static inline __attribute__((always_inline)) void r4_block(const uint8_t *wn, const uint16_t *ws, long b, const uint8_t *xp, long xs,
+								  const int nc, const int fmt, __m512 *acc, const int alt) {
 	const __m512i m4 = _mm512_set1_epi8(15);
 	const __m512i idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
 	const long wb = fmt == 4 ? 64 : 128;
 	const int co = fmt == 4 ? 32 : 48;
-	// one column: two accumulators (even and odd blocks) so that
-	// consecutive blocks' multiply-adds do not wait on each other
-	const int na = nc == 1 ? 2 : nc;
-	__m512 acc[8];
-	for (int c = 0; c < na; c++) acc[c] = _mm512_setzero_ps();
-	for (long b = 0; b < nb; b++) {
-		// the weights stream from memory: ask for them a few blocks ahead
-		// (on a 2-core Zen 5, streaming from DRAM, 4, 16 or 32 KB ahead
-		// and the T0, T2 and NTA hints did no better than 8 KB into L2;
-		// T0 looked faster only while part of the matrix stayed in L3)
-		_mm_prefetch((const char *)(wn + wb * b + 8192), _MM_HINT_T1);
-		__m512i lo, hi;
-		if (fmt == 4) {
-			__m512i w = _mm512_loadu_si512((const void *)(wn + 64 * b));
-			lo = _mm512_and_si512(w, m4);
-			hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
-		} else {
-			_mm_prefetch((const char *)(wn + wb * b + 8192 + 64), _MM_HINT_T1);
-			lo = _mm512_loadu_si512((const void *)(wn + 128 * b));
-			hi = _mm512_loadu_si512((const void *)(wn + 128 * b + 64));
-		}
-		__m512 s = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(ws + 4 * b)))));
-		for (int c = 0; c < nc; c++) {
-			const uint8_t *p = xp + c * xs + R4X * b;
-			__m512i xl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p));
-			__m512i xh = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + 16)));
-			__m512i d = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + co)));
-			d = _mm512_dpbusd_epi32(d, lo, xl);
-			d = _mm512_dpbusd_epi32(d, hi, xh);
-			const int a = nc == 1 ? (b & 1) : c;
-			acc[a] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(s, _mm512_set1_ps(*(const float *)(p + 64))), acc[a]);
-		}
+	// the weights stream from memory: ask for them a few blocks ahead
+	// (on a 2-core Zen 5, streaming from DRAM, 4, 16 or 32 KB ahead
+	// and the T0, T2 and NTA hints did no better than 8 KB into L2;
+	// T0 looked faster only while part of the matrix stayed in L3)
+	_mm_prefetch((const char *)(wn + wb * b + 8192), _MM_HINT_T1);
+	__m512i lo, hi;
+	if (fmt == 4) {
+		__m512i w = _mm512_loadu_si512((const void *)(wn + 64 * b));
+		lo = _mm512_and_si512(w, m4);
+		hi = _mm512_and_si512(_mm512_srli_epi16(w, 4), m4);
+	} else {
+		_mm_prefetch((const char *)(wn + wb * b + 8192 + 64), _MM_HINT_T1);
+		lo = _mm512_loadu_si512((const void *)(wn + 128 * b));
+		hi = _mm512_loadu_si512((const void *)(wn + 128 * b + 64));
 	}
-	if (nc == 1) acc[0] = _mm512_add_ps(acc[0], acc[1]);
-	for (int c = 0; c < nc; c++) {
+	__m512 s = _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(ws + 4 * b)))));
+	_Pragma("GCC unroll 8") for (int c = 0; c < nc; c++) {
+		const uint8_t *p = xp + c * xs + R4X * b;
+		__m512i xl = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p));
+		__m512i xh = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + 16)));
+		__m512i d = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + co)));
+		d = _mm512_dpbusd_epi32(d, lo, xl);
+		d = _mm512_dpbusd_epi32(d, hi, xh);
+		const int a = nc == 1 ? alt : c;
+		acc[a] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(s, _mm512_set1_ps(*(const float *)(p + 64))), acc[a]);
+	}
+}
+
+// r4_tile: rows 4g..4g+3 (weights wn, scales ws of that group) times nc
+// columns of prepared activations (xp, column stride xs bytes), into
+// y[c*ldy + i]. nc and fmt are constants where it is inlined, so the
+// column loop unrolls and the accumulators stay in registers (a column
+// alone takes its blocks in pairs: with the accumulator chosen by b & 1,
+// GCC kept the two on the stack and every block waited on a store).
+TGT512 static inline __attribute__((always_inline)) void r4_tile(const uint8_t *wn, const uint16_t *ws, long nb, const uint8_t *xp, long xs,
+								 const int nc, const int fmt, float *y, long ldy) {
+	const int na = nc == 1 ? 2 : nc;
+	__m512 acc[na];
+	_Pragma("GCC unroll 8") for (int c = 0; c < na; c++) acc[c] = _mm512_setzero_ps();
+	if (nc == 1) {
+		long b = 0;
+		for (; b + 1 < nb; b += 2) {
+			r4_block(wn, ws, b, xp, xs, 1, fmt, acc, 0);
+			r4_block(wn, ws, b + 1, xp, xs, 1, fmt, acc, 1);
+		}
+		if (b < nb) r4_block(wn, ws, b, xp, xs, 1, fmt, acc, 0);
+		acc[0] = _mm512_add_ps(acc[0], acc[1]);
+	} else {
+		for (long b = 0; b < nb; b++) r4_block(wn, ws, b, xp, xs, nc, fmt, acc, 0);
+	}
+	_Pragma("GCC unroll 8") for (int c = 0; c < nc; c++) {
 		float t[16];
 		_mm512_storeu_ps(t, acc[c]);
 		for (int i = 0; i < 4; i++) y[c * ldy + i] = (t[4 * i] + t[4 * i + 1]) + (t[4 * i + 2] + t[4 * i + 3]);
