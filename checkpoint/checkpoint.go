@@ -419,11 +419,11 @@ func LoadHFModel(dir string) (*layers.Model, error) {
 
 // newModel is layers.New(c) with the memory it leaves behind returned to
 // the OS before the weights are read in: New builds each parameter, then
-// packs them into one arena, and reading the discarded per-parameter
-// slices (autograd.Pack copies only those that are not zero) made them
-// resident, a second float32 model that would stay until the runtime's
-// background scavenger gets to it. Loading then peaks at the model plus
-// about one tensor of the file, not twice the model (TestImportRSS).
+// packs them into one arena and drops the per-parameter slices (never
+// touched, since autograd.PackNew does not read them, but returned anyway
+// so that nothing of a second float32 model waits on the runtime's
+// background scavenger). Loading then peaks at the model plus about one
+// tensor of the file, not twice the model (TestImportRSS).
 func newModel(c layers.Config) *layers.Model {
 	m := layers.New(c)
 	debug.FreeOSMemory()

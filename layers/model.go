@@ -393,6 +393,11 @@ func New(c Config) *Model {
 			l.MLP.Online = h
 		}
 	}
+	// One arena for weights and one for gradients, in checkpoint order:
+	// q/k/v and gate/up sit next to each other and run as one product each
+	// (LinearCat); the optimizer and checkpoints see flat memory. PackNew
+	// starts the values at zero: set them after.
+	autograd.PackNew(packOrder(m.Params()))
 	for _, p := range m.Params() {
 		if len(p.Var.Shape()) == 1 && !isBias(p.Name) { // norms start at 1, biases at 0
 			for i := range p.Var.Data() {
@@ -400,10 +405,6 @@ func New(c Config) *Model {
 			}
 		}
 	}
-	// One arena for weights and one for gradients, in checkpoint order:
-	// q/k/v and gate/up sit next to each other and run as one product each
-	// (LinearCat); the optimizer and checkpoints see flat memory.
-	autograd.Pack(packOrder(m.Params()))
 	return m
 }
 

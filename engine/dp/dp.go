@@ -126,7 +126,7 @@ func (e *Engine) staging(buf *[]float32) []float32 {
 }
 
 // contiguous is parts as one slice when each starts where the one before
-// ends, else nil. The slice spans one packed arena (autograd.Pack); the
+// ends, else nil. The slice spans one packed arena (autograd.PackNew); the
 // Vars keep the memory alive.
 func contiguous(parts [][]float32) []float32 {
 	if len(parts) == 0 {
