@@ -79,6 +79,10 @@ for m in tiny-f32 tiny-q8_0 tiny-w4a16-g32-q4_0; do
   [ $ok2 = 1 ] || status=1
   [ $m != tiny-f32 ] || [ $ok1 = 1 ] || status=1
 done
+{
+  echo
+  echo "qat commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!docs' || echo ' (with uncommitted changes)'); llama.cpp $("$LLAMACPP_BIN/llama-perplexity" --version 2>&1 | sed -n 's/^version: //p'); $(lscpu | sed -n 's/^Model name: *//p' | head -1), AMX: $(grep -q amx /proc/cpuinfo && echo yes || echo no)"
+} >>"$OUT/table.md"
 python3 tools/results/section.py docs/llamacpp.md llamacpp-tiny --command "LLAMACPP_CHECK=tiny tools/llamacpp_check.sh" <"$OUT/table.md"
 fi
 
