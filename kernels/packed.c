@@ -372,6 +372,8 @@ TGT512 static inline __attribute__((always_inline)) void r4_tile(const uint8_t *
 // gemm_r4_vnni: y[c*ldy + r] for the rows of groups g0..g1 and n columns.
 // Columns go in tiles of up to 8 (8 accumulators, one weight decode per
 // block and tile); a group's weights stay in L1/L2 across its tiles.
+// GemmR4 gives it one token (decode) and the 1 to 3 columns a batch has
+// beyond its quads (gemm_r4q_vnni), so its tiles hold at most 3 columns.
 TGT512 void gemm_r4_vnni(const uint8_t *w, const uint16_t *sc, long g0, long g1, long nb, const uint8_t *xp, long n, float *y, long ldy, int fmt) {
 	const long wb = fmt == 4 ? 64 : 128, xs = R4X * nb;
 	for (long g = g0; g < g1; g++) {
